@@ -1,0 +1,92 @@
+//! Load-balancing strategies: pick one deployment among the candidates that survived the
+//! health filter, skipping the ones that are not eligible (cooling down, or already tried).
+//!
+//! | strategy | picks | cost per decision |
+//! |---|---|---|
+//! | `simple-shuffle` | weighted random (`weight`, else `rpm`, else `tpm`, else uniform) | O(log n): samples, then checks eligibility |
+//! | `round-robin` | the next one in turn | O(1) unless many are ineligible |
+//! | `least-busy` | the fewest requests in flight | O(n) scan |
+//! | `latency-based-routing` | the lowest latency average; unmeasured ones first | O(n) scan |
+//! | `power-of-two-choices` | the less loaded of two random ones | O(1) |
+//!
+//! The random strategies *sample* rather than scan: a pick is drawn from the precomputed
+//! candidate list and checked; only after several ineligible draws do they fall back to a
+//! scan of the eligible ones. Rejection sampling keeps the distribution exact (a draw is
+//! a draw from the eligible set) while keeping the common case flat in route size.
+//!
+//! Randomness comes from a per-service [`SmallRng`](rand::rngs::SmallRng), seedable for
+//! tests (see [`HealthRoutingLayer::with_seed`](crate::HealthRoutingLayer::with_seed)).
+
+mod latency;
+mod least_busy;
+mod p2c;
+mod round_robin;
+mod shuffle;
+
+use rand::Rng;
+
+use crate::{config::RoutingStrategy, health::Entry};
+
+/// How many random draws a sampling strategy makes before it scans.
+const SAMPLE_TRIES: usize = 4;
+
+/// A candidate list: entry indices and, when weighted, cumulative weights.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct View<'a> {
+    pub(crate) idx: &'a [u32],
+    pub(crate) cum: Option<&'a [f64]>,
+}
+
+impl View<'_> {
+    /// The weight of position `i` (1 when uniform).
+    fn weight(&self, i: usize) -> f64 {
+        match self.cum {
+            None => 1.0,
+            Some(c) => c[i] - if i == 0 { 0.0 } else { c[i - 1] },
+        }
+    }
+}
+
+/// Picks one eligible entry of `view`, or `None` when none is eligible.
+pub(crate) fn pick<R: Rng + ?Sized>(
+    strategy: RoutingStrategy,
+    view: View<'_>,
+    entries: &[Entry],
+    next: &std::sync::atomic::AtomicUsize,
+    rng: &mut R,
+    eligible: &mut dyn FnMut(u32) -> bool,
+) -> Option<u32> {
+    if view.idx.is_empty() {
+        return None;
+    }
+    match strategy {
+        RoutingStrategy::SimpleShuffle => shuffle::pick(view, rng, eligible),
+        RoutingStrategy::RoundRobin => round_robin::pick(view, next, eligible),
+        RoutingStrategy::LeastBusy => least_busy::pick(view, entries, rng, eligible),
+        RoutingStrategy::LatencyBased => latency::pick(view, entries, rng, eligible),
+        RoutingStrategy::PowerOfTwoChoices => p2c::pick(view, entries, rng, eligible),
+    }
+}
+
+/// Scans from a random start, keeping the eligible entry with the lowest `key`.
+fn scan_min<R: Rng + ?Sized, K: PartialOrd>(
+    view: View<'_>,
+    rng: &mut R,
+    eligible: &mut dyn FnMut(u32) -> bool,
+    key: impl Fn(u32) -> K,
+) -> Option<u32> {
+    let n = view.idx.len();
+    let start = rng.random_range(0..n);
+    let mut best: Option<(u32, K)> = None;
+    for k in 0..n {
+        let i = view.idx[(start + k) % n];
+        if !eligible(i) {
+            continue;
+        }
+        let key = key(i);
+        if best.as_ref().is_none_or(|(_, b)| key < *b) {
+            best = Some((i, key));
+        }
+    }
+    best.map(|(i, _)| i)
+}

@@ -1,0 +1,547 @@
+//! Runtime configuration: plain structs with documented defaults, a typed builder, and
+//! one validation pass ([`Config::validate`]) whose errors name the field at fault.
+//!
+//! Two ways in, one result:
+//!
+//! * [`Config::from_yaml_str`] / [`Config::from_yaml_file`] read LiteLLM's `config.yaml`
+//!   (`model_list`, `general_settings`, `router_settings`, `litellm_settings`), resolving
+//!   `os.environ/NAME` values from the environment;
+//! * [`Config::builder`] for Rust users, with the same defaults.
+//!
+//! Field names in errors are LiteLLM's YAML paths (`general_settings.health_check_interval`)
+//! whichever way the config was built, so one error text serves both.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_health_routing::{Config, Deployment, RoutingStrategy};
+//!
+//! let cfg = Config::builder()
+//!     .deployment(Deployment::builder("gpt-4o", "openai/gpt-4o").api_base("http://127.0.0.1:8001/v1").build())
+//!     .deployment(Deployment::builder("gpt-4o", "openai/gpt-4o").api_base("http://127.0.0.1:8002/v1").build())
+//!     .background_health_checks(true)
+//!     .health_check_interval(Duration::from_secs(30))
+//!     .enable_health_check_routing(true)
+//!     .routing_strategy(RoutingStrategy::LeastBusy)
+//!     .build()?;
+//! assert_eq!(cfg.health.staleness_threshold(), Duration::from_secs(60));
+//! # Ok::<(), tower_health_routing::ConfigError>(())
+//! ```
+
+mod litellm;
+
+use std::{
+    collections::HashMap,
+    fmt,
+    num::{NonZeroU32, NonZeroUsize},
+    path::Path,
+    time::Duration,
+};
+
+use crate::{
+    deployment::Deployment,
+    error::{ConfigError, ConfigErrorKind},
+    secret::{Scrubber, Secret},
+};
+
+/// Everything the router, the probe loop and the endpoints need, validated.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct Config {
+    /// Every deployment (`model_list`), in config order.
+    pub deployments: Vec<Deployment>,
+    /// Health-check settings (`general_settings`).
+    pub health: HealthCheckSettings,
+    /// Router settings (`router_settings`).
+    pub router: RouterSettings,
+    /// The proxy's admin key (`general_settings.master_key`); guards the health endpoints.
+    pub master_key: Option<Secret>,
+}
+
+/// Health-check settings, with LiteLLM's names and defaults.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct HealthCheckSettings {
+    /// `background_health_checks`: run the probe loop. Default `false`.
+    pub background_health_checks: bool,
+    /// `health_check_interval`: time between rounds. Default 300 s.
+    pub interval: Duration,
+    /// `enable_health_check_routing`: drop deployments that failed their last check. Default `false`.
+    pub routing_enabled: bool,
+    /// `health_check_staleness_threshold`: results older than this are ignored.
+    /// `None` means 2 × [`interval`](Self::interval); see [`staleness_threshold`](Self::staleness_threshold).
+    pub staleness_threshold: Option<Duration>,
+    /// `health_check_details`: show `api_base`, errors etc. in `/health`. Default `true`.
+    pub details: bool,
+    /// `health_check_skip_disabled_background_models`: leave deployments with
+    /// `disable_background_health_check` out of on-demand `/health` rounds too. Default `false`.
+    pub skip_disabled_background_models: bool,
+    /// `health_check_concurrency`: most probes in flight at once. Default `None` (unbounded).
+    pub concurrency: Option<NonZeroUsize>,
+    /// `health_check_ignore_transient_errors`: a probe answered 429 or 408 keeps the
+    /// deployment's previous state. Default `false`.
+    pub ignore_transient_errors: bool,
+    /// `health_check_unhealthy_threshold`: consecutive failed probes before a healthy
+    /// deployment is marked unhealthy. Default 1 (LiteLLM's behaviour).
+    pub unhealthy_threshold: NonZeroU32,
+    /// `health_check_healthy_threshold`: consecutive passed probes before an unhealthy
+    /// deployment is marked healthy again. Default 1 (LiteLLM's behaviour).
+    pub healthy_threshold: NonZeroU32,
+    /// `health_check_jitter`: up to this much random delay added to each interval. Default zero (off).
+    pub jitter: Duration,
+    /// `use_shared_health_check`: share results across processes (needs the `redis` feature). Default `false`.
+    pub use_shared_health_check: bool,
+}
+
+impl Default for HealthCheckSettings {
+    fn default() -> Self {
+        Self {
+            background_health_checks: false,
+            interval: Duration::from_secs(300),
+            routing_enabled: false,
+            staleness_threshold: None,
+            details: true,
+            skip_disabled_background_models: false,
+            concurrency: None,
+            ignore_transient_errors: false,
+            unhealthy_threshold: NonZeroU32::MIN,
+            healthy_threshold: NonZeroU32::MIN,
+            jitter: Duration::ZERO,
+            use_shared_health_check: false,
+        }
+    }
+}
+
+impl HealthCheckSettings {
+    /// The effective staleness threshold: the configured one, else 2 × interval.
+    pub fn staleness_threshold(&self) -> Duration {
+        self.staleness_threshold
+            .unwrap_or(self.interval.saturating_mul(2))
+    }
+}
+
+/// Router settings, with LiteLLM's names and defaults.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct RouterSettings {
+    /// `routing_strategy`. Default [`RoutingStrategy::SimpleShuffle`].
+    pub routing_strategy: RoutingStrategy,
+    /// `allowed_fails`: failures per minute before cooldown. `None`: LiteLLM's default
+    /// rule (see [`CooldownPolicy`](crate::CooldownPolicy)).
+    pub allowed_fails: Option<u32>,
+    /// `cooldown_time`: how long a deployment sits out. Default 5 s.
+    pub cooldown_time: Duration,
+    /// `num_retries`: retries on another deployment. Default 0.
+    pub num_retries: u32,
+    /// Redis connection (`redis_url`, or `redis_host`/`redis_port`/`redis_password`).
+    pub redis: Option<RedisSettings>,
+}
+
+impl Default for RouterSettings {
+    fn default() -> Self {
+        Self {
+            routing_strategy: RoutingStrategy::SimpleShuffle,
+            allowed_fails: None,
+            cooldown_time: Duration::from_secs(5),
+            num_retries: 0,
+            redis: None,
+        }
+    }
+}
+
+/// Where Redis is. The password is a secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RedisSettings {
+    /// `redis_url` (may embed a password; never displayed).
+    Url(Secret),
+    /// `redis_host`, `redis_port`, `redis_password`.
+    HostPort {
+        /// Host name or address.
+        host: String,
+        /// Port (default 6379).
+        port: u16,
+        /// Password, if any.
+        password: Option<Secret>,
+    },
+}
+
+/// How the router picks one deployment among the eligible ones.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RoutingStrategy {
+    /// `simple-shuffle`: weighted random by `weight`, else `rpm`, else `tpm`, else uniform.
+    /// LiteLLM's default.
+    #[default]
+    SimpleShuffle,
+    /// `round-robin`: each deployment in turn.
+    RoundRobin,
+    /// `least-busy`: the fewest requests in flight.
+    LeastBusy,
+    /// `latency-based-routing`: the lowest moving average of observed latency.
+    LatencyBased,
+    /// `power-of-two-choices`: two at random, the less loaded of the two.
+    PowerOfTwoChoices,
+}
+
+impl RoutingStrategy {
+    /// Every strategy's config name.
+    pub const NAMES: &'static [&'static str] = &[
+        "simple-shuffle",
+        "round-robin",
+        "least-busy",
+        "latency-based-routing",
+        "power-of-two-choices",
+    ];
+
+    /// The config name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SimpleShuffle => "simple-shuffle",
+            Self::RoundRobin => "round-robin",
+            Self::LeastBusy => "least-busy",
+            Self::LatencyBased => "latency-based-routing",
+            Self::PowerOfTwoChoices => "power-of-two-choices",
+        }
+    }
+
+    /// Parses a config name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "simple-shuffle" => Self::SimpleShuffle,
+            "round-robin" => Self::RoundRobin,
+            "least-busy" => Self::LeastBusy,
+            "latency-based-routing" => Self::LatencyBased,
+            "power-of-two-choices" | "p2c" => Self::PowerOfTwoChoices,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for RoutingStrategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for RoutingStrategy {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        Self::from_name(s).ok_or_else(|| {
+            ConfigError::new(
+                "router_settings.routing_strategy",
+                ConfigErrorKind::UnknownStrategy {
+                    value: s.to_owned(),
+                },
+            )
+        })
+    }
+}
+
+impl Config {
+    /// Starts a config with every default.
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder {
+            cfg: Config::default(),
+        }
+    }
+
+    /// Parses LiteLLM's `config.yaml` text. `os.environ/NAME` values are read from the
+    /// environment; unknown keys are kept (in each deployment's `extra`) or ignored with a
+    /// debug event.
+    pub fn from_yaml_str(text: &str) -> Result<Self, ConfigError> {
+        litellm::parse(text, &|name| std::env::var(name).ok())
+    }
+
+    /// Like [`from_yaml_str`](Self::from_yaml_str), with `os.environ/NAME` looked up by
+    /// `env` instead of the process environment (handy in tests).
+    pub fn from_yaml_str_with_env(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        litellm::parse(text, env)
+    }
+
+    /// Reads and parses a LiteLLM `config.yaml` file.
+    pub fn from_yaml_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new("", ConfigErrorKind::Io(format!("{}: {e}", path.display())))
+        })?;
+        Self::from_yaml_str(&text)
+    }
+
+    /// Checks every rule once; errors name the field (see the module docs).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let h = &self.health;
+        if h.interval.is_zero() {
+            return Err(ConfigError::invalid(
+                "general_settings.health_check_interval",
+                "must be greater than zero",
+            ));
+        }
+        if let Some(s) = h.staleness_threshold
+            && s < h.interval
+        {
+            return Err(ConfigError::invalid(
+                "general_settings.health_check_staleness_threshold",
+                format!(
+                    "{}s is below health_check_interval ({}s): every result would be stale before the next round",
+                    s.as_secs_f64(),
+                    h.interval.as_secs_f64()
+                ),
+            ));
+        }
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (i, d) in self.deployments.iter().enumerate() {
+            let at = |f: &str| format!("model_list[{i}].{f}");
+            if d.route.is_empty() {
+                return Err(ConfigError::new(at("model_name"), ConfigErrorKind::Missing));
+            }
+            if d.params.model.is_empty() {
+                return Err(ConfigError::new(
+                    at("litellm_params.model"),
+                    ConfigErrorKind::Missing,
+                ));
+            }
+            if let Some(w) = d.params.weight
+                && !(w.is_finite() && w >= 0.0)
+            {
+                return Err(ConfigError::invalid(
+                    at("litellm_params.weight"),
+                    format!("must be a finite number >= 0, got {w}"),
+                ));
+            }
+            if let Some(t) = d.info.health_check_timeout
+                && t.is_zero()
+            {
+                return Err(ConfigError::invalid(
+                    at("model_info.health_check_timeout"),
+                    "must be greater than zero",
+                ));
+            }
+            match seen.get(d.id.as_str()) {
+                Some(&j) if !self.deployments[j].same_params(d) => {
+                    return Err(ConfigError::new(
+                        at("model_info.id"),
+                        ConfigErrorKind::DuplicateId {
+                            id: d.id.to_string(),
+                        },
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    seen.insert(d.id.as_str(), i);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A [`Scrubber`] that removes every configured secret (API keys, credentials, the
+    /// master key) from text before it is shown or logged.
+    pub fn scrubber(&self) -> Scrubber {
+        let deployment_secrets = self.deployments.iter().flat_map(|d| d.secrets().cloned());
+        let redis = match &self.router.redis {
+            Some(RedisSettings::Url(u)) => Some(u.clone()),
+            Some(RedisSettings::HostPort { password, .. }) => password.clone(),
+            None => None,
+        };
+        Scrubber::new(
+            deployment_secrets
+                .chain(self.master_key.clone())
+                .chain(redis),
+        )
+    }
+}
+
+/// Builds a [`Config`] in Rust; every setter names the LiteLLM setting it stands for.
+#[derive(Debug, Clone)]
+pub struct ConfigBuilder {
+    cfg: Config,
+}
+
+impl ConfigBuilder {
+    /// Adds a deployment (`model_list` entry).
+    pub fn deployment(mut self, d: Deployment) -> Self {
+        self.cfg.deployments.push(d);
+        self
+    }
+    /// Adds several deployments.
+    pub fn deployments(mut self, ds: impl IntoIterator<Item = Deployment>) -> Self {
+        self.cfg.deployments.extend(ds);
+        self
+    }
+    /// `background_health_checks` (default `false`).
+    pub fn background_health_checks(mut self, on: bool) -> Self {
+        self.cfg.health.background_health_checks = on;
+        self
+    }
+    /// `health_check_interval` (default 300 s).
+    pub fn health_check_interval(mut self, d: Duration) -> Self {
+        self.cfg.health.interval = d;
+        self
+    }
+    /// `enable_health_check_routing` (default `false`).
+    pub fn enable_health_check_routing(mut self, on: bool) -> Self {
+        self.cfg.health.routing_enabled = on;
+        self
+    }
+    /// `health_check_staleness_threshold` (default 2 × interval).
+    pub fn health_check_staleness_threshold(mut self, d: Duration) -> Self {
+        self.cfg.health.staleness_threshold = Some(d);
+        self
+    }
+    /// `health_check_details` (default `true`).
+    pub fn health_check_details(mut self, on: bool) -> Self {
+        self.cfg.health.details = on;
+        self
+    }
+    /// `health_check_skip_disabled_background_models` (default `false`).
+    pub fn health_check_skip_disabled_background_models(mut self, on: bool) -> Self {
+        self.cfg.health.skip_disabled_background_models = on;
+        self
+    }
+    /// `health_check_concurrency` (default unbounded).
+    pub fn health_check_concurrency(mut self, n: NonZeroUsize) -> Self {
+        self.cfg.health.concurrency = Some(n);
+        self
+    }
+    /// `health_check_ignore_transient_errors` (default `false`).
+    pub fn health_check_ignore_transient_errors(mut self, on: bool) -> Self {
+        self.cfg.health.ignore_transient_errors = on;
+        self
+    }
+    /// Consecutive results before a deployment flips (defaults 1 and 1).
+    pub fn health_check_thresholds(mut self, unhealthy: NonZeroU32, healthy: NonZeroU32) -> Self {
+        self.cfg.health.unhealthy_threshold = unhealthy;
+        self.cfg.health.healthy_threshold = healthy;
+        self
+    }
+    /// Random delay of up to `d` added to each interval (default zero).
+    pub fn health_check_jitter(mut self, d: Duration) -> Self {
+        self.cfg.health.jitter = d;
+        self
+    }
+    /// `master_key`.
+    pub fn master_key(mut self, key: impl Into<Secret>) -> Self {
+        self.cfg.master_key = Some(key.into());
+        self
+    }
+    /// `routing_strategy` (default `simple-shuffle`).
+    pub fn routing_strategy(mut self, s: RoutingStrategy) -> Self {
+        self.cfg.router.routing_strategy = s;
+        self
+    }
+    /// `allowed_fails` (default: LiteLLM's percentage rule).
+    pub fn allowed_fails(mut self, n: u32) -> Self {
+        self.cfg.router.allowed_fails = Some(n);
+        self
+    }
+    /// `cooldown_time` (default 5 s).
+    pub fn cooldown_time(mut self, d: Duration) -> Self {
+        self.cfg.router.cooldown_time = d;
+        self
+    }
+    /// `num_retries` (default 0).
+    pub fn num_retries(mut self, n: u32) -> Self {
+        self.cfg.router.num_retries = n;
+        self
+    }
+    /// Gives full access, for settings without a setter.
+    pub fn health_mut(&mut self) -> &mut HealthCheckSettings {
+        &mut self.cfg.health
+    }
+    /// Validates and returns the config.
+    pub fn build(self) -> Result<Config, ConfigError> {
+        self.cfg.validate()?;
+        Ok(self.cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deployment::Deployment;
+
+    #[test]
+    fn defaults_are_litellms() {
+        let c = Config::builder().build().unwrap();
+        assert!(!c.health.background_health_checks);
+        assert_eq!(c.health.interval, Duration::from_secs(300));
+        assert_eq!(c.health.staleness_threshold(), Duration::from_secs(600));
+        assert!(!c.health.routing_enabled && c.health.details);
+        assert_eq!(c.router.routing_strategy, RoutingStrategy::SimpleShuffle);
+        assert_eq!(c.router.cooldown_time, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn invalid_configs_name_their_field() {
+        let e = Config::builder()
+            .health_check_interval(Duration::ZERO)
+            .build()
+            .unwrap_err();
+        assert_eq!(e.field(), "general_settings.health_check_interval");
+        let e = Config::builder()
+            .health_check_interval(Duration::from_secs(60))
+            .health_check_staleness_threshold(Duration::from_secs(30))
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            e.field(),
+            "general_settings.health_check_staleness_threshold"
+        );
+        let e = Config::builder()
+            .deployment(Deployment::builder("a", "m1").id("x").build())
+            .deployment(Deployment::builder("a", "m2").id("x").build())
+            .build()
+            .unwrap_err();
+        assert_eq!(e.field(), "model_list[1].model_info.id");
+        assert!(matches!(e.kind(), ConfigErrorKind::DuplicateId { id } if id == "x"));
+        let e = Config::builder()
+            .deployment(Deployment::builder("a", "").build())
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            (e.field(), e.kind()),
+            (
+                "model_list[0].litellm_params.model",
+                &ConfigErrorKind::Missing
+            )
+        );
+        assert_eq!(
+            "bogus".parse::<RoutingStrategy>().unwrap_err().field(),
+            "router_settings.routing_strategy"
+        );
+    }
+
+    #[test]
+    fn same_id_same_params_is_one_deployment_in_two_routes() {
+        let a = Deployment::builder("alias-a", "m").id("x").build();
+        let b = Deployment::builder("alias-b", "m").id("x").build();
+        assert!(
+            Config::builder()
+                .deployment(a)
+                .deployment(b)
+                .build()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn scrubber_knows_every_secret() {
+        let c = Config::builder()
+            .deployment(
+                Deployment::builder("a", "m")
+                    .api_key("k-1")
+                    .param("vertex_credentials", "{\"x\":1}".into())
+                    .build(),
+            )
+            .master_key("sk-master")
+            .build()
+            .unwrap();
+        assert_eq!(
+            c.scrubber().scrub("k-1 sk-master {\"x\":1}"),
+            "[redacted] [redacted] [redacted]"
+        );
+    }
+}

@@ -1,0 +1,332 @@
+//! Reactive cooldown: deployments that fail requests sit out for a while.
+//!
+//! Every response the routing service sees is classified ([`Outcome::classify`]) and
+//! counted in the deployment's current one-minute window. The decision follows LiteLLM:
+//!
+//! * failures that count: HTTP 429, 401, 408, 404 and 5xx, timeouts and connection errors
+//!   (any error of the inner service); other 4xx are the client's fault and never count;
+//! * with `allowed_fails` unset: a 429 cools the deployment down unless it is the only one
+//!   of its route; more than 50 % failures with at least 5 requests in the minute cools it
+//!   down when the route has more than one deployment; 100 % failures over at least 1000
+//!   requests cools it down even alone;
+//! * with `allowed_fails = N`: more than N failures in the minute cools it down;
+//! * a cooldown lasts `cooldown_time` (default 5 s, or the deployment's own), extended to
+//!   the `Retry-After` of a 429.
+//!
+//! State is two atomics per deployment: nothing here locks or waits.
+
+use std::{
+    sync::atomic::{AtomicU64, Ordering::Relaxed},
+    time::Duration,
+};
+
+use crate::config::Config;
+
+/// What happened to one request, as far as cooldown is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// The deployment answered (2xx/3xx).
+    Success,
+    /// The client was at fault (4xx other than 401, 404, 408, 429): not counted.
+    ClientError,
+    /// A failure that counts against the deployment.
+    Failure {
+        /// The status code, or `None` for a timeout or connection error.
+        status: Option<u16>,
+        /// `Retry-After` of a 429.
+        retry_after: Option<Duration>,
+    },
+}
+
+impl Outcome {
+    /// Classifies a response status (and the `Retry-After` it carried, if any).
+    pub fn classify(status: u16, retry_after: Option<Duration>) -> Self {
+        match status {
+            429 => Self::Failure {
+                status: Some(429),
+                retry_after,
+            },
+            401 | 404 | 408 | 500..=599 => Self::Failure {
+                status: Some(status),
+                retry_after: None,
+            },
+            400..=499 => Self::ClientError,
+            _ => Self::Success,
+        }
+    }
+
+    /// A timeout or connection error (no status).
+    pub fn error() -> Self {
+        Self::Failure {
+            status: None,
+            retry_after: None,
+        }
+    }
+}
+
+/// When a deployment is cooled down; built from `router_settings`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CooldownPolicy {
+    /// `allowed_fails`; `None`: the percentage rule.
+    pub allowed_fails: Option<u32>,
+    /// `cooldown_time`.
+    pub cooldown_time: Duration,
+}
+
+/// Requests in the window after which the percentage rule applies.
+const MIN_REQUESTS_FOR_RATE: u32 = 5;
+/// Requests in the window after which a lone deployment may be cooled down at 100 % failures.
+const MIN_REQUESTS_ALONE: u32 = 1000;
+
+impl CooldownPolicy {
+    pub(crate) fn from_config(cfg: &Config) -> Self {
+        Self {
+            allowed_fails: cfg.router.allowed_fails,
+            cooldown_time: cfg.router.cooldown_time,
+        }
+    }
+
+    /// Whether a deployment with this window should be cooled down after a failure.
+    fn should_cool(&self, w: Window, status: Option<u16>, route_len: usize) -> bool {
+        if let Some(allowed) = self.allowed_fails {
+            return w.failures > allowed;
+        }
+        let shared = route_len > 1;
+        (status == Some(429) && shared)
+            || (shared && w.requests >= MIN_REQUESTS_FOR_RATE && w.failures * 2 > w.requests)
+            || (w.requests >= MIN_REQUESTS_ALONE && w.failures == w.requests)
+    }
+}
+
+/// Per-deployment cooldown state.
+#[derive(Debug, Default)]
+pub(crate) struct CooldownState {
+    /// End of the current cooldown, nanos since the state's epoch; 0 = none.
+    until: AtomicU64,
+    /// Packed [`Window`].
+    window: AtomicU64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Window {
+    minute: u64,
+    requests: u32,
+    failures: u32,
+}
+
+const COUNT_BITS: u32 = 20;
+const COUNT_MAX: u32 = (1 << COUNT_BITS) - 1;
+const NANOS_PER_MINUTE: u64 = 60_000_000_000;
+
+impl Window {
+    fn unpack(v: u64) -> Self {
+        Self {
+            minute: v >> (2 * COUNT_BITS),
+            requests: (v & u64::from(COUNT_MAX)) as u32,
+            failures: ((v >> COUNT_BITS) & u64::from(COUNT_MAX)) as u32,
+        }
+    }
+
+    fn pack(self) -> u64 {
+        (self.minute << (2 * COUNT_BITS))
+            | (u64::from(self.failures) << COUNT_BITS)
+            | u64::from(self.requests)
+    }
+}
+
+impl CooldownState {
+    /// `None` when not cooling down at `now`, else the time left.
+    pub(crate) fn remaining(&self, now: u64) -> Option<Duration> {
+        let until = self.until.load(Relaxed);
+        (until > now).then(|| Duration::from_nanos(until - now))
+    }
+
+    /// The raw end of the cooldown (0 = never), for the request path: a zero needs no clock.
+    pub(crate) fn until(&self) -> u64 {
+        self.until.load(Relaxed)
+    }
+
+    /// Counts an outcome at `now`; returns the cooldown entered, if any.
+    pub(crate) fn record(
+        &self,
+        outcome: Outcome,
+        now: u64,
+        route_len: usize,
+        policy: &CooldownPolicy,
+        own_cooldown: Option<Duration>,
+    ) -> Option<Duration> {
+        let (status, retry_after) = match outcome {
+            Outcome::ClientError => return None,
+            Outcome::Success => (None, None),
+            Outcome::Failure {
+                status,
+                retry_after,
+            } => (status, retry_after),
+        };
+        let failed = matches!(outcome, Outcome::Failure { .. });
+        let minute = now / NANOS_PER_MINUTE;
+        let mut w = Window {
+            minute,
+            requests: 0,
+            failures: 0,
+        };
+        let _ = self.window.fetch_update(Relaxed, Relaxed, |v| {
+            let old = Window::unpack(v);
+            w = if old.minute == minute {
+                old
+            } else {
+                Window {
+                    minute,
+                    requests: 0,
+                    failures: 0,
+                }
+            };
+            w.requests = (w.requests + 1).min(COUNT_MAX);
+            if failed {
+                w.failures = (w.failures + 1).min(COUNT_MAX);
+            }
+            Some(w.pack())
+        });
+        if !failed || !policy.should_cool(w, status, route_len) {
+            return None;
+        }
+        let base = own_cooldown.unwrap_or(policy.cooldown_time);
+        let dur = retry_after.map_or(base, |r| r.max(base));
+        let until = now
+            .saturating_add(u64::try_from(dur.as_nanos()).unwrap_or(u64::MAX))
+            .max(1);
+        self.until.fetch_max(until, Relaxed);
+        Some(dur)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000_000;
+
+    fn policy(allowed_fails: Option<u32>) -> CooldownPolicy {
+        CooldownPolicy {
+            allowed_fails,
+            cooldown_time: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn classification_follows_litellm() {
+        assert_eq!(Outcome::classify(200, None), Outcome::Success);
+        for s in [401, 404, 408, 500, 503, 599] {
+            assert!(
+                matches!(Outcome::classify(s, None), Outcome::Failure { status: Some(x), .. } if x == s)
+            );
+        }
+        for s in [400, 403, 413, 422] {
+            assert_eq!(Outcome::classify(s, None), Outcome::ClientError);
+        }
+    }
+
+    #[test]
+    fn a_429_cools_down_unless_alone() {
+        let st = CooldownState::default();
+        let r429 = Outcome::classify(429, None);
+        assert_eq!(st.record(r429, S, 1, &policy(None), None), None);
+        assert_eq!(st.remaining(S), None);
+        assert_eq!(
+            st.record(r429, S, 2, &policy(None), None),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(st.remaining(S), Some(Duration::from_secs(5)));
+        assert_eq!(st.remaining(6 * S + 1), None, "left after cooldown_time");
+    }
+
+    #[test]
+    fn retry_after_extends_cooldown_and_own_time_overrides() {
+        let st = CooldownState::default();
+        let o = Outcome::classify(429, Some(Duration::from_secs(30)));
+        assert_eq!(
+            st.record(o, S, 3, &policy(None), None),
+            Some(Duration::from_secs(30))
+        );
+        let st = CooldownState::default();
+        let o = Outcome::classify(429, Some(Duration::from_secs(1)));
+        assert_eq!(
+            st.record(o, S, 3, &policy(None), Some(Duration::from_secs(9))),
+            Some(Duration::from_secs(9))
+        );
+    }
+
+    #[test]
+    fn failure_rate_rule_needs_five_requests_and_a_peer() {
+        let st = CooldownState::default();
+        let p = policy(None);
+        for _ in 0..2 {
+            assert_eq!(st.record(Outcome::Success, S, 2, &p, None), None);
+        }
+        // 2 ok + 2 failed = 4 requests: below the minimum.
+        assert_eq!(st.record(Outcome::error(), S, 2, &p, None), None);
+        assert_eq!(st.record(Outcome::error(), S, 2, &p, None), None);
+        // 5 requests, 3 failed = 60 % > 50 %.
+        assert!(st.record(Outcome::error(), S, 2, &p, None).is_some());
+        // Alone, the same history never cools down.
+        let alone = CooldownState::default();
+        for o in [
+            Outcome::Success,
+            Outcome::Success,
+            Outcome::error(),
+            Outcome::error(),
+            Outcome::error(),
+        ] {
+            assert_eq!(alone.record(o, S, 1, &p, None), None);
+        }
+    }
+
+    #[test]
+    fn lone_deployment_cools_at_total_failure_over_1000() {
+        let st = CooldownState::default();
+        let p = policy(None);
+        for i in 1..1000 {
+            assert_eq!(
+                st.record(Outcome::error(), S, 1, &p, None),
+                None,
+                "request {i}"
+            );
+        }
+        assert!(st.record(Outcome::error(), S, 1, &p, None).is_some());
+    }
+
+    #[test]
+    fn allowed_fails_counts_per_minute() {
+        let st = CooldownState::default();
+        let p = policy(Some(2));
+        assert_eq!(st.record(Outcome::error(), S, 1, &p, None), None);
+        assert_eq!(st.record(Outcome::error(), S, 1, &p, None), None);
+        // A new minute starts a new window.
+        assert_eq!(st.record(Outcome::error(), 61 * S, 1, &p, None), None);
+        assert_eq!(st.record(Outcome::error(), 61 * S, 1, &p, None), None);
+        assert!(st.record(Outcome::error(), 61 * S, 1, &p, None).is_some());
+    }
+
+    #[test]
+    fn client_errors_never_count() {
+        let st = CooldownState::default();
+        for _ in 0..2000 {
+            assert_eq!(
+                st.record(Outcome::ClientError, S, 2, &policy(Some(0)), None),
+                None
+            );
+        }
+        assert_eq!(Window::unpack(st.window.load(Relaxed)).requests, 0);
+    }
+
+    #[test]
+    fn window_packing_round_trips() {
+        let w = Window {
+            minute: 12345,
+            requests: COUNT_MAX,
+            failures: 7,
+        };
+        assert_eq!(Window::unpack(w.pack()), w);
+    }
+}

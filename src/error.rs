@@ -1,0 +1,203 @@
+//! Errors: small named types you can downcast from the routing service's
+//! [`BoxError`], and [`ConfigError`], which always names the field at fault.
+//!
+//! The routing service's error type is [`BoxError`] (as in `tower::timeout`), so it can
+//! carry both its own failures and the inner service's. Downcast to tell them apart:
+//!
+//! ```
+//! use tower_health_routing::{BoxError, NoDeploymentAvailable};
+//! fn status_for(err: &BoxError) -> u16 {
+//!     if let Some(e) = err.downcast_ref::<NoDeploymentAvailable>() {
+//!         // Every deployment of the route is cooling down: tell the client when to retry.
+//!         let _retry_after_secs = e.retry_after().as_secs().max(1);
+//!         429
+//!     } else {
+//!         502
+//!     }
+//! }
+//! # let _ = status_for;
+//! ```
+
+use std::{fmt, sync::Arc, time::Duration};
+
+/// A type-erased error, as used by tower.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Every deployment of the route is cooling down (or was excluded), so none can take the request.
+///
+/// Turn it into `429 Too Many Requests` with a `Retry-After` of [`retry_after`](Self::retry_after).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoDeploymentAvailable {
+    pub(crate) route: Arc<str>,
+    pub(crate) retry_after: Duration,
+}
+
+impl NoDeploymentAvailable {
+    /// The route (`model_name`) that had no deployment to offer.
+    pub fn route(&self) -> &str {
+        &self.route
+    }
+
+    /// How long until the first deployment of the route leaves its cooldown
+    /// (zero when the deployments were excluded rather than cooling down).
+    pub fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+}
+
+impl fmt::Display for NoDeploymentAvailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "no deployment available for route `{}`: every deployment is cooling down; first one back in {:.3}s",
+            self.route,
+            self.retry_after.as_secs_f64()
+        )
+    }
+}
+
+impl std::error::Error for NoDeploymentAvailable {}
+
+/// The request named a route that no deployment serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownRoute {
+    pub(crate) route: Arc<str>,
+}
+
+impl UnknownRoute {
+    /// The route the request asked for.
+    pub fn route(&self) -> &str {
+        &self.route
+    }
+}
+
+impl fmt::Display for UnknownRoute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown route `{}`: no deployment serves it", self.route)
+    }
+}
+
+impl std::error::Error for UnknownRoute {}
+
+/// The request carried no route: neither a [`ModelGroup`](crate::ModelGroup) extension nor
+/// whatever the configured [`RouteExtractor`](crate::RouteExtractor) looks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MissingRoute(());
+
+impl MissingRoute {
+    pub(crate) fn new() -> Self {
+        Self(())
+    }
+}
+
+impl fmt::Display for MissingRoute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the request names no route (no ModelGroup extension and the route extractor found none)")
+    }
+}
+
+impl std::error::Error for MissingRoute {}
+
+/// Invalid configuration. [`field`](Self::field) names the field at fault
+/// (e.g. `model_list[2].litellm_params.model`), and the message says why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    field: String,
+    kind: ConfigErrorKind,
+}
+
+/// Why a configuration was rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigErrorKind {
+    /// A required field is absent.
+    Missing,
+    /// A value is out of range or malformed; the string says how.
+    Invalid(String),
+    /// A value written `os.environ/NAME` names a variable that is not set.
+    EnvVarUnset {
+        /// The variable's name.
+        var: String,
+    },
+    /// `routing_strategy` names a strategy this crate does not know.
+    UnknownStrategy {
+        /// The value given.
+        value: String,
+    },
+    /// `model_info.mode` names a mode this crate does not know.
+    UnknownMode {
+        /// The value given.
+        value: String,
+    },
+    /// Two deployments share an id but differ in their params.
+    DuplicateId {
+        /// The shared id.
+        id: String,
+    },
+    /// The file could not be read.
+    Io(String),
+    /// The text is not valid YAML, or a value has the wrong type.
+    Syntax(String),
+}
+
+impl ConfigError {
+    pub(crate) fn new(field: impl Into<String>, kind: ConfigErrorKind) -> Self {
+        Self {
+            field: field.into(),
+            kind,
+        }
+    }
+
+    pub(crate) fn invalid(field: impl Into<String>, why: impl Into<String>) -> Self {
+        Self::new(field, ConfigErrorKind::Invalid(why.into()))
+    }
+
+    /// The path of the field at fault, e.g. `general_settings.health_check_interval`.
+    /// Empty when the whole document is at fault (unreadable file, broken YAML).
+    pub fn field(&self) -> &str {
+        &self.field
+    }
+
+    /// Why the field was rejected.
+    pub fn kind(&self) -> &ConfigErrorKind {
+        &self.kind
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            f.write_str("invalid config: ")?;
+        } else {
+            write!(f, "invalid config field `{}`: ", self.field)?;
+        }
+        match &self.kind {
+            ConfigErrorKind::Missing => f.write_str("missing"),
+            ConfigErrorKind::Invalid(why) => f.write_str(why),
+            ConfigErrorKind::EnvVarUnset { var } => {
+                write!(
+                    f,
+                    "environment variable `{var}` is not set (value was `os.environ/{var}`)"
+                )
+            }
+            ConfigErrorKind::UnknownStrategy { value } => write!(
+                f,
+                "unknown routing strategy `{value}`; known: {}",
+                crate::config::RoutingStrategy::NAMES.join(", ")
+            ),
+            ConfigErrorKind::UnknownMode { value } => write!(
+                f,
+                "unknown mode `{value}`; known: {}",
+                crate::deployment::Mode::NAMES.join(", ")
+            ),
+            ConfigErrorKind::DuplicateId { id } => write!(
+                f,
+                "two deployments share the id `{id}` but have different params; give one of them another `model_info.id`"
+            ),
+            ConfigErrorKind::Io(why) => write!(f, "cannot read the file: {why}"),
+            ConfigErrorKind::Syntax(why) => f.write_str(why),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}

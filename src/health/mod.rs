@@ -1,0 +1,155 @@
+//! [`HealthState`]: the published health of every deployment, read without locks.
+//!
+//! # Semantics
+//!
+//! * **One snapshot.** Deployments, routes and health results live in one immutable
+//!   [`HealthSnapshot`] behind an [`ArcSwap`]. A writer builds a whole new snapshot and
+//!   publishes it in one store, so a reader sees either the old state or the new one, never
+//!   a mix. A request does exactly one `load()` and never locks or waits.
+//! * **Writers.** The probe loop (or your own code) calls [`HealthState::record`] with the
+//!   results of a round; concurrent writers are serialised by `ArcSwap::rcu`, so no result
+//!   is lost. Each publication logs `health_check_routing_state_updated healthy=H unhealthy=U`
+//!   at info level, as LiteLLM does.
+//! * **Staleness.** A result older than `health_check_staleness_threshold` (default
+//!   2 × interval) is treated as unknown, so a stalled probe loop cannot keep a deployment
+//!   out of rotation forever.
+//! * **Cooldown and load** are per-deployment atomics that survive publications.
+//! * **Time** is tokio's [`Instant`], so tests drive it with `tokio::time::pause()`.
+
+mod snapshot;
+
+use std::{sync::Arc, time::Duration};
+
+use arc_swap::{ArcSwap, Guard};
+use tokio::time::Instant;
+
+pub(crate) use snapshot::{Candidates, Entry, Route, nanos_since};
+pub use snapshot::{HealthRecord, HealthSnapshot};
+
+use crate::{
+    config::Config,
+    cooldown::CooldownPolicy,
+    deployment::{Deployment, DeploymentId},
+    secret::Scrubber,
+};
+
+/// The shared health of every deployment: cheap to clone (an `Arc`), safe to share
+/// between the routing layer, the probe loop and the endpoints.
+#[derive(Clone)]
+pub struct HealthState {
+    pub(crate) shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) snapshot: ArcSwap<HealthSnapshot>,
+    pub(crate) config: Arc<Config>,
+    pub(crate) epoch: Instant,
+    pub(crate) cooldown: CooldownPolicy,
+    pub(crate) scrubber: Scrubber,
+}
+
+impl HealthState {
+    /// A state holding `config`'s deployments, none of them checked yet.
+    pub fn new(config: Config) -> Self {
+        let epoch = Instant::now();
+        let staleness = config.health.staleness_threshold();
+        let snap = HealthSnapshot::build(&config.deployments, None, epoch, staleness);
+        Self {
+            shared: Arc::new(Shared {
+                snapshot: ArcSwap::from_pointee(snap),
+                cooldown: CooldownPolicy::from_config(&config),
+                scrubber: config.scrubber(),
+                config: Arc::new(config),
+                epoch,
+            }),
+        }
+    }
+
+    /// The config this state was built from.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Removes every configured secret from `text` (for error messages and reasons).
+    pub fn scrubber(&self) -> &Scrubber {
+        &self.shared.scrubber
+    }
+
+    /// The current snapshot, as an owned `Arc` (for the request path, see [`load`](Self::load)).
+    pub fn snapshot(&self) -> Arc<HealthSnapshot> {
+        self.shared.snapshot.load_full()
+    }
+
+    /// The current snapshot, borrowed cheaply for a short time (one unit of work).
+    pub fn load(&self) -> Guard<Arc<HealthSnapshot>> {
+        self.shared.snapshot.load()
+    }
+
+    /// Publishes health results: one new snapshot in which each listed deployment has its
+    /// new record and the others keep theirs. Ids not in the snapshot are ignored.
+    pub fn record(&self, results: impl IntoIterator<Item = (DeploymentId, HealthRecord)>) {
+        let results: Vec<_> = results.into_iter().collect();
+        let now = Instant::now();
+        self.shared
+            .snapshot
+            .rcu(|cur| cur.with_records(&results, now));
+        log_published(&self.load());
+    }
+
+    /// Replaces the deployment list; health and statistics of ids that stay are kept.
+    pub fn set_deployments(&self, deployments: &[Deployment]) {
+        let staleness = self.shared.config.health.staleness_threshold();
+        let epoch = self.shared.epoch;
+        self.shared
+            .snapshot
+            .rcu(|cur| HealthSnapshot::build(deployments, Some(cur), epoch, staleness));
+        log_published(&self.load());
+    }
+
+    /// How long `id` stays in cooldown from now; `None` when it is not cooling down.
+    pub fn cooldown_remaining(&self, id: &str) -> Option<Duration> {
+        let snap = self.load();
+        let e = snap.entry_by_id(id)?;
+        let now = nanos_since(self.shared.epoch, Instant::now());
+        e.stats.cooldown.remaining(now)
+    }
+
+    /// Requests now in flight to `id` (`0` for an unknown id).
+    pub fn in_flight(&self, id: &str) -> u32 {
+        self.load()
+            .entry_by_id(id)
+            .map_or(0, |e| e.stats.in_flight())
+    }
+
+    /// Whether this and `other` are the same state.
+    pub fn ptr_eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
+    /// Nanoseconds since this state's epoch (the time base of cooldowns and results).
+    pub(crate) fn now_nanos(&self) -> u64 {
+        nanos_since(self.shared.epoch, Instant::now())
+    }
+
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<Shared> {
+        Arc::downgrade(&self.shared)
+    }
+}
+
+fn log_published(cur: &HealthSnapshot) {
+    let (healthy, unhealthy) = (cur.healthy_count(), cur.unhealthy_count());
+    tracing::info!(
+        healthy,
+        unhealthy,
+        version = cur.version(),
+        "health_check_routing_state_updated healthy={healthy} unhealthy={unhealthy}"
+    );
+}
+
+impl std::fmt::Debug for HealthState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HealthState")
+            .field("snapshot", &**self.load())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,432 @@
+//! The immutable [`HealthSnapshot`]: deployments, their routes and their last health, as
+//! one value. Writers build a whole new one; the route lists the request path needs are
+//! precomputed here, so selection does no per-request filtering in the common case.
+
+use std::{collections::HashMap, fmt, sync::Arc, time::Duration};
+
+use foldhash::fast::RandomState;
+use tokio::time::Instant;
+
+use crate::{
+    deployment::{Deployment, DeploymentId},
+    stats::DeploymentStats,
+};
+
+/// The result of a deployment's last health check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HealthRecord {
+    /// Whether the check passed.
+    pub healthy: bool,
+    /// When it was made.
+    pub checked_at: Instant,
+    /// Why it failed: a short, secret-free reason (`timeout`, `status 500`, ...).
+    pub reason: Option<Arc<str>>,
+    /// The status code the probe got, if it got an answer (408 for a timeout).
+    pub status: Option<u16>,
+}
+
+impl HealthRecord {
+    /// A passed check at `checked_at`.
+    pub fn healthy(checked_at: Instant) -> Self {
+        Self {
+            healthy: true,
+            checked_at,
+            reason: None,
+            status: None,
+        }
+    }
+
+    /// A failed check at `checked_at`, with a short secret-free reason and the status code, if any.
+    pub fn unhealthy(
+        checked_at: Instant,
+        reason: impl Into<Arc<str>>,
+        status: Option<u16>,
+    ) -> Self {
+        Self {
+            healthy: false,
+            checked_at,
+            reason: Some(reason.into()),
+            status,
+        }
+    }
+
+    /// Sets the status code.
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.status = Some(status);
+        self
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) deployment: Arc<Deployment>,
+    pub(crate) health: Option<HealthRecord>,
+    pub(crate) stats: Arc<DeploymentStats>,
+    /// `health.checked_at` as nanoseconds since the state's epoch.
+    checked_nanos: u64,
+}
+
+impl Entry {
+    /// Whether the last check failed and that result is not stale at `now`.
+    pub(crate) fn failed_fresh(&self, now: u64, staleness_nanos: u64) -> bool {
+        self.health.as_ref().is_some_and(|h| !h.healthy)
+            && now.saturating_sub(self.checked_nanos) <= staleness_nanos
+    }
+}
+
+/// How `simple-shuffle` weighs a route's deployments (LiteLLM's order: `weight`, `rpm`, `tpm`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WeightKind {
+    Uniform,
+    Weight,
+    Rpm,
+    Tpm,
+}
+
+impl WeightKind {
+    fn for_members(entries: &[Entry], members: &[u32]) -> Self {
+        let ps = || {
+            members
+                .iter()
+                .map(|&i| &entries[i as usize].deployment.params)
+        };
+        if ps().any(|p| p.weight.is_some()) {
+            Self::Weight
+        } else if ps().any(|p| p.rpm.is_some()) {
+            Self::Rpm
+        } else if ps().any(|p| p.tpm.is_some()) {
+            Self::Tpm
+        } else {
+            Self::Uniform
+        }
+    }
+
+    pub(crate) fn weight(self, d: &Deployment) -> f64 {
+        let p = &d.params;
+        match self {
+            Self::Uniform => 1.0,
+            Self::Weight => p.weight.unwrap_or(0.0),
+            Self::Rpm => p.rpm.unwrap_or(0) as f64,
+            Self::Tpm => p.tpm.unwrap_or(0) as f64,
+        }
+    }
+}
+
+/// A candidate list and, when weighted, its cumulative weights (for O(log n) sampling).
+#[derive(Debug, Default)]
+pub(crate) struct Candidates {
+    pub(crate) idx: Box<[u32]>,
+    /// `None`: uniform. Else `cum[i]` = sum of weights of `idx[..=i]`, last > 0.
+    pub(crate) cum: Option<Box<[f64]>>,
+}
+
+impl Candidates {
+    pub(crate) fn new(idx: Box<[u32]>, entries: &[Entry], kind: WeightKind) -> Self {
+        let cum = match kind {
+            WeightKind::Uniform => None,
+            kind => {
+                let mut acc = 0.0;
+                let cum: Box<[f64]> = idx
+                    .iter()
+                    .map(|&i| {
+                        acc += kind.weight(&entries[i as usize].deployment);
+                        acc
+                    })
+                    .collect();
+                // All-zero weights: fall back to uniform, as LiteLLM does.
+                (acc > 0.0).then_some(cum)
+            }
+        };
+        Self { idx, cum }
+    }
+}
+
+/// Mutable per-route state that outlives snapshots (round-robin position, warnings).
+#[derive(Debug, Default)]
+pub(crate) struct RouteState {
+    pub(crate) next: std::sync::atomic::AtomicUsize,
+    /// The snapshot version for which the bypass warning was last logged.
+    pub(crate) bypass_warned: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Route {
+    pub(crate) name: Arc<str>,
+    pub(crate) all: Candidates,
+    /// `all` minus the members whose last check failed (stale or not at publication).
+    pub(crate) healthy: Candidates,
+    pub(crate) weight_kind: WeightKind,
+    /// Members whose last check failed.
+    pub(crate) unhealthy: u32,
+    /// Earliest instant (nanos since epoch) at which a failed result goes stale;
+    /// `u64::MAX` when none failed. Before it, `healthy` is exact.
+    pub(crate) fresh_until: u64,
+    pub(crate) state: Arc<RouteState>,
+}
+
+/// An immutable view of every deployment and its last health, published as a whole.
+///
+/// Get one from [`HealthState::snapshot`](crate::HealthState::snapshot).
+pub struct HealthSnapshot {
+    pub(crate) entries: Box<[Entry]>,
+    by_id: HashMap<DeploymentId, u32, RandomState>,
+    pub(crate) routes: HashMap<Arc<str>, Route, RandomState>,
+    version: u64,
+    healthy: usize,
+    unhealthy: usize,
+    updated_at: Option<Instant>,
+    pub(crate) epoch: Instant,
+    pub(crate) staleness_nanos: u64,
+}
+
+pub(crate) fn nanos_since(epoch: Instant, t: Instant) -> u64 {
+    u64::try_from(t.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl HealthSnapshot {
+    /// A snapshot of `deployments` (de-duplicated by id; a deployment listed under several
+    /// routes belongs to each). Health and statistics of ids present in `prev` carry over.
+    pub(crate) fn build(
+        deployments: &[Deployment],
+        prev: Option<&HealthSnapshot>,
+        epoch: Instant,
+        staleness: Duration,
+    ) -> Self {
+        let mut entries: Vec<Entry> = Vec::with_capacity(deployments.len());
+        let mut by_id: HashMap<DeploymentId, u32, RandomState> = HashMap::default();
+        let mut members: Vec<(Arc<str>, Vec<u32>)> = Vec::new();
+        let mut route_pos: HashMap<Arc<str>, usize, RandomState> = HashMap::default();
+        for d in deployments {
+            let idx = *by_id.entry(d.id.clone()).or_insert_with(|| {
+                let old = prev.and_then(|p| p.entry_by_id(d.id.as_str()));
+                entries.push(Entry {
+                    deployment: Arc::new(d.clone()),
+                    health: old.and_then(|e| e.health.clone()),
+                    stats: old.map_or_else(Default::default, |e| Arc::clone(&e.stats)),
+                    checked_nanos: old.map_or(0, |e| e.checked_nanos),
+                });
+                (entries.len() - 1) as u32
+            });
+            let pos = *route_pos.entry(Arc::clone(&d.route)).or_insert_with(|| {
+                members.push((Arc::clone(&d.route), Vec::new()));
+                members.len() - 1
+            });
+            if !members[pos].1.contains(&idx) {
+                members[pos].1.push(idx);
+            }
+        }
+        let staleness_nanos = u64::try_from(staleness.as_nanos()).unwrap_or(u64::MAX);
+        let routes = members
+            .into_iter()
+            .map(|(name, m)| {
+                let state = prev
+                    .and_then(|p| p.routes.get(&name))
+                    .map_or_else(Default::default, |r| Arc::clone(&r.state));
+                let route = build_route(
+                    Arc::clone(&name),
+                    m.into(),
+                    &entries,
+                    staleness_nanos,
+                    state,
+                );
+                (name, route)
+            })
+            .collect();
+        let mut snap = Self {
+            entries: entries.into(),
+            by_id,
+            routes,
+            version: prev.map_or(1, |p| p.version + 1),
+            healthy: 0,
+            unhealthy: 0,
+            updated_at: prev.and_then(|p| p.updated_at),
+            epoch,
+            staleness_nanos,
+        };
+        snap.count();
+        snap
+    }
+
+    /// A new snapshot with these health results applied (unknown ids are ignored).
+    pub(crate) fn with_records(
+        &self,
+        records: &[(DeploymentId, HealthRecord)],
+        now: Instant,
+    ) -> Self {
+        let mut entries: Vec<Entry> = self
+            .entries
+            .iter()
+            .map(|e| Entry {
+                deployment: Arc::clone(&e.deployment),
+                health: e.health.clone(),
+                stats: Arc::clone(&e.stats),
+                checked_nanos: e.checked_nanos,
+            })
+            .collect();
+        for (id, rec) in records {
+            if let Some(&i) = self.by_id.get(id) {
+                let e = &mut entries[i as usize];
+                e.checked_nanos = nanos_since(self.epoch, rec.checked_at);
+                e.health = Some(rec.clone());
+            }
+        }
+        let routes = self
+            .routes
+            .iter()
+            .map(|(name, r)| {
+                let route = build_route(
+                    Arc::clone(name),
+                    r.all.idx.clone(),
+                    &entries,
+                    self.staleness_nanos,
+                    Arc::clone(&r.state),
+                );
+                (Arc::clone(name), route)
+            })
+            .collect();
+        let mut snap = Self {
+            entries: entries.into(),
+            by_id: self.by_id.clone(),
+            routes,
+            version: self.version + 1,
+            healthy: 0,
+            unhealthy: 0,
+            updated_at: Some(now),
+            epoch: self.epoch,
+            staleness_nanos: self.staleness_nanos,
+        };
+        snap.count();
+        snap
+    }
+
+    fn count(&mut self) {
+        self.healthy = self
+            .entries
+            .iter()
+            .filter(|e| e.health.as_ref().is_some_and(|h| h.healthy))
+            .count();
+        self.unhealthy = self
+            .entries
+            .iter()
+            .filter(|e| e.health.as_ref().is_some_and(|h| !h.healthy))
+            .count();
+    }
+
+    pub(crate) fn entry_by_id(&self, id: &str) -> Option<&Entry> {
+        self.by_id.get(id).map(|&i| &self.entries[i as usize])
+    }
+
+    pub(crate) fn index_of(&self, id: &str) -> Option<u32> {
+        self.by_id.get(id).copied()
+    }
+
+    /// Every deployment, once each, in config order.
+    pub fn deployments(&self) -> impl ExactSizeIterator<Item = &Arc<Deployment>> {
+        self.entries.iter().map(|e| &e.deployment)
+    }
+
+    /// The deployment with this id.
+    pub fn deployment(&self, id: &str) -> Option<&Arc<Deployment>> {
+        self.entry_by_id(id).map(|e| &e.deployment)
+    }
+
+    /// The last health result of a deployment, if it was ever checked.
+    pub fn health(&self, id: &str) -> Option<&HealthRecord> {
+        self.entry_by_id(id).and_then(|e| e.health.as_ref())
+    }
+
+    /// Whether `id`'s last result is older than the staleness threshold at `now`
+    /// (a stale result counts as unknown). `false` for a deployment never checked.
+    pub fn is_stale(&self, id: &str, now: Instant) -> bool {
+        self.entry_by_id(id).is_some_and(|e| {
+            e.health.is_some()
+                && nanos_since(self.epoch, now).saturating_sub(e.checked_nanos)
+                    > self.staleness_nanos
+        })
+    }
+
+    /// The deployments of a route, in config order; `None` for an unknown route.
+    pub fn route(&self, name: &str) -> Option<impl ExactSizeIterator<Item = &Arc<Deployment>>> {
+        let r = self.routes.get(name)?;
+        Some(
+            r.all
+                .idx
+                .iter()
+                .map(|&i| &self.entries[i as usize].deployment),
+        )
+    }
+
+    /// Every route name.
+    pub fn routes(&self) -> impl Iterator<Item = &str> {
+        self.routes.keys().map(|k| &**k)
+    }
+
+    /// How many deployments passed their last check.
+    pub fn healthy_count(&self) -> usize {
+        self.healthy
+    }
+
+    /// How many deployments failed their last check.
+    pub fn unhealthy_count(&self) -> usize {
+        self.unhealthy
+    }
+
+    /// Increases by one with every publication.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// When health results were last applied, if ever.
+    pub fn last_updated(&self) -> Option<Instant> {
+        self.updated_at
+    }
+}
+
+fn build_route(
+    name: Arc<str>,
+    all: Box<[u32]>,
+    entries: &[Entry],
+    staleness_nanos: u64,
+    state: Arc<RouteState>,
+) -> Route {
+    let weight_kind = WeightKind::for_members(entries, &all);
+    let mut fresh_until = u64::MAX;
+    let mut unhealthy = 0;
+    let healthy: Box<[u32]> = all
+        .iter()
+        .copied()
+        .filter(|&i| {
+            let e = &entries[i as usize];
+            match &e.health {
+                Some(h) if !h.healthy => {
+                    unhealthy += 1;
+                    fresh_until = fresh_until.min(e.checked_nanos.saturating_add(staleness_nanos));
+                    false
+                }
+                _ => true,
+            }
+        })
+        .collect();
+    Route {
+        name,
+        healthy: Candidates::new(healthy, entries, weight_kind),
+        all: Candidates::new(all, entries, weight_kind),
+        weight_kind,
+        unhealthy,
+        fresh_until,
+        state,
+    }
+}
+
+impl fmt::Debug for HealthSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HealthSnapshot")
+            .field("version", &self.version)
+            .field("deployments", &self.entries.len())
+            .field("routes", &self.routes.len())
+            .field("healthy", &self.healthy)
+            .field("unhealthy", &self.unhealthy)
+            .finish()
+    }
+}

@@ -1,0 +1,68 @@
+//! # tower-health-routing
+//!
+//! Health-check-driven routing across upstream deployments, as a tower [`Layer`](tower_layer::Layer):
+//! what LiteLLM's proxy calls "Health Checks" and "Health Check Driven Routing", embeddable
+//! in any tower or axum service.
+//!
+//! ```text
+//! config.yaml | builder ─► Config (validated once) ─► HealthState = ArcSwap<HealthSnapshot>
+//!                                                        ▲ whole snapshots       │ one load() per request
+//!                       background probe loop ───────────┘                       ▼
+//! request ─► HealthRouting::call ─► route's deployments → health filter (stale = unknown;
+//!            all unhealthy ⇒ bypass) → cooldown filter → balancer ─► inner service
+//!            (with SelectedDeployment attached) ◄─ ResponseFuture records the outcome
+//! ```
+//!
+//! ```
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_health_routing::{Config, Deployment, HealthRoutingLayer, ModelGroup, SelectedDeployment};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower_health_routing::BoxError> {
+//! let cfg = Config::builder()
+//!     .deployment(Deployment::builder("gpt-4o", "openai/gpt-4o").api_base("http://10.0.0.1/v1").build())
+//!     .deployment(Deployment::builder("gpt-4o", "openai/gpt-4o").api_base("http://10.0.0.2/v1").build())
+//!     .enable_health_check_routing(true)
+//!     .build()?;
+//! let layer = HealthRoutingLayer::new(cfg);
+//! let svc = ServiceBuilder::new().layer(layer).service_fn(|req: http::Request<String>| async move {
+//!     // The forwarder: send the request to the chosen deployment.
+//!     let chosen = req.extensions().get::<SelectedDeployment>().unwrap();
+//!     Ok::<_, std::convert::Infallible>(http::Response::new(chosen.params().api_base.clone().unwrap()))
+//! });
+//! let mut req = http::Request::new(String::new());
+//! req.extensions_mut().insert(ModelGroup::new("gpt-4o"));
+//! let resp = svc.oneshot(req).await?;
+//! assert!(resp.into_body().into_inner().starts_with("http://10.0.0."));
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod balance;
+pub mod config;
+mod cooldown;
+mod deployment;
+mod error;
+pub mod health;
+pub mod routing;
+mod secret;
+mod stats;
+
+pub use config::{
+    Config, ConfigBuilder, HealthCheckSettings, RedisSettings, RouterSettings, RoutingStrategy,
+};
+pub use cooldown::{CooldownPolicy, Outcome};
+pub use deployment::{
+    Deployment, DeploymentBuilder, DeploymentId, DeploymentParams, Mode, ModelGroup, ModelInfo,
+    ParamValue,
+};
+pub use error::{
+    BoxError, ConfigError, ConfigErrorKind, MissingRoute, NoDeploymentAvailable, UnknownRoute,
+};
+pub use health::{HealthRecord, HealthSnapshot, HealthState};
+pub use routing::{
+    ExcludeDeployments, FromExtension, FromHeader, HealthRouting, HealthRoutingLayer, Pick,
+    PickError, Picker, ResponseBody, ResponseFuture, RouteExtractor, RouteFn, SelectedDeployment,
+    route_fn,
+};
+pub use secret::{REDACTED, Scrubber, Secret, looks_secret};

@@ -1,0 +1,204 @@
+//! [`HealthRouting`]: the tower service that routes each request to one healthy deployment.
+//!
+//! For each request it finds the route ([`RouteExtractor`]), picks a deployment (see
+//! [`select`](self) below), attaches it to the request as a [`SelectedDeployment`]
+//! extension, and calls the inner service, which forwards the request wherever the
+//! deployment says. The response future records the outcome (for cooldown and latency);
+//! the response body holds the deployment's in-flight count until it ends.
+//!
+//! Errors are [`BoxError`]s, downcastable to [`UnknownRoute`](crate::UnknownRoute),
+//! [`NoDeploymentAvailable`](crate::NoDeploymentAvailable),
+//! [`MissingRoute`](crate::MissingRoute), or whatever the inner service returned.
+//!
+//! # With axum
+//!
+//! The service is fallible, so axum needs the errors turned into responses with
+//! `HandleErrorLayer` (a 429 with `Retry-After` when every deployment cools down):
+//!
+//! ```
+//! use axum::{Router, error_handling::HandleErrorLayer, http::StatusCode, response::IntoResponse, routing::post};
+//! use tower::ServiceBuilder;
+//! use tower_health_routing::{BoxError, Config, Deployment, HealthRoutingLayer, NoDeploymentAvailable, UnknownRoute};
+//!
+//! async fn to_response(err: BoxError) -> axum::response::Response {
+//!     if let Some(e) = err.downcast_ref::<NoDeploymentAvailable>() {
+//!         let secs = e.retry_after().as_secs().max(1).to_string();
+//!         return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", secs)], e.to_string()).into_response();
+//!     }
+//!     if err.is::<UnknownRoute>() {
+//!         return (StatusCode::BAD_REQUEST, err.to_string()).into_response();
+//!     }
+//!     (StatusCode::BAD_GATEWAY, "upstream failed").into_response()
+//! }
+//!
+//! let cfg = Config::builder()
+//!     .deployment(Deployment::builder("gpt-4o", "openai/gpt-4o").api_base("http://127.0.0.1:9/v1").build())
+//!     .build()?;
+//! let app: Router = Router::new()
+//!     .route("/v1/chat/completions", post(|| async { "forwarded" }))
+//!     .route_layer(
+//!         ServiceBuilder::new()
+//!             .layer(HandleErrorLayer::new(to_response))
+//!             .layer(HealthRoutingLayer::new(cfg)),
+//!     );
+//! # let _ = app;
+//! # Ok::<(), tower_health_routing::ConfigError>(())
+//! ```
+//!
+//! A real gateway also sets the [`ModelGroup`](crate::ModelGroup) from the JSON body's
+//! `"model"` before this layer (or uses [`route_fn`]).
+
+mod extract;
+pub(crate) mod future;
+mod layer;
+pub(crate) mod select;
+
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use http::{Request, Response};
+use tower_service::Service;
+
+pub use extract::{FromExtension, FromHeader, RouteExtractor, RouteFn, route_fn};
+pub use future::{ResponseBody, ResponseFuture};
+pub use layer::HealthRoutingLayer;
+pub use select::{Pick, PickError, Picker};
+
+use crate::{
+    BoxError,
+    deployment::{Deployment, DeploymentId},
+    error::MissingRoute,
+    health::HealthState,
+};
+use future::{InFlight, Observer};
+
+/// The deployment chosen for a request, attached to it as an extension.
+///
+/// ```
+/// # use tower_health_routing::SelectedDeployment;
+/// async fn forward(req: http::Request<String>) -> Result<http::Response<String>, std::convert::Infallible> {
+///     let chosen = req.extensions().get::<SelectedDeployment>().expect("set by HealthRouting");
+///     let base = chosen.deployment().params().api_base.clone().unwrap_or_default();
+///     Ok(http::Response::new(format!("would forward to {base}")))
+/// }
+/// ```
+#[derive(Clone, Debug)]
+pub struct SelectedDeployment {
+    deployment: Arc<Deployment>,
+    bypassed: bool,
+}
+
+impl SelectedDeployment {
+    /// The deployment to forward to.
+    pub fn deployment(&self) -> &Arc<Deployment> {
+        &self.deployment
+    }
+
+    /// Whether the health filter was skipped because every deployment of the route had failed its check.
+    pub fn bypassed_health_filter(&self) -> bool {
+        self.bypassed
+    }
+}
+
+impl std::ops::Deref for SelectedDeployment {
+    type Target = Deployment;
+    fn deref(&self) -> &Deployment {
+        &self.deployment
+    }
+}
+
+/// Deployments a request must not be routed to (they were already tried), as a request
+/// extension. A retry policy adds the deployment that failed before re-sending.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExcludeDeployments(pub Vec<DeploymentId>);
+
+/// Routes each request to one deployment of its route; see the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct HealthRouting<S, E = FromExtension> {
+    inner: S,
+    picker: Picker,
+    extractor: E,
+}
+
+impl<S, E> HealthRouting<S, E> {
+    pub(crate) fn new(inner: S, picker: Picker, extractor: E) -> Self {
+        Self {
+            inner,
+            picker,
+            extractor,
+        }
+    }
+
+    /// The shared health state.
+    pub fn state(&self) -> &HealthState {
+        self.picker.state()
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, E, B, RB> Service<Request<B>> for HealthRouting<S, E>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+    E: RouteExtractor<B>,
+{
+    type Response = Response<ResponseBody<RB>>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let snap = self.picker.state().load();
+        let picked = {
+            let Some(route) = self.extractor.extract(&req) else {
+                return ResponseFuture::failed(Box::new(MissingRoute::new()));
+            };
+            let exclude = req
+                .extensions()
+                .get::<ExcludeDeployments>()
+                .map_or(&[][..], |e| &e.0[..]);
+            match self.picker.pick(&snap, &route, exclude) {
+                Ok(p) => (
+                    Arc::clone(p.deployment()),
+                    Arc::clone(&p.entry.stats),
+                    p.route_len,
+                    p.bypassed_health_filter(),
+                ),
+                Err(e) => return ResponseFuture::failed(e.into_box_error()),
+            }
+        };
+        drop(snap);
+        let (deployment, stats, route_len, bypassed) = picked;
+        let observer = Observer {
+            guard: InFlight::new(stats),
+            state: self.picker.state().clone(),
+            deployment: Arc::clone(&deployment),
+            route_len,
+            started: tokio::time::Instant::now(),
+        };
+        req.extensions_mut().insert(SelectedDeployment {
+            deployment,
+            bypassed,
+        });
+        ResponseFuture::called(self.inner.call(req), observer)
+    }
+}

@@ -1,0 +1,189 @@
+//! Secrets: values that never appear in `Debug`, `Display`, serialized output, logs or
+//! error messages, and a [`Scrubber`] that removes every configured secret from text we
+//! did not write ourselves (upstream error bodies often quote the caller's key).
+
+use std::{borrow::Cow, fmt, sync::Arc};
+
+use serde::{Serialize, Serializer};
+
+/// The text shown wherever a secret would have been.
+pub const REDACTED: &str = "[redacted]";
+
+/// A secret value such as an `api_key`. `Debug`, `Display` and `Serialize` show
+/// `[redacted]`; only [`expose`](Self::expose) gives the value, for the one place that
+/// must send it upstream.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<Arc<str>>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself. Call it only where the value must leave the process
+    /// (an `Authorization` header to the upstream), never for display.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(REDACTED)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Self::new(s)
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Self::new(s)
+    }
+}
+
+/// Whether a parameter's name says it holds a credential: `api_key`,
+/// `aws_secret_access_key`, `vertex_credentials`, `extra_headers`, `my_token`, ...
+///
+/// Such params are kept as [`Secret`]s and never displayed. The test is deliberately
+/// broad: a false positive hides a harmless value, a false negative leaks a key.
+pub fn looks_secret(name: &str) -> bool {
+    const MARKERS: &[&str] = &[
+        "key",
+        "secret",
+        "token",
+        "password",
+        "passwd",
+        "credential",
+        "auth",
+        "header",
+        "cookie",
+        "signature",
+        "session",
+        "private",
+        "cert",
+    ];
+    let lower = name.to_ascii_lowercase();
+    MARKERS.iter().any(|m| lower.contains(m))
+}
+
+/// Removes every known secret value from a piece of text.
+///
+/// Build it once from the configured secrets ([`Config::scrubber`](crate::Config::scrubber));
+/// [`scrub`](Self::scrub) borrows when there is nothing to remove.
+#[derive(Clone, Default)]
+pub struct Scrubber {
+    // Longest first, so a secret that contains another is removed whole.
+    secrets: Arc<[Secret]>,
+}
+
+impl Scrubber {
+    /// A scrubber for these secrets (empty values are ignored).
+    pub fn new(secrets: impl IntoIterator<Item = Secret>) -> Self {
+        let mut v: Vec<Secret> = secrets
+            .into_iter()
+            .filter(|s| !s.expose().is_empty())
+            .collect();
+        v.sort_by(|a, b| {
+            b.expose()
+                .len()
+                .cmp(&a.expose().len())
+                .then_with(|| a.expose().cmp(b.expose()))
+        });
+        v.dedup();
+        Self { secrets: v.into() }
+    }
+
+    /// `text` with every secret replaced by `[redacted]`.
+    pub fn scrub<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        let mut out = Cow::Borrowed(text);
+        for s in self.secrets.iter() {
+            if out.contains(s.expose()) {
+                out = Cow::Owned(out.replace(s.expose(), REDACTED));
+            }
+        }
+        out
+    }
+
+    /// How many distinct secrets it removes.
+    pub fn len(&self) -> usize {
+        self.secrets.len()
+    }
+
+    /// Whether it knows no secret at all.
+    pub fn is_empty(&self) -> bool {
+        self.secrets.is_empty()
+    }
+}
+
+impl fmt::Debug for Scrubber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scrubber")
+            .field("secrets", &self.secrets.len())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_never_shows() {
+        let s = Secret::new("sk-live-123");
+        assert_eq!(format!("{s:?} {s}"), "[redacted] [redacted]");
+        assert_eq!(serde_json::to_string(&s).unwrap(), "\"[redacted]\"");
+        assert_eq!(s.expose(), "sk-live-123");
+    }
+
+    #[test]
+    fn scrubber_removes_longest_first() {
+        let sc = Scrubber::new([Secret::new("abc"), Secret::new("abcdef"), Secret::new("")]);
+        assert_eq!(sc.len(), 2);
+        assert_eq!(
+            sc.scrub("key abcdef and abc"),
+            "key [redacted] and [redacted]"
+        );
+        assert!(matches!(sc.scrub("clean"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn secret_names() {
+        for n in [
+            "api_key",
+            "aws_secret_access_key",
+            "vertex_credentials",
+            "extra_headers",
+            "my_token",
+            "Password",
+        ] {
+            assert!(looks_secret(n), "{n}");
+        }
+        for n in [
+            "model",
+            "api_base",
+            "api_version",
+            "weight",
+            "rpm",
+            "region_name",
+        ] {
+            assert!(!looks_secret(n), "{n}");
+        }
+    }
+}
