@@ -1,1 +1,194 @@
-fn main() {}
+//! What does one routing decision cost?
+//!
+//! For routes of 2, 8, 64 and 1024 deployments, 25 % of them failed their last health
+//! check and 1 in 8 cooling down: one `load()` of the published snapshot plus one pick,
+//! per strategy; the same while another thread publishes new snapshots; and, for scale, a
+//! bare `ArcSwap` load + uniform pick of a healthy entry (the floor any design pays).
+//!
+//! Run: `cargo bench --bench routing` (add `-- --quick` for a fast pass).
+
+use std::{
+    hint::black_box,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use rand::{Rng, SeedableRng, rngs::SmallRng};
+use tokio::time::Instant;
+use tower::{Service, ServiceExt};
+use tower_health_routing::{
+    Config, Deployment, DeploymentId, HealthRecord, HealthRoutingLayer, HealthState, ModelGroup,
+    Picker, RoutingStrategy,
+};
+
+const SIZES: [usize; 4] = [2, 8, 64, 1024];
+const ROUTE: &str = "bench";
+
+fn unhealthy(i: usize) -> bool {
+    i % 4 == 1
+}
+
+fn cooling(i: usize) -> bool {
+    i % 8 == 2
+}
+
+/// A state with `n` deployments: a quarter marked unhealthy, an eighth cooling down for an hour.
+fn state(n: usize, rt: &tokio::runtime::Runtime) -> HealthState {
+    let ds = (0..n).map(|i| {
+        Deployment::builder(ROUTE, "openai/m")
+            .id(format!("d{i}"))
+            .build()
+    });
+    let cfg = Config::builder()
+        .deployments(ds)
+        .enable_health_check_routing(true)
+        .health_check_interval(Duration::from_secs(3600))
+        .allowed_fails(0)
+        .cooldown_time(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let state = HealthState::new(cfg);
+    publish(&state, n);
+    // Cool deployments down the real way: failed requests through the routing service.
+    let layer = HealthRoutingLayer::from_state(state.clone()).with_seed(1);
+    let svc = tower::Layer::layer(
+        &layer,
+        tower::service_fn(|req: http::Request<()>| async move {
+            let d = req
+                .extensions()
+                .get::<tower_health_routing::SelectedDeployment>()
+                .unwrap();
+            let i: usize = d.id().as_str()[1..].parse().unwrap();
+            let status = if cooling(i) { 500 } else { 200 };
+            Ok::<_, std::convert::Infallible>(
+                http::Response::builder().status(status).body(()).unwrap(),
+            )
+        }),
+    );
+    let wanted = (0..n).filter(|&i| cooling(i) && !unhealthy(i)).count();
+    rt.block_on(async {
+        let mut svc = svc;
+        let mut tries = 0;
+        while (0..n)
+            .filter(|i| state.cooldown_remaining(&format!("d{i}")).is_some())
+            .count()
+            < wanted
+            && tries < 200 * n
+        {
+            let mut req = http::Request::new(());
+            req.extensions_mut().insert(ModelGroup::new(ROUTE));
+            let _ = svc.ready().await.unwrap().call(req).await;
+            tries += 1;
+        }
+    });
+    state
+}
+
+fn publish(state: &HealthState, n: usize) {
+    let now = Instant::now();
+    state.record((0..n).map(|i| {
+        let rec = if unhealthy(i) {
+            HealthRecord::unhealthy(now, "status 500", Some(500))
+        } else {
+            HealthRecord::healthy(now)
+        };
+        (DeploymentId::new(format!("d{i}")), rec)
+    }));
+}
+
+fn decision(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut g = c.benchmark_group("decision");
+    g.measurement_time(Duration::from_secs(2))
+        .warm_up_time(Duration::from_millis(500));
+    for n in SIZES {
+        let st = state(n, &rt);
+        for strategy in [
+            RoutingStrategy::SimpleShuffle,
+            RoutingStrategy::RoundRobin,
+            RoutingStrategy::PowerOfTwoChoices,
+            RoutingStrategy::LeastBusy,
+            RoutingStrategy::LatencyBased,
+        ] {
+            let mut picker = Picker::new(st.clone()).with_seed(7).with_strategy(strategy);
+            g.bench_with_input(BenchmarkId::new(strategy.as_str(), n), &n, |b, _| {
+                b.iter(|| {
+                    let snap = st.load();
+                    let p = picker.pick(&snap, black_box(ROUTE), &[]).unwrap();
+                    black_box(Arc::as_ptr(p.deployment()));
+                })
+            });
+        }
+        // The floor: a bare ArcSwap load + uniform sampling of a healthy entry.
+        let bare = ArcSwap::from_pointee(
+            (0..n)
+                .map(|i| !unhealthy(i) && !cooling(i))
+                .collect::<Vec<bool>>(),
+        );
+        let mut rng = SmallRng::seed_from_u64(3);
+        g.bench_with_input(BenchmarkId::new("bare-arcswap-sample", n), &n, |b, _| {
+            b.iter(|| {
+                let v = bare.load();
+                loop {
+                    let i = rng.random_range(0..v.len());
+                    if v[i] {
+                        break black_box(i);
+                    }
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+fn under_writer(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut g = c.benchmark_group("decision-under-writer");
+    g.measurement_time(Duration::from_secs(2))
+        .warm_up_time(Duration::from_millis(500));
+    for n in [8, 1024] {
+        let st = state(n, &rt);
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (st, stop) = (st.clone(), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut published = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    publish(&st, n);
+                    published += 1;
+                    std::thread::yield_now();
+                }
+                published
+            })
+        };
+        let mut picker = Picker::new(st.clone()).with_seed(9);
+        g.bench_with_input(BenchmarkId::new("simple-shuffle", n), &n, |b, _| {
+            b.iter(|| {
+                let snap = st.load();
+                black_box(Arc::as_ptr(
+                    picker.pick(&snap, ROUTE, &[]).unwrap().deployment(),
+                ));
+            })
+        });
+        stop.store(true, Ordering::Relaxed);
+        let published = writer.join().unwrap();
+        eprintln!(
+            "decision-under-writer/{n}: the writer published {published} snapshots meanwhile"
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, decision, under_writer);
+criterion_main!(benches);

@@ -142,9 +142,22 @@ impl CooldownState {
         (until > now).then(|| Duration::from_nanos(until - now))
     }
 
-    /// The raw end of the cooldown (0 = never), for the request path: a zero needs no clock.
-    pub(crate) fn until(&self) -> u64 {
-        self.until.load(Relaxed)
+    /// Whether the deployment may take a request. Reads the clock (through `now`) only
+    /// when a cooldown was recorded, and clears an expired one so later checks need none.
+    pub(crate) fn is_available<F: FnMut() -> u64>(
+        &self,
+        now: &mut crate::routing::select::LazyNow<F>,
+    ) -> bool {
+        let until = self.until.load(Relaxed);
+        if until == 0 {
+            return true;
+        }
+        if until > now.get() {
+            return false;
+        }
+        // Expired: clear it unless a new cooldown was recorded meanwhile.
+        let _ = self.until.compare_exchange(until, 0, Relaxed, Relaxed);
+        true
     }
 
     /// Counts an outcome at `now`; returns the cooldown entered, if any.

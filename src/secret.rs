@@ -64,23 +64,34 @@ impl From<String> for Secret {
 /// Such params are kept as [`Secret`]s and never displayed. The test is deliberately
 /// broad: a false positive hides a harmless value, a false negative leaks a key.
 pub fn looks_secret(name: &str) -> bool {
-    const MARKERS: &[&str] = &[
-        "key",
+    // Anywhere in the name.
+    const SUBSTRINGS: &[&str] = &[
         "secret",
-        "token",
         "password",
         "passwd",
         "credential",
-        "auth",
+        "apikey",
+        "api_key",
+        "access_key",
+        "private_key",
+        "authorization",
         "header",
         "cookie",
         "signature",
-        "session",
-        "private",
-        "cert",
+    ];
+    // As a whole word (split on `_`, `-`, `.`): `my_token` but not `max_tokens`.
+    const WORDS: &[&str] = &[
+        "key", "token", "auth", "session", "cert", "pwd", "pass", "bearer",
     ];
     let lower = name.to_ascii_lowercase();
-    MARKERS.iter().any(|m| lower.contains(m))
+    if SUBSTRINGS.iter().any(|m| lower.contains(m)) {
+        return true;
+    }
+    let words: Vec<&str> = lower.split(['_', '-', '.']).collect();
+    words.iter().enumerate().any(|(i, w)| {
+        // `input_cost_per_token` is a price, not a credential.
+        WORDS.contains(w) && !(*w == "token" && i > 0 && words[i - 1] == "per")
+    })
 }
 
 /// Removes every known secret value from a piece of text.

@@ -15,12 +15,20 @@
 //!   out of rotation forever.
 //! * **Cooldown and load** are per-deployment atomics that survive publications.
 //! * **Time** is tokio's [`Instant`], so tests drive it with `tokio::time::pause()`.
+//!   Stale results are republished by a small watchdog task (see below), so in a
+//!   paused-time test let the runtime run once after `advance` (`tokio::task::yield_now().await`)
+//!   before asserting on staleness.
+//! * **Staleness is an event.** Rather than reading the clock on every request, a task
+//!   owned by the state republishes the snapshot when its next failed result goes stale;
+//!   the request path trusts the lists of a snapshot so watched. A state used outside any
+//!   tokio runtime has no such task, and requests compare the clock themselves.
 
 mod snapshot;
+mod watchdog;
 
 use std::{sync::Arc, time::Duration};
 
-use arc_swap::{ArcSwap, Guard};
+use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 use tokio::time::Instant;
 
 pub(crate) use snapshot::{Candidates, Entry, Route, nanos_since};
@@ -46,6 +54,8 @@ pub(crate) struct Shared {
     pub(crate) epoch: Instant,
     pub(crate) cooldown: CooldownPolicy,
     pub(crate) scrubber: Scrubber,
+    /// Wakes the staleness watchdog (see `watchdog.rs`).
+    watchdog: ArcSwapOption<tokio::sync::watch::Sender<()>>,
 }
 
 impl HealthState {
@@ -53,7 +63,7 @@ impl HealthState {
     pub fn new(config: Config) -> Self {
         let epoch = Instant::now();
         let staleness = config.health.staleness_threshold();
-        let snap = HealthSnapshot::build(&config.deployments, None, epoch, staleness);
+        let snap = HealthSnapshot::build(&config.deployments, None, epoch, staleness, epoch);
         Self {
             shared: Arc::new(Shared {
                 snapshot: ArcSwap::from_pointee(snap),
@@ -61,6 +71,7 @@ impl HealthState {
                 scrubber: config.scrubber(),
                 config: Arc::new(config),
                 epoch,
+                watchdog: ArcSwapOption::empty(),
             }),
         }
     }
@@ -89,20 +100,30 @@ impl HealthState {
     /// new record and the others keep theirs. Ids not in the snapshot are ignored.
     pub fn record(&self, results: impl IntoIterator<Item = (DeploymentId, HealthRecord)>) {
         let results: Vec<_> = results.into_iter().collect();
-        let now = Instant::now();
-        self.shared
-            .snapshot
-            .rcu(|cur| cur.with_records(&results, now));
-        log_published(&self.load());
+        self.publish(|cur, now| cur.with_records(&results, now));
     }
 
     /// Replaces the deployment list; health and statistics of ids that stay are kept.
     pub fn set_deployments(&self, deployments: &[Deployment]) {
         let staleness = self.shared.config.health.staleness_threshold();
         let epoch = self.shared.epoch;
-        self.shared
-            .snapshot
-            .rcu(|cur| HealthSnapshot::build(deployments, Some(cur), epoch, staleness));
+        self.publish(|cur, now| {
+            HealthSnapshot::build(deployments, Some(cur), epoch, staleness, now)
+        });
+    }
+
+    /// Publishes `next(current)`, marked watched when the staleness watchdog runs.
+    fn publish(&self, next: impl Fn(&HealthSnapshot, Instant) -> HealthSnapshot) {
+        let watched = watchdog::ensure(&self.shared);
+        let now = Instant::now();
+        self.shared.snapshot.rcu(|cur| {
+            let mut snap = next(cur, now);
+            if watched {
+                snap.set_watched();
+            }
+            snap
+        });
+        watchdog::notify(&self.shared);
         log_published(&self.load());
     }
 
@@ -126,11 +147,7 @@ impl HealthState {
         Arc::ptr_eq(&self.shared, &other.shared)
     }
 
-    /// Nanoseconds since this state's epoch (the time base of cooldowns and results).
-    pub(crate) fn now_nanos(&self) -> u64 {
-        nanos_since(self.shared.epoch, Instant::now())
-    }
-
+    #[allow(dead_code)] // for the probe loop, which must not keep the state alive
     pub(crate) fn downgrade(&self) -> std::sync::Weak<Shared> {
         Arc::downgrade(&self.shared)
     }

@@ -154,10 +154,10 @@ pub(crate) struct RouteState {
 pub(crate) struct Route {
     pub(crate) name: Arc<str>,
     pub(crate) all: Candidates,
-    /// `all` minus the members whose last check failed (stale or not at publication).
+    /// `all` minus the members whose last check failed and was fresh at publication.
     pub(crate) healthy: Candidates,
     pub(crate) weight_kind: WeightKind,
-    /// Members whose last check failed.
+    /// Members whose last check failed and was fresh at publication.
     pub(crate) unhealthy: u32,
     /// Earliest instant (nanos since epoch) at which a failed result goes stale;
     /// `u64::MAX` when none failed. Before it, `healthy` is exact.
@@ -178,6 +178,10 @@ pub struct HealthSnapshot {
     updated_at: Option<Instant>,
     pub(crate) epoch: Instant,
     pub(crate) staleness_nanos: u64,
+    /// Earliest `fresh_until` of any route.
+    next_expiry: u64,
+    /// Whether a watchdog republishes this snapshot at `next_expiry` (see `HealthState`).
+    pub(crate) watched: bool,
 }
 
 pub(crate) fn nanos_since(epoch: Instant, t: Instant) -> u64 {
@@ -192,7 +196,9 @@ impl HealthSnapshot {
         prev: Option<&HealthSnapshot>,
         epoch: Instant,
         staleness: Duration,
+        now: Instant,
     ) -> Self {
+        let now_nanos = nanos_since(epoch, now);
         let mut entries: Vec<Entry> = Vec::with_capacity(deployments.len());
         let mut by_id: HashMap<DeploymentId, u32, RandomState> = HashMap::default();
         let mut members: Vec<(Arc<str>, Vec<u32>)> = Vec::new();
@@ -228,6 +234,7 @@ impl HealthSnapshot {
                     m.into(),
                     &entries,
                     staleness_nanos,
+                    now_nanos,
                     state,
                 );
                 (name, route)
@@ -243,6 +250,8 @@ impl HealthSnapshot {
             updated_at: prev.and_then(|p| p.updated_at),
             epoch,
             staleness_nanos,
+            next_expiry: u64::MAX,
+            watched: false,
         };
         snap.count();
         snap
@@ -254,16 +263,7 @@ impl HealthSnapshot {
         records: &[(DeploymentId, HealthRecord)],
         now: Instant,
     ) -> Self {
-        let mut entries: Vec<Entry> = self
-            .entries
-            .iter()
-            .map(|e| Entry {
-                deployment: Arc::clone(&e.deployment),
-                health: e.health.clone(),
-                stats: Arc::clone(&e.stats),
-                checked_nanos: e.checked_nanos,
-            })
-            .collect();
+        let mut entries = self.entries_copy();
         for (id, rec) in records {
             if let Some(&i) = self.by_id.get(id) {
                 let e = &mut entries[i as usize];
@@ -271,6 +271,29 @@ impl HealthSnapshot {
                 e.health = Some(rec.clone());
             }
         }
+        self.rebuilt(entries, now, Some(now))
+    }
+
+    /// The same results, with the route lists recomputed at `now`: failed results that
+    /// went stale no longer exclude their deployment.
+    pub(crate) fn expired(&self, now: Instant) -> Self {
+        self.rebuilt(self.entries_copy(), now, self.updated_at)
+    }
+
+    fn entries_copy(&self) -> Vec<Entry> {
+        self.entries
+            .iter()
+            .map(|e| Entry {
+                deployment: Arc::clone(&e.deployment),
+                health: e.health.clone(),
+                stats: Arc::clone(&e.stats),
+                checked_nanos: e.checked_nanos,
+            })
+            .collect()
+    }
+
+    fn rebuilt(&self, entries: Vec<Entry>, now: Instant, updated_at: Option<Instant>) -> Self {
+        let now_nanos = nanos_since(self.epoch, now);
         let routes = self
             .routes
             .iter()
@@ -280,6 +303,7 @@ impl HealthSnapshot {
                     r.all.idx.clone(),
                     &entries,
                     self.staleness_nanos,
+                    now_nanos,
                     Arc::clone(&r.state),
                 );
                 (Arc::clone(name), route)
@@ -292,15 +316,34 @@ impl HealthSnapshot {
             version: self.version + 1,
             healthy: 0,
             unhealthy: 0,
-            updated_at: Some(now),
+            updated_at,
             epoch: self.epoch,
             staleness_nanos: self.staleness_nanos,
+            next_expiry: u64::MAX,
+            watched: false,
         };
         snap.count();
         snap
     }
 
+    /// Marks this snapshot as watched: a task will republish it when its next failed
+    /// result goes stale, so readers may trust its route lists without reading the clock.
+    pub(crate) fn set_watched(&mut self) {
+        self.watched = true;
+    }
+
+    /// When (nanos since epoch) the next failed result goes stale; `u64::MAX` if never.
+    pub(crate) fn next_expiry(&self) -> u64 {
+        self.next_expiry
+    }
+
     fn count(&mut self) {
+        self.next_expiry = self
+            .routes
+            .values()
+            .map(|r| r.fresh_until)
+            .min()
+            .unwrap_or(u64::MAX);
         self.healthy = self
             .entries
             .iter()
@@ -388,6 +431,7 @@ fn build_route(
     all: Box<[u32]>,
     entries: &[Entry],
     staleness_nanos: u64,
+    now: u64,
     state: Arc<RouteState>,
 ) -> Route {
     let weight_kind = WeightKind::for_members(entries, &all);
@@ -398,13 +442,12 @@ fn build_route(
         .copied()
         .filter(|&i| {
             let e = &entries[i as usize];
-            match &e.health {
-                Some(h) if !h.healthy => {
-                    unhealthy += 1;
-                    fresh_until = fresh_until.min(e.checked_nanos.saturating_add(staleness_nanos));
-                    false
-                }
-                _ => true,
+            if e.failed_fresh(now, staleness_nanos) {
+                unhealthy += 1;
+                fresh_until = fresh_until.min(e.checked_nanos.saturating_add(staleness_nanos));
+                false
+            } else {
+                true
             }
         })
         .collect();

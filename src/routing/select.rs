@@ -260,7 +260,8 @@ pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
     let cands: &Candidates = if !health_filter || route.unhealthy == 0 {
         &route.all
     } else {
-        let healthy = if now.get() <= route.fresh_until {
+        // A watched snapshot is republished when a result goes stale: trust its lists.
+        let healthy = if snap.watched || now.get() <= route.fresh_until {
             &route.healthy
         } else {
             recomputed = fresh_candidates(snap, route, now.get());
@@ -283,9 +284,7 @@ pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
         if exclude.contains(&i) {
             return false;
         }
-        let cd = &entries[i as usize].stats.cooldown;
-        let until = cd.until();
-        until == 0 || until <= now.get()
+        entries[i as usize].stats.cooldown.is_available(now)
     };
     match balance::pick(
         strategy,
