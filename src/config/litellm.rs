@@ -1,13 +1,315 @@
 //! The serde model of LiteLLM's `config.yaml`, converted into the runtime types.
+//!
+//! Why a separate model: the YAML format is LiteLLM's (loose types, `os.environ/NAME`
+//! indirection, many keys this crate has no use for), while the runtime types are strict
+//! and sit on the request path. The model below takes the format as it is; conversion does
+//! the range checks with the field's YAML path, then [`Config::validate`] the cross-field ones.
+//!
+//! The pipeline:
+//!
+//! 1. YAML text → a JSON value tree (`serde-saphyr`; broken YAML is a `Syntax` error with
+//!    the parser's line and column). An empty document is an empty config.
+//! 2. Keys this crate does not use are taken out: at the top level and inside the settings
+//!    sections they are ignored with a debug event each; inside `litellm_params` and
+//!    `model_info` they are kept as each deployment's `extra` (credentials as secrets).
+//!    Taking them out first means an `os.environ/NAME` in an ignored key (say
+//!    `general_settings.database_url`) never needs that variable to be set.
+//! 3. Every `os.environ/NAME` string left is replaced by the variable's value.
+//! 4. The tree → the typed model below (`serde_path_to_error`, so a wrong type names its path).
+//! 5. The model → [`Config`], then [`Config::validate`].
+//!
+//! Every error text passes through a [`Scrubber`] holding each secret seen on the way, so no
+//! error message carries a credential.
 
-use crate::{config::Config, error::ConfigError};
+mod coerce;
+mod convert;
+mod env;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, de::DeserializeOwned};
+use serde_json::{Map, Value};
+
+use self::{
+    coerce::{Flag, Float, Int, SecretText, Text, field_names, null_as_default},
+    env::{Resolver, child_path, is_secret_key, scrub_error, secrets_in_text},
+};
+use crate::{
+    config::Config,
+    deployment::ParamValue,
+    error::{ConfigError, ConfigErrorKind},
+    secret::{Scrubber, Secret},
+};
+
+// === the model ===
+
+/// The whole file. Other top-level keys (`environment_variables`, ...) are ignored.
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct LiteLlmConfig {
+    #[serde(deserialize_with = "null_as_default")]
+    model_list: Vec<ModelEntry>,
+    #[serde(deserialize_with = "null_as_default")]
+    general_settings: GeneralSettings,
+    #[serde(deserialize_with = "null_as_default")]
+    router_settings: RouterSection,
+    #[serde(deserialize_with = "null_as_default")]
+    litellm_settings: LitellmSettings,
+}
+
+/// One `model_list` entry.
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct ModelEntry {
+    model_name: Option<Text>,
+    #[serde(deserialize_with = "null_as_default")]
+    litellm_params: LitellmParams,
+    #[serde(deserialize_with = "null_as_default")]
+    model_info: RawModelInfo,
+}
+
+/// `litellm_params`; other keys go to [`DeploymentParams::extra`](crate::DeploymentParams::extra).
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct LitellmParams {
+    model: Option<Text>,
+    api_base: Option<Text>,
+    api_key: Option<SecretText>,
+    api_version: Option<Text>,
+    weight: Option<Float>,
+    rpm: Option<Int>,
+    tpm: Option<Int>,
+    cooldown_time: Option<Float>,
+}
+
+/// `model_info`; other keys go to [`ModelInfo::extra`](crate::ModelInfo::extra).
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawModelInfo {
+    id: Option<Text>,
+    mode: Option<Text>,
+    health_check_model: Option<Text>,
+    health_check_timeout: Option<Float>,
+    health_check_max_tokens: Option<Int>,
+    health_check_max_tokens_reasoning: Option<Int>,
+    health_check_max_tokens_non_reasoning: Option<Int>,
+    health_check_supports_max_tokens: Option<Flag>,
+    health_check_voice: Option<Text>,
+    health_check_reasoning_effort: Option<Text>,
+    disable_background_health_check: Option<Flag>,
+}
+
+/// `general_settings`: LiteLLM's health-check keys, plus this crate's extensions
+/// (`health_check_unhealthy_threshold`, `health_check_healthy_threshold`, `health_check_jitter`).
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct GeneralSettings {
+    background_health_checks: Option<Flag>,
+    health_check_interval: Option<Float>,
+    enable_health_check_routing: Option<Flag>,
+    health_check_staleness_threshold: Option<Float>,
+    health_check_details: Option<Flag>,
+    health_check_skip_disabled_background_models: Option<Flag>,
+    health_check_concurrency: Option<Int>,
+    health_check_ignore_transient_errors: Option<Flag>,
+    master_key: Option<SecretText>,
+    use_shared_health_check: Option<Flag>,
+    health_check_unhealthy_threshold: Option<Int>,
+    health_check_healthy_threshold: Option<Int>,
+    health_check_jitter: Option<Float>,
+}
+
+/// `router_settings`.
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RouterSection {
+    routing_strategy: Option<Text>,
+    allowed_fails: Option<Int>,
+    cooldown_time: Option<Float>,
+    num_retries: Option<Int>,
+    redis_url: Option<SecretText>,
+    redis_host: Option<Text>,
+    redis_port: Option<Int>,
+    redis_password: Option<SecretText>,
+}
+
+/// `litellm_settings`: the router keys LiteLLM also takes here (`router_settings` wins).
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct LitellmSettings {
+    num_retries: Option<Int>,
+    allowed_fails: Option<Int>,
+    cooldown_time: Option<Float>,
+}
+
+/// The unknown keys of one deployment, kept.
+#[derive(Default)]
+struct Extras {
+    params: BTreeMap<String, ParamValue>,
+    info: BTreeMap<String, ParamValue>,
+}
+
+// === parse ===
 
 pub(super) fn parse(
-    _text: &str,
-    _env: &dyn Fn(&str) -> Option<String>,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
-    Err(ConfigError::invalid(
-        "",
-        "YAML parsing is not implemented yet",
-    ))
+    let opts = serde_saphyr::options! {
+        // Snippets would quote the source text (credentials included) in the message.
+        with_snippet: false,
+        // `.nan`/`.inf` arrive as strings; conversion rejects them naming the field.
+        non_finite_float_policy: serde_saphyr::NonFiniteFloatPolicy::AsString,
+    };
+    let tree: Option<Value> = serde_saphyr::from_str_with_options(text, opts).map_err(|e| {
+        let scrubber = Scrubber::new(secrets_in_text(text));
+        ConfigError::new(
+            "",
+            ConfigErrorKind::Syntax(scrubber.scrub(&e.to_string()).into_owned()),
+        )
+    })?;
+    let mut resolver = Resolver::new(env);
+    // An empty document (or one holding only comments) is an empty config.
+    let tree = tree
+        .filter(|t| !t.is_null())
+        .unwrap_or_else(|| Value::Object(Map::new()));
+    let result = convert(tree, &mut resolver);
+    result.map_err(|e| scrub_error(e, &Scrubber::new(resolver.into_secrets())))
+}
+
+fn convert(mut tree: Value, resolver: &mut Resolver<'_>) -> Result<Config, ConfigError> {
+    let extras = take_unknown_keys(&mut tree, resolver)?;
+    resolver.resolve(&mut tree, "", false)?;
+    let model: LiteLlmConfig = serde_path_to_error::deserialize(tree).map_err(|e| {
+        let field = if e.path().iter().next().is_some() {
+            e.path().to_string()
+        } else {
+            String::new()
+        };
+        ConfigError::new(field, ConfigErrorKind::Syntax(e.into_inner().to_string()))
+    })?;
+    let cfg = model.into_config(extras, resolver)?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// Step 2 of the pipeline: drops the keys no model struct knows (with a debug event each),
+/// except in `litellm_params`/`model_info`, whose unknown keys are resolved and returned.
+///
+/// It also checks that every part the model reads as a struct is a mapping (or empty):
+/// serde would otherwise read a list into a struct field by field, by position.
+fn take_unknown_keys(tree: &mut Value, r: &mut Resolver<'_>) -> Result<Vec<Extras>, ConfigError> {
+    let Some(top) = mapping(tree, "")? else {
+        return Ok(Vec::new());
+    };
+    drop_unknown::<LiteLlmConfig>(top, "");
+    for (key, known) in [
+        ("general_settings", field_names::<GeneralSettings>()),
+        ("router_settings", field_names::<RouterSection>()),
+        ("litellm_settings", field_names::<LitellmSettings>()),
+    ] {
+        if let Some(section) = top.get_mut(key)
+            && let Some(m) = mapping(section, key)?
+        {
+            drop_unknown_in(m, known, key);
+        }
+    }
+    // Anything but a list is reported by the typed step ("expected a sequence").
+    let Some(Value::Array(entries)) = top.get_mut("model_list") else {
+        return Ok(Vec::new());
+    };
+    let mut all = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.iter_mut().enumerate() {
+        let at = format!("model_list[{i}]");
+        let Some(e) = mapping(entry, &at)? else {
+            return Err(not_a_mapping(&at, "nothing (null)"));
+        };
+        drop_unknown::<ModelEntry>(e, &at);
+        let mut extras = Extras::default();
+        if let Some(p) = e.get_mut("litellm_params") {
+            let path = child_path(&at, "litellm_params");
+            if let Some(p) = mapping(p, &path)? {
+                extras.params = keep_unknown::<LitellmParams>(p, &path, r)?;
+            }
+        }
+        if let Some(m) = e.get_mut("model_info") {
+            let path = child_path(&at, "model_info");
+            if let Some(m) = mapping(m, &path)? {
+                extras.info = keep_unknown::<RawModelInfo>(m, &path, r)?;
+            }
+        }
+        all.push(extras);
+    }
+    Ok(all)
+}
+
+/// The mapping `v` is; `None` when it is empty (null); an error naming `path` otherwise.
+fn mapping<'v>(
+    v: &'v mut Value,
+    path: &str,
+) -> Result<Option<&'v mut Map<String, Value>>, ConfigError> {
+    match v {
+        Value::Object(m) => Ok(Some(m)),
+        Value::Null => Ok(None),
+        Value::Array(_) => Err(not_a_mapping(path, "a list")),
+        Value::String(_) => Err(not_a_mapping(path, "a string")),
+        Value::Number(_) => Err(not_a_mapping(path, "a number")),
+        Value::Bool(_) => Err(not_a_mapping(path, "a boolean")),
+    }
+}
+
+fn not_a_mapping(path: &str, got: &str) -> ConfigError {
+    ConfigError::new(
+        path,
+        ConfigErrorKind::Syntax(format!("expected a mapping, got {got}")),
+    )
+}
+
+fn drop_unknown<T: DeserializeOwned>(m: &mut Map<String, Value>, path: &str) {
+    drop_unknown_in(m, field_names::<T>(), path);
+}
+
+fn drop_unknown_in(m: &mut Map<String, Value>, known: &[&str], path: &str) {
+    m.retain(|k, _| {
+        let keep = known.contains(&k.as_str());
+        if !keep {
+            tracing::debug!(key = %child_path(path, k), "config key not used by tower-health-routing; ignored");
+        }
+        keep
+    });
+}
+
+/// Moves the unknown keys of `m` out, env-resolved, as [`ParamValue`]s. Null values mean
+/// "unset" in LiteLLM and are dropped. A value read from a secret-looking variable is a
+/// secret even when its key's name is not.
+fn keep_unknown<T: DeserializeOwned>(
+    m: &mut Map<String, Value>,
+    path: &str,
+    r: &mut Resolver<'_>,
+) -> Result<BTreeMap<String, ParamValue>, ConfigError> {
+    let known = field_names::<T>();
+    let unknown: Vec<String> = m
+        .keys()
+        .filter(|k| !known.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    let mut out = BTreeMap::new();
+    for k in unknown {
+        let Some(mut v) = m.remove(&k) else { continue };
+        if v.is_null() {
+            continue;
+        }
+        let from_secret_var = r.resolve(&mut v, &child_path(path, &k), is_secret_key(&k))?;
+        let pv = match ParamValue::for_name(&k, v) {
+            ParamValue::Plain(v) if from_secret_var || is_secret_key(&k) => {
+                ParamValue::Secret(Secret::new(match v {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                }))
+            }
+            pv => pv,
+        };
+        out.insert(k, pv);
+    }
+    Ok(out)
 }

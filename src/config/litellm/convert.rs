@@ -1,0 +1,396 @@
+//! The typed model → the runtime [`Config`]: range checks whose errors name the field's
+//! YAML path, LiteLLM's fallbacks (`litellm_settings` for router keys, `REDIS_*` from the
+//! environment) and this crate's defaults.
+
+use std::{
+    num::{NonZeroU32, NonZeroUsize},
+    time::Duration,
+};
+
+use serde_json::Value;
+
+use super::{
+    Extras, GeneralSettings, LiteLlmConfig, LitellmSettings, ModelEntry, RouterSection,
+    coerce::{Flag, Float, Int, SecretText, Text},
+    env::Resolver,
+};
+use crate::{
+    config::{Config, HealthCheckSettings, RedisSettings, RouterSettings, RoutingStrategy},
+    deployment::{Deployment, DeploymentParams, Mode, ModelInfo},
+    error::{ConfigError, ConfigErrorKind},
+};
+
+impl LiteLlmConfig {
+    pub(super) fn into_config(
+        self,
+        extras: Vec<Extras>,
+        r: &Resolver<'_>,
+    ) -> Result<Config, ConfigError> {
+        let mut extras = extras.into_iter();
+        let deployments = self
+            .model_list
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| e.into_deployment(i, extras.next().unwrap_or_default()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let g = self.general_settings;
+        let health = g.health()?;
+        let master_key = g.master_key.map(|k| k.0);
+        let router = self.router_settings.into_router(
+            self.litellm_settings,
+            health.use_shared_health_check,
+            r,
+        )?;
+        Ok(Config {
+            deployments,
+            health,
+            router,
+            master_key,
+        })
+    }
+}
+
+impl ModelEntry {
+    fn into_deployment(self, i: usize, extra: Extras) -> Result<Deployment, ConfigError> {
+        let at = |f: &str| format!("model_list[{i}].{f}");
+        let route = self
+            .model_name
+            .map(|t| t.0)
+            .ok_or_else(|| ConfigError::new(at("model_name"), ConfigErrorKind::Missing))?;
+        let p = self.litellm_params;
+        let model = p.model.map(|t| t.0).ok_or_else(|| {
+            ConfigError::new(at("litellm_params.model"), ConfigErrorKind::Missing)
+        })?;
+        let mut params = DeploymentParams::new(model);
+        params.api_base = p.api_base.map(|t| t.0);
+        params.api_key = p.api_key.map(|s| s.0);
+        params.api_version = p.api_version.map(|t| t.0);
+        params.weight = p.weight.map(|f| f.0);
+        params.rpm = count(p.rpm, &at("litellm_params.rpm"))?;
+        params.tpm = count(p.tpm, &at("litellm_params.tpm"))?;
+        params.cooldown_time = seconds(p.cooldown_time, &at("litellm_params.cooldown_time"))?;
+        params.extra = extra.params;
+
+        let m = self.model_info;
+        let mode = m
+            .mode
+            .map(|t| {
+                Mode::from_name(&t.0).ok_or_else(|| {
+                    ConfigError::new(
+                        at("model_info.mode"),
+                        ConfigErrorKind::UnknownMode { value: t.0 },
+                    )
+                })
+            })
+            .transpose()?;
+        let info = ModelInfo {
+            id: m.id.map(|t| t.0),
+            mode,
+            health_check_model: m.health_check_model.map(|t| t.0),
+            health_check_timeout: positive_seconds(
+                m.health_check_timeout,
+                &at("model_info.health_check_timeout"),
+            )?,
+            health_check_max_tokens: positive(
+                m.health_check_max_tokens,
+                &at("model_info.health_check_max_tokens"),
+            )?,
+            health_check_max_tokens_reasoning: positive(
+                m.health_check_max_tokens_reasoning,
+                &at("model_info.health_check_max_tokens_reasoning"),
+            )?,
+            health_check_max_tokens_non_reasoning: positive(
+                m.health_check_max_tokens_non_reasoning,
+                &at("model_info.health_check_max_tokens_non_reasoning"),
+            )?,
+            health_check_supports_max_tokens: m.health_check_supports_max_tokens.map(|f| f.0),
+            health_check_voice: m.health_check_voice.map(|t| t.0),
+            health_check_reasoning_effort: m.health_check_reasoning_effort.map(|t| t.0),
+            disable_background_health_check: m.disable_background_health_check.is_some_and(|f| f.0),
+            extra: extra.info,
+        };
+        Ok(Deployment::new(route, params, info))
+    }
+}
+
+impl GeneralSettings {
+    fn health(&self) -> Result<HealthCheckSettings, ConfigError> {
+        let d = HealthCheckSettings::default();
+        let flag = |f: Option<Flag>, default: bool| f.map_or(default, |f| f.0);
+        let at = |f: &str| format!("general_settings.{f}");
+        Ok(HealthCheckSettings {
+            background_health_checks: flag(
+                self.background_health_checks,
+                d.background_health_checks,
+            ),
+            interval: positive_seconds(self.health_check_interval, &at("health_check_interval"))?
+                .unwrap_or(d.interval),
+            routing_enabled: flag(self.enable_health_check_routing, d.routing_enabled),
+            staleness_threshold: seconds(
+                self.health_check_staleness_threshold,
+                &at("health_check_staleness_threshold"),
+            )?,
+            details: flag(self.health_check_details, d.details),
+            skip_disabled_background_models: flag(
+                self.health_check_skip_disabled_background_models,
+                d.skip_disabled_background_models,
+            ),
+            concurrency: positive::<usize>(
+                self.health_check_concurrency,
+                &at("health_check_concurrency"),
+            )?
+            .and_then(NonZeroUsize::new),
+            ignore_transient_errors: flag(
+                self.health_check_ignore_transient_errors,
+                d.ignore_transient_errors,
+            ),
+            unhealthy_threshold: positive::<u32>(
+                self.health_check_unhealthy_threshold,
+                &at("health_check_unhealthy_threshold"),
+            )?
+            .and_then(NonZeroU32::new)
+            .unwrap_or(d.unhealthy_threshold),
+            healthy_threshold: positive::<u32>(
+                self.health_check_healthy_threshold,
+                &at("health_check_healthy_threshold"),
+            )?
+            .and_then(NonZeroU32::new)
+            .unwrap_or(d.healthy_threshold),
+            jitter: seconds(self.health_check_jitter, &at("health_check_jitter"))?
+                .unwrap_or(d.jitter),
+            use_shared_health_check: flag(self.use_shared_health_check, d.use_shared_health_check),
+        })
+    }
+}
+
+impl RouterSection {
+    fn into_router(
+        self,
+        l: LitellmSettings,
+        shared: bool,
+        r: &Resolver<'_>,
+    ) -> Result<RouterSettings, ConfigError> {
+        let d = RouterSettings::default();
+        let routing_strategy = match self.routing_strategy {
+            None => d.routing_strategy,
+            Some(Text(name)) => RoutingStrategy::from_name(&name).ok_or_else(|| {
+                ConfigError::new(
+                    "router_settings.routing_strategy",
+                    ConfigErrorKind::UnknownStrategy { value: name },
+                )
+            })?,
+        };
+        // Both places are checked; `router_settings` wins where both are set.
+        let allowed_fails = count(self.allowed_fails, "router_settings.allowed_fails")?
+            .or(count(l.allowed_fails, "litellm_settings.allowed_fails")?);
+        let cooldown_time = seconds(self.cooldown_time, "router_settings.cooldown_time")?
+            .or(seconds(l.cooldown_time, "litellm_settings.cooldown_time")?)
+            .unwrap_or(d.cooldown_time);
+        let num_retries = count(self.num_retries, "router_settings.num_retries")?
+            .or(count(l.num_retries, "litellm_settings.num_retries")?)
+            .unwrap_or(d.num_retries);
+        let redis = redis(
+            self.redis_url,
+            self.redis_host,
+            self.redis_port,
+            self.redis_password,
+            shared,
+            r,
+        )?;
+        Ok(RouterSettings {
+            routing_strategy,
+            allowed_fails,
+            cooldown_time,
+            num_retries,
+            redis,
+        })
+    }
+}
+
+/// Redis from `router_settings`; when none is given there and shared health checks are on,
+/// from `REDIS_URL`, else `REDIS_HOST`/`REDIS_PORT`/`REDIS_PASSWORD`, as LiteLLM does.
+/// Without shared health checks the environment is not read, so such configs do not
+/// depend on it.
+fn redis(
+    url: Option<SecretText>,
+    host: Option<Text>,
+    port: Option<Int>,
+    password: Option<SecretText>,
+    shared: bool,
+    r: &Resolver<'_>,
+) -> Result<Option<RedisSettings>, ConfigError> {
+    const PORT: &str = "router_settings.redis_port";
+    const DEFAULT_PORT: u16 = 6379;
+    if let Some(u) = url {
+        if host.is_some() || port.is_some() || password.is_some() {
+            tracing::debug!(
+                "router_settings.redis_url is set; redis_host, redis_port and redis_password are ignored"
+            );
+        }
+        return Ok(Some(RedisSettings::Url(u.0)));
+    }
+    if let Some(Text(host)) = host {
+        return Ok(Some(RedisSettings::HostPort {
+            host,
+            port: positive::<u16>(port, PORT)?.unwrap_or(DEFAULT_PORT),
+            password: password.map(|s| s.0),
+        }));
+    }
+    if port.is_some() || password.is_some() {
+        return Err(ConfigError::new(
+            "router_settings.redis_host",
+            ConfigErrorKind::Missing,
+        ));
+    }
+    if !shared {
+        return Ok(None);
+    }
+    if let Some(u) = r.var("REDIS_URL") {
+        return Ok(Some(RedisSettings::Url(u.into())));
+    }
+    let Some(host) = r.var("REDIS_HOST") else {
+        return Ok(None);
+    };
+    let port = match r.var("REDIS_PORT") {
+        None => DEFAULT_PORT,
+        Some(p) => {
+            let bad = |why: String| {
+                ConfigError::invalid(PORT, format!("from environment variable REDIS_PORT: {why}"))
+            };
+            let Int(n) = Int::from_value(&Value::String(p)).map_err(bad)?;
+            u16::try_from(n)
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| bad(format!("expected a port from 1 to 65535, got {n}")))?
+        }
+    };
+    Ok(Some(RedisSettings::HostPort {
+        host,
+        port,
+        password: r.var("REDIS_PASSWORD").map(Into::into),
+    }))
+}
+
+// === range checks (errors name the field) ===
+
+/// A count (`rpm`, `num_retries`, ...): an integer from zero up to `T`'s maximum.
+fn count<T: TryFrom<i64>>(v: Option<Int>, field: &str) -> Result<Option<T>, ConfigError> {
+    let Some(Int(n)) = v else { return Ok(None) };
+    if n < 0 {
+        return Err(ConfigError::invalid(
+            field,
+            format!("must be zero or more, got {n}"),
+        ));
+    }
+    T::try_from(n)
+        .map(Some)
+        .map_err(|_| ConfigError::invalid(field, format!("{n} is too large")))
+}
+
+/// A positive integer (`health_check_concurrency`, `health_check_max_tokens`, ...).
+fn positive<T: TryFrom<i64>>(v: Option<Int>, field: &str) -> Result<Option<T>, ConfigError> {
+    if let Some(Int(n)) = v
+        && n <= 0
+    {
+        return Err(ConfigError::invalid(
+            field,
+            format!("must be greater than zero, got {n}"),
+        ));
+    }
+    count(v, field)
+}
+
+/// A duration in seconds, zero or more.
+fn seconds(v: Option<Float>, field: &str) -> Result<Option<Duration>, ConfigError> {
+    let Some(Float(s)) = v else { return Ok(None) };
+    if s.is_nan() || s.is_infinite() {
+        return Err(ConfigError::invalid(
+            field,
+            format!("must be a finite number of seconds, got {s}"),
+        ));
+    }
+    if s < 0.0 {
+        return Err(ConfigError::invalid(
+            field,
+            format!("must be zero or more seconds, got {s}"),
+        ));
+    }
+    Duration::try_from_secs_f64(s)
+        .map(Some)
+        .map_err(|_| ConfigError::invalid(field, format!("{s} seconds is too long")))
+}
+
+/// A duration in seconds, greater than zero.
+fn positive_seconds(v: Option<Float>, field: &str) -> Result<Option<Duration>, ConfigError> {
+    match seconds(v, field)? {
+        Some(d) if d.is_zero() => Err(ConfigError::invalid(field, "must be greater than zero")),
+        d => Ok(d),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalid(e: ConfigError) -> (String, String) {
+        match e.kind() {
+            ConfigErrorKind::Invalid(why) => (e.field().to_owned(), why.clone()),
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn seconds_take_ints_and_floats_and_reject_negative_and_non_finite() {
+        assert_eq!(seconds(None, "f"), Ok(None));
+        assert_eq!(
+            seconds(Some(Float(300.0)), "f"),
+            Ok(Some(Duration::from_secs(300)))
+        );
+        assert_eq!(
+            seconds(Some(Float(0.25)), "f"),
+            Ok(Some(Duration::from_millis(250)))
+        );
+        assert_eq!(seconds(Some(Float(0.0)), "f"), Ok(Some(Duration::ZERO)));
+        let (field, why) = invalid(seconds(Some(Float(-1.0)), "a.b").unwrap_err());
+        assert_eq!(
+            (field.as_str(), why.as_str()),
+            ("a.b", "must be zero or more seconds, got -1")
+        );
+        let (_, why) = invalid(seconds(Some(Float(f64::NAN)), "f").unwrap_err());
+        assert_eq!(why, "must be a finite number of seconds, got NaN");
+        let (_, why) = invalid(seconds(Some(Float(f64::INFINITY)), "f").unwrap_err());
+        assert_eq!(why, "must be a finite number of seconds, got inf");
+        let (_, why) = invalid(seconds(Some(Float(1e30)), "f").unwrap_err());
+        assert_eq!(why, "1000000000000000000000000000000 seconds is too long");
+    }
+
+    #[test]
+    fn positive_seconds_reject_zero() {
+        let (field, why) = invalid(positive_seconds(Some(Float(0.0)), "t").unwrap_err());
+        assert_eq!(
+            (field.as_str(), why.as_str()),
+            ("t", "must be greater than zero")
+        );
+        assert_eq!(
+            positive_seconds(Some(Float(10.0)), "t"),
+            Ok(Some(Duration::from_secs(10)))
+        );
+    }
+
+    #[test]
+    fn counts_check_sign_and_range_of_the_target_type() {
+        assert_eq!(count::<u32>(Some(Int(0)), "n"), Ok(Some(0)));
+        assert_eq!(count::<u64>(None, "n"), Ok(None));
+        let (_, why) = invalid(count::<u32>(Some(Int(-1)), "n").unwrap_err());
+        assert_eq!(why, "must be zero or more, got -1");
+        let (_, why) = invalid(count::<u16>(Some(Int(70_000)), "n").unwrap_err());
+        assert_eq!(why, "70000 is too large");
+        let (field, why) = invalid(positive::<usize>(Some(Int(0)), "c").unwrap_err());
+        assert_eq!(
+            (field.as_str(), why.as_str()),
+            ("c", "must be greater than zero, got 0")
+        );
+        assert!(positive::<usize>(Some(Int(-4)), "c").is_err());
+        assert_eq!(positive::<usize>(Some(Int(8)), "c"), Ok(Some(8)));
+    }
+}

@@ -1,0 +1,139 @@
+//! Keys this crate does not use: ignored with a debug event (top level, settings sections)
+//! or kept as a deployment's `extra` (`litellm_params`, `model_info`).
+
+use tower_health_routing::{Config, HealthCheckSettings, ParamValue, RouterSettings};
+
+use super::env_of;
+
+#[test]
+fn unknown_keys_are_ignored_or_kept_as_extras() {
+    let yaml = "\
+environment_variables:
+  SOME_VAR: os.environ/NOT_SET_EITHER
+some_future_section: {a: 1}
+model_list:
+  - model_name: a
+    litellm_params:
+      model: bedrock/anthropic.claude-3
+      aws_access_key_id: AKIA-literal
+      vertex_credentials: {\"type\": \"service_account\"}
+      aws_region_name: us-west-2
+      extra_headers: {X-Team: blue}
+      timeout: 30
+      unset_thing: null
+      organization: os.environ/ORG_TOKEN
+    model_info:
+      base_model: gpt-4
+      supports_vision: true
+    unknown_entry_key: whatever
+general_settings:
+  database_url: os.environ/DATABASE_URL
+  store_model_in_db: true
+router_settings:
+  model_group_alias: {x: y}
+litellm_settings:
+  success_callback: [langfuse]
+";
+    let env = env_of(&[("ORG_TOKEN", "org-from-secret-var")]);
+    let cfg = Config::from_yaml_str_with_env(yaml, &env).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.health, HealthCheckSettings::default());
+    assert_eq!(cfg.router, RouterSettings::default());
+    let d = &cfg.deployments[0];
+    let extra = &d.params().extra;
+    let secret = |k: &str| match extra.get(k) {
+        Some(ParamValue::Secret(s)) => s.expose().to_owned(),
+        other => panic!("{k} should be a secret, got {other:?}"),
+    };
+    assert_eq!(secret("aws_access_key_id"), "AKIA-literal");
+    assert_eq!(
+        secret("vertex_credentials"),
+        r#"{"type":"service_account"}"#
+    );
+    assert_eq!(secret("extra_headers"), r#"{"X-Team":"blue"}"#);
+    // A plain name, but read from a secret-looking variable: held as a secret.
+    assert_eq!(secret("organization"), "org-from-secret-var");
+    assert_eq!(
+        extra.get("aws_region_name"),
+        Some(&ParamValue::Plain("us-west-2".into()))
+    );
+    assert_eq!(extra.get("timeout"), Some(&ParamValue::Plain(30.into())));
+    assert!(!extra.contains_key("unset_thing"), "null means unset");
+    assert_eq!(extra.len(), 6);
+    let info = &d.info().extra;
+    assert_eq!(
+        info.get("base_model"),
+        Some(&ParamValue::Plain("gpt-4".into()))
+    );
+    assert_eq!(
+        info.get("supports_vision"),
+        Some(&ParamValue::Plain(true.into()))
+    );
+    let dbg = format!("{cfg:?}");
+    assert!(!dbg.contains("AKIA-literal") && !dbg.contains("service_account"));
+    assert!(!dbg.contains("org-from-secret-var") && !dbg.contains("blue"));
+}
+
+#[test]
+fn ignored_keys_are_named_in_debug_events_without_their_values() {
+    let yaml = "\
+environment_variables:
+  SOME_VAR: hidden-value-1
+general_settings:
+  database_url: postgres://user:hidden-value-2@db/x
+router_settings:
+  model_group_alias: {x: y}
+litellm_settings:
+  drop_params: true
+model_list:
+  - model_name: a
+    litellm_params: {model: m}
+    stray: hidden-value-3
+";
+    let logs = capture_debug_logs(|| {
+        Config::from_yaml_str_with_env(yaml, &|_| None).unwrap();
+    });
+    for key in [
+        "environment_variables",
+        "general_settings.database_url",
+        "router_settings.model_group_alias",
+        "litellm_settings.drop_params",
+        "model_list[0].stray",
+    ] {
+        assert!(logs.contains(key), "no debug event names {key}:\n{logs}");
+    }
+    assert!(
+        !logs.contains("hidden-value"),
+        "a value reached the logs:\n{logs}"
+    );
+}
+
+/// Runs `f` with a subscriber that writes DEBUG events to a buffer, and returns the text.
+// A test-only log buffer behind a std Mutex, far from any request path.
+#[allow(clippy::disallowed_types)]
+fn capture_debug_logs(f: impl FnOnce()) -> String {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .map_err(|_| std::io::Error::other("poisoned"))?
+                .extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let out = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || out.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let bytes = buf.0.lock().map(|b| b.clone()).unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
