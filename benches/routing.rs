@@ -6,6 +6,7 @@
 //! bare `ArcSwap` load + uniform pick of a healthy entry (the floor any design pays).
 //!
 //! Run: `cargo bench --bench routing` (add `-- --quick` for a fast pass).
+#![allow(missing_docs)] // criterion_group! generates undocumented items
 
 use std::{
     hint::black_box,

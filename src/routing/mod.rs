@@ -8,7 +8,7 @@
 //!
 //! Errors are [`BoxError`]s, downcastable to [`UnknownRoute`](crate::UnknownRoute),
 //! [`NoDeploymentAvailable`](crate::NoDeploymentAvailable),
-//! [`MissingRoute`](crate::MissingRoute), or whatever the inner service returned.
+//! [`MissingRoute`], or whatever the inner service returned.
 //!
 //! # With axum
 //!
