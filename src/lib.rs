@@ -63,6 +63,6 @@ pub use health::{HealthRecord, HealthSnapshot, HealthState};
 pub use routing::{
     ExcludeDeployments, FromExtension, FromHeader, HealthRouting, HealthRoutingLayer, Pick,
     PickError, Picker, ResponseBody, ResponseFuture, RouteExtractor, RouteFn, SelectedDeployment,
-    route_fn,
+    TriedDeployments, route_fn,
 };
 pub use secret::{REDACTED, Scrubber, Secret, looks_secret};

@@ -43,7 +43,7 @@ impl Drop for InFlight {
 pub(crate) struct Observer {
     pub(crate) guard: InFlight,
     pub(crate) state: HealthState,
-    pub(crate) deployment: Arc<crate::Deployment>,
+    pub(crate) selected: super::SelectedDeployment,
     pub(crate) route_len: usize,
     pub(crate) started: Instant,
 }
@@ -58,7 +58,7 @@ impl Observer {
                 u64::try_from((now - self.started).as_nanos()).unwrap_or(u64::MAX),
             );
         }
-        let d = &self.deployment;
+        let d = self.selected.deployment();
         let entered = stats.cooldown.record(
             outcome,
             nanos_since(shared.epoch, now),
@@ -136,12 +136,13 @@ where
                 let res = ready!(fut.poll(cx));
                 let observer = observer.take();
                 match res {
-                    Ok(resp) => {
+                    Ok(mut resp) => {
                         let guard = observer.map(|o| {
                             o.record(Outcome::classify(
                                 resp.status().as_u16(),
                                 retry_after(resp.headers()),
                             ));
+                            resp.extensions_mut().insert(o.selected);
                             o.guard
                         });
                         Poll::Ready(Ok(resp.map(|inner| ResponseBody {
@@ -191,6 +192,11 @@ pub struct ResponseBody<B> {
 }
 
 impl<B> ResponseBody<B> {
+    /// The inner body, borrowed.
+    pub fn get_ref(&self) -> &B {
+        &self.inner
+    }
+
     /// The inner body.
     pub fn into_inner(self) -> B {
         self.inner

@@ -58,6 +58,8 @@ use std::{
     task::{Context, Poll},
 };
 
+use arc_swap::ArcSwap;
+
 use http::{Request, Response};
 use tower_service::Service;
 
@@ -74,7 +76,8 @@ use crate::{
 };
 use future::{InFlight, Observer};
 
-/// The deployment chosen for a request, attached to it as an extension.
+/// The deployment chosen for a request, attached to the request (for the inner service)
+/// and to its response (for logging or an `x-litellm-model-id` header) as an extension.
 ///
 /// ```
 /// # use tower_health_routing::SelectedDeployment;
@@ -109,10 +112,38 @@ impl std::ops::Deref for SelectedDeployment {
     }
 }
 
-/// Deployments a request must not be routed to (they were already tried), as a request
-/// extension. A retry policy adds the deployment that failed before re-sending.
+/// Deployments a request must not be routed to, as a request extension set by the caller.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ExcludeDeployments(pub Vec<DeploymentId>);
+
+/// The deployments a request has been sent to, shared by every clone of the request (a
+/// request extension). [`HealthRouting`] skips the deployments listed and adds the one it
+/// picks, so a retry layer above it that re-sends a clone goes to another deployment.
+///
+/// Insert a fresh one per logical request, before the retry layer clones it.
+#[derive(Clone, Debug, Default)]
+pub struct TriedDeployments(Arc<ArcSwap<Vec<DeploymentId>>>);
+
+impl TriedDeployments {
+    /// An empty record.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The deployments tried so far, in order.
+    pub fn ids(&self) -> Arc<Vec<DeploymentId>> {
+        self.0.load_full()
+    }
+
+    /// Records one more.
+    pub fn push(&self, id: DeploymentId) {
+        self.0.rcu(|v| {
+            let mut v = Vec::clone(v);
+            v.push(id.clone());
+            v
+        });
+    }
+}
 
 /// Routes each request to one deployment of its route; see the [module docs](self).
 #[derive(Clone, Debug)]
@@ -172,10 +203,23 @@ where
             let Some(route) = self.extractor.extract(&req) else {
                 return ResponseFuture::failed(Box::new(MissingRoute::new()));
             };
-            let exclude = req
+            let fixed = req
                 .extensions()
                 .get::<ExcludeDeployments>()
                 .map_or(&[][..], |e| &e.0[..]);
+            let tried = req
+                .extensions()
+                .get::<TriedDeployments>()
+                .map(TriedDeployments::ids);
+            let joined: Vec<DeploymentId>;
+            let exclude = match &tried {
+                None => fixed,
+                Some(t) if fixed.is_empty() => &t[..],
+                Some(t) => {
+                    joined = fixed.iter().chain(t.iter()).cloned().collect();
+                    &joined[..]
+                }
+            };
             match self.picker.pick(&snap, &route, exclude) {
                 Ok(p) => (
                     Arc::clone(p.deployment()),
@@ -188,17 +232,21 @@ where
         };
         drop(snap);
         let (deployment, stats, route_len, bypassed) = picked;
+        if let Some(tried) = req.extensions().get::<TriedDeployments>() {
+            tried.push(deployment.id.clone());
+        }
+        let selected = SelectedDeployment {
+            deployment,
+            bypassed,
+        };
         let observer = Observer {
             guard: InFlight::new(stats),
             state: self.picker.state().clone(),
-            deployment: Arc::clone(&deployment),
+            selected: selected.clone(),
             route_len,
             started: tokio::time::Instant::now(),
         };
-        req.extensions_mut().insert(SelectedDeployment {
-            deployment,
-            bypassed,
-        });
+        req.extensions_mut().insert(selected);
         ResponseFuture::called(self.inner.call(req), observer)
     }
 }
