@@ -46,6 +46,9 @@ pub(crate) struct Shared {
     pub(crate) epoch: Instant,
     pub(crate) cooldown: CooldownPolicy,
     pub(crate) scrubber: Scrubber,
+    /// Dropped with the last owner: background tasks holding only a `Weak` watch it to end
+    /// as soon as every owner is gone (see [`HealthState::closed`]).
+    pub(crate) closed: tokio::sync::watch::Sender<()>,
 }
 
 impl HealthState {
@@ -61,6 +64,7 @@ impl HealthState {
                 scrubber: config.scrubber(),
                 config: Arc::new(config),
                 epoch,
+                closed: tokio::sync::watch::Sender::new(()),
             }),
         }
     }
@@ -133,6 +137,16 @@ impl HealthState {
 
     pub(crate) fn downgrade(&self) -> std::sync::Weak<Shared> {
         Arc::downgrade(&self.shared)
+    }
+
+    /// The state behind `weak`, if any owner still holds it.
+    pub(crate) fn upgrade(weak: &std::sync::Weak<Shared>) -> Option<Self> {
+        weak.upgrade().map(|shared| Self { shared })
+    }
+
+    /// A receiver whose `changed()` fails once every owner of this state is gone.
+    pub(crate) fn closed(&self) -> tokio::sync::watch::Receiver<()> {
+        self.shared.closed.subscribe()
     }
 }
 
