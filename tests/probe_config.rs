@@ -57,6 +57,7 @@ fn wildcards_without_a_health_check_model_and_unoffered_modes() {
     assert_eq!(e.field(), "model_list[0].model_info.health_check_model");
     let e = http_loop(vec![
         Deployment::builder("r", "anthropic/claude-3")
+            .api_base("http://127.0.0.1:9")
             .mode(Mode::Embedding)
             .build(),
     ])
@@ -67,6 +68,17 @@ fn wildcards_without_a_health_check_model_and_unoffered_modes() {
             .contains("provider `anthropic` offers no `embedding` endpoint"),
         "{e}"
     );
+}
+
+#[test]
+fn a_key_no_header_can_carry() {
+    let d = Deployment::builder("r", "openai/gpt-4o")
+        .api_base("http://127.0.0.1:9/v1")
+        .api_key("sk-line\nbreak")
+        .build();
+    let e = http_loop(vec![d]).unwrap_err();
+    assert_eq!(e.field(), "model_list[0].litellm_params.api_key");
+    assert!(!e.to_string().contains("sk-line"), "{e}");
 }
 
 #[test]

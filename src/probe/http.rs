@@ -136,15 +136,69 @@ const ERROR_BODY_LIMIT: usize = 8 * 1024;
 /// Bytes of a success body read (so the connection can be reused); larger bodies are dropped.
 const DRAIN_LIMIT: usize = 64 * 1024;
 
-/// The default prober: LiteLLM's probe requests (see the [module docs](super)) over a
-/// pooled hyper client, HTTP/1.1 and HTTP/2 (by ALPN for `https`, which needs the default
-/// `rustls` feature; by prior knowledge for `http` when asked).
+/// The default prober: the requests LiteLLM 1.109 sends, over a pooled hyper client,
+/// HTTP/1.1 and HTTP/2 (by ALPN for `https`, which needs the default `rustls` feature; by
+/// prior knowledge for `http` when asked).
 ///
-/// Outcome: healthy on 2xx (101 for a realtime handshake); otherwise unhealthy with the
-/// status and a short reason from the error body, `timeout`, or `connect: …`. A 400/422
+/// # Where
+///
+/// | provider prefix | wire format | default base (no `api_base`) |
+/// |---|---|---|
+/// | `openai/`, `text-completion-openai/`, none | OpenAI | `https://api.openai.com/v1` |
+/// | `azure/`, `azure_text/` | Azure OpenAI | none: `api_base` required |
+/// | `anthropic/` | Anthropic Messages | `https://api.anthropic.com` |
+/// | `cohere/`, `cohere_chat/` | Cohere v2 | `https://api.cohere.com` |
+/// | any other (`hosted_vllm/`, `groq/`, ...) | OpenAI | none: `api_base` required |
+///
+/// Deployments with no `api_base` and no default (Bedrock, Vertex AI, ...) are rejected by
+/// [`check_config`](Prober::check_config) when the loop is built, as are wildcard routes
+/// without `health_check_model` and modes a provider does not offer.
+///
+/// # What
+///
+/// The model sent is `health_check_model` or the deployment's model, without its provider
+/// prefix (Bedrock ids lose their region segment: [`bedrock_probe_model`](super::bedrock_probe_model)).
+/// The mode comes from [`resolve_mode`](super::resolve_mode), the token limit from
+/// [`resolve_max_tokens`](super::resolve_max_tokens) (chat and completion only, unless
+/// `health_check_supports_max_tokens` says otherwise), the prompt from [`ProbeDefaults`].
+/// `health_check_reasoning_effort` is sent as `reasoning_effort` in chat and completion
+/// probes of OpenAI-compatible and Azure upstreams. Every probe carries the credentials.
+///
+/// OpenAI-compatible paths are relative to `api_base` (which usually ends in `/v1`):
+///
+/// | mode | request |
+/// |---|---|
+/// | chat | `POST /chat/completions` `{model, messages: [{role: user, content}], max_tokens}` (`max_completion_tokens` for reasoning models) |
+/// | completion | `POST /completions` `{model, prompt, max_tokens}` |
+/// | responses | `POST /responses` `{model, input}` |
+/// | embedding | `POST /embeddings` `{model, input: ["test from litellm"]}` |
+/// | image_generation | `POST /images/generations` `{model, prompt}` |
+/// | audio_speech | `POST /audio/speech` `{model, input, voice}` |
+/// | audio_transcription | `POST /audio/transcriptions`, multipart: `model` and a 0.5 s WAV `file` |
+/// | rerank | `POST /rerank` `{model, query, documents: ["my sample text"]}` |
+/// | batch | `GET /batches` |
+/// | moderation | `POST /moderations` `{model, input: "test from litellm"}` |
+/// | ocr | `POST /ocr` `{model, document: {type: image_url, image_url: <1×1 PNG data URL>}}` |
+/// | realtime | `GET /realtime?model=…` WebSocket handshake (HTTP/1.1 upgrade; 101 is healthy) |
+/// | video_generation | `GET /videos?limit=1` (lists videos: exercises the endpoint and key without generating one) |
+///
+/// Azure puts the deployment in the path (`/openai/deployments/{model}/chat/completions`,
+/// and likewise for completion, embedding, image, speech, transcription), uses
+/// `/openai/responses`, `/openai/batches` and `/openai/realtime?deployment=…` otherwise,
+/// adds `?api-version=` (default `2025-02-01-preview`) and sends the key as `api-key`.
+/// Anthropic: `POST /v1/messages` (chat, completion; `max_tokens` is required there, so a
+/// wildcard without one sends LiteLLM's 4096) and `GET /v1/messages/batches`, with
+/// `x-api-key` and `anthropic-version: 2023-06-01`. Cohere: `POST /v2/chat`, `/v2/embed`,
+/// `/v2/rerank` with a bearer key.
+///
+/// # Outcome
+///
+/// Healthy on 2xx (101 for a realtime handshake); otherwise unhealthy with the status and
+/// a short reason from the error body, `timeout`, `connect: …` or `tls: …`. A 400/422
 /// whose body says the request itself was malformed (unknown or unsupported parameter,
 /// validation error, `invalid_request_error`, ...) gets the reason `probe_rejected: …`,
-/// so a broken probe is told apart from a broken upstream.
+/// so a broken probe is told apart from a broken upstream. Reasons never carry the
+/// deployment's secrets (and the loop scrubs every configured secret again).
 pub struct HttpProber {
     client: HttpClient,
     /// HTTP/1.1 only: WebSocket handshakes cannot ride an HTTP/2 connection.
@@ -302,7 +356,8 @@ impl Prober for HttpProber {
 
     /// Every deployment that can be probed (all but those `disable_background_health_check`
     /// takes out of every round under `health_check_skip_disabled_background_models`) must
-    /// have a known endpoint and a mode its provider offers.
+    /// have a known endpoint, a mode its provider offers, and a request that can be built
+    /// (e.g. an `api_key` an HTTP header can carry).
     fn check_config(&self, config: &Config) -> Result<(), ConfigError> {
         let skip_disabled = config.health.skip_disabled_background_models;
         for (i, d) in config.deployments.iter().enumerate() {
@@ -310,6 +365,7 @@ impl Prober for HttpProber {
                 continue;
             }
             provider::resolve(d)
+                .and_then(|t| request::build(d, &t, &self.defaults, request::QUESTIONS[0]))
                 .map_err(|u| ConfigError::invalid(format!("model_list[{i}].{}", u.field), u.why))?;
         }
         Ok(())

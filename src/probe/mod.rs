@@ -44,8 +44,8 @@
 //!
 //! # Probes
 //!
-//! [`HttpProber`] sends the requests LiteLLM sends, by provider and mode (tables in its
-//! module docs: [`HttpProber::build_request`]); plug your own [`Prober`] for anything else.
+//! [`HttpProber`] sends the requests LiteLLM sends, by provider and mode (tables on its
+//! page); plug your own [`Prober`] for anything else.
 //!
 //! ```
 //! use std::time::Duration;

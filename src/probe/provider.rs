@@ -1,13 +1,7 @@
 //! Where the HTTP prober sends a deployment's probe: the provider's wire format, the base
 //! URL and the model named, decided once per deployment and checked at config time.
 //!
-//! | provider prefix | wire format | default base (no `api_base`) |
-//! |---|---|---|
-//! | `openai/`, `text-completion-openai/`, none | OpenAI | `https://api.openai.com/v1` |
-//! | `azure/`, `azure_text/` | Azure OpenAI | none: `api_base` required |
-//! | `anthropic/` | Anthropic Messages | `https://api.anthropic.com` |
-//! | `cohere/`, `cohere_chat/` | Cohere v2 | `https://api.cohere.com` |
-//! | any other (`hosted_vllm/`, `groq/`, ...) | OpenAI | none: `api_base` required |
+//! The table is documented on [`HttpProber`](super::HttpProber).
 //!
 //! A deployment with no `api_base` and no default (Bedrock, Vertex AI, ...) cannot be
 //! reached, and says so when the loop is built rather than failing every probe.
@@ -215,7 +209,15 @@ mod tests {
     }
 
     #[test]
-    fn known_defaults_and_api_base() {
+    #[cfg(not(feature = "rustls"))]
+    fn known_defaults_need_rustls() {
+        let e = target("openai/gpt-4o", None).unwrap_err();
+        assert!(e.why.contains("needs the `rustls` feature"), "{}", e.why);
+    }
+
+    #[test]
+    #[cfg(feature = "rustls")]
+    fn known_defaults() {
         let t = target("openai/gpt-4o", None).unwrap();
         assert_eq!(
             (t.provider, t.base.as_str(), t.model.as_str()),
@@ -233,6 +235,10 @@ mod tests {
             target("cohere/rerank-v3.5", None).unwrap().base,
             "https://api.cohere.com"
         );
+    }
+
+    #[test]
+    fn api_base_wins() {
         let t = target(
             "hosted_vllm/meta-llama/Llama-3-8B",
             Some("http://10.0.0.1:8000/v1/"),
@@ -282,7 +288,7 @@ mod tests {
     fn wildcards_need_a_health_check_model() {
         let e = target("openai/*", None).unwrap_err();
         assert_eq!(e.field, "model_info.health_check_model");
-        let mut b = Deployment::builder("anthropic/*", "anthropic/*");
+        let mut b = Deployment::builder("anthropic/*", "anthropic/*").api_base("http://a");
         b.info_mut().health_check_model = Some("anthropic/claude-3-5-haiku".into());
         let t = resolve(&b.build()).unwrap();
         assert_eq!(
@@ -302,6 +308,7 @@ mod tests {
     #[test]
     fn modes_a_provider_lacks_are_config_errors() {
         let d = Deployment::builder("r", "anthropic/claude-3")
+            .api_base("http://a")
             .mode(Mode::Embedding)
             .build();
         let e = resolve(&d).unwrap_err();

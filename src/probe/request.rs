@@ -1,31 +1,6 @@
 //! The request each probe sends, by provider and mode: the shapes LiteLLM 1.109 sends.
 //!
-//! OpenAI-compatible paths are relative to `api_base` (which usually ends in `/v1`):
-//!
-//! | mode | request |
-//! |---|---|
-//! | chat | `POST /chat/completions` `{model, messages: [{role: user, content}], max_tokens}` (`max_completion_tokens` for reasoning models) |
-//! | completion | `POST /completions` `{model, prompt, max_tokens}` |
-//! | responses | `POST /responses` `{model, input}` |
-//! | embedding | `POST /embeddings` `{model, input: ["test from litellm"]}` |
-//! | image_generation | `POST /images/generations` `{model, prompt}` |
-//! | audio_speech | `POST /audio/speech` `{model, input, voice}` |
-//! | audio_transcription | `POST /audio/transcriptions`, multipart: `model` and a 0.5 s WAV `file` |
-//! | rerank | `POST /rerank` `{model, query, documents: ["my sample text"]}` |
-//! | batch | `GET /batches` |
-//! | moderation | `POST /moderations` `{model, input: "test from litellm"}` |
-//! | ocr | `POST /ocr` `{model, document: {type: image_url, image_url: <1×1 PNG data URL>}}` |
-//! | realtime | `GET /realtime?model=…` WebSocket handshake (HTTP/1.1 upgrade; 101 is healthy) |
-//! | video_generation | `GET /videos?limit=1` (lists videos: exercises the endpoint and key without generating one) |
-//!
-//! Azure puts the deployment in the path (`/openai/deployments/{model}/chat/completions`,
-//! and likewise for completion, embedding, image, speech, transcription), uses
-//! `/openai/responses`, `/openai/batches` and `/openai/realtime?deployment=…` otherwise,
-//! adds `?api-version=` (default `2025-02-01-preview`) and sends the key as `api-key`.
-//! Anthropic: `POST /v1/messages` (chat, completion; `max_tokens` is required there, so a
-//! wildcard without one sends LiteLLM's 4096) and `GET /v1/messages/batches`, with
-//! `x-api-key` and `anthropic-version: 2023-06-01`. Cohere: `POST /v2/chat`, `/v2/embed`,
-//! `/v2/rerank` with a bearer key.
+//! The shapes are documented on [`HttpProber`](super::HttpProber).
 
 use std::sync::OnceLock;
 
