@@ -44,6 +44,7 @@ mod cooldown;
 mod deployment;
 mod error;
 pub mod health;
+pub mod probe;
 pub mod routing;
 mod secret;
 mod stats;
@@ -60,6 +61,10 @@ pub use error::{
     BoxError, ConfigError, ConfigErrorKind, MissingRoute, NoDeploymentAvailable, UnknownRoute,
 };
 pub use health::{HealthRecord, HealthSnapshot, HealthState};
+pub use probe::{
+    HttpProber, ProbeDefaults, ProbeHandle, ProbeLoop, ProbeLoopBuilder, ProbeOutcome, ProbeReport,
+    ProbeTarget, Prober, RoundReport,
+};
 pub use routing::{
     ExcludeDeployments, FromExtension, FromHeader, HealthRouting, HealthRoutingLayer, Pick,
     PickError, Picker, ResponseBody, ResponseFuture, RouteExtractor, RouteFn, SelectedDeployment,

@@ -56,6 +56,9 @@ pub(crate) struct Shared {
     pub(crate) scrubber: Scrubber,
     /// Wakes the staleness watchdog (see `watchdog.rs`).
     watchdog: ArcSwapOption<tokio::sync::watch::Sender<()>>,
+    /// Dropped with the last owner: background tasks holding only a `Weak` watch it to end
+    /// as soon as every owner is gone (see [`HealthState::closed`]).
+    pub(crate) closed: tokio::sync::watch::Sender<()>,
 }
 
 impl HealthState {
@@ -72,6 +75,7 @@ impl HealthState {
                 config: Arc::new(config),
                 epoch,
                 watchdog: ArcSwapOption::empty(),
+                closed: tokio::sync::watch::Sender::new(()),
             }),
         }
     }
@@ -147,9 +151,23 @@ impl HealthState {
         Arc::ptr_eq(&self.shared, &other.shared)
     }
 
-    #[allow(dead_code)] // for the probe loop, which must not keep the state alive
+    /// Nanoseconds since this state's epoch (the time base of cooldowns and results).
+    pub(crate) fn now_nanos(&self) -> u64 {
+        nanos_since(self.shared.epoch, Instant::now())
+    }
+
     pub(crate) fn downgrade(&self) -> std::sync::Weak<Shared> {
         Arc::downgrade(&self.shared)
+    }
+
+    /// The state behind `weak`, if any owner still holds it.
+    pub(crate) fn upgrade(weak: &std::sync::Weak<Shared>) -> Option<Self> {
+        weak.upgrade().map(|shared| Self { shared })
+    }
+
+    /// A receiver whose `changed()` fails once every owner of this state is gone.
+    pub(crate) fn closed(&self) -> tokio::sync::watch::Receiver<()> {
+        self.shared.closed.subscribe()
     }
 }
 

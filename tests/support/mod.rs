@@ -1,8 +1,13 @@
 //! Shared test helpers: configs of N local deployments, an inner service whose answers
-//! the test scripts per deployment, and log capture.
+//! the test scripts per deployment, log capture, a recording upstream server and a
+//! scripted prober. Each test binary uses its own part of it.
 #![allow(dead_code, unreachable_pub)]
 // A Mutex guards the captured log buffer in tests only; never on the request path.
 #![allow(clippy::disallowed_types)]
+
+pub mod script;
+pub mod upstream;
+pub mod wire;
 
 use std::{
     convert::Infallible,
@@ -180,4 +185,53 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
     fn make_writer(&'a self) -> Self::Writer {
         Logs
     }
+}
+
+/// A state over `deployments` with `tweak` applied to the builder.
+pub fn state_with(
+    deployments: Vec<Deployment>,
+    tweak: impl FnOnce(ConfigBuilder) -> ConfigBuilder,
+) -> tower_health_routing::HealthState {
+    let b = Config::builder().deployments(deployments);
+    tower_health_routing::HealthState::new(tweak(b).build().expect("valid test config"))
+}
+
+/// `n` deployments of route `route`, ids `{route}-{i}`, at `api_base`.
+pub fn many(route: &str, n: usize, api_base: &str) -> Vec<Deployment> {
+    (0..n)
+        .map(|i| {
+            Deployment::builder(route, "openai/gpt-4o")
+                .id(format!("{route}-{i}"))
+                .api_base(api_base)
+                .build()
+        })
+        .collect()
+}
+
+/// A deployment with its `model_info` edited.
+pub fn with_info(
+    b: tower_health_routing::DeploymentBuilder,
+    f: impl FnOnce(&mut tower_health_routing::ModelInfo),
+) -> Deployment {
+    let mut b = b;
+    f(b.info_mut());
+    b.build()
+}
+
+/// Polls `cond` every 5 ms of real time for at most `limit`.
+pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Duration::from_millis(5);
+    let mut waited = Duration::ZERO;
+    while waited < limit {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(deadline).await;
+        waited += deadline;
+    }
+    cond()
+}
+
+pub fn arc(d: Deployment) -> Arc<Deployment> {
+    Arc::new(d)
 }

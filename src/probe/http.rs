@@ -1,0 +1,555 @@
+//! The [`Prober`] trait (one deployment in, one [`ProbeOutcome`] out) and the default
+//! [`HttpProber`], which sends LiteLLM's probe requests over hyper.
+//!
+//! Timeouts and the concurrency bound belong to the caller (the
+//! [`ProbeLoop`](super::ProbeLoop)), so a prober is only about *how* to ask: plug your own
+//! for upstreams the HTTP prober cannot reach (Bedrock, Vertex AI, a gRPC backend, ...).
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering::Relaxed},
+    },
+    time::{Duration, SystemTime},
+};
+
+use bytes::{Bytes, BytesMut};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::{TokioExecutor, TokioTimer},
+};
+
+use super::{
+    defaults::ProbeDefaults,
+    outcome::{ProbeOutcome, shorten},
+    provider, request,
+};
+use crate::{
+    config::Config,
+    deployment::Deployment,
+    error::{ConfigError, ConfigErrorKind},
+    secret::Scrubber,
+};
+
+/// The future a [`Prober`] returns.
+pub type ProbeFuture<'a> = Pin<Box<dyn Future<Output = ProbeOutcome> + Send + 'a>>;
+
+/// Probes one deployment. Object-safe, so the loop holds an `Arc<dyn Prober>`.
+///
+/// The loop bounds every probe with its timeout, runs at most `health_check_concurrency`
+/// at once, and scrubs secrets out of the reason afterwards; a prober only asks.
+///
+/// ```
+/// use std::sync::Arc;
+/// use tower_health_routing::{Deployment, probe::{ProbeFuture, ProbeOutcome, Prober}};
+///
+/// /// Healthy when a TCP connection to the deployment's host opens.
+/// struct TcpProber;
+///
+/// impl Prober for TcpProber {
+///     fn probe(&self, deployment: Arc<Deployment>) -> ProbeFuture<'_> {
+///         Box::pin(async move {
+///             let host = deployment.params().extra.get("host").map(|h| format!("{h:?}"));
+///             match host {
+///                 Some(_) => ProbeOutcome::healthy(),
+///                 None => ProbeOutcome::unhealthy("no host param"),
+///             }
+///         })
+///     }
+/// }
+/// ```
+pub trait Prober: Send + Sync + 'static {
+    /// Probes `deployment` once.
+    fn probe(&self, deployment: Arc<Deployment>) -> ProbeFuture<'_>;
+
+    /// Rejects, when the loop is built, a config this prober cannot probe (the default
+    /// accepts everything). Errors name the field at fault, e.g.
+    /// `model_list[3].litellm_params.api_base`.
+    fn check_config(&self, config: &Config) -> Result<(), ConfigError> {
+        let _ = config;
+        Ok(())
+    }
+}
+
+impl<P: Prober + ?Sized> Prober for Arc<P> {
+    fn probe(&self, deployment: Arc<Deployment>) -> ProbeFuture<'_> {
+        (**self).probe(deployment)
+    }
+
+    fn check_config(&self, config: &Config) -> Result<(), ConfigError> {
+        (**self).check_config(config)
+    }
+}
+
+/// A [`Prober`] from an async closure; see [`prober_fn`].
+#[derive(Clone)]
+pub struct ProberFn<F>(F);
+
+impl<F> fmt::Debug for ProberFn<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ProberFn")
+    }
+}
+
+/// Makes a [`Prober`] of an async closure.
+///
+/// ```
+/// use tower_health_routing::probe::{ProbeOutcome, prober_fn};
+/// let p = prober_fn(|d| async move {
+///     if d.route() == "down" { ProbeOutcome::unhealthy("scheduled maintenance") } else { ProbeOutcome::healthy() }
+/// });
+/// # let _ = p;
+/// ```
+pub fn prober_fn<F, Fut>(f: F) -> ProberFn<F>
+where
+    F: Fn(Arc<Deployment>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ProbeOutcome> + Send + 'static,
+{
+    ProberFn(f)
+}
+
+impl<F, Fut> Prober for ProberFn<F>
+where
+    F: Fn(Arc<Deployment>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ProbeOutcome> + Send + 'static,
+{
+    fn probe(&self, deployment: Arc<Deployment>) -> ProbeFuture<'_> {
+        Box::pin((self.0)(deployment))
+    }
+}
+
+#[cfg(feature = "rustls")]
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+#[cfg(not(feature = "rustls"))]
+type Connector = HttpConnector;
+
+type HttpClient = Client<Connector, Full<Bytes>>;
+
+/// Bytes of an error body kept to explain a failure.
+const ERROR_BODY_LIMIT: usize = 8 * 1024;
+/// Bytes of a success body read (so the connection can be reused); larger bodies are dropped.
+const DRAIN_LIMIT: usize = 64 * 1024;
+
+/// The default prober: the requests LiteLLM 1.109 sends, over a pooled hyper client,
+/// HTTP/1.1 and HTTP/2 (by ALPN for `https`, which needs the default `rustls` feature; by
+/// prior knowledge for `http` when asked).
+///
+/// # Where
+///
+/// | provider prefix | wire format | default base (no `api_base`) |
+/// |---|---|---|
+/// | `openai/`, `text-completion-openai/`, none | OpenAI | `https://api.openai.com/v1` |
+/// | `azure/`, `azure_text/` | Azure OpenAI | none: `api_base` required |
+/// | `anthropic/` | Anthropic Messages | `https://api.anthropic.com` |
+/// | `cohere/`, `cohere_chat/` | Cohere v2 | `https://api.cohere.com` |
+/// | any other (`hosted_vllm/`, `groq/`, ...) | OpenAI | none: `api_base` required |
+///
+/// Deployments with no `api_base` and no default (Bedrock, Vertex AI, ...) are rejected by
+/// [`check_config`](Prober::check_config) when the loop is built, as are wildcard routes
+/// without `health_check_model` and modes a provider does not offer.
+///
+/// # What
+///
+/// The model sent is `health_check_model` or the deployment's model, without its provider
+/// prefix (Bedrock ids lose their region segment: [`bedrock_probe_model`](super::bedrock_probe_model)).
+/// The mode comes from [`resolve_mode`](super::resolve_mode), the token limit from
+/// [`resolve_max_tokens`](super::resolve_max_tokens) (chat and completion only, unless
+/// `health_check_supports_max_tokens` says otherwise), the prompt from [`ProbeDefaults`].
+/// `health_check_reasoning_effort` is sent as `reasoning_effort` in chat and completion
+/// probes of OpenAI-compatible and Azure upstreams. Every probe carries the credentials.
+///
+/// OpenAI-compatible paths are relative to `api_base` (which usually ends in `/v1`):
+///
+/// | mode | request |
+/// |---|---|
+/// | chat | `POST /chat/completions` `{model, messages: [{role: user, content}], max_tokens}` (`max_completion_tokens` for reasoning models) |
+/// | completion | `POST /completions` `{model, prompt, max_tokens}` |
+/// | responses | `POST /responses` `{model, input}` |
+/// | embedding | `POST /embeddings` `{model, input: ["test from litellm"]}` |
+/// | image_generation | `POST /images/generations` `{model, prompt}` |
+/// | audio_speech | `POST /audio/speech` `{model, input, voice}` |
+/// | audio_transcription | `POST /audio/transcriptions`, multipart: `model` and a 0.5 s WAV `file` |
+/// | rerank | `POST /rerank` `{model, query, documents: ["my sample text"]}` |
+/// | batch | `GET /batches` |
+/// | moderation | `POST /moderations` `{model, input: "test from litellm"}` |
+/// | ocr | `POST /ocr` `{model, document: {type: image_url, image_url: <1×1 PNG data URL>}}` |
+/// | realtime | `GET /realtime?model=…` WebSocket handshake (HTTP/1.1 upgrade; 101 is healthy) |
+/// | video_generation | `GET /videos?limit=1` (lists videos: exercises the endpoint and key without generating one) |
+///
+/// Azure puts the deployment in the path (`/openai/deployments/{model}/chat/completions`,
+/// and likewise for completion, embedding, image, speech, transcription), uses
+/// `/openai/responses`, `/openai/batches` and `/openai/realtime?deployment=…` otherwise,
+/// adds `?api-version=` (default `2025-02-01-preview`) and sends the key as `api-key`.
+/// Anthropic: `POST /v1/messages` (chat, completion; `max_tokens` is required there, so a
+/// wildcard without one sends LiteLLM's 4096) and `GET /v1/messages/batches`, with
+/// `x-api-key` and `anthropic-version: 2023-06-01`. Cohere: `POST /v2/chat`, `/v2/embed`,
+/// `/v2/rerank` with a bearer key.
+///
+/// # Outcome
+///
+/// Healthy on 2xx (101 for a realtime handshake); otherwise unhealthy with the status and
+/// a short reason from the error body, `timeout`, `connect: …` or `tls: …`. A 400/422
+/// whose body says the request itself was malformed (unknown or unsupported parameter,
+/// validation error, `invalid_request_error`, ...) gets the reason `probe_rejected: …`,
+/// so a broken probe is told apart from a broken upstream. Reasons never carry the
+/// deployment's secrets (and the loop scrubs every configured secret again).
+pub struct HttpProber {
+    client: HttpClient,
+    /// HTTP/1.1 only: WebSocket handshakes cannot ride an HTTP/2 connection.
+    ws_client: HttpClient,
+    defaults: ProbeDefaults,
+    turn: AtomicUsize,
+}
+
+impl fmt::Debug for HttpProber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpProber")
+            .field("defaults", &self.defaults)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds an [`HttpProber`]; see [`HttpProber::builder`].
+#[derive(Clone, Debug)]
+pub struct HttpProberBuilder {
+    defaults: ProbeDefaults,
+    http2_prior_knowledge: bool,
+    pool_idle_timeout: Duration,
+}
+
+impl HttpProberBuilder {
+    /// The prompt and `max_tokens` defaults (default: [`ProbeDefaults::default`], i.e. no
+    /// environment; [`ProbeLoop::new`](super::ProbeLoop::new) passes [`ProbeDefaults::from_env`]).
+    pub fn defaults(mut self, defaults: ProbeDefaults) -> Self {
+        self.defaults = defaults;
+        self
+    }
+
+    /// Speaks HTTP/2 without negotiation to every upstream (h2c for `http`). Default off.
+    pub fn http2_prior_knowledge(mut self, on: bool) -> Self {
+        self.http2_prior_knowledge = on;
+        self
+    }
+
+    /// How long an idle pooled connection is kept (default 90 s).
+    pub fn pool_idle_timeout(mut self, d: Duration) -> Self {
+        self.pool_idle_timeout = d;
+        self
+    }
+
+    /// Builds the prober. Fails only if TLS cannot be set up.
+    pub fn build(self) -> Result<HttpProber, ConfigError> {
+        let client = client(self.http2_prior_knowledge, true, self.pool_idle_timeout)?;
+        let ws_client = client_h1(self.pool_idle_timeout)?;
+        Ok(HttpProber {
+            client,
+            ws_client,
+            defaults: self.defaults,
+            turn: AtomicUsize::new(0),
+        })
+    }
+}
+
+fn client_h1(idle: Duration) -> Result<HttpClient, ConfigError> {
+    client(false, false, idle)
+}
+
+fn client(h2_only: bool, h2_alpn: bool, idle: Duration) -> Result<HttpClient, ConfigError> {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    #[cfg(feature = "rustls")]
+    let connector = {
+        let b = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+            .map_err(|e| {
+                ConfigError::new(
+                    "",
+                    ConfigErrorKind::Invalid(format!("cannot set up TLS: {e}")),
+                )
+            })?
+            .https_or_http();
+        if h2_alpn {
+            b.enable_http1().enable_http2().wrap_connector(http)
+        } else {
+            b.enable_http1().wrap_connector(http)
+        }
+    };
+    #[cfg(not(feature = "rustls"))]
+    let connector = {
+        let _ = h2_alpn;
+        http
+    };
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(idle)
+        .http2_only(h2_only)
+        .build(connector))
+}
+
+impl HttpProber {
+    /// A prober with these defaults and the builder's other defaults.
+    pub fn new(defaults: ProbeDefaults) -> Result<Self, ConfigError> {
+        Self::builder().defaults(defaults).build()
+    }
+
+    /// Starts a prober: no environment defaults, HTTP/2 by ALPN only, idle connections kept 90 s.
+    pub fn builder() -> HttpProberBuilder {
+        HttpProberBuilder {
+            defaults: ProbeDefaults::default(),
+            http2_prior_knowledge: false,
+            pool_idle_timeout: Duration::from_secs(90),
+        }
+    }
+
+    /// The defaults it probes with.
+    pub fn defaults(&self) -> &ProbeDefaults {
+        &self.defaults
+    }
+
+    /// The request it would send to probe `deployment`: method, URL, headers (credentials
+    /// marked sensitive) and body. Errors name the field (relative to the deployment's
+    /// `model_list` entry) that makes the deployment unreachable.
+    pub fn build_request(&self, deployment: &Deployment) -> Result<Request<Bytes>, ConfigError> {
+        let question =
+            request::QUESTIONS[self.turn.fetch_add(1, Relaxed) % request::QUESTIONS.len()];
+        provider::resolve(deployment)
+            .and_then(|t| request::build(deployment, &t, &self.defaults, question))
+            .map_err(|u| ConfigError::invalid(u.field, u.why))
+    }
+
+    async fn run(&self, d: Arc<Deployment>) -> ProbeOutcome {
+        let req = match self.build_request(&d) {
+            Ok(r) => r,
+            Err(e) => {
+                let why = match e.kind() {
+                    ConfigErrorKind::Invalid(why) => why.clone(),
+                    other => format!("{other:?}"),
+                };
+                return ProbeOutcome::unhealthy(format!("unsupported: {why}"));
+            }
+        };
+        let upgrade = req.headers().contains_key(http::header::UPGRADE);
+        let client = if upgrade {
+            &self.ws_client
+        } else {
+            &self.client
+        };
+        match client.request(req.map(Full::new)).await {
+            Ok(resp) => classify(resp, upgrade, &d).await,
+            Err(e) => error_outcome(&e),
+        }
+    }
+}
+
+impl Prober for HttpProber {
+    fn probe(&self, deployment: Arc<Deployment>) -> ProbeFuture<'_> {
+        Box::pin(self.run(deployment))
+    }
+
+    /// Every deployment that can be probed (all but those `disable_background_health_check`
+    /// takes out of every round under `health_check_skip_disabled_background_models`) must
+    /// have a known endpoint, a mode its provider offers, and a request that can be built
+    /// (e.g. an `api_key` an HTTP header can carry).
+    fn check_config(&self, config: &Config) -> Result<(), ConfigError> {
+        let skip_disabled = config.health.skip_disabled_background_models;
+        for (i, d) in config.deployments.iter().enumerate() {
+            if skip_disabled && d.info().disable_background_health_check {
+                continue;
+            }
+            provider::resolve(d)
+                .and_then(|t| request::build(d, &t, &self.defaults, request::QUESTIONS[0]))
+                .map_err(|u| ConfigError::invalid(format!("model_list[{i}].{}", u.field), u.why))?;
+        }
+        Ok(())
+    }
+}
+
+async fn classify(resp: Response<Incoming>, upgrade: bool, d: &Deployment) -> ProbeOutcome {
+    let status = resp.status();
+    if status.is_success() || (upgrade && status == StatusCode::SWITCHING_PROTOCOLS) {
+        if !upgrade {
+            let _ = read_capped(resp.into_body(), DRAIN_LIMIT).await;
+        }
+        return ProbeOutcome::healthy().with_status(status.as_u16());
+    }
+    let retry_after = (status == StatusCode::TOO_MANY_REQUESTS)
+        .then(|| retry_after(resp.headers()))
+        .flatten();
+    let body = read_capped(resp.into_body(), ERROR_BODY_LIMIT).await;
+    let text = String::from_utf8_lossy(&body);
+    let message = error_message(&text);
+    let scrubbed = Scrubber::new(d.secrets().cloned())
+        .scrub(&message)
+        .into_owned();
+    let code = status.as_u16();
+    let reason = if matches!(code, 400 | 422) && says_probe_malformed(&text) {
+        format!("probe_rejected: {}", shorten(&scrubbed))
+    } else if scrubbed.is_empty() {
+        format!(
+            "status {code}: {}",
+            status.canonical_reason().unwrap_or("error")
+        )
+    } else {
+        format!("status {code}: {}", shorten(&scrubbed))
+    };
+    let out = ProbeOutcome::unhealthy(reason).with_status(code);
+    match retry_after {
+        Some(r) => out.with_retry_after(r),
+        None => out,
+    }
+}
+
+/// Reads up to `limit` bytes of a body; `None` if it was longer (it is then dropped) or failed.
+async fn read_capped(mut body: Incoming, limit: usize) -> Bytes {
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { break };
+        if let Ok(data) = frame.into_data() {
+            let room = limit.saturating_sub(buf.len());
+            buf.extend_from_slice(&data[..data.len().min(room)]);
+            if data.len() > room {
+                break;
+            }
+        }
+    }
+    buf.freeze()
+}
+
+fn retry_after(h: &http::HeaderMap) -> Option<Duration> {
+    let v = h.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// The human part of an error body: `error.message`, `message`, `detail`, `error`, else the text.
+fn error_message(text: &str) -> String {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
+        return text.trim().to_owned();
+    };
+    let pick = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Null => None,
+        other => Some(other.to_string()),
+    };
+    v.pointer("/error/message")
+        .and_then(pick)
+        .or_else(|| v.get("message").and_then(pick))
+        .or_else(|| v.get("detail").and_then(pick))
+        .or_else(|| v.get("error").and_then(pick))
+        .unwrap_or_else(|| text.trim().to_owned())
+}
+
+/// Phrases in a 400/422 body meaning the upstream rejected the probe's shape.
+const MALFORMED_MARKERS: &[&str] = &[
+    "unknown parameter",
+    "unrecognized request argument",
+    "unrecognized",
+    "unsupported parameter",
+    "unsupported value",
+    "extra inputs are not permitted",
+    "extra_forbidden",
+    "extraneous",
+    "missing required",
+    "required parameter",
+    "field required",
+    "is a required property",
+    "invalid type",
+    "validation error",
+    "could not parse",
+    "malformed",
+    "invalid_request_error",
+];
+
+fn says_probe_malformed(body: &str) -> bool {
+    let lower = body.to_ascii_lowercase();
+    MALFORMED_MARKERS.iter().any(|m| lower.contains(m))
+}
+
+fn error_outcome(e: &hyper_util::client::legacy::Error) -> ProbeOutcome {
+    let mut chain = Vec::new();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        chain.push(s.to_string());
+        src = s.source();
+    }
+    let detail = if chain.is_empty() {
+        e.to_string()
+    } else {
+        chain.join(": ")
+    };
+    let lower = detail.to_ascii_lowercase();
+    let kind =
+        if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
+            "tls"
+        } else if e.is_connect() {
+            "connect"
+        } else {
+            "request failed"
+        };
+    ProbeOutcome::unhealthy(format!("{kind}: {}", shorten(&detail)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_messages_are_found() {
+        assert_eq!(
+            error_message(r#"{"error":{"message":"bad key","type":"x"}}"#),
+            "bad key"
+        );
+        assert_eq!(error_message(r#"{"message":"overloaded"}"#), "overloaded");
+        assert_eq!(
+            error_message(r#"{"detail":[{"msg":"field required"}]}"#),
+            r#"[{"msg":"field required"}]"#
+        );
+        assert_eq!(error_message(r#"{"error":"nope"}"#), "nope");
+        assert_eq!(error_message("  plain text \n"), "plain text");
+    }
+
+    #[test]
+    fn malformed_markers() {
+        assert!(says_probe_malformed(
+            r#"{"error":{"message":"Unrecognized request argument supplied: max_tokens"}}"#
+        ));
+        assert!(says_probe_malformed("1 validation error for ChatRequest"));
+        assert!(!says_probe_malformed(
+            r#"{"error":{"message":"content filtered","code":"content_filter"}}"#
+        ));
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("7"),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+        h.insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("soon"),
+        );
+        assert_eq!(retry_after(&h), None);
+    }
+}

@@ -1,0 +1,413 @@
+//! Background health probes: a loop that probes every deployment on an interval and
+//! publishes the results as one new [`HealthSnapshot`](crate::HealthSnapshot) per round.
+//!
+//! # Why a loop of its own
+//!
+//! Routing on health needs fresh results without a request paying for them, so probing
+//! runs beside the service: LiteLLM's `background_health_checks`. The loop is a value
+//! ([`ProbeLoop`]) plus a handle ([`ProbeHandle`]): [`spawn`](ProbeLoop::spawn) it on
+//! tokio, or drive [`run`](ProbeLoop::run) yourself.
+//!
+//! # Behaviour
+//!
+//! * **Schedule.** The first round starts at once; each next one starts
+//!   `health_check_interval` after the previous one *started* (plus up to
+//!   `health_check_jitter`, default none, seedable with [`ProbeLoopBuilder::seed`]); a round
+//!   longer than the interval is followed at once, never overlapped.
+//! * **Round.** Deployments once each (by id), minus those with
+//!   `disable_background_health_check`; at most `health_check_concurrency` probes in
+//!   flight (unbounded when unset); each bounded by `model_info.health_check_timeout`
+//!   (default 60 s), so a hanging upstream costs its own slot its timeout and nothing else.
+//! * **Publication.** One [`HealthState::record`] per round (it logs
+//!   `health_check_routing_state_updated healthy=H unhealthy=U`), after hysteresis and the
+//!   transient-error rule (below).
+//! * **Lifetime.** [`ProbeHandle::shutdown`] returns within milliseconds, mid-round too:
+//!   the sleep and the round are raced against it, and a round's probes are polled inside
+//!   the loop's own task, so nothing outlives it. The loop holds the state only weakly and
+//!   also ends as soon as every owner of the [`HealthState`] is gone.
+//! * **On demand.** [`ProbeLoop::check_now`] runs a round now, for every deployment, one
+//!   `model` or one `model_id` (the `/health` endpoint), sharing the concurrency bound
+//!   with the background rounds. Its results are returned, **not published**: as in
+//!   LiteLLM, `/health` observes, and only the background loop, with its interval and
+//!   thresholds, moves routing (an endpoint hit every second would otherwise defeat the
+//!   hysteresis). Publish them yourself with `state.record(report.records())` if you want.
+//!
+//! # Hysteresis, transient errors and logs
+//!
+//! A deployment flips only after `unhealthy_threshold` / `healthy_threshold` consecutive
+//! opposite results (defaults 1/1); its first result counts at once. With
+//! `health_check_ignore_transient_errors`, a 429 or 408 (timeouts included) leaves its
+//! state as it was. A change of state is one info event `health_check_state_changed`;
+//! per-probe detail (`health_check_probe`) is debug. Opt in with
+//! [`ProbeLoopBuilder::feed_cooldown`] to count probe results in cooldown as requests
+//! would count (a pass as a success; 429, 408/timeout and 5xx as failures).
+//!
+//! # Probes
+//!
+//! [`HttpProber`] sends the requests LiteLLM sends, by provider and mode (tables on its
+//! page); plug your own [`Prober`] for anything else.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower_health_routing::{Config, Deployment, HealthRoutingLayer, probe::ProbeLoop};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower_health_routing::ConfigError> {
+//! let cfg = Config::builder()
+//!     .deployment(Deployment::builder("gpt-4o", "openai/gpt-4o").api_base("http://127.0.0.1:9/v1").build())
+//!     .health_check_interval(Duration::from_secs(30))
+//!     .build()?;
+//! let layer = HealthRoutingLayer::new(cfg);
+//! let probes = ProbeLoop::new(layer.state())?.spawn();
+//! // ... serve with `layer` ...
+//! probes.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod defaults;
+mod handle;
+mod http;
+mod hysteresis;
+mod mode;
+mod outcome;
+mod provider;
+mod request;
+mod round;
+
+use std::{
+    fmt,
+    future::Future,
+    sync::{Arc, Weak},
+    time::Duration,
+};
+
+use rand::{Rng, SeedableRng, rngs::SmallRng};
+use tokio::{
+    sync::{Mutex, oneshot, watch},
+    time::Instant,
+};
+use tracing::Instrument;
+
+pub use self::{
+    defaults::{DEFAULT_MAX_TOKENS, DEFAULT_PROMPT, ProbeDefaults},
+    handle::ProbeHandle,
+    http::{HttpProber, HttpProberBuilder, ProbeFuture, Prober, ProberFn, prober_fn},
+    mode::{bedrock_probe_model, is_reasoning_model, resolve_max_tokens, resolve_mode},
+    outcome::{ProbeOutcome, ProbeReport, ProbeTarget, RoundReport},
+};
+use self::{
+    hysteresis::{Rules, Tracker, feed_cooldown},
+    round::{Runner, background_targets, on_demand_targets},
+};
+use crate::{
+    config::{Config, HealthCheckSettings},
+    error::ConfigError,
+    health::{HealthState, Shared},
+};
+
+/// The per-probe timeout when `model_info.health_check_timeout` is unset (LiteLLM's).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The background probe loop of one [`HealthState`]; see the [module docs](self).
+///
+/// Cheap to clone (an `Arc`): keep a clone for [`check_now`](Self::check_now) after
+/// spawning. It holds the state only weakly.
+#[derive(Clone)]
+pub struct ProbeLoop {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: Weak<Shared>,
+    closed: watch::Receiver<()>,
+    runner: Runner,
+    settings: HealthCheckSettings,
+    rules: Rules,
+    seed: Option<u64>,
+    feed_cooldown: bool,
+    /// Consecutive-result counters; held across apply + publish so rounds publish in order.
+    tracker: Mutex<Tracker>,
+}
+
+impl fmt::Debug for ProbeLoop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProbeLoop")
+            .field("interval", &self.inner.settings.interval)
+            .field("concurrency", &self.inner.settings.concurrency)
+            .field("rules", &self.inner.rules)
+            .field("feed_cooldown", &self.inner.feed_cooldown)
+            .field("state_alive", &(self.inner.state.strong_count() > 0))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`ProbeLoop`]; see [`ProbeLoop::builder`].
+pub struct ProbeLoopBuilder {
+    state: HealthState,
+    prober: Option<Arc<dyn Prober>>,
+    defaults: Option<ProbeDefaults>,
+    seed: Option<u64>,
+    feed_cooldown: bool,
+    default_timeout: Duration,
+}
+
+impl fmt::Debug for ProbeLoopBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProbeLoopBuilder")
+            .field("custom_prober", &self.prober.is_some())
+            .field("defaults", &self.defaults)
+            .field("seed", &self.seed)
+            .field("feed_cooldown", &self.feed_cooldown)
+            .field("default_timeout", &self.default_timeout)
+            .finish()
+    }
+}
+
+impl ProbeLoopBuilder {
+    /// Probes with `prober` instead of an [`HttpProber`].
+    pub fn prober(mut self, prober: Arc<dyn Prober>) -> Self {
+        self.prober = Some(prober);
+        self
+    }
+
+    /// The default [`HttpProber`]'s prompt and `max_tokens` defaults, instead of reading
+    /// them from the environment ([`ProbeDefaults::from_env`]).
+    pub fn defaults(mut self, defaults: ProbeDefaults) -> Self {
+        self.defaults = Some(defaults);
+        self
+    }
+
+    /// Draws the jitter from `seed` (default: a random seed), for reproducible schedules.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Counts background probe results in cooldown, as requests would count (default off).
+    pub fn feed_cooldown(mut self, on: bool) -> Self {
+        self.feed_cooldown = on;
+        self
+    }
+
+    /// The per-probe timeout of deployments without `health_check_timeout` (default 60 s).
+    pub fn default_timeout(mut self, d: Duration) -> Self {
+        self.default_timeout = d;
+        self
+    }
+
+    /// Builds the loop, checking the config against the prober
+    /// ([`Prober::check_config`]): e.g. a Bedrock deployment under the HTTP prober is an
+    /// error naming `model_list[i].litellm_params.api_base`.
+    pub fn build(self) -> Result<ProbeLoop, ConfigError> {
+        let prober: Arc<dyn Prober> = match self.prober {
+            Some(p) => p,
+            None => {
+                let defaults = match self.defaults {
+                    Some(d) => d,
+                    None => ProbeDefaults::from_env()?,
+                };
+                Arc::new(HttpProber::new(defaults)?)
+            }
+        };
+        if self.default_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "probe.default_timeout",
+                "must be greater than zero",
+            ));
+        }
+        let cfg: &Config = self.state.config();
+        prober.check_config(cfg)?;
+        let settings = cfg.health.clone();
+        let rules = Rules {
+            unhealthy_threshold: settings.unhealthy_threshold.get(),
+            healthy_threshold: settings.healthy_threshold.get(),
+            ignore_transient: settings.ignore_transient_errors,
+        };
+        let runner = Runner::new(
+            prober,
+            settings.concurrency.map(|n| n.get()),
+            self.default_timeout,
+        );
+        Ok(ProbeLoop {
+            inner: Arc::new(Inner {
+                state: self.state.downgrade(),
+                closed: self.state.closed(),
+                runner,
+                settings,
+                rules,
+                seed: self.seed,
+                feed_cooldown: self.feed_cooldown,
+                tracker: Mutex::new(Tracker::default()),
+            }),
+        })
+    }
+}
+
+impl ProbeLoop {
+    /// A loop over `state` with the [`HttpProber`] and defaults from the environment.
+    /// Fails if a deployment cannot be probed over HTTP (see [`ProbeLoopBuilder::build`]).
+    pub fn new(state: &HealthState) -> Result<Self, ConfigError> {
+        Self::builder(state).build()
+    }
+
+    /// Starts a loop over `state`: the HTTP prober, defaults from the environment, a random
+    /// jitter seed, no cooldown feeding, a 60 s default timeout.
+    pub fn builder(state: &HealthState) -> ProbeLoopBuilder {
+        ProbeLoopBuilder {
+            state: state.clone(),
+            prober: None,
+            defaults: None,
+            seed: None,
+            feed_cooldown: false,
+            default_timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// A new [`HealthState`] for `config` (validated first) and a loop over it. Keep the
+    /// state: the loop holds it only weakly and stops once it is dropped.
+    pub fn from_config(config: Config) -> Result<(HealthState, Self), ConfigError> {
+        config.validate()?;
+        let state = HealthState::new(config);
+        let probes = Self::new(&state)?;
+        Ok((state, probes))
+    }
+
+    /// Spawns the loop on the current tokio runtime (panics outside one, as `tokio::spawn`
+    /// does). It runs whatever `background_health_checks` says; see
+    /// [`spawn_if_enabled`](Self::spawn_if_enabled).
+    pub fn spawn(&self) -> ProbeHandle {
+        let (stop, rx) = oneshot::channel::<()>();
+        // A dropped handle detaches the loop rather than stopping it.
+        let shutdown = async move {
+            if rx.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        ProbeHandle {
+            stop,
+            task: tokio::spawn(self.run(shutdown)),
+        }
+    }
+
+    /// Spawns the loop only if the config's `background_health_checks` is on.
+    pub fn spawn_if_enabled(&self) -> Option<ProbeHandle> {
+        self.inner
+            .settings
+            .background_health_checks
+            .then(|| self.spawn())
+    }
+
+    /// The loop as a future, for your own executor: it ends when `shutdown` completes or
+    /// every owner of the health state is gone. Needs tokio's time driver (and, for the
+    /// HTTP prober, a tokio runtime to spawn connections on).
+    pub fn run(
+        &self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let inner = Arc::clone(&self.inner);
+        let span = tracing::info_span!("health_probe_loop");
+        run_loop(inner, shutdown).instrument(span)
+    }
+
+    /// Runs one background round now: probes, applies hysteresis, publishes a snapshot,
+    /// exactly as the loop does. `None` when the health state is gone.
+    pub async fn run_round(&self) -> Option<RoundReport> {
+        self.inner.background_round().await
+    }
+
+    /// Probes `target` now and returns the raw results, without publishing them (see the
+    /// [module docs](self)). Callable while the loop runs; shares its concurrency bound and
+    /// timeouts. With `health_check_skip_disabled_background_models`, deployments with
+    /// `disable_background_health_check` are left out. Empty when the state is gone or
+    /// nothing matches (an unknown `model_id` probes nothing, where LiteLLM would probe all).
+    pub async fn check_now(&self, target: ProbeTarget) -> RoundReport {
+        let picked = HealthState::upgrade(&self.inner.state).map(|state| {
+            let snap = state.load();
+            let skip = self.inner.settings.skip_disabled_background_models;
+            (
+                on_demand_targets(&snap, &target, skip),
+                state.scrubber().clone(),
+            )
+        });
+        let Some((targets, scrubber)) = picked else {
+            return RoundReport::empty();
+        };
+        let span = tracing::debug_span!("health_check_on_demand", deployments = targets.len());
+        self.inner
+            .runner
+            .run(targets, &scrubber)
+            .instrument(span)
+            .await
+    }
+}
+
+impl Inner {
+    async fn background_round(&self) -> Option<RoundReport> {
+        let (targets, scrubber) = {
+            let state = HealthState::upgrade(&self.state)?;
+            let snap = state.load();
+            (background_targets(&snap), state.scrubber().clone())
+        };
+        let span = tracing::debug_span!("health_check_round", deployments = targets.len());
+        let report = self.runner.run(targets, &scrubber).instrument(span).await;
+        let state = HealthState::upgrade(&self.state)?;
+        let mut tracker = self.tracker.lock().await;
+        let records = {
+            let snap = state.load();
+            tracker.retain(|id| snap.deployment(id).is_some());
+            tracker.apply(&report.results, self.rules)
+        };
+        if self.feed_cooldown {
+            feed_cooldown(&state, &report.results);
+        }
+        state.record(records);
+        drop(tracker);
+        Some(report)
+    }
+
+    fn next_delay(&self, rng: &mut SmallRng) -> Duration {
+        let jitter = self.settings.jitter;
+        let extra = if jitter.is_zero() {
+            Duration::ZERO
+        } else {
+            let max = u64::try_from(jitter.as_nanos()).unwrap_or(u64::MAX);
+            Duration::from_nanos(rng.random_range(0..=max))
+        };
+        self.settings.interval.saturating_add(extra)
+    }
+}
+
+/// Far enough to mean "never" without overflowing `Instant`.
+const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+async fn run_loop(inner: Arc<Inner>, shutdown: impl Future<Output = ()> + Send) {
+    let mut closed = inner.closed.clone();
+    tokio::pin!(shutdown);
+    let mut rng = SmallRng::seed_from_u64(inner.seed.unwrap_or_else(rand::random));
+    tracing::info!(
+        interval_secs = inner.settings.interval.as_secs_f64(),
+        concurrency = ?inner.settings.concurrency,
+        "health_check_loop_started"
+    );
+    let why = loop {
+        let started = Instant::now();
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break "shutdown",
+            _ = closed.changed() => break "state_dropped",
+            report = inner.background_round() => if report.is_none() { break "state_dropped" },
+        }
+        let delay = inner.next_delay(&mut rng);
+        let next = started
+            .checked_add(delay)
+            .unwrap_or_else(|| Instant::now() + FAR_FUTURE);
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break "shutdown",
+            _ = closed.changed() => break "state_dropped",
+            () = tokio::time::sleep_until(next) => {}
+        }
+    };
+    tracing::info!(reason = why, "health_check_loop_stopped");
+}

@@ -1,0 +1,141 @@
+//! One round: probe a list of deployments, at most N at once, each within its timeout.
+//!
+//! The round is a single future that polls its probes itself (no spawned tasks), so
+//! dropping it (shutdown mid-round) cancels every probe at once and leaves nothing behind.
+//! Probes wait for a permit of a semaphore shared by every round of the loop, background
+//! and on-demand alike, so `health_check_concurrency` bounds them all together; a probe's
+//! timeout starts once it holds its permit. At most that many probe futures exist per
+//! round (`buffer_unordered`), so memory stays flat however long the list is.
+
+use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
+
+use futures_util::{FutureExt, StreamExt, stream};
+use tokio::{sync::Semaphore, time::Instant};
+
+use super::{
+    http::Prober,
+    outcome::{ProbeOutcome, ProbeReport, ProbeTarget, RoundReport},
+};
+use crate::{deployment::Deployment, health::HealthSnapshot, secret::Scrubber};
+
+/// Runs rounds with one prober, one concurrency bound and one default timeout.
+pub(crate) struct Runner {
+    pub(crate) prober: Arc<dyn Prober>,
+    pub(crate) permits: Option<Arc<Semaphore>>,
+    /// Probe futures alive at once per round.
+    pub(crate) limit: usize,
+    pub(crate) default_timeout: Duration,
+}
+
+impl Runner {
+    pub(crate) fn new(
+        prober: Arc<dyn Prober>,
+        concurrency: Option<usize>,
+        default_timeout: Duration,
+    ) -> Self {
+        let concurrency = concurrency.map(|n| n.clamp(1, Semaphore::MAX_PERMITS));
+        Self {
+            prober,
+            permits: concurrency.map(|n| Arc::new(Semaphore::new(n))),
+            limit: concurrency.unwrap_or(usize::MAX),
+            default_timeout,
+        }
+    }
+
+    /// Probes every target; the report lists them in the given order.
+    pub(crate) async fn run(
+        &self,
+        targets: Vec<Arc<Deployment>>,
+        scrubber: &Scrubber,
+    ) -> RoundReport {
+        let started_at = Instant::now();
+        let mut slots: Vec<Option<ProbeReport>> = Vec::new();
+        slots.resize_with(targets.len(), || None);
+        let mut done = stream::iter(targets.into_iter().enumerate())
+            .map(|(i, d)| async move { (i, self.probe_one(d, scrubber).await) })
+            .buffer_unordered(self.limit);
+        while let Some((i, report)) = done.next().await {
+            slots[i] = Some(report);
+        }
+        RoundReport {
+            results: slots.into_iter().flatten().collect(),
+            started_at,
+            elapsed: started_at.elapsed(),
+        }
+    }
+
+    async fn probe_one(&self, d: Arc<Deployment>, scrubber: &Scrubber) -> ProbeReport {
+        // `acquire` fails only on a closed semaphore, which this one never is.
+        let _permit = match &self.permits {
+            Some(s) => s.acquire().await.ok(),
+            None => None,
+        };
+        let timeout = d
+            .info()
+            .health_check_timeout
+            .unwrap_or(self.default_timeout);
+        let started = Instant::now();
+        let probe = AssertUnwindSafe(self.prober.probe(Arc::clone(&d))).catch_unwind();
+        let outcome = match tokio::time::timeout(timeout, probe).await {
+            Ok(Ok(outcome)) => outcome.scrubbed(scrubber),
+            Ok(Err(_)) => ProbeOutcome::unhealthy("prober panicked"),
+            Err(_) => ProbeOutcome::timeout(),
+        };
+        let checked_at = Instant::now();
+        let latency = checked_at.saturating_duration_since(started);
+        tracing::debug!(
+            model_id = %d.id(),
+            route = d.route(),
+            healthy = outcome.healthy,
+            status = ?outcome.status,
+            latency_ms = latency.as_secs_f64() * 1e3,
+            reason = ?outcome.reason,
+            "health_check_probe"
+        );
+        ProbeReport {
+            deployment: d,
+            outcome,
+            latency,
+            checked_at,
+        }
+    }
+}
+
+/// The deployments a background round probes: each once, minus those with
+/// `disable_background_health_check`.
+pub(crate) fn background_targets(snap: &HealthSnapshot) -> Vec<Arc<Deployment>> {
+    snap.deployments()
+        .filter(|d| !d.info().disable_background_health_check)
+        .cloned()
+        .collect()
+}
+
+/// The deployments an on-demand round probes (see [`ProbeTarget`]).
+pub(crate) fn on_demand_targets(
+    snap: &HealthSnapshot,
+    target: &ProbeTarget,
+    skip_disabled: bool,
+) -> Vec<Arc<Deployment>> {
+    let mut v: Vec<Arc<Deployment>> = match target {
+        ProbeTarget::All => snap.deployments().cloned().collect(),
+        ProbeTarget::Model(m) => {
+            let by_model: Vec<_> = snap
+                .deployments()
+                .filter(|d| d.params().model == *m)
+                .cloned()
+                .collect();
+            if by_model.is_empty() {
+                snap.route(m)
+                    .map(|ds| ds.cloned().collect())
+                    .unwrap_or_default()
+            } else {
+                by_model
+            }
+        }
+        ProbeTarget::ModelId(id) => snap.deployment(id).cloned().into_iter().collect(),
+    };
+    if skip_disabled {
+        v.retain(|d| !d.info().disable_background_health_check);
+    }
+    v
+}
