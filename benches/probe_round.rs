@@ -266,13 +266,14 @@ impl Drop for Server {
     }
 }
 
-/// Child mode: answers every request after [`delay`], HTTP/1.1 keep-alive, one thread.
+/// Child mode: answers every request after [`delay`], HTTP/1.1 keep-alive, two worker threads.
 fn serve() {
     use http_body_util::Full;
     use hyper::{Response, body::Bytes, server::conn::http1, service::service_fn};
     use hyper_util::rt::TokioIo;
 
-    let rt = tokio::runtime::Builder::new_current_thread()
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");

@@ -46,19 +46,19 @@ pub type ProbeFuture<'a> = Pin<Box<dyn Future<Output = ProbeOutcome> + Send + 'a
 /// at once, and scrubs secrets out of the reason afterwards; a prober only asks.
 ///
 /// ```
-/// use std::sync::Arc;
+/// use std::{collections::HashSet, sync::Arc};
 /// use tower_health_routing::{Deployment, probe::{ProbeFuture, ProbeOutcome, Prober}};
 ///
-/// /// Healthy when a TCP connection to the deployment's host opens.
-/// struct TcpProber;
+/// /// Reports deployments under maintenance as unhealthy, the rest as healthy.
+/// struct Maintenance(HashSet<String>);
 ///
-/// impl Prober for TcpProber {
+/// impl Prober for Maintenance {
 ///     fn probe(&self, deployment: Arc<Deployment>) -> ProbeFuture<'_> {
 ///         Box::pin(async move {
-///             let host = deployment.params().extra.get("host").map(|h| format!("{h:?}"));
-///             match host {
-///                 Some(_) => ProbeOutcome::healthy(),
-///                 None => ProbeOutcome::unhealthy("no host param"),
+///             if self.0.contains(deployment.id().as_str()) {
+///                 ProbeOutcome::unhealthy("under maintenance")
+///             } else {
+///                 ProbeOutcome::healthy()
 ///             }
 ///         })
 ///     }
@@ -407,7 +407,8 @@ async fn classify(resp: Response<Incoming>, upgrade: bool, d: &Deployment) -> Pr
     }
 }
 
-/// Reads up to `limit` bytes of a body; `None` if it was longer (it is then dropped) or failed.
+/// Reads up to `limit` bytes of a body; a longer body is cut there (and its connection
+/// dropped rather than reused), a failed one ends early.
 async fn read_capped(mut body: Incoming, limit: usize) -> Bytes {
     let mut buf = BytesMut::new();
     while let Some(frame) = body.frame().await {
