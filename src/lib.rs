@@ -47,6 +47,7 @@ pub mod health;
 pub mod probe;
 pub mod routing;
 mod secret;
+pub mod shared;
 mod stats;
 
 pub use config::{
@@ -71,3 +72,4 @@ pub use routing::{
     TriedDeployments, route_fn,
 };
 pub use secret::{REDACTED, Scrubber, Secret, looks_secret};
+pub use shared::{SharedMode, SharedStatus};

@@ -54,6 +54,8 @@ pub(crate) struct Shared {
     pub(crate) epoch: Instant,
     pub(crate) cooldown: CooldownPolicy,
     pub(crate) scrubber: Scrubber,
+    /// What `/health/shared-status` shows; written by the shared-state coordinator.
+    shared_status: ArcSwap<crate::shared::SharedStatus>,
     /// Wakes the staleness watchdog (see `watchdog.rs`).
     watchdog: ArcSwapOption<tokio::sync::watch::Sender<()>>,
     /// Dropped with the last owner: background tasks holding only a `Weak` watch it to end
@@ -75,6 +77,9 @@ impl HealthState {
                 config: Arc::new(config),
                 epoch,
                 watchdog: ArcSwapOption::empty(),
+                shared_status: ArcSwap::from_pointee(crate::shared::SharedStatus::local(
+                    crate::shared::random_process_id(),
+                )),
                 closed: tokio::sync::watch::Sender::new(()),
             }),
         }
@@ -129,6 +134,16 @@ impl HealthState {
         });
         watchdog::notify(&self.shared);
         log_published(&self.load());
+    }
+
+    /// The state of cross-process sharing (see [`crate::shared`]).
+    pub fn shared_status(&self) -> Arc<crate::shared::SharedStatus> {
+        self.shared.shared_status.load_full()
+    }
+
+    /// Publishes the state of cross-process sharing (for a coordinator such as the Redis store).
+    pub fn set_shared_status(&self, status: crate::shared::SharedStatus) {
+        self.shared.shared_status.store(Arc::new(status));
     }
 
     /// How long `id` stays in cooldown from now; `None` when it is not cooling down.

@@ -1,0 +1,120 @@
+//! Run with: `cargo run --release --example gateway -- --config examples/config.yaml [--port 4000]`
+//!
+//! An OpenAI-compatible LLM gateway built from the library: axum, `HealthRoutingLayer`, the
+//! background probe loop, the health endpoints, and a hyper client that forwards each
+//! request to the deployment the layer chose.
+//!
+//! * API: `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`,
+//!   `/v1/images/generations`, `/v1/audio/speech`, `/v1/audio/transcriptions`, `/v1/rerank`,
+//!   `/v1/responses` (also without `/v1`), `GET /v1/models`. The route is the body's `model`.
+//! * Health: `/health`, `/health/readiness`, `/health/liveliness`, `/health/shared-status`,
+//!   `/health/services`; Prometheus metrics on `/metrics`.
+//! * `--health`: ask a running gateway's `/health` and print a table, like `litellm --health`
+//!   (exit code 1 when a deployment is unhealthy, 2 when the gateway cannot be asked).
+//!
+//! Logs go through `tracing`; set `RUST_LOG` (default `info`).
+//!
+//! To try it against local fake upstreams: `cargo run --example demo -- --serve` prints a
+//! matching config; or start your own OpenAI-compatible servers and edit `examples/config.yaml`.
+
+mod app;
+mod health_cli;
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::Parser;
+use tower_health_routing::{BoxError, Config};
+
+#[derive(Parser, Debug)]
+#[command(about = "An OpenAI-compatible gateway with health-check-driven routing")]
+struct Cli {
+    /// LiteLLM-style config.yaml.
+    #[arg(long, required_unless_present = "health")]
+    config: Option<PathBuf>,
+    /// Port to listen on.
+    #[arg(long, default_value_t = 4000)]
+    port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    host: std::net::IpAddr,
+    /// Seconds to wait for an upstream's response headers.
+    #[arg(long, default_value_t = 600.0)]
+    timeout: f64,
+    /// Query a running gateway's /health and print it.
+    #[arg(long)]
+    health: bool,
+    /// With --health: the gateway's URL.
+    #[arg(long, default_value = "http://127.0.0.1:4000")]
+    url: String,
+    /// With --health: the master key.
+    #[arg(long, env = "LITELLM_MASTER_KEY", hide_env_values = true)]
+    key: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gateway: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.health {
+        return rt.block_on(health_cli::run(&cli.url, cli.key.as_deref()));
+    }
+    match rt.block_on(serve(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gateway: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn serve(cli: Cli) -> Result<(), BoxError> {
+    let path = cli.config.expect("clap requires --config");
+    let config = Config::from_yaml_file(&path)?;
+    let timeout =
+        Duration::try_from_secs_f64(cli.timeout).map_err(|_| "--timeout: expected seconds >= 0")?;
+    let gw = app::Gateway::new(
+        config,
+        &app::Options {
+            upstream_timeout: timeout,
+        },
+    )?;
+    let addr = SocketAddr::new(cli.host, cli.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    tracing::info!(%addr, config = %path.display(), "gateway listening");
+    gw.serve(listener, shutdown_signal()).await
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
