@@ -5,8 +5,8 @@
 //! health routing on, and a steady client. It plays a story and shows it live:
 //!
 //! 1. all deployments healthy: traffic spreads evenly;
-//! 2. `up-1` starts answering 500: cooldown reacts at once, the next probe marks it
-//!    unhealthy, and traffic stays away while it fails;
+//! 2. `up-1` starts answering 500: cooldown reacts at once (`allowed_fails: 3`), the next
+//!    probe marks it unhealthy, and traffic stays away while it fails;
 //! 3. every deployment fails its health check (`up-1` still errors; the others are too slow
 //!    for the 200 ms probe timeout but still serve requests): the health filter is bypassed
 //!    rather than failing everything, and cooldown keeps traffic off `up-1`;
@@ -104,6 +104,7 @@ async fn main() -> Result<(), BoxError> {
         .background_health_checks(true)
         .health_check_interval(interval)
         .enable_health_check_routing(true)
+        .allowed_fails(3)
         .cooldown_time(Duration::from_secs(2))
         .build()?;
     let routing = HealthRoutingLayer::new(cfg);
@@ -176,7 +177,7 @@ async fn main() -> Result<(), BoxError> {
         ),
         (
             0.45,
-            "every deployment fails its health check: bypass keeps serving (up-1 still cooled down)",
+            "every deployment fails its health check: bypass keeps serving, cooldown keeps up-1 out",
         ),
         (0.75, "recovery: all healthy again"),
     ];
@@ -317,8 +318,16 @@ fn render(
             err
         ));
     }
+    let all_down = upstreams
+        .iter()
+        .all(|u| snap.health(&u.name).is_some_and(|h| !h.healthy));
     lines.push(format!(
-        "  no deployment available (429): {}",
+        "  health filter: {:<46} no deployment available (429): {}",
+        if all_down {
+            "BYPASSED (every deployment failed its check)"
+        } else {
+            "on"
+        },
         no_deployment.load(Relaxed)
     ));
     lines
