@@ -58,6 +58,13 @@ struct Args {
     /// Seconds between background health checks.
     #[arg(long, default_value_t = 1.0, value_parser = positive)]
     interval: f64,
+    /// Only serve the fake upstreams on 127.0.0.1:8001.. (for `examples/config.yaml` and the
+    /// gateway example) until Ctrl-C; type `2 500` to make up-2 answer 500, `2 ok` to heal it.
+    #[arg(long)]
+    serve_upstreams: bool,
+    /// With --serve-upstreams: the first port.
+    #[arg(long, default_value_t = 8001)]
+    base_port: u16,
 }
 
 fn positive(s: &str) -> Result<f64, String> {
@@ -83,6 +90,10 @@ async fn main() -> Result<(), BoxError> {
         Duration::from_secs_f64(args.duration),
         Duration::from_secs_f64(args.interval),
     );
+
+    if args.serve_upstreams {
+        return serve_upstreams(args.deployments, args.base_port).await;
+    }
 
     // 1. Local upstreams.
     let mut upstreams = Vec::new();
@@ -248,6 +259,44 @@ async fn main() -> Result<(), BoxError> {
         "  health filter bypassed when every deployment failed its check; no request was sent to a deployment in cooldown."
     );
     Ok(())
+}
+
+/// `--serve-upstreams`: fake upstreams on fixed ports, faults switched from stdin.
+async fn serve_upstreams(n: u8, base_port: u16) -> Result<(), BoxError> {
+    let mut ups = Vec::new();
+    for i in 0..n {
+        let port = base_port
+            .checked_add(u16::from(i))
+            .ok_or("--base-port too high")?;
+        let u = FakeLlm::start_on(&format!("up-{}", i + 1), port)
+            .await
+            .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
+        println!("{} on {}", u.name, u.api_base());
+        ups.push(u);
+    }
+    println!("type `<n> <fault>` (faults: ok 500 429 slow hang reset flap 401), Ctrl-C to stop");
+    let mut lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(tokio::io::stdin()));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            line = lines.next_line() => {
+                let Ok(Some(line)) = line else {
+                    // stdin closed (e.g. run in the background): keep serving until Ctrl-C.
+                    tokio::signal::ctrl_c().await?;
+                    return Ok(());
+                };
+                let mut it = line.split_whitespace();
+                match (it.next().and_then(|i| i.parse::<usize>().ok()), it.next().and_then(Fault::parse)) {
+                    (Some(i), Some(f)) if (1..=ups.len()).contains(&i) => {
+                        ups[i - 1].control.set(f);
+                        println!("up-{i}: {}", f.label());
+                    }
+                    _ => println!("expected `<1..={}> <ok|500|429|slow|hang|reset|flap|401>`", ups.len()),
+                }
+            }
+        }
+    }
 }
 
 /// Sends the request to the deployment the layer chose, with its key.

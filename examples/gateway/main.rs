@@ -14,8 +14,8 @@
 //!
 //! Logs go through `tracing`; set `RUST_LOG` (default `info`).
 //!
-//! To try it against local fake upstreams: `cargo run --example demo -- --serve` prints a
-//! matching config; or start your own OpenAI-compatible servers and edit `examples/config.yaml`.
+//! `examples/config.yaml` points at the demo's fake upstreams: start them first with
+//! `cargo run --release --example demo -- --serve-upstreams` (see the top of that file).
 
 mod app;
 mod health_cli;

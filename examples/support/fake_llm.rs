@@ -48,6 +48,21 @@ pub enum Fault {
 }
 
 impl Fault {
+    /// Parses a label (`ok`, `500`, `429`, `slow`, `hang`, `reset`, `flap`, `401`).
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "ok" | "none" => Self::None,
+            "500" => Self::Error500,
+            "429" => Self::RateLimited,
+            "slow" => Self::Slow,
+            "hang" => Self::Hang,
+            "reset" => Self::Reset,
+            "flap" => Self::Flap,
+            "401" => Self::Unauthorized,
+            _ => return None,
+        })
+    }
+
     fn from_u8(v: u8) -> Self {
         [
             Self::None,
@@ -118,7 +133,12 @@ pub struct FakeLlm {
 impl FakeLlm {
     /// Starts one on `127.0.0.1:0`.
     pub async fn start(name: &str) -> std::io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on(name, 0).await
+    }
+
+    /// Starts one on `127.0.0.1:port`.
+    pub async fn start_on(name: &str, port: u16) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
         let addr = listener.local_addr()?;
         let control = Arc::new(Control::default());
         let (stop, mut stopped) = watch::channel(false);
