@@ -44,6 +44,7 @@ mod cooldown;
 mod deployment;
 mod error;
 pub mod health;
+pub mod retry;
 pub mod routing;
 mod secret;
 mod stats;
@@ -60,6 +61,7 @@ pub use error::{
     BoxError, ConfigError, ConfigErrorKind, MissingRoute, NoDeploymentAvailable, UnknownRoute,
 };
 pub use health::{HealthRecord, HealthSnapshot, HealthState};
+pub use retry::{RetryLayer, RetryPolicy};
 pub use routing::{
     ExcludeDeployments, FromExtension, FromHeader, HealthRouting, HealthRoutingLayer, Pick,
     PickError, Picker, ResponseBody, ResponseFuture, RouteExtractor, RouteFn, SelectedDeployment,

@@ -555,7 +555,9 @@ impl LayerExt for HealthRoutingLayer {
 #[tokio::test]
 async fn tried_deployments_send_each_clone_elsewhere_and_responses_name_the_deployment() {
     let state = HealthState::new(config(ROUTE, 3).build().unwrap());
-    let svc = HealthRoutingLayer::from_state(state).with_seed(17).layer_service(Upstreams::new().service());
+    let svc = HealthRoutingLayer::from_state(state)
+        .with_seed(17)
+        .layer_service(Upstreams::new().service());
     let mut req = request(ROUTE);
     let tried = tower_health_routing::TriedDeployments::new();
     req.extensions_mut().insert(tried.clone());
@@ -564,12 +566,19 @@ async fn tried_deployments_send_each_clone_elsewhere_and_responses_name_the_depl
         let mut again = http::Request::new(String::new());
         *again.extensions_mut() = req.extensions().clone();
         let resp = svc.clone().oneshot(again).await.unwrap();
-        let chosen = resp.extensions().get::<tower_health_routing::SelectedDeployment>().expect("on the response too");
+        let chosen = resp
+            .extensions()
+            .get::<tower_health_routing::SelectedDeployment>()
+            .expect("on the response too");
         assert_eq!(chosen.id().as_str(), resp.body().get_ref());
         seen.push(chosen.id().to_string());
     }
     seen.sort();
-    assert_eq!(seen, ["d0", "d1", "d2"], "each attempt went to a new deployment");
+    assert_eq!(
+        seen,
+        ["d0", "d1", "d2"],
+        "each attempt went to a new deployment"
+    );
     assert_eq!(tried.ids().len(), 3);
     let err = svc.oneshot(req).await.unwrap_err();
     assert!(err.is::<NoDeploymentAvailable>(), "all tried: {err}");
