@@ -45,6 +45,7 @@ mod deployment;
 mod error;
 pub mod health;
 pub mod probe;
+pub mod retry;
 pub mod routing;
 mod secret;
 pub mod shared;
@@ -66,6 +67,7 @@ pub use probe::{
     HttpProber, ProbeDefaults, ProbeHandle, ProbeLoop, ProbeLoopBuilder, ProbeOutcome, ProbeReport,
     ProbeTarget, Prober, RoundReport,
 };
+pub use retry::{RetryLayer, RetryPolicy};
 pub use routing::{
     ExcludeDeployments, FromExtension, FromHeader, HealthRouting, HealthRoutingLayer, Pick,
     PickError, Picker, ResponseBody, ResponseFuture, RouteExtractor, RouteFn, SelectedDeployment,

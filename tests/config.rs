@@ -1,6 +1,8 @@
 //! LiteLLM `config.yaml` parsing: every documented field, defaults, env resolution, unknown
 //! keys (in `config/unknown_keys.rs`), and (in `config/invalid.rs`) one test per rejected config.
 
+mod support;
+
 #[path = "config/invalid.rs"]
 mod invalid;
 #[path = "config/unknown_keys.rs"]

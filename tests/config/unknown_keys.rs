@@ -107,33 +107,10 @@ model_list:
     );
 }
 
-/// Runs `f` with a subscriber that writes DEBUG events to a buffer, and returns the text.
-// A test-only log buffer behind a std Mutex, far from any request path.
-#[allow(clippy::disallowed_types)]
+/// Runs `f` and returns the DEBUG events it logged on this thread (through the shared
+/// global capture: a per-test `with_default` subscriber races tracing's callsite cache).
 fn capture_debug_logs(f: impl FnOnce()) -> String {
-    use std::sync::{Arc, Mutex};
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0
-                .lock()
-                .map_err(|_| std::io::Error::other("poisoned"))?
-                .extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buf = Buf::default();
-    let out = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .with_writer(move || out.clone())
-        .finish();
-    tracing::subscriber::with_default(subscriber, f);
-    let bytes = buf.0.lock().map(|b| b.clone()).unwrap_or_default();
-    String::from_utf8_lossy(&bytes).into_owned()
+    let (logs, ()) = crate::support::Logs::capture();
+    f();
+    logs.text()
 }
