@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! auth (master_key) → buffer + parse the body, read "model" (400 if malformed)
+//!   → RetryLayer (num_retries: a 5xx/429/connection error is re-sent to another deployment)
 //!   → HealthRouting (route = "model": health filter, cooldown, balancer; 400 unknown model,
 //!     429 + Retry-After when every deployment cools down)
 //!   → Forwarder: rewrite "model" to the deployment's, add its credentials, send with hyper;
@@ -94,6 +95,8 @@ pub fn api_router(state: HealthState, routing: HealthRoutingLayer, options: &Opt
                 Response::from_parts(parts, Body::new(body))
             },
         )
+        // Failed requests are re-sent to another deployment (`num_retries`), within a budget.
+        .layer(tower_health_routing::RetryLayer::new(state.config()))
         .layer(routing)
         .service(forwarder);
     let app = App {
