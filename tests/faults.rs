@@ -98,6 +98,7 @@ async fn ten_thousand_requests_through_rotating_faults() {
         cfg,
         &app::Options {
             upstream_timeout: UPSTREAM_TIMEOUT,
+            ..app::Options::default()
         },
     )
     .unwrap();

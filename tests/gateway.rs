@@ -60,6 +60,7 @@ async fn start(cfg: Config) -> Running {
         cfg,
         &app::Options {
             upstream_timeout: Duration::from_secs(2),
+            max_body: 1 << 20,
         },
     )
     .unwrap();
@@ -107,8 +108,13 @@ async fn send(
     headers: &[(&str, &str)],
 ) -> Reply {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let mut req = http::Request::post(format!("http://{addr}{path}"))
-        .header("content-type", "application/json");
+    let mut req = http::Request::post(format!("http://{addr}{path}"));
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+    {
+        req = req.header("content-type", "application/json");
+    }
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -323,6 +329,29 @@ async fn client_errors_are_400s() {
     );
     let r = send(gw.addr, "/v1/chat/completions", r#"{"messages": []}"#, &[]).await;
     assert_eq!(r.status, 400);
+    let r = send(gw.addr, "/v1/chat/completions", r#"{"model": 7}"#, &[]).await;
+    assert_eq!(r.status, 400);
+    // A multipart body that is not one.
+    let r = send(
+        gw.addr,
+        "/v1/audio/transcriptions",
+        "garbage",
+        &[("content-type", "multipart/form-data; boundary=zz")],
+    )
+    .await;
+    assert_eq!(r.status, 400, "{:?}", r.json());
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("multipart")
+    );
+    // Over the body limit (1 MiB in these tests).
+    let big = format!(r#"{{"model":"gpt-4o","pad":"{}"}}"#, "x".repeat(1 << 20));
+    assert_eq!(
+        send(gw.addr, "/v1/chat/completions", big, &[]).await.status,
+        413
+    );
     gw.shutdown().await;
 }
 

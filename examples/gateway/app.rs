@@ -37,8 +37,6 @@ use tower_health_routing::{
     NoDeploymentAvailable, Scrubber, SelectedDeployment, UnknownRoute,
 };
 
-/// The largest request body accepted (audio uploads included).
-const MAX_BODY: usize = 64 << 20;
 /// The most of an upstream error body kept (then scrubbed and returned).
 const MAX_ERROR_BODY: usize = 64 << 10;
 
@@ -59,12 +57,15 @@ pub const API_ROUTES: &[&str] = &[
 pub struct Options {
     /// Time allowed for an upstream's response headers (a stream may then run longer).
     pub upstream_timeout: Duration,
+    /// The largest request body accepted (audio uploads included); larger is a 413.
+    pub max_body: usize,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             upstream_timeout: Duration::from_secs(600),
+            max_body: 64 << 20,
         }
     }
 }
@@ -74,6 +75,7 @@ type Routed = BoxCloneSyncService<http::Request<Bytes>, Response, BoxError>;
 #[derive(Clone)]
 struct App {
     state: HealthState,
+    max_body: usize,
     routed: Routed,
     scrubber: Scrubber,
 }
@@ -101,6 +103,7 @@ pub fn api_router(state: HealthState, routing: HealthRoutingLayer, options: &Opt
         .service(forwarder);
     let app = App {
         state,
+        max_body: options.max_body,
         routed: BoxCloneSyncService::new(routed),
         scrubber,
     };
@@ -152,7 +155,7 @@ async fn api(State(app): State<App>, req: Request) -> Response {
         return *r;
     }
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, MAX_BODY).collect().await {
+    let body = match Limited::new(body, app.max_body).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => {
             return error(

@@ -86,6 +86,7 @@ async fn serve(cli: Cli) -> Result<(), BoxError> {
         config,
         &app::Options {
             upstream_timeout: timeout,
+            ..app::Options::default()
         },
     )?;
     let addr = SocketAddr::new(cli.host, cli.port);
