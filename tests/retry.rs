@@ -370,3 +370,12 @@ fn layer_and_service_are_clone_send_sync_debug() {
     check::<RetryLayer>();
     check::<Retry<HealthRouting<Inner>>>();
 }
+
+#[test]
+fn the_response_future_is_send() {
+    fn send<T: Send>(_: &T) {}
+    let svc = stack(base(2, 1), &Upstreams::new());
+    let fut = svc.oneshot(request(ROUTE));
+    send(&fut);
+    drop(fut);
+}
