@@ -72,6 +72,24 @@ async fn a_500_is_retried_on_another_deployment_and_succeeds() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn other_5xx_408_and_401_are_retried_too() {
+    for status in [502, 503, 504, 408, 401] {
+        let up = Upstreams::new();
+        up.set_status(0, status);
+        let resp = stack(base(2, 1), &up)
+            .oneshot(request(ROUTE))
+            .await
+            .unwrap();
+        assert_eq!(
+            (resp.status().as_u16(), chosen(&resp)),
+            (200, "d1".to_owned()),
+            "{status}"
+        );
+        assert_eq!((up.hits(0), up.hits(1)), (1, 1), "{status}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_retry_never_goes_back_to_a_deployment_already_tried() {
     let up = Upstreams::new();
     for i in 0..4 {
@@ -141,7 +159,7 @@ async fn a_429_without_retry_after_waits_the_base_backoff_and_others_retry_at_on
 
 #[tokio::test(start_paused = true)]
 async fn client_errors_are_not_retried() {
-    for status in [400, 401, 404, 413, 422] {
+    for status in [400, 403, 404, 413, 422] {
         let up = Upstreams::new();
         up.set_status(0, status);
         up.set_status(1, status);
@@ -351,4 +369,13 @@ fn layer_and_service_are_clone_send_sync_debug() {
     struct Inner;
     check::<RetryLayer>();
     check::<Retry<HealthRouting<Inner>>>();
+}
+
+#[test]
+fn the_response_future_is_send() {
+    fn send<T: Send>(_: &T) {}
+    let svc = stack(base(2, 1), &Upstreams::new());
+    let fut = svc.oneshot(request(ROUTE));
+    send(&fut);
+    drop(fut);
 }

@@ -12,8 +12,9 @@
 //! |---|---|---|
 //! | 429 Too Many Requests | yes | its `Retry-After` (seconds or a date), else `rate_limit_backoff` (500 ms) doubled per retry; at most `max_backoff` (5 s) |
 //! | 408, 5xx | yes | none |
+//! | 401 (each deployment has its own credentials; LiteLLM retries it on another deployment too) | yes | none |
 //! | an error of the inner service (connection refused, reset, timeout) | yes | none |
-//! | any other status (2xx, 3xx, 400, 401, 403, 404, 422, ...) | no | |
+//! | any other status (2xx, 3xx, 400, 403, 404, 413, 422, ...) | no | |
 //! | [`NoDeploymentAvailable`](crate::NoDeploymentAvailable), [`UnknownRoute`](crate::UnknownRoute), [`MissingRoute`](crate::MissingRoute) | no | |
 //!
 //! At most `num_retries` retries (the config's `router_settings.num_retries`), and only

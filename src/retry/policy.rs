@@ -84,7 +84,10 @@ impl Settings {
                 StatusCode::TOO_MANY_REQUESTS => {
                     Verdict::Retry(self.rate_limit_wait(resp.headers(), retries))
                 }
-                StatusCode::REQUEST_TIMEOUT => Verdict::Retry(Duration::ZERO),
+                // 401: each deployment has its own credentials; LiteLLM retries it too.
+                StatusCode::UNAUTHORIZED | StatusCode::REQUEST_TIMEOUT => {
+                    Verdict::Retry(Duration::ZERO)
+                }
                 s if s.is_server_error() => Verdict::Retry(Duration::ZERO),
                 _ => Verdict::Done,
             },
@@ -169,7 +172,8 @@ impl<B: Clone, RB> Policy<Request<B>, Response<RB>, BoxError> for RetryPolicy<RB
     }
 
     fn clone_request(&mut self, req: &Request<B>) -> Option<Request<B>> {
-        Some(req.clone())
+        // With retries off, keep no copy: the request goes through once, untouched.
+        (self.settings.num_retries > 0).then(|| req.clone())
     }
 }
 
@@ -232,14 +236,14 @@ mod tests {
     #[test]
     fn verdicts() {
         let s = settings();
-        for code in [500, 502, 503, 504, 408] {
+        for code in [500, 502, 503, 504, 408, 401] {
             assert_eq!(
                 s.verdict(&status(code, None), 0),
                 Verdict::Retry(Duration::ZERO),
                 "{code}"
             );
         }
-        for code in [200, 201, 304, 400, 401, 403, 404, 413, 422] {
+        for code in [200, 201, 304, 400, 403, 404, 413, 422] {
             assert_eq!(s.verdict(&status(code, None), 0), Verdict::Done, "{code}");
         }
         let io: Result<Response<()>, BoxError> = Err(Box::new(std::io::Error::other("reset")));
