@@ -5,10 +5,11 @@
 //! * the eligible set is exactly the pipeline's: the members minus those whose failed
 //!   result is still fresh (a result exactly at the threshold is fresh, one nanosecond
 //!   past it is stale and ignored) or, if that leaves none, every member (the bypass);
-//!   then minus those cooling down. A pick exists exactly when that set is not empty, and
-//!   picking with the previous picks excluded enumerates the whole set. (Health and
-//!   cooldown are additive, as in LiteLLM: a route whose passing deployments all cool
-//!   down has no pick even if a failing one does not.);
+//!   then minus those cooling down. If that leaves none while a member that failed its
+//!   check is not cooling down, the filter is bypassed after all and that member is
+//!   picked: a deployment is returned whenever one of the route is not in cooldown (or
+//!   excluded). Picking with the previous picks excluded enumerates first the filtered
+//!   set, then the rest of the members not cooling down;
 //! * staleness is exact when results are published, and takes effect later when the
 //!   staleness watchdog runs: on the first millisecond tick after the result went stale
 //!   (tokio's timer resolution); see `Model::lists_computed_at`;
@@ -301,20 +302,42 @@ fn check_selection(
                     continue;
                 }
                 let (cands, bypass) = model.candidates(r, filter, now);
-                let eligible: BTreeSet<usize> = cands
-                    .iter()
-                    .copied()
-                    .filter(|&d| !model.cooling(d, now))
-                    .collect();
+                let not_cooling = |ds: &[usize]| -> BTreeSet<usize> {
+                    ds.iter()
+                        .copied()
+                        .filter(|&d| !model.cooling(d, now))
+                        .collect()
+                };
+                let filtered_set = not_cooling(&cands);
+                // The filter really removed someone: the fallback may reach the others.
+                let narrowed = filter && !bypass && cands.len() < model.members[r].len();
+                let everyone = not_cooling(&model.members[r]);
+                let eligible: BTreeSet<usize> = if narrowed {
+                    everyone.clone()
+                } else {
+                    filtered_set.clone()
+                };
                 let mut excluded: Vec<usize> = Vec::new();
                 loop {
                     let ids: Vec<DeploymentId> =
                         excluded.iter().map(|&d| DeploymentId::new(id(d))).collect();
-                    let left: Vec<usize> = eligible
+                    let left_filtered: Vec<usize> = filtered_set
                         .iter()
                         .copied()
                         .filter(|d| !excluded.contains(d))
                         .collect();
+                    let (left, expect_bypass) = if !left_filtered.is_empty() || !narrowed {
+                        (left_filtered, bypass)
+                    } else {
+                        (
+                            everyone
+                                .iter()
+                                .copied()
+                                .filter(|d| !excluded.contains(d))
+                                .collect(),
+                            true,
+                        )
+                    };
                     match picker.pick(&snap, name, &ids) {
                         Ok(p) => {
                             let got: usize = p.deployment().id().as_str()[1..].parse().unwrap();
@@ -327,13 +350,17 @@ fn check_selection(
                                 left.contains(&got),
                                 "{ctx}: d{got} picked, eligible were {left:?}"
                             );
-                            prop_assert_eq!(p.bypassed_health_filter(), bypass, "{}", ctx);
+                            prop_assert_eq!(p.bypassed_health_filter(), expect_bypass, "{}", ctx);
                             excluded.push(got);
                         }
                         Err(PickError::NoDeploymentAvailable(e)) => {
                             prop_assert!(left.is_empty(), "{ctx}: none picked of {left:?}");
+                            prop_assert!(
+                                everyone.iter().all(|d| excluded.contains(d)),
+                                "{ctx}: refused while a member was not cooling down"
+                            );
                             prop_assert_eq!(e.route(), *name);
-                            let first_back = cands
+                            let first_back = model.members[r]
                                 .iter()
                                 .filter(|d| !excluded.contains(d))
                                 .filter(|&&d| model.cooling(d, now))

@@ -4,7 +4,9 @@
 //! 2. health filter (when routing on health is enabled): drop those whose last check
 //!    failed, unless that result is stale; if that would drop all of them, skip the filter
 //!    for this request (never a total outage) and warn once per snapshot;
-//! 3. cooldown (and already-tried) filter;
+//! 3. cooldown (and already-tried) filter; if every deployment that passed the health
+//!    filter is cooling down, the filter is bypassed after all (one that failed its check
+//!    may still serve, and a request that can be served is never refused);
 //! 4. the balancing strategy.
 //!
 //! The clock is read lazily, at most once per decision, and only when the answer depends
@@ -286,7 +288,7 @@ pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
         }
         entries[i as usize].stats.cooldown.is_available(now)
     };
-    match balance::pick(
+    if let Some(i) = balance::pick(
         strategy,
         view,
         entries,
@@ -294,18 +296,38 @@ pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
         rng,
         &mut eligible,
     ) {
-        Some(i) => Ok((i, bypassed)),
-        None => {
-            let t = now.get();
-            let wait = view
-                .idx
-                .iter()
-                .filter(|i| !exclude.contains(i))
-                .filter_map(|&i| entries[i as usize].stats.cooldown.remaining(t))
-                .min();
-            Err(wait.unwrap_or(Duration::ZERO))
+        return Ok((i, bypassed));
+    }
+    // Every deployment that passed the health filter is cooling down (or excluded). One
+    // that failed its check may still serve: bypass the filter rather than refuse a
+    // request that could be served. Cooldown still applies.
+    let filtered = !std::ptr::eq(cands, &route.all);
+    if filtered {
+        let all = View {
+            idx: &route.all.idx,
+            cum: route.all.cum.as_deref(),
+        };
+        if let Some(i) = balance::pick(
+            strategy,
+            all,
+            entries,
+            &route.state.next,
+            rng,
+            &mut eligible,
+        ) {
+            warn_bypass(snap, route);
+            return Ok((i, true));
         }
     }
+    let t = now.get();
+    let wait = route
+        .all
+        .idx
+        .iter()
+        .filter(|i| !exclude.contains(i))
+        .filter_map(|&i| entries[i as usize].stats.cooldown.remaining(t))
+        .min();
+    Err(wait.unwrap_or(Duration::ZERO))
 }
 
 /// The route's members minus those with a failed result that is still fresh at `now`.
