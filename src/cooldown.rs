@@ -160,6 +160,13 @@ impl CooldownState {
         true
     }
 
+    /// Applies a cooldown entered elsewhere (another process, through the shared store):
+    /// cooling down until `until` at least. Returns whether that moved the end later.
+    pub(crate) fn extend_until(&self, until: u64) -> bool {
+        let until = until.max(1);
+        self.until.fetch_max(until, Relaxed) < until
+    }
+
     /// Counts an outcome at `now`; returns the cooldown entered, if any.
     pub(crate) fn record(
         &self,

@@ -74,4 +74,6 @@ pub use routing::{
     TriedDeployments, route_fn,
 };
 pub use secret::{REDACTED, Scrubber, Secret, looks_secret};
-pub use shared::{SharedMode, SharedStatus};
+#[cfg(feature = "redis")]
+pub use shared::RedisStore;
+pub use shared::{HealthStore, MemoryStore, SharedMode, SharedStatus, SharingSettings};

@@ -56,6 +56,9 @@ pub(crate) struct Shared {
     pub(crate) scrubber: Scrubber,
     /// What `/health/shared-status` shows; written by the shared-state coordinator.
     shared_status: ArcSwap<crate::shared::SharedStatus>,
+    /// Where cooldowns entered by requests are announced when they are shared across
+    /// processes (set by the shared-state coordinator; empty otherwise).
+    cooldown_sink: ArcSwapOption<tokio::sync::mpsc::Sender<DeploymentId>>,
     /// Wakes the staleness watchdog (see `watchdog.rs`).
     watchdog: ArcSwapOption<tokio::sync::watch::Sender<()>>,
     /// Dropped with the last owner: background tasks holding only a `Weak` watch it to end
@@ -77,6 +80,7 @@ impl HealthState {
                 config: Arc::new(config),
                 epoch,
                 watchdog: ArcSwapOption::empty(),
+                cooldown_sink: ArcSwapOption::empty(),
                 shared_status: ArcSwap::from_pointee(crate::shared::SharedStatus::local(
                     crate::shared::random_process_id(),
                 )),
@@ -144,6 +148,32 @@ impl HealthState {
     /// Publishes the state of cross-process sharing (for a coordinator such as the Redis store).
     pub fn set_shared_status(&self, status: crate::shared::SharedStatus) {
         self.shared.shared_status.store(Arc::new(status));
+    }
+
+    /// Announces that `id` entered cooldown, to the coordinator that shares cooldowns
+    /// across processes, if any. Never waits: a full queue drops the announcement.
+    pub(crate) fn cooldown_entered(&self, id: &DeploymentId) {
+        if let Some(tx) = &*self.shared.cooldown_sink.load() {
+            let _ = tx.try_send(id.clone());
+        }
+    }
+
+    /// Installs (or removes) the receiver side of [`cooldown_entered`](Self::cooldown_entered).
+    pub(crate) fn set_cooldown_sink(&self, tx: Option<tokio::sync::mpsc::Sender<DeploymentId>>) {
+        self.shared.cooldown_sink.store(tx.map(Arc::new));
+    }
+
+    /// Applies a cooldown entered in another process: `id` cools down for `remaining` from
+    /// now, unless it already does for longer. Returns whether anything changed.
+    pub(crate) fn apply_remote_cooldown(&self, id: &str, remaining: Duration) -> bool {
+        let snap = self.load();
+        let Some(e) = snap.entry_by_id(id) else {
+            return false;
+        };
+        let until = self
+            .now_nanos()
+            .saturating_add(u64::try_from(remaining.as_nanos()).unwrap_or(u64::MAX));
+        e.stats.cooldown.extend_until(until)
     }
 
     /// How long `id` stays in cooldown from now; `None` when it is not cooling down.

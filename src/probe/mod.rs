@@ -25,6 +25,11 @@
 //!   the sleep and the round are raced against it, and a round's probes are polled inside
 //!   the loop's own task, so nothing outlives it. The loop holds the state only weakly and
 //!   also ends as soon as every owner of the [`HealthState`] is gone.
+//! * **Sharing.** With a [`HealthStore`](crate::shared::HealthStore)
+//!   ([`ProbeLoopBuilder::store`], or `use_shared_health_check: true` in the config), loops
+//!   in several processes take turns: one probes per round under a lease and writes the
+//!   results, the others apply them (see [`crate::shared`]). Shutdown then also releases a
+//!   held lease, within the store's command timeout.
 //! * **On demand.** [`ProbeLoop::check_now`] runs a round now, for every deployment, one
 //!   `model` or one `model_id` (the `/health` endpoint), sharing the concurrency bound
 //!   with the background rounds. Its results are returned, **not published**: as in
@@ -118,9 +123,9 @@ pub struct ProbeLoop {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    state: Weak<Shared>,
-    closed: watch::Receiver<()>,
+pub(crate) struct Inner {
+    pub(crate) state: Weak<Shared>,
+    pub(crate) closed: watch::Receiver<()>,
     runner: Runner,
     settings: HealthCheckSettings,
     rules: Rules,
@@ -128,6 +133,8 @@ struct Inner {
     feed_cooldown: bool,
     /// Consecutive-result counters; held across apply + publish so rounds publish in order.
     tracker: Mutex<Tracker>,
+    /// Coordination with other processes through a store (see [`crate::shared`]).
+    pub(crate) sharing: Option<crate::shared::Sharing>,
 }
 
 impl fmt::Debug for ProbeLoop {
@@ -137,6 +144,7 @@ impl fmt::Debug for ProbeLoop {
             .field("concurrency", &self.inner.settings.concurrency)
             .field("rules", &self.inner.rules)
             .field("feed_cooldown", &self.inner.feed_cooldown)
+            .field("sharing", &self.inner.sharing)
             .field("state_alive", &(self.inner.state.strong_count() > 0))
             .finish_non_exhaustive()
     }
@@ -150,6 +158,8 @@ pub struct ProbeLoopBuilder {
     seed: Option<u64>,
     feed_cooldown: bool,
     default_timeout: Duration,
+    store: Option<Arc<dyn crate::shared::HealthStore>>,
+    sharing: crate::shared::SharingSettings,
 }
 
 impl fmt::Debug for ProbeLoopBuilder {
@@ -160,6 +170,8 @@ impl fmt::Debug for ProbeLoopBuilder {
             .field("seed", &self.seed)
             .field("feed_cooldown", &self.feed_cooldown)
             .field("default_timeout", &self.default_timeout)
+            .field("store", &self.store)
+            .field("sharing", &self.sharing)
             .finish()
     }
 }
@@ -196,6 +208,23 @@ impl ProbeLoopBuilder {
         self
     }
 
+    /// Shares probing with other loops through `store`: one loop probes per round, the
+    /// others apply its results (see [`crate::shared`]). Without this call, a config with
+    /// `use_shared_health_check: true` gets the Redis store of its `router_settings`
+    /// ([`shared::store_from_config`](crate::shared::store_from_config)); otherwise the
+    /// loop probes on its own.
+    pub fn store(mut self, store: Arc<dyn crate::shared::HealthStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The knobs of sharing (defaults in [`SharingSettings`](crate::shared::SharingSettings));
+    /// used only with a store.
+    pub fn sharing(mut self, settings: crate::shared::SharingSettings) -> Self {
+        self.sharing = settings;
+        self
+    }
+
     /// Builds the loop, checking the config against the prober
     /// ([`Prober::check_config`]): e.g. a Bedrock deployment under the HTTP prober is an
     /// error naming `model_list[i].litellm_params.api_base`.
@@ -219,6 +248,17 @@ impl ProbeLoopBuilder {
         let cfg: &Config = self.state.config();
         prober.check_config(cfg)?;
         let settings = cfg.health.clone();
+        let store = match self.store {
+            Some(s) => Some(s),
+            None => crate::shared::store_from_config(cfg)?,
+        };
+        let sharing = match store {
+            Some(store) => Some(crate::shared::Sharing::new(
+                store,
+                self.sharing.resolve(&settings)?,
+            )),
+            None => None,
+        };
         let rules = Rules {
             unhealthy_threshold: settings.unhealthy_threshold.get(),
             healthy_threshold: settings.healthy_threshold.get(),
@@ -239,6 +279,7 @@ impl ProbeLoopBuilder {
                 seed: self.seed,
                 feed_cooldown: self.feed_cooldown,
                 tracker: Mutex::new(Tracker::default()),
+                sharing,
             }),
         })
     }
@@ -261,6 +302,8 @@ impl ProbeLoop {
             seed: None,
             feed_cooldown: false,
             default_timeout: DEFAULT_TIMEOUT,
+            store: None,
+            sharing: crate::shared::SharingSettings::default(),
         }
     }
 
@@ -307,11 +350,17 @@ impl ProbeLoop {
     ) -> impl Future<Output = ()> + Send + 'static {
         let inner = Arc::clone(&self.inner);
         let span = tracing::info_span!("health_probe_loop");
-        run_loop(inner, shutdown).instrument(span)
+        match inner.sharing.clone() {
+            Some(sharing) => {
+                futures_util::future::Either::Left(sharing.run(inner, shutdown).instrument(span))
+            }
+            None => futures_util::future::Either::Right(run_loop(inner, shutdown).instrument(span)),
+        }
     }
 
     /// Runs one background round now: probes, applies hysteresis, publishes a snapshot,
-    /// exactly as the loop does. `None` when the health state is gone.
+    /// exactly as the loop does without a store (locally: nothing is shared). `None` when
+    /// the health state is gone.
     pub async fn run_round(&self) -> Option<RoundReport> {
         self.inner.background_round().await
     }
@@ -343,14 +392,28 @@ impl ProbeLoop {
 }
 
 impl Inner {
-    async fn background_round(&self) -> Option<RoundReport> {
+    /// Probes and publishes a round locally. `None` when the health state is gone.
+    pub(crate) async fn background_round(&self) -> Option<RoundReport> {
+        let report = self.probe_round().await?;
+        self.apply_round(&report).await?;
+        Some(report)
+    }
+
+    /// Probes the background targets, publishing nothing. `None` when the state is gone.
+    pub(crate) async fn probe_round(&self) -> Option<RoundReport> {
         let (targets, scrubber) = {
             let state = HealthState::upgrade(&self.state)?;
             let snap = state.load();
             (background_targets(&snap), state.scrubber().clone())
         };
         let span = tracing::debug_span!("health_check_round", deployments = targets.len());
-        let report = self.runner.run(targets, &scrubber).instrument(span).await;
+        Some(self.runner.run(targets, &scrubber).instrument(span).await)
+    }
+
+    /// Publishes a round's raw results through this loop's hysteresis, transient-error rule
+    /// and (opt-in) cooldown feeding: for rounds probed here and rounds read from a store
+    /// alike. `None` when the state is gone.
+    pub(crate) async fn apply_round(&self, report: &RoundReport) -> Option<()> {
         let state = HealthState::upgrade(&self.state)?;
         let mut tracker = self.tracker.lock().await;
         let records = {
@@ -363,7 +426,7 @@ impl Inner {
         }
         state.record(records);
         drop(tracker);
-        Some(report)
+        Some(())
     }
 
     fn next_delay(&self, rng: &mut SmallRng) -> Duration {

@@ -78,6 +78,8 @@ impl Observer {
                 cooldown_secs = dur.as_secs_f64(),
                 "deployment entered cooldown"
             );
+            // Shared cooldowns (opt-in): a `try_send` to the coordinator, never a wait.
+            self.state.cooldown_entered(&d.id);
         }
     }
 }

@@ -1,17 +1,110 @@
 //! Health state shared across processes.
 //!
 //! With many gateway processes, only one should probe each deployment per interval and
-//! all should route on the same results. In memory (the default) every process probes on
-//! its own; with the `redis` feature and `use_shared_health_check: true`, processes
-//! coordinate through Redis and read shared results into their local snapshot in the
-//! background (the request path never touches Redis).
+//! all should route on the same results. Without a store (the default) every process
+//! probes on its own. With a [`HealthStore`] ([`RedisStore`] behind the `redis` feature,
+//! switched on by `general_settings.use_shared_health_check: true`; or a [`MemoryStore`]
+//! shared by loops in one process), probe loops coordinate through it and read shared
+//! results into their local snapshot in the background: **the request path never touches
+//! the store**, and a store outage never fails a request.
+//!
+//! # How a round is shared
+//!
+//! Every loop polls the store (every [`SharingSettings::poll_interval`], 500 ms by
+//! default, one round trip: latest round, its token, lease holder). When the next round
+//! is due (`health_check_interval` after the latest one started):
+//!
+//! 1. **Lease.** A loop takes the per-round lease (`SET NX PX` with its random process
+//!    id, [`SharedStatus::process_id`]), only if nobody holds it and the latest round is
+//!    still the one it saw, so a round just written is never probed twice. Taking it
+//!    draws a **fencing token** from a counter that only grows.
+//! 2. **Probe.** The holder probes, renewing the lease every third of its TTL (default
+//!    interval / 2, at most 10 s) while it works; a holder that dies stops renewing and
+//!    is replaced once the lease expires, whatever the probe timeouts are.
+//! 3. **Write.** It writes the raw results (ids, statuses, wall-clock timestamps, short
+//!    scrubbed reasons, its process id, the token) with a compare-on-write: kept only if
+//!    the token is newer than the stored one, so a late writer whose lease expired cannot
+//!    overwrite newer results. It then releases the lease with a compare-and-delete.
+//! 4. **Follow.** The others see the new token at their next poll and apply the results
+//!    through their own hysteresis, staleness and transient-error rules (timestamps are
+//!    converted to local time by age).
+//!
+//! # When things go wrong
+//!
+//! * **Holder crashes** (no release): its lease expires within a TTL; the next poll of
+//!   another loop takes it.
+//! * **Holder alive but stuck** (probes slower than the interval): a follower that sees no
+//!   new round [`takeover_after`](SharingSettings::takeover_after) past the due time
+//!   (about two intervals after the last round) probes on its own.
+//! * **Store down or slow**: every store call is bounded by
+//!   [`command_timeout`](SharingSettings::command_timeout); on failure the loop reports
+//!   [`SharedMode::Degraded`] and probes on its own schedule, and it rejoins as soon as a
+//!   poll succeeds again.
+//! * **Cooldowns** (opt-in, [`SharingSettings::share_cooldowns`]): a cooldown entered by
+//!   a request in one process is announced by a `try_send` from the response future
+//!   (never a wait), written to the store, and applied by the others at their next poll.
 //!
 //! [`SharedStatus`] is what `/health/shared-status` shows; the coordinator publishes it
 //! through [`HealthState::set_shared_status`](crate::HealthState::set_shared_status).
+//!
+//! ```
+//! use std::{sync::Arc, time::Duration};
+//! use tower_health_routing::{
+//!     Config, Deployment, HealthState, ProbeLoop,
+//!     shared::{MemoryStore, SharingSettings},
+//! };
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower_health_routing::ConfigError> {
+//! let cfg = || {
+//!     Config::builder()
+//!         .deployment(Deployment::builder("gpt-4o", "openai/gpt-4o").api_base("http://127.0.0.1:9/v1").build())
+//!         .health_check_interval(Duration::from_secs(30))
+//!         .build()
+//! };
+//! // Two layers in one binary take turns probing. Across processes, use a `RedisStore`
+//! // (feature `redis`), or just `use_shared_health_check: true` in the config.
+//! let store = Arc::new(MemoryStore::new());
+//! let sharing = SharingSettings::new().share_cooldowns(true);
+//! let (a, b) = (HealthState::new(cfg()?), HealthState::new(cfg()?));
+//! let pa = ProbeLoop::builder(&a).store(store.clone()).sharing(sharing.clone()).build()?.spawn();
+//! let pb = ProbeLoop::builder(&b).store(store).sharing(sharing).build()?.spawn();
+//! // ... serve with `HealthRoutingLayer::from_state(a)` and `(b)` ...
+//! pa.shutdown().await;
+//! pb.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
 
-use std::{fmt, time::SystemTime};
+mod cooldowns;
+mod coordinator;
+mod memory;
+#[cfg(feature = "redis")]
+mod redis;
+mod round;
+mod settings;
+mod store;
+
+use std::sync::Arc;
+
+use std::{
+    fmt,
+    time::{Duration, SystemTime},
+};
 
 use serde::Serialize;
+
+#[cfg(feature = "redis")]
+pub use self::redis::{DEFAULT_KEY_PREFIX, RedisStore, RedisStoreBuilder};
+pub(crate) use self::settings::Resolved;
+pub use self::{
+    memory::MemoryStore,
+    settings::{
+        DEFAULT_POLL_INTERVAL, MAX_DEFAULT_COMMAND_TIMEOUT, MAX_DEFAULT_LEASE, SharingSettings,
+    },
+    store::{HealthStore, Observation, SharedResult, SharedRound, StoreError, StoreFuture},
+};
+use crate::{config::Config, error::ConfigError};
 
 /// Whether this process shares health results with others.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -73,9 +166,73 @@ impl SharedStatus {
             detail: None,
         }
     }
+
+    /// How old the shared results are at `now` (wall clock), if there are any.
+    pub fn results_age(&self, now: SystemTime) -> Option<Duration> {
+        self.results_written_at
+            .map(|t| now.duration_since(t).unwrap_or(Duration::ZERO))
+    }
 }
 
 /// A random process id: 16 hex digits, unique per process (not a timestamp, which collides).
 pub(crate) fn random_process_id() -> String {
     format!("{:016x}", rand::random::<u64>())
+}
+
+/// The config key that switches sharing on; errors about sharing name it.
+const SHARED_FIELD: &str = "general_settings.use_shared_health_check";
+
+/// The store `config` asks for: `None` when `use_shared_health_check` is off; the
+/// [`RedisStore`] of `router_settings.redis_*` (or the `REDIS_*` environment, read when the
+/// config was parsed) when it is on.
+///
+/// Sharing switched on without a place to share is an error rather than a silent fallback
+/// to local probing: it names `general_settings.use_shared_health_check` and says where
+/// Redis is looked for. So is a build without the `redis` feature. Creating the store
+/// does not connect: an unreachable Redis is a degraded mode at run time, not an error.
+pub fn store_from_config(config: &Config) -> Result<Option<Arc<dyn HealthStore>>, ConfigError> {
+    if !config.health.use_shared_health_check {
+        return Ok(None);
+    }
+    #[cfg(feature = "redis")]
+    {
+        match &config.router.redis {
+            Some(r) => Ok(Some(Arc::new(RedisStore::new(r)?))),
+            None => Err(ConfigError::invalid(
+                SHARED_FIELD,
+                "is true but no Redis is configured: set router_settings.redis_url, or \
+                 router_settings.redis_host (with redis_port and redis_password), or the \
+                 environment variables REDIS_URL, or REDIS_HOST / REDIS_PORT / REDIS_PASSWORD",
+            )),
+        }
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        Err(ConfigError::invalid(
+            SHARED_FIELD,
+            "is true but this build of tower-health-routing lacks the `redis` feature",
+        ))
+    }
+}
+
+/// A probe loop's store and resolved knobs.
+#[derive(Clone)]
+pub(crate) struct Sharing {
+    pub(crate) store: Arc<dyn HealthStore>,
+    pub(crate) cfg: Resolved,
+}
+
+impl Sharing {
+    pub(crate) fn new(store: Arc<dyn HealthStore>, cfg: Resolved) -> Self {
+        Self { store, cfg }
+    }
+}
+
+impl fmt::Debug for Sharing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sharing")
+            .field("store", &self.store)
+            .field("settings", &self.cfg)
+            .finish()
+    }
 }

@@ -5,7 +5,11 @@
 // A Mutex guards the captured log buffer in tests only; never on the request path.
 #![allow(clippy::disallowed_types)]
 
+#[cfg(feature = "redis")]
+pub mod gateway;
+pub mod redis;
 pub mod script;
+pub mod store_contract;
 pub mod upstream;
 pub mod wire;
 
