@@ -5,6 +5,7 @@
 // A Mutex guards the captured log buffer in tests only; never on the request path.
 #![allow(clippy::disallowed_types)]
 
+pub mod endpoints;
 pub mod script;
 pub mod upstream;
 pub mod wire;
