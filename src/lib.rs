@@ -60,6 +60,8 @@ pub use deployment::{
     Deployment, DeploymentBuilder, DeploymentId, DeploymentParams, Mode, ModelGroup, ModelInfo,
     ParamValue,
 };
+#[cfg(feature = "axum")]
+pub use endpoints::health_router;
 pub use endpoints::{HealthEndpoints, HealthReport, ServiceCheck};
 pub use error::{
     BoxError, ConfigError, ConfigErrorKind, MissingRoute, NoDeploymentAvailable, UnknownRoute,

@@ -55,7 +55,9 @@
 //! surface. Set `health_check_details: false` to show only `model`, `model_id` and
 //! `exception_status` to anyone. `api_base` never shows `user:password@` or a query string.
 
+mod future;
 mod report;
+mod services;
 mod status;
 mod wire;
 
@@ -75,87 +77,27 @@ use std::{
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::Full;
-use serde_json::{Value, json};
 use tower_service::Service;
 
 #[cfg(feature = "axum")]
 pub use self::axum::health_router;
-pub use self::report::{EndpointEntry, HealthReport, REGION_FIELDS};
-use self::{report::View, wire::Resp};
+pub use self::{
+    future::ResponseFuture,
+    report::{EndpointEntry, HealthReport, REGION_FIELDS},
+    services::{
+        DEFAULT_SERVICE_TIMEOUT, ServiceCheck, ServiceCheckFn, ServiceCheckFuture, service_check_fn,
+    },
+};
+use self::{
+    future::{Kind, strip},
+    report::View,
+    wire::Resp,
+};
 use crate::{
     error::ConfigError,
     health::HealthState,
     probe::{ProbeLoop, ProbeTarget},
 };
-
-/// The default time a [`ServiceCheck`] may take before it counts as failed.
-pub const DEFAULT_SERVICE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The future a [`ServiceCheck`] returns: details (any JSON) or a short, secret-free message.
-pub type ServiceCheckFuture<'a> = Pin<Box<dyn Future<Output = Result<Value, String>> + Send + 'a>>;
-
-/// A named integration `/health/services?service=NAME` can check (Redis, a database, a
-/// logging sink).
-///
-/// The endpoint bounds the check with [`HealthEndpoints::service_timeout`] and scrubs every
-/// configured secret out of what it returns; still, return messages meant for people, not
-/// connection strings.
-///
-/// ```
-/// use tower_health_routing::endpoints::{ServiceCheck, ServiceCheckFuture};
-///
-/// struct Disk;
-/// impl ServiceCheck for Disk {
-///     fn check(&self) -> ServiceCheckFuture<'_> {
-///         Box::pin(async { Ok(serde_json::json!({"free_gb": 42})) })
-///     }
-/// }
-/// ```
-pub trait ServiceCheck: Send + Sync + 'static {
-    /// Checks the integration once.
-    fn check(&self) -> ServiceCheckFuture<'_>;
-}
-
-impl<C: ServiceCheck + ?Sized> ServiceCheck for Arc<C> {
-    fn check(&self) -> ServiceCheckFuture<'_> {
-        (**self).check()
-    }
-}
-
-/// A [`ServiceCheck`] from an async closure; see [`service_check_fn`].
-#[derive(Clone)]
-pub struct ServiceCheckFn<F>(F);
-
-impl<F> fmt::Debug for ServiceCheckFn<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ServiceCheckFn")
-    }
-}
-
-/// Makes a [`ServiceCheck`] of an async closure.
-///
-/// ```
-/// use tower_health_routing::endpoints::service_check_fn;
-/// let check = service_check_fn(|| async { Ok(serde_json::json!({"queue_depth": 3})) });
-/// # let _ = check;
-/// ```
-pub fn service_check_fn<F, Fut>(f: F) -> ServiceCheckFn<F>
-where
-    F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Value, String>> + Send + 'static,
-{
-    ServiceCheckFn(f)
-}
-
-impl<F, Fut> ServiceCheck for ServiceCheckFn<F>
-where
-    F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<Value, String>> + Send + 'static,
-{
-    fn check(&self) -> ServiceCheckFuture<'_> {
-        Box::pin((self.0)())
-    }
-}
 
 /// The health endpoints as one tower [`Service`]; see the [module docs](self).
 ///
@@ -164,7 +106,7 @@ where
 ///
 /// ```
 /// use tower::ServiceExt;
-/// use tower_health_routing::{Config, Deployment, HealthState, endpoints::HealthEndpoints, probe::ProbeLoop};
+/// use tower_health_routing::{Config, Deployment, endpoints::HealthEndpoints, probe::ProbeLoop};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), tower_health_routing::BoxError> {
@@ -397,58 +339,6 @@ impl HealthEndpoints {
             wire::json(code, &report)
         }))
     }
-
-    fn services_answer(&self, parts: &http::request::Parts) -> Answer {
-        let known = || {
-            if self.services.is_empty() {
-                "no services are registered".to_owned()
-            } else {
-                format!("known services: {}", self.service_names().join(", "))
-            }
-        };
-        let name = match wire::query_param(parts.uri.query(), "service") {
-            Ok(Some(n)) => n,
-            Ok(None) => {
-                let msg = format!("missing query parameter `service`; {}", known());
-                return Answer::Ready(self.client_error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    &msg,
-                ));
-            }
-            Err(e) => {
-                return Answer::Ready(self.client_error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    &e,
-                ));
-            }
-        };
-        let Some((name, check)) = self.services.iter().find(|(n, _)| *n == name).cloned() else {
-            let msg = format!("unknown service `{}`; {}", wire::short(&name), known());
-            return Answer::Ready(self.client_error(StatusCode::BAD_REQUEST, "bad_request", &msg));
-        };
-        let (timeout, scrubber) = (self.service_timeout, self.state.scrubber().clone());
-        Answer::Pending(Box::pin(async move {
-            let scrub = |t: &str| scrubber.scrub(t).into_owned();
-            match tokio::time::timeout(timeout, check.check()).await {
-                Ok(Ok(details)) => {
-                    let body = json!({"status": "healthy", "service": name,
-                        "details": wire::scrub_json(details, &scrub)});
-                    wire::json(StatusCode::OK, &body)
-                }
-                Ok(Err(e)) => {
-                    let body = json!({"status": "unhealthy", "service": name, "error": scrub(&e)});
-                    wire::json(StatusCode::SERVICE_UNAVAILABLE, &body)
-                }
-                Err(_) => {
-                    let e = format!("timed out after {:.3}s", timeout.as_secs_f64());
-                    let body = json!({"status": "unhealthy", "service": name, "error": e});
-                    wire::json(StatusCode::SERVICE_UNAVAILABLE, &body)
-                }
-            }
-        }))
-    }
 }
 
 /// `"I'm alive!"`: constant, built without touching any state.
@@ -495,66 +385,6 @@ impl<B> Service<Request<B>> for HealthEndpoints {
             Answer::Pending(fut) => ResponseFuture {
                 kind: Kind::Pending { fut, head },
             },
-        }
-    }
-}
-
-/// The response without its body, for `HEAD`.
-fn strip(resp: Resp, head: bool) -> Resp {
-    if head {
-        resp.map(|_| Full::new(Bytes::new()))
-    } else {
-        resp
-    }
-}
-
-/// The response future of [`HealthEndpoints`]: ready at once for the endpoints that
-/// answer from the snapshot, a boxed future for on-demand `/health` and service checks.
-pub struct ResponseFuture {
-    kind: Kind,
-}
-
-enum Kind {
-    Ready(Option<Resp>),
-    Pending {
-        fut: Pin<Box<dyn Future<Output = Resp> + Send>>,
-        head: bool,
-    },
-}
-
-impl ResponseFuture {
-    fn ready(resp: Resp) -> Self {
-        Self {
-            kind: Kind::Ready(Some(resp)),
-        }
-    }
-}
-
-impl fmt::Debug for ResponseFuture {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match self.kind {
-            Kind::Ready(_) => "ready",
-            Kind::Pending { .. } => "pending",
-        };
-        f.debug_struct("ResponseFuture")
-            .field("kind", &kind)
-            .finish()
-    }
-}
-
-impl Future for ResponseFuture {
-    type Output = Result<http::Response<Full<Bytes>>, Infallible>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match &mut self.kind {
-            Kind::Ready(resp) => Poll::Ready(Ok(resp.take().unwrap_or_else(|| {
-                wire::error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal_error",
-                    "response future polled after completion",
-                )
-            }))),
-            Kind::Pending { fut, head } => fut.as_mut().poll(cx).map(|r| Ok(strip(r, *head))),
         }
     }
 }
