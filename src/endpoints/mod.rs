@@ -1,5 +1,5 @@
 //! The health endpoints, in LiteLLM's JSON shapes: a framework-free tower
-//! [`Service`] ([`HealthEndpoints`]) and, with the `axum` feature, [`health_router`].
+//! [`Service`] ([`HealthEndpoints`]) and, with the `axum` feature, `health_router`.
 //!
 //! # Why here, and why this way
 //!
