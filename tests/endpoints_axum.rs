@@ -131,7 +131,7 @@ async fn over_a_real_socket_readiness_answers_while_health_waits_for_a_hanging_u
     let mut slow = Deployment::builder("r", "openai/m")
         .id("hang")
         .api_base(hanging.v1());
-    slow.info_mut().health_check_timeout = Some(Duration::from_millis(1500));
+    slow.info_mut().health_check_timeout = Some(Duration::from_secs(3));
     let ds = vec![
         Deployment::builder("r", "openai/m")
             .id("ok")
@@ -158,7 +158,7 @@ async fn over_a_real_socket_readiness_answers_while_health_waits_for_a_hanging_u
         async move { get_real(&base, "/health").await }
     });
     // Wait (bounded) until the hanging upstream holds a probe, then ask the fast paths.
-    assert!(support::eventually(Duration::from_secs(1), || hanging.count() == 1).await);
+    assert!(support::eventually(Duration::from_secs(2), || hanging.count() == 1).await);
     for path in ["/health/liveliness", "/health/readiness"] {
         let (status, _) = tokio::time::timeout(Duration::from_millis(500), get_real(&base, path))
             .await
