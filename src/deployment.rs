@@ -13,7 +13,7 @@ use crate::secret::{Secret, looks_secret};
 /// A deployment's unique id (`model_info.id`, or one derived from its params).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct DeploymentId(Arc<str>);
+pub struct DeploymentId(pub(crate) Arc<str>);
 
 impl DeploymentId {
     /// Wraps an id.

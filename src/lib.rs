@@ -42,6 +42,7 @@ pub mod balance;
 pub mod config;
 mod cooldown;
 mod deployment;
+pub mod endpoints;
 mod error;
 pub mod health;
 pub mod probe;
@@ -50,6 +51,7 @@ pub mod routing;
 mod secret;
 pub mod shared;
 mod stats;
+pub mod telemetry;
 
 pub use config::{
     Config, ConfigBuilder, HealthCheckSettings, RedisSettings, RouterSettings, RoutingStrategy,
@@ -59,6 +61,9 @@ pub use deployment::{
     Deployment, DeploymentBuilder, DeploymentId, DeploymentParams, Mode, ModelGroup, ModelInfo,
     ParamValue,
 };
+#[cfg(feature = "axum")]
+pub use endpoints::health_router;
+pub use endpoints::{HealthEndpoints, HealthReport, ServiceCheck};
 pub use error::{
     BoxError, ConfigError, ConfigErrorKind, MissingRoute, NoDeploymentAvailable, UnknownRoute,
 };

@@ -114,6 +114,12 @@ impl HealthState {
     pub fn record(&self, results: impl IntoIterator<Item = (DeploymentId, HealthRecord)>) {
         let results: Vec<_> = results.into_iter().collect();
         self.publish(|cur, now| cur.with_records(&results, now));
+        let snap = self.load();
+        crate::telemetry::record_health(
+            results
+                .iter()
+                .filter_map(|(id, rec)| Some((&**snap.deployment(id.as_str())?, rec))),
+        );
     }
 
     /// Replaces the deployment list; health and statistics of ids that stay are kept.

@@ -143,11 +143,23 @@ impl Candidates {
 }
 
 /// Mutable per-route state that outlives snapshots (round-robin position, warnings).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct RouteState {
     pub(crate) next: std::sync::atomic::AtomicUsize,
     /// The snapshot version for which the bypass warning was last logged.
     pub(crate) bypass_warned: std::sync::atomic::AtomicU64,
+    /// The route's counters, keys built once (see `telemetry`).
+    pub(crate) metrics: crate::telemetry::RouteMetrics,
+}
+
+impl RouteState {
+    fn new(name: &Arc<str>) -> Self {
+        Self {
+            next: Default::default(),
+            bypass_warned: Default::default(),
+            metrics: crate::telemetry::RouteMetrics::new(name),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -226,9 +238,10 @@ impl HealthSnapshot {
         let routes = members
             .into_iter()
             .map(|(name, m)| {
-                let state = prev
-                    .and_then(|p| p.routes.get(&name))
-                    .map_or_else(Default::default, |r| Arc::clone(&r.state));
+                let state = prev.and_then(|p| p.routes.get(&name)).map_or_else(
+                    || Arc::new(RouteState::new(&name)),
+                    |r| Arc::clone(&r.state),
+                );
                 let route = build_route(
                     Arc::clone(&name),
                     m.into(),

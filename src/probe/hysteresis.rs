@@ -176,6 +176,7 @@ pub(crate) fn feed_cooldown(state: &HealthState, results: &[ProbeReport]) {
             .cooldown
             .record(outcome, now, route_len, policy, own)
         {
+            crate::telemetry::record_cooldown(&r.deployment, "probe");
             tracing::info!(
                 model_id = %r.id(),
                 route = r.deployment.route(),

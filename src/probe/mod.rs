@@ -94,6 +94,7 @@ use tokio::{
 };
 use tracing::Instrument;
 
+pub(crate) use self::round::on_demand_targets as targets;
 pub use self::{
     defaults::{DEFAULT_MAX_TOKENS, DEFAULT_PROMPT, ProbeDefaults},
     handle::ProbeHandle,

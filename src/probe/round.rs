@@ -83,6 +83,7 @@ impl Runner {
         };
         let checked_at = Instant::now();
         let latency = checked_at.saturating_duration_since(started);
+        crate::telemetry::record_probe(&d, &outcome, latency);
         tracing::debug!(
             model_id = %d.id(),
             route = d.route(),

@@ -67,6 +67,7 @@ impl Observer {
             d.params.cooldown_time,
         );
         if let Some(dur) = entered {
+            crate::telemetry::record_cooldown(d, "request");
             let status = match outcome {
                 Outcome::Failure { status, .. } => status,
                 _ => None,

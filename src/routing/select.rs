@@ -192,6 +192,7 @@ impl Picker {
         exclude: &[DeploymentId],
     ) -> Result<Pick<'s>, PickError> {
         let Some(r) = snap.routes.get(route) else {
+            crate::telemetry::record_unknown_route();
             return Err(PickError::UnknownRoute(UnknownRoute {
                 route: route.into(),
             }));
@@ -211,15 +212,21 @@ impl Picker {
             &mut now,
             &excluded,
         ) {
-            Ok((index, bypassed)) => Ok(Pick {
-                entry: &snap.entries[index as usize],
-                route_len: r.all.idx.len(),
-                bypassed,
-            }),
-            Err(retry_after) => Err(PickError::NoDeploymentAvailable(NoDeploymentAvailable {
-                route: Arc::clone(&r.name),
-                retry_after,
-            })),
+            Ok((index, bypassed)) => {
+                r.state.metrics.decided(bypassed);
+                Ok(Pick {
+                    entry: &snap.entries[index as usize],
+                    route_len: r.all.idx.len(),
+                    bypassed,
+                })
+            }
+            Err(retry_after) => {
+                r.state.metrics.refused();
+                Err(PickError::NoDeploymentAvailable(NoDeploymentAvailable {
+                    route: Arc::clone(&r.name),
+                    retry_after,
+                }))
+            }
         }
     }
 }

@@ -5,6 +5,7 @@
 // A Mutex guards the captured log buffer in tests only; never on the request path.
 #![allow(clippy::disallowed_types)]
 
+pub mod endpoints;
 #[cfg(feature = "redis")]
 pub mod gateway;
 pub mod redis;

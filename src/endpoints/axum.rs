@@ -1,0 +1,41 @@
+//! [`health_router`]: the endpoints as an axum `Router`, to `.merge()` into an app.
+
+use super::HealthEndpoints;
+
+/// The health endpoints as an axum [`Router`](::axum::Router) (feature `axum`): every path
+/// of the [module table](super) served by `endpoints`, ready to `.merge()` into an app of
+/// any state type.
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use tower_health_routing::{Config, Deployment, endpoints::{HealthEndpoints, health_router}, probe::ProbeLoop};
+///
+/// # fn main() -> Result<(), tower_health_routing::ConfigError> {
+/// let cfg = Config::builder()
+///     .deployment(Deployment::builder("gpt-4o", "openai/gpt-4o").api_base("http://127.0.0.1:9/v1").build())
+///     .build()?;
+/// let (state, probes) = ProbeLoop::from_config(cfg)?;
+/// let app: Router = Router::new()
+///     .route("/", get(|| async { "hello" }))
+///     .merge(health_router(HealthEndpoints::new(state, probes)));
+/// # let _ = app;
+/// # Ok(())
+/// # }
+/// ```
+pub fn health_router<S>(endpoints: HealthEndpoints) -> ::axum::Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    const PATHS: &[&str] = &[
+        "/health",
+        "/health/liveliness",
+        "/health/liveness",
+        "/health/readiness",
+        "/health/readiness/details",
+        "/health/shared-status",
+        "/health/services",
+    ];
+    PATHS.iter().fold(::axum::Router::new(), |router, path| {
+        router.route_service(path, endpoints.clone())
+    })
+}

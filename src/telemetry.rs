@@ -1,0 +1,272 @@
+//! Metrics, recorded through the [`metrics`] facade.
+//!
+//! # Why a facade
+//!
+//! A library should not pick its users' exporter: recording through `metrics` costs next
+//! to nothing until an application installs a recorder (Prometheus, StatsD, OpenTelemetry,
+//! a test's debugging recorder), and then every metric below flows to it. Call
+//! [`describe`] after installing the recorder to attach help texts and units.
+//!
+//! # What is recorded
+//!
+//! | name | kind | labels | when |
+//! |---|---|---|---|
+//! | `tower_health_routing_deployment_healthy` | gauge | `route`, `model_id` | each published health result: 1 passed, 0 failed |
+//! | `tower_health_routing_probe_duration_seconds` | histogram | `route`, `model_id` | each probe (background and on-demand), up to its timeout |
+//! | `tower_health_routing_probes_total` | counter | `route`, `model_id`, `reason` | each probe; `reason` is one of [`PROBE_REASONS`] |
+//! | `tower_health_routing_routing_decisions_total` | counter | `route` | each request routed to a deployment |
+//! | `tower_health_routing_health_filter_bypasses_total` | counter | `route` | each request routed with the health filter skipped (every deployment had failed) |
+//! | `tower_health_routing_no_deployment_available_total` | counter | `route` | each request refused because every deployment was cooling down or excluded |
+//! | `tower_health_routing_unknown_route_total` | counter | none | each request for a route no deployment serves (no label: the name comes from the client) |
+//! | `tower_health_routing_cooldowns_total` | counter | `route`, `model_id`, `source` | each time a deployment enters (or extends) a cooldown; `source` is `request` or `probe` |
+//!
+//! # Labels
+//!
+//! Every label value is bounded by the configuration or by a fixed list: `route` is a
+//! configured `model_name`, `model_id` a configured (or derived) deployment id, `reason`
+//! and `source` come from fixed lists. No label carries a URL, an error text, a client-chosen
+//! string or a secret.
+//!
+//! # Cost on the request path
+//!
+//! The per-route counters of routing decisions keep their [`metrics::Key`] (name and
+//! labels) in the route's state, built once, so a decision allocates nothing for metrics:
+//! it asks the current recorder for the handle and increments it (with no recorder
+//! installed, that is a no-op).
+
+use std::sync::Arc;
+
+use metrics::{Key, Label, Level, Metadata, SharedString, Unit};
+
+use crate::{deployment::Deployment, health::HealthRecord, probe::ProbeOutcome};
+
+/// Gauge: 1 when a deployment's last published health result passed, 0 when it failed.
+pub const DEPLOYMENT_HEALTHY: &str = "tower_health_routing_deployment_healthy";
+/// Histogram: how long each probe took, in seconds.
+pub const PROBE_DURATION: &str = "tower_health_routing_probe_duration_seconds";
+/// Counter: probes by outcome (`reason`, one of [`PROBE_REASONS`]).
+pub const PROBES: &str = "tower_health_routing_probes_total";
+/// Counter: requests routed to a deployment, per route.
+pub const ROUTING_DECISIONS: &str = "tower_health_routing_routing_decisions_total";
+/// Counter: requests routed with the health filter bypassed, per route.
+pub const HEALTH_FILTER_BYPASSES: &str = "tower_health_routing_health_filter_bypasses_total";
+/// Counter: requests refused because no deployment of the route was available.
+pub const NO_DEPLOYMENT_AVAILABLE: &str = "tower_health_routing_no_deployment_available_total";
+/// Counter: requests for an unknown route (no label).
+pub const UNKNOWN_ROUTE: &str = "tower_health_routing_unknown_route_total";
+/// Counter: cooldowns entered, per deployment and `source` (`request` or `probe`).
+pub const COOLDOWNS: &str = "tower_health_routing_cooldowns_total";
+
+/// Every value the `reason` label of [`PROBES`] takes:
+///
+/// | reason | meaning |
+/// |---|---|
+/// | `ok` | the probe passed |
+/// | `timeout` | no answer within the probe's timeout, or a 408 |
+/// | `connect` | the connection could not be made |
+/// | `tls` | the TLS handshake failed |
+/// | `rate_limited` | 429 |
+/// | `auth` | 401 or 403 |
+/// | `probe_rejected` | a 400/422 saying the probe request itself was malformed |
+/// | `status_4xx` | any other 4xx |
+/// | `status_5xx` | a 5xx |
+/// | `unsupported` | the deployment cannot be probed (no endpoint, mode not offered) |
+/// | `panic` | the prober panicked |
+/// | `error` | anything else |
+pub const PROBE_REASONS: &[&str] = &[
+    "ok",
+    "timeout",
+    "connect",
+    "tls",
+    "rate_limited",
+    "auth",
+    "probe_rejected",
+    "status_4xx",
+    "status_5xx",
+    "unsupported",
+    "panic",
+    "error",
+];
+
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+/// Attaches help texts and units to every metric above, on the recorder installed now.
+/// Call it once after installing your recorder (optional: metrics are recorded either way).
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(
+        DEPLOYMENT_HEALTHY,
+        "1 when the deployment's last published health check passed, 0 when it failed"
+    );
+    describe_histogram!(
+        PROBE_DURATION,
+        Unit::Seconds,
+        "Duration of each health probe"
+    );
+    describe_counter!(PROBES, "Health probes, by outcome reason");
+    describe_counter!(
+        ROUTING_DECISIONS,
+        "Requests routed to a deployment, per route"
+    );
+    describe_counter!(
+        HEALTH_FILTER_BYPASSES,
+        "Requests routed with the health filter skipped because every deployment had failed its check"
+    );
+    describe_counter!(
+        NO_DEPLOYMENT_AVAILABLE,
+        "Requests refused because every deployment of the route was cooling down or excluded"
+    );
+    describe_counter!(UNKNOWN_ROUTE, "Requests for a route no deployment serves");
+    describe_counter!(
+        COOLDOWNS,
+        "Times a deployment entered or extended a cooldown"
+    );
+}
+
+/// The `reason` label of a probe outcome: always one of [`PROBE_REASONS`].
+pub fn probe_reason(outcome: &ProbeOutcome) -> &'static str {
+    if outcome.healthy {
+        return "ok";
+    }
+    let reason = outcome.reason.as_deref().unwrap_or("");
+    let starts = |p: &str| reason.starts_with(p);
+    if starts("probe_rejected") {
+        return "probe_rejected";
+    }
+    match outcome.status {
+        Some(408) => "timeout",
+        Some(429) => "rate_limited",
+        Some(401 | 403) => "auth",
+        Some(400..=499) => "status_4xx",
+        Some(500..=599) => "status_5xx",
+        _ if starts("timeout") => "timeout",
+        _ if starts("connect") => "connect",
+        _ if starts("tls") => "tls",
+        _ if starts("unsupported") => "unsupported",
+        _ if starts("prober panicked") => "panic",
+        _ => "error",
+    }
+}
+
+fn deployment_labels(d: &Deployment) -> Vec<Label> {
+    let mut v = Vec::with_capacity(3);
+    v.push(Label::new(
+        "route",
+        SharedString::from(Arc::clone(&d.route)),
+    ));
+    v.push(Label::new(
+        "model_id",
+        SharedString::from(Arc::clone(&d.id.0)),
+    ));
+    v
+}
+
+/// Records one probe: its duration and its outcome.
+pub(crate) fn record_probe(d: &Deployment, outcome: &ProbeOutcome, latency: std::time::Duration) {
+    let mut labels = deployment_labels(d);
+    metrics::histogram!(PROBE_DURATION, labels.clone()).record(latency.as_secs_f64());
+    labels.push(Label::from_static_parts("reason", probe_reason(outcome)));
+    metrics::counter!(PROBES, labels).increment(1);
+}
+
+/// Records published health results (the deployment gauge).
+pub(crate) fn record_health<'a>(
+    results: impl IntoIterator<Item = (&'a Deployment, &'a HealthRecord)>,
+) {
+    for (d, rec) in results {
+        let v = if rec.healthy { 1.0 } else { 0.0 };
+        metrics::gauge!(DEPLOYMENT_HEALTHY, deployment_labels(d)).set(v);
+    }
+}
+
+/// Records a cooldown entered by a deployment; `source` is `request` or `probe`.
+pub(crate) fn record_cooldown(d: &Deployment, source: &'static str) {
+    let mut labels = deployment_labels(d);
+    labels.push(Label::from_static_parts("source", source));
+    metrics::counter!(COOLDOWNS, labels).increment(1);
+}
+
+/// Records a request for an unknown route.
+pub(crate) fn record_unknown_route() {
+    static KEY: Key = Key::from_static_name(UNKNOWN_ROUTE);
+    increment(&KEY);
+}
+
+/// The routing counters of one route, with their keys built once.
+#[derive(Debug)]
+pub(crate) struct RouteMetrics {
+    decisions: Key,
+    bypasses: Key,
+    no_deployment: Key,
+}
+
+impl RouteMetrics {
+    pub(crate) fn new(route: &Arc<str>) -> Self {
+        let key = |name: &'static str| {
+            Key::from_parts(
+                name,
+                vec![Label::new("route", SharedString::from(Arc::clone(route)))],
+            )
+        };
+        Self {
+            decisions: key(ROUTING_DECISIONS),
+            bypasses: key(HEALTH_FILTER_BYPASSES),
+            no_deployment: key(NO_DEPLOYMENT_AVAILABLE),
+        }
+    }
+
+    /// A request was routed; `bypassed`: with the health filter skipped.
+    pub(crate) fn decided(&self, bypassed: bool) {
+        increment(&self.decisions);
+        if bypassed {
+            increment(&self.bypasses);
+        }
+    }
+
+    /// A request was refused: no deployment available.
+    pub(crate) fn refused(&self) {
+        increment(&self.no_deployment);
+    }
+}
+
+fn increment(key: &Key) {
+    metrics::with_recorder(|r| r.register_counter(key, &METADATA).increment(1));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_a_fixed_set() {
+        let cases = [
+            (ProbeOutcome::healthy(), "ok"),
+            (ProbeOutcome::timeout(), "timeout"),
+            (ProbeOutcome::unhealthy("connect: refused"), "connect"),
+            (ProbeOutcome::unhealthy("tls: bad cert"), "tls"),
+            (
+                ProbeOutcome::unhealthy("x").with_status(429),
+                "rate_limited",
+            ),
+            (ProbeOutcome::unhealthy("x").with_status(401), "auth"),
+            (ProbeOutcome::unhealthy("x").with_status(404), "status_4xx"),
+            (ProbeOutcome::unhealthy("x").with_status(503), "status_5xx"),
+            (
+                ProbeOutcome::unhealthy("probe_rejected: max_tokens").with_status(400),
+                "probe_rejected",
+            ),
+            (
+                ProbeOutcome::unhealthy("unsupported: no api_base"),
+                "unsupported",
+            ),
+            (ProbeOutcome::unhealthy("prober panicked"), "panic"),
+            (ProbeOutcome::unhealthy("anything at all, sk-123"), "error"),
+        ];
+        for (o, want) in cases {
+            let got = probe_reason(&o);
+            assert_eq!(got, want, "{o:?}");
+            assert!(PROBE_REASONS.contains(&got));
+        }
+    }
+}
