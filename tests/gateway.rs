@@ -61,6 +61,7 @@ async fn start(cfg: Config) -> Running {
         &app::Options {
             upstream_timeout: Duration::from_secs(2),
             max_body: 1 << 20,
+            metrics: Some(prometheus()),
         },
     )
     .unwrap();
@@ -80,6 +81,38 @@ async fn start(cfg: Config) -> Running {
         state,
         stop: Some(stop),
         done,
+    }
+}
+
+/// The process-wide Prometheus recorder (installed once for this test binary).
+fn prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).expect("first recorder of this binary");
+            handle
+        })
+        .clone()
+}
+
+async fn get(addr: SocketAddr, path: &str, key: Option<&str>) -> Reply {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut req = http::Request::get(format!("http://{addr}{path}"));
+    if let Some(k) = key {
+        req = req.header("authorization", format!("Bearer {k}"));
+    }
+    let resp = client
+        .request(req.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    Reply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
     }
 }
 
@@ -461,5 +494,66 @@ async fn the_master_key_guards_the_api() {
             "{h}"
         );
     }
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_endpoints_and_metrics_are_served_on_the_same_port() {
+    let ups = upstreams(2).await;
+    ups[1].control.set(Fault::Error500);
+    let cfg = config(&ups)
+        .master_key("sk-master-9")
+        .background_health_checks(true)
+        .health_check_interval(Duration::from_millis(200))
+        .enable_health_check_routing(true)
+        .build()
+        .unwrap();
+    let gw = start(cfg).await;
+    until(Duration::from_secs(3), || {
+        healthy(&gw.state, "up-2") == Some(false)
+    })
+    .await;
+    assert_eq!(get(gw.addr, "/health/liveliness", None).await.status, 200);
+    assert_eq!(get(gw.addr, "/health/readiness", None).await.status, 200);
+    assert_eq!(get(gw.addr, "/health", None).await.status, 401);
+    let h = get(gw.addr, "/health", Some("sk-master-9")).await;
+    assert_eq!(h.status, 200);
+    let v = h.json();
+    assert_eq!(
+        (v["healthy_count"].as_u64(), v["unhealthy_count"].as_u64()),
+        (Some(1), Some(1)),
+        "{v}"
+    );
+    assert_eq!(v["unhealthy_endpoints"][0]["model_id"], "up-2");
+    assert_eq!(v["unhealthy_endpoints"][0]["exception_status"], 500);
+    assert!(
+        !String::from_utf8_lossy(&h.body).contains(KEY_PREFIX),
+        "no key in /health"
+    );
+    let r = chat(gw.addr, "gpt-4o").await;
+    assert_eq!(
+        (r.status, r.served_by().as_str()),
+        (401, ""),
+        "the API needs the key too"
+    );
+    let r = send(
+        gw.addr,
+        "/v1/chat/completions",
+        json!({"model": "gpt-4o", "messages": []}).to_string(),
+        &[("authorization", "Bearer sk-master-9")],
+    )
+    .await;
+    assert_eq!((r.status, r.served_by().as_str()), (200, "up-1"));
+    let m = get(gw.addr, "/metrics", None).await;
+    let text = String::from_utf8_lossy(&m.body).into_owned();
+    assert_eq!(m.status, 200);
+    for name in [
+        "tower_health_routing_routing_decisions_total",
+        "tower_health_routing_deployment_healthy",
+        "tower_health_routing_probes_total",
+    ] {
+        assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
+    }
+    assert!(!text.contains(KEY_PREFIX) && !text.contains("sk-master-9"));
     gw.shutdown().await;
 }

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! auth (master_key) → buffer + parse the body, read "model" (400 if malformed)
-//!   → RetryLayer (num_retries: a 5xx/429/connection error is re-sent to another deployment)
+//!   → RetryLayer (num_retries: a 5xx/408/429/401 or connection error goes to another deployment)
 //!   → HealthRouting (route = "model": health filter, cooldown, balancer; 400 unknown model,
 //!     429 + Retry-After when every deployment cools down)
 //!   → Forwarder: rewrite "model" to the deployment's, add its credentials, send with hyper;
@@ -59,6 +59,8 @@ pub struct Options {
     pub upstream_timeout: Duration,
     /// The largest request body accepted (audio uploads included); larger is a 413.
     pub max_body: usize,
+    /// Serve `/metrics` (Prometheus text) from this handle, when given.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl Default for Options {
@@ -66,6 +68,7 @@ impl Default for Options {
         Self {
             upstream_timeout: Duration::from_secs(600),
             max_body: 64 << 20,
+            metrics: None,
         }
     }
 }
@@ -127,11 +130,13 @@ pub fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Resp
 /// 401 unless the request carries the master key (when one is configured).
 fn check_key(app: &App, headers: &HeaderMap) -> Result<(), Box<Response>> {
     match &app.state.config().master_key {
-        Some(key) if !authorized(headers, key.expose()) => Err(Box::new(error(
-            StatusCode::UNAUTHORIZED,
-            "auth_error",
-            "missing or invalid key: send `Authorization: Bearer <key>`",
-        ))),
+        Some(key) if !tower_health_routing::endpoints::has_key(headers, key) => {
+            Err(Box::new(error(
+                StatusCode::UNAUTHORIZED,
+                "auth_error",
+                "missing or invalid key: send `Authorization: Bearer <key>`",
+            )))
+        }
         _ => Ok(()),
     }
 }
@@ -415,22 +420,6 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Whether `headers` carry the master key (Bearer, `x-litellm-api-key` or `api-key`), compared in constant time.
-pub fn authorized(headers: &HeaderMap, key: &str) -> bool {
-    use subtle::ConstantTimeEq;
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .or_else(|| {
-            headers
-                .get("x-litellm-api-key")
-                .and_then(|v| v.to_str().ok())
-        })
-        .or_else(|| headers.get("api-key").and_then(|v| v.to_str().ok()));
-    given.is_some_and(|g| bool::from(g.as_bytes().ct_eq(key.as_bytes())))
-}
-
 /// Builds the layer and state from `config`.
 pub fn routing(config: Config) -> (HealthState, HealthRoutingLayer) {
     let layer = HealthRoutingLayer::new(config);
@@ -447,11 +436,31 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Builds the gateway from a validated config.
+    /// Builds the gateway from a validated config: the API routes, the health endpoints
+    /// (with a Redis service check when results are shared), and `/metrics` when asked.
     pub fn new(config: Config, options: &Options) -> Result<Self, BoxError> {
         let (state, layer) = routing(config);
         let probes = tower_health_routing::ProbeLoop::new(&state)?;
-        let router = api_router(state.clone(), layer, options);
+        // The same probe loop serves on-demand /health rounds: one concurrency bound for both.
+        let mut endpoints =
+            tower_health_routing::HealthEndpoints::new(state.clone(), probes.clone());
+        if let Some(store) = tower_health_routing::shared::store_from_config(state.config())? {
+            endpoints = endpoints.service(
+                "redis",
+                tower_health_routing::endpoints::service_check_fn(move || {
+                    let store = std::sync::Arc::clone(&store);
+                    async move {
+                        let rtt = store.ping().await.map_err(|e| e.to_string())?;
+                        Ok(json!({"latency_ms": rtt.as_secs_f64() * 1e3}))
+                    }
+                }),
+            );
+        }
+        let mut router = api_router(state.clone(), layer, options)
+            .merge(tower_health_routing::health_router(endpoints));
+        if let Some(handle) = options.metrics.clone() {
+            router = router.route("/metrics", get(move || std::future::ready(handle.render())));
+        }
         Ok(Self {
             state,
             probes,

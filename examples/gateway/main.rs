@@ -8,7 +8,8 @@
 //!   `/v1/images/generations`, `/v1/audio/speech`, `/v1/audio/transcriptions`, `/v1/rerank`,
 //!   `/v1/responses` (also without `/v1`), `GET /v1/models`. The route is the body's `model`.
 //! * Health: `/health`, `/health/readiness`, `/health/liveliness`, `/health/shared-status`,
-//!   `/health/services`; Prometheus metrics on `/metrics`.
+//!   `/health/services` (the library's `health_router`); Prometheus metrics on `/metrics`
+//!   (open, like LiteLLM's; no label carries a secret).
 //! * `--health`: ask a running gateway's `/health` and print a table, like `litellm --health`
 //!   (exit code 1 when a deployment is unhealthy, 2 when the gateway cannot be asked).
 //!
@@ -82,10 +83,25 @@ async fn serve(cli: Cli) -> Result<(), BoxError> {
     let config = Config::from_yaml_file(&path)?;
     let timeout =
         Duration::try_from_secs_f64(cli.timeout).map_err(|_| "--timeout: expected seconds >= 0")?;
+    // Metrics: the library records through the `metrics` facade; expose them on /metrics.
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let metrics_handle = recorder.handle();
+    metrics::set_global_recorder(recorder)
+        .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
+    tower_health_routing::telemetry::describe();
+    let upkeep = metrics_handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     let gw = app::Gateway::new(
         config,
         &app::Options {
             upstream_timeout: timeout,
+            metrics: Some(metrics_handle),
             ..app::Options::default()
         },
     )?;

@@ -87,6 +87,7 @@ pub use self::{
     services::{
         DEFAULT_SERVICE_TIMEOUT, ServiceCheck, ServiceCheckFn, ServiceCheckFuture, service_check_fn,
     },
+    wire::has_key,
 };
 use self::{
     future::{Kind, strip},

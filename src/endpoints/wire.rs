@@ -75,7 +75,7 @@ pub(crate) fn unauthorized() -> Resp {
 /// Whether `headers` carry `key` in `Authorization: Bearer`, `x-litellm-api-key` or
 /// `api-key` (the last two with or without `Bearer `). Compared in constant time over
 /// SHA-256 digests, so neither the key's bytes nor its length leak through timing.
-pub(crate) fn has_key(headers: &HeaderMap, key: &Secret) -> bool {
+pub fn has_key(headers: &HeaderMap, key: &Secret) -> bool {
     let want = Sha256::digest(key.expose().as_bytes());
     let mut ok = subtle::Choice::from(0);
     for name in [
