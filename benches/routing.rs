@@ -107,6 +107,9 @@ fn decision(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
+    // As in a service: the state lives in a runtime, so its staleness watchdog exists and
+    // decisions read no clock.
+    let _enter = rt.enter();
     let mut g = c.benchmark_group("decision");
     g.measurement_time(Duration::from_secs(2))
         .warm_up_time(Duration::from_millis(500));
@@ -155,6 +158,7 @@ fn under_writer(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
+    let _enter = rt.enter();
     let mut g = c.benchmark_group("decision-under-writer");
     g.measurement_time(Duration::from_secs(2))
         .warm_up_time(Duration::from_millis(500));
