@@ -456,8 +456,11 @@ impl Gateway {
                 }),
             );
         }
+        // The endpoints are a plain tower Service (no framework feature needed): mount it on
+        // the paths it serves. With the `axum` feature, `health_router(endpoints)` does the same.
         let mut router = api_router(state.clone(), layer, options)
-            .merge(tower_health_routing::health_router(endpoints));
+            .route_service("/health", endpoints.clone())
+            .route_service("/health/{*rest}", endpoints);
         if let Some(handle) = options.metrics.clone() {
             router = router.route("/metrics", get(move || std::future::ready(handle.render())));
         }
