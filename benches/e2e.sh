@@ -38,6 +38,8 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; [ -f 
 trap cleanup EXIT
 
 UP=18081; PX=18082; GW=18083; LL=18084
+# Both gateways check the same master key (LiteLLM refuses to start without one).
+KEY="sk-bench-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
 REPLY='{"id":"chatcmpl-1","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"hello"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}'
 
 nginx_conf() { # dir, server block
@@ -67,10 +69,11 @@ model_list:
   - model_name: gpt-4o-mini
     litellm_params: { model: openai/gpt-4o-mini, api_base: "http://127.0.0.1:$UP/v1", api_key: sk-bench }
     model_info: { id: bench-1 }
-general_settings: { background_health_checks: true, health_check_interval: 1, enable_health_check_routing: true }
+general_settings: { master_key: "$KEY", background_health_checks: true, health_check_interval: 1, enable_health_check_routing: true }
 YAML
 cargo build -q --release --example gateway
-RUST_LOG=warn target/release/examples/gateway --config "$WORK/gateway.yaml" --host 127.0.0.1 --port $GW & PIDS+=($!)
+# One worker thread, like the one nginx worker process it is compared with.
+RUST_LOG=warn target/release/examples/gateway --config "$WORK/gateway.yaml" --host 127.0.0.1 --port $GW --workers 1 & PIDS+=($!)
 GW_PID=$!
 
 if [ "$LITELLM" = 1 ]; then
@@ -80,19 +83,28 @@ if [ "$LITELLM" = 1 ]; then
 model_list:
   - model_name: gpt-4o-mini
     litellm_params: { model: openai/gpt-4o-mini, api_base: "http://127.0.0.1:$UP/v1", api_key: sk-bench }
-general_settings: { background_health_checks: true, health_check_interval: 1, enable_health_check_routing: true }
+general_settings: { master_key: "$KEY", background_health_checks: true, health_check_interval: 1, enable_health_check_routing: true }
 YAML
   "$VENV/bin/litellm" --config "$WORK/litellm.yaml" --host 127.0.0.1 --port $LL > "$WORK/litellm.log" 2>&1 & PIDS+=($!)
   LL_PID=$!
 fi
 
-cat > "$WORK/post.lua" <<'LUA'
+cat > "$WORK/post.lua" <<LUA
 wrk.method = "POST"
 wrk.body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
 wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $KEY"
 LUA
 
-wait_up() { for _ in $(seq 1 600); do curl -s -o /dev/null "http://127.0.0.1:$1/v1/chat/completions" -d '{"model":"gpt-4o-mini","messages":[]}' && return 0; sleep 0.1; done; echo "port $1 never came up" >&2; return 1; }
+wait_up() {
+  for _ in $(seq 1 900); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/v1/chat/completions" -H "Authorization: Bearer $KEY" \
+      -H 'Content-Type: application/json' -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}' || true)
+    [ "$code" = 200 ] && return 0
+    sleep 0.1
+  done
+  echo "port $1 never answered 200 (last: $code)" >&2; [ -f "$WORK/litellm.log" ] && tail -20 "$WORK/litellm.log" >&2; return 1
+}
 wait_up $UP; wait_up $PX; wait_up $GW; [ "$LITELLM" = 1 ] && wait_up $LL
 
 cpu_ticks() { # sum of utime+stime over pids

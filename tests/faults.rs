@@ -42,9 +42,10 @@ fn open_fds() -> usize {
 }
 
 /// The faults of each phase for upstreams 1..=4 (`None`: dead, listener closed).
-/// At most three are broken at a time, and consecutive phases share a deployment that
-/// stays healthy across the switch, so the route always has one that can serve (a
-/// deployment that just recovered may still be cooling down from its failures).
+/// At most three are broken at a time, and every phase keeps a deployment that served
+/// cleanly through the phase before: one that just recovered may still be cooling down
+/// (its failures of the minute count against it, and its first requests may meet pooled
+/// connections to the process that died), so it cannot be the only one left.
 fn plan(phase: usize) -> [Option<Fault>; 4] {
     use Fault::*;
     match phase % 6 {
@@ -53,7 +54,7 @@ fn plan(phase: usize) -> [Option<Fault>; 4] {
         2 => [Some(None), Some(Reset), Some(Hang), Some(None)],
         3 => [Option::None, Some(Slow), Some(Flap), Some(None)],
         4 => [Some(None), Some(Hang), Some(Error500), Some(None)],
-        _ => [Some(None), Some(Flap), Some(Reset), Some(RateLimited)],
+        _ => [Some(Flap), Some(None), Some(Reset), Some(None)],
     }
 }
 

@@ -208,12 +208,20 @@ async fn request_model(headers: &HeaderMap, body: &Bytes) -> Result<String, Stri
         }
         return Err("multipart body has no `model` field".to_owned());
     }
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("malformed JSON body: {e}"))?;
-    match v.get("model") {
-        Some(Value::String(m)) if !m.is_empty() => Ok(m.clone()),
+    // Only `model` is read; the rest is validated as JSON but not built into a tree.
+    let m: ModelField =
+        serde_json::from_slice(body).map_err(|e| format!("malformed JSON body: {e}"))?;
+    match m.model {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s),
         Some(_) => Err("`model` must be a non-empty string".to_owned()),
         None => Err("the body has no `model`".to_owned()),
     }
+}
+
+/// The `model` of a JSON body; every other field is checked and skipped.
+#[derive(serde::Deserialize)]
+struct ModelField {
+    model: Option<Value>,
 }
 
 fn error_response(app: &App, model: &str, e: &BoxError) -> Response {
@@ -409,6 +417,11 @@ fn rewrite_model(ctype: Option<&str>, body: Bytes, model: &str) -> Result<Bytes,
             Ok(out.into())
         }
         _ => {
+            // Most deployments serve the model the client named: send the body as it came.
+            let m: ModelField = serde_json::from_slice(&body)?;
+            if matches!(&m.model, Some(Value::String(s)) if s == model) {
+                return Ok(body);
+            }
             let mut v: Value = serde_json::from_slice(&body)?;
             v["model"] = Value::String(model.to_owned());
             Ok(serde_json::to_vec(&v)?.into())

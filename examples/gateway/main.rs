@@ -38,6 +38,10 @@ struct Cli {
     /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0")]
     host: std::net::IpAddr,
+    /// Runtime worker threads (default: one per core). `1` runs a single-threaded event
+    /// loop, like one nginx worker: no cross-thread wake-ups.
+    #[arg(long)]
+    workers: Option<usize>,
     /// Seconds to wait for an upstream's response headers.
     #[arg(long, default_value_t = 600.0)]
     timeout: f64,
@@ -59,7 +63,21 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let rt = match tokio::runtime::Runtime::new() {
+    let rt = match cli.workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Some(0) => {
+            eprintln!("gateway: --workers must be at least 1");
+            return ExitCode::from(2);
+        }
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+        None => tokio::runtime::Runtime::new(),
+    };
+    let rt = match rt {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("gateway: cannot start the runtime: {e}");
