@@ -6,6 +6,8 @@
 mod app;
 #[path = "../examples/support/fake_llm.rs"]
 mod fake_llm;
+#[path = "../examples/gateway/health_cli.rs"]
+mod health_cli;
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -556,4 +558,45 @@ async fn health_endpoints_and_metrics_are_served_on_the_same_port() {
     }
     assert!(!text.contains(KEY_PREFIX) && !text.contains("sk-master-9"));
     gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_client_exits_non_zero_when_a_deployment_is_unhealthy() {
+    let ups = upstreams(2).await;
+    let cfg = config(&ups)
+        .master_key("sk-master-cli")
+        .background_health_checks(true)
+        .health_check_interval(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let gw = start(cfg).await;
+    let url = format!("http://{}", gw.addr);
+    let code = |c: std::process::ExitCode| format!("{c:?}");
+    until(Duration::from_secs(3), || {
+        healthy(&gw.state, "up-2") == Some(true)
+    })
+    .await;
+    assert_eq!(
+        code(health_cli::run(&url, Some("sk-master-cli")).await),
+        code(std::process::ExitCode::SUCCESS)
+    );
+    ups[1].control.set(Fault::Error500);
+    until(Duration::from_secs(3), || {
+        healthy(&gw.state, "up-2") == Some(false)
+    })
+    .await;
+    assert_eq!(
+        code(health_cli::run(&url, Some("sk-master-cli")).await),
+        code(std::process::ExitCode::from(1))
+    );
+    // Wrong key or nobody listening: it cannot tell, and says so with exit code 2.
+    assert_eq!(
+        code(health_cli::run(&url, Some("wrong")).await),
+        code(std::process::ExitCode::from(2))
+    );
+    gw.shutdown().await;
+    assert_eq!(
+        code(health_cli::run(&url, None).await),
+        code(std::process::ExitCode::from(2))
+    );
 }
