@@ -14,7 +14,9 @@
 //! it runs a small smoke version. Knobs (environment): `PROBE_ROUND_ROUNDS` (measured
 //! rounds, default 5), `PROBE_ROUND_DELAY_MS` (upstream delay, default 20; 0 shows the
 //! machinery's own cost), `PROBE_ROUND_WORKERS` (client runtime workers, default tokio's),
-//! `PROBE_ROUND_NO_PICKS` (skip the routing-latency phase, e.g. for profiling).
+//! `PROBE_ROUND_NO_PICKS` (skip the routing-latency phase, e.g. for profiling),
+//! `PROBE_ROUND_N` / `PROBE_ROUND_CONCURRENCY` (deployments, default 10,000; bound, default
+//! 500). `benches/probe_scale.sh` runs 100, 1,000 and 10,000 and LiteLLM's `/health` beside.
 //!
 //! Rounds run as spawned tasks, as the loop's rounds do.
 
@@ -52,7 +54,19 @@ fn main() {
         return;
     }
     let full = std::env::args().any(|a| a == "--bench");
-    let (n, concurrency, mut rounds) = if full { (10_000, 500, 5) } else { (200, 20, 1) };
+    let (mut n, mut concurrency, mut rounds) = if full { (10_000, 500, 5) } else { (200, 20, 1) };
+    let knob = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|v| *v > 0)
+    };
+    if let Some(v) = knob("PROBE_ROUND_N") {
+        n = v;
+    }
+    if let Some(v) = knob("PROBE_ROUND_CONCURRENCY") {
+        concurrency = v;
+    }
     if let Some(r) = std::env::var("PROBE_ROUND_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -76,7 +90,8 @@ fn main() {
         .defaults(ProbeDefaults::default())
         .build()
         .expect("loop");
-    let ideal = Duration::from_secs_f64(n as f64 / concurrency as f64 * delay().as_secs_f64());
+    // Waves of `concurrency` probes, each one upstream delay long.
+    let ideal = Duration::from_secs_f64(n.div_ceil(concurrency) as f64 * delay().as_secs_f64());
     let (rss0, _) = mem();
     println!(
         "probe_round: {n} deployments, concurrency {concurrency}, upstream delay {:?}, ideal {ideal:?}",
@@ -292,7 +307,7 @@ fn serve() {
                 let svc = service_fn(move |_req| async move {
                     tokio::time::sleep(pause).await;
                     Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(
-                        br#"{"id":"x","object":"chat.completion","choices":[]}"#,
+                        br#"{"id":"x","object":"chat.completion","created":1700000000,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#,
                     ))))
                 });
                 let _ = http1::Builder::new()
