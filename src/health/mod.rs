@@ -20,8 +20,11 @@
 //!   before asserting on staleness.
 //! * **Staleness is an event.** Rather than reading the clock on every request, a task
 //!   owned by the state republishes the snapshot when its next failed result goes stale;
-//!   the request path trusts the lists of a snapshot so watched. A state used outside any
-//!   tokio runtime has no such task, and requests compare the clock themselves.
+//!   the request path trusts the lists of a snapshot so watched. The republication lands on
+//!   tokio's first timer tick (1 ms) after the expiry, plus scheduling delay: a result may
+//!   exclude its deployment that much longer than the threshold says (thresholds are minutes;
+//!   the property tests model this). A state used outside any tokio runtime has no such task,
+//!   and requests compare the clock themselves, exactly.
 
 mod snapshot;
 mod watchdog;
