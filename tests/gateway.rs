@@ -46,6 +46,13 @@ async fn upstreams(n: usize) -> Vec<FakeLlm> {
     v
 }
 
+/// `config` with background probes every 200 ms.
+fn probed(ups: &[FakeLlm]) -> ConfigBuilder {
+    config(ups)
+        .background_health_checks(true)
+        .health_check_interval(Duration::from_millis(200))
+}
+
 fn config(ups: &[FakeLlm]) -> ConfigBuilder {
     Config::builder().deployments(ups.iter().map(|u| {
         Deployment::builder("gpt-4o", "openai/gpt-4o-mini")
@@ -101,16 +108,17 @@ fn prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
 }
 
 async fn get(addr: SocketAddr, path: &str, key: Option<&str>) -> Reply {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut req = http::Request::get(format!("http://{addr}{path}"));
     if let Some(k) = key {
         req = req.header("authorization", format!("Bearer {k}"));
     }
-    let resp = client
-        .request(req.body(Full::new(Bytes::new())).unwrap())
-        .await
-        .unwrap();
-    let (parts, body) = resp.into_parts();
+    fetch(req.body(Full::new(Bytes::new())).unwrap()).await
+}
+
+/// Sends `req` and reads the whole answer.
+async fn fetch(req: http::Request<Full<Bytes>>) -> Reply {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let (parts, body) = client.request(req).await.unwrap().into_parts();
     Reply {
         status: parts.status.as_u16(),
         headers: parts.headers,
@@ -142,27 +150,17 @@ async fn send(
     body: impl Into<Bytes>,
     headers: &[(&str, &str)],
 ) -> Reply {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut req = http::Request::post(format!("http://{addr}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
     if !headers
         .iter()
         .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
     {
         req = req.header("content-type", "application/json");
     }
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = client
-        .request(req.body(Full::new(body.into())).unwrap())
-        .await
-        .unwrap();
-    let (parts, body) = resp.into_parts();
-    Reply {
-        status: parts.status.as_u16(),
-        headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
-    }
+    fetch(req.body(Full::new(body.into())).unwrap()).await
 }
 
 async fn chat(addr: SocketAddr, model: &str) -> Reply {
@@ -189,9 +187,7 @@ fn healthy(state: &HealthState, id: &str) -> Option<bool> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traffic_leaves_a_deployment_that_fails_its_probe_and_returns_after_recovery() {
     let ups = upstreams(3).await;
-    let cfg = config(&ups)
-        .background_health_checks(true)
-        .health_check_interval(Duration::from_millis(200))
+    let cfg = probed(&ups)
         .enable_health_check_routing(true)
         .build()
         .unwrap();
@@ -230,9 +226,7 @@ async fn when_every_probe_fails_the_bypass_keeps_serving() {
     for u in &ups {
         u.control.set(Fault::Slow); // 300 ms: too slow for the 150 ms probe timeout, fine for requests
     }
-    let cfg = config(&ups)
-        .background_health_checks(true)
-        .health_check_interval(Duration::from_millis(200))
+    let cfg = probed(&ups)
         .enable_health_check_routing(true)
         .build()
         .unwrap();
@@ -503,10 +497,8 @@ async fn the_master_key_guards_the_api() {
 async fn health_endpoints_and_metrics_are_served_on_the_same_port() {
     let ups = upstreams(2).await;
     ups[1].control.set(Fault::Error500);
-    let cfg = config(&ups)
+    let cfg = probed(&ups)
         .master_key("sk-master-9")
-        .background_health_checks(true)
-        .health_check_interval(Duration::from_millis(200))
         .enable_health_check_routing(true)
         .build()
         .unwrap();
@@ -563,12 +555,7 @@ async fn health_endpoints_and_metrics_are_served_on_the_same_port() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_health_client_exits_non_zero_when_a_deployment_is_unhealthy() {
     let ups = upstreams(2).await;
-    let cfg = config(&ups)
-        .master_key("sk-master-cli")
-        .background_health_checks(true)
-        .health_check_interval(Duration::from_millis(200))
-        .build()
-        .unwrap();
+    let cfg = probed(&ups).master_key("sk-master-cli").build().unwrap();
     let gw = start(cfg).await;
     let url = format!("http://{}", gw.addr);
     let code = |c: std::process::ExitCode| format!("{c:?}");

@@ -38,6 +38,16 @@ fn picks(picker: &mut Picker, state: &HealthState, n: usize) -> HashMap<String, 
     counts
 }
 
+/// A state over `ds` with every other setting at its default.
+fn state_of(ds: impl IntoIterator<Item = Deployment>) -> HealthState {
+    HealthState::new(
+        tower_health_routing::Config::builder()
+            .deployments(ds)
+            .build()
+            .unwrap(),
+    )
+}
+
 fn health_routed(n: usize) -> HealthState {
     HealthState::new(
         config(ROUTE, n)
@@ -365,12 +375,7 @@ async fn weighted_shuffle_follows_weights() {
             .weight(*w)
             .build()
     });
-    let state = HealthState::new(
-        tower_health_routing::Config::builder()
-            .deployments(ds)
-            .build()
-            .unwrap(),
-    );
+    let state = state_of(ds);
     let mut picker = Picker::new(state.clone()).with_seed(11);
     let c = picks(&mut picker, &state, 10_000);
     for (id, expect) in [("d0", 1_000.0), ("d1", 2_000.0), ("d2", 7_000.0)] {
@@ -390,12 +395,7 @@ async fn rpm_weighs_when_no_weight_is_given_and_uniform_otherwise() {
             .rpm(*rpm)
             .build()
     });
-    let state = HealthState::new(
-        tower_health_routing::Config::builder()
-            .deployments(ds)
-            .build()
-            .unwrap(),
-    );
+    let state = state_of(ds);
     let c = picks(
         &mut Picker::new(state.clone()).with_seed(12),
         &state,

@@ -373,9 +373,16 @@ fn upstream_request(
     } else {
         format!("{base}/{endpoint}")
     };
+    // The model the client asked for (the route), set by `api` before routing.
+    let requested = req.extensions().get::<ModelGroup>().cloned();
     let (parts, body) = req.into_parts();
     let ctype = parts.headers.get(header::CONTENT_TYPE).cloned();
-    let body = rewrite_model(ctype.as_ref().and_then(|v| v.to_str().ok()), body, &model)?;
+    // Most deployments serve the model the client named: then the body goes as it came.
+    let body = if requested.as_ref().map(ModelGroup::as_str) == Some(model.as_str()) {
+        body
+    } else {
+        rewrite_model(ctype.as_ref().and_then(|v| v.to_str().ok()), body, &model)?
+    };
     let mut up = http::Request::post(url);
     if let Some(ct) = ctype {
         up = up.header(header::CONTENT_TYPE, ct);
@@ -417,11 +424,6 @@ fn rewrite_model(ctype: Option<&str>, body: Bytes, model: &str) -> Result<Bytes,
             Ok(out.into())
         }
         _ => {
-            // Most deployments serve the model the client named: send the body as it came.
-            let m: ModelField = serde_json::from_slice(&body)?;
-            if matches!(&m.model, Some(Value::String(s)) if s == model) {
-                return Ok(body);
-            }
             let mut v: Value = serde_json::from_slice(&body)?;
             v["model"] = Value::String(model.to_owned());
             Ok(serde_json::to_vec(&v)?.into())
@@ -431,12 +433,6 @@ fn rewrite_model(ctype: Option<&str>, body: Bytes, model: &str) -> Result<Bytes,
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Builds the layer and state from `config`.
-pub fn routing(config: Config) -> (HealthState, HealthRoutingLayer) {
-    let layer = HealthRoutingLayer::new(config);
-    (layer.state().clone(), layer)
 }
 
 /// The whole gateway: routing state, probe loop and router.
@@ -452,7 +448,8 @@ impl Gateway {
     /// Builds the gateway from a validated config: the API routes, the health endpoints
     /// (with a Redis service check when results are shared), and `/metrics` when asked.
     pub fn new(config: Config, options: &Options) -> Result<Self, BoxError> {
-        let (state, layer) = routing(config);
+        let layer = HealthRoutingLayer::new(config);
+        let state = layer.state().clone();
         let probes = tower_health_routing::ProbeLoop::new(&state)?;
         // The same probe loop serves on-demand /health rounds: one concurrency bound for both.
         let mut endpoints =

@@ -207,12 +207,10 @@ where
                 .extensions()
                 .get::<ExcludeDeployments>()
                 .map_or(&[][..], |e| &e.0[..]);
-            let tried = req
-                .extensions()
-                .get::<TriedDeployments>()
-                .map(TriedDeployments::ids);
+            let tried = req.extensions().get::<TriedDeployments>();
+            let tried_ids = tried.map(TriedDeployments::ids);
             let joined: Vec<DeploymentId>;
-            let exclude = match &tried {
+            let exclude = match &tried_ids {
                 None => fixed,
                 Some(t) if fixed.is_empty() => &t[..],
                 Some(t) => {
@@ -221,20 +219,22 @@ where
                 }
             };
             match self.picker.pick(&snap, &route, exclude) {
-                Ok(p) => (
-                    Arc::clone(p.deployment()),
-                    Arc::clone(&p.entry.stats),
-                    p.route_len,
-                    p.bypassed_health_filter(),
-                ),
+                Ok(p) => {
+                    if let Some(tried) = tried {
+                        tried.push(p.deployment().id.clone());
+                    }
+                    (
+                        Arc::clone(p.deployment()),
+                        Arc::clone(&p.entry.stats),
+                        p.route_len,
+                        p.bypassed_health_filter(),
+                    )
+                }
                 Err(e) => return ResponseFuture::failed(e.into_box_error()),
             }
         };
         drop(snap);
         let (deployment, stats, route_len, bypassed) = picked;
-        if let Some(tried) = req.extensions().get::<TriedDeployments>() {
-            tried.push(deployment.id.clone());
-        }
         let selected = SelectedDeployment {
             deployment,
             bypassed,

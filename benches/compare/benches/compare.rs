@@ -242,27 +242,8 @@ fn concurrency(c: &mut Criterion) {
         );
     }
     // The same decision on a state fed without any runtime (no watchdog: clock read per decision).
-    let unwatched = {
-        let ds = (0..8).map(|i| {
-            Deployment::builder(ROUTE, "openai/m")
-                .id(format!("d{i}"))
-                .build()
-        });
-        let cfg = Config::builder()
-            .deployments(ds)
-            .enable_health_check_routing(true)
-            .health_check_interval(Duration::from_secs(3600))
-            .build()
-            .unwrap();
-        let st = HealthState::new(cfg);
-        std::thread::spawn({
-            let st = st.clone();
-            move || publish(&st, 8)
-        })
-        .join()
-        .unwrap();
-        st
-    };
+    // Built on a thread with no runtime: no watchdog can start, so the snapshot is unwatched.
+    let unwatched = std::thread::spawn(|| ours(8)).join().unwrap();
     let mut p = Picker::new(unwatched.clone()).with_seed(3);
     g.bench_function("unwatched-clock-read", |b| {
         b.iter(|| {
