@@ -15,8 +15,6 @@
 //! Options: `--duration SECS` (30), `--deployments N` (3), `--interval SECS` (1).
 //! Output is a table refreshed in place on a terminal, plain lines otherwise.
 
-#[path = "support/fake_llm.rs"]
-mod fake_llm;
 
 use std::{
     collections::BTreeMap,
@@ -29,7 +27,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use fake_llm::{FakeLlm, Fault};
+use thr_testkit::{FakeLlm, Fault};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{

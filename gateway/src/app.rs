@@ -12,7 +12,6 @@
 //!     2xx bodies stream through untouched; error bodies are read, scrubbed of every
 //!     configured secret, and returned with the upstream's status (502 if unreachable)
 //! ```
-#![allow(dead_code, unreachable_pub)] // shared by path with the tests, which use other parts
 
 use std::{convert::Infallible, future::Future, pin::Pin, task, time::Duration};
 
@@ -266,7 +265,7 @@ fn error_response(app: &App, model: &str, e: &BoxError) -> Response {
 }
 
 /// Sends a routed request to its deployment.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Forwarder {
     client: Client<HttpsOrHttp, Full<Bytes>>,
     scrubber: Scrubber,
@@ -279,6 +278,8 @@ type HttpsOrHttp = hyper_rustls::HttpsConnector<HttpConnector>;
 type HttpsOrHttp = HttpConnector;
 
 impl Forwarder {
+    /// A forwarder whose error bodies go through `scrubber`, waiting at most `timeout`
+    /// for an upstream's response headers.
     pub fn new(scrubber: Scrubber, timeout: Duration) -> Self {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
@@ -436,6 +437,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// The whole gateway: routing state, probe loop and router.
+#[derive(Debug)]
 pub struct Gateway {
     /// The shared health state.
     pub state: HealthState,

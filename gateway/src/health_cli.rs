@@ -6,7 +6,9 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use serde_json::Value;
 
-pub(crate) async fn run(url: &str, key: Option<&str>) -> ExitCode {
+/// Asks the gateway at `url` (with the master key `key`, if any) for `/health`, prints
+/// a table, and returns the exit code: 0 all healthy, 1 some unhealthy, 2 not asked.
+pub async fn run(url: &str, key: Option<&str>) -> ExitCode {
     match fetch(url, key).await {
         Ok(report) => print(&report),
         Err(e) => {

@@ -1,4 +1,4 @@
-//! Fault injection: 10,000+ requests through the gateway example while scripted faults
+//! Fault injection: 10,000+ requests through the gateway while scripted faults
 //! rotate over real local upstreams (500s, 429 with Retry-After, connection resets, hangs
 //! past the timeout, slowness, flapping, death and return).
 //!
@@ -7,10 +7,6 @@
 //! and never a panic; health routing and cooldown move traffic off faulty deployments; and
 //! nothing leaks (tasks and file descriptors come back to where they were).
 
-#[path = "../examples/gateway/app.rs"]
-mod app;
-#[path = "../examples/support/fake_llm.rs"]
-mod fake_llm;
 
 use std::{
     collections::HashMap,
@@ -23,7 +19,8 @@ use std::{
 };
 
 use bytes::Bytes;
-use fake_llm::{FakeLlm, Fault};
+use thr_gateway::app;
+use thr_testkit::{FakeLlm, Fault};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tokio::{sync::Mutex, time::Instant};

@@ -1,18 +1,13 @@
-//! The gateway example, in-process, against local fake upstreams over real sockets:
+//! The gateway (`thr_gateway`), in-process, against local fake upstreams over real sockets:
 //! health routing moves traffic, the bypass serves, streams arrive in chunks, and every
 //! error a client can act on has its status. Real time, short intervals, bounded waits.
 
-#[path = "../examples/gateway/app.rs"]
-mod app;
-#[path = "../examples/support/fake_llm.rs"]
-mod fake_llm;
-#[path = "../examples/gateway/health_cli.rs"]
-mod health_cli;
 
 use std::{net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
-use fake_llm::{FakeLlm, Fault};
+use thr_gateway::{app, health_cli};
+use thr_testkit::{FakeLlm, Fault};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use serde_json::{Value, json};

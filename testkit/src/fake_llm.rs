@@ -3,9 +3,8 @@
 //! `"stream": true`, and can be switched at run time into a fault: errors, rate limits with
 //! `Retry-After`, slowness, hangs, connection resets, or flapping between up and down.
 //!
-//! Each server binds its own `127.0.0.1:0` port. It is shared by path (`#[path]`) between
-//! the examples and the tests; it is not part of the library.
-#![allow(dead_code, unreachable_pub)] // shared by path with the tests, which use other parts
+//! Each server binds its own `127.0.0.1:0` port. It lives in the test-only `thr-testkit`
+//! crate, shared by the examples and the tests; it is not part of the library.
 
 use std::{
     convert::Infallible,

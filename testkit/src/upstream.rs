@@ -26,15 +26,22 @@ use tokio::sync::oneshot;
 /// One request as the server received it.
 #[derive(Clone, Debug)]
 pub struct Recorded {
+    /// The request method.
     pub method: Method,
+    /// The URI path.
     pub path: String,
+    /// The URI query, if any.
     pub query: Option<String>,
+    /// The request headers.
     pub headers: HeaderMap,
+    /// The whole request body.
     pub body: Bytes,
+    /// The HTTP version it came over.
     pub version: Version,
 }
 
 impl Recorded {
+    /// The body parsed as JSON (panics with the body when it is not JSON).
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
             panic!(
@@ -57,6 +64,7 @@ impl Recorded {
         k
     }
 
+    /// Header `name` as text, if present and visible ASCII.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
@@ -65,17 +73,24 @@ impl Recorded {
 /// How to answer one request.
 #[derive(Clone, Debug)]
 pub struct Reply {
+    /// The status code.
     pub status: u16,
+    /// The body.
     pub body: String,
+    /// Extra response headers.
     pub headers: Vec<(&'static str, String)>,
+    /// How long to wait before answering.
     pub delay: Duration,
+    /// Never answer (the connection stays open).
     pub hang: bool,
 }
 
 impl Reply {
+    /// 200 `{"ok":true}`.
     pub fn ok() -> Self {
         Self::status(200, r#"{"ok":true}"#)
     }
+    /// `status` with `body`.
     pub fn status(status: u16, body: impl Into<String>) -> Self {
         Self {
             status,
@@ -85,16 +100,19 @@ impl Reply {
             hang: false,
         }
     }
+    /// Never answers.
     pub fn hang() -> Self {
         Self {
             hang: true,
             ..Self::ok()
         }
     }
+    /// Answers after `d`.
     pub fn after(mut self, d: Duration) -> Self {
         self.delay = d;
         self
     }
+    /// Adds response header `k: v`.
     pub fn header(mut self, k: &'static str, v: impl Into<String>) -> Self {
         self.headers.push((k, v.into()));
         self
@@ -111,7 +129,9 @@ struct Shared {
 }
 
 /// The server; stops when dropped.
+#[allow(missing_debug_implementations)] // holds the reply closure
 pub struct Upstream {
+    /// Where it listens.
     pub addr: SocketAddr,
     shared: Arc<Shared>,
     stop: Option<oneshot::Sender<()>>,
@@ -129,6 +149,7 @@ impl Upstream {
         Self::start_with_threads(1, reply)
     }
 
+    /// Like [`Upstream::start`], with `threads` runtime worker threads.
     pub fn start_with_threads(
         threads: usize,
         reply: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
@@ -189,6 +210,7 @@ impl Upstream {
         format!("http://{}/v1", self.addr)
     }
 
+    /// Every request received so far, in order.
     pub fn requests(&self) -> Vec<Recorded> {
         self.shared.log.lock().expect("log").clone()
     }
@@ -200,10 +222,12 @@ impl Upstream {
         r.into_iter().next().expect("one")
     }
 
+    /// How many requests it received.
     pub fn count(&self) -> usize {
         self.shared.log.lock().expect("log").len()
     }
 
+    /// The most requests it held at once.
     pub fn peak_in_flight(&self) -> usize {
         self.shared.peak.load(SeqCst)
     }

@@ -1,11 +1,10 @@
 //! LiteLLM `config.yaml` parsing: every documented field, defaults, env resolution, unknown
 //! keys (in `config/unknown_keys.rs`), and (in `config/invalid.rs`) one test per rejected config.
 
+#[path = "../support/mod.rs"]
 mod support;
 
-#[path = "config/invalid.rs"]
 mod invalid;
-#[path = "config/unknown_keys.rs"]
 mod unknown_keys;
 
 use std::{cell::RefCell, collections::HashMap, num::NonZeroU32, time::Duration};
@@ -15,7 +14,7 @@ use tower_health_routing::{
     RouterSettings, RoutingStrategy,
 };
 
-const FULL: &str = include_str!("fixtures/litellm_full.yaml");
+const FULL: &str = include_str!("../fixtures/litellm_full.yaml");
 
 /// The environment the fixture's `os.environ/NAME` values read.
 const FULL_ENV: &[(&str, &str)] = &[

@@ -3,14 +3,13 @@
 //! `min_healthy_percent`, health+json, and that nothing slow delays the fast paths.
 //! Upstreams are scripted probers under paused time.
 
-mod support;
 
 use std::{sync::Arc, time::Duration};
 
 use futures_util::FutureExt;
 use http::StatusCode;
 use serde_json::json;
-use support::{
+use crate::support::{
     endpoints::{call, call_get, endpoints, get, ids, keys, probes},
     script::{Script, Step},
     state_with,

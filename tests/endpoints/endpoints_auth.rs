@@ -1,11 +1,10 @@
 //! Master-key protection of the health endpoints: missing, wrong and right keys in every
 //! header form LiteLLM accepts, which paths are open, and who sees `api_base`.
 
-mod support;
 
 use http::StatusCode;
 use serde_json::json;
-use support::{
+use crate::support::{
     endpoints::{call_get, endpoints},
     script::Script,
     state_with,

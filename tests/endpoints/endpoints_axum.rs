@@ -3,7 +3,6 @@
 //! liveliness and readiness answer while `/health` waits for its round.
 #![cfg(feature = "axum")]
 
-mod support;
 
 use std::time::Duration;
 
@@ -13,7 +12,7 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use serde_json::{Value, json};
-use support::{
+use crate::support::{
     endpoints::probes,
     script::{Script, Step},
     state_with,
@@ -158,7 +157,7 @@ async fn over_a_real_socket_readiness_answers_while_health_waits_for_a_hanging_u
         async move { get_real(&base, "/health").await }
     });
     // Wait (bounded) until the hanging upstream holds a probe, then ask the fast paths.
-    assert!(support::eventually(Duration::from_secs(2), || hanging.count() == 1).await);
+    assert!(crate::support::eventually(Duration::from_secs(2), || hanging.count() == 1).await);
     for path in ["/health/liveliness", "/health/readiness"] {
         let (status, _) = tokio::time::timeout(Duration::from_millis(500), get_real(&base, path))
             .await

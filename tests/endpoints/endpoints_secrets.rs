@@ -3,10 +3,9 @@
 //! The upstream is a real local server whose 401 body quotes every secret, as real
 //! providers quote the key they were sent.
 
-mod support;
 
 use serde_json::json;
-use support::{
+use crate::support::{
     Logs,
     endpoints::{Answer, call_get},
     upstream::{Reply, Upstream},

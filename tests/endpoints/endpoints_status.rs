@@ -1,13 +1,12 @@
 //! The endpoints that report on the process rather than on deployments: readiness
 //! details, shared status, `/health/services`, and the `cache` field of readiness.
 
-mod support;
 
 use std::time::Duration;
 
 use http::StatusCode;
 use serde_json::json;
-use support::{
+use crate::support::{
     endpoints::{call_get, endpoints},
     script::Script,
     state_with,

@@ -3,7 +3,6 @@
 //! probe latency and probe outcomes by reason; per route decisions, bypasses and
 //! no-deployment refusals; unknown routes; cooldowns. Labels are bounded and secret-free.
 
-mod support;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -11,7 +10,7 @@ use metrics_util::{
     CompositeKey,
     debugging::{DebugValue, DebuggingRecorder},
 };
-use support::{
+use crate::support::{
     Upstreams,
     endpoints::probes,
     request,
@@ -162,7 +161,7 @@ async fn routing_records_decisions_bypasses_refusals_and_cooldowns() {
 
     // Route "r": d0, d1, both failed their check (so every request bypasses the filter);
     // route "solo": d2, which a failed request cools down (allowed_fails 0).
-    let mut ds = support::deployments("r", 2);
+    let mut ds = crate::support::deployments("r", 2);
     ds.push(
         Deployment::builder("solo", "openai/gpt-4o")
             .id("d2")
@@ -276,7 +275,7 @@ async fn the_prometheus_exporter_renders_them() {
     let handle = recorder.handle();
     let _local = metrics::set_default_local_recorder(&recorder);
     telemetry::describe();
-    let state = state_with(support::deployments("r", 1), |b| b);
+    let state = state_with(crate::support::deployments("r", 1), |b| b);
     probes(&state, &Script::healthy())
         .run_round()
         .await

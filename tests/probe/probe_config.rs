@@ -1,11 +1,10 @@
 //! Deployments the HTTP prober cannot reach are config errors when the loop is built,
 //! naming the field, not confusing failures at probe time.
 
-mod support;
 
 use std::{sync::Arc, time::Duration};
 
-use support::{state_with, with_info};
+use crate::support::{state_with, with_info};
 use tower_health_routing::{
     Deployment, Mode,
     probe::{ProbeDefaults, ProbeLoop, ProbeOutcome, prober_fn},

@@ -2,11 +2,10 @@
 //! bounded waits): outcomes and reasons, timeouts, the concurrency bound, disabled
 //! deployments, publication, and shutdown leaving no task.
 
-mod support;
 
 use std::{num::NonZeroUsize, sync::Arc, time::Duration};
 
-use support::{
+use crate::support::{
     eventually, many, state_with,
     upstream::{Reply, Upstream},
 };

@@ -2,7 +2,6 @@
 //! per-probe detail at debug, all inside the loop's span.
 #![allow(clippy::disallowed_types)] // test-only capture
 
-mod support;
 
 use std::{
     fmt::Write as _,
@@ -10,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use support::{
+use crate::support::{
     many,
     script::{Script, Step},
     state_with,

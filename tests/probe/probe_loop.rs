@@ -1,10 +1,9 @@
 //! The loop's schedule and lifetime, under paused time with a scripted prober (no sockets).
 
-mod support;
 
 use std::{sync::Arc, time::Duration};
 
-use support::{
+use crate::support::{
     many,
     script::{Script, Step},
     state_with,

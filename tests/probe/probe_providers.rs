@@ -1,10 +1,9 @@
 //! What the HTTP prober sends to Azure, Anthropic and Cohere, for wildcard routes, and
 //! how `max_tokens` and `reasoning_effort` reach the wire, as a real server receives it.
 
-mod support;
 
 use serde_json::json;
-use support::{
+use crate::support::{
     upstream::{Reply, Upstream},
     wire::{KEY, assert_post_json, probe, probe_with},
     with_info,

@@ -2,7 +2,6 @@
 //! hysteresis, transient errors, timeouts and the concurrency bound, on-demand targets,
 //! scrubbing, cooldown feeding.
 
-mod support;
 
 use std::{
     num::{NonZeroU32, NonZeroUsize},
@@ -10,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use support::{
+use crate::support::{
     many,
     script::{Script, Step},
     state_with,

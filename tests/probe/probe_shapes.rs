@@ -1,12 +1,11 @@
 //! What the HTTP prober sends for each mode of an OpenAI-compatible upstream, as a real
 //! server receives it.
 
-mod support;
 
 use std::sync::Arc;
 
 use serde_json::json;
-use support::{
+use crate::support::{
     upstream::{Reply, Upstream},
     wire::{KEY, QUESTIONS, assert_post_json, openai, probe, probe_with},
     with_info,

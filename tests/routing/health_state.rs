@@ -1,10 +1,9 @@
 //! HealthState: publication, the staleness watchdog and its fallback, deployment changes.
 
-mod support;
 
 use std::time::Duration;
 
-use support::{Logs, config, deployments};
+use crate::support::{Logs, config, deployments};
 use tokio::time::{Instant, advance};
 use tower_health_routing::{DeploymentId, HealthRecord, HealthState, Picker};
 

@@ -21,9 +21,7 @@
 //! `HealthRouting` with `allowed_fails = 0`. Time is paused (a current-thread runtime
 //! built with `start_paused` in each case). Set `PROPTEST_CASES` to run more cases.
 
-mod support;
 
-#[path = "invariants/publication.rs"]
 mod publication;
 
 use std::{collections::BTreeSet, time::Duration};
@@ -431,7 +429,7 @@ fn run_case(case: Case) -> Result<(), TestCaseError> {
                 .filter(|&&o| o != d)
                 .map(|&o| DeploymentId::new(id(o)))
                 .collect();
-            let mut req = support::request(ROUTES[route]);
+            let mut req = crate::support::request(ROUTES[route]);
             req.extensions_mut().insert(ExcludeDeployments(others));
             let res = svc.clone().oneshot(req).await;
             if model.cooling(d, at) {

@@ -2,11 +2,10 @@
 //! what is retried, where, after what wait, what the caller gets, and the budget.
 //! Time is paused, so waits are measured in virtual time.
 
-mod support;
 
 use std::{sync::Arc, time::Duration};
 
-use support::{BoxInner, Upstreams, config, request};
+use crate::support::{BoxInner, Upstreams, config, request};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt, retry::budget::Budget};
 use tower_health_routing::{

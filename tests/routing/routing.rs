@@ -1,11 +1,10 @@
 //! The routing pipeline, branch by branch, through the public API: health filter,
 //! staleness, bypass, cooldown, strategies, and the errors. Time is paused.
 
-mod support;
 
 use std::{collections::HashMap, time::Duration};
 
-use support::{Logs, Upstreams, config, request};
+use crate::support::{Logs, Upstreams, config, request};
 use tokio::time::{Instant, advance};
 use tower::{Service, ServiceExt};
 use tower_health_routing::{

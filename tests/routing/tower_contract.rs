@@ -1,7 +1,6 @@
 //! The tower contract: readiness propagates, the types are Clone + Send + Sync + Debug,
 //! and the layer works inside axum (Router::oneshot and one real socket).
 
-mod support;
 
 use std::fmt::Debug;
 
@@ -13,7 +12,7 @@ use axum::{
     routing::post,
 };
 use http_body_util::BodyExt;
-use support::{config, request};
+use crate::support::{config, request};
 use tokio_test::{assert_pending, assert_ready_ok};
 use tower::{ServiceBuilder, ServiceExt};
 use tower_health_routing::{

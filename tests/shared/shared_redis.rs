@@ -5,11 +5,10 @@
 //!
 //! A missing `redis-server` fails these tests with a message saying how to install it.
 
-mod support;
 
 use std::time::Duration;
 
-use support::{
+use crate::support::{
     Upstreams,
     gateway::{Gateway, INTERVAL, config, fast, store, token, until, url},
     redis::{self as server, RedisServer},

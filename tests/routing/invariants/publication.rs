@@ -5,7 +5,8 @@ use proptest::prelude::*;
 use tokio::time::Instant;
 use tower_health_routing::{Deployment, DeploymentId, HealthRecord, HealthSnapshot, HealthState};
 
-use super::{cases, id, support};
+use super::{cases, id};
+use crate::support;
 
 /// Every deployment's result carries the round number as its status; healthy in even
 /// rounds, unhealthy in odd ones. A reader must see one round everywhere: returns it

@@ -1,0 +1,12 @@
+//! Routing: the layer (health filter, bypass, cooldown, balancing), the health state, the tower contract, retries and the invariants.
+//!
+//! One test binary per area (link time dominates the test suite); each file is a module.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod routing;
+mod health_state;
+mod tower_contract;
+mod retry;
+mod invariants;
