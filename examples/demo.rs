@@ -15,7 +15,6 @@
 //! Options: `--duration SECS` (30), `--deployments N` (3), `--interval SECS` (1).
 //! Output is a table refreshed in place on a terminal, plain lines otherwise.
 
-
 use std::{
     collections::BTreeMap,
     io::{IsTerminal, Write},
@@ -27,13 +26,13 @@ use std::{
 };
 
 use bytes::Bytes;
-use thr_testkit::{FakeLlm, Fault};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
+use thr_testkit::{FakeLlm, Fault};
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_health_routing::{

@@ -10,7 +10,6 @@
 //! `redis-server --port 6379 --save ''` if you have none. The example writes a handful of
 //! small keys under the prefix `tower-health-routing-example`.
 
-
 use std::{
     sync::{Arc, atomic::Ordering::Relaxed},
     time::Duration,

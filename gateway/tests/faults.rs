@@ -7,7 +7,6 @@
 //! and never a panic; health routing and cooldown move traffic off faulty deployments; and
 //! nothing leaks (tasks and file descriptors come back to where they were).
 
-
 use std::{
     collections::HashMap,
     net::SocketAddr,
@@ -19,10 +18,10 @@ use std::{
 };
 
 use bytes::Bytes;
-use thr_gateway::app;
-use thr_testkit::{FakeLlm, Fault};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use thr_gateway::app;
+use thr_testkit::{FakeLlm, Fault};
 use tokio::{sync::Mutex, time::Instant};
 use tower_health_routing::{Config, Deployment};
 

@@ -2,15 +2,14 @@
 //! health routing moves traffic, the bypass serves, streams arrive in chunks, and every
 //! error a client can act on has its status. Real time, short intervals, bounded waits.
 
-
 use std::{net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
-use thr_gateway::{app, health_cli};
-use thr_testkit::{FakeLlm, Fault};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use serde_json::{Value, json};
+use thr_gateway::{app, health_cli};
+use thr_testkit::{FakeLlm, Fault};
 use tokio::sync::oneshot;
 use tower_health_routing::{Config, ConfigBuilder, Deployment, HealthState};
 
@@ -581,4 +580,143 @@ async fn the_health_client_exits_non_zero_when_a_deployment_is_unhealthy() {
         code(health_cli::run(&url, None).await),
         code(std::process::ExitCode::from(2))
     );
+}
+
+// ---- The `thr-gateway` binary's logs (run as a child process, stdout piped) ----
+
+/// Runs `thr-gateway` on a one-deployment config with stdout piped, collects its stdout
+/// lines until it logs that it listens (at most 30 s), then stops it.
+fn binary_log_lines(args: &[&str], env: &[(&str, &str)]) -> Vec<String> {
+    use std::io::BufRead;
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path =
+        std::env::temp_dir().join(format!("thr-gateway-logs-{}-{n}.yaml", std::process::id()));
+    std::fs::write(
+        &path,
+        "model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/gpt-4o\n      api_base: http://127.0.0.1:9/v1\n      api_key: sk-planted-secret-logs\n",
+    )
+    .expect("write config");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_thr-gateway"));
+    cmd.args([
+        "--config",
+        path.to_str().expect("utf-8 path"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+    ])
+    .args(args)
+    .env("RUST_LOG", "info")
+    .env_remove("JSON_LOGS")
+    .env_remove("NO_COLOR")
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("thr-gateway starts");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut lines = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let listening = line.contains("gateway listening");
+                lines.push(line);
+                if listening {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let status = child.wait().expect("thr-gateway exits");
+    let _ = reader.join();
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        lines.iter().any(|l| l.contains("gateway listening")),
+        "thr-gateway never logged that it listens (exit {status:?}): {lines:#?}"
+    );
+    lines
+}
+
+#[test]
+fn binary_text_logs_carry_no_colour_codes_when_stdout_is_not_a_terminal() {
+    let lines = binary_log_lines(&[], &[]);
+    for l in &lines {
+        assert!(
+            !l.contains("\x1b["),
+            "colour codes in a piped log line: {l:?}"
+        );
+        assert!(
+            !l.contains("sk-planted-secret"),
+            "secret in a log line: {l:?}"
+        );
+    }
+    assert!(lines.iter().any(|l| l.contains("INFO")), "{lines:#?}");
+}
+
+/// Each line is one JSON object; the listening line has its level, message and address.
+fn assert_json_lines(lines: &[String]) {
+    let mut listening = 0;
+    for l in lines {
+        assert!(
+            !l.contains("\x1b["),
+            "colour codes in a JSON log line: {l:?}"
+        );
+        assert!(
+            !l.contains("sk-planted-secret"),
+            "secret in a log line: {l:?}"
+        );
+        let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}"));
+        assert!(v.is_object(), "not an object: {l:?}");
+        if v["fields"]["message"] == "gateway listening" {
+            listening += 1;
+            assert_eq!(v["level"], "INFO", "{l}");
+            let addr = v["fields"]["addr"].as_str().expect("addr field");
+            assert!(addr.starts_with("127.0.0.1:"), "{l}");
+            assert!(v["timestamp"].is_string(), "{l}");
+        }
+    }
+    assert_eq!(listening, 1, "{lines:#?}");
+}
+
+#[test]
+fn binary_log_format_json_writes_one_json_object_per_line() {
+    assert_json_lines(&binary_log_lines(&["--log-format", "json"], &[]));
+}
+
+#[test]
+fn binary_json_logs_env_selects_json_and_the_flag_wins() {
+    assert_json_lines(&binary_log_lines(&[], &[("JSON_LOGS", "True")]));
+    let text = binary_log_lines(&["--log-format", "text"], &[("JSON_LOGS", "True")]);
+    assert!(
+        text.iter()
+            .all(|l| serde_json::from_str::<Value>(l).is_err()),
+        "--log-format text gave JSON: {text:#?}"
+    );
+}
+
+#[test]
+fn log_format_resolves_flag_then_json_logs_env() {
+    use thr_gateway::LogFormat::{Json, Text};
+    let r = thr_gateway::LogFormat::resolve;
+    assert_eq!(r(None, None), Text);
+    assert_eq!(r(None, Some("True")), Json);
+    assert_eq!(r(None, Some("true")), Json);
+    assert_eq!(r(None, Some("False")), Text);
+    assert_eq!(r(None, Some("")), Text);
+    assert_eq!(r(Some(Text), Some("True")), Text);
+    assert_eq!(r(Some(Json), None), Json);
 }

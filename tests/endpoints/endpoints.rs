@@ -3,17 +3,16 @@
 //! `min_healthy_percent`, health+json, and that nothing slow delays the fast paths.
 //! Upstreams are scripted probers under paused time.
 
-
 use std::{sync::Arc, time::Duration};
 
-use futures_util::FutureExt;
-use http::StatusCode;
-use serde_json::json;
 use crate::support::{
     endpoints::{call, call_get, endpoints, get, ids, keys, probes},
     script::{Script, Step},
     state_with,
 };
+use futures_util::FutureExt;
+use http::StatusCode;
+use serde_json::json;
 use tower::Service;
 use tower_health_routing::{
     Deployment, DeploymentId, HealthRecord, HealthState, Mode, probe::ProbeOutcome,

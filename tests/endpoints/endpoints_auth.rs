@@ -1,14 +1,13 @@
 //! Master-key protection of the health endpoints: missing, wrong and right keys in every
 //! header form LiteLLM accepts, which paths are open, and who sees `api_base`.
 
-
-use http::StatusCode;
-use serde_json::json;
 use crate::support::{
     endpoints::{call_get, endpoints},
     script::Script,
     state_with,
 };
+use http::StatusCode;
+use serde_json::json;
 use tower_health_routing::Deployment;
 
 const KEY: &str = "sk-master-4242";

@@ -3,21 +3,20 @@
 //! liveliness and readiness answer while `/health` waits for its round.
 #![cfg(feature = "axum")]
 
-
 use std::time::Duration;
 
-use axum::{Router, body::Body, extract::State, routing::get};
-use bytes::Bytes;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-use serde_json::{Value, json};
 use crate::support::{
     endpoints::probes,
     script::{Script, Step},
     state_with,
     upstream::{Reply, Upstream},
 };
+use axum::{Router, body::Body, extract::State, routing::get};
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use serde_json::{Value, json};
 use tower::ServiceExt;
 use tower_health_routing::{
     Deployment, HealthState,

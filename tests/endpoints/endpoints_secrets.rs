@@ -3,13 +3,12 @@
 //! The upstream is a real local server whose 401 body quotes every secret, as real
 //! providers quote the key they were sent.
 
-
-use serde_json::json;
 use crate::support::{
     Logs,
     endpoints::{Answer, call_get},
     upstream::{Reply, Upstream},
 };
+use serde_json::json;
 use tower_health_routing::{
     Config, Deployment, DeploymentId, HealthRecord, HealthState, RedisSettings, Secret,
     SharedStatus,

@@ -1,16 +1,15 @@
 //! The endpoints that report on the process rather than on deployments: readiness
 //! details, shared status, `/health/services`, and the `cache` field of readiness.
 
-
 use std::time::Duration;
 
-use http::StatusCode;
-use serde_json::json;
 use crate::support::{
     endpoints::{call_get, endpoints},
     script::Script,
     state_with,
 };
+use http::StatusCode;
+use serde_json::json;
 use tower_health_routing::{
     Config, Deployment, DeploymentId, HealthRecord, HealthState, endpoints::HealthEndpoints,
 };

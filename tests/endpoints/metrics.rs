@@ -3,19 +3,18 @@
 //! probe latency and probe outcomes by reason; per route decisions, bypasses and
 //! no-deployment refusals; unknown routes; cooldowns. Labels are bounded and secret-free.
 
-
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use metrics_util::{
-    CompositeKey,
-    debugging::{DebugValue, DebuggingRecorder},
-};
 use crate::support::{
     Upstreams,
     endpoints::probes,
     request,
     script::{Script, Step},
     state_with,
+};
+use metrics_util::{
+    CompositeKey,
+    debugging::{DebugValue, DebuggingRecorder},
 };
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};

@@ -1,7 +1,6 @@
 //! Deployments the HTTP prober cannot reach are config errors when the loop is built,
 //! naming the field, not confusing failures at probe time.
 
-
 use std::{sync::Arc, time::Duration};
 
 use crate::support::{state_with, with_info};

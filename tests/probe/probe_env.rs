@@ -26,7 +26,11 @@ fn from_env_reads_litellms_variables() {
     }
     let exe = std::env::current_exe().expect("test binary");
     let status = Command::new(exe)
-        .args(["--exact", &test_name("from_env_reads_litellms_variables"), "--test-threads=1"])
+        .args([
+            "--exact",
+            &test_name("from_env_reads_litellms_variables"),
+            "--test-threads=1",
+        ])
         .env(CHILD, "1")
         .env("DEFAULT_HEALTH_CHECK_PROMPT", "env prompt")
         .env("BACKGROUND_HEALTH_CHECK_MAX_TOKENS", "9")
@@ -47,7 +51,11 @@ fn bad_values_are_errors_naming_the_variable() {
     }
     let exe = std::env::current_exe().expect("test binary");
     let status = Command::new(exe)
-        .args(["--exact", &test_name("bad_values_are_errors_naming_the_variable"), "--test-threads=1"])
+        .args([
+            "--exact",
+            &test_name("bad_values_are_errors_naming_the_variable"),
+            "--test-threads=1",
+        ])
         .env(CHILD, "1")
         .env("BACKGROUND_HEALTH_CHECK_MAX_TOKENS", "sixteen")
         .output()

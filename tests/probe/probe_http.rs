@@ -2,7 +2,6 @@
 //! bounded waits): outcomes and reasons, timeouts, the concurrency bound, disabled
 //! deployments, publication, and shutdown leaving no task.
 
-
 use std::{num::NonZeroUsize, sync::Arc, time::Duration};
 
 use crate::support::{

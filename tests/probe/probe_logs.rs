@@ -2,7 +2,6 @@
 //! per-probe detail at debug, all inside the loop's span.
 #![allow(clippy::disallowed_types)] // test-only capture
 
-
 use std::{
     fmt::Write as _,
     sync::{Arc, Mutex},

@@ -1,6 +1,5 @@
 //! The loop's schedule and lifetime, under paused time with a scripted prober (no sockets).
 
-
 use std::{sync::Arc, time::Duration};
 
 use crate::support::{

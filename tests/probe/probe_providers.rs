@@ -1,13 +1,12 @@
 //! What the HTTP prober sends to Azure, Anthropic and Cohere, for wildcard routes, and
 //! how `max_tokens` and `reasoning_effort` reach the wire, as a real server receives it.
 
-
-use serde_json::json;
 use crate::support::{
     upstream::{Reply, Upstream},
     wire::{KEY, assert_post_json, probe, probe_with},
     with_info,
 };
+use serde_json::json;
 use tower_health_routing::{Deployment, Mode, probe::ProbeDefaults};
 
 #[tokio::test]

@@ -2,7 +2,6 @@
 //! hysteresis, transient errors, timeouts and the concurrency bound, on-demand targets,
 //! scrubbing, cooldown feeding.
 
-
 use std::{
     num::{NonZeroU32, NonZeroUsize},
     sync::Arc,

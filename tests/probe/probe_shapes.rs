@@ -1,15 +1,14 @@
 //! What the HTTP prober sends for each mode of an OpenAI-compatible upstream, as a real
 //! server receives it.
 
-
 use std::sync::Arc;
 
-use serde_json::json;
 use crate::support::{
     upstream::{Reply, Upstream},
     wire::{KEY, QUESTIONS, assert_post_json, openai, probe, probe_with},
     with_info,
 };
+use serde_json::json;
 use tower_health_routing::{
     Deployment, Mode,
     probe::{HttpProber, ProbeDefaults, Prober},

@@ -1,6 +1,5 @@
 //! HealthState: publication, the staleness watchdog and its fallback, deployment changes.
 
-
 use std::time::Duration;
 
 use crate::support::{Logs, config, deployments};

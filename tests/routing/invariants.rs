@@ -21,7 +21,6 @@
 //! `HealthRouting` with `allowed_fails = 0`. Time is paused (a current-thread runtime
 //! built with `start_paused` in each case). Set `PROPTEST_CASES` to run more cases.
 
-
 mod publication;
 
 use std::{collections::BTreeSet, time::Duration};

@@ -5,8 +5,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
-mod routing;
 mod health_state;
-mod tower_contract;
-mod retry;
 mod invariants;
+mod retry;
+mod routing;
+mod tower_contract;

@@ -2,7 +2,6 @@
 //! what is retried, where, after what wait, what the caller gets, and the budget.
 //! Time is paused, so waits are measured in virtual time.
 
-
 use std::{sync::Arc, time::Duration};
 
 use crate::support::{BoxInner, Upstreams, config, request};

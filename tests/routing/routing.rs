@@ -1,7 +1,6 @@
 //! The routing pipeline, branch by branch, through the public API: health filter,
 //! staleness, bypass, cooldown, strategies, and the errors. Time is paused.
 
-
 use std::{collections::HashMap, time::Duration};
 
 use crate::support::{Logs, Upstreams, config, request};

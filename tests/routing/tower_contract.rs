@@ -1,9 +1,9 @@
 //! The tower contract: readiness propagates, the types are Clone + Send + Sync + Debug,
 //! and the layer works inside axum (Router::oneshot and one real socket).
 
-
 use std::fmt::Debug;
 
+use crate::support::{config, request};
 use axum::{
     Extension, Router,
     error_handling::HandleErrorLayer,
@@ -12,7 +12,6 @@ use axum::{
     routing::post,
 };
 use http_body_util::BodyExt;
-use crate::support::{config, request};
 use tokio_test::{assert_pending, assert_ready_ok};
 use tower::{ServiceBuilder, ServiceExt};
 use tower_health_routing::{

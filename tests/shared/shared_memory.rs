@@ -2,7 +2,6 @@
 //! a scripted prober (no sockets): the same protocol the Redis store runs, with exact
 //! timings. The Redis tests (`shared_redis.rs`) repeat the essentials on a real server.
 
-
 use std::{sync::Arc, time::Duration};
 
 use crate::support::{
@@ -352,7 +351,12 @@ async fn cooldown_story(share: bool) -> (Option<Duration>, Option<Duration>) {
         .with_seed(3)
         .layer(up.service());
     while up.hits(1) == 0 {
-        let _ = svc.ready().await.unwrap().call(crate::support::request("r")).await;
+        let _ = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(crate::support::request("r"))
+            .await;
     }
     assert!(states[0].cooldown_remaining("d1").is_some());
     sleep(Duration::from_secs(1)).await;

@@ -5,7 +5,6 @@
 //!
 //! A missing `redis-server` fails these tests with a message saying how to install it.
 
-
 use std::time::Duration;
 
 use crate::support::{
