@@ -55,8 +55,8 @@ struct Args {
     /// Seconds between background health checks.
     #[arg(long, default_value_t = 1.0, value_parser = positive)]
     interval: f64,
-    /// Only serve the fake upstreams on 127.0.0.1:8001.. (for `examples/config.yaml` and the
-    /// gateway example) until Ctrl-C; type `2 500` to make up-2 answer 500, `2 ok` to heal it.
+    /// Only serve the fake upstreams on 127.0.0.1:8001.. (for `examples/config.yaml` and
+    /// `thr-gateway`) until Ctrl-C; type `2 500` to make up-2 answer 500, `2 ok` to heal it.
     #[arg(long)]
     serve_upstreams: bool,
     /// With --serve-upstreams: the first port.
