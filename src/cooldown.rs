@@ -20,7 +20,7 @@ use std::{
     time::Duration,
 };
 
-use crate::config::Config;
+use crate::{config::Config, deployment::DeploymentId};
 
 /// What happened to one request, as far as cooldown is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,7 +146,7 @@ impl CooldownState {
     /// when a cooldown was recorded, and clears an expired one so later checks need none.
     pub(crate) fn is_available<F: FnMut() -> u64>(
         &self,
-        now: &mut crate::routing::select::LazyNow<F>,
+        now: &mut crate::time::LazyNow<F>,
     ) -> bool {
         let until = self.until.load(Relaxed);
         if until == 0 {
@@ -218,6 +218,27 @@ impl CooldownState {
             .max(1);
         self.until.fetch_max(until, Relaxed);
         Some(dur)
+    }
+}
+
+/// Where cooldowns entered by requests are announced when they are shared across
+/// processes: hung off the health state (see `health::Hooks`), installed by the
+/// shared-state coordinator, empty otherwise.
+#[derive(Debug, Default)]
+pub(crate) struct CooldownSink(arc_swap::ArcSwapOption<tokio::sync::mpsc::Sender<DeploymentId>>);
+
+impl CooldownSink {
+    /// Announces that `id` entered cooldown, if anyone listens. Never waits: a full queue
+    /// drops the announcement.
+    pub(crate) fn announce(&self, id: &DeploymentId) {
+        if let Some(tx) = &*self.0.load() {
+            let _ = tx.try_send(id.clone());
+        }
+    }
+
+    /// Installs (or removes) the receiving side of [`announce`](Self::announce).
+    pub(crate) fn set(&self, tx: Option<tokio::sync::mpsc::Sender<DeploymentId>>) {
+        self.0.store(tx.map(std::sync::Arc::new));
     }
 }
 

@@ -52,6 +52,7 @@ mod secret;
 pub mod shared;
 mod stats;
 pub mod telemetry;
+mod time;
 
 pub use config::{
     Config, ConfigBuilder, HealthCheckSettings, RedisSettings, RouterSettings, RoutingStrategy,

@@ -38,7 +38,7 @@ use std::sync::Arc;
 
 use metrics::{Key, Label, Level, Metadata, SharedString, Unit};
 
-use crate::{deployment::Deployment, health::HealthRecord, probe::ProbeOutcome};
+use crate::deployment::Deployment;
 
 /// Gauge: 1 when a deployment's last published health result passed, 0 when it failed.
 pub const DEPLOYMENT_HEALTHY: &str = "tower_health_routing_deployment_healthy";
@@ -124,17 +124,18 @@ pub fn describe() {
     );
 }
 
-/// The `reason` label of a probe outcome: always one of [`PROBE_REASONS`].
-pub fn probe_reason(outcome: &ProbeOutcome) -> &'static str {
-    if outcome.healthy {
+/// The `reason` label of a probe outcome (whether it passed, the status it got and its
+/// short reason, as in a `ProbeOutcome`): always one of [`PROBE_REASONS`].
+pub fn probe_reason(healthy: bool, status: Option<u16>, reason: Option<&str>) -> &'static str {
+    if healthy {
         return "ok";
     }
-    let reason = outcome.reason.as_deref().unwrap_or("");
+    let reason = reason.unwrap_or("");
     let starts = |p: &str| reason.starts_with(p);
     if starts("probe_rejected") {
         return "probe_rejected";
     }
-    match outcome.status {
+    match status {
         Some(408) => "timeout",
         Some(429) => "rate_limited",
         Some(401 | 403) => "auth",
@@ -162,20 +163,19 @@ fn deployment_labels(d: &Deployment) -> Vec<Label> {
     v
 }
 
-/// Records one probe: its duration and its outcome.
-pub(crate) fn record_probe(d: &Deployment, outcome: &ProbeOutcome, latency: std::time::Duration) {
+/// Records one probe: its duration and its outcome's `reason` label (see [`probe_reason`]).
+pub(crate) fn record_probe(d: &Deployment, reason: &'static str, latency: std::time::Duration) {
     let mut labels = deployment_labels(d);
     metrics::histogram!(PROBE_DURATION, labels.clone()).record(latency.as_secs_f64());
-    labels.push(Label::from_static_parts("reason", probe_reason(outcome)));
+    labels.push(Label::from_static_parts("reason", reason));
     metrics::counter!(PROBES, labels).increment(1);
 }
 
-/// Records published health results (the deployment gauge).
-pub(crate) fn record_health<'a>(
-    results: impl IntoIterator<Item = (&'a Deployment, &'a HealthRecord)>,
-) {
-    for (d, rec) in results {
-        let v = if rec.healthy { 1.0 } else { 0.0 };
+/// Records published health results (the deployment gauge): each deployment and whether
+/// its result passed.
+pub(crate) fn record_health<'a>(results: impl IntoIterator<Item = (&'a Deployment, bool)>) {
+    for (d, healthy) in results {
+        let v = if healthy { 1.0 } else { 0.0 };
         metrics::gauge!(DEPLOYMENT_HEALTHY, deployment_labels(d)).set(v);
     }
 }
@@ -241,31 +241,29 @@ mod tests {
     #[test]
     fn reasons_are_a_fixed_set() {
         let cases = [
-            (ProbeOutcome::healthy(), "ok"),
-            (ProbeOutcome::timeout(), "timeout"),
-            (ProbeOutcome::unhealthy("connect: refused"), "connect"),
-            (ProbeOutcome::unhealthy("tls: bad cert"), "tls"),
+            (true, None, None, "ok"),
+            (false, Some(408), Some("timeout"), "timeout"),
+            (false, None, Some("timeout after 5s"), "timeout"),
+            (false, None, Some("connect: refused"), "connect"),
+            (false, None, Some("tls: bad cert"), "tls"),
+            (false, Some(429), Some("x"), "rate_limited"),
+            (false, Some(401), Some("x"), "auth"),
+            (false, Some(404), Some("x"), "status_4xx"),
+            (false, Some(503), Some("x"), "status_5xx"),
             (
-                ProbeOutcome::unhealthy("x").with_status(429),
-                "rate_limited",
-            ),
-            (ProbeOutcome::unhealthy("x").with_status(401), "auth"),
-            (ProbeOutcome::unhealthy("x").with_status(404), "status_4xx"),
-            (ProbeOutcome::unhealthy("x").with_status(503), "status_5xx"),
-            (
-                ProbeOutcome::unhealthy("probe_rejected: max_tokens").with_status(400),
+                false,
+                Some(400),
+                Some("probe_rejected: max_tokens"),
                 "probe_rejected",
             ),
-            (
-                ProbeOutcome::unhealthy("unsupported: no api_base"),
-                "unsupported",
-            ),
-            (ProbeOutcome::unhealthy("prober panicked"), "panic"),
-            (ProbeOutcome::unhealthy("anything at all, sk-123"), "error"),
+            (false, None, Some("unsupported: no api_base"), "unsupported"),
+            (false, None, Some("prober panicked"), "panic"),
+            (false, None, Some("anything at all, sk-123"), "error"),
+            (false, None, None, "error"),
         ];
-        for (o, want) in cases {
-            let got = probe_reason(&o);
-            assert_eq!(got, want, "{o:?}");
+        for (healthy, status, reason, want) in cases {
+            let got = probe_reason(healthy, status, reason);
+            assert_eq!(got, want, "{healthy} {status:?} {reason:?}");
             assert!(PROBE_REASONS.contains(&got));
         }
     }

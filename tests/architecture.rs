@@ -23,64 +23,167 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("deployment", &["secret"]),
     ("telemetry", &["deployment"]),
     ("error", &["deployment"]),
-    ("config", &["deployment", "secret", "time", "error", "telemetry"]),
+    (
+        "config",
+        &["deployment", "secret", "time", "error", "telemetry"],
+    ),
     (
         "classify",
-        &["deployment", "secret", "time", "error", "telemetry", "config"],
+        &[
+            "deployment",
+            "secret",
+            "time",
+            "error",
+            "telemetry",
+            "config",
+        ],
     ),
     (
         "provider",
-        &["deployment", "secret", "time", "error", "telemetry", "config", "classify"],
-    ),
-    (
-        "stats",
-        &["deployment", "secret", "time", "error", "telemetry", "config", "classify"],
-    ),
-    (
-        "health",
-        &["deployment", "secret", "time", "error", "telemetry", "config", "classify", "stats"],
+        &[
+            "deployment",
+            "secret",
+            "time",
+            "error",
+            "telemetry",
+            "config",
+            "classify",
+        ],
     ),
     (
         "cooldown",
-        &["deployment", "secret", "time", "error", "telemetry", "config", "classify", "stats", "health"],
+        &[
+            "deployment",
+            "secret",
+            "time",
+            "error",
+            "telemetry",
+            "config",
+            "classify",
+        ],
+    ),
+    (
+        "stats",
+        &[
+            "deployment",
+            "secret",
+            "time",
+            "error",
+            "telemetry",
+            "config",
+            "classify",
+            "cooldown",
+        ],
+    ),
+    (
+        "health",
+        &[
+            "deployment",
+            "secret",
+            "time",
+            "error",
+            "telemetry",
+            "config",
+            "classify",
+            "cooldown",
+            "stats",
+        ],
     ),
     (
         "balance",
-        &["deployment", "secret", "time", "error", "telemetry", "config", "classify", "stats", "health"],
+        &[
+            "deployment",
+            "secret",
+            "time",
+            "error",
+            "telemetry",
+            "config",
+            "classify",
+            "stats",
+            "health",
+        ],
     ),
     (
         "routing",
         &[
-            "deployment", "secret", "time", "error", "telemetry", "config", "classify", "stats",
-            "health", "cooldown", "balance",
+            "deployment",
+            "secret",
+            "time",
+            "error",
+            "telemetry",
+            "config",
+            "classify",
+            "stats",
+            "health",
+            "cooldown",
+            "balance",
         ],
     ),
     (
         "retry",
         &[
-            "deployment", "secret", "time", "error", "telemetry", "config", "classify", "stats",
-            "health", "cooldown", "balance", "routing",
+            "deployment",
+            "secret",
+            "time",
+            "error",
+            "telemetry",
+            "config",
+            "classify",
+            "stats",
+            "health",
+            "cooldown",
+            "balance",
+            "routing",
         ],
     ),
     (
         "probe",
         &[
-            "deployment", "secret", "time", "error", "telemetry", "config", "classify", "stats",
-            "health", "cooldown", "provider",
+            "deployment",
+            "secret",
+            "time",
+            "error",
+            "telemetry",
+            "config",
+            "classify",
+            "stats",
+            "health",
+            "cooldown",
+            "provider",
         ],
     ),
     (
         "shared",
         &[
-            "deployment", "secret", "time", "error", "telemetry", "config", "classify", "stats",
-            "health", "cooldown", "probe",
+            "deployment",
+            "secret",
+            "time",
+            "error",
+            "telemetry",
+            "config",
+            "classify",
+            "stats",
+            "health",
+            "cooldown",
+            "probe",
         ],
     ),
     (
         "endpoints",
         &[
-            "deployment", "secret", "time", "error", "telemetry", "config", "classify", "stats",
-            "health", "cooldown", "provider", "probe", "shared",
+            "deployment",
+            "secret",
+            "time",
+            "error",
+            "telemetry",
+            "config",
+            "classify",
+            "stats",
+            "health",
+            "cooldown",
+            "provider",
+            "probe",
+            "shared",
         ],
     ),
 ];
@@ -523,7 +626,11 @@ fn every_edge_is_allowed_by_the_diagram() {
             ));
         }
     }
-    assert!(bad.is_empty(), "edges against the diagram:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "edges against the diagram:\n{}",
+        bad.join("\n")
+    );
 }
 
 #[test]
@@ -548,7 +655,10 @@ fn the_diagram_itself_is_one_way() {
     assert_eq!(find_cycle(&g), None, "the allowed table has a cycle");
     for (m, deps) in &g {
         for d in deps {
-            assert!(g.contains_key(d), "`{m}` allows `{d}`, which the table does not list");
+            assert!(
+                g.contains_key(d),
+                "`{m}` allows `{d}`, which the table does not list"
+            );
         }
     }
 }

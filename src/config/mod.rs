@@ -233,6 +233,7 @@ impl std::str::FromStr for RoutingStrategy {
                     value: s.to_owned(),
                 },
             )
+            .with_known(Self::NAMES)
         })
     }
 }

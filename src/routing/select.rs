@@ -28,24 +28,9 @@ use crate::{
     config::RoutingStrategy,
     deployment::{Deployment, DeploymentId},
     error::{NoDeploymentAvailable, UnknownRoute},
-    health::{Candidates, Entry, HealthSnapshot, HealthState, Route, nanos_since},
+    health::{Candidates, Entry, HealthSnapshot, HealthState, Route},
+    time::{LazyNow, nanos_since},
 };
-
-/// Reads the clock at most once.
-pub(crate) struct LazyNow<F> {
-    read: F,
-    value: Option<u64>,
-}
-
-impl<F: FnMut() -> u64> LazyNow<F> {
-    pub(crate) fn new(read: F) -> Self {
-        Self { read, value: None }
-    }
-
-    pub(crate) fn get(&mut self) -> u64 {
-        *self.value.get_or_insert_with(&mut self.read)
-    }
-}
 
 /// Why no deployment was picked.
 #[derive(Debug, Clone, PartialEq, Eq)]
