@@ -25,7 +25,7 @@ use crate::{config::Config, deployment::DeploymentId};
 /// What happened to one request, as far as cooldown is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The deployment answered (2xx/3xx).
     Success,
     /// The client was at fault (4xx other than 401, 404, 408, 429): not counted.
@@ -41,7 +41,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// Classifies a response status (and the `Retry-After` it carried, if any).
-    pub fn classify(status: u16, retry_after: Option<Duration>) -> Self {
+    pub(crate) fn classify(status: u16, retry_after: Option<Duration>) -> Self {
         match status {
             429 => Self::Failure {
                 status: Some(429),
@@ -57,7 +57,7 @@ impl Outcome {
     }
 
     /// A timeout or connection error (no status).
-    pub fn error() -> Self {
+    pub(crate) fn error() -> Self {
         Self::Failure {
             status: None,
             retry_after: None,
@@ -67,11 +67,11 @@ impl Outcome {
 
 /// When a deployment is cooled down; built from `router_settings`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CooldownPolicy {
+pub(crate) struct CooldownPolicy {
     /// `allowed_fails`; `None`: the percentage rule.
-    pub allowed_fails: Option<u32>,
+    pub(crate) allowed_fails: Option<u32>,
     /// `cooldown_time`.
-    pub cooldown_time: Duration,
+    pub(crate) cooldown_time: Duration,
 }
 
 /// Requests in the window after which the percentage rule applies.

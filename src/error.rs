@@ -163,6 +163,7 @@ impl ConfigError {
     }
 
     /// The same error with its kind replaced (e.g. scrubbed), keeping field and known names.
+    #[cfg_attr(not(feature = "yaml"), allow(dead_code))]
     pub(crate) fn with_kind(mut self, kind: ConfigErrorKind) -> Self {
         self.kind = kind;
         self

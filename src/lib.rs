@@ -38,48 +38,30 @@
 //! # }
 //! ```
 
-pub mod balance;
+mod balance;
 pub mod config;
 mod cooldown;
-mod deployment;
+pub mod deployment;
+#[cfg(feature = "endpoints")]
 pub mod endpoints;
-mod error;
+pub mod error;
 pub mod health;
 pub mod probe;
 pub mod retry;
 pub mod routing;
-mod secret;
+pub mod secret;
 pub mod shared;
 mod stats;
 pub mod telemetry;
 mod time;
 
-pub use config::{
-    Config, ConfigBuilder, HealthCheckSettings, RedisSettings, RouterSettings, RoutingStrategy,
-};
-pub use cooldown::{CooldownPolicy, Outcome};
-pub use deployment::{
-    Deployment, DeploymentBuilder, DeploymentId, DeploymentParams, Mode, ModelGroup, ModelInfo,
-    ParamValue,
-};
+pub use config::{Config, ConfigBuilder};
+pub use deployment::{Deployment, DeploymentBuilder, DeploymentId, Mode, ModelGroup};
+#[cfg(feature = "endpoints")]
+pub use endpoints::HealthEndpoints;
 #[cfg(feature = "axum")]
 pub use endpoints::health_router;
-pub use endpoints::{HealthEndpoints, HealthReport, ServiceCheck};
-pub use error::{
-    BoxError, ConfigError, ConfigErrorKind, MissingRoute, NoDeploymentAvailable, UnknownRoute,
-};
-pub use health::{HealthRecord, HealthSnapshot, HealthState};
-pub use probe::{
-    HttpProber, ProbeDefaults, ProbeHandle, ProbeLoop, ProbeLoopBuilder, ProbeOutcome, ProbeReport,
-    ProbeTarget, Prober, RoundReport,
-};
-pub use retry::{RetryLayer, RetryPolicy};
-pub use routing::{
-    ExcludeDeployments, FromExtension, FromHeader, HealthRouting, HealthRoutingLayer, Pick,
-    PickError, Picker, ResponseBody, ResponseFuture, RouteExtractor, RouteFn, SelectedDeployment,
-    TriedDeployments, route_fn,
-};
-pub use secret::{REDACTED, Scrubber, Secret, looks_secret};
-#[cfg(feature = "redis")]
-pub use shared::RedisStore;
-pub use shared::{HealthStore, MemoryStore, SharedMode, SharedStatus, SharingSettings};
+pub use error::{BoxError, ConfigError, MissingRoute, NoDeploymentAvailable, UnknownRoute};
+pub use health::HealthState;
+pub use probe::{ProbeHandle, ProbeLoop};
+pub use routing::{HealthRouting, HealthRoutingLayer, SelectedDeployment};

@@ -34,10 +34,13 @@
 //! it asks the current recorder for the handle and increments it (with no recorder
 //! installed, that is a no-op).
 
+#[cfg(feature = "metrics")]
 use std::sync::Arc;
 
+#[cfg(feature = "metrics")]
 use metrics::{Key, Label, Level, Metadata, SharedString, Unit};
 
+#[cfg(feature = "metrics")]
 use crate::deployment::Deployment;
 
 /// Gauge: 1 when a deployment's last published health result passed, 0 when it failed.
@@ -88,9 +91,11 @@ pub const PROBE_REASONS: &[&str] = &[
     "error",
 ];
 
+#[cfg(feature = "metrics")]
 static METADATA: Metadata<'static> =
     Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
 
+#[cfg(feature = "metrics")]
 /// Attaches help texts and units to every metric above, on the recorder installed now.
 /// Call it once after installing your recorder (optional: metrics are recorded either way).
 pub fn describe() {
@@ -150,6 +155,7 @@ pub fn probe_reason(healthy: bool, status: Option<u16>, reason: Option<&str>) ->
     }
 }
 
+#[cfg(feature = "metrics")]
 fn deployment_labels(d: &Deployment) -> Vec<Label> {
     let mut v = Vec::with_capacity(3);
     v.push(Label::new(
@@ -163,6 +169,7 @@ fn deployment_labels(d: &Deployment) -> Vec<Label> {
     v
 }
 
+#[cfg(feature = "metrics")]
 /// Records one probe: its duration and its outcome's `reason` label (see [`probe_reason`]).
 pub(crate) fn record_probe(d: &Deployment, reason: &'static str, latency: std::time::Duration) {
     let mut labels = deployment_labels(d);
@@ -171,6 +178,7 @@ pub(crate) fn record_probe(d: &Deployment, reason: &'static str, latency: std::t
     metrics::counter!(PROBES, labels).increment(1);
 }
 
+#[cfg(feature = "metrics")]
 /// Records published health results (the deployment gauge): each deployment and whether
 /// its result passed.
 pub(crate) fn record_health<'a>(results: impl IntoIterator<Item = (&'a Deployment, bool)>) {
@@ -180,6 +188,7 @@ pub(crate) fn record_health<'a>(results: impl IntoIterator<Item = (&'a Deploymen
     }
 }
 
+#[cfg(feature = "metrics")]
 /// Records a cooldown entered by a deployment; `source` is `request` or `probe`.
 pub(crate) fn record_cooldown(d: &Deployment, source: &'static str) {
     let mut labels = deployment_labels(d);
@@ -187,12 +196,14 @@ pub(crate) fn record_cooldown(d: &Deployment, source: &'static str) {
     metrics::counter!(COOLDOWNS, labels).increment(1);
 }
 
+#[cfg(feature = "metrics")]
 /// Records a request for an unknown route.
 pub(crate) fn record_unknown_route() {
     static KEY: Key = Key::from_static_name(UNKNOWN_ROUTE);
     increment(&KEY);
 }
 
+#[cfg(feature = "metrics")]
 /// The routing counters of one route, with their keys built once.
 #[derive(Debug)]
 pub(crate) struct RouteMetrics {
@@ -201,6 +212,7 @@ pub(crate) struct RouteMetrics {
     no_deployment: Key,
 }
 
+#[cfg(feature = "metrics")]
 impl RouteMetrics {
     pub(crate) fn new(route: &Arc<str>) -> Self {
         let key = |name: &'static str| {
@@ -230,9 +242,56 @@ impl RouteMetrics {
     }
 }
 
+#[cfg(feature = "metrics")]
 fn increment(key: &Key) {
     metrics::with_recorder(|r| r.register_counter(key, &METADATA).increment(1));
 }
+
+/// Without the `metrics` feature every recording call compiles to nothing.
+#[cfg(not(feature = "metrics"))]
+mod off {
+    use std::sync::Arc;
+
+    use crate::deployment::Deployment;
+
+    /// Attaches help texts and units to every metric (a no-op: this build lacks the
+    /// `metrics` feature).
+    pub fn describe() {}
+
+    #[inline(always)]
+    pub(crate) fn record_probe(_: &Deployment, _: &'static str, _: std::time::Duration) {}
+
+    #[inline(always)]
+    pub(crate) fn record_health<'a>(_: impl IntoIterator<Item = (&'a Deployment, bool)>) {}
+
+    #[inline(always)]
+    pub(crate) fn record_cooldown(_: &Deployment, _: &'static str) {}
+
+    #[inline(always)]
+    pub(crate) fn record_unknown_route() {}
+
+    /// The routing counters of one route (nothing: no `metrics` feature).
+    #[derive(Debug)]
+    pub(crate) struct RouteMetrics;
+
+    impl RouteMetrics {
+        pub(crate) fn new(_: &Arc<str>) -> Self {
+            Self
+        }
+
+        #[inline(always)]
+        pub(crate) fn decided(&self, _: bool) {}
+
+        #[inline(always)]
+        pub(crate) fn refused(&self) {}
+    }
+}
+#[cfg(not(feature = "metrics"))]
+pub use off::describe;
+#[cfg(not(feature = "metrics"))]
+pub(crate) use off::{
+    RouteMetrics, record_cooldown, record_health, record_probe, record_unknown_route,
+};
 
 #[cfg(test)]
 mod tests {

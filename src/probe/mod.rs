@@ -72,11 +72,15 @@
 
 mod defaults;
 mod handle;
+#[cfg(feature = "http-prober")]
 mod http;
 mod hysteresis;
 mod mode;
 mod outcome;
+mod prober;
+#[cfg(feature = "http-prober")]
 mod provider;
+#[cfg(feature = "http-prober")]
 mod request;
 mod round;
 
@@ -94,13 +98,16 @@ use tokio::{
 };
 use tracing::Instrument;
 
+#[cfg(feature = "http-prober")]
+pub use self::http::{HttpProber, HttpProberBuilder};
+#[cfg(feature = "endpoints")]
 pub(crate) use self::round::on_demand_targets as targets;
 pub use self::{
     defaults::{DEFAULT_MAX_TOKENS, DEFAULT_PROMPT, ProbeDefaults},
     handle::ProbeHandle,
-    http::{HttpProber, HttpProberBuilder, ProbeFuture, Prober, ProberFn, prober_fn},
     mode::{bedrock_probe_model, is_reasoning_model, resolve_max_tokens, resolve_mode},
     outcome::{ProbeOutcome, ProbeReport, ProbeTarget, RoundReport},
+    prober::{ProbeFuture, Prober, ProberFn, prober_fn},
 };
 use self::{
     hysteresis::{Rules, Tracker, feed_cooldown},
@@ -269,12 +276,21 @@ impl ProbeLoopBuilder {
     ) -> Result<ProbeLoop, ConfigError> {
         let prober: Arc<dyn Prober> = match self.prober {
             Some(p) => p,
+            #[cfg(feature = "http-prober")]
             None => {
                 let defaults = match self.defaults {
                     Some(d) => d,
                     None => ProbeDefaults::from_env()?,
                 };
                 Arc::new(HttpProber::new(defaults)?)
+            }
+            #[cfg(not(feature = "http-prober"))]
+            None => {
+                return Err(ConfigError::invalid(
+                    "probe.prober",
+                    "no prober given and this build lacks the `http-prober` feature: \
+                     pass one with ProbeLoopBuilder::prober",
+                ));
             }
         };
         if self.default_timeout.is_zero() {

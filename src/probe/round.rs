@@ -13,7 +13,7 @@ use futures_util::{FutureExt, StreamExt, stream};
 use tokio::{sync::Semaphore, time::Instant};
 
 use super::{
-    http::Prober,
+    Prober,
     outcome::{ProbeOutcome, ProbeReport, ProbeTarget, RoundReport},
 };
 use crate::{deployment::Deployment, health::HealthSnapshot, secret::Scrubber};

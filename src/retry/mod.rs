@@ -89,7 +89,7 @@ use tower_service::Service;
 pub use budget::RetryBudget;
 pub use policy::{Backoff, RetryPolicy};
 
-use crate::{BoxError, TriedDeployments, config::Config};
+use crate::{BoxError, config::Config, routing::TriedDeployments};
 
 /// What every [`RetryPolicy`] of a layer shares.
 pub(crate) struct Settings {
