@@ -20,7 +20,9 @@ use std::{
 
 use fake_llm::FakeLlm;
 use tower_health_routing::{
-    BoxError, Config, Deployment, HealthState, ProbeHandle, ProbeLoop, RedisSettings, Secret,
+    BoxError, Config, Deployment, HealthState, ProbeHandle, ProbeLoop,
+    config::RedisSettings,
+    secret::Secret,
     shared::{HealthStore, RedisStore},
 };
 

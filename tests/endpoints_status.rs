@@ -13,7 +13,7 @@ use support::{
     state_with,
 };
 use tower_health_routing::{
-    Config, Deployment, DeploymentId, HealthRecord, HealthState, endpoints::HealthEndpoints,
+    Config, Deployment, DeploymentId, HealthState, endpoints::HealthEndpoints, health::HealthRecord,
 };
 
 const BASE: &str = "http://127.0.0.1:9/v1";

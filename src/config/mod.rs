@@ -13,7 +13,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use tower_health_routing::{Config, Deployment, RoutingStrategy};
+//! use tower_health_routing::{Config, Deployment, config::RoutingStrategy};
 //!
 //! let cfg = Config::builder()
 //!     .deployment(Deployment::builder("gpt-4o", "openai/gpt-4o").api_base("http://127.0.0.1:8001/v1").build())

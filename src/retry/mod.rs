@@ -42,7 +42,7 @@
 //!
 //! ```
 //! use tower::{ServiceBuilder, ServiceExt};
-//! use tower_health_routing::{Config, Deployment, HealthRoutingLayer, ModelGroup, RetryLayer, SelectedDeployment};
+//! use tower_health_routing::{Config, Deployment, HealthRoutingLayer, ModelGroup, retry::RetryLayer, SelectedDeployment};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), tower_health_routing::BoxError> {

@@ -109,7 +109,7 @@ impl SeedSource {
 /// [`HealthRouting`](crate::HealthRouting), public for integrations that are not tower services.
 ///
 /// ```
-/// use tower_health_routing::{Config, Deployment, HealthState, Picker};
+/// use tower_health_routing::{Config, Deployment, HealthState, routing::Picker};
 /// let cfg = Config::builder()
 ///     .deployment(Deployment::builder("gpt-4o", "openai/gpt-4o").api_base("http://127.0.0.1:9/v1").build())
 ///     .build()?;
