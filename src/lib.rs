@@ -13,6 +13,40 @@
 //!            (with SelectedDeployment attached) ◄─ ResponseFuture records the outcome
 //! ```
 //!
+//! # Module graph
+//!
+//! One way (`A ─► B`: A uses B, and everything B uses); `tests/architecture.rs` reads the
+//! `crate::` paths of `src/` and keeps it so:
+//!
+//! ```text
+//! endpoints ─► shared ─► probe ─► provider
+//!     └──────────┴─────────┴─────► health ◄── balance ◄── routing ◄── retry
+//!                                                         routing ─► cooldown
+//! health ─► stats ─► cooldown ─► classify ─► config ─► error ─► deployment ─► secret
+//!                                            config ─► time
+//! telemetry: a leaf anyone may call; it names only deployments
+//! ```
+//!
+//! The request path (`routing`) reaches neither `probe`, `shared` nor `endpoints`.
+//! `health` holds the published snapshot and per-deployment stats; what `shared` and
+//! `cooldown` need of a state (the sharing status, the cooldown sink) hangs off hooks they
+//! own, and the probe loop runs a driver that `shared` implements.
+//!
+//! # Features
+//!
+//! | feature | default | adds |
+//! |---|---|---|
+//! | `http-prober` | yes | [`probe::HttpProber`] over hyper; without it, give [`ProbeLoop`] your own [`probe::Prober`] |
+//! | `rustls` | yes | HTTPS upstreams for the HTTP prober (implies `http-prober`) |
+//! | `yaml` | yes | [`Config::from_yaml_str`] / [`Config::from_yaml_file`] (LiteLLM `config.yaml`) |
+//! | `endpoints` | yes | LiteLLM's health endpoints (`HealthEndpoints`) |
+//! | `metrics` | yes | metrics through the `metrics` facade ([`telemetry`]); without it they compile to nothing |
+//! | `redis` | no | `shared::RedisStore` |
+//! | `axum` | no | `health_router` (implies `endpoints`) |
+//!
+//! With `default-features = false` the crate is only the layer, the health state and the
+//! probe loop (tower, tokio, http, arc-swap, rand, tracing, pin-project, serde).
+//!
 //! ```
 //! use tower::{ServiceBuilder, ServiceExt};
 //! use tower_health_routing::{Config, Deployment, HealthRoutingLayer, ModelGroup, SelectedDeployment};
