@@ -17,7 +17,9 @@ use std::{
 
 use thr_testkit::FakeLlm;
 use tower_health_routing::{
-    BoxError, Config, Deployment, HealthState, ProbeHandle, ProbeLoop, RedisSettings, Secret,
+    BoxError, Config, Deployment, HealthState, ProbeHandle, ProbeLoop,
+    config::RedisSettings,
+    secret::Secret,
     shared::{HealthStore, RedisStore},
 };
 

@@ -20,12 +20,12 @@ use std::{
     time::Duration,
 };
 
-use crate::config::Config;
+use crate::{config::Config, deployment::DeploymentId};
 
 /// What happened to one request, as far as cooldown is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The deployment answered (2xx/3xx).
     Success,
     /// The client was at fault (4xx other than 401, 404, 408, 429): not counted.
@@ -41,7 +41,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// Classifies a response status (and the `Retry-After` it carried, if any).
-    pub fn classify(status: u16, retry_after: Option<Duration>) -> Self {
+    pub(crate) fn classify(status: u16, retry_after: Option<Duration>) -> Self {
         match status {
             429 => Self::Failure {
                 status: Some(429),
@@ -57,7 +57,7 @@ impl Outcome {
     }
 
     /// A timeout or connection error (no status).
-    pub fn error() -> Self {
+    pub(crate) fn error() -> Self {
         Self::Failure {
             status: None,
             retry_after: None,
@@ -67,11 +67,11 @@ impl Outcome {
 
 /// When a deployment is cooled down; built from `router_settings`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CooldownPolicy {
+pub(crate) struct CooldownPolicy {
     /// `allowed_fails`; `None`: the percentage rule.
-    pub allowed_fails: Option<u32>,
+    pub(crate) allowed_fails: Option<u32>,
     /// `cooldown_time`.
-    pub cooldown_time: Duration,
+    pub(crate) cooldown_time: Duration,
 }
 
 /// Requests in the window after which the percentage rule applies.
@@ -146,7 +146,7 @@ impl CooldownState {
     /// when a cooldown was recorded, and clears an expired one so later checks need none.
     pub(crate) fn is_available<F: FnMut() -> u64>(
         &self,
-        now: &mut crate::routing::select::LazyNow<F>,
+        now: &mut crate::time::LazyNow<F>,
     ) -> bool {
         let until = self.until.load(Relaxed);
         if until == 0 {
@@ -218,6 +218,27 @@ impl CooldownState {
             .max(1);
         self.until.fetch_max(until, Relaxed);
         Some(dur)
+    }
+}
+
+/// Where cooldowns entered by requests are announced when they are shared across
+/// processes: hung off the health state (see `health::Hooks`), installed by the
+/// shared-state coordinator, empty otherwise.
+#[derive(Debug, Default)]
+pub(crate) struct CooldownSink(arc_swap::ArcSwapOption<tokio::sync::mpsc::Sender<DeploymentId>>);
+
+impl CooldownSink {
+    /// Announces that `id` entered cooldown, if anyone listens. Never waits: a full queue
+    /// drops the announcement.
+    pub(crate) fn announce(&self, id: &DeploymentId) {
+        if let Some(tx) = &*self.0.load() {
+            let _ = tx.try_send(id.clone());
+        }
+    }
+
+    /// Installs (or removes) the receiving side of [`announce`](Self::announce).
+    pub(crate) fn set(&self, tx: Option<tokio::sync::mpsc::Sender<DeploymentId>>) {
+        self.0.store(tx.map(std::sync::Arc::new));
     }
 }
 

@@ -33,7 +33,7 @@ use serde_json::{Value, json};
 use tower::{Service, ServiceBuilder, ServiceExt, util::BoxCloneSyncService};
 use tower_health_routing::{
     BoxError, Config, HealthRoutingLayer, HealthState, MissingRoute, ModelGroup,
-    NoDeploymentAvailable, Scrubber, SelectedDeployment, UnknownRoute,
+    NoDeploymentAvailable, SelectedDeployment, UnknownRoute, secret::Scrubber,
 };
 
 /// The most of an upstream error body kept (then scrubbed and returned).
@@ -88,7 +88,7 @@ pub fn api_router(state: HealthState, routing: HealthRoutingLayer, options: &Opt
     let forwarder = Forwarder::new(scrubber.clone(), options.upstream_timeout);
     let routed = ServiceBuilder::new()
         .map_response(
-            |resp: http::Response<tower_health_routing::ResponseBody<Body>>| {
+            |resp: http::Response<tower_health_routing::routing::ResponseBody<Body>>| {
                 let (mut parts, body) = resp.into_parts();
                 // Tell the client which deployment answered, as LiteLLM does.
                 if let Some(d) = parts.extensions.get::<SelectedDeployment>()
@@ -100,7 +100,7 @@ pub fn api_router(state: HealthState, routing: HealthRoutingLayer, options: &Opt
             },
         )
         // Failed requests are re-sent to another deployment (`num_retries`), within a budget.
-        .layer(tower_health_routing::RetryLayer::new(state.config()))
+        .layer(tower_health_routing::retry::RetryLayer::new(state.config()))
         .layer(routing)
         .service(forwarder);
     let app = App {

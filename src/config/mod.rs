@@ -13,7 +13,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use tower_health_routing::{Config, Deployment, RoutingStrategy};
+//! use tower_health_routing::{Config, Deployment, config::RoutingStrategy};
 //!
 //! let cfg = Config::builder()
 //!     .deployment(Deployment::builder("gpt-4o", "openai/gpt-4o").api_base("http://127.0.0.1:8001/v1").build())
@@ -27,13 +27,15 @@
 //! # Ok::<(), tower_health_routing::ConfigError>(())
 //! ```
 
+#[cfg(feature = "yaml")]
 mod litellm;
 
+#[cfg(feature = "yaml")]
+use std::path::Path;
 use std::{
     collections::HashMap,
     fmt,
     num::{NonZeroU32, NonZeroUsize},
-    path::Path,
     time::Duration,
 };
 
@@ -233,6 +235,7 @@ impl std::str::FromStr for RoutingStrategy {
                     value: s.to_owned(),
                 },
             )
+            .with_known(Self::NAMES)
         })
     }
 }
@@ -248,12 +251,14 @@ impl Config {
     /// Parses LiteLLM's `config.yaml` text. `os.environ/NAME` values are read from the
     /// environment; unknown keys are kept (in each deployment's `extra`) or ignored with a
     /// debug event.
+    #[cfg(feature = "yaml")]
     pub fn from_yaml_str(text: &str) -> Result<Self, ConfigError> {
         litellm::parse(text, &|name| std::env::var(name).ok())
     }
 
     /// Like [`from_yaml_str`](Self::from_yaml_str), with `os.environ/NAME` looked up by
     /// `env` instead of the process environment (handy in tests).
+    #[cfg(feature = "yaml")]
     pub fn from_yaml_str_with_env(
         text: &str,
         env: &dyn Fn(&str) -> Option<String>,
@@ -262,6 +267,7 @@ impl Config {
     }
 
     /// Reads and parses a LiteLLM `config.yaml` file.
+    #[cfg(feature = "yaml")]
     pub fn from_yaml_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| {

@@ -21,7 +21,7 @@ use foldhash::fast::RandomState;
 
 use super::outcome::ProbeReport;
 use crate::{
-    cooldown::Outcome,
+    cooldown::{CooldownPolicy, Outcome},
     deployment::DeploymentId,
     health::{HealthRecord, HealthState},
 };
@@ -149,7 +149,7 @@ fn log_change(id: &DeploymentId, route: &str, from: Option<bool>, new: &HealthRe
 pub(crate) fn feed_cooldown(state: &HealthState, results: &[ProbeReport]) {
     let snap = state.load();
     let now = state.now_nanos();
-    let policy = &state.shared.cooldown;
+    let policy = &CooldownPolicy::from_config(state.config());
     for r in results {
         let o = &r.outcome;
         let outcome = if o.healthy {

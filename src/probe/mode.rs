@@ -144,6 +144,7 @@ pub(crate) fn is_wildcard(d: &Deployment) -> bool {
 
 /// Whether the probe carries a token limit: `health_check_supports_max_tokens` if set, else
 /// only in chat and completion.
+#[cfg_attr(not(feature = "http-prober"), allow(dead_code))]
 pub(crate) fn sends_max_tokens(d: &Deployment, mode: Mode) -> bool {
     d.info()
         .health_check_supports_max_tokens

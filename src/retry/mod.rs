@@ -42,7 +42,7 @@
 //!
 //! ```
 //! use tower::{ServiceBuilder, ServiceExt};
-//! use tower_health_routing::{Config, Deployment, HealthRoutingLayer, ModelGroup, RetryLayer, SelectedDeployment};
+//! use tower_health_routing::{Config, Deployment, HealthRoutingLayer, ModelGroup, retry::RetryLayer, SelectedDeployment};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), tower_health_routing::BoxError> {
@@ -89,7 +89,7 @@ use tower_service::Service;
 pub use budget::RetryBudget;
 pub use policy::{Backoff, RetryPolicy};
 
-use crate::{BoxError, TriedDeployments, config::Config};
+use crate::{BoxError, config::Config, routing::TriedDeployments};
 
 /// What every [`RetryPolicy`] of a layer shares.
 pub(crate) struct Settings {

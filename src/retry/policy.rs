@@ -16,8 +16,8 @@ use tower::retry::Policy;
 
 use super::Settings;
 use crate::{
-    BoxError, MissingRoute, NoDeploymentAvailable, SelectedDeployment, TriedDeployments,
-    UnknownRoute, routing::future::retry_after,
+    BoxError, MissingRoute, NoDeploymentAvailable, SelectedDeployment, UnknownRoute,
+    routing::{TriedDeployments, future::retry_after},
 };
 
 /// The [`tower::retry::Policy`] behind [`RetryLayer`](super::RetryLayer), for one request

@@ -16,9 +16,10 @@ use tokio::time::Instant;
 
 use crate::{
     BoxError,
-    cooldown::Outcome,
-    health::{HealthState, nanos_since},
+    cooldown::{CooldownPolicy, CooldownSink, Outcome},
+    health::HealthState,
     stats::DeploymentStats,
+    time::nanos_since,
 };
 
 /// Counts one request in flight to a deployment while it lives.
@@ -63,7 +64,7 @@ impl Observer {
             outcome,
             nanos_since(shared.epoch, now),
             self.route_len,
-            &shared.cooldown,
+            &CooldownPolicy::from_config(&shared.config),
             d.params.cooldown_time,
         );
         if let Some(dur) = entered {
@@ -80,7 +81,9 @@ impl Observer {
                 "deployment entered cooldown"
             );
             // Shared cooldowns (opt-in): a `try_send` to the coordinator, never a wait.
-            self.state.cooldown_entered(&d.id);
+            if let Some(sink) = self.state.hooks().get::<CooldownSink>() {
+                sink.announce(&d.id);
+            }
         }
     }
 }

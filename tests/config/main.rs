@@ -10,8 +10,9 @@ mod unknown_keys;
 use std::{cell::RefCell, collections::HashMap, num::NonZeroU32, time::Duration};
 
 use tower_health_routing::{
-    Config, ConfigErrorKind, Deployment, HealthCheckSettings, Mode, ParamValue, RedisSettings,
-    RouterSettings, RoutingStrategy,
+    Config, Deployment, Mode, config::HealthCheckSettings, config::RedisSettings,
+    config::RouterSettings, config::RoutingStrategy, deployment::ParamValue,
+    error::ConfigErrorKind,
 };
 
 const FULL: &str = include_str!("../fixtures/litellm_full.yaml");

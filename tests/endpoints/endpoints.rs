@@ -15,7 +15,7 @@ use http::StatusCode;
 use serde_json::json;
 use tower::Service;
 use tower_health_routing::{
-    Deployment, DeploymentId, HealthRecord, HealthState, Mode, probe::ProbeOutcome,
+    Deployment, DeploymentId, HealthState, Mode, health::HealthRecord, probe::ProbeOutcome,
 };
 
 const BASE: &str = "http://127.0.0.1:9/v1";

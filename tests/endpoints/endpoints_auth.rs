@@ -29,7 +29,7 @@ fn deployments() -> Vec<Deployment> {
     ]
 }
 
-fn service_ok() -> impl tower_health_routing::ServiceCheck {
+fn service_ok() -> impl tower_health_routing::endpoints::ServiceCheck {
     tower_health_routing::endpoints::service_check_fn(|| async { Ok(json!({})) })
 }
 

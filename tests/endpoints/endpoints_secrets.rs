@@ -10,10 +10,13 @@ use crate::support::{
 };
 use serde_json::json;
 use tower_health_routing::{
-    Config, Deployment, DeploymentId, HealthRecord, HealthState, RedisSettings, Secret,
-    SharedStatus,
+    Config, Deployment, DeploymentId, HealthState,
+    config::RedisSettings,
     endpoints::{HealthEndpoints, service_check_fn},
+    health::HealthRecord,
     probe::{ProbeDefaults, ProbeLoop, ProbeTarget},
+    secret::Secret,
+    shared::SharedStatus,
 };
 
 const API_KEY: &str = "sk-live-APIKEY-0001";

@@ -11,7 +11,7 @@ use crate::support::{
 use http::StatusCode;
 use serde_json::json;
 use tower_health_routing::{
-    Config, Deployment, DeploymentId, HealthRecord, HealthState, endpoints::HealthEndpoints,
+    Config, Deployment, DeploymentId, HealthState, endpoints::HealthEndpoints, health::HealthRecord,
 };
 
 const BASE: &str = "http://127.0.0.1:9/v1";

@@ -19,7 +19,8 @@ use metrics_util::{
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 use tower_health_routing::{
-    Deployment, DeploymentId, HealthRecord, HealthRoutingLayer, probe::ProbeTarget, telemetry,
+    Deployment, DeploymentId, HealthRoutingLayer, health::HealthRecord, probe::ProbeTarget,
+    telemetry,
 };
 
 const BASE: &str = "http://127.0.0.1:9/v1";
@@ -93,13 +94,13 @@ async fn probes_record_health_latency_and_outcomes() {
     let script = Script::new(|id, _| match id {
         "ok" => Step::After(
             Duration::from_millis(250),
-            tower_health_routing::ProbeOutcome::healthy(),
+            tower_health_routing::probe::ProbeOutcome::healthy(),
         ),
         "bad" => Step::fail(503),
         _ => Step::Hang,
     });
     let probes = tower_health_routing::ProbeLoop::builder(&state)
-        .prober(Arc::clone(&script) as Arc<dyn tower_health_routing::Prober>)
+        .prober(Arc::clone(&script) as Arc<dyn tower_health_routing::probe::Prober>)
         .feed_cooldown(true)
         .build()
         .unwrap();

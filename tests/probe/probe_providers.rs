@@ -188,7 +188,7 @@ async fn max_tokens_on_the_wire() {
     let global = ProbeDefaults::default()
         .with_max_tokens(Some(40))
         .with_max_tokens_reasoning(Some(400));
-    type Edit = fn(&mut tower_health_routing::ModelInfo);
+    type Edit = fn(&mut tower_health_routing::deployment::ModelInfo);
     type Case = (
         &'static str,
         Option<Mode>,

@@ -205,7 +205,7 @@ async fn on_demand_targets_and_no_publication() {
     let state = state_with(ds, |b| b);
     let script = Script::new(|_, _| Step::fail(500));
     let probes = probes(&state, &script);
-    let ids = |r: tower_health_routing::RoundReport| -> Vec<String> {
+    let ids = |r: tower_health_routing::probe::RoundReport| -> Vec<String> {
         r.results.iter().map(|r| r.id().to_string()).collect()
     };
     let v0 = state.snapshot().version();

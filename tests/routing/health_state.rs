@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::support::{Logs, config, deployments};
 use tokio::time::{Instant, advance};
-use tower_health_routing::{DeploymentId, HealthRecord, HealthState, Picker};
+use tower_health_routing::{DeploymentId, HealthState, health::HealthRecord, routing::Picker};
 
 fn fail(state: &HealthState, ids: &[&str]) {
     let now = Instant::now();

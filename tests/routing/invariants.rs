@@ -29,8 +29,9 @@ use proptest::{prelude::*, sample::Index};
 use tokio::time::{Instant, advance};
 use tower::{Layer, ServiceExt};
 use tower_health_routing::{
-    Config, Deployment, DeploymentId, ExcludeDeployments, HealthRecord, HealthRoutingLayer,
-    HealthState, NoDeploymentAvailable, PickError, Picker, RoutingStrategy,
+    Config, Deployment, DeploymentId, HealthRoutingLayer, HealthState, NoDeploymentAvailable,
+    config::RoutingStrategy, health::HealthRecord, routing::ExcludeDeployments, routing::PickError,
+    routing::Picker,
 };
 
 const ROUTES: [&str; 3] = ["r0", "r1", "r2"];

@@ -8,8 +8,10 @@ use crate::support::{BoxInner, Upstreams, config, request};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt, retry::budget::Budget};
 use tower_health_routing::{
-    BoxError, ConfigBuilder, HealthRouting, HealthRoutingLayer, NoDeploymentAvailable, RetryLayer,
-    RoutingStrategy, SelectedDeployment, UnknownRoute,
+    BoxError, ConfigBuilder, HealthRouting, HealthRoutingLayer, NoDeploymentAvailable,
+    SelectedDeployment, UnknownRoute,
+    config::RoutingStrategy,
+    retry::RetryLayer,
     retry::{Retry, RetryBudget},
 };
 

@@ -7,8 +7,9 @@ use crate::support::{Logs, Upstreams, config, request};
 use tokio::time::{Instant, advance};
 use tower::{Service, ServiceExt};
 use tower_health_routing::{
-    BoxError, Deployment, DeploymentId, HealthRecord, HealthRoutingLayer, HealthState,
-    MissingRoute, NoDeploymentAvailable, Picker, RoutingStrategy, UnknownRoute,
+    BoxError, Deployment, DeploymentId, HealthRoutingLayer, HealthState, MissingRoute,
+    NoDeploymentAvailable, UnknownRoute, config::RoutingStrategy, health::HealthRecord,
+    routing::Picker,
 };
 
 const ROUTE: &str = "gpt-4o";
@@ -496,7 +497,9 @@ async fn least_busy_and_p2c_prefer_idle_deployments() {
         for _ in 0..3 {
             let mut req = request(ROUTE);
             req.extensions_mut()
-                .insert(tower_health_routing::ExcludeDeployments(vec!["d1".into()]));
+                .insert(tower_health_routing::routing::ExcludeDeployments(vec![
+                    "d1".into(),
+                ]));
             parked.push(tokio::spawn(svc.clone().oneshot(req)));
         }
         tokio::task::yield_now().await;
@@ -557,7 +560,7 @@ async fn tried_deployments_send_each_clone_elsewhere_and_responses_name_the_depl
         .with_seed(17)
         .layer_service(Upstreams::new().service());
     let mut req = request(ROUTE);
-    let tried = tower_health_routing::TriedDeployments::new();
+    let tried = tower_health_routing::routing::TriedDeployments::new();
     req.extensions_mut().insert(tried.clone());
     let mut seen = Vec::new();
     for _ in 0..3 {

@@ -15,8 +15,8 @@ use http_body_util::BodyExt;
 use tokio_test::{assert_pending, assert_ready_ok};
 use tower::{ServiceBuilder, ServiceExt};
 use tower_health_routing::{
-    BoxError, FromHeader, HealthRouting, HealthRoutingLayer, NoDeploymentAvailable,
-    SelectedDeployment, UnknownRoute,
+    BoxError, HealthRouting, HealthRoutingLayer, NoDeploymentAvailable, SelectedDeployment,
+    UnknownRoute, routing::FromHeader,
 };
 
 #[test]

@@ -15,8 +15,9 @@ use tokio::{
 };
 use tower::{Layer, Service, ServiceExt};
 use tower_health_routing::{
-    Config, ConfigBuilder, HealthRoutingLayer, HealthState, Picker,
+    Config, ConfigBuilder, HealthRoutingLayer, HealthState,
     probe::{ProbeLoop, ProbeOutcome, Prober},
+    routing::Picker,
     shared::{HealthStore, MemoryStore, SharedMode, SharingSettings},
 };
 

@@ -16,8 +16,10 @@ use crate::support::{
 };
 use tokio::time::{Instant, sleep};
 use tower_health_routing::{
-    Config, HealthState, RedisSettings, Secret,
+    Config, HealthState,
+    config::RedisSettings,
     probe::{ProbeDefaults, ProbeLoop},
+    secret::Secret,
     shared::{HealthStore, SharedMode, SharingSettings},
 };
 

@@ -218,7 +218,7 @@ pub fn many(route: &str, n: usize, api_base: &str) -> Vec<Deployment> {
 /// A deployment with its `model_info` edited.
 pub fn with_info(
     b: tower_health_routing::DeploymentBuilder,
-    f: impl FnOnce(&mut tower_health_routing::ModelInfo),
+    f: impl FnOnce(&mut tower_health_routing::deployment::ModelInfo),
 ) -> Deployment {
     let mut b = b;
     f(b.info_mut());

@@ -178,6 +178,7 @@ impl RouterSection {
                     "router_settings.routing_strategy",
                     ConfigErrorKind::UnknownStrategy { value: name },
                 )
+                .with_known(RoutingStrategy::NAMES)
             })?,
         };
         // Both places are checked; `router_settings` wins where both are set.

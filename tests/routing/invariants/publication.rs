@@ -3,7 +3,9 @@
 
 use proptest::prelude::*;
 use tokio::time::Instant;
-use tower_health_routing::{Deployment, DeploymentId, HealthRecord, HealthSnapshot, HealthState};
+use tower_health_routing::{
+    Deployment, DeploymentId, HealthState, health::HealthRecord, health::HealthSnapshot,
+};
 
 use super::{cases, id};
 use crate::support;
