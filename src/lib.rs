@@ -39,6 +39,7 @@
 //! ```
 
 pub mod balance;
+pub mod classify;
 pub mod config;
 mod cooldown;
 mod deployment;
@@ -46,6 +47,7 @@ pub mod endpoints;
 mod error;
 pub mod health;
 pub mod probe;
+
 pub mod retry;
 pub mod routing;
 mod secret;
@@ -56,7 +58,7 @@ pub mod telemetry;
 pub use config::{
     Config, ConfigBuilder, HealthCheckSettings, RedisSettings, RouterSettings, RoutingStrategy,
 };
-pub use cooldown::{CooldownPolicy, Outcome};
+pub use cooldown::CooldownPolicy;
 pub use deployment::{
     Deployment, DeploymentBuilder, DeploymentId, DeploymentParams, Mode, ModelGroup, ModelInfo,
     ParamValue,

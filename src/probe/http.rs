@@ -13,7 +13,7 @@ use std::{
         Arc,
         atomic::{AtomicUsize, Ordering::Relaxed},
     },
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use bytes::{Bytes, BytesMut};
@@ -31,6 +31,7 @@ use super::{
     provider, request,
 };
 use crate::{
+    classify::{Class, Classify, DefaultClassifier},
     config::Config,
     deployment::Deployment,
     error::{ConfigError, ConfigErrorKind},
@@ -204,6 +205,7 @@ pub struct HttpProber {
     /// HTTP/1.1 only: WebSocket handshakes cannot ride an HTTP/2 connection.
     ws_client: HttpClient,
     defaults: ProbeDefaults,
+    classifier: Arc<dyn Classify>,
     turn: AtomicUsize,
 }
 
@@ -219,6 +221,7 @@ impl fmt::Debug for HttpProber {
 #[derive(Clone, Debug)]
 pub struct HttpProberBuilder {
     defaults: ProbeDefaults,
+    classifier: Arc<dyn Classify>,
     http2_prior_knowledge: bool,
     pool_idle_timeout: Duration,
 }
@@ -228,6 +231,13 @@ impl HttpProberBuilder {
     /// environment; [`ProbeLoop::new`](super::ProbeLoop::new) passes [`ProbeDefaults::from_env`]).
     pub fn defaults(mut self, defaults: ProbeDefaults) -> Self {
         self.defaults = defaults;
+        self
+    }
+
+    /// What answers mean (default: [`DefaultClassifier`]; [`ProbeLoop`](super::ProbeLoop)
+    /// passes the config's [`Config::classifier`]).
+    pub fn classifier(mut self, classifier: Arc<dyn Classify>) -> Self {
+        self.classifier = classifier;
         self
     }
 
@@ -251,6 +261,7 @@ impl HttpProberBuilder {
             client,
             ws_client,
             defaults: self.defaults,
+            classifier: self.classifier,
             turn: AtomicUsize::new(0),
         })
     }
@@ -304,6 +315,7 @@ impl HttpProber {
     pub fn builder() -> HttpProberBuilder {
         HttpProberBuilder {
             defaults: ProbeDefaults::default(),
+            classifier: Arc::new(DefaultClassifier::default()),
             http2_prior_knowledge: false,
             pool_idle_timeout: Duration::from_secs(90),
         }
@@ -343,8 +355,8 @@ impl HttpProber {
             &self.client
         };
         match client.request(req.map(Full::new)).await {
-            Ok(resp) => classify(resp, upgrade, &d).await,
-            Err(e) => error_outcome(&e),
+            Ok(resp) => classify(resp, upgrade, &d, &*self.classifier).await,
+            Err(e) => error_outcome(&e, &*self.classifier),
         }
     }
 }
@@ -372,18 +384,28 @@ impl Prober for HttpProber {
     }
 }
 
-async fn classify(resp: Response<Incoming>, upgrade: bool, d: &Deployment) -> ProbeOutcome {
+async fn classify(
+    resp: Response<Incoming>,
+    upgrade: bool,
+    d: &Deployment,
+    classifier: &dyn Classify,
+) -> ProbeOutcome {
     let status = resp.status();
     if status.is_success() || (upgrade && status == StatusCode::SWITCHING_PROTOCOLS) {
         if !upgrade {
             let _ = read_capped(resp.into_body(), DRAIN_LIMIT).await;
         }
-        return ProbeOutcome::healthy().with_status(status.as_u16());
+        return ProbeOutcome::healthy()
+            .with_status(status.as_u16())
+            .with_class(Class::Success);
     }
-    let retry_after = (status == StatusCode::TOO_MANY_REQUESTS)
-        .then(|| retry_after(resp.headers()))
-        .flatten();
-    let body = read_capped(resp.into_body(), ERROR_BODY_LIMIT).await;
+    let (parts, body) = resp.into_parts();
+    let body = read_capped(body, ERROR_BODY_LIMIT).await;
+    let class = match classifier.classify_response(status, &parts.headers, Some(&body)) {
+        // A probe that did not pass is never a success (a 3xx, say).
+        Class::Success => Class::ServerError,
+        c => c,
+    };
     let text = String::from_utf8_lossy(&body);
     let message = error_message(&text);
     let scrubbed = Scrubber::new(d.secrets().cloned())
@@ -400,8 +422,10 @@ async fn classify(resp: Response<Incoming>, upgrade: bool, d: &Deployment) -> Pr
     } else {
         format!("status {code}: {}", shorten(&scrubbed))
     };
-    let out = ProbeOutcome::unhealthy(reason).with_status(code);
-    match retry_after {
+    let out = ProbeOutcome::unhealthy(reason)
+        .with_status(code)
+        .with_class(class);
+    match class.retry_after() {
         Some(r) => out.with_retry_after(r),
         None => out,
     }
@@ -422,18 +446,6 @@ async fn read_capped(mut body: Incoming, limit: usize) -> Bytes {
         }
     }
     buf.freeze()
-}
-
-fn retry_after(h: &http::HeaderMap) -> Option<Duration> {
-    let v = h.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(v).ok()?;
-    Some(
-        at.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
 }
 
 /// The human part of an error body: `error.message`, `message`, `detail`, `error`, else the text.
@@ -480,7 +492,7 @@ fn says_probe_malformed(body: &str) -> bool {
     MALFORMED_MARKERS.iter().any(|m| lower.contains(m))
 }
 
-fn error_outcome(e: &hyper_util::client::legacy::Error) -> ProbeOutcome {
+fn error_outcome(e: &hyper_util::client::legacy::Error, classifier: &dyn Classify) -> ProbeOutcome {
     let mut chain = Vec::new();
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
@@ -502,6 +514,7 @@ fn error_outcome(e: &hyper_util::client::legacy::Error) -> ProbeOutcome {
             "request failed"
         };
     ProbeOutcome::unhealthy(format!("{kind}: {}", shorten(&detail)))
+        .with_class(classifier.classify_error(e))
 }
 
 #[cfg(test)]
@@ -532,25 +545,5 @@ mod tests {
         assert!(!says_probe_malformed(
             r#"{"error":{"message":"content filtered","code":"content_filter"}}"#
         ));
-    }
-
-    #[test]
-    fn retry_after_forms() {
-        let mut h = http::HeaderMap::new();
-        h.insert(
-            http::header::RETRY_AFTER,
-            http::HeaderValue::from_static("7"),
-        );
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
-        h.insert(
-            http::header::RETRY_AFTER,
-            http::HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
-        );
-        assert_eq!(retry_after(&h), Some(Duration::ZERO));
-        h.insert(
-            http::header::RETRY_AFTER,
-            http::HeaderValue::from_static("soon"),
-        );
-        assert_eq!(retry_after(&h), None);
     }
 }

@@ -103,7 +103,7 @@ pub use self::{
     outcome::{ProbeOutcome, ProbeReport, ProbeTarget, RoundReport},
 };
 use self::{
-    hysteresis::{Rules, Tracker, feed_cooldown},
+    hysteresis::{Rules, Tracker, end_upstream_cooldowns, feed_cooldown},
     round::{Runner, background_targets, on_demand_targets},
 };
 use crate::{
@@ -237,7 +237,12 @@ impl ProbeLoopBuilder {
                     Some(d) => d,
                     None => ProbeDefaults::from_env()?,
                 };
-                Arc::new(HttpProber::new(defaults)?)
+                Arc::new(
+                    HttpProber::builder()
+                        .defaults(defaults)
+                        .classifier(Arc::clone(&self.state.shared.cooldown.classifier))
+                        .build()?,
+                )
             }
         };
         if self.default_timeout.is_zero() {
@@ -422,6 +427,7 @@ impl Inner {
             tracker.retain(|id| snap.deployment(id).is_some());
             tracker.apply(&report.results, self.rules)
         };
+        end_upstream_cooldowns(&state, &report.results);
         if self.feed_cooldown {
             feed_cooldown(&state, &report.results);
         }
