@@ -47,7 +47,7 @@ pub mod endpoints;
 mod error;
 pub mod health;
 pub mod probe;
-
+pub mod provider;
 pub mod retry;
 pub mod routing;
 mod secret;

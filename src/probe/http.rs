@@ -31,6 +31,7 @@ use super::{
     provider, request,
 };
 use crate::{
+    provider::ProviderError,
     classify::{Class, Classify, DefaultClassifier},
     config::Config,
     deployment::Deployment,
@@ -330,22 +331,29 @@ impl HttpProber {
     /// marked sensitive) and body. Errors name the field (relative to the deployment's
     /// `model_list` entry) that makes the deployment unreachable.
     pub fn build_request(&self, deployment: &Deployment) -> Result<Request<Bytes>, ConfigError> {
+        self.try_build(deployment).map_err(|e| match e {
+            ProviderError::Invalid { field, why } => ConfigError::invalid(field, why),
+            unsupported => ConfigError::invalid("litellm_params.model", unsupported.to_string()),
+        })
+    }
+
+    fn try_build(&self, deployment: &Deployment) -> Result<Request<Bytes>, ProviderError> {
         let question =
             request::QUESTIONS[self.turn.fetch_add(1, Relaxed) % request::QUESTIONS.len()];
         provider::resolve(deployment)
-            .and_then(|t| request::build(deployment, &t, &self.defaults, question))
-            .map_err(|u| ConfigError::invalid(u.field, u.why))
+            .and_then(|ep| request::build(deployment, &ep, &self.defaults, question))
     }
 
     async fn run(&self, d: Arc<Deployment>) -> ProbeOutcome {
-        let req = match self.build_request(&d) {
+        let req = match self.try_build(&d) {
             Ok(r) => r,
-            Err(e) => {
-                let why = match e.kind() {
-                    ConfigErrorKind::Invalid(why) => why.clone(),
-                    other => format!("{other:?}"),
-                };
-                return ProbeOutcome::unhealthy(format!("unsupported: {why}"));
+            Err(ProviderError::Invalid { why, .. }) => {
+                return ProbeOutcome::unhealthy(format!("unsupported: {why}"))
+                    .with_class(Class::Local);
+            }
+            Err(unsupported) => {
+                return ProbeOutcome::unhealthy(format!("unsupported: {unsupported}"))
+                    .with_class(Class::Local);
             }
         };
         let upgrade = req.headers().contains_key(http::header::UPGRADE);
@@ -376,9 +384,17 @@ impl Prober for HttpProber {
             if skip_disabled && d.info().disable_background_health_check {
                 continue;
             }
-            provider::resolve(d)
-                .and_then(|t| request::build(d, &t, &self.defaults, request::QUESTIONS[0]))
-                .map_err(|u| ConfigError::invalid(format!("model_list[{i}].{}", u.field), u.why))?;
+            match provider::resolve(d)
+                .and_then(|ep| request::build(d, &ep, &self.defaults, request::QUESTIONS[0]))
+            {
+                Ok(_) => {}
+                // A provider the catalog does not speak is a state of the deployment
+                // (its probes fail with the reason), not a config error.
+                Err(ProviderError::Unsupported { .. }) => {}
+                Err(ProviderError::Invalid { field, why }) => {
+                    return Err(ConfigError::invalid(format!("model_list[{i}].{field}"), why));
+                }
+            }
         }
         Ok(())
     }
