@@ -405,7 +405,10 @@ mod tests {
     #[test]
     fn llm_error_bodies() {
         let openai_ctx = r#"{"error":{"message":"This model's maximum context length is 8192 tokens","type":"invalid_request_error","code":"context_length_exceeded"}}"#;
-        assert_eq!(classify(400, Some(openai_ctx)), Class::ContextWindowExceeded);
+        assert_eq!(
+            classify(400, Some(openai_ctx)),
+            Class::ContextWindowExceeded
+        );
         let anthropic_ctx = r#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 210000 tokens > 200000 maximum"}}"#;
         assert_eq!(
             classify(400, Some(anthropic_ctx)),
@@ -417,7 +420,8 @@ mod tests {
         assert_eq!(classify(400, Some(azure)), Class::ContentPolicy);
         let quota = r#"{"error":{"type":"insufficient_quota","code":"insufficient_quota"}}"#;
         assert_eq!(classify(429, Some(quota)), Class::Quota);
-        let overloaded = r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+        let overloaded =
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
         assert_eq!(classify(529, Some(overloaded)), Class::Overloaded);
         assert_eq!(classify(500, Some(overloaded)), Class::Overloaded);
     }
@@ -479,7 +483,10 @@ mod tests {
     fn retry_after_is_parsed_and_capped() {
         let max = Duration::from_secs(60);
         assert_eq!(retry_after(&HeaderMap::new(), max), None);
-        assert_eq!(retry_after(&header("30"), max), Some(Duration::from_secs(30)));
+        assert_eq!(
+            retry_after(&header("30"), max),
+            Some(Duration::from_secs(30))
+        );
         assert_eq!(
             retry_after(&header("1.5"), max),
             Some(Duration::from_millis(1500))

@@ -146,7 +146,9 @@ impl CooldownState {
         if until <= now || !self.upstream_set.swap(false, Relaxed) {
             return false;
         }
-        self.until.compare_exchange(until, 0, Relaxed, Relaxed).is_ok()
+        self.until
+            .compare_exchange(until, 0, Relaxed, Relaxed)
+            .is_ok()
     }
 
     /// Counts a classified answer at `now`; returns the cooldown entered, if any.
@@ -284,13 +286,7 @@ mod tests {
         assert!(st.record(ERROR, S, 2, &p, None).is_some());
         // Alone, the same history never cools down.
         let alone = CooldownState::default();
-        for o in [
-            SUCCESS,
-            SUCCESS,
-            ERROR,
-            ERROR,
-            ERROR,
-        ] {
+        for o in [SUCCESS, SUCCESS, ERROR, ERROR, ERROR] {
             assert_eq!(alone.record(o, S, 1, &p, None), None);
         }
     }
@@ -300,11 +296,7 @@ mod tests {
         let st = CooldownState::default();
         let p = policy(None);
         for i in 1..1000 {
-            assert_eq!(
-                st.record(ERROR, S, 1, &p, None),
-                None,
-                "request {i}"
-            );
+            assert_eq!(st.record(ERROR, S, 1, &p, None), None, "request {i}");
         }
         assert!(st.record(ERROR, S, 1, &p, None).is_some());
     }
@@ -325,10 +317,7 @@ mod tests {
     fn client_errors_never_count() {
         let st = CooldownState::default();
         for _ in 0..2000 {
-            assert_eq!(
-                st.record(CLIENT_ERROR, S, 2, &policy(Some(0)), None),
-                None
-            );
+            assert_eq!(st.record(CLIENT_ERROR, S, 2, &policy(Some(0)), None), None);
         }
         assert_eq!(Window::unpack(st.window.load(Relaxed)).requests, 0);
     }

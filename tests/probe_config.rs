@@ -27,7 +27,11 @@ fn ok_deployment() -> Deployment {
 
 #[test]
 fn providers_without_a_default_need_api_base() {
-    for model in ["azure/my-deployment", "hosted_vllm/llama", "my_own_provider/x"] {
+    for model in [
+        "azure/my-deployment",
+        "hosted_vllm/llama",
+        "my_own_provider/x",
+    ] {
         let e = http_loop(vec![
             ok_deployment(),
             Deployment::builder("r", model).api_key("k").build(),

@@ -31,11 +31,11 @@ use super::{
     provider, request,
 };
 use crate::{
-    provider::ProviderError,
     classify::{Class, Classify, DefaultClassifier},
     config::Config,
     deployment::Deployment,
     error::{ConfigError, ConfigErrorKind},
+    provider::ProviderError,
     secret::Scrubber,
 };
 
@@ -392,7 +392,10 @@ impl Prober for HttpProber {
                 // (its probes fail with the reason), not a config error.
                 Err(ProviderError::Unsupported { .. }) => {}
                 Err(ProviderError::Invalid { field, why }) => {
-                    return Err(ConfigError::invalid(format!("model_list[{i}].{field}"), why));
+                    return Err(ConfigError::invalid(
+                        format!("model_list[{i}].{field}"),
+                        why,
+                    ));
                 }
             }
         }

@@ -135,9 +135,9 @@ fn openai_shape(
             post(json!({ "model": model, "input": prompt, "voice": voice }))
         }
         Mode::AudioTranscription => (Method::POST, Body::Multipart(multipart(model))),
-        Mode::Rerank => post(
-            json!({ "model": model, "query": prompt, "documents": [RERANK_DOCUMENT] }),
-        ),
+        Mode::Rerank => {
+            post(json!({ "model": model, "query": prompt, "documents": [RERANK_DOCUMENT] }))
+        }
         Mode::Batch => (Method::GET, Body::None),
         Mode::Moderation => post(json!({ "model": model, "input": FIXED_INPUT })),
         Mode::Ocr => post(
@@ -266,5 +266,4 @@ mod tests {
             w.len() - 8
         );
     }
-
 }

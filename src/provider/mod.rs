@@ -162,7 +162,11 @@ pub const PROVIDERS: &[Provider] = &[
     entry("openai_like", Wire::OpenAi, None),
     Provider {
         modes: Some(ANTHROPIC_MODES),
-        ..entry("anthropic", Wire::Anthropic, Some("https://api.anthropic.com"))
+        ..entry(
+            "anthropic",
+            Wire::Anthropic,
+            Some("https://api.anthropic.com"),
+        )
     },
     Provider {
         modes: Some(COHERE_MODES),
@@ -178,24 +182,48 @@ const OLLAMA_BASE: &str = "http://localhost:11434";
 
 /// Providers with an API of their own that the catalog does not speak, and why.
 const UNSUPPORTED: &[(&str, &str)] = &[
-    ("bedrock", "AWS Bedrock needs SigV4-signed requests to its own API"),
-    ("bedrock_converse", "AWS Bedrock needs SigV4-signed requests to its own API"),
-    ("sagemaker", "AWS SageMaker needs SigV4-signed requests to its own API"),
-    ("sagemaker_chat", "AWS SageMaker needs SigV4-signed requests to its own API"),
+    (
+        "bedrock",
+        "AWS Bedrock needs SigV4-signed requests to its own API",
+    ),
+    (
+        "bedrock_converse",
+        "AWS Bedrock needs SigV4-signed requests to its own API",
+    ),
+    (
+        "sagemaker",
+        "AWS SageMaker needs SigV4-signed requests to its own API",
+    ),
+    (
+        "sagemaker_chat",
+        "AWS SageMaker needs SigV4-signed requests to its own API",
+    ),
     ("vertex_ai", "Vertex AI needs Google OAuth and its own API"),
-    ("vertex_ai_beta", "Vertex AI needs Google OAuth and its own API"),
+    (
+        "vertex_ai_beta",
+        "Vertex AI needs Google OAuth and its own API",
+    ),
     ("watsonx", "watsonx needs IBM IAM tokens and its own API"),
-    ("watsonx_text", "watsonx needs IBM IAM tokens and its own API"),
+    (
+        "watsonx_text",
+        "watsonx needs IBM IAM tokens and its own API",
+    ),
     ("replicate", "Replicate speaks its own prediction API"),
     ("predibase", "Predibase speaks its own API"),
     ("cloudflare", "Cloudflare Workers AI speaks its own API"),
     ("triton", "Triton speaks its own inference API"),
-    ("oci", "OCI Generative AI needs signed requests to its own API"),
+    (
+        "oci",
+        "OCI Generative AI needs signed requests to its own API",
+    ),
     ("snowflake", "Snowflake Cortex speaks its own API"),
     ("aleph_alpha", "Aleph Alpha speaks its own API"),
     ("petals", "Petals speaks its own API"),
     ("palm", "PaLM speaks its own API"),
-    ("auto_router", "a meta-provider: it routes to other deployments, it has no upstream"),
+    (
+        "auto_router",
+        "a meta-provider: it routes to other deployments, it has no upstream",
+    ),
 ];
 
 /// Why a deployment has no endpoint for a mode.
@@ -304,7 +332,9 @@ pub fn endpoint(
     if prefix.is_none() && looks_bedrock(bare) {
         return Err(unsupported(
             "bedrock",
-            &format!("`{bare}` is a Bedrock model id; AWS Bedrock needs SigV4-signed requests to its own API"),
+            &format!(
+                "`{bare}` is a Bedrock model id; AWS Bedrock needs SigV4-signed requests to its own API"
+            ),
         ));
     }
     let entry = match prefix {
@@ -388,11 +418,20 @@ pub fn mode_for_path(path: &str) -> Option<Mode> {
 pub fn forward_endpoint(deployment: &Deployment, path: &str) -> Result<Endpoint, ProviderError> {
     let Some(mode) = mode_for_path(path) else {
         return Err(ProviderError::Unsupported {
-            provider: deployment.params().provider().unwrap_or("openai").to_owned(),
+            provider: deployment
+                .params()
+                .provider()
+                .unwrap_or("openai")
+                .to_owned(),
             reason: "the path is not one the catalog forwards".to_owned(),
         });
     };
-    endpoint(deployment, &deployment.params().model, mode, Purpose::Forward)
+    endpoint(
+        deployment,
+        &deployment.params().model,
+        mode,
+        Purpose::Forward,
+    )
 }
 
 #[cfg(test)]

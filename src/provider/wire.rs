@@ -143,9 +143,7 @@ pub(super) fn path(
                 .unwrap_or(AZURE_DEFAULT_API_VERSION);
             let v = ("api-version", encode(version));
             let (p, q) = match mode {
-                Mode::Responses | Mode::Batch => {
-                    (format!("/openai{}", openai_path(mode)), vec![v])
-                }
+                Mode::Responses | Mode::Batch => (format!("/openai{}", openai_path(mode)), vec![v]),
                 Mode::Realtime => (
                     "/openai/realtime".to_owned(),
                     vec![v, ("deployment", encode(model))],
@@ -166,13 +164,11 @@ pub(super) fn path(
             (Wire::Anthropic, p.to_owned(), Vec::new())
         }
         (Wire::Anthropic, Purpose::Forward) => match mode {
-            Mode::Chat => (
-                Wire::OpenAi,
-                "/v1/chat/completions".to_owned(),
-                Vec::new(),
-            ),
+            Mode::Chat => (Wire::OpenAi, "/v1/chat/completions".to_owned(), Vec::new()),
             _ => {
-                return Err(not_forwarded("Anthropic's OpenAI-compatible endpoint serves chat completions only"));
+                return Err(not_forwarded(
+                    "Anthropic's OpenAI-compatible endpoint serves chat completions only",
+                ));
             }
         },
         (Wire::Cohere, Purpose::Probe) => {
@@ -188,7 +184,9 @@ pub(super) fn path(
                 Mode::Chat => "/compatibility/v1/chat/completions",
                 Mode::Embedding => "/compatibility/v1/embeddings",
                 _ => {
-                    return Err(not_forwarded("Cohere's OpenAI-compatible endpoint serves chat completions and embeddings only"));
+                    return Err(not_forwarded(
+                        "Cohere's OpenAI-compatible endpoint serves chat completions and embeddings only",
+                    ));
                 }
             };
             (Wire::OpenAi, p.to_owned(), Vec::new())

@@ -80,10 +80,14 @@ enum Verdict {
 impl Settings {
     fn verdict<RB>(&self, result: &Result<Response<RB>, BoxError>, retries: u32) -> Verdict {
         let class = match result {
-            Ok(resp) => resp.extensions().get::<Class>().copied().unwrap_or_else(|| {
-                self.classifier
-                    .classify_response(resp.status(), resp.headers(), None)
-            }),
+            Ok(resp) => resp
+                .extensions()
+                .get::<Class>()
+                .copied()
+                .unwrap_or_else(|| {
+                    self.classifier
+                        .classify_response(resp.status(), resp.headers(), None)
+                }),
             Err(e)
                 if e.is::<NoDeploymentAvailable>()
                     || e.is::<UnknownRoute>()

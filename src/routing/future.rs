@@ -139,13 +139,17 @@ where
                     Ok(mut resp) => {
                         let guard = observer.map(|o| {
                             // A service that read the body may have classified it already.
-                            let class = resp.extensions().get::<Class>().copied().unwrap_or_else(|| {
-                                o.state.shared.cooldown.classifier.classify_response(
-                                    resp.status(),
-                                    resp.headers(),
-                                    None,
-                                )
-                            });
+                            let class =
+                                resp.extensions()
+                                    .get::<Class>()
+                                    .copied()
+                                    .unwrap_or_else(|| {
+                                        o.state.shared.cooldown.classifier.classify_response(
+                                            resp.status(),
+                                            resp.headers(),
+                                            None,
+                                        )
+                                    });
                             o.record(&class, Some(resp.status().as_u16()));
                             resp.extensions_mut().insert(o.selected);
                             o.guard
