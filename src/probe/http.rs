@@ -144,17 +144,13 @@ const DRAIN_LIMIT: usize = 64 * 1024;
 ///
 /// # Where
 ///
-/// | provider prefix | wire format | default base (no `api_base`) |
-/// |---|---|---|
-/// | `openai/`, `text-completion-openai/`, none | OpenAI | `https://api.openai.com/v1` |
-/// | `azure/`, `azure_text/` | Azure OpenAI | none: `api_base` required |
-/// | `anthropic/` | Anthropic Messages | `https://api.anthropic.com` |
-/// | `cohere/`, `cohere_chat/` | Cohere v2 | `https://api.cohere.com` |
-/// | any other (`hosted_vllm/`, `groq/`, ...) | OpenAI | none: `api_base` required |
-///
-/// Deployments with no `api_base` and no default (Bedrock, Vertex AI, ...) are rejected by
-/// [`check_config`](Prober::check_config) when the loop is built, as are wildcard routes
-/// without `health_check_model` and modes a provider does not offer.
+/// From the [provider catalog](crate::provider): the base (the deployment's `api_base`, else
+/// the provider's public default), the path and query of the mode, the auth headers.
+/// Deployments whose config cannot work (no `api_base` where the provider has no default, a
+/// bad URL, a mode the provider lacks, a wildcard route without `health_check_model`) are
+/// rejected by [`check_config`](Prober::check_config) when the loop is built. Providers the
+/// catalog does not speak (Bedrock, Vertex AI, ...) are not errors: their probes fail with
+/// the reason `unsupported: …`, and are never sent as OpenAI requests.
 ///
 /// # What
 ///
@@ -187,7 +183,8 @@ const DRAIN_LIMIT: usize = 64 * 1024;
 /// Azure puts the deployment in the path (`/openai/deployments/{model}/chat/completions`,
 /// and likewise for completion, embedding, image, speech, transcription), uses
 /// `/openai/responses`, `/openai/batches` and `/openai/realtime?deployment=…` otherwise,
-/// adds `?api-version=` (default `2025-02-01-preview`) and sends the key as `api-key`.
+/// adds `?api-version=` (default [`AZURE_DEFAULT_API_VERSION`](crate::provider::AZURE_DEFAULT_API_VERSION))
+/// and sends the key as `api-key`.
 /// Anthropic: `POST /v1/messages` (chat, completion; `max_tokens` is required there, so a
 /// wildcard without one sends LiteLLM's 4096) and `GET /v1/messages/batches`, with
 /// `x-api-key` and `anthropic-version: 2023-06-01`. Cohere: `POST /v2/chat`, `/v2/embed`,
@@ -195,7 +192,8 @@ const DRAIN_LIMIT: usize = 64 * 1024;
 ///
 /// # Outcome
 ///
-/// Healthy on 2xx (101 for a realtime handshake); otherwise unhealthy with the status and
+/// Healthy on 2xx (101 for a realtime handshake); otherwise unhealthy, with the
+/// [`Class`](crate::classify::Class) its classifier gives the answer, the status and
 /// a short reason from the error body, `timeout`, `connect: …` or `tls: …`. A 400/422
 /// whose body says the request itself was malformed (unknown or unsupported parameter,
 /// validation error, `invalid_request_error`, ...) gets the reason `probe_rejected: …`,
