@@ -73,6 +73,7 @@
 //! ```
 
 mod balance;
+pub mod classify;
 pub mod config;
 mod cooldown;
 pub mod deployment;
@@ -81,6 +82,7 @@ pub mod endpoints;
 pub mod error;
 pub mod health;
 pub mod probe;
+pub mod provider;
 pub mod retry;
 pub mod routing;
 pub mod secret;

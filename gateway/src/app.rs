@@ -33,7 +33,8 @@ use serde_json::{Value, json};
 use tower::{Service, ServiceBuilder, ServiceExt, util::BoxCloneSyncService};
 use tower_health_routing::{
     BoxError, Config, HealthRoutingLayer, HealthState, MissingRoute, ModelGroup,
-    NoDeploymentAvailable, SelectedDeployment, UnknownRoute, secret::Scrubber,
+    NoDeploymentAvailable, SelectedDeployment, UnknownRoute, classify::LocalError, provider,
+    secret::Scrubber,
 };
 
 /// The most of an upstream error body kept (then scrubbed and returned).
@@ -249,6 +250,14 @@ fn error_response(app: &App, model: &str, e: &BoxError) -> Response {
             app.scrubber.scrub(&msg),
         );
     }
+    if let Some(local) = e.downcast_ref::<LocalError>() {
+        // Made here, not by an upstream: no deployment is blamed (see `classify`).
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            app.scrubber.scrub(&local.to_string()),
+        );
+    }
     let timed_out = e.is::<tokio::time::error::Elapsed>();
     let (status, what) = if timed_out {
         (
@@ -347,33 +356,10 @@ fn upstream_request(
     chosen: &SelectedDeployment,
     req: http::Request<Bytes>,
 ) -> Result<http::Request<Full<Bytes>>, BoxError> {
-    let p = chosen.params();
-    let path = req.uri().path();
-    let endpoint = path
-        .strip_prefix("/v1")
-        .unwrap_or(path)
-        .trim_start_matches('/')
-        .to_owned();
-    let provider = p.provider().unwrap_or("openai");
-    let model = p.model_without_provider().to_owned();
-    let base = match (&p.api_base, provider) {
-        (Some(b), _) => b.trim_end_matches('/').to_owned(),
-        (None, "openai") => "https://api.openai.com/v1".to_owned(),
-        (None, other) => {
-            return Err(format!(
-                "deployment {} ({other}) has no api_base to forward to",
-                chosen.id()
-            )
-            .into());
-        }
-    };
-    let azure = provider == "azure" || provider == "azure_text";
-    let url = if azure {
-        let version = p.api_version.as_deref().unwrap_or("2024-10-21");
-        format!("{base}/openai/deployments/{model}/{endpoint}?api-version={version}")
-    } else {
-        format!("{base}/{endpoint}")
-    };
+    // Where and how: the provider catalog, the same the prober builds its probes from.
+    let ep = provider::forward_endpoint(chosen.deployment(), req.uri().path())
+        .map_err(|e| LocalError::new(e.to_string()))?;
+    let model = ep.model.clone();
     // The model the client asked for (the route), set by `api` before routing.
     let requested = req.extensions().get::<ModelGroup>().cloned();
     let (parts, body) = req.into_parts();
@@ -382,9 +368,10 @@ fn upstream_request(
     let body = if requested.as_ref().map(ModelGroup::as_str) == Some(model.as_str()) {
         body
     } else {
-        rewrite_model(ctype.as_ref().and_then(|v| v.to_str().ok()), body, &model)?
+        rewrite_model(ctype.as_ref().and_then(|v| v.to_str().ok()), body, &model)
+            .map_err(|e| LocalError::new(format!("the request body cannot be rewritten: {e}")))?
     };
-    let mut up = http::Request::post(url);
+    let mut up = http::Request::post(ep.url);
     if let Some(ct) = ctype {
         up = up.header(header::CONTENT_TYPE, ct);
     }
@@ -394,12 +381,8 @@ fn upstream_request(
             up = up.header(name, value);
         }
     }
-    if let Some(key) = &p.api_key {
-        up = if azure {
-            up.header("api-key", key.expose())
-        } else {
-            up.header(header::AUTHORIZATION, format!("Bearer {}", key.expose()))
-        };
+    for (name, value) in &ep.headers {
+        up = up.header(name, value);
     }
     Ok(up.body(Full::new(body))?)
 }

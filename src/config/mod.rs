@@ -57,6 +57,53 @@ pub struct Config {
     pub router: RouterSettings,
     /// The proxy's admin key (`general_settings.master_key`); guards the health endpoints.
     pub master_key: Option<Secret>,
+    /// A classifier of your own for cooldown, retries and the HTTP prober; `None`: the
+    /// [`DefaultClassifier`](crate::classify::DefaultClassifier) with
+    /// `router.max_retry_after`. Read it with [`Config::classifier`].
+    pub classifier: Option<std::sync::Arc<dyn crate::classify::Classify>>,
+}
+
+impl Config {
+    /// The classifier every consumer uses: the one set, else the default rules capping
+    /// `Retry-After` at `router.max_retry_after`.
+    pub fn classifier(&self) -> std::sync::Arc<dyn crate::classify::Classify> {
+        match &self.classifier {
+            Some(c) => std::sync::Arc::clone(c),
+            None => std::sync::Arc::new(self.default_classifier()),
+        }
+    }
+
+    fn default_classifier(&self) -> crate::classify::DefaultClassifier {
+        crate::classify::DefaultClassifier::new(self.router.max_retry_after)
+    }
+
+    /// [`Classify::classify_response`](crate::classify::Classify::classify_response) with
+    /// [`Config::classifier`], without allocating (the request path calls it).
+    pub(crate) fn classify_response(
+        &self,
+        status: http::StatusCode,
+        headers: &http::HeaderMap,
+        body: Option<&[u8]>,
+    ) -> crate::classify::Class {
+        use crate::classify::Classify as _;
+        match &self.classifier {
+            Some(c) => c.classify_response(status, headers, body),
+            None => self.default_classifier().classify_response(status, headers, body),
+        }
+    }
+
+    /// [`Classify::classify_error`](crate::classify::Classify::classify_error) with
+    /// [`Config::classifier`], without allocating.
+    pub(crate) fn classify_error(
+        &self,
+        error: &(dyn std::error::Error + 'static),
+    ) -> crate::classify::Class {
+        use crate::classify::Classify as _;
+        match &self.classifier {
+            Some(c) => c.classify_error(error),
+            None => self.default_classifier().classify_error(error),
+        }
+    }
 }
 
 /// Health-check settings, with LiteLLM's names and defaults.
@@ -134,6 +181,9 @@ pub struct RouterSettings {
     pub cooldown_time: Duration,
     /// `num_retries`: retries on another deployment. Default 0.
     pub num_retries: u32,
+    /// `max_retry_after`: the longest `Retry-After` an upstream can impose, on cooldown
+    /// and on the retry wait alike. Default 60 s.
+    pub max_retry_after: Duration,
     /// Redis connection (`redis_url`, or `redis_host`/`redis_port`/`redis_password`).
     pub redis: Option<RedisSettings>,
 }
@@ -145,6 +195,7 @@ impl Default for RouterSettings {
             allowed_fails: None,
             cooldown_time: Duration::from_secs(5),
             num_retries: 0,
+            max_retry_after: crate::classify::DEFAULT_MAX_RETRY_AFTER,
             redis: None,
         }
     }
@@ -451,6 +502,17 @@ impl ConfigBuilder {
     /// `num_retries` (default 0).
     pub fn num_retries(mut self, n: u32) -> Self {
         self.cfg.router.num_retries = n;
+        self
+    }
+    /// `max_retry_after`: caps an upstream's `Retry-After` (default 60 s).
+    pub fn max_retry_after(mut self, d: Duration) -> Self {
+        self.cfg.router.max_retry_after = d;
+        self
+    }
+    /// A classifier of your own (default:
+    /// [`DefaultClassifier`](crate::classify::DefaultClassifier)).
+    pub fn classifier(mut self, c: std::sync::Arc<dyn crate::classify::Classify>) -> Self {
+        self.cfg.classifier = Some(c);
         self
     }
     /// Gives full access, for settings without a setter.

@@ -110,7 +110,7 @@ pub use self::{
     prober::{ProbeFuture, Prober, ProberFn, prober_fn},
 };
 use self::{
-    hysteresis::{Rules, Tracker, feed_cooldown},
+    hysteresis::{Rules, Tracker, end_upstream_cooldowns, feed_cooldown},
     round::{Runner, background_targets, on_demand_targets},
 };
 use crate::{
@@ -282,7 +282,12 @@ impl ProbeLoopBuilder {
                     Some(d) => d,
                     None => ProbeDefaults::from_env()?,
                 };
-                Arc::new(HttpProber::new(defaults)?)
+                Arc::new(
+                    HttpProber::builder()
+                        .defaults(defaults)
+                        .classifier(self.state.config().classifier())
+                        .build()?,
+                )
             }
             #[cfg(not(feature = "http-prober"))]
             None => {
@@ -466,6 +471,7 @@ impl Inner {
             tracker.retain(|id| snap.deployment(id).is_some());
             tracker.apply(&report.results, self.rules)
         };
+        end_upstream_cooldowns(&state, &report.results);
         if self.feed_cooldown {
             feed_cooldown(&state, &report.results);
         }

@@ -1,5 +1,6 @@
-//! Deployments the HTTP prober cannot reach are config errors when the loop is built,
-//! naming the field, not confusing failures at probe time.
+//! Deployments whose config cannot work under the HTTP prober are config errors when the
+//! loop is built, naming the field, not confusing failures at probe time; providers the
+//! catalog does not speak are unsupported (a probe that says so), not errors.
 
 use std::{sync::Arc, time::Duration};
 
@@ -23,12 +24,11 @@ fn ok_deployment() -> Deployment {
 }
 
 #[test]
-fn unreachable_providers_name_api_base() {
+fn providers_without_a_default_need_api_base() {
     for model in [
-        "bedrock/anthropic.claude-3-sonnet-20240229-v1:0",
-        "vertex_ai/gemini-1.5-pro",
         "azure/my-deployment",
-        "anthropic.claude-v2",
+        "hosted_vllm/llama",
+        "my_own_provider/x",
     ] {
         let e = http_loop(vec![
             ok_deployment(),
@@ -41,11 +41,43 @@ fn unreachable_providers_name_api_base() {
             "{model}"
         );
         let text = e.to_string();
-        assert!(
-            text.contains("not supported by the HTTP prober; supply a Prober"),
-            "{text}"
-        );
+        assert!(text.contains("has no api_base"), "{text}");
         assert!(!text.contains("\"k\""));
+    }
+}
+
+/// Changed with the provider catalog: a native API the catalog does not speak is a state
+/// of the deployment (its probe says why), not a config error, with or without api_base.
+#[tokio::test]
+async fn native_apis_we_do_not_speak_are_unsupported_not_config_errors() {
+    use tower_health_routing::probe::{HttpProber, Prober};
+    for model in [
+        "bedrock/anthropic.claude-3-sonnet-20240229-v1:0",
+        "vertex_ai/gemini-1.5-pro",
+        "anthropic.claude-v2",
+        "auto_router/my-router",
+    ] {
+        for base in [None, Some("http://127.0.0.1:9/v1")] {
+            let mut b = Deployment::builder("r", model).api_key("k");
+            if let Some(base) = base {
+                b = b.api_base(base);
+            }
+            let d = b.build();
+            assert!(
+                http_loop(vec![ok_deployment(), d.clone()]).is_ok(),
+                "{model}"
+            );
+            let out = HttpProber::new(ProbeDefaults::default())
+                .unwrap()
+                .probe(Arc::new(d))
+                .await;
+            assert!(!out.healthy, "{model}");
+            let reason = out.reason.unwrap();
+            assert!(
+                reason.starts_with("unsupported: provider `") && reason.contains("not supported"),
+                "{reason}"
+            );
+        }
     }
 }
 
@@ -90,7 +122,7 @@ fn bad_api_base() {
 
 #[test]
 fn never_probed_deployments_are_not_checked() {
-    let bedrock = with_info(Deployment::builder("r", "bedrock/x"), |i| {
+    let bedrock = with_info(Deployment::builder("r", "azure/no-api-base"), |i| {
         i.disable_background_health_check = true
     });
     // Disabled but still probed on demand: checked.
