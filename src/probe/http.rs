@@ -29,7 +29,7 @@ use crate::{
     classify::{Class, Classify, DefaultClassifier},
     config::Config,
     deployment::Deployment,
-    error::{ConfigError, ConfigErrorKind},
+    error::ConfigError,
     provider::ProviderError,
     secret::Scrubber,
 };
@@ -189,7 +189,7 @@ fn client(h2_only: bool, h2_alpn: bool, idle: Duration) -> Result<HttpClient, Co
             .map_err(|e| {
                 ConfigError::new(
                     "",
-                    ConfigErrorKind::Invalid(format!("cannot set up TLS: {e}")),
+                    crate::error::ConfigErrorKind::Invalid(format!("cannot set up TLS: {e}")),
                 )
             })?
             .https_or_http();

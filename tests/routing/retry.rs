@@ -182,7 +182,11 @@ async fn not_found_is_retried_elsewhere() {
     let svc = stack(base(2, 3), &up);
     for _ in 0..6 {
         let resp = svc.clone().oneshot(request(ROUTE)).await.unwrap();
-        assert_eq!(resp.status(), 200, "the 404 deployment's failure goes to the other");
+        assert_eq!(
+            resp.status(),
+            200,
+            "the 404 deployment's failure goes to the other"
+        );
     }
 }
 
