@@ -94,6 +94,45 @@ pub fn looks_secret(name: &str) -> bool {
     })
 }
 
+/// Splits `url` into (everything up to the authority, the userinfo, the rest), where the
+/// userinfo is what comes before the last `@` of the authority. Works on text that is not
+/// a valid URL too (a space, an unknown scheme), since those are the ones printed in errors.
+fn split_userinfo(url: &str) -> Option<(&str, &str, &str)> {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[start..];
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let at = rest[..end].rfind('@')?;
+    Some((&url[..start], &rest[..at], &rest[at + 1..]))
+}
+
+/// Whether `url` carries credentials (`user:password@host`).
+pub(crate) fn has_userinfo(url: &str) -> bool {
+    split_userinfo(url).is_some()
+}
+
+/// `url` with its userinfo replaced by `[redacted]`: what an error may show of an `api_base`.
+pub(crate) fn redact_userinfo(url: &str) -> Cow<'_, str> {
+    match split_userinfo(url) {
+        Some((head, _, rest)) => Cow::Owned(format!("{head}{REDACTED}@{rest}")),
+        None => Cow::Borrowed(url),
+    }
+}
+
+/// `url` without userinfo, query or fragment: the parts of an `api_base` that say where the
+/// upstream is and never carry a credential.
+pub(crate) fn public_url(url: &str) -> String {
+    let url = url.trim();
+    let (head, rest) = match split_userinfo(url) {
+        Some((head, _, rest)) => (head, rest),
+        None => {
+            let start = url.find("://").map_or(0, |i| i + 3);
+            (&url[..start], &url[start..])
+        }
+    };
+    let rest = &rest[..rest.find(['?', '#']).unwrap_or(rest.len())];
+    format!("{head}{rest}")
+}
+
 /// Removes every known secret value from a piece of text.
 ///
 /// Build it once from the configured secrets ([`Config::scrubber`](crate::Config::scrubber));

@@ -173,25 +173,27 @@ fn check_base(base: &str) -> Result<String, Unsupported> {
         why,
     };
     let trimmed = base.trim().trim_end_matches('/');
+    // Userinfo is a credential: no message quotes it.
+    let shown = crate::secret::redact_userinfo(trimmed);
     let uri: http::Uri = trimmed
         .parse()
-        .map_err(|e| bad(format!("`{trimmed}` is not a URL: {e}")))?;
+        .map_err(|e| bad(format!("`{shown}` is not a URL: {e}")))?;
     match uri.scheme_str() {
         Some("http") => {}
         Some("https") if cfg!(feature = "rustls") => {}
         Some("https") => {
             return Err(bad(format!(
-                "`{trimmed}` is https, which needs the `rustls` feature of tower-health-routing"
+                "`{shown}` is https, which needs the `rustls` feature of tower-health-routing"
             )));
         }
         _ => {
             return Err(bad(format!(
-                "`{trimmed}` must start with http:// or https://"
+                "`{shown}` must start with http:// or https://"
             )));
         }
     }
     if uri.authority().is_none() {
-        return Err(bad(format!("`{trimmed}` names no host")));
+        return Err(bad(format!("`{shown}` names no host")));
     }
     Ok(trimmed.to_owned())
 }

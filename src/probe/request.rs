@@ -81,7 +81,10 @@ pub(crate) fn build(
 fn invalid_base(url: &str) -> Unsupported {
     Unsupported {
         field: "litellm_params.api_base",
-        why: format!("`{url}` is not a valid request URL"),
+        why: format!(
+            "`{}` is not a valid request URL",
+            crate::secret::redact_userinfo(url)
+        ),
     }
 }
 
