@@ -5,6 +5,10 @@ mod support;
 
 #[path = "config/invalid.rs"]
 mod invalid;
+#[path = "config/litellm_configs.rs"]
+mod litellm_configs;
+#[path = "config/yaml_compat.rs"]
+mod yaml_compat;
 #[path = "config/unknown_keys.rs"]
 mod unknown_keys;
 
@@ -309,11 +313,9 @@ general_settings:
 }
 
 #[test]
-fn empty_document_is_the_default_config() {
+fn an_empty_model_list_is_the_default_config() {
     for text in [
-        "",
-        "# nothing here\n",
-        "---\n",
+        "model_list: []\n",
         "model_list:\ngeneral_settings:\n",
     ] {
         let cfg = Config::from_yaml_str_with_env(text, &|_| None)

@@ -175,6 +175,13 @@ fn check_base(base: &str) -> Result<String, Unsupported> {
     let trimmed = base.trim().trim_end_matches('/');
     // Userinfo is a credential: no message quotes it.
     let shown = crate::secret::redact_userinfo(trimmed);
+    if crate::secret::has_userinfo(trimmed) {
+        // Config::validate refuses these; a Config assembled by hand may still carry one,
+        // and the HTTP client's pool would log it.
+        return Err(bad(format!(
+            "`{shown}` carries credentials (user:password@); remove them and use api_key"
+        )));
+    }
     let uri: http::Uri = trimmed
         .parse()
         .map_err(|e| bad(format!("`{shown}` is not a URL: {e}")))?;
