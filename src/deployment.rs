@@ -242,10 +242,7 @@ pub struct DeploymentParams {
 
 impl fmt::Debug for DeploymentParams {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let base = self
-            .api_base
-            .as_deref()
-            .map(crate::secret::redact_userinfo);
+        let base = self.api_base.as_deref().map(crate::secret::redact_userinfo);
         f.debug_struct("DeploymentParams")
             .field("model", &self.model)
             .field("api_base", &base)

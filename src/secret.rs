@@ -397,10 +397,7 @@ mod tests {
             redact_userinfo("http://admin:pw@host:80/v1"),
             "http://[redacted]@host:80/v1"
         );
-        assert_eq!(
-            public_url("https://u:p@h:1/v1?token=x#f"),
-            "https://h:1/v1"
-        );
+        assert_eq!(public_url("https://u:p@h:1/v1?token=x#f"), "https://h:1/v1");
     }
 
     #[test]

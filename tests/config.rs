@@ -7,10 +7,10 @@ mod support;
 mod invalid;
 #[path = "config/litellm_configs.rs"]
 mod litellm_configs;
-#[path = "config/yaml_compat.rs"]
-mod yaml_compat;
 #[path = "config/unknown_keys.rs"]
 mod unknown_keys;
+#[path = "config/yaml_compat.rs"]
+mod yaml_compat;
 
 use std::{cell::RefCell, collections::HashMap, num::NonZeroU32, time::Duration};
 
@@ -314,10 +314,7 @@ general_settings:
 
 #[test]
 fn an_empty_model_list_is_the_default_config() {
-    for text in [
-        "model_list: []\n",
-        "model_list:\ngeneral_settings:\n",
-    ] {
+    for text in ["model_list: []\n", "model_list:\ngeneral_settings:\n"] {
         let cfg = Config::from_yaml_str_with_env(text, &|_| None)
             .unwrap_or_else(|e| panic!("{text:?}: {e}"));
         assert!(cfg.deployments.is_empty(), "{text:?}");

@@ -241,11 +241,23 @@ async fn errors_never_echo_request_input() {
         ] {
             let a = call_get(&ep, &template.replace("{}", right), &key).await;
             let b = call_get(&ep, &template.replace("{}", wrong), &key).await;
-            assert!(a.status == 404 || a.status == 400, "{template}: {}", a.status);
+            assert!(
+                a.status == 404 || a.status == 400,
+                "{template}: {}",
+                a.status
+            );
             assert_eq!((a.status, &a.text), (b.status, &b.text), "{template}");
-            assert!(!b.text.contains(wrong), "{template} echoes input: {}", b.text);
+            assert!(
+                !b.text.contains(wrong),
+                "{template} echoes input: {}",
+                b.text
+            );
             assert!(!a.text.contains("[redacted]"), "{template}: {}", a.text);
-            assert!(!b.text.contains("xx") && !b.text.contains("zz"), "{}", b.text);
+            assert!(
+                !b.text.contains("xx") && !b.text.contains("zz"),
+                "{}",
+                b.text
+            );
         }
     }
     assert_eq!(up.count(), 0, "no error needed an upstream call");

@@ -317,9 +317,8 @@ impl Config {
                 ));
             }
             if let Some(base) = &d.params.api_base {
-                check_api_base(base).map_err(|why| {
-                    ConfigError::invalid(at("litellm_params.api_base"), why)
-                })?;
+                check_api_base(base)
+                    .map_err(|why| ConfigError::invalid(at("litellm_params.api_base"), why))?;
             }
             if let Some(t) = d.info.health_check_timeout
                 && t.is_zero()
@@ -369,6 +368,10 @@ impl Config {
 /// and HTTP client logs print a URL's authority. No message quotes the userinfo.
 fn check_api_base(base: &str) -> Result<(), String> {
     let shown = crate::secret::redact_userinfo(base.trim());
+    if base.trim().is_empty() {
+        // `os.environ/X` with X set empty: LiteLLM reads it as unset; the prober decides.
+        return Ok(());
+    }
     if crate::secret::has_userinfo(base) {
         return Err(format!(
             "`{shown}` carries credentials (user:password@); they are not sent upstream. \

@@ -283,11 +283,26 @@ fn an_empty_file_is_a_clear_error() {
 #[test]
 fn absurd_durations_name_their_field() {
     for (body, field) in [
-        ("  health_check_interval: -1\n", "general_settings.health_check_interval"),
-        ("  health_check_interval: .inf\n", "general_settings.health_check_interval"),
-        ("  health_check_interval: 1e400\n", "general_settings.health_check_interval"),
-        ("  health_check_staleness_threshold: .nan\n", "general_settings.health_check_staleness_threshold"),
-        ("  health_check_jitter: -.inf\n", "general_settings.health_check_jitter"),
+        (
+            "  health_check_interval: -1\n",
+            "general_settings.health_check_interval",
+        ),
+        (
+            "  health_check_interval: .inf\n",
+            "general_settings.health_check_interval",
+        ),
+        (
+            "  health_check_interval: 1e400\n",
+            "general_settings.health_check_interval",
+        ),
+        (
+            "  health_check_staleness_threshold: .nan\n",
+            "general_settings.health_check_staleness_threshold",
+        ),
+        (
+            "  health_check_jitter: -.inf\n",
+            "general_settings.health_check_jitter",
+        ),
     ] {
         let e = general(body);
         assert_eq!(e.field(), field, "{body}");
@@ -297,7 +312,11 @@ fn absurd_durations_name_their_field() {
         let e = err(&format!(
             "{ONE_MODEL}    model_info:\n      health_check_timeout: {t}\n"
         ));
-        assert_eq!(e.field(), "model_list[0].model_info.health_check_timeout", "{t}");
+        assert_eq!(
+            e.field(),
+            "model_list[0].model_info.health_check_timeout",
+            "{t}"
+        );
         assert!(is_invalid(&e), "{t}: {e:?}");
     }
     let e = err("router_settings:\n  cooldown_time: -5\n");

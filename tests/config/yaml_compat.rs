@@ -12,7 +12,8 @@ fn parse(yaml: &str) -> Config {
     Config::from_yaml_str_with_env(yaml, &|_| None).unwrap_or_else(|e| panic!("{e}\n{yaml}"))
 }
 
-const ONE_MODEL: &str = "model_list:\n  - model_name: a\n    litellm_params:\n      model: openai/a\n";
+const ONE_MODEL: &str =
+    "model_list:\n  - model_name: a\n    litellm_params:\n      model: openai/a\n";
 
 #[test]
 fn a_duplicate_key_keeps_the_last_value_and_warns_with_its_line() {
@@ -120,12 +121,15 @@ fn an_interval_below_the_floor_is_raised_with_a_warning() {
     let cfg = parse(&format!(
         "{ONE_MODEL}general_settings:\n  health_check_interval: 1e-9\n"
     ));
-    assert_eq!(cfg.health.interval, tower_health_routing::config::MIN_HEALTH_CHECK_INTERVAL);
+    assert_eq!(
+        cfg.health.interval,
+        tower_health_routing::config::MIN_HEALTH_CHECK_INTERVAL
+    );
     assert_eq!(cfg.health.interval, Duration::from_secs(1));
     let text = logs.text();
     assert!(
-        text.lines().any(|l| l.contains("WARN")
-            && l.contains("general_settings.health_check_interval")),
+        text.lines()
+            .any(|l| l.contains("WARN") && l.contains("general_settings.health_check_interval")),
         "{text}"
     );
     // At the floor and above: as given, no warning.
@@ -157,7 +161,10 @@ fn userinfo_in_api_base_never_reaches_a_log_line_at_any_level() {
         .api_base(format!("http://admin:{pw}@127.0.0.1:9/v1"))
         .build();
     let shown = format!("{d:?}");
-    assert!(!shown.contains(pw) && shown.contains("[redacted]@127.0.0.1"), "{shown}");
+    assert!(
+        !shown.contains(pw) && shown.contains("[redacted]@127.0.0.1"),
+        "{shown}"
+    );
     let e = Config::builder().deployment(d.clone()).build().unwrap_err();
     tracing::trace!(?e, "builder refused");
     let mut cfg = Config::builder().build().unwrap();
@@ -167,6 +174,9 @@ fn userinfo_in_api_base_never_reaches_a_log_line_at_any_level() {
     let e = built.err().expect("the probe loop refuses userinfo");
     tracing::trace!(?e, "probe loop refused");
     let text = logs.text();
-    assert!(text.contains("config refused") && text.contains("probe loop refused"), "{text}");
+    assert!(
+        text.contains("config refused") && text.contains("probe loop refused"),
+        "{text}"
+    );
     assert!(!text.contains(pw), "{text}");
 }

@@ -45,7 +45,11 @@ struct Tree(Value);
 
 impl<'de> de::Deserialize<'de> for Tree {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Node { path: String::new() }.deserialize(d).map(Tree)
+        Node {
+            path: String::new(),
+        }
+        .deserialize(d)
+        .map(Tree)
     }
 }
 
