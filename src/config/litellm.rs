@@ -7,8 +7,9 @@
 //!
 //! The pipeline:
 //!
-//! 1. YAML text → a JSON value tree (`serde-saphyr`; broken YAML is a `Syntax` error with
-//!    the parser's line and column). An empty document is an empty config.
+//! 1. YAML text → a JSON value tree (`serde-saphyr`, read as PyYAML reads it: see `yaml.rs`;
+//!    broken YAML is a `Syntax` error with the parser's line and column). An empty document
+//!    is an error; an empty `model_list` is allowed, with a warning.
 //! 2. Keys this crate does not use are taken out: at the top level and inside the settings
 //!    sections they are ignored with a debug event each; inside `litellm_params` and
 //!    `model_info` they are kept as each deployment's `extra` (credentials as secrets).
@@ -24,6 +25,7 @@
 mod coerce;
 mod convert;
 mod env;
+mod yaml;
 
 use std::collections::BTreeMap;
 
@@ -156,13 +158,7 @@ pub(super) fn parse(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
-    let opts = serde_saphyr::options! {
-        // Snippets would quote the source text (credentials included) in the message.
-        with_snippet: false,
-        // `.nan`/`.inf` arrive as strings; conversion rejects them naming the field.
-        non_finite_float_policy: serde_saphyr::NonFiniteFloatPolicy::AsString,
-    };
-    let tree: Option<Value> = serde_saphyr::from_str_with_options(text, opts).map_err(|e| {
+    let tree = yaml::load(text).map_err(|e| {
         let scrubber = Scrubber::new(secrets_in_text(text));
         ConfigError::new(
             "",
@@ -170,10 +166,15 @@ pub(super) fn parse(
         )
     })?;
     let mut resolver = Resolver::new(env);
-    // An empty document (or one holding only comments) is an empty config.
-    let tree = tree
-        .filter(|t| !t.is_null())
-        .unwrap_or_else(|| Value::Object(Map::new()));
+    // An empty file (or one holding only comments) is a mistake: a wrong path, a file
+    // truncated by a deploy. A file with only `model_list: []` is allowed (and warned).
+    let Some(tree) = tree.filter(|t| !t.is_null()) else {
+        return Err(ConfigError::invalid(
+            "",
+            "the config is empty (no YAML document, only whitespace or comments); \
+             expected a mapping with at least `model_list`",
+        ));
+    };
     let result = convert(tree, &mut resolver);
     result.map_err(|e| scrub_error(e, &Scrubber::new(resolver.into_secrets())))
 }

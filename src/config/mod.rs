@@ -45,6 +45,11 @@ use crate::{
     secret::{Scrubber, Secret},
 };
 
+/// The smallest `health_check_interval` a config file can set (1 s); a smaller value is
+/// raised to it with a warning naming the field. [`ConfigBuilder::health_check_interval`]
+/// takes any positive value (tests run sub-second intervals under paused time).
+pub const MIN_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Everything the router, the probe loop and the endpoints need, validated.
 #[derive(Clone, Debug, Default)]
 #[non_exhaustive]
@@ -368,6 +373,10 @@ impl Config {
                     format!("must be a finite number >= 0, got {w}"),
                 ));
             }
+            if let Some(base) = &d.params.api_base {
+                check_api_base(base)
+                    .map_err(|why| ConfigError::invalid(at("litellm_params.api_base"), why))?;
+            }
             if let Some(t) = d.info.health_check_timeout
                 && t.is_zero()
             {
@@ -408,6 +417,32 @@ impl Config {
                 .chain(self.master_key.clone())
                 .chain(redis),
         )
+    }
+}
+
+/// An `api_base` is an absolute URL without credentials. Userinfo (`user:pw@host`) is
+/// refused rather than stripped: it would never be sent (keys go in `api_key` or headers),
+/// and HTTP client logs print a URL's authority. No message quotes the userinfo.
+fn check_api_base(base: &str) -> Result<(), String> {
+    let shown = crate::secret::redact_userinfo(base.trim());
+    if base.trim().is_empty() {
+        // `os.environ/X` with X set empty: LiteLLM reads it as unset; the prober decides.
+        return Ok(());
+    }
+    if crate::secret::has_userinfo(base) {
+        return Err(format!(
+            "`{shown}` carries credentials (user:password@); they are not sent upstream. \
+             Remove them and put the key in api_key (or a header param)"
+        ));
+    }
+    match base.trim().parse::<http::Uri>() {
+        Ok(u) if u.scheme().is_some() && u.authority().is_some() => Ok(()),
+        Ok(_) => Err(format!(
+            "`{shown}` is not an absolute URL (expected scheme://host[:port]/path)"
+        )),
+        Err(_) => Err(format!(
+            "`{shown}` is not a valid URL (spaces and other unescaped characters are not allowed)"
+        )),
     }
 }
 
@@ -520,7 +555,8 @@ impl ConfigBuilder {
         &mut self.cfg.health
     }
     /// Validates and returns the config.
-    pub fn build(self) -> Result<Config, ConfigError> {
+    pub fn build(mut self) -> Result<Config, ConfigError> {
+        crate::deployment::disambiguate_derived_ids(&mut self.cfg.deployments);
         self.cfg.validate()?;
         Ok(self.cfg)
     }

@@ -27,7 +27,7 @@ impl LiteLlmConfig {
         r: &Resolver<'_>,
     ) -> Result<Config, ConfigError> {
         let mut extras = extras.into_iter();
-        let deployments = self
+        let mut deployments = self
             .model_list
             .into_iter()
             .enumerate()
@@ -41,6 +41,13 @@ impl LiteLlmConfig {
             health.use_shared_health_check,
             r,
         )?;
+        crate::deployment::disambiguate_derived_ids(&mut deployments);
+        if deployments.is_empty() {
+            tracing::warn!(
+                field = "model_list",
+                "config has no deployments: every request will be refused as an unknown route"
+            );
+        }
         Ok(Config {
             deployments,
             health,
@@ -125,6 +132,7 @@ impl GeneralSettings {
                 d.background_health_checks,
             ),
             interval: positive_seconds(self.health_check_interval, &at("health_check_interval"))?
+                .map(|i| at_least_the_floor(i, &at("health_check_interval")))
                 .unwrap_or(d.interval),
             routing_enabled: flag(self.enable_health_check_routing, d.routing_enabled),
             staleness_threshold: seconds(
@@ -174,13 +182,16 @@ impl RouterSection {
         let d = RouterSettings::default();
         let routing_strategy = match self.routing_strategy {
             None => d.routing_strategy,
-            Some(Text(name)) => RoutingStrategy::from_name(&name).ok_or_else(|| {
-                ConfigError::new(
-                    "router_settings.routing_strategy",
-                    ConfigErrorKind::UnknownStrategy { value: name },
-                )
-                .with_known(RoutingStrategy::NAMES)
-            })?,
+            Some(Text(name)) => match RoutingStrategy::from_name(&name) {
+                Some(s) => s,
+                None => stand_in_strategy(&name).ok_or_else(|| {
+                    ConfigError::new(
+                        "router_settings.routing_strategy",
+                        ConfigErrorKind::UnknownStrategy { value: name },
+                    )
+                    .with_known(RoutingStrategy::NAMES)
+                })?,
+            },
         };
         // Both places are checked; `router_settings` wins where both are set.
         let allowed_fails = count(self.allowed_fails, "router_settings.allowed_fails")?
@@ -323,6 +334,44 @@ fn seconds(v: Option<Float>, field: &str) -> Result<Option<Duration>, ConfigErro
     Duration::try_from_secs_f64(s)
         .map(Some)
         .map_err(|_| ConfigError::invalid(field, format!("{s} seconds is too long")))
+}
+
+/// LiteLLM strategies this crate does not implement yet, read as the nearest one it does
+/// (with a warning), so that such configs start.
+fn stand_in_strategy(name: &str) -> Option<RoutingStrategy> {
+    let stand_in = match name {
+        // Both pick the deployment with the least recent usage; in-flight requests are the
+        // nearest measure of load this crate keeps.
+        "usage-based-routing" | "usage-based-routing-v2" => RoutingStrategy::LeastBusy,
+        // Needs model prices; without them every deployment costs the same.
+        "cost-based-routing" => RoutingStrategy::SimpleShuffle,
+        _ => return None,
+    };
+    tracing::warn!(
+        field = "router_settings.routing_strategy",
+        requested = name,
+        used = stand_in.as_str(),
+        "routing strategy not implemented yet; using the nearest one"
+    );
+    Some(stand_in)
+}
+
+/// `health_check_interval` from a config file is at least
+/// [`MIN_HEALTH_CHECK_INTERVAL`](crate::config::MIN_HEALTH_CHECK_INTERVAL): a smaller one is
+/// raised to it with a warning naming the field (`1e-9` would probe without pause).
+fn at_least_the_floor(d: Duration, field: &str) -> Duration {
+    let floor = crate::config::MIN_HEALTH_CHECK_INTERVAL;
+    if d < floor {
+        tracing::warn!(
+            field,
+            configured_seconds = d.as_secs_f64(),
+            used_seconds = floor.as_secs_f64(),
+            "health_check_interval below the floor; raised to it"
+        );
+        floor
+    } else {
+        d
+    }
 }
 
 /// A duration in seconds, greater than zero.
