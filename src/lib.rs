@@ -54,7 +54,8 @@ mod stats;
 pub mod telemetry;
 
 pub use config::{
-    Config, ConfigBuilder, HealthCheckSettings, RedisSettings, RouterSettings, RoutingStrategy,
+    Config, ConfigBuilder, Fallbacks, HealthCheckSettings, RedisSettings, RouterSettings,
+    RoutingStrategy, RoutingStrategyArgs,
 };
 pub use cooldown::{CooldownPolicy, Outcome};
 pub use deployment::{
@@ -75,8 +76,8 @@ pub use probe::{
 pub use retry::{RetryLayer, RetryPolicy};
 pub use routing::{
     ExcludeDeployments, FromExtension, FromHeader, HealthRouting, HealthRoutingLayer, Pick,
-    PickError, Picker, ResponseBody, ResponseFuture, RouteExtractor, RouteFn, SelectedDeployment,
-    TriedDeployments, route_fn,
+    PickError, Picker, RequestTokens, ResponseBody, ResponseFuture, RouteExtractor, RouteFn,
+    SelectedDeployment, TokenUsage, TriedDeployments, route_fn,
 };
 pub use secret::{REDACTED, Scrubber, Secret, looks_secret};
 #[cfg(feature = "redis")]
