@@ -75,9 +75,10 @@ pub use probe::{
 };
 pub use retry::{RetryLayer, RetryPolicy};
 pub use routing::{
-    ExcludeDeployments, FromExtension, FromHeader, HealthRouting, HealthRoutingLayer, Pick,
-    PickError, Picker, RequestTokens, ResponseBody, ResponseFuture, RouteExtractor, RouteFn,
-    SelectedDeployment, TokenUsage, TriedDeployments, route_fn,
+    ExcludeDeployments, Fallback, FallbackBody, FallbackLayer, FromExtension, FromHeader,
+    HealthRouting, HealthRoutingLayer, Pick, PickError, Picker, RequestTokens, ResponseBody,
+    ResponseFuture, RouteExtractor, RouteFn, SelectedDeployment, ServedBy, TokenUsage,
+    TriedDeployments, route_fn,
 };
 pub use secret::{REDACTED, Scrubber, Secret, looks_secret};
 #[cfg(feature = "redis")]

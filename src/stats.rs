@@ -134,7 +134,7 @@ impl DeploymentStats {
                 } else {
                     let dt = now.saturating_sub(self.latency_at.load(Relaxed)) as f64;
                     let w = (-dt / tau_nanos).exp();
-                    old * w + sample * (1.0 - w)
+                    old.mul_add(w, sample * (1.0 - w))
                 }
             }
         };

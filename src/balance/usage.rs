@@ -27,7 +27,7 @@ pub(super) fn pick<R: Rng + ?Sized>(
     let used = |i: u32| {
         let s = &entries[i as usize].stats;
         // Tokens first, requests as the tie-break (exact as f64 below 2^53).
-        (s.tokens_in(minute) as f64) * 1e6 + s.requests_in(minute) as f64
+        (s.tokens_in(minute) as f64).mul_add(1e6, s.requests_in(minute) as f64)
     };
     let n = view.idx.len();
     if n > EXACT {

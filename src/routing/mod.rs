@@ -49,6 +49,7 @@
 //! `"model"` before this layer (or uses [`route_fn`]).
 
 mod extract;
+pub mod fallback;
 pub(crate) mod future;
 mod layer;
 pub(crate) mod select;
@@ -64,6 +65,7 @@ use http::{Request, Response};
 use tower_service::Service;
 
 pub use extract::{FromExtension, FromHeader, RouteExtractor, RouteFn, route_fn};
+pub use fallback::{Fallback, FallbackBody, FallbackLayer, ServedBy};
 pub use future::{ResponseBody, ResponseFuture, TokenUsage};
 pub use layer::HealthRoutingLayer;
 pub use select::{Pick, PickError, Picker};

@@ -384,8 +384,7 @@ pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
     let entries = &snap.entries;
     // Deployments whose rpm was reached between the eligibility check and the count.
     let mut lost: [u32; 4] = [u32::MAX; 4];
-    let mut lost_n = 0;
-    for _ in 0..=lost.len() {
+    for lost_n in 0..=lost.len() {
         let mut eligible = |i: u32| {
             if ask.exclude.contains(&i) || lost[..lost_n].contains(&i) {
                 return false;
@@ -425,7 +424,6 @@ pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
             break;
         }
         lost[lost_n] = i;
-        lost_n += 1;
     }
     let t = now.get();
     let wait = route
