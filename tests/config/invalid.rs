@@ -204,12 +204,12 @@ fn unset_environment_variable() {
 
 #[test]
 fn unknown_strategy() {
-    let e = err("router_settings:\n  routing_strategy: usage-based-routing-v2\n");
+    let e = err("router_settings:\n  routing_strategy: least-latency-v9\n");
     assert_eq!(e.field(), "router_settings.routing_strategy");
     assert_eq!(
         e.kind(),
         &ConfigErrorKind::UnknownStrategy {
-            value: "usage-based-routing-v2".into()
+            value: "least-latency-v9".into()
         }
     );
 }
