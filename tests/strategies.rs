@@ -213,7 +213,7 @@ proptest! {
             let svc = layered(cfg, seed, up.service());
             let max = 5_000f64; // the penalty, in ms
             let min = *lat_ms.iter().min().unwrap() as f64;
-            let bound = Duration::from_secs_f64(n as f64 * ((max / min).ln() + 1.0) + 5.0);
+            let bound = Duration::from_secs_f64((n as f64).mul_add((max / min).ln() + 1.0, 5.0));
             let start = tokio::time::Instant::now();
             while start.elapsed() < bound && (0..n).any(|i| up.hits(i) == 0) {
                 let _ = svc.clone().oneshot(request(ROUTE)).await;
@@ -339,6 +339,7 @@ async fn cost_based_picks_the_cheapest_and_shuffles_ties() {
         .deployment(dep(2).cost_per_token(2e-6, 1e-6).build())
         .deployment(dep(3).build()) // unknown cost: LiteLLM's 5.0, last
         .routing_strategy(RoutingStrategy::CostBased)
+        .allowed_fails(0)
         .build()
         .unwrap();
     let up = Upstreams::new();

@@ -9,7 +9,7 @@
 //! | `latency-based-routing` | the lowest decaying latency estimate (random within `lowest_latency_buffer`); unmeasured ones first | O(n) scan |
 //! | `power-of-two-choices` | the less loaded of two random ones | O(1) |
 //! | `usage-based-routing(-v2)` | the least used this minute (tokens, then requests); exact up to 8 candidates, the best of 8 random draws above | O(1) |
-//! | `cost-based-routing` | the lowest `input_cost_per_token + output_cost_per_token`, ties at random | O(n) scan |
+//! | `cost-based-routing` | the lowest `input_cost_per_token + output_cost_per_token`, ties at random | O(1): samples the cheapest tier of an order kept per snapshot |
 //!
 //! The random strategies *sample* rather than scan: a pick is drawn from the precomputed
 //! candidate list and checked; only after several ineligible draws do they fall back to a
@@ -28,6 +28,8 @@ mod shuffle;
 mod usage;
 
 use std::sync::atomic::AtomicUsize;
+
+pub(crate) use cost::CostOrder;
 
 use rand::Rng;
 
@@ -85,12 +87,15 @@ pub(crate) fn counts_usage(strategy: RoutingStrategy) -> bool {
     )
 }
 
-/// Picks one eligible entry of `view`, or `None` when none is eligible.
+/// Picks one eligible entry of `view`, or `None` when none is eligible. `cost` is the
+/// picker's cost-order cache and the snapshot's version, when `view` is one of the
+/// snapshot's own lists.
 pub(crate) fn pick<R: Rng + ?Sized>(
     strategy: RoutingStrategy,
     view: View<'_>,
     entries: &[Entry],
     ctx: &Ctx<'_>,
+    cost: Option<(&mut CostOrder, u64)>,
     rng: &mut R,
     eligible: &mut dyn FnMut(u32) -> bool,
 ) -> Option<u32> {
@@ -106,7 +111,7 @@ pub(crate) fn pick<R: Rng + ?Sized>(
         RoutingStrategy::UsageBased | RoutingStrategy::UsageBasedV2 => {
             usage::pick(view, entries, ctx.minute, rng, eligible)
         }
-        RoutingStrategy::CostBased => cost::pick(view, entries, rng, eligible),
+        RoutingStrategy::CostBased => cost::pick(view, entries, cost, rng, eligible),
     }
 }
 

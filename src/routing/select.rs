@@ -31,7 +31,7 @@ use std::{
 use rand::{SeedableRng, rngs::SmallRng};
 
 use crate::{
-    balance::{self, Ctx, View},
+    balance::{self, CostOrder, Ctx, View},
     config::{Config, RoutingStrategy},
     deployment::{Deployment, DeploymentId},
     error::{NoDeploymentAvailable, UnknownRoute},
@@ -184,6 +184,7 @@ pub struct Picker {
     strategy: RoutingStrategy,
     health_filter: bool,
     settings: Arc<PickSettings>,
+    cost_order: CostOrder,
     seeds: Arc<SeedSource>,
     rng: SmallRng,
 }
@@ -202,6 +203,7 @@ impl Picker {
             strategy,
             health_filter,
             settings,
+            cost_order: CostOrder::default(),
             seeds,
             rng,
         }
@@ -288,6 +290,7 @@ impl Picker {
             self.strategy,
             self.health_filter,
             &self.settings,
+            &mut self.cost_order,
             &mut self.rng,
             &mut now,
             ask,
@@ -319,6 +322,7 @@ impl Clone for Picker {
             strategy: self.strategy,
             health_filter: self.health_filter,
             settings: Arc::clone(&self.settings),
+            cost_order: CostOrder::default(),
             seeds: Arc::clone(&self.seeds),
             rng: self.seeds.rng(),
         }
@@ -344,11 +348,14 @@ pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
     strategy: RoutingStrategy,
     health_filter: bool,
     settings: &PickSettings,
+    cost_order: &mut CostOrder,
     rng: &mut R,
     now: &mut LazyNow<F>,
     ask: Ask<'_>,
 ) -> Result<(u32, bool), Duration> {
+    let version = snap.version();
     let recomputed: Candidates;
+    let mut cacheable = true;
     let mut bypassed = false;
     let cands: &Candidates = if !health_filter || route.unhealthy == 0 {
         &route.all
@@ -358,6 +365,7 @@ pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
             &route.healthy
         } else {
             recomputed = fresh_candidates(snap, route, now.get());
+            cacheable = false;
             &recomputed
         };
         if healthy.idx.is_empty() {
@@ -392,8 +400,18 @@ pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
             let e = &entries[i as usize];
             within_limits(e, usage, ctx.minute, ask.tokens) && e.stats.cooldown.is_available(now)
         };
-        let mut picked = balance::pick(strategy, view(cands), entries, &ctx, rng, &mut eligible)
-            .map(|i| (i, bypassed));
+        // A list made for this decision is not cached (it would never be found again).
+        let own = cacheable || std::ptr::eq(cands, &route.all);
+        let mut picked = balance::pick(
+            strategy,
+            view(cands),
+            entries,
+            &ctx,
+            own.then_some((&mut *cost_order, version)),
+            rng,
+            &mut eligible,
+        )
+        .map(|i| (i, bypassed));
         if picked.is_none() && !std::ptr::eq(cands, &route.all) {
             // Every deployment that passed the health filter is cooling down (or excluded,
             // or at a limit). One that failed its check may still serve: bypass the filter
@@ -403,6 +421,7 @@ pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
                 view(&route.all),
                 entries,
                 &ctx,
+                Some((&mut *cost_order, version)),
                 rng,
                 &mut eligible,
             )
