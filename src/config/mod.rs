@@ -239,7 +239,8 @@ pub enum RoutingStrategy {
     RoundRobin,
     /// `least-busy`: the fewest requests in flight.
     LeastBusy,
-    /// `latency-based-routing`: the lowest moving average of observed latency.
+    /// `latency-based-routing`: the lowest decaying latency estimate (time to first byte;
+    /// see `routing_strategy_args`).
     LatencyBased,
     /// `power-of-two-choices`: two at random, the less loaded of the two.
     PowerOfTwoChoices,
