@@ -17,6 +17,13 @@
 //! Requests and tokens in the current minute (minutes counted from the state's epoch),
 //! each one `AtomicU64` that packs the minute (high 24 bits) with the count (low 40 bits),
 //! so a new minute resets the count in the same compare-and-swap that adds to it.
+//!
+//! Not done yet: `usage-based-routing-v2`'s sharing of these counters across processes.
+//! The hook for it is here: a background task (owned by `shared/`, never the request path)
+//! would push each deployment's local deltas for the wall-clock minute to Redis in batches
+//! (`INCRBY` per deployment and minute) and store the other processes' sum in one more
+//! minute-tagged atomic per counter, which [`requests_in`](DeploymentStats::requests_in) and
+//! [`tokens_in`](DeploymentStats::tokens_in) would add to the local count.
 
 use std::{
     sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed},
