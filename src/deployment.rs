@@ -236,6 +236,12 @@ pub struct DeploymentParams {
     pub tpm: Option<u64>,
     /// Per-deployment cooldown, overriding the router's `cooldown_time`.
     pub cooldown_time: Option<Duration>,
+    /// `max_parallel_requests`: at this many requests in flight the deployment is skipped.
+    pub max_parallel_requests: Option<u32>,
+    /// `input_cost_per_token` (for `cost-based-routing`; wins over `model_info`'s).
+    pub input_cost_per_token: Option<f64>,
+    /// `output_cost_per_token` (for `cost-based-routing`; wins over `model_info`'s).
+    pub output_cost_per_token: Option<f64>,
     /// Every other param, kept as given (credentials as secrets).
     pub extra: BTreeMap<String, ParamValue>,
 }
@@ -303,6 +309,12 @@ pub struct ModelInfo {
     pub health_check_reasoning_effort: Option<String>,
     /// Leave this deployment out of background health checks.
     pub disable_background_health_check: bool,
+    /// `max_input_tokens`: the context window, for `enable_pre_call_checks`.
+    pub max_input_tokens: Option<u32>,
+    /// `input_cost_per_token` (for `cost-based-routing`).
+    pub input_cost_per_token: Option<f64>,
+    /// `output_cost_per_token` (for `cost-based-routing`).
+    pub output_cost_per_token: Option<f64>,
     /// Every other key, kept as given (credentials as secrets).
     pub extra: BTreeMap<String, ParamValue>,
 }
@@ -370,6 +382,19 @@ impl Deployment {
     /// Its `model_info`.
     pub fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    /// `input_cost_per_token + output_cost_per_token`, each from `litellm_params`, else
+    /// `model_info`, else LiteLLM's default for an unknown cost (5.0, i.e. last).
+    pub fn cost_per_token(&self) -> f64 {
+        const UNKNOWN: f64 = 5.0;
+        let (p, i) = (&self.params, &self.info);
+        p.input_cost_per_token
+            .or(i.input_cost_per_token)
+            .unwrap_or(UNKNOWN)
+            + p.output_cost_per_token
+                .or(i.output_cost_per_token)
+                .unwrap_or(UNKNOWN)
     }
 
     /// Every credential it holds: the `api_key` and each secret-looking extra param.
@@ -443,6 +468,22 @@ impl DeploymentBuilder {
     /// Sets `tpm`.
     pub fn tpm(mut self, v: u64) -> Self {
         self.params.tpm = Some(v);
+        self
+    }
+    /// Sets `max_parallel_requests`.
+    pub fn max_parallel_requests(mut self, v: u32) -> Self {
+        self.params.max_parallel_requests = Some(v);
+        self
+    }
+    /// Sets `input_cost_per_token` and `output_cost_per_token` (in `litellm_params`).
+    pub fn cost_per_token(mut self, input: f64, output: f64) -> Self {
+        self.params.input_cost_per_token = Some(input);
+        self.params.output_cost_per_token = Some(output);
+        self
+    }
+    /// Sets `model_info.max_input_tokens`.
+    pub fn max_input_tokens(mut self, v: u32) -> Self {
+        self.info.max_input_tokens = Some(v);
         self
     }
     /// Sets this deployment's cooldown time.

@@ -64,6 +64,9 @@ struct LiteLlmConfig {
 #[serde(default, deny_unknown_fields)]
 struct ModelEntry {
     model_name: Option<Text>,
+    /// LiteLLM also reads `rpm`/`tpm` at the entry's top level (`litellm_params` wins).
+    rpm: Option<Int>,
+    tpm: Option<Int>,
     #[serde(deserialize_with = "null_as_default")]
     litellm_params: LitellmParams,
     #[serde(deserialize_with = "null_as_default")]
@@ -82,6 +85,9 @@ struct LitellmParams {
     rpm: Option<Int>,
     tpm: Option<Int>,
     cooldown_time: Option<Float>,
+    max_parallel_requests: Option<Int>,
+    input_cost_per_token: Option<Float>,
+    output_cost_per_token: Option<Float>,
 }
 
 /// `model_info`; other keys go to [`ModelInfo::extra`](crate::ModelInfo::extra).
@@ -99,6 +105,9 @@ struct RawModelInfo {
     health_check_voice: Option<Text>,
     health_check_reasoning_effort: Option<Text>,
     disable_background_health_check: Option<Flag>,
+    max_input_tokens: Option<Int>,
+    input_cost_per_token: Option<Float>,
+    output_cost_per_token: Option<Float>,
 }
 
 /// `general_settings`: LiteLLM's health-check keys, plus this crate's extensions
@@ -134,6 +143,26 @@ struct RouterSection {
     redis_host: Option<Text>,
     redis_port: Option<Int>,
     redis_password: Option<SecretText>,
+    #[serde(deserialize_with = "null_as_default")]
+    routing_strategy_args: StrategyArgs,
+    /// `[{group: [fallback, ...]}, ...]`; shapes are checked in conversion, naming the entry.
+    fallbacks: Option<Value>,
+    default_fallbacks: Option<Value>,
+    context_window_fallbacks: Option<Value>,
+    content_policy_fallbacks: Option<Value>,
+    /// `{alias: group}` or `{alias: {model: group, hidden: bool}}`.
+    model_group_alias: Option<Value>,
+    enable_pre_call_checks: Option<Flag>,
+}
+
+/// `router_settings.routing_strategy_args`. LiteLLM's other keys here (`ttl`,
+/// `max_latency_list_size`, ...) have no use in this crate and are ignored.
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct StrategyArgs {
+    lowest_latency_buffer: Option<Float>,
+    latency_decay: Option<Float>,
+    latency_failure_penalty: Option<Float>,
 }
 
 /// `litellm_settings`: the router keys LiteLLM also takes here (`router_settings` wins).

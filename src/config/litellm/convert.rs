@@ -15,7 +15,10 @@ use super::{
     env::Resolver,
 };
 use crate::{
-    config::{Config, HealthCheckSettings, RedisSettings, RouterSettings, RoutingStrategy},
+    config::{
+        Config, Fallbacks, HealthCheckSettings, RedisSettings, RouterSettings, RoutingStrategy,
+        RoutingStrategyArgs,
+    },
     deployment::{Deployment, DeploymentParams, Mode, ModelInfo},
     error::{ConfigError, ConfigErrorKind},
 };
@@ -74,8 +77,14 @@ impl ModelEntry {
         params.api_key = p.api_key.map(|s| s.0);
         params.api_version = p.api_version.map(|t| t.0);
         params.weight = p.weight.map(|f| f.0);
-        params.rpm = count(p.rpm, &at("litellm_params.rpm"))?;
-        params.tpm = count(p.tpm, &at("litellm_params.tpm"))?;
+        params.rpm = count(p.rpm, &at("litellm_params.rpm"))?.or(count(self.rpm, &at("rpm"))?);
+        params.tpm = count(p.tpm, &at("litellm_params.tpm"))?.or(count(self.tpm, &at("tpm"))?);
+        params.max_parallel_requests = positive(
+            p.max_parallel_requests,
+            &at("litellm_params.max_parallel_requests"),
+        )?;
+        params.input_cost_per_token = p.input_cost_per_token.map(|f| f.0);
+        params.output_cost_per_token = p.output_cost_per_token.map(|f| f.0);
         params.cooldown_time = seconds(p.cooldown_time, &at("litellm_params.cooldown_time"))?;
         params.extra = extra.params;
 
@@ -115,6 +124,9 @@ impl ModelEntry {
             health_check_voice: m.health_check_voice.map(|t| t.0),
             health_check_reasoning_effort: m.health_check_reasoning_effort.map(|t| t.0),
             disable_background_health_check: m.disable_background_health_check.is_some_and(|f| f.0),
+            max_input_tokens: positive(m.max_input_tokens, &at("model_info.max_input_tokens"))?,
+            input_cost_per_token: m.input_cost_per_token.map(|f| f.0),
+            output_cost_per_token: m.output_cost_per_token.map(|f| f.0),
             extra: extra.info,
         };
         Ok(Deployment::new(route, params, info))
@@ -212,6 +224,36 @@ impl RouterSection {
             shared,
             r,
         )?;
+        const R: &str = "router_settings";
+        let a = &self.routing_strategy_args;
+        let da = d.routing_strategy_args;
+        let routing_strategy_args = RoutingStrategyArgs {
+            lowest_latency_buffer: a
+                .lowest_latency_buffer
+                .map_or(da.lowest_latency_buffer, |f| f.0),
+            latency_decay: positive_seconds(
+                a.latency_decay,
+                "router_settings.routing_strategy_args.latency_decay",
+            )?
+            .unwrap_or(da.latency_decay),
+            latency_failure_penalty: seconds(
+                a.latency_failure_penalty,
+                "router_settings.routing_strategy_args.latency_failure_penalty",
+            )?
+            .unwrap_or(da.latency_failure_penalty),
+        };
+        let fallbacks = Fallbacks {
+            general: fallback_map(self.fallbacks, &format!("{R}.fallbacks"))?,
+            default: group_list(self.default_fallbacks, &format!("{R}.default_fallbacks"))?,
+            context_window: fallback_map(
+                self.context_window_fallbacks,
+                &format!("{R}.context_window_fallbacks"),
+            )?,
+            content_policy: fallback_map(
+                self.content_policy_fallbacks,
+                &format!("{R}.content_policy_fallbacks"),
+            )?,
+        };
         Ok(RouterSettings {
             routing_strategy,
             allowed_fails,
@@ -219,7 +261,88 @@ impl RouterSection {
             num_retries,
             max_retry_after,
             redis,
+            routing_strategy_args,
+            fallbacks,
+            model_group_alias: aliases(self.model_group_alias)?,
+            enable_pre_call_checks: self.enable_pre_call_checks.is_some_and(|f| f.0),
         })
+    }
+}
+
+/// A group name: a string (LiteLLM also accepts `{model: name}` in some lists).
+fn group_name(v: &Value, field: &str) -> Result<String, ConfigError> {
+    match v {
+        Value::String(s) if !s.is_empty() => Ok(s.clone()),
+        Value::Object(m) => match m.get("model") {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            _ => Err(ConfigError::invalid(
+                field,
+                "expected a group name (a string) or {model: name}",
+            )),
+        },
+        _ => Err(ConfigError::invalid(
+            field,
+            "expected a group name (a string)",
+        )),
+    }
+}
+
+/// A list of group names (a single name is a list of one).
+fn group_list(v: Option<Value>, field: &str) -> Result<Vec<String>, ConfigError> {
+    match v {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, g)| group_name(g, &format!("{field}[{i}]")))
+            .collect(),
+        Some(one) => Ok(vec![group_name(&one, field)?]),
+    }
+}
+
+/// LiteLLM's `[{group: [fallback, ...]}, ...]` (a single mapping is accepted too).
+fn fallback_map(
+    v: Option<Value>,
+    field: &str,
+) -> Result<std::collections::BTreeMap<String, Vec<String>>, ConfigError> {
+    let mut out = std::collections::BTreeMap::new();
+    let entries = match v {
+        None | Some(Value::Null) => return Ok(out),
+        Some(Value::Array(items)) => items,
+        Some(m @ Value::Object(_)) => vec![m],
+        Some(_) => {
+            return Err(ConfigError::invalid(
+                field,
+                "expected a list of {group: [fallback, ...]} mappings",
+            ));
+        }
+    };
+    for (i, e) in entries.into_iter().enumerate() {
+        let at = format!("{field}[{i}]");
+        let Value::Object(m) = e else {
+            return Err(ConfigError::invalid(
+                at,
+                "expected a mapping {group: [fallback, ...]}",
+            ));
+        };
+        for (group, to) in m {
+            let list = group_list(Some(to), &format!("{at}.{group}"))?;
+            out.insert(group, list);
+        }
+    }
+    Ok(out)
+}
+
+/// `model_group_alias`: `{alias: group}` or `{alias: {model: group, hidden: bool}}`.
+fn aliases(v: Option<Value>) -> Result<std::collections::BTreeMap<String, String>, ConfigError> {
+    const F: &str = "router_settings.model_group_alias";
+    match v {
+        None | Some(Value::Null) => Ok(Default::default()),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(alias, g)| Ok((alias.clone(), group_name(g, &format!("{F}.{alias}"))?)))
+            .collect(),
+        Some(_) => Err(ConfigError::invalid(F, "expected a mapping {alias: group}")),
     }
 }
 
