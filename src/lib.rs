@@ -46,6 +46,7 @@ pub mod endpoints;
 mod error;
 pub mod health;
 pub mod probe;
+mod provider;
 pub mod retry;
 pub mod routing;
 mod secret;
