@@ -577,6 +577,11 @@ fn sign_v4(
         },
     )?;
     instructions.apply_to_request_http1x(req);
+    // aws-sigv4 marks only the session token sensitive; the signature is not a secret,
+    // but it is a credential for its 5 minutes, so it is hidden from `Debug` too.
+    if let Some(v) = req.headers_mut().get_mut(header::AUTHORIZATION) {
+        v.set_sensitive(true);
+    }
     Ok(())
 }
 

@@ -7,7 +7,7 @@
 
 // Until the catalog and the prober call them (the lead wires them in), the functions
 // below are used by their own tests only.
-#![cfg_attr(not(test), allow(dead_code))]
+#![allow(dead_code)]
 
 #[cfg(feature = "bedrock")]
 pub(crate) mod aws;
@@ -15,3 +15,5 @@ pub(crate) mod aws;
 pub(crate) mod cloud;
 #[cfg(feature = "vertex")]
 pub(crate) mod vertex;
+#[cfg(all(test, any(feature = "bedrock", feature = "vertex")))]
+mod test_support;
