@@ -55,7 +55,9 @@ use http::{HeaderValue, Method, Request, header};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::json;
 
-use super::cloud::{Unsupported, check_endpoint, header_safe, plain_param, probe_model, secret_param};
+use super::cloud::{
+    Unsupported, check_endpoint, header_safe, plain_param, probe_model, secret_param,
+};
 use crate::{
     deployment::{Deployment, Mode},
     probe::bedrock_probe_model,
@@ -155,7 +157,9 @@ const VENDORS: &[&str] = &[
 ];
 
 /// Cross-region inference profile prefixes (`us.anthropic.claude-…`).
-const PROFILE_PREFIXES: &[&str] = &["us", "us-gov", "eu", "apac", "global", "jp", "au", "ca", "in"];
+const PROFILE_PREFIXES: &[&str] = &[
+    "us", "us-gov", "eu", "apac", "global", "jp", "au", "ca", "in",
+];
 
 /// LiteLLM's Bedrock route prefixes (`bedrock/converse/…`, `bedrock/llama/arn:…`): they
 /// choose LiteLLM's handler and are not part of the model id.
@@ -234,8 +238,7 @@ fn arn_region(id: &str) -> Option<&str> {
 /// Lowercase letters, digits and hyphens: a region that is safe in a host name.
 fn valid_region(r: &str) -> bool {
     !r.is_empty()
-        && r
-            .bytes()
+        && r.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
@@ -267,7 +270,12 @@ const UNSUPPORTED_SOURCES: &[&str] = &[
 ];
 
 fn auth(d: &Deployment, env: &AwsEnv) -> Result<Auth, Unsupported> {
-    if let Some(key) = d.params().api_key.clone().or_else(|| env.bearer_token.clone()) {
+    if let Some(key) = d
+        .params()
+        .api_key
+        .clone()
+        .or_else(|| env.bearer_token.clone())
+    {
         return Ok(Auth::Bearer(key));
     }
     for name in UNSUPPORTED_SOURCES {
@@ -376,7 +384,10 @@ fn operation(
 ) -> Result<(&'static str, serde_json::Value), Unsupported> {
     match mode {
         Mode::Chat | Mode::Completion => {
-            let max = d.info().health_check_max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
+            let max = d
+                .info()
+                .health_check_max_tokens
+                .unwrap_or(DEFAULT_MAX_TOKENS);
             Ok((
                 "converse",
                 json!({
@@ -464,7 +475,10 @@ pub(crate) fn bedrock_probe_request_at(
 ) -> Result<Request<Bytes>, Unsupported> {
     let (id, _) = model_and_path_region(probe_model(d));
     if id.is_empty() {
-        return Err(Unsupported::new("litellm_params.model", "names no Bedrock model id"));
+        return Err(Unsupported::new(
+            "litellm_params.model",
+            "names no Bedrock model id",
+        ));
     }
     let region = bedrock_region(d, env)?;
     let (op, body) = operation(d, &id, mode, prompt)?;
@@ -494,12 +508,13 @@ pub(crate) fn bedrock_probe_request_at(
         .map_err(invalid)?;
     match auth {
         Auth::Bearer(key) => {
-            let mut v = HeaderValue::try_from(format!("Bearer {}", key.expose())).map_err(|_| {
-                Unsupported::new(
-                    "litellm_params.api_key",
-                    "contains characters an HTTP header cannot carry",
-                )
-            })?;
+            let mut v =
+                HeaderValue::try_from(format!("Bearer {}", key.expose())).map_err(|_| {
+                    Unsupported::new(
+                        "litellm_params.api_key",
+                        "contains characters an HTTP header cannot carry",
+                    )
+                })?;
             v.set_sensitive(true);
             req.headers_mut().insert(header::AUTHORIZATION, v);
         }
@@ -561,9 +576,8 @@ fn sign_v4(
         .collect();
     // aws-sigv4 traces the canonical request, which holds the session token: sign with
     // tracing silenced on this thread.
-    let instructions = tracing::subscriber::with_default(
-        tracing::subscriber::NoSubscriber::default(),
-        || {
+    let instructions =
+        tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
             let signable = SignableRequest::new(
                 req.method().as_str(),
                 uri.as_str(),
@@ -574,8 +588,7 @@ fn sign_v4(
             sign(signable, &params)
                 .map(|out| out.into_parts().0)
                 .map_err(|_| failed("signing failed"))
-        },
-    )?;
+        })?;
     instructions.apply_to_request_http1x(req);
     // aws-sigv4 marks only the session token sensitive; the signature is not a secret,
     // but it is a credential for its 5 minutes, so it is hidden from `Debug` too.

@@ -67,7 +67,8 @@ pub(crate) fn probe_model(d: &Deployment) -> &str {
 
 /// A value that an HTTP header can carry as it is (visible ASCII and spaces).
 pub(crate) fn header_safe(s: &str) -> bool {
-    s.bytes().all(|b| b == b' ' || b == b'\t' || (0x21..0x7f).contains(&b))
+    s.bytes()
+        .all(|b| b == b' ' || b == b'\t' || (0x21..0x7f).contains(&b))
 }
 
 /// An endpoint override: an absolute `http`/`https` URL with a host, without its trailing
@@ -94,7 +95,10 @@ pub(crate) fn check_endpoint(field: &'static str, url: &str) -> Result<String, U
         }
     }
     if uri.authority().is_none() {
-        return Err(Unsupported::new(field, format!("`{trimmed}` names no host")));
+        return Err(Unsupported::new(
+            field,
+            format!("`{trimmed}` names no host"),
+        ));
     }
     Ok(trimmed.to_owned())
 }

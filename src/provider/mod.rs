@@ -13,7 +13,7 @@
 pub(crate) mod aws;
 #[cfg(any(feature = "bedrock", feature = "vertex"))]
 pub(crate) mod cloud;
-#[cfg(feature = "vertex")]
-pub(crate) mod vertex;
 #[cfg(all(test, any(feature = "bedrock", feature = "vertex")))]
 mod test_support;
+#[cfg(feature = "vertex")]
+pub(crate) mod vertex;

@@ -44,7 +44,11 @@ pub(crate) async fn serve(handler: Handler) -> SocketAddr {
                     let handler = handler.clone();
                     async move {
                         let (parts, body) = req.into_parts();
-                        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let body = body
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
                         Ok::<_, Infallible>(handler(Request::from_parts(parts, body)))
                     }
                 });

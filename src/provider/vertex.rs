@@ -102,10 +102,7 @@ enum Source {
     /// The key's JSON text (`vertex_credentials`).
     Json(Secret),
     /// A JSON file (`vertex_credentials` as a path, or `GOOGLE_APPLICATION_CREDENTIALS`).
-    File {
-        path: PathBuf,
-        field: &'static str,
-    },
+    File { path: PathBuf, field: &'static str },
 }
 
 impl fmt::Debug for Source {
@@ -177,11 +174,7 @@ fn read_key(src: &Source) -> Result<Key, Unsupported> {
     let v: serde_json::Value = serde_json::from_str(json.expose()).map_err(|e| {
         Unsupported::new(
             field,
-            format!(
-                "is not JSON (line {}, column {})",
-                e.line(),
-                e.column()
-            ),
+            format!("is not JSON (line {}, column {})", e.line(), e.column()),
         )
     })?;
     let text = |k: &str| v.get(k).and_then(|x| x.as_str()).filter(|s| !s.is_empty());
@@ -285,9 +278,14 @@ fn model_name(d: &Deployment) -> &str {
 }
 
 fn is_text_embedding(m: &str) -> bool {
-    ["text-embedding-", "text-multilingual-embedding-", "textembedding-gecko", "gemini-embedding-"]
-        .iter()
-        .any(|p| m.starts_with(p))
+    [
+        "text-embedding-",
+        "text-multilingual-embedding-",
+        "textembedding-gecko",
+        "gemini-embedding-",
+    ]
+    .iter()
+    .any(|p| m.starts_with(p))
 }
 
 fn method_and_body(
@@ -325,7 +323,10 @@ fn method_and_body(
     Ok(match mode {
         Mode::Embedding => ("predict", json!({ "instances": [{ "content": prompt }] })),
         _ => {
-            let max = d.info().health_check_max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
+            let max = d
+                .info()
+                .health_check_max_tokens
+                .unwrap_or(DEFAULT_MAX_TOKENS);
             (
                 "generateContent",
                 json!({

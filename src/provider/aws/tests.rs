@@ -2,6 +2,9 @@
 //! what it received, with the test's own secret (an independent implementation of the
 //! spec: <https://docs.aws.amazon.com/IAM/latest/UserGuide/create-signed-request.html>).
 
+// The test servers record what they saw under a Mutex: test code, off any request path.
+#![allow(clippy::disallowed_types)]
+
 use std::sync::{Arc, Mutex};
 
 use hmac::{Hmac, Mac};
@@ -27,7 +30,10 @@ struct Seen {
 
 /// A Bedrock stand-in: 200 with a Converse-shaped answer when the signature it recomputes
 /// with `secret` matches (and the scope names `region` and `bedrock`), else 403.
-async fn bedrock_server(secret: &'static str, region: &'static str) -> (String, Arc<Mutex<Vec<Seen>>>) {
+async fn bedrock_server(
+    secret: &'static str,
+    region: &'static str,
+) -> (String, Arc<Mutex<Vec<Seen>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
     let addr = serve(Arc::new(move |req: Request<Bytes>| {
@@ -141,7 +147,13 @@ fn verify(req: &Request<Bytes>, secret: &str, region: &str) -> Result<(), String
             .headers()
             .get_all(name)
             .iter()
-            .map(|v| v.to_str().unwrap().split_whitespace().collect::<Vec<_>>().join(" "))
+            .map(|v| {
+                v.to_str()
+                    .unwrap()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
             .collect();
         if values.is_empty() {
             return Err(format!("signed header {name} missing"));
@@ -199,14 +211,17 @@ const MODEL: &str = "bedrock/anthropic.claude-3-haiku-20240307-v1:0";
 async fn signed_converse_probe_is_accepted_and_shaped_as_converse() {
     let (base, seen) = bedrock_server(SECRET, REGION).await;
     let d = deployment(MODEL, &base, SECRET, None);
-    let req = bedrock_probe_request(&d, Mode::Chat, "test from litellm", &AwsEnv::default())
-        .unwrap();
+    let req =
+        bedrock_probe_request(&d, Mode::Chat, "test from litellm", &AwsEnv::default()).unwrap();
     let out = probe(req).await;
     assert!(out.healthy, "{out:?}");
     let seen = seen.lock().unwrap();
     let s = &seen[0];
     assert_eq!(s.verdict, Ok(()));
-    assert_eq!(s.path, "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse");
+    assert_eq!(
+        s.path,
+        "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse"
+    );
     assert_eq!(
         s.body,
         serde_json::json!({
@@ -265,7 +280,10 @@ async fn credentials_and_region_from_the_environment() {
     let s = seen.lock().unwrap()[0].clone();
     assert_eq!(s.verdict, Ok(()));
     assert_eq!(s.path, "/model/amazon.titan-embed-text-v1/invoke");
-    assert_eq!(s.body, serde_json::json!({"inputText": "test from litellm"}));
+    assert_eq!(
+        s.body,
+        serde_json::json!({"inputText": "test from litellm"})
+    );
     assert_eq!(s.security_token.as_deref(), Some(SESSION));
     // Params win over the environment: a wrong param secret fails even with a good env.
     let d = Deployment::builder("t", "amazon.titan-embed-text-v1")
@@ -279,7 +297,12 @@ async fn credentials_and_region_from_the_environment() {
 
 #[test]
 fn cohere_embedding_body_and_profile_ids() {
-    let d = deployment("bedrock/us.cohere.embed-v4:0", "http://127.0.0.1:9", SECRET, None);
+    let d = deployment(
+        "bedrock/us.cohere.embed-v4:0",
+        "http://127.0.0.1:9",
+        SECRET,
+        None,
+    );
     let req = bedrock_probe_request(&d, Mode::Embedding, "hi", &AwsEnv::default()).unwrap();
     assert_eq!(req.uri().path(), "/model/us.cohere.embed-v4%3A0/invoke");
     let body: serde_json::Value = serde_json::from_slice(req.body()).unwrap();
@@ -287,7 +310,12 @@ fn cohere_embedding_body_and_profile_ids() {
         body,
         serde_json::json!({"texts": ["hi"], "input_type": "search_document"})
     );
-    let d = deployment("bedrock/amazon.nova-2-multimodal-embeddings-v1:0", "http://h", SECRET, None);
+    let d = deployment(
+        "bedrock/amazon.nova-2-multimodal-embeddings-v1:0",
+        "http://h",
+        SECRET,
+        None,
+    );
     let e = bedrock_probe_request(&d, Mode::Embedding, "hi", &AwsEnv::default()).unwrap_err();
     assert_eq!(e.field, "litellm_params.model");
 }
@@ -311,28 +339,50 @@ fn region_rule() {
     };
     let none = AwsEnv::default();
     let m = "bedrock/anthropic.claude-v2";
-    assert_eq!(bedrock_region(&dep(m, None), &none).unwrap(), DEFAULT_REGION);
     assert_eq!(
-        bedrock_region(&dep("bedrock/eu-central-1/anthropic.claude-v2", None), &none).unwrap(),
+        bedrock_region(&dep(m, None), &none).unwrap(),
+        DEFAULT_REGION
+    );
+    assert_eq!(
+        bedrock_region(
+            &dep("bedrock/eu-central-1/anthropic.claude-v2", None),
+            &none
+        )
+        .unwrap(),
         "eu-central-1"
     );
     // The param wins over the model's region segment.
     assert_eq!(
-        bedrock_region(&dep("bedrock/eu-central-1/anthropic.claude-v2", Some("us-east-2")), &none)
-            .unwrap(),
+        bedrock_region(
+            &dep(
+                "bedrock/eu-central-1/anthropic.claude-v2",
+                Some("us-east-2")
+            ),
+            &none
+        )
+        .unwrap(),
         "us-east-2"
     );
     assert_eq!(
         bedrock_region(
-            &dep("bedrock/llama/arn:aws:bedrock:ca-central-1:123456789012:imported-model/x", None),
+            &dep(
+                "bedrock/llama/arn:aws:bedrock:ca-central-1:123456789012:imported-model/x",
+                None
+            ),
             &none
         )
         .unwrap(),
         "ca-central-1"
     );
-    let e = env(&[("AWS_REGION_NAME", "sa-east-1"), ("AWS_REGION", "us-east-1")]);
+    let e = env(&[
+        ("AWS_REGION_NAME", "sa-east-1"),
+        ("AWS_REGION", "us-east-1"),
+    ]);
     assert_eq!(bedrock_region(&dep(m, None), &e).unwrap(), "sa-east-1");
-    let e = env(&[("AWS_REGION", "us-east-1"), ("AWS_DEFAULT_REGION", "eu-north-1")]);
+    let e = env(&[
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_DEFAULT_REGION", "eu-north-1"),
+    ]);
     assert_eq!(bedrock_region(&dep(m, None), &e).unwrap(), "us-east-1");
     let bad = bedrock_region(&dep(m, Some("evil.com/x")), &none).unwrap_err();
     assert_eq!(bad.field, "litellm_params.aws_region_name");
@@ -346,35 +396,59 @@ fn endpoints_and_model_ids() {
     };
     let none = AwsEnv::default();
     let url = |d: &Deployment| {
-        bedrock_probe_request(d, Mode::Chat, "p", &none)
-            .map(|r| r.uri().to_string())
+        bedrock_probe_request(d, Mode::Chat, "p", &none).map(|r| r.uri().to_string())
     };
-    let d = keys(Deployment::builder("r", "bedrock/converse/us-east-1/us.anthropic.claude-3-5-sonnet-20240620-v1:0")).build();
+    let d = keys(Deployment::builder(
+        "r",
+        "bedrock/converse/us-east-1/us.anthropic.claude-3-5-sonnet-20240620-v1:0",
+    ))
+    .build();
     let expect = "https://bedrock-runtime.us-east-1.amazonaws.com/model/us.anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse";
-    assert_eq!(url(&d).as_deref().map_err(|e| e.why.clone()), if cfg!(feature = "rustls") { Ok(expect) } else { Err("`https://bedrock-runtime.us-east-1.amazonaws.com` is https, which needs the `rustls` feature".into()) });
+    assert_eq!(
+        url(&d).as_deref().map_err(|e| e.why.clone()),
+        if cfg!(feature = "rustls") {
+            Ok(expect)
+        } else {
+            Err("`https://bedrock-runtime.us-east-1.amazonaws.com` is https, which needs the `rustls` feature".into())
+        }
+    );
     let d = keys(Deployment::builder("r", "meta.llama3-8b-instruct-v1:0"))
-        .param("aws_bedrock_runtime_endpoint", "http://vpce.local:8080/".into())
+        .param(
+            "aws_bedrock_runtime_endpoint",
+            "http://vpce.local:8080/".into(),
+        )
         .build();
     assert_eq!(
         url(&d).unwrap(),
         "http://vpce.local:8080/model/meta.llama3-8b-instruct-v1%3A0/converse"
     );
     // api_base wins over aws_bedrock_runtime_endpoint (LiteLLM's order).
-    let d = keys(Deployment::builder("r", "bedrock/invoke/anthropic.claude-v2"))
-        .api_base("http://gw/bedrock")
-        .param("aws_bedrock_runtime_endpoint", "http://vpce.local".into())
-        .build();
-    assert_eq!(url(&d).unwrap(), "http://gw/bedrock/model/anthropic.claude-v2/converse");
+    let d = keys(Deployment::builder(
+        "r",
+        "bedrock/invoke/anthropic.claude-v2",
+    ))
+    .api_base("http://gw/bedrock")
+    .param("aws_bedrock_runtime_endpoint", "http://vpce.local".into())
+    .build();
+    assert_eq!(
+        url(&d).unwrap(),
+        "http://gw/bedrock/model/anthropic.claude-v2/converse"
+    );
     // An ARN is one path segment.
-    let d = keys(Deployment::builder("r", "bedrock/llama/arn:aws:bedrock:us-east-1:123456789012:imported-model/abc"))
-        .api_base("http://gw")
-        .build();
+    let d = keys(Deployment::builder(
+        "r",
+        "bedrock/llama/arn:aws:bedrock:us-east-1:123456789012:imported-model/abc",
+    ))
+    .api_base("http://gw")
+    .build();
     assert_eq!(
         url(&d).unwrap(),
         "http://gw/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Aimported-model%2Fabc/converse"
     );
     // Modes Bedrock's native probe does not offer.
-    let d = keys(Deployment::builder("r", MODEL)).api_base("http://gw").build();
+    let d = keys(Deployment::builder("r", MODEL))
+        .api_base("http://gw")
+        .build();
     let e = bedrock_probe_request(&d, Mode::ImageGeneration, "p", &none).unwrap_err();
     assert_eq!(e.field, "model_info.mode");
     // health_check_max_tokens is honoured.
@@ -489,7 +563,8 @@ async fn no_secret_in_logs_errors_or_debug() {
 
     // Control: signing without the silencer does trace the token, and the capture sees it.
     let logs = Logs::capture();
-    let identity: Identity = Credentials::new(KEY_ID, SECRET, Some(SESSION.into()), None, "t").into();
+    let identity: Identity =
+        Credentials::new(KEY_ID, SECRET, Some(SESSION.into()), None, "t").into();
     let params = v4::SigningParams::builder()
         .identity(&identity)
         .region(REGION)

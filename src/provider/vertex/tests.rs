@@ -6,6 +6,9 @@
 //! only (`openssl genpkey -algorithm RSA`); it guards nothing. `throwaway_test_key.pub.der`
 //! is its public half (PKCS#1 DER).
 
+// The test servers record what they saw under a Mutex: test code, off any request path.
+#![allow(clippy::disallowed_types)]
+
 use std::sync::{
     Arc, Mutex,
     atomic::{AtomicUsize, Ordering::SeqCst},
@@ -38,7 +41,10 @@ async fn token_server(expires: &'static [u64], fail: bool) -> TokenServer {
     let addr = serve(Arc::new(move |req: Request<Bytes>| {
         let n = counter.fetch_add(1, SeqCst);
         if fail {
-            return json(StatusCode::BAD_REQUEST, serde_json::json!({"error": "invalid_grant"}));
+            return json(
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({"error": "invalid_grant"}),
+            );
         }
         match check_grant(&req, &aud.lock().unwrap()) {
             Ok(()) => json(
@@ -49,7 +55,10 @@ async fn token_server(expires: &'static [u64], fail: bool) -> TokenServer {
                     "token_type": "Bearer"
                 }),
             ),
-            Err(why) => json(StatusCode::UNAUTHORIZED, serde_json::json!({ "error": why })),
+            Err(why) => json(
+                StatusCode::UNAUTHORIZED,
+                serde_json::json!({ "error": why }),
+            ),
         }
     }))
     .await;
@@ -71,9 +80,12 @@ fn check_grant(req: &Request<Bytes>, token_uri: &str) -> Result<(), String> {
     let sig = URL_SAFE_NO_PAD
         .decode(sig.trim_end_matches('='))
         .map_err(|e| e.to_string())?;
-    ring::signature::UnparsedPublicKey::new(&ring::signature::RSA_PKCS1_2048_8192_SHA256, PUBLIC_KEY)
-        .verify(signed.as_bytes(), &sig)
-        .map_err(|_| "bad JWT signature".to_owned())?;
+    ring::signature::UnparsedPublicKey::new(
+        &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+        PUBLIC_KEY,
+    )
+    .verify(signed.as_bytes(), &sig)
+    .map_err(|_| "bad JWT signature".to_owned())?;
     let claims = signed.split('.').nth(1).ok_or("no claims")?;
     let claims: serde_json::Value = serde_json::from_slice(
         &URL_SAFE_NO_PAD
@@ -158,8 +170,7 @@ fn deployment(model: &str, base: &str, creds: &str) -> Deployment {
         .build()
 }
 
-const GEN_PATH: &str =
-    "/v1/projects/my-proj/locations/us-central1/publishers/google/models/gemini-1.5-pro:generateContent";
+const GEN_PATH: &str = "/v1/projects/my-proj/locations/us-central1/publishers/google/models/gemini-1.5-pro:generateContent";
 
 #[tokio::test]
 async fn one_token_serves_every_probe_of_a_key() {
@@ -179,7 +190,11 @@ async fn one_token_serves_every_probe_of_a_key() {
         let out = probe(req).await;
         assert!(out.healthy, "{out:?}");
     }
-    assert_eq!(tokens.calls.load(SeqCst), 1, "one token exchange for three probes");
+    assert_eq!(
+        tokens.calls.load(SeqCst),
+        1,
+        "one token exchange for three probes"
+    );
     let seen = seen.lock().unwrap();
     assert!(seen.iter().all(|s| s.bearer == "tok-1"));
     assert_eq!(seen[0].path, GEN_PATH);
@@ -214,7 +229,12 @@ async fn an_expired_token_is_refreshed_then_cached() {
         assert!(probe(req).await.healthy);
     }
     assert_eq!(tokens.calls.load(SeqCst), 2);
-    let bearers: Vec<String> = seen.lock().unwrap().iter().map(|s| s.bearer.clone()).collect();
+    let bearers: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.bearer.clone())
+        .collect();
     assert_eq!(bearers, ["tok-1", "tok-2", "tok-2", "tok-2"]);
 }
 
@@ -222,7 +242,11 @@ async fn an_expired_token_is_refreshed_then_cached() {
 async fn a_token_the_upstream_rejects_makes_the_probe_unhealthy() {
     let tokens = token_server(&[3600], false).await;
     let (base, _) = vertex_server(Some("tok-from-another-account")).await;
-    let d = deployment("vertex_ai/gemini-1.5-pro", &base, &key_json(&tokens.url, None));
+    let d = deployment(
+        "vertex_ai/gemini-1.5-pro",
+        &base,
+        &key_json(&tokens.url, None),
+    );
     let req = VertexAuth::new()
         .vertex_probe_request(&d, Mode::Chat, "p", &GoogleEnv::default())
         .await
@@ -246,7 +270,12 @@ async fn credentials_from_a_file_and_from_google_application_credentials() {
         .param("vertex_location", "europe-west4".into())
         .build();
     let req = auth
-        .vertex_probe_request(&d, Mode::Embedding, "test from litellm", &GoogleEnv::default())
+        .vertex_probe_request(
+            &d,
+            Mode::Embedding,
+            "test from litellm",
+            &GoogleEnv::default(),
+        )
         .await
         .unwrap();
     assert!(probe(req).await.healthy);
@@ -257,7 +286,10 @@ async fn credentials_from_a_file_and_from_google_application_credentials() {
     let d = Deployment::builder("g", "vertex_ai/gemini-1.5-pro")
         .api_base(&base)
         .build();
-    let req = auth.vertex_probe_request(&d, Mode::Chat, "p", &env).await.unwrap();
+    let req = auth
+        .vertex_probe_request(&d, Mode::Chat, "p", &env)
+        .await
+        .unwrap();
     assert!(probe(req).await.healthy);
     std::fs::remove_file(&path).unwrap();
     let seen = seen.lock().unwrap();
@@ -291,23 +323,36 @@ fn urls_locations_and_api_base_forms() {
         VertexAuth::check(&b.build(), Mode::Chat, "x", &GoogleEnv::default()).map(|t| t.url)
     };
     let m = "vertex_ai/gemini-2.5-flash";
-    let tail = "/v1/projects/p1/locations/{L}/publishers/google/models/gemini-2.5-flash:generateContent";
+    let tail =
+        "/v1/projects/p1/locations/{L}/publishers/google/models/gemini-2.5-flash:generateContent";
     if cfg!(feature = "rustls") {
         assert_eq!(
             target(m, None, None).unwrap(),
-            format!("https://us-central1-aiplatform.googleapis.com{}", tail.replace("{L}", "us-central1"))
+            format!(
+                "https://us-central1-aiplatform.googleapis.com{}",
+                tail.replace("{L}", "us-central1")
+            )
         );
         assert_eq!(
             target(m, None, Some("global")).unwrap(),
-            format!("https://aiplatform.googleapis.com{}", tail.replace("{L}", "global"))
+            format!(
+                "https://aiplatform.googleapis.com{}",
+                tail.replace("{L}", "global")
+            )
         );
         assert_eq!(
             target(m, None, Some("eu")).unwrap(),
-            format!("https://aiplatform.eu.rep.googleapis.com{}", tail.replace("{L}", "eu"))
+            format!(
+                "https://aiplatform.eu.rep.googleapis.com{}",
+                tail.replace("{L}", "eu")
+            )
         );
     }
     let l = tail.replace("{L}", "us-central1");
-    assert_eq!(target(m, Some("http://proxy:8080/"), None).unwrap(), format!("http://proxy:8080{l}"));
+    assert_eq!(
+        target(m, Some("http://proxy:8080/"), None).unwrap(),
+        format!("http://proxy:8080{l}")
+    );
     assert_eq!(
         target(m, Some("http://proxy/v1beta1"), None).unwrap(),
         format!("http://proxy/v1beta1{}", &l["/v1".len()..])
@@ -318,7 +363,12 @@ fn urls_locations_and_api_base_forms() {
     );
     let e = target(m, None, Some("evil.com/")).unwrap_err();
     assert_eq!(e.field, "litellm_params.vertex_location");
-    let e = target("vertex_ai/claude-3-5-sonnet@20240620", Some("http://p"), None).unwrap_err();
+    let e = target(
+        "vertex_ai/claude-3-5-sonnet@20240620",
+        Some("http://p"),
+        None,
+    )
+    .unwrap_err();
     assert_eq!(e.field, "litellm_params.model");
 }
 
@@ -326,7 +376,10 @@ fn urls_locations_and_api_base_forms() {
 fn config_errors_name_the_field() {
     let none = GoogleEnv::default();
     let check = |d: Deployment, mode: Mode| VertexAuth::check(&d, mode, "x", &none).unwrap_err();
-    let e = check(Deployment::builder("g", "vertex_ai/gemini-1.5-pro").build(), Mode::Chat);
+    let e = check(
+        Deployment::builder("g", "vertex_ai/gemini-1.5-pro").build(),
+        Mode::Chat,
+    );
     assert_eq!(e.field, "litellm_params.vertex_credentials");
     let with = |creds: String| {
         Deployment::builder("g", "vertex_ai/gemini-1.5-pro")
@@ -342,7 +395,11 @@ fn config_errors_name_the_field() {
     let e = check(with(user.to_string()), Mode::Chat);
     assert!(e.why.contains("`authorized_user`"), "{}", e.why);
     // Not JSON, a missing file, a key gcp_auth cannot use.
-    assert!(check(with("{not json".into()), Mode::Chat).why.contains("not JSON"));
+    assert!(
+        check(with("{not json".into()), Mode::Chat)
+            .why
+            .contains("not JSON")
+    );
     let e = check(with("/nonexistent/key.json".into()), Mode::Chat);
     assert!(e.why.contains("cannot read"), "{}", e.why);
     let broken = key_json("http://t/token", Some("p")).replace("MII", "XXX");
@@ -376,7 +433,11 @@ async fn no_secret_in_logs_errors_or_debug() {
     assert!(probe(req).await.healthy);
     // A failing token endpoint: an unhealthy reason, secret-free.
     let failing = token_server(&[3600], true).await;
-    let bad = deployment("vertex_ai/gemini-1.5-pro", &base, &key_json(&failing.url, None));
+    let bad = deployment(
+        "vertex_ai/gemini-1.5-pro",
+        &base,
+        &key_json(&failing.url, None),
+    );
     let err = auth
         .vertex_probe_request(&bad, Mode::Chat, "p", &GoogleEnv::default())
         .await
@@ -391,7 +452,10 @@ async fn no_secret_in_logs_errors_or_debug() {
     )
     .unwrap_err();
     let text = logs.text();
-    assert!(text.contains("requesting token"), "the capture saw gcp_auth: {text}");
+    assert!(
+        text.contains("requesting token"),
+        "the capture saw gcp_auth: {text}"
+    );
     let all = format!("{dbg} {err:?} {err} {cfg_err:?} {cfg_err} {text}");
     for secret in [key_line, "tok-1", "PRIVATE KEY"] {
         assert!(!all.contains(secret), "{secret} leaked: {all}");
