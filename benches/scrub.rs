@@ -42,7 +42,7 @@ fn baseline<'a>(sorted: &[Secret], text: &'a str) -> std::borrow::Cow<'a, str> {
 
 fn bench(c: &mut Criterion) {
     let mut sorted = secrets();
-    sorted.sort_by(|a, b| b.expose().len().cmp(&a.expose().len()));
+    sorted.sort_by_key(|s| std::cmp::Reverse(s.expose().len()));
     let sc = Scrubber::new(secrets());
     let dirty = body(true);
     let clean = body(false);

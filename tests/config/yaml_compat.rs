@@ -171,7 +171,7 @@ fn userinfo_in_api_base_never_reaches_a_log_line_at_any_level() {
     cfg.deployments.push(d);
     let state = tower_health_routing::HealthState::new(cfg);
     let built = tower_health_routing::ProbeLoop::builder(&state).build();
-    let e = built.err().expect("the probe loop refuses userinfo");
+    let e = built.expect_err("the probe loop refuses userinfo");
     tracing::trace!(?e, "probe loop refused");
     let text = logs.text();
     assert!(
