@@ -73,7 +73,7 @@ struct ModelEntry {
     model_info: RawModelInfo,
 }
 
-/// `litellm_params`; other keys go to [`DeploymentParams::extra`](crate::DeploymentParams::extra).
+/// `litellm_params`; other keys go to [`DeploymentParams::extra`](crate::deployment::DeploymentParams::extra).
 #[derive(Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct LitellmParams {
@@ -90,7 +90,7 @@ struct LitellmParams {
     output_cost_per_token: Option<Float>,
 }
 
-/// `model_info`; other keys go to [`ModelInfo::extra`](crate::ModelInfo::extra).
+/// `model_info`; other keys go to [`ModelInfo::extra`](crate::deployment::ModelInfo::extra).
 #[derive(Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct RawModelInfo {

@@ -180,7 +180,7 @@ pub struct RouterSettings {
     /// `routing_strategy`. Default [`RoutingStrategy::SimpleShuffle`].
     pub routing_strategy: RoutingStrategy,
     /// `allowed_fails`: failures per minute before cooldown. `None`: LiteLLM's default
-    /// rule (see [`CooldownPolicy`](crate::CooldownPolicy)).
+    /// rule (see `CooldownPolicy`).
     pub allowed_fails: Option<u32>,
     /// `cooldown_time`: how long a deployment sits out. Default 5 s.
     pub cooldown_time: Duration,
