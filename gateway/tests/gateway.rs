@@ -586,6 +586,8 @@ async fn the_health_client_exits_non_zero_when_a_deployment_is_unhealthy() {
 
 /// Runs `thr-gateway` on a one-deployment config with stdout piped, collects its stdout
 /// lines until it logs that it listens (at most 30 s), then stops it.
+// A plain thread reading a child process's stdout: no tokio runtime, so real time.
+#[allow(clippy::disallowed_types, clippy::disallowed_methods)]
 fn binary_log_lines(args: &[&str], env: &[(&str, &str)]) -> Vec<String> {
     use std::io::BufRead;
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
