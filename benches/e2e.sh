@@ -2,7 +2,7 @@
 # End-to-end cost of a proxy hop, over loopback, all in one run so the ratios hold:
 #   (a) direct:  wrk -> nginx upstream (a fixed chat-completion JSON)
 #   (b) nginx:   wrk -> nginx reverse proxy -> the same upstream     (the practical floor for a proxy)
-#   (c) gateway: wrk -> examples/gateway (health routing on, background probes every second) -> upstream
+#   (c) gateway: wrk -> thr-gateway (health routing on, background probes every second) -> upstream
 #   (d) litellm: wrk -> LiteLLM's proxy (same deployment, health routing on)   [only with --litellm]
 # at concurrency 1, 16 and 64: requests/s, p50/p99 latency, and CPU time per request of the proxy
 # process (utime+stime from /proc, divided by the requests it served).
@@ -71,9 +71,9 @@ model_list:
     model_info: { id: bench-1 }
 general_settings: { master_key: "$KEY", background_health_checks: true, health_check_interval: 1, enable_health_check_routing: true }
 YAML
-cargo build -q --release --example gateway
+cargo build -q --release -p thr-gateway
 # One worker thread, like the one nginx worker process it is compared with.
-RUST_LOG=warn target/release/examples/gateway --config "$WORK/gateway.yaml" --host 127.0.0.1 --port $GW --workers 1 & PIDS+=($!)
+RUST_LOG=warn target/release/thr-gateway --config "$WORK/gateway.yaml" --host 127.0.0.1 --port $GW --workers 1 & PIDS+=($!)
 GW_PID=$!
 
 if [ "$LITELLM" = 1 ]; then

@@ -33,8 +33,10 @@ use std::{
 
 use tokio::time::Instant;
 use tower_health_routing::{
-    Config, Deployment, HealthState, Picker, RoundReport,
+    Config, Deployment, HealthState,
+    probe::RoundReport,
     probe::{ProbeDefaults, ProbeLoop},
+    routing::Picker,
 };
 
 const SERVER_ENV: &str = "PROBE_ROUND_BENCH_SERVER";

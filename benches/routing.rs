@@ -23,8 +23,8 @@ use rand::{Rng, SeedableRng, rngs::SmallRng};
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 use tower_health_routing::{
-    Config, Deployment, DeploymentId, HealthRecord, HealthRoutingLayer, HealthState, ModelGroup,
-    Picker, RoutingStrategy,
+    Config, Deployment, DeploymentId, HealthRoutingLayer, HealthState, ModelGroup,
+    config::RoutingStrategy, health::HealthRecord, routing::Picker,
 };
 
 const SIZES: [usize; 4] = [2, 8, 64, 1024];

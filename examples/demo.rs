@@ -15,9 +15,6 @@
 //! Options: `--duration SECS` (30), `--deployments N` (3), `--interval SECS` (1).
 //! Output is a table refreshed in place on a terminal, plain lines otherwise.
 
-#[path = "support/fake_llm.rs"]
-mod fake_llm;
-
 use std::{
     collections::BTreeMap,
     io::{IsTerminal, Write},
@@ -29,13 +26,13 @@ use std::{
 };
 
 use bytes::Bytes;
-use fake_llm::{FakeLlm, Fault};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
+use thr_testkit::{FakeLlm, Fault};
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_health_routing::{
@@ -58,8 +55,8 @@ struct Args {
     /// Seconds between background health checks.
     #[arg(long, default_value_t = 1.0, value_parser = positive)]
     interval: f64,
-    /// Only serve the fake upstreams on 127.0.0.1:8001.. (for `examples/config.yaml` and the
-    /// gateway example) until Ctrl-C; type `2 500` to make up-2 answer 500, `2 ok` to heal it.
+    /// Only serve the fake upstreams on 127.0.0.1:8001.. (for `examples/config.yaml` and
+    /// `thr-gateway`) until Ctrl-C; type `2 500` to make up-2 answer 500, `2 ok` to heal it.
     #[arg(long)]
     serve_upstreams: bool,
     /// With --serve-upstreams: the first port.

@@ -10,17 +10,16 @@
 //! `redis-server --port 6379 --save ''` if you have none. The example writes a handful of
 //! small keys under the prefix `tower-health-routing-example`.
 
-#[path = "support/fake_llm.rs"]
-mod fake_llm;
-
 use std::{
     sync::{Arc, atomic::Ordering::Relaxed},
     time::Duration,
 };
 
-use fake_llm::FakeLlm;
+use thr_testkit::FakeLlm;
 use tower_health_routing::{
-    BoxError, Config, Deployment, HealthState, ProbeHandle, ProbeLoop, RedisSettings, Secret,
+    BoxError, Config, Deployment, HealthState, ProbeHandle, ProbeLoop,
+    config::RedisSettings,
+    secret::Secret,
     shared::{HealthStore, RedisStore},
 };
 

@@ -10,8 +10,8 @@ use http::{Request, Response, StatusCode};
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt, util::BoxCloneService};
 use tower_health_routing::{
-    BoxError, Config, Deployment, DeploymentId, HealthRecord, HealthRoutingLayer, ModelGroup,
-    NoDeploymentAvailable, ResponseBody, SelectedDeployment,
+    BoxError, Config, Deployment, DeploymentId, HealthRoutingLayer, ModelGroup,
+    NoDeploymentAvailable, SelectedDeployment, health::HealthRecord, routing::ResponseBody,
 };
 
 #[tokio::main]

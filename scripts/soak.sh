@@ -22,7 +22,8 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; exec 3>&- 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-cargo build -q --release --example demo --example gateway
+cargo build -q --release --example demo -p tower-health-routing
+cargo build -q --release -p thr-gateway
 mkfifo "$WORK/faults"
 target/release/examples/demo --serve-upstreams --deployments 3 --base-port 18101 < "$WORK/faults" > "$WORK/upstreams.log" 2>&1 & PIDS+=($!)
 exec 3>"$WORK/faults"   # keep the fifo open: each line switches a fault
@@ -33,7 +34,7 @@ $(for i in 1 2 3; do printf '  - model_name: gpt-4o-mini\n    litellm_params: { 
 general_settings: { background_health_checks: true, health_check_interval: 2, enable_health_check_routing: true }
 router_settings: { num_retries: 2, cooldown_time: 3, allowed_fails: 3 }
 YAML
-RUST_LOG=warn target/release/examples/gateway --config "$WORK/config.yaml" --host 127.0.0.1 --port 18100 --timeout 2 > "$WORK/gateway.log" 2>&1 & PIDS+=($!)
+RUST_LOG=warn target/release/thr-gateway --config "$WORK/config.yaml" --host 127.0.0.1 --port 18100 --timeout 2 > "$WORK/gateway.log" 2>&1 & PIDS+=($!)
 GW=$!
 for _ in $(seq 1 100); do curl -s -o /dev/null http://127.0.0.1:18100/v1/models && break; sleep 0.1; done
 for p in "${PIDS[@]}"; do

@@ -1,77 +1,38 @@
 //! Reactive cooldown: deployments that fail requests sit out for a while.
 //!
-//! Every response the routing service sees is classified ([`Outcome::classify`]) and
-//! counted in the deployment's current one-minute window. The decision follows LiteLLM:
+//! Every response the routing service sees is classified by the config's
+//! [`Classify`](crate::classify::Classify) and counted in the deployment's current one-minute
+//! window. The decision follows LiteLLM:
 //!
-//! * failures that count: HTTP 429, 401, 408, 404 and 5xx, timeouts and connection errors
-//!   (any error of the inner service); other 4xx are the client's fault and never count;
-//! * with `allowed_fails` unset: a 429 cools the deployment down unless it is the only one
-//!   of its route; more than 50 % failures with at least 5 requests in the minute cools it
-//!   down when the route has more than one deployment; 100 % failures over at least 1000
-//!   requests cools it down even alone;
+//! * failures that count are the deployment's faults
+//!   ([`Class::counts_toward_cooldown`]): 429, 402, 401, 408, 404 and 5xx, timeouts and
+//!   connection errors; the caller's own faults (other 4xx, context window, content
+//!   policy) and failures this process made ([`Class::Local`]) are not counted at all;
+//! * with `allowed_fails` unset: a rate limit (429, quota) cools the deployment down unless
+//!   it is the only one of its route; more than 50 % failures with at least 5 requests in
+//!   the minute cools it down when the route has more than one deployment; 100 % failures
+//!   over at least 1000 requests cools it down even alone;
 //! * with `allowed_fails = N`: more than N failures in the minute cools it down;
 //! * a cooldown lasts `cooldown_time` (default 5 s, or the deployment's own), extended to
-//!   the `Retry-After` of a 429.
+//!   the `Retry-After` of a 429 (capped by the classifier at `max_retry_after`). A cooldown
+//!   so extended by an upstream ends early when a probe of the deployment passes.
 //!
-//! State is two atomics per deployment: nothing here locks or waits.
+//! State is a few atomics per deployment: nothing here locks or waits.
 
 use std::{
-    sync::atomic::{AtomicU64, Ordering::Relaxed},
+    sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
     time::Duration,
 };
 
-use crate::config::Config;
-
-/// What happened to one request, as far as cooldown is concerned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Outcome {
-    /// The deployment answered (2xx/3xx).
-    Success,
-    /// The client was at fault (4xx other than 401, 404, 408, 429): not counted.
-    ClientError,
-    /// A failure that counts against the deployment.
-    Failure {
-        /// The status code, or `None` for a timeout or connection error.
-        status: Option<u16>,
-        /// `Retry-After` of a 429.
-        retry_after: Option<Duration>,
-    },
-}
-
-impl Outcome {
-    /// Classifies a response status (and the `Retry-After` it carried, if any).
-    pub fn classify(status: u16, retry_after: Option<Duration>) -> Self {
-        match status {
-            429 => Self::Failure {
-                status: Some(429),
-                retry_after,
-            },
-            401 | 404 | 408 | 500..=599 => Self::Failure {
-                status: Some(status),
-                retry_after: None,
-            },
-            400..=499 => Self::ClientError,
-            _ => Self::Success,
-        }
-    }
-
-    /// A timeout or connection error (no status).
-    pub fn error() -> Self {
-        Self::Failure {
-            status: None,
-            retry_after: None,
-        }
-    }
-}
+use crate::{classify::Class, config::Config, deployment::DeploymentId};
 
 /// When a deployment is cooled down; built from `router_settings`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CooldownPolicy {
+pub(crate) struct CooldownPolicy {
     /// `allowed_fails`; `None`: the percentage rule.
-    pub allowed_fails: Option<u32>,
+    pub(crate) allowed_fails: Option<u32>,
     /// `cooldown_time`.
-    pub cooldown_time: Duration,
+    pub(crate) cooldown_time: Duration,
 }
 
 /// Requests in the window after which the percentage rule applies.
@@ -88,12 +49,12 @@ impl CooldownPolicy {
     }
 
     /// Whether a deployment with this window should be cooled down after a failure.
-    fn should_cool(&self, w: Window, status: Option<u16>, route_len: usize) -> bool {
+    fn should_cool(&self, w: Window, class: &Class, route_len: usize) -> bool {
         if let Some(allowed) = self.allowed_fails {
             return w.failures > allowed;
         }
         let shared = route_len > 1;
-        (status == Some(429) && shared)
+        (class.is_rate_limit() && shared)
             || (shared && w.requests >= MIN_REQUESTS_FOR_RATE && w.failures * 2 > w.requests)
             || (w.requests >= MIN_REQUESTS_ALONE && w.failures == w.requests)
     }
@@ -106,6 +67,8 @@ pub(crate) struct CooldownState {
     until: AtomicU64,
     /// Packed [`Window`].
     window: AtomicU64,
+    /// Whether the current cooldown was lengthened by an upstream's `Retry-After`.
+    upstream_set: AtomicBool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,7 +109,7 @@ impl CooldownState {
     /// when a cooldown was recorded, and clears an expired one so later checks need none.
     pub(crate) fn is_available<F: FnMut() -> u64>(
         &self,
-        now: &mut crate::routing::select::LazyNow<F>,
+        now: &mut crate::time::LazyNow<F>,
     ) -> bool {
         let until = self.until.load(Relaxed);
         if until == 0 {
@@ -167,24 +130,32 @@ impl CooldownState {
         self.until.fetch_max(until, Relaxed) < until
     }
 
-    /// Counts an outcome at `now`; returns the cooldown entered, if any.
+    /// Ends, at `now`, a cooldown an upstream's `Retry-After` lengthened (a passed probe
+    /// says the deployment is back). Returns whether one was ended.
+    pub(crate) fn end_upstream_set(&self, now: u64) -> bool {
+        let until = self.until.load(Relaxed);
+        if until <= now || !self.upstream_set.swap(false, Relaxed) {
+            return false;
+        }
+        self.until
+            .compare_exchange(until, 0, Relaxed, Relaxed)
+            .is_ok()
+    }
+
+    /// Counts a classified answer at `now`; returns the cooldown entered, if any.
     pub(crate) fn record(
         &self,
-        outcome: Outcome,
+        class: &Class,
         now: u64,
         route_len: usize,
         policy: &CooldownPolicy,
         own_cooldown: Option<Duration>,
     ) -> Option<Duration> {
-        let (status, retry_after) = match outcome {
-            Outcome::ClientError => return None,
-            Outcome::Success => (None, None),
-            Outcome::Failure {
-                status,
-                retry_after,
-            } => (status, retry_after),
-        };
-        let failed = matches!(outcome, Outcome::Failure { .. });
+        if !class.is_counted() {
+            return None;
+        }
+        let failed = class.counts_toward_cooldown();
+        let retry_after = class.retry_after();
         let minute = now / NANOS_PER_MINUTE;
         let mut w = Window {
             minute,
@@ -208,7 +179,7 @@ impl CooldownState {
             }
             Some(w.pack())
         });
-        if !failed || !policy.should_cool(w, status, route_len) {
+        if !failed || !policy.should_cool(w, class, route_len) {
             return None;
         }
         let base = own_cooldown.unwrap_or(policy.cooldown_time);
@@ -216,8 +187,31 @@ impl CooldownState {
         let until = now
             .saturating_add(u64::try_from(dur.as_nanos()).unwrap_or(u64::MAX))
             .max(1);
-        self.until.fetch_max(until, Relaxed);
+        if self.until.fetch_max(until, Relaxed) < until {
+            self.upstream_set.store(dur > base, Relaxed);
+        }
         Some(dur)
+    }
+}
+
+/// Where cooldowns entered by requests are announced when they are shared across
+/// processes: hung off the health state (see `health::Hooks`), installed by the
+/// shared-state coordinator, empty otherwise.
+#[derive(Debug, Default)]
+pub(crate) struct CooldownSink(arc_swap::ArcSwapOption<tokio::sync::mpsc::Sender<DeploymentId>>);
+
+impl CooldownSink {
+    /// Announces that `id` entered cooldown, if anyone listens. Never waits: a full queue
+    /// drops the announcement.
+    pub(crate) fn announce(&self, id: &DeploymentId) {
+        if let Some(tx) = &*self.0.load() {
+            let _ = tx.try_send(id.clone());
+        }
+    }
+
+    /// Installs (or removes) the receiving side of [`announce`](Self::announce).
+    pub(crate) fn set(&self, tx: Option<tokio::sync::mpsc::Sender<DeploymentId>>) {
+        self.0.store(tx.map(std::sync::Arc::new));
     }
 }
 
@@ -234,23 +228,35 @@ mod tests {
         }
     }
 
+    const SUCCESS: &Class = &Class::Success;
+    const ERROR: &Class = &Class::Connection;
+    const CLIENT_ERROR: &Class = &Class::CallerFault;
+
+    fn r429(retry_after: Option<Duration>) -> Class {
+        Class::RateLimited { retry_after }
+    }
+
     #[test]
-    fn classification_follows_litellm() {
-        assert_eq!(Outcome::classify(200, None), Outcome::Success);
-        for s in [401, 404, 408, 500, 503, 599] {
-            assert!(
-                matches!(Outcome::classify(s, None), Outcome::Failure { status: Some(x), .. } if x == s)
-            );
-        }
-        for s in [400, 403, 413, 422] {
-            assert_eq!(Outcome::classify(s, None), Outcome::ClientError);
-        }
+    fn upstream_set_cooldowns_end_on_a_passed_probe() {
+        let st = CooldownState::default();
+        let p = policy(None);
+        // cooldown_time only: a probe does not end it.
+        assert!(st.record(&r429(None), S, 2, &p, None).is_some());
+        assert!(!st.end_upstream_set(2 * S));
+        assert!(st.remaining(2 * S).is_some());
+        let st = CooldownState::default();
+        assert!(
+            st.record(&r429(Some(Duration::from_secs(60))), S, 2, &p, None)
+                .is_some()
+        );
+        assert!(st.end_upstream_set(2 * S));
+        assert_eq!(st.remaining(2 * S), None);
     }
 
     #[test]
     fn a_429_cools_down_unless_alone() {
         let st = CooldownState::default();
-        let r429 = Outcome::classify(429, None);
+        let r429 = &r429(None);
         assert_eq!(st.record(r429, S, 1, &policy(None), None), None);
         assert_eq!(st.remaining(S), None);
         assert_eq!(
@@ -264,13 +270,13 @@ mod tests {
     #[test]
     fn retry_after_extends_cooldown_and_own_time_overrides() {
         let st = CooldownState::default();
-        let o = Outcome::classify(429, Some(Duration::from_secs(30)));
+        let o = &r429(Some(Duration::from_secs(30)));
         assert_eq!(
             st.record(o, S, 3, &policy(None), None),
             Some(Duration::from_secs(30))
         );
         let st = CooldownState::default();
-        let o = Outcome::classify(429, Some(Duration::from_secs(1)));
+        let o = &r429(Some(Duration::from_secs(1)));
         assert_eq!(
             st.record(o, S, 3, &policy(None), Some(Duration::from_secs(9))),
             Some(Duration::from_secs(9))
@@ -282,22 +288,16 @@ mod tests {
         let st = CooldownState::default();
         let p = policy(None);
         for _ in 0..2 {
-            assert_eq!(st.record(Outcome::Success, S, 2, &p, None), None);
+            assert_eq!(st.record(SUCCESS, S, 2, &p, None), None);
         }
         // 2 ok + 2 failed = 4 requests: below the minimum.
-        assert_eq!(st.record(Outcome::error(), S, 2, &p, None), None);
-        assert_eq!(st.record(Outcome::error(), S, 2, &p, None), None);
+        assert_eq!(st.record(ERROR, S, 2, &p, None), None);
+        assert_eq!(st.record(ERROR, S, 2, &p, None), None);
         // 5 requests, 3 failed = 60 % > 50 %.
-        assert!(st.record(Outcome::error(), S, 2, &p, None).is_some());
+        assert!(st.record(ERROR, S, 2, &p, None).is_some());
         // Alone, the same history never cools down.
         let alone = CooldownState::default();
-        for o in [
-            Outcome::Success,
-            Outcome::Success,
-            Outcome::error(),
-            Outcome::error(),
-            Outcome::error(),
-        ] {
+        for o in [SUCCESS, SUCCESS, ERROR, ERROR, ERROR] {
             assert_eq!(alone.record(o, S, 1, &p, None), None);
         }
     }
@@ -307,35 +307,28 @@ mod tests {
         let st = CooldownState::default();
         let p = policy(None);
         for i in 1..1000 {
-            assert_eq!(
-                st.record(Outcome::error(), S, 1, &p, None),
-                None,
-                "request {i}"
-            );
+            assert_eq!(st.record(ERROR, S, 1, &p, None), None, "request {i}");
         }
-        assert!(st.record(Outcome::error(), S, 1, &p, None).is_some());
+        assert!(st.record(ERROR, S, 1, &p, None).is_some());
     }
 
     #[test]
     fn allowed_fails_counts_per_minute() {
         let st = CooldownState::default();
         let p = policy(Some(2));
-        assert_eq!(st.record(Outcome::error(), S, 1, &p, None), None);
-        assert_eq!(st.record(Outcome::error(), S, 1, &p, None), None);
+        assert_eq!(st.record(ERROR, S, 1, &p, None), None);
+        assert_eq!(st.record(ERROR, S, 1, &p, None), None);
         // A new minute starts a new window.
-        assert_eq!(st.record(Outcome::error(), 61 * S, 1, &p, None), None);
-        assert_eq!(st.record(Outcome::error(), 61 * S, 1, &p, None), None);
-        assert!(st.record(Outcome::error(), 61 * S, 1, &p, None).is_some());
+        assert_eq!(st.record(ERROR, 61 * S, 1, &p, None), None);
+        assert_eq!(st.record(ERROR, 61 * S, 1, &p, None), None);
+        assert!(st.record(ERROR, 61 * S, 1, &p, None).is_some());
     }
 
     #[test]
     fn client_errors_never_count() {
         let st = CooldownState::default();
         for _ in 0..2000 {
-            assert_eq!(
-                st.record(Outcome::ClientError, S, 2, &policy(Some(0)), None),
-                None
-            );
+            assert_eq!(st.record(CLIENT_ERROR, S, 2, &policy(Some(0)), None), None);
         }
         assert_eq!(Window::unpack(st.window.load(Relaxed)).requests, 0);
     }

@@ -104,6 +104,8 @@ impl std::error::Error for MissingRoute {}
 pub struct ConfigError {
     field: String,
     kind: ConfigErrorKind,
+    /// The values an unknown name could have been (listed in the message).
+    known: &'static [&'static str],
 }
 
 /// Why a configuration was rejected.
@@ -142,10 +144,29 @@ pub enum ConfigErrorKind {
 
 impl ConfigError {
     pub(crate) fn new(field: impl Into<String>, kind: ConfigErrorKind) -> Self {
+        let known = match kind {
+            ConfigErrorKind::UnknownMode { .. } => crate::deployment::Mode::NAMES,
+            _ => &[],
+        };
         Self {
             field: field.into(),
             kind,
+            known,
         }
+    }
+
+    /// Lists `names` as the known values in the message (for an unknown name the owner
+    /// of the names checks, such as a routing strategy).
+    pub(crate) fn with_known(mut self, names: &'static [&'static str]) -> Self {
+        self.known = names;
+        self
+    }
+
+    /// The same error with its kind replaced (e.g. scrubbed), keeping field and known names.
+    #[cfg_attr(not(feature = "yaml"), allow(dead_code))]
+    pub(crate) fn with_kind(mut self, kind: ConfigErrorKind) -> Self {
+        self.kind = kind;
+        self
     }
 
     pub(crate) fn invalid(field: impl Into<String>, why: impl Into<String>) -> Self {
@@ -183,12 +204,12 @@ impl fmt::Display for ConfigError {
             ConfigErrorKind::UnknownStrategy { value } => write!(
                 f,
                 "unknown routing strategy `{value}`; known: {}",
-                crate::config::RoutingStrategy::NAMES.join(", ")
+                self.known.join(", ")
             ),
             ConfigErrorKind::UnknownMode { value } => write!(
                 f,
                 "unknown mode `{value}`; known: {}",
-                crate::deployment::Mode::NAMES.join(", ")
+                self.known.join(", ")
             ),
             ConfigErrorKind::DuplicateId { id } => write!(
                 f,

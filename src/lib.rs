@@ -13,6 +13,40 @@
 //!            (with SelectedDeployment attached) ◄─ ResponseFuture records the outcome
 //! ```
 //!
+//! # Module graph
+//!
+//! One way (`A ─► B`: A uses B, and everything B uses); `tests/architecture.rs` reads the
+//! `crate::` paths of `src/` and keeps it so:
+//!
+//! ```text
+//! endpoints ─► shared ─► probe ─► provider
+//!     └──────────┴─────────┴─────► health ◄── balance ◄── routing ◄── retry
+//!                                                         routing ─► cooldown
+//! health ─► stats ─► cooldown ─► classify ─► config ─► error ─► deployment ─► secret
+//!                                            config ─► time
+//! telemetry: a leaf anyone may call; it names only deployments
+//! ```
+//!
+//! The request path (`routing`) reaches neither `probe`, `shared` nor `endpoints`.
+//! `health` holds the published snapshot and per-deployment stats; what `shared` and
+//! `cooldown` need of a state (the sharing status, the cooldown sink) hangs off hooks they
+//! own, and the probe loop runs a driver that `shared` implements.
+//!
+//! # Features
+//!
+//! | feature | default | adds |
+//! |---|---|---|
+//! | `http-prober` | yes | [`probe::HttpProber`] over hyper; without it, give [`ProbeLoop`] your own [`probe::Prober`] |
+//! | `rustls` | yes | HTTPS upstreams for the HTTP prober (implies `http-prober`) |
+//! | `yaml` | yes | [`Config::from_yaml_str`] / [`Config::from_yaml_file`] (LiteLLM `config.yaml`) |
+//! | `endpoints` | yes | LiteLLM's health endpoints (`HealthEndpoints`) |
+//! | `metrics` | yes | metrics through the `metrics` facade ([`telemetry`]); without it they compile to nothing |
+//! | `redis` | no | `shared::RedisStore` |
+//! | `axum` | no | `health_router` (implies `endpoints`) |
+//!
+//! With `default-features = false` the crate is only the layer, the health state and the
+//! probe loop (tower, tokio, http, arc-swap, rand, tracing, pin-project, serde).
+//!
 //! ```
 //! use tower::{ServiceBuilder, ServiceExt};
 //! use tower_health_routing::{Config, Deployment, HealthRoutingLayer, ModelGroup, SelectedDeployment};
@@ -38,48 +72,32 @@
 //! # }
 //! ```
 
-pub mod balance;
+mod balance;
+pub mod classify;
 pub mod config;
 mod cooldown;
-mod deployment;
+pub mod deployment;
+#[cfg(feature = "endpoints")]
 pub mod endpoints;
-mod error;
+pub mod error;
 pub mod health;
 pub mod probe;
-mod provider;
+pub mod provider;
 pub mod retry;
 pub mod routing;
-mod secret;
+pub mod secret;
 pub mod shared;
 mod stats;
 pub mod telemetry;
+mod time;
 
-pub use config::{
-    Config, ConfigBuilder, HealthCheckSettings, RedisSettings, RouterSettings, RoutingStrategy,
-};
-pub use cooldown::{CooldownPolicy, Outcome};
-pub use deployment::{
-    Deployment, DeploymentBuilder, DeploymentId, DeploymentParams, Mode, ModelGroup, ModelInfo,
-    ParamValue,
-};
+pub use config::{Config, ConfigBuilder};
+pub use deployment::{Deployment, DeploymentBuilder, DeploymentId, Mode, ModelGroup};
+#[cfg(feature = "endpoints")]
+pub use endpoints::HealthEndpoints;
 #[cfg(feature = "axum")]
 pub use endpoints::health_router;
-pub use endpoints::{HealthEndpoints, HealthReport, ServiceCheck};
-pub use error::{
-    BoxError, ConfigError, ConfigErrorKind, MissingRoute, NoDeploymentAvailable, UnknownRoute,
-};
-pub use health::{HealthRecord, HealthSnapshot, HealthState};
-pub use probe::{
-    HttpProber, ProbeDefaults, ProbeHandle, ProbeLoop, ProbeLoopBuilder, ProbeOutcome, ProbeReport,
-    ProbeTarget, Prober, RoundReport,
-};
-pub use retry::{RetryLayer, RetryPolicy};
-pub use routing::{
-    ExcludeDeployments, FromExtension, FromHeader, HealthRouting, HealthRoutingLayer, Pick,
-    PickError, Picker, ResponseBody, ResponseFuture, RouteExtractor, RouteFn, SelectedDeployment,
-    TriedDeployments, route_fn,
-};
-pub use secret::{REDACTED, Scrubber, Secret, looks_secret};
-#[cfg(feature = "redis")]
-pub use shared::RedisStore;
-pub use shared::{HealthStore, MemoryStore, SharedMode, SharedStatus, SharingSettings};
+pub use error::{BoxError, ConfigError, MissingRoute, NoDeploymentAvailable, UnknownRoute};
+pub use health::HealthState;
+pub use probe::{ProbeHandle, ProbeLoop};
+pub use routing::{HealthRouting, HealthRoutingLayer, SelectedDeployment};

@@ -34,11 +34,14 @@
 //! it asks the current recorder for the handle and increments it (with no recorder
 //! installed, that is a no-op).
 
+#[cfg(feature = "metrics")]
 use std::sync::Arc;
 
+#[cfg(feature = "metrics")]
 use metrics::{Key, Label, Level, Metadata, SharedString, Unit};
 
-use crate::{deployment::Deployment, health::HealthRecord, probe::ProbeOutcome};
+#[cfg(feature = "metrics")]
+use crate::deployment::Deployment;
 
 /// Gauge: 1 when a deployment's last published health result passed, 0 when it failed.
 pub const DEPLOYMENT_HEALTHY: &str = "tower_health_routing_deployment_healthy";
@@ -88,9 +91,11 @@ pub const PROBE_REASONS: &[&str] = &[
     "error",
 ];
 
+#[cfg(feature = "metrics")]
 static METADATA: Metadata<'static> =
     Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
 
+#[cfg(feature = "metrics")]
 /// Attaches help texts and units to every metric above, on the recorder installed now.
 /// Call it once after installing your recorder (optional: metrics are recorded either way).
 pub fn describe() {
@@ -124,17 +129,18 @@ pub fn describe() {
     );
 }
 
-/// The `reason` label of a probe outcome: always one of [`PROBE_REASONS`].
-pub fn probe_reason(outcome: &ProbeOutcome) -> &'static str {
-    if outcome.healthy {
+/// The `reason` label of a probe outcome (whether it passed, the status it got and its
+/// short reason, as in a `ProbeOutcome`): always one of [`PROBE_REASONS`].
+pub fn probe_reason(healthy: bool, status: Option<u16>, reason: Option<&str>) -> &'static str {
+    if healthy {
         return "ok";
     }
-    let reason = outcome.reason.as_deref().unwrap_or("");
+    let reason = reason.unwrap_or("");
     let starts = |p: &str| reason.starts_with(p);
     if starts("probe_rejected") {
         return "probe_rejected";
     }
-    match outcome.status {
+    match status {
         Some(408) => "timeout",
         Some(429) => "rate_limited",
         Some(401 | 403) => "auth",
@@ -149,6 +155,7 @@ pub fn probe_reason(outcome: &ProbeOutcome) -> &'static str {
     }
 }
 
+#[cfg(feature = "metrics")]
 fn deployment_labels(d: &Deployment) -> Vec<Label> {
     let mut v = Vec::with_capacity(3);
     v.push(Label::new(
@@ -162,24 +169,26 @@ fn deployment_labels(d: &Deployment) -> Vec<Label> {
     v
 }
 
-/// Records one probe: its duration and its outcome.
-pub(crate) fn record_probe(d: &Deployment, outcome: &ProbeOutcome, latency: std::time::Duration) {
+#[cfg(feature = "metrics")]
+/// Records one probe: its duration and its outcome's `reason` label (see [`probe_reason`]).
+pub(crate) fn record_probe(d: &Deployment, reason: &'static str, latency: std::time::Duration) {
     let mut labels = deployment_labels(d);
     metrics::histogram!(PROBE_DURATION, labels.clone()).record(latency.as_secs_f64());
-    labels.push(Label::from_static_parts("reason", probe_reason(outcome)));
+    labels.push(Label::from_static_parts("reason", reason));
     metrics::counter!(PROBES, labels).increment(1);
 }
 
-/// Records published health results (the deployment gauge).
-pub(crate) fn record_health<'a>(
-    results: impl IntoIterator<Item = (&'a Deployment, &'a HealthRecord)>,
-) {
-    for (d, rec) in results {
-        let v = if rec.healthy { 1.0 } else { 0.0 };
+#[cfg(feature = "metrics")]
+/// Records published health results (the deployment gauge): each deployment and whether
+/// its result passed.
+pub(crate) fn record_health<'a>(results: impl IntoIterator<Item = (&'a Deployment, bool)>) {
+    for (d, healthy) in results {
+        let v = if healthy { 1.0 } else { 0.0 };
         metrics::gauge!(DEPLOYMENT_HEALTHY, deployment_labels(d)).set(v);
     }
 }
 
+#[cfg(feature = "metrics")]
 /// Records a cooldown entered by a deployment; `source` is `request` or `probe`.
 pub(crate) fn record_cooldown(d: &Deployment, source: &'static str) {
     let mut labels = deployment_labels(d);
@@ -187,12 +196,14 @@ pub(crate) fn record_cooldown(d: &Deployment, source: &'static str) {
     metrics::counter!(COOLDOWNS, labels).increment(1);
 }
 
+#[cfg(feature = "metrics")]
 /// Records a request for an unknown route.
 pub(crate) fn record_unknown_route() {
     static KEY: Key = Key::from_static_name(UNKNOWN_ROUTE);
     increment(&KEY);
 }
 
+#[cfg(feature = "metrics")]
 /// The routing counters of one route, with their keys built once.
 #[derive(Debug)]
 pub(crate) struct RouteMetrics {
@@ -201,6 +212,7 @@ pub(crate) struct RouteMetrics {
     no_deployment: Key,
 }
 
+#[cfg(feature = "metrics")]
 impl RouteMetrics {
     pub(crate) fn new(route: &Arc<str>) -> Self {
         let key = |name: &'static str| {
@@ -230,9 +242,56 @@ impl RouteMetrics {
     }
 }
 
+#[cfg(feature = "metrics")]
 fn increment(key: &Key) {
     metrics::with_recorder(|r| r.register_counter(key, &METADATA).increment(1));
 }
+
+/// Without the `metrics` feature every recording call compiles to nothing.
+#[cfg(not(feature = "metrics"))]
+mod off {
+    use std::sync::Arc;
+
+    use crate::deployment::Deployment;
+
+    /// Attaches help texts and units to every metric (a no-op: this build lacks the
+    /// `metrics` feature).
+    pub fn describe() {}
+
+    #[inline(always)]
+    pub(crate) fn record_probe(_: &Deployment, _: &'static str, _: std::time::Duration) {}
+
+    #[inline(always)]
+    pub(crate) fn record_health<'a>(_: impl IntoIterator<Item = (&'a Deployment, bool)>) {}
+
+    #[inline(always)]
+    pub(crate) fn record_cooldown(_: &Deployment, _: &'static str) {}
+
+    #[inline(always)]
+    pub(crate) fn record_unknown_route() {}
+
+    /// The routing counters of one route (nothing: no `metrics` feature).
+    #[derive(Debug)]
+    pub(crate) struct RouteMetrics;
+
+    impl RouteMetrics {
+        pub(crate) fn new(_: &Arc<str>) -> Self {
+            Self
+        }
+
+        #[inline(always)]
+        pub(crate) fn decided(&self, _: bool) {}
+
+        #[inline(always)]
+        pub(crate) fn refused(&self) {}
+    }
+}
+#[cfg(not(feature = "metrics"))]
+pub use off::describe;
+#[cfg(not(feature = "metrics"))]
+pub(crate) use off::{
+    RouteMetrics, record_cooldown, record_health, record_probe, record_unknown_route,
+};
 
 #[cfg(test)]
 mod tests {
@@ -241,31 +300,29 @@ mod tests {
     #[test]
     fn reasons_are_a_fixed_set() {
         let cases = [
-            (ProbeOutcome::healthy(), "ok"),
-            (ProbeOutcome::timeout(), "timeout"),
-            (ProbeOutcome::unhealthy("connect: refused"), "connect"),
-            (ProbeOutcome::unhealthy("tls: bad cert"), "tls"),
+            (true, None, None, "ok"),
+            (false, Some(408), Some("timeout"), "timeout"),
+            (false, None, Some("timeout after 5s"), "timeout"),
+            (false, None, Some("connect: refused"), "connect"),
+            (false, None, Some("tls: bad cert"), "tls"),
+            (false, Some(429), Some("x"), "rate_limited"),
+            (false, Some(401), Some("x"), "auth"),
+            (false, Some(404), Some("x"), "status_4xx"),
+            (false, Some(503), Some("x"), "status_5xx"),
             (
-                ProbeOutcome::unhealthy("x").with_status(429),
-                "rate_limited",
-            ),
-            (ProbeOutcome::unhealthy("x").with_status(401), "auth"),
-            (ProbeOutcome::unhealthy("x").with_status(404), "status_4xx"),
-            (ProbeOutcome::unhealthy("x").with_status(503), "status_5xx"),
-            (
-                ProbeOutcome::unhealthy("probe_rejected: max_tokens").with_status(400),
+                false,
+                Some(400),
+                Some("probe_rejected: max_tokens"),
                 "probe_rejected",
             ),
-            (
-                ProbeOutcome::unhealthy("unsupported: no api_base"),
-                "unsupported",
-            ),
-            (ProbeOutcome::unhealthy("prober panicked"), "panic"),
-            (ProbeOutcome::unhealthy("anything at all, sk-123"), "error"),
+            (false, None, Some("unsupported: no api_base"), "unsupported"),
+            (false, None, Some("prober panicked"), "panic"),
+            (false, None, Some("anything at all, sk-123"), "error"),
+            (false, None, None, "error"),
         ];
-        for (o, want) in cases {
-            let got = probe_reason(&o);
-            assert_eq!(got, want, "{o:?}");
+        for (healthy, status, reason, want) in cases {
+            let got = probe_reason(healthy, status, reason);
+            assert_eq!(got, want, "{healthy} {status:?} {reason:?}");
             assert!(PROBE_REASONS.contains(&got));
         }
     }

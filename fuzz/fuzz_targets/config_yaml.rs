@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tower_health_routing::{Config, HealthState, Picker};
+use tower_health_routing::{Config, HealthState, routing::Picker};
 
 /// The value of `os.environ/KEY` (a secret-looking name, so its value is a secret):
 /// distinctive, so that finding it in an error message means a leak.

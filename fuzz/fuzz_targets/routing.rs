@@ -20,9 +20,9 @@ use libfuzzer_sys::fuzz_target;
 use tokio::time::Instant;
 use tower::{Layer, ServiceExt};
 use tower_health_routing::{
-    BoxError, Config, Deployment, DeploymentId, ExcludeDeployments, FromHeader, HealthRecord,
-    HealthRoutingLayer, HealthState, MissingRoute, ModelGroup, NoDeploymentAvailable, PickError,
-    Picker, RetryLayer, RoutingStrategy, SelectedDeployment, TriedDeployments, UnknownRoute,
+    BoxError, Config, Deployment, DeploymentId, routing::ExcludeDeployments, routing::FromHeader, health::HealthRecord,
+    HealthRoutingLayer, HealthState, MissingRoute, ModelGroup, NoDeploymentAvailable, routing::PickError,
+    routing::Picker, retry::RetryLayer, config::RoutingStrategy, SelectedDeployment, routing::TriedDeployments, UnknownRoute,
 };
 
 const STRATEGIES: [RoutingStrategy; 5] = [

@@ -127,6 +127,7 @@ struct RouterSection {
     allowed_fails: Option<Int>,
     cooldown_time: Option<Float>,
     num_retries: Option<Int>,
+    max_retry_after: Option<Float>,
     redis_url: Option<SecretText>,
     redis_host: Option<Text>,
     redis_port: Option<Int>,

@@ -13,7 +13,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use tower_health_routing::{Config, Deployment, RoutingStrategy};
+//! use tower_health_routing::{Config, Deployment, config::RoutingStrategy};
 //!
 //! let cfg = Config::builder()
 //!     .deployment(Deployment::builder("gpt-4o", "openai/gpt-4o").api_base("http://127.0.0.1:8001/v1").build())
@@ -27,13 +27,15 @@
 //! # Ok::<(), tower_health_routing::ConfigError>(())
 //! ```
 
+#[cfg(feature = "yaml")]
 mod litellm;
 
+#[cfg(feature = "yaml")]
+use std::path::Path;
 use std::{
     collections::HashMap,
     fmt,
     num::{NonZeroU32, NonZeroUsize},
-    path::Path,
     time::Duration,
 };
 
@@ -55,6 +57,55 @@ pub struct Config {
     pub router: RouterSettings,
     /// The proxy's admin key (`general_settings.master_key`); guards the health endpoints.
     pub master_key: Option<Secret>,
+    /// A classifier of your own for cooldown, retries and the HTTP prober; `None`: the
+    /// [`DefaultClassifier`](crate::classify::DefaultClassifier) with
+    /// `router.max_retry_after`. Read it with [`Config::classifier`].
+    pub classifier: Option<std::sync::Arc<dyn crate::classify::Classify>>,
+}
+
+impl Config {
+    /// The classifier every consumer uses: the one set, else the default rules capping
+    /// `Retry-After` at `router.max_retry_after`.
+    pub fn classifier(&self) -> std::sync::Arc<dyn crate::classify::Classify> {
+        match &self.classifier {
+            Some(c) => std::sync::Arc::clone(c),
+            None => std::sync::Arc::new(self.default_classifier()),
+        }
+    }
+
+    fn default_classifier(&self) -> crate::classify::DefaultClassifier {
+        crate::classify::DefaultClassifier::new(self.router.max_retry_after)
+    }
+
+    /// [`Classify::classify_response`](crate::classify::Classify::classify_response) with
+    /// [`Config::classifier`], without allocating (the request path calls it).
+    pub(crate) fn classify_response(
+        &self,
+        status: http::StatusCode,
+        headers: &http::HeaderMap,
+        body: Option<&[u8]>,
+    ) -> crate::classify::Class {
+        use crate::classify::Classify as _;
+        match &self.classifier {
+            Some(c) => c.classify_response(status, headers, body),
+            None => self
+                .default_classifier()
+                .classify_response(status, headers, body),
+        }
+    }
+
+    /// [`Classify::classify_error`](crate::classify::Classify::classify_error) with
+    /// [`Config::classifier`], without allocating.
+    pub(crate) fn classify_error(
+        &self,
+        error: &(dyn std::error::Error + 'static),
+    ) -> crate::classify::Class {
+        use crate::classify::Classify as _;
+        match &self.classifier {
+            Some(c) => c.classify_error(error),
+            None => self.default_classifier().classify_error(error),
+        }
+    }
 }
 
 /// Health-check settings, with LiteLLM's names and defaults.
@@ -132,6 +183,9 @@ pub struct RouterSettings {
     pub cooldown_time: Duration,
     /// `num_retries`: retries on another deployment. Default 0.
     pub num_retries: u32,
+    /// `max_retry_after`: the longest `Retry-After` an upstream can impose, on cooldown
+    /// and on the retry wait alike. Default 60 s.
+    pub max_retry_after: Duration,
     /// Redis connection (`redis_url`, or `redis_host`/`redis_port`/`redis_password`).
     pub redis: Option<RedisSettings>,
 }
@@ -143,6 +197,7 @@ impl Default for RouterSettings {
             allowed_fails: None,
             cooldown_time: Duration::from_secs(5),
             num_retries: 0,
+            max_retry_after: crate::classify::DEFAULT_MAX_RETRY_AFTER,
             redis: None,
         }
     }
@@ -233,6 +288,7 @@ impl std::str::FromStr for RoutingStrategy {
                     value: s.to_owned(),
                 },
             )
+            .with_known(Self::NAMES)
         })
     }
 }
@@ -248,12 +304,14 @@ impl Config {
     /// Parses LiteLLM's `config.yaml` text. `os.environ/NAME` values are read from the
     /// environment; unknown keys are kept (in each deployment's `extra`) or ignored with a
     /// debug event.
+    #[cfg(feature = "yaml")]
     pub fn from_yaml_str(text: &str) -> Result<Self, ConfigError> {
         litellm::parse(text, &|name| std::env::var(name).ok())
     }
 
     /// Like [`from_yaml_str`](Self::from_yaml_str), with `os.environ/NAME` looked up by
     /// `env` instead of the process environment (handy in tests).
+    #[cfg(feature = "yaml")]
     pub fn from_yaml_str_with_env(
         text: &str,
         env: &dyn Fn(&str) -> Option<String>,
@@ -262,6 +320,7 @@ impl Config {
     }
 
     /// Reads and parses a LiteLLM `config.yaml` file.
+    #[cfg(feature = "yaml")]
     pub fn from_yaml_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| {
@@ -445,6 +504,17 @@ impl ConfigBuilder {
     /// `num_retries` (default 0).
     pub fn num_retries(mut self, n: u32) -> Self {
         self.cfg.router.num_retries = n;
+        self
+    }
+    /// `max_retry_after`: caps an upstream's `Retry-After` (default 60 s).
+    pub fn max_retry_after(mut self, d: Duration) -> Self {
+        self.cfg.router.max_retry_after = d;
+        self
+    }
+    /// A classifier of your own (default:
+    /// [`DefaultClassifier`](crate::classify::DefaultClassifier)).
+    pub fn classifier(mut self, c: std::sync::Arc<dyn crate::classify::Classify>) -> Self {
+        self.cfg.classifier = Some(c);
         self
     }
     /// Gives full access, for settings without a setter.

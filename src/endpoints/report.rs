@@ -219,7 +219,7 @@ impl HealthReport {
 
     /// A report of the published results of `deployments`.
     pub(crate) fn from_snapshot(
-        snap: &crate::HealthSnapshot,
+        snap: &crate::health::HealthSnapshot,
         deployments: &[Arc<Deployment>],
         view: View,
         scrubber: &Scrubber,

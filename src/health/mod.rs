@@ -26,6 +26,7 @@
 //!   the property tests model this). A state used outside any tokio runtime has no such task,
 //!   and requests compare the clock themselves, exactly.
 
+mod hooks;
 mod snapshot;
 mod watchdog;
 
@@ -34,14 +35,15 @@ use std::{sync::Arc, time::Duration};
 use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 use tokio::time::Instant;
 
-pub(crate) use snapshot::{Candidates, Entry, Route, nanos_since};
+pub(crate) use hooks::Hooks;
+pub(crate) use snapshot::{Candidates, Entry, Route};
 pub use snapshot::{HealthRecord, HealthSnapshot};
 
 use crate::{
     config::Config,
-    cooldown::CooldownPolicy,
     deployment::{Deployment, DeploymentId},
     secret::Scrubber,
+    time::nanos_since,
 };
 
 /// The shared health of every deployment: cheap to clone (an `Arc`), safe to share
@@ -55,13 +57,9 @@ pub(crate) struct Shared {
     pub(crate) snapshot: ArcSwap<HealthSnapshot>,
     pub(crate) config: Arc<Config>,
     pub(crate) epoch: Instant,
-    pub(crate) cooldown: CooldownPolicy,
     pub(crate) scrubber: Scrubber,
-    /// What `/health/shared-status` shows; written by the shared-state coordinator.
-    shared_status: ArcSwap<crate::shared::SharedStatus>,
-    /// Where cooldowns entered by requests are announced when they are shared across
-    /// processes (set by the shared-state coordinator; empty otherwise).
-    cooldown_sink: ArcSwapOption<tokio::sync::mpsc::Sender<DeploymentId>>,
+    /// What other modules hang off this state (sharing status, cooldown sink, ...).
+    hooks: Hooks,
     /// Wakes the staleness watchdog (see `watchdog.rs`).
     watchdog: ArcSwapOption<tokio::sync::watch::Sender<()>>,
     /// Dropped with the last owner: background tasks holding only a `Weak` watch it to end
@@ -78,15 +76,11 @@ impl HealthState {
         Self {
             shared: Arc::new(Shared {
                 snapshot: ArcSwap::from_pointee(snap),
-                cooldown: CooldownPolicy::from_config(&config),
                 scrubber: config.scrubber(),
                 config: Arc::new(config),
                 epoch,
                 watchdog: ArcSwapOption::empty(),
-                cooldown_sink: ArcSwapOption::empty(),
-                shared_status: ArcSwap::from_pointee(crate::shared::SharedStatus::local(
-                    crate::shared::random_process_id(),
-                )),
+                hooks: Hooks::default(),
                 closed: tokio::sync::watch::Sender::new(()),
             }),
         }
@@ -121,7 +115,7 @@ impl HealthState {
         crate::telemetry::record_health(
             results
                 .iter()
-                .filter_map(|(id, rec)| Some((&**snap.deployment(id.as_str())?, rec))),
+                .filter_map(|(id, rec)| Some((&**snap.deployment(id.as_str())?, rec.healthy))),
         );
     }
 
@@ -149,27 +143,9 @@ impl HealthState {
         log_published(&self.load());
     }
 
-    /// The state of cross-process sharing (see [`crate::shared`]).
-    pub fn shared_status(&self) -> Arc<crate::shared::SharedStatus> {
-        self.shared.shared_status.load_full()
-    }
-
-    /// Publishes the state of cross-process sharing (for a coordinator such as the Redis store).
-    pub fn set_shared_status(&self, status: crate::shared::SharedStatus) {
-        self.shared.shared_status.store(Arc::new(status));
-    }
-
-    /// Announces that `id` entered cooldown, to the coordinator that shares cooldowns
-    /// across processes, if any. Never waits: a full queue drops the announcement.
-    pub(crate) fn cooldown_entered(&self, id: &DeploymentId) {
-        if let Some(tx) = &*self.shared.cooldown_sink.load() {
-            let _ = tx.try_send(id.clone());
-        }
-    }
-
-    /// Installs (or removes) the receiver side of [`cooldown_entered`](Self::cooldown_entered).
-    pub(crate) fn set_cooldown_sink(&self, tx: Option<tokio::sync::mpsc::Sender<DeploymentId>>) {
-        self.shared.cooldown_sink.store(tx.map(Arc::new));
+    /// What other modules hang off this state; see [`Hooks`].
+    pub(crate) fn hooks(&self) -> &Hooks {
+        &self.shared.hooks
     }
 
     /// Applies a cooldown entered in another process: `id` cools down for `remaining` from

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use crate::{
     deployment::{Deployment, DeploymentId},
     stats::DeploymentStats,
+    time::nanos_since,
 };
 
 /// The result of a deployment's last health check.
@@ -194,10 +195,6 @@ pub struct HealthSnapshot {
     next_expiry: u64,
     /// Whether a watchdog republishes this snapshot at `next_expiry` (see `HealthState`).
     pub(crate) watched: bool,
-}
-
-pub(crate) fn nanos_since(epoch: Instant, t: Instant) -> u64 {
-    u64::try_from(t.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl HealthSnapshot {

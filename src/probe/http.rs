@@ -1,19 +1,13 @@
-//! The [`Prober`] trait (one deployment in, one [`ProbeOutcome`] out) and the default
-//! [`HttpProber`], which sends LiteLLM's probe requests over hyper.
-//!
-//! Timeouts and the concurrency bound belong to the caller (the
-//! [`ProbeLoop`](super::ProbeLoop)), so a prober is only about *how* to ask: plug your own
-//! for upstreams the HTTP prober cannot reach (Bedrock, Vertex AI, a gRPC backend, ...).
+//! The default [`Prober`]: [`HttpProber`], which sends LiteLLM's probe requests over
+//! hyper (feature `http-prober`).
 
 use std::{
     fmt,
-    future::Future,
-    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering::Relaxed},
     },
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use bytes::{Bytes, BytesMut};
@@ -26,103 +20,19 @@ use hyper_util::{
 };
 
 use super::{
+    ProbeFuture, Prober,
     defaults::ProbeDefaults,
     outcome::{ProbeOutcome, shorten},
     provider, request,
 };
 use crate::{
+    classify::{Class, Classify, DefaultClassifier},
     config::Config,
     deployment::Deployment,
-    error::{ConfigError, ConfigErrorKind},
+    error::ConfigError,
+    provider::ProviderError,
     secret::Scrubber,
 };
-
-/// The future a [`Prober`] returns.
-pub type ProbeFuture<'a> = Pin<Box<dyn Future<Output = ProbeOutcome> + Send + 'a>>;
-
-/// Probes one deployment. Object-safe, so the loop holds an `Arc<dyn Prober>`.
-///
-/// The loop bounds every probe with its timeout, runs at most `health_check_concurrency`
-/// at once, and scrubs secrets out of the reason afterwards; a prober only asks.
-///
-/// ```
-/// use std::{collections::HashSet, sync::Arc};
-/// use tower_health_routing::{Deployment, probe::{ProbeFuture, ProbeOutcome, Prober}};
-///
-/// /// Reports deployments under maintenance as unhealthy, the rest as healthy.
-/// struct Maintenance(HashSet<String>);
-///
-/// impl Prober for Maintenance {
-///     fn probe(&self, deployment: Arc<Deployment>) -> ProbeFuture<'_> {
-///         Box::pin(async move {
-///             if self.0.contains(deployment.id().as_str()) {
-///                 ProbeOutcome::unhealthy("under maintenance")
-///             } else {
-///                 ProbeOutcome::healthy()
-///             }
-///         })
-///     }
-/// }
-/// ```
-pub trait Prober: Send + Sync + 'static {
-    /// Probes `deployment` once.
-    fn probe(&self, deployment: Arc<Deployment>) -> ProbeFuture<'_>;
-
-    /// Rejects, when the loop is built, a config this prober cannot probe (the default
-    /// accepts everything). Errors name the field at fault, e.g.
-    /// `model_list[3].litellm_params.api_base`.
-    fn check_config(&self, config: &Config) -> Result<(), ConfigError> {
-        let _ = config;
-        Ok(())
-    }
-}
-
-impl<P: Prober + ?Sized> Prober for Arc<P> {
-    fn probe(&self, deployment: Arc<Deployment>) -> ProbeFuture<'_> {
-        (**self).probe(deployment)
-    }
-
-    fn check_config(&self, config: &Config) -> Result<(), ConfigError> {
-        (**self).check_config(config)
-    }
-}
-
-/// A [`Prober`] from an async closure; see [`prober_fn`].
-#[derive(Clone)]
-pub struct ProberFn<F>(F);
-
-impl<F> fmt::Debug for ProberFn<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ProberFn")
-    }
-}
-
-/// Makes a [`Prober`] of an async closure.
-///
-/// ```
-/// use tower_health_routing::probe::{ProbeOutcome, prober_fn};
-/// let p = prober_fn(|d| async move {
-///     if d.route() == "down" { ProbeOutcome::unhealthy("scheduled maintenance") } else { ProbeOutcome::healthy() }
-/// });
-/// # let _ = p;
-/// ```
-pub fn prober_fn<F, Fut>(f: F) -> ProberFn<F>
-where
-    F: Fn(Arc<Deployment>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ProbeOutcome> + Send + 'static,
-{
-    ProberFn(f)
-}
-
-impl<F, Fut> Prober for ProberFn<F>
-where
-    F: Fn(Arc<Deployment>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ProbeOutcome> + Send + 'static,
-{
-    fn probe(&self, deployment: Arc<Deployment>) -> ProbeFuture<'_> {
-        Box::pin((self.0)(deployment))
-    }
-}
 
 #[cfg(feature = "rustls")]
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
@@ -142,17 +52,13 @@ const DRAIN_LIMIT: usize = 64 * 1024;
 ///
 /// # Where
 ///
-/// | provider prefix | wire format | default base (no `api_base`) |
-/// |---|---|---|
-/// | `openai/`, `text-completion-openai/`, none | OpenAI | `https://api.openai.com/v1` |
-/// | `azure/`, `azure_text/` | Azure OpenAI | none: `api_base` required |
-/// | `anthropic/` | Anthropic Messages | `https://api.anthropic.com` |
-/// | `cohere/`, `cohere_chat/` | Cohere v2 | `https://api.cohere.com` |
-/// | any other (`hosted_vllm/`, `groq/`, ...) | OpenAI | none: `api_base` required |
-///
-/// Deployments with no `api_base` and no default (Bedrock, Vertex AI, ...) are rejected by
-/// [`check_config`](Prober::check_config) when the loop is built, as are wildcard routes
-/// without `health_check_model` and modes a provider does not offer.
+/// From the [provider catalog](crate::provider): the base (the deployment's `api_base`, else
+/// the provider's public default), the path and query of the mode, the auth headers.
+/// Deployments whose config cannot work (no `api_base` where the provider has no default, a
+/// bad URL, a mode the provider lacks, a wildcard route without `health_check_model`) are
+/// rejected by [`check_config`](Prober::check_config) when the loop is built. Providers the
+/// catalog does not speak (Bedrock, Vertex AI, ...) are not errors: their probes fail with
+/// the reason `unsupported: …`, and are never sent as OpenAI requests.
 ///
 /// # What
 ///
@@ -185,7 +91,8 @@ const DRAIN_LIMIT: usize = 64 * 1024;
 /// Azure puts the deployment in the path (`/openai/deployments/{model}/chat/completions`,
 /// and likewise for completion, embedding, image, speech, transcription), uses
 /// `/openai/responses`, `/openai/batches` and `/openai/realtime?deployment=…` otherwise,
-/// adds `?api-version=` (default `2025-02-01-preview`) and sends the key as `api-key`.
+/// adds `?api-version=` (default [`AZURE_DEFAULT_API_VERSION`](crate::provider::AZURE_DEFAULT_API_VERSION))
+/// and sends the key as `api-key`.
 /// Anthropic: `POST /v1/messages` (chat, completion; `max_tokens` is required there, so a
 /// wildcard without one sends LiteLLM's 4096) and `GET /v1/messages/batches`, with
 /// `x-api-key` and `anthropic-version: 2023-06-01`. Cohere: `POST /v2/chat`, `/v2/embed`,
@@ -193,7 +100,8 @@ const DRAIN_LIMIT: usize = 64 * 1024;
 ///
 /// # Outcome
 ///
-/// Healthy on 2xx (101 for a realtime handshake); otherwise unhealthy with the status and
+/// Healthy on 2xx (101 for a realtime handshake); otherwise unhealthy, with the
+/// [`Class`](crate::classify::Class) its classifier gives the answer, the status and
 /// a short reason from the error body, `timeout`, `connect: …` or `tls: …`. A 400/422
 /// whose body says the request itself was malformed (unknown or unsupported parameter,
 /// validation error, `invalid_request_error`, ...) gets the reason `probe_rejected: …`,
@@ -204,6 +112,7 @@ pub struct HttpProber {
     /// HTTP/1.1 only: WebSocket handshakes cannot ride an HTTP/2 connection.
     ws_client: HttpClient,
     defaults: ProbeDefaults,
+    classifier: Arc<dyn Classify>,
     turn: AtomicUsize,
 }
 
@@ -219,6 +128,7 @@ impl fmt::Debug for HttpProber {
 #[derive(Clone, Debug)]
 pub struct HttpProberBuilder {
     defaults: ProbeDefaults,
+    classifier: Arc<dyn Classify>,
     http2_prior_knowledge: bool,
     pool_idle_timeout: Duration,
 }
@@ -228,6 +138,13 @@ impl HttpProberBuilder {
     /// environment; [`ProbeLoop::new`](super::ProbeLoop::new) passes [`ProbeDefaults::from_env`]).
     pub fn defaults(mut self, defaults: ProbeDefaults) -> Self {
         self.defaults = defaults;
+        self
+    }
+
+    /// What answers mean (default: [`DefaultClassifier`]; [`ProbeLoop`](super::ProbeLoop)
+    /// passes the config's [`Config::classifier`]).
+    pub fn classifier(mut self, classifier: Arc<dyn Classify>) -> Self {
+        self.classifier = classifier;
         self
     }
 
@@ -251,6 +168,7 @@ impl HttpProberBuilder {
             client,
             ws_client,
             defaults: self.defaults,
+            classifier: self.classifier,
             turn: AtomicUsize::new(0),
         })
     }
@@ -271,7 +189,7 @@ fn client(h2_only: bool, h2_alpn: bool, idle: Duration) -> Result<HttpClient, Co
             .map_err(|e| {
                 ConfigError::new(
                     "",
-                    ConfigErrorKind::Invalid(format!("cannot set up TLS: {e}")),
+                    crate::error::ConfigErrorKind::Invalid(format!("cannot set up TLS: {e}")),
                 )
             })?
             .https_or_http();
@@ -304,6 +222,7 @@ impl HttpProber {
     pub fn builder() -> HttpProberBuilder {
         HttpProberBuilder {
             defaults: ProbeDefaults::default(),
+            classifier: Arc::new(DefaultClassifier::default()),
             http2_prior_knowledge: false,
             pool_idle_timeout: Duration::from_secs(90),
         }
@@ -318,22 +237,29 @@ impl HttpProber {
     /// marked sensitive) and body. Errors name the field (relative to the deployment's
     /// `model_list` entry) that makes the deployment unreachable.
     pub fn build_request(&self, deployment: &Deployment) -> Result<Request<Bytes>, ConfigError> {
+        self.try_build(deployment).map_err(|e| match e {
+            ProviderError::Invalid { field, why } => ConfigError::invalid(field, why),
+            unsupported => ConfigError::invalid("litellm_params.model", unsupported.to_string()),
+        })
+    }
+
+    fn try_build(&self, deployment: &Deployment) -> Result<Request<Bytes>, ProviderError> {
         let question =
             request::QUESTIONS[self.turn.fetch_add(1, Relaxed) % request::QUESTIONS.len()];
         provider::resolve(deployment)
-            .and_then(|t| request::build(deployment, &t, &self.defaults, question))
-            .map_err(|u| ConfigError::invalid(u.field, u.why))
+            .and_then(|ep| request::build(deployment, &ep, &self.defaults, question))
     }
 
     async fn run(&self, d: Arc<Deployment>) -> ProbeOutcome {
-        let req = match self.build_request(&d) {
+        let req = match self.try_build(&d) {
             Ok(r) => r,
-            Err(e) => {
-                let why = match e.kind() {
-                    ConfigErrorKind::Invalid(why) => why.clone(),
-                    other => format!("{other:?}"),
-                };
-                return ProbeOutcome::unhealthy(format!("unsupported: {why}"));
+            Err(ProviderError::Invalid { why, .. }) => {
+                return ProbeOutcome::unhealthy(format!("unsupported: {why}"))
+                    .with_class(Class::Local);
+            }
+            Err(unsupported) => {
+                return ProbeOutcome::unhealthy(format!("unsupported: {unsupported}"))
+                    .with_class(Class::Local);
             }
         };
         let upgrade = req.headers().contains_key(http::header::UPGRADE);
@@ -343,8 +269,8 @@ impl HttpProber {
             &self.client
         };
         match client.request(req.map(Full::new)).await {
-            Ok(resp) => classify(resp, upgrade, &d).await,
-            Err(e) => error_outcome(&e),
+            Ok(resp) => classify(resp, upgrade, &d, &*self.classifier).await,
+            Err(e) => error_outcome(&e, &*self.classifier),
         }
     }
 }
@@ -364,26 +290,47 @@ impl Prober for HttpProber {
             if skip_disabled && d.info().disable_background_health_check {
                 continue;
             }
-            provider::resolve(d)
-                .and_then(|t| request::build(d, &t, &self.defaults, request::QUESTIONS[0]))
-                .map_err(|u| ConfigError::invalid(format!("model_list[{i}].{}", u.field), u.why))?;
+            match provider::resolve(d)
+                .and_then(|ep| request::build(d, &ep, &self.defaults, request::QUESTIONS[0]))
+            {
+                Ok(_) => {}
+                // A provider the catalog does not speak is a state of the deployment
+                // (its probes fail with the reason), not a config error.
+                Err(ProviderError::Unsupported { .. }) => {}
+                Err(ProviderError::Invalid { field, why }) => {
+                    return Err(ConfigError::invalid(
+                        format!("model_list[{i}].{field}"),
+                        why,
+                    ));
+                }
+            }
         }
         Ok(())
     }
 }
 
-async fn classify(resp: Response<Incoming>, upgrade: bool, d: &Deployment) -> ProbeOutcome {
+async fn classify(
+    resp: Response<Incoming>,
+    upgrade: bool,
+    d: &Deployment,
+    classifier: &dyn Classify,
+) -> ProbeOutcome {
     let status = resp.status();
     if status.is_success() || (upgrade && status == StatusCode::SWITCHING_PROTOCOLS) {
         if !upgrade {
             let _ = read_capped(resp.into_body(), DRAIN_LIMIT).await;
         }
-        return ProbeOutcome::healthy().with_status(status.as_u16());
+        return ProbeOutcome::healthy()
+            .with_status(status.as_u16())
+            .with_class(Class::Success);
     }
-    let retry_after = (status == StatusCode::TOO_MANY_REQUESTS)
-        .then(|| retry_after(resp.headers()))
-        .flatten();
-    let body = read_capped(resp.into_body(), ERROR_BODY_LIMIT).await;
+    let (parts, body) = resp.into_parts();
+    let body = read_capped(body, ERROR_BODY_LIMIT).await;
+    let class = match classifier.classify_response(status, &parts.headers, Some(&body)) {
+        // A probe that did not pass is never a success (a 3xx, say).
+        Class::Success => Class::ServerError,
+        c => c,
+    };
     let text = String::from_utf8_lossy(&body);
     let message = error_message(&text);
     let scrubbed = Scrubber::new(d.secrets().cloned())
@@ -400,8 +347,10 @@ async fn classify(resp: Response<Incoming>, upgrade: bool, d: &Deployment) -> Pr
     } else {
         format!("status {code}: {}", shorten(&scrubbed))
     };
-    let out = ProbeOutcome::unhealthy(reason).with_status(code);
-    match retry_after {
+    let out = ProbeOutcome::unhealthy(reason)
+        .with_status(code)
+        .with_class(class);
+    match class.retry_after() {
         Some(r) => out.with_retry_after(r),
         None => out,
     }
@@ -422,18 +371,6 @@ async fn read_capped(mut body: Incoming, limit: usize) -> Bytes {
         }
     }
     buf.freeze()
-}
-
-fn retry_after(h: &http::HeaderMap) -> Option<Duration> {
-    let v = h.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(v).ok()?;
-    Some(
-        at.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
 }
 
 /// The human part of an error body: `error.message`, `message`, `detail`, `error`, else the text.
@@ -480,7 +417,7 @@ fn says_probe_malformed(body: &str) -> bool {
     MALFORMED_MARKERS.iter().any(|m| lower.contains(m))
 }
 
-fn error_outcome(e: &hyper_util::client::legacy::Error) -> ProbeOutcome {
+fn error_outcome(e: &hyper_util::client::legacy::Error, classifier: &dyn Classify) -> ProbeOutcome {
     let mut chain = Vec::new();
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
@@ -502,6 +439,7 @@ fn error_outcome(e: &hyper_util::client::legacy::Error) -> ProbeOutcome {
             "request failed"
         };
     ProbeOutcome::unhealthy(format!("{kind}: {}", shorten(&detail)))
+        .with_class(classifier.classify_error(e))
 }
 
 #[cfg(test)]
@@ -532,25 +470,5 @@ mod tests {
         assert!(!says_probe_malformed(
             r#"{"error":{"message":"content filtered","code":"content_filter"}}"#
         ));
-    }
-
-    #[test]
-    fn retry_after_forms() {
-        let mut h = http::HeaderMap::new();
-        h.insert(
-            http::header::RETRY_AFTER,
-            http::HeaderValue::from_static("7"),
-        );
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
-        h.insert(
-            http::header::RETRY_AFTER,
-            http::HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
-        );
-        assert_eq!(retry_after(&h), Some(Duration::ZERO));
-        h.insert(
-            http::header::RETRY_AFTER,
-            http::HeaderValue::from_static("soon"),
-        );
-        assert_eq!(retry_after(&h), None);
     }
 }

@@ -12,8 +12,11 @@
 //! * **Logging**: a change of state (unknown → unhealthy, healthy ↔ unhealthy) is one info
 //!   event, `health_check_state_changed`; everything else is debug.
 //! * **Cooldown** (opt-in): probe results count as requests would, a pass as a success
-//!   and a transient failure (429, 408 or a timeout, 5xx) as a failure; other failures
-//!   (auth, 404, `probe_rejected`, connection errors) are left to health routing.
+//!   and a load-related failure (classes `RateLimited`, `Quota`, `Timeout`, `Overloaded`,
+//!   `ServerError`: 429, 402, 408 or a timeout, 5xx) as a failure; other failures (auth,
+//!   404, `probe_rejected`, connection errors) are left to health routing.
+//! * **Upstream cooldowns end** (always): a passed probe ends a cooldown that an
+//!   upstream's `Retry-After` lengthened beyond `cooldown_time`.
 
 use std::collections::HashMap;
 
@@ -21,7 +24,8 @@ use foldhash::fast::RandomState;
 
 use super::outcome::ProbeReport;
 use crate::{
-    cooldown::Outcome,
+    classify::Class,
+    cooldown::CooldownPolicy,
     deployment::DeploymentId,
     health::{HealthRecord, HealthState},
 };
@@ -149,20 +153,21 @@ fn log_change(id: &DeploymentId, route: &str, from: Option<bool>, new: &HealthRe
 pub(crate) fn feed_cooldown(state: &HealthState, results: &[ProbeReport]) {
     let snap = state.load();
     let now = state.now_nanos();
-    let policy = &state.shared.cooldown;
+    let policy = &CooldownPolicy::from_config(state.config());
     for r in results {
         let o = &r.outcome;
-        let outcome = if o.healthy {
-            Outcome::Success
-        } else {
-            match o.status {
-                Some(s @ (408 | 429 | 500..=599)) => Outcome::Failure {
-                    status: Some(s),
-                    retry_after: o.retry_after,
-                },
-                _ => continue,
-            }
-        };
+        let class = o.class();
+        if !matches!(
+            class,
+            Class::Success
+                | Class::RateLimited { .. }
+                | Class::Quota
+                | Class::Timeout
+                | Class::Overloaded
+                | Class::ServerError
+        ) {
+            continue;
+        }
         let Some(entry) = snap.entry_by_id(r.id().as_str()) else {
             continue;
         };
@@ -174,7 +179,7 @@ pub(crate) fn feed_cooldown(state: &HealthState, results: &[ProbeReport]) {
         if let Some(d) = entry
             .stats
             .cooldown
-            .record(outcome, now, route_len, policy, own)
+            .record(&class, now, route_len, policy, own)
         {
             crate::telemetry::record_cooldown(&r.deployment, "probe");
             tracing::info!(
@@ -183,6 +188,23 @@ pub(crate) fn feed_cooldown(state: &HealthState, results: &[ProbeReport]) {
                 status = ?o.status,
                 cooldown_secs = d.as_secs_f64(),
                 "health_check_cooldown"
+            );
+        }
+    }
+}
+
+/// Ends the cooldowns upstreams lengthened for deployments whose probe passed.
+pub(crate) fn end_upstream_cooldowns(state: &HealthState, results: &[ProbeReport]) {
+    let snap = state.load();
+    let now = state.now_nanos();
+    for r in results.iter().filter(|r| r.outcome.healthy) {
+        if let Some(entry) = snap.entry_by_id(r.id().as_str())
+            && entry.stats.cooldown.end_upstream_set(now)
+        {
+            tracing::info!(
+                model_id = %r.id(),
+                route = r.deployment.route(),
+                "health_check_cooldown_ended"
             );
         }
     }

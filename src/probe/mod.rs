@@ -72,11 +72,15 @@
 
 mod defaults;
 mod handle;
+#[cfg(feature = "http-prober")]
 mod http;
 mod hysteresis;
 mod mode;
 mod outcome;
+mod prober;
+#[cfg(feature = "http-prober")]
 mod provider;
+#[cfg(feature = "http-prober")]
 mod request;
 mod round;
 
@@ -94,16 +98,19 @@ use tokio::{
 };
 use tracing::Instrument;
 
+#[cfg(feature = "http-prober")]
+pub use self::http::{HttpProber, HttpProberBuilder};
+#[cfg(feature = "endpoints")]
 pub(crate) use self::round::on_demand_targets as targets;
 pub use self::{
     defaults::{DEFAULT_MAX_TOKENS, DEFAULT_PROMPT, ProbeDefaults},
     handle::ProbeHandle,
-    http::{HttpProber, HttpProberBuilder, ProbeFuture, Prober, ProberFn, prober_fn},
     mode::{bedrock_probe_model, is_reasoning_model, resolve_max_tokens, resolve_mode},
     outcome::{ProbeOutcome, ProbeReport, ProbeTarget, RoundReport},
+    prober::{ProbeFuture, Prober, ProberFn, prober_fn},
 };
 use self::{
-    hysteresis::{Rules, Tracker, feed_cooldown},
+    hysteresis::{Rules, Tracker, end_upstream_cooldowns, feed_cooldown},
     round::{Runner, background_targets, on_demand_targets},
 };
 use crate::{
@@ -124,7 +131,7 @@ pub struct ProbeLoop {
     inner: Arc<Inner>,
 }
 
-pub(crate) struct Inner {
+struct Inner {
     pub(crate) state: Weak<Shared>,
     pub(crate) closed: watch::Receiver<()>,
     runner: Runner,
@@ -134,8 +141,50 @@ pub(crate) struct Inner {
     feed_cooldown: bool,
     /// Consecutive-result counters; held across apply + publish so rounds publish in order.
     tracker: Mutex<Tracker>,
-    /// Coordination with other processes through a store (see [`crate::shared`]).
-    pub(crate) sharing: Option<crate::shared::Sharing>,
+    /// Runs the rounds in place of the local schedule: the shared-state coordinator
+    /// (see [`crate::shared`]) when the loop shares a store, `None` otherwise.
+    driver: Option<Arc<dyn Driver>>,
+}
+
+/// A boxed future, as [`Driver`]s take and return them.
+pub(crate) type BoxFuture<T> = std::pin::Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Runs a loop's rounds in place of its local schedule, until `shutdown` or the state's
+/// last owner goes. The shared-state coordinator (`crate::shared`) is one: the probe loop
+/// does not know it, it only hands it its [`Rounds`].
+pub(crate) trait Driver: Send + Sync + fmt::Debug {
+    fn drive(&self, rounds: Rounds, shutdown: BoxFuture<()>) -> BoxFuture<()>;
+}
+
+/// What a [`Driver`] may do with a loop: probe a round, publish one, watch the state.
+#[derive(Clone)]
+pub(crate) struct Rounds(Arc<Inner>);
+
+impl Rounds {
+    /// The loop's health state, held weakly.
+    pub(crate) fn state(&self) -> &Weak<Shared> {
+        &self.0.state
+    }
+
+    /// Fails once every owner of the state is gone.
+    pub(crate) fn closed(&self) -> watch::Receiver<()> {
+        self.0.closed.clone()
+    }
+
+    /// See [`Inner::background_round`].
+    pub(crate) async fn background_round(&self) -> Option<RoundReport> {
+        self.0.background_round().await
+    }
+
+    /// See [`Inner::probe_round`].
+    pub(crate) async fn probe_round(&self) -> Option<RoundReport> {
+        self.0.probe_round().await
+    }
+
+    /// See [`Inner::apply_round`].
+    pub(crate) async fn apply_round(&self, report: &RoundReport) -> Option<()> {
+        self.0.apply_round(report).await
+    }
 }
 
 impl fmt::Debug for ProbeLoop {
@@ -145,7 +194,7 @@ impl fmt::Debug for ProbeLoop {
             .field("concurrency", &self.inner.settings.concurrency)
             .field("rules", &self.inner.rules)
             .field("feed_cooldown", &self.inner.feed_cooldown)
-            .field("sharing", &self.inner.sharing)
+            .field("sharing", &self.inner.driver)
             .field("state_alive", &(self.inner.state.strong_count() > 0))
             .finish_non_exhaustive()
     }
@@ -159,8 +208,15 @@ pub struct ProbeLoopBuilder {
     seed: Option<u64>,
     feed_cooldown: bool,
     default_timeout: Duration,
-    store: Option<Arc<dyn crate::shared::HealthStore>>,
-    sharing: crate::shared::SharingSettings,
+    /// What the sharing module keeps here between its builder calls (see
+    /// `crate::shared`); opaque to the probe loop.
+    pub(crate) sharing: Option<Box<dyn Extension>>,
+}
+
+/// A value another module keeps in a [`ProbeLoopBuilder`] (the sharing module's store
+/// and settings), opaque to this one.
+pub(crate) trait Extension: std::any::Any + Send + fmt::Debug {
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
 }
 
 impl fmt::Debug for ProbeLoopBuilder {
@@ -171,7 +227,6 @@ impl fmt::Debug for ProbeLoopBuilder {
             .field("seed", &self.seed)
             .field("feed_cooldown", &self.feed_cooldown)
             .field("default_timeout", &self.default_timeout)
-            .field("store", &self.store)
             .field("sharing", &self.sharing)
             .finish()
     }
@@ -209,35 +264,38 @@ impl ProbeLoopBuilder {
         self
     }
 
-    /// Shares probing with other loops through `store`: one loop probes per round, the
-    /// others apply its results (see [`crate::shared`]). Without this call, a config with
-    /// `use_shared_health_check: true` gets the Redis store of its `router_settings`
-    /// ([`shared::store_from_config`](crate::shared::store_from_config)); otherwise the
-    /// loop probes on its own.
-    pub fn store(mut self, store: Arc<dyn crate::shared::HealthStore>) -> Self {
-        self.store = Some(store);
-        self
-    }
-
-    /// The knobs of sharing (defaults in [`SharingSettings`](crate::shared::SharingSettings));
-    /// used only with a store.
-    pub fn sharing(mut self, settings: crate::shared::SharingSettings) -> Self {
-        self.sharing = settings;
-        self
-    }
-
-    /// Builds the loop, checking the config against the prober
-    /// ([`Prober::check_config`]): e.g. a Bedrock deployment under the HTTP prober is an
-    /// error naming `model_list[i].litellm_params.api_base`.
-    pub fn build(self) -> Result<ProbeLoop, ConfigError> {
+    /// Builds the loop; `driver` decides, from the config, the health settings and what
+    /// the sharing module kept in the builder, what runs the rounds (see [`Driver`]).
+    pub(crate) fn build_with(
+        mut self,
+        driver: impl FnOnce(
+            Option<Box<dyn Extension>>,
+            &Config,
+            &HealthCheckSettings,
+        ) -> Result<Option<Arc<dyn Driver>>, ConfigError>,
+    ) -> Result<ProbeLoop, ConfigError> {
         let prober: Arc<dyn Prober> = match self.prober {
             Some(p) => p,
+            #[cfg(feature = "http-prober")]
             None => {
                 let defaults = match self.defaults {
                     Some(d) => d,
                     None => ProbeDefaults::from_env()?,
                 };
-                Arc::new(HttpProber::new(defaults)?)
+                Arc::new(
+                    HttpProber::builder()
+                        .defaults(defaults)
+                        .classifier(self.state.config().classifier())
+                        .build()?,
+                )
+            }
+            #[cfg(not(feature = "http-prober"))]
+            None => {
+                return Err(ConfigError::invalid(
+                    "probe.prober",
+                    "no prober given and this build lacks the `http-prober` feature: \
+                     pass one with ProbeLoopBuilder::prober",
+                ));
             }
         };
         if self.default_timeout.is_zero() {
@@ -249,17 +307,7 @@ impl ProbeLoopBuilder {
         let cfg: &Config = self.state.config();
         prober.check_config(cfg)?;
         let settings = cfg.health.clone();
-        let store = match self.store {
-            Some(s) => Some(s),
-            None => crate::shared::store_from_config(cfg)?,
-        };
-        let sharing = match store {
-            Some(store) => Some(crate::shared::Sharing::new(
-                store,
-                self.sharing.resolve(&settings)?,
-            )),
-            None => None,
-        };
+        let driver = driver(self.sharing.take(), cfg, &settings)?;
         let rules = Rules {
             unhealthy_threshold: settings.unhealthy_threshold.get(),
             healthy_threshold: settings.healthy_threshold.get(),
@@ -280,7 +328,7 @@ impl ProbeLoopBuilder {
                 seed: self.seed,
                 feed_cooldown: self.feed_cooldown,
                 tracker: Mutex::new(Tracker::default()),
-                sharing,
+                driver,
             }),
         })
     }
@@ -303,8 +351,7 @@ impl ProbeLoop {
             seed: None,
             feed_cooldown: false,
             default_timeout: DEFAULT_TIMEOUT,
-            store: None,
-            sharing: crate::shared::SharingSettings::default(),
+            sharing: None,
         }
     }
 
@@ -351,10 +398,12 @@ impl ProbeLoop {
     ) -> impl Future<Output = ()> + Send + 'static {
         let inner = Arc::clone(&self.inner);
         let span = tracing::info_span!("health_probe_loop");
-        match inner.sharing.clone() {
-            Some(sharing) => {
-                futures_util::future::Either::Left(sharing.run(inner, shutdown).instrument(span))
-            }
+        match inner.driver.clone() {
+            Some(driver) => futures_util::future::Either::Left(
+                driver
+                    .drive(Rounds(inner), Box::pin(shutdown))
+                    .instrument(span),
+            ),
             None => futures_util::future::Either::Right(run_loop(inner, shutdown).instrument(span)),
         }
     }
@@ -422,6 +471,7 @@ impl Inner {
             tracker.retain(|id| snap.deployment(id).is_some());
             tracker.apply(&report.results, self.rules)
         };
+        end_upstream_cooldowns(&state, &report.results);
         if self.feed_cooldown {
             feed_cooldown(&state, &report.results);
         }

@@ -9,6 +9,7 @@ use std::{fmt::Write as _, sync::Arc, time::Duration};
 use tokio::time::Instant;
 
 use crate::{
+    classify::{Class, Classify, DefaultClassifier, ProbeVerdict},
     deployment::{Deployment, DeploymentId},
     health::HealthRecord,
     secret::Scrubber,
@@ -33,6 +34,10 @@ pub struct ProbeOutcome {
     pub reason: Option<Arc<str>>,
     /// `Retry-After` of a 429 answer, if any (used when probes feed cooldown).
     pub retry_after: Option<Duration>,
+    /// What the answer means, if the prober classified it (the
+    /// [`HttpProber`](super::HttpProber) does); otherwise [`class`](Self::class) derives it
+    /// from `healthy` and `status`.
+    pub class: Option<Class>,
 }
 
 impl ProbeOutcome {
@@ -43,6 +48,7 @@ impl ProbeOutcome {
             status: None,
             reason: None,
             retry_after: None,
+            class: None,
         }
     }
 
@@ -53,6 +59,7 @@ impl ProbeOutcome {
             status: None,
             reason: Some(reason.into()),
             retry_after: None,
+            class: None,
         }
     }
 
@@ -73,10 +80,44 @@ impl ProbeOutcome {
         self
     }
 
-    /// Whether the failure is one `health_check_ignore_transient_errors` ignores: a 429 or
-    /// a 408 (which includes a timeout).
+    /// Sets the class of the answer.
+    pub fn with_class(mut self, class: Class) -> Self {
+        self.class = Some(class);
+        self
+    }
+
+    /// What the answer means: the prober's class, else one derived from `healthy` and
+    /// `status` by the [`DefaultClassifier`] (no status: a connection failure).
+    pub fn class(&self) -> Class {
+        if let Some(c) = self.class {
+            return c;
+        }
+        if self.healthy {
+            return Class::Success;
+        }
+        let status = self.status.and_then(|s| http::StatusCode::from_u16(s).ok());
+        match status {
+            None => Class::Connection,
+            Some(s) => match DefaultClassifier::default().classify_response(
+                s,
+                &http::HeaderMap::new(),
+                None,
+            ) {
+                Class::RateLimited { .. } => Class::RateLimited {
+                    retry_after: self.retry_after,
+                },
+                // An unhealthy probe is never a success, whatever its status.
+                Class::Success => Class::ServerError,
+                c => c,
+            },
+        }
+    }
+
+    /// Whether the failure is one `health_check_ignore_transient_errors` ignores: its
+    /// [`class`](Self::class) says [`ProbeVerdict::Transient`] (a 429 that is not a quota
+    /// error, a 408, a timeout).
     pub fn is_transient(&self) -> bool {
-        !self.healthy && matches!(self.status, Some(408 | 429))
+        !self.healthy && self.class().probe_verdict() == ProbeVerdict::Transient
     }
 
     /// The outcome with every secret `scrubber` knows removed from its reason, and the
@@ -228,6 +269,12 @@ mod tests {
         assert!(!ProbeOutcome::unhealthy("x").with_status(500).is_transient());
         assert!(!ProbeOutcome::unhealthy("x").is_transient());
         assert!(!ProbeOutcome::healthy().with_status(200).is_transient());
+        assert!(
+            !ProbeOutcome::unhealthy("quota")
+                .with_status(429)
+                .with_class(Class::Quota)
+                .is_transient()
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use futures_util::{FutureExt, StreamExt, stream};
 use tokio::{sync::Semaphore, time::Instant};
 
 use super::{
-    http::Prober,
+    Prober,
     outcome::{ProbeOutcome, ProbeReport, ProbeTarget, RoundReport},
 };
 use crate::{deployment::Deployment, health::HealthSnapshot, secret::Scrubber};
@@ -83,7 +83,12 @@ impl Runner {
         };
         let checked_at = Instant::now();
         let latency = checked_at.saturating_duration_since(started);
-        crate::telemetry::record_probe(&d, &outcome, latency);
+        let reason = crate::telemetry::probe_reason(
+            outcome.healthy,
+            outcome.status,
+            outcome.reason.as_deref(),
+        );
+        crate::telemetry::record_probe(&d, reason, latency);
         tracing::debug!(
             model_id = %d.id(),
             route = d.route(),

@@ -8,13 +8,19 @@
 //!
 //! # What is retried
 //!
-//! | result | retried? | wait |
+//! What a result means comes from the config's [`Classify`](crate::classify::Classify)
+//! (see [`classify`](crate::classify)): a failure that is the deployment's fault
+//! ([`Class::worth_another_deployment`](crate::classify::Class::worth_another_deployment))
+//! is retried elsewhere; the caller's own faults and local failures are not.
+//!
+//! | result (default classifier) | retried? | wait |
 //! |---|---|---|
-//! | 429 Too Many Requests | yes | its `Retry-After` (seconds or a date), else `rate_limit_backoff` (500 ms) doubled per retry; at most `max_backoff` (5 s) |
-//! | 408, 5xx | yes | none |
-//! | 401 (each deployment has its own credentials; LiteLLM retries it on another deployment too) | yes | none |
+//! | 429 Too Many Requests | yes | its `Retry-After` (seconds or a date, capped at `max_retry_after`), else `rate_limit_backoff` (500 ms) doubled per retry; at most `max_backoff` (5 s) |
+//! | 402, 408, 5xx | yes | none |
+//! | 401, 404 (each deployment has its own credentials and models; LiteLLM cools both down) | yes | none |
 //! | an error of the inner service (connection refused, reset, timeout) | yes | none |
-//! | any other status (2xx, 3xx, 400, 403, 404, 413, 422, ...) | no | |
+//! | any other status (2xx, 3xx, 400, 403, 413, 422, context window, content policy, ...) | no | |
+//! | a [`LocalError`](crate::classify::LocalError) of the inner service | no | |
 //! | [`NoDeploymentAvailable`](crate::NoDeploymentAvailable), [`UnknownRoute`](crate::UnknownRoute), [`MissingRoute`](crate::MissingRoute) | no | |
 //!
 //! At most `num_retries` retries (the config's `router_settings.num_retries`), and only
@@ -42,7 +48,7 @@
 //!
 //! ```
 //! use tower::{ServiceBuilder, ServiceExt};
-//! use tower_health_routing::{Config, Deployment, HealthRoutingLayer, ModelGroup, RetryLayer, SelectedDeployment};
+//! use tower_health_routing::{Config, Deployment, HealthRoutingLayer, ModelGroup, retry::RetryLayer, SelectedDeployment};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), tower_health_routing::BoxError> {
@@ -89,7 +95,7 @@ use tower_service::Service;
 pub use budget::RetryBudget;
 pub use policy::{Backoff, RetryPolicy};
 
-use crate::{BoxError, TriedDeployments, config::Config};
+use crate::{BoxError, config::Config, routing::TriedDeployments};
 
 /// What every [`RetryPolicy`] of a layer shares.
 pub(crate) struct Settings {
@@ -97,6 +103,7 @@ pub(crate) struct Settings {
     max_backoff: Duration,
     rate_limit_backoff: Duration,
     budget: Arc<dyn Budget + Send + Sync>,
+    classifier: Arc<dyn crate::classify::Classify>,
 }
 
 impl fmt::Debug for Settings {
@@ -128,6 +135,7 @@ impl RetryLayer {
                 max_backoff: Duration::from_secs(5),
                 rate_limit_backoff: Duration::from_millis(500),
                 budget: Arc::new(RetryBudget::default()),
+                classifier: config.classifier(),
             }),
         }
     }
@@ -139,6 +147,7 @@ impl RetryLayer {
             max_backoff: s.max_backoff,
             rate_limit_backoff: s.rate_limit_backoff,
             budget: Arc::clone(&s.budget),
+            classifier: Arc::clone(&s.classifier),
         };
         f(&mut next);
         self.settings = Arc::new(next);

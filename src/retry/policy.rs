@@ -10,14 +10,14 @@ use std::{
     time::Duration,
 };
 
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use tokio::time::Sleep;
 use tower::retry::Policy;
 
 use super::Settings;
 use crate::{
-    BoxError, MissingRoute, NoDeploymentAvailable, SelectedDeployment, TriedDeployments,
-    UnknownRoute, routing::future::retry_after,
+    BoxError, MissingRoute, NoDeploymentAvailable, SelectedDeployment, UnknownRoute,
+    classify::Class, routing::TriedDeployments,
 };
 
 /// The [`tower::retry::Policy`] behind [`RetryLayer`](super::RetryLayer), for one request
@@ -79,33 +79,37 @@ enum Verdict {
 
 impl Settings {
     fn verdict<RB>(&self, result: &Result<Response<RB>, BoxError>, retries: u32) -> Verdict {
-        match result {
-            Ok(resp) => match resp.status() {
-                StatusCode::TOO_MANY_REQUESTS => {
-                    Verdict::Retry(self.rate_limit_wait(resp.headers(), retries))
-                }
-                // 401: each deployment has its own credentials; LiteLLM retries it too.
-                StatusCode::UNAUTHORIZED | StatusCode::REQUEST_TIMEOUT => {
-                    Verdict::Retry(Duration::ZERO)
-                }
-                s if s.is_server_error() => Verdict::Retry(Duration::ZERO),
-                _ => Verdict::Done,
-            },
+        let class = match result {
+            Ok(resp) => resp
+                .extensions()
+                .get::<Class>()
+                .copied()
+                .unwrap_or_else(|| {
+                    self.classifier
+                        .classify_response(resp.status(), resp.headers(), None)
+                }),
             Err(e)
                 if e.is::<NoDeploymentAvailable>()
                     || e.is::<UnknownRoute>()
                     || e.is::<MissingRoute>() =>
             {
-                Verdict::Unroutable
+                return Verdict::Unroutable;
             }
-            // The inner service failed: a connection error, a timeout, ...
-            Err(_) => Verdict::Retry(Duration::ZERO),
+            Err(e) => self.classifier.classify_error(&**e),
+        };
+        if !class.worth_another_deployment() {
+            return Verdict::Done;
         }
+        if matches!(class, Class::RateLimited { .. }) {
+            return Verdict::Retry(self.rate_limit_wait(class.retry_after(), retries));
+        }
+        Verdict::Retry(Duration::ZERO)
     }
 
-    /// `Retry-After` if given, else `rate_limit_backoff` doubled per retry; capped.
-    fn rate_limit_wait(&self, headers: &http::HeaderMap, retries: u32) -> Duration {
-        let wait = retry_after(headers).unwrap_or_else(|| {
+    /// `Retry-After` (already capped by the classifier) if given, else
+    /// `rate_limit_backoff` doubled per retry; at most `max_backoff`.
+    fn rate_limit_wait(&self, retry_after: Option<Duration>, retries: u32) -> Duration {
+        let wait = retry_after.unwrap_or_else(|| {
             self.rate_limit_backoff
                 .saturating_mul(1u32.checked_shl(retries).unwrap_or(u32::MAX))
         });
@@ -212,6 +216,8 @@ impl Future for Backoff {
 
 #[cfg(test)]
 mod tests {
+    use http::StatusCode;
+
     use super::*;
 
     fn settings() -> Settings {
@@ -220,6 +226,7 @@ mod tests {
             max_backoff: Duration::from_secs(5),
             rate_limit_backoff: Duration::from_millis(500),
             budget: Arc::new(super::super::RetryBudget::default()),
+            classifier: Arc::new(crate::classify::DefaultClassifier::default()),
         }
     }
 
@@ -236,18 +243,22 @@ mod tests {
     #[test]
     fn verdicts() {
         let s = settings();
-        for code in [500, 502, 503, 504, 408, 401] {
+        // 402 and 404 are retried since the classifier took LiteLLM's cooldown rule.
+        for code in [500, 502, 503, 504, 408, 401, 402, 404] {
             assert_eq!(
                 s.verdict(&status(code, None), 0),
                 Verdict::Retry(Duration::ZERO),
                 "{code}"
             );
         }
-        for code in [200, 201, 304, 400, 403, 404, 413, 422] {
+        for code in [200, 201, 304, 400, 403, 413, 422] {
             assert_eq!(s.verdict(&status(code, None), 0), Verdict::Done, "{code}");
         }
         let io: Result<Response<()>, BoxError> = Err(Box::new(std::io::Error::other("reset")));
         assert_eq!(s.verdict(&io, 0), Verdict::Retry(Duration::ZERO));
+        let local: Result<Response<()>, BoxError> =
+            Err(Box::new(crate::classify::LocalError::new("bad body")));
+        assert_eq!(s.verdict(&local, 0), Verdict::Done);
         let unknown: Result<Response<()>, BoxError> =
             Err(Box::new(UnknownRoute { route: "x".into() }));
         assert_eq!(s.verdict(&unknown, 0), Verdict::Unroutable);

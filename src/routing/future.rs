@@ -6,19 +6,20 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, ready},
-    time::Duration,
 };
 
-use http::{HeaderMap, Response, header::RETRY_AFTER};
+use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use pin_project::pin_project;
 use tokio::time::Instant;
 
 use crate::{
     BoxError,
-    cooldown::Outcome,
-    health::{HealthState, nanos_since},
+    classify::Class,
+    cooldown::{CooldownPolicy, CooldownSink},
+    health::HealthState,
     stats::DeploymentStats,
+    time::nanos_since,
 };
 
 /// Counts one request in flight to a deployment while it lives.
@@ -49,38 +50,38 @@ pub(crate) struct Observer {
 }
 
 impl Observer {
-    fn record(&self, outcome: Outcome) {
+    /// Records an answer's class (`status`: the answer's status, `None` for an error).
+    fn record(&self, class: &Class, status: Option<u16>) {
         let now = Instant::now();
         let shared = &self.state.shared;
         let stats = &self.guard.0;
-        if !matches!(outcome, Outcome::Failure { status: None, .. }) {
+        if status.is_some() {
             stats.observe_latency(
                 u64::try_from((now - self.started).as_nanos()).unwrap_or(u64::MAX),
             );
         }
         let d = self.selected.deployment();
         let entered = stats.cooldown.record(
-            outcome,
+            class,
             nanos_since(shared.epoch, now),
             self.route_len,
-            &shared.cooldown,
+            &CooldownPolicy::from_config(&shared.config),
             d.params.cooldown_time,
         );
         if let Some(dur) = entered {
             crate::telemetry::record_cooldown(d, "request");
-            let status = match outcome {
-                Outcome::Failure { status, .. } => status,
-                _ => None,
-            };
             tracing::info!(
                 deployment = %d.id,
                 route = %d.route,
                 status,
+                class = class.as_str(),
                 cooldown_secs = dur.as_secs_f64(),
                 "deployment entered cooldown"
             );
             // Shared cooldowns (opt-in): a `try_send` to the coordinator, never a wait.
-            self.state.cooldown_entered(&d.id);
+            if let Some(sink) = self.state.hooks().get::<CooldownSink>() {
+                sink.announce(&d.id);
+            }
         }
     }
 }
@@ -141,10 +142,19 @@ where
                 match res {
                     Ok(mut resp) => {
                         let guard = observer.map(|o| {
-                            o.record(Outcome::classify(
-                                resp.status().as_u16(),
-                                retry_after(resp.headers()),
-                            ));
+                            // A service that read the body may have classified it already.
+                            let class =
+                                resp.extensions()
+                                    .get::<Class>()
+                                    .copied()
+                                    .unwrap_or_else(|| {
+                                        o.state.shared.config.classify_response(
+                                            resp.status(),
+                                            resp.headers(),
+                                            None,
+                                        )
+                                    });
+                            o.record(&class, Some(resp.status().as_u16()));
                             resp.extensions_mut().insert(o.selected);
                             o.guard
                         });
@@ -154,34 +164,17 @@ where
                         })))
                     }
                     Err(e) => {
+                        let e: BoxError = e.into();
                         if let Some(o) = observer {
-                            o.record(Outcome::error());
+                            let class = o.state.shared.config.classify_error(&*e);
+                            o.record(&class, None);
                         }
-                        Poll::Ready(Err(e.into()))
+                        Poll::Ready(Err(e))
                     }
                 }
             }
         }
     }
-}
-
-/// Parses `Retry-After` as seconds or an HTTP date.
-pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    if let Ok(secs) = v.parse::<f64>()
-        && secs.is_finite()
-        && secs >= 0.0
-    {
-        return Some(Duration::from_secs_f64(secs.min(86_400.0)));
-    }
-    let at = httpdate::parse_http_date(v).ok()?;
-    Some(
-        at.duration_since(std::time::SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
 }
 
 /// Response body of [`HealthRouting`](crate::HealthRouting): the inner body, holding the
@@ -229,27 +222,5 @@ impl<B: Body> Body for ResponseBody<B> {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_after_forms() {
-        let mut h = HeaderMap::new();
-        assert_eq!(retry_after(&h), None);
-        h.insert(RETRY_AFTER, "30".parse().unwrap());
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(30)));
-        h.insert(RETRY_AFTER, "1.5".parse().unwrap());
-        assert_eq!(retry_after(&h), Some(Duration::from_millis(1500)));
-        h.insert(
-            RETRY_AFTER,
-            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
-        );
-        assert_eq!(retry_after(&h), Some(Duration::ZERO), "a date in the past");
-        h.insert(RETRY_AFTER, "soon".parse().unwrap());
-        assert_eq!(retry_after(&h), None);
     }
 }

@@ -74,7 +74,7 @@ impl<E> HealthRoutingLayer<E> {
     }
 
     /// Uses `strategy` instead of the config's `routing_strategy`.
-    pub fn with_strategy(mut self, strategy: crate::RoutingStrategy) -> Self {
+    pub fn with_strategy(mut self, strategy: crate::config::RoutingStrategy) -> Self {
         self.picker = self.picker.with_strategy(strategy);
         self
     }

@@ -28,24 +28,9 @@ use crate::{
     config::RoutingStrategy,
     deployment::{Deployment, DeploymentId},
     error::{NoDeploymentAvailable, UnknownRoute},
-    health::{Candidates, Entry, HealthSnapshot, HealthState, Route, nanos_since},
+    health::{Candidates, Entry, HealthSnapshot, HealthState, Route},
+    time::{LazyNow, nanos_since},
 };
-
-/// Reads the clock at most once.
-pub(crate) struct LazyNow<F> {
-    read: F,
-    value: Option<u64>,
-}
-
-impl<F: FnMut() -> u64> LazyNow<F> {
-    pub(crate) fn new(read: F) -> Self {
-        Self { read, value: None }
-    }
-
-    pub(crate) fn get(&mut self) -> u64 {
-        *self.value.get_or_insert_with(&mut self.read)
-    }
-}
 
 /// Why no deployment was picked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,7 +109,7 @@ impl SeedSource {
 /// [`HealthRouting`](crate::HealthRouting), public for integrations that are not tower services.
 ///
 /// ```
-/// use tower_health_routing::{Config, Deployment, HealthState, Picker};
+/// use tower_health_routing::{Config, Deployment, HealthState, routing::Picker};
 /// let cfg = Config::builder()
 ///     .deployment(Deployment::builder("gpt-4o", "openai/gpt-4o").api_base("http://127.0.0.1:9/v1").build())
 ///     .build()?;

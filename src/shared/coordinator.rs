@@ -16,21 +16,34 @@ use super::{
     round::{age, to_report, to_shared},
     store::{HealthStore, Observation, StoreError},
 };
-use crate::{health::HealthState, probe::Inner};
+use crate::{
+    cooldown::CooldownSink,
+    health::HealthState,
+    probe::{BoxFuture, Driver, Rounds},
+};
 
 /// Cooldown announcements queued between two writes; more are dropped (never awaited).
 const COOLDOWN_QUEUE: usize = 1024;
 
+impl Driver for Sharing {
+    fn drive(&self, rounds: Rounds, shutdown: BoxFuture<()>) -> BoxFuture<()> {
+        Box::pin(self.clone().run(rounds, shutdown))
+    }
+}
+
 impl Sharing {
     /// The loop, until `shutdown` or the state's last owner goes.
-    pub(crate) async fn run(self, inner: Arc<Inner>, shutdown: impl Future<Output = ()> + Send) {
-        let Some(state) = HealthState::upgrade(&inner.state) else {
+    pub(crate) async fn run(self, inner: Rounds, shutdown: impl Future<Output = ()> + Send) {
+        let Some(state) = HealthState::upgrade(inner.state()) else {
             return;
         };
         let me: Arc<str> = state.shared_status().process_id.as_str().into();
         let announcements = self.cfg.share_cooldowns.then(|| {
             let (tx, rx) = mpsc::channel(COOLDOWN_QUEUE);
-            state.set_cooldown_sink(Some(tx));
+            state
+                .hooks()
+                .get_or_init(CooldownSink::default)
+                .set(Some(tx));
             rx
         });
         drop(state);
@@ -43,8 +56,8 @@ impl Sharing {
             share_cooldowns = self.cfg.share_cooldowns,
             "health_check_loop_started shared=true"
         );
-        let sync = CooldownSync::new(Arc::clone(&self.store), self.cfg, inner.state.clone());
-        let mut closed = inner.closed.clone();
+        let sync = CooldownSync::new(Arc::clone(&self.store), self.cfg, inner.state().clone());
+        let mut closed = inner.closed();
         let mut c = Coordinator::new(self, inner, me);
         tokio::pin!(shutdown);
         let why = tokio::select! {
@@ -59,7 +72,9 @@ impl Sharing {
             tracing::debug!(released = ?released, "health_check_shared_lease_released_on_stop");
         }
         if let Some(state) = c.state() {
-            state.set_cooldown_sink(None);
+            if let Some(sink) = state.hooks().get::<CooldownSink>() {
+                sink.set(None);
+            }
             c.mode = SharedMode::Off;
             c.detail = Some("probe loop stopped".to_owned());
             c.publish_status(None);
@@ -79,7 +94,7 @@ struct Seen {
 struct Coordinator {
     store: Arc<dyn HealthStore>,
     cfg: super::Resolved,
-    inner: Arc<Inner>,
+    inner: Rounds,
     me: Arc<str>,
     mode: SharedMode,
     detail: Option<String>,
@@ -95,7 +110,7 @@ struct Coordinator {
 }
 
 impl Coordinator {
-    fn new(sharing: Sharing, inner: Arc<Inner>, me: Arc<str>) -> Self {
+    fn new(sharing: Sharing, inner: Rounds, me: Arc<str>) -> Self {
         Self {
             store: sharing.store,
             cfg: sharing.cfg,
@@ -112,7 +127,7 @@ impl Coordinator {
     }
 
     fn state(&self) -> Option<HealthState> {
-        HealthState::upgrade(&self.inner.state)
+        HealthState::upgrade(self.inner.state())
     }
 
     /// A store call, bounded by the command timeout.

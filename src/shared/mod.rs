@@ -104,7 +104,12 @@ pub use self::{
     },
     store::{HealthStore, Observation, SharedResult, SharedRound, StoreError, StoreFuture},
 };
-use crate::{config::Config, error::ConfigError};
+use crate::{
+    config::Config,
+    error::ConfigError,
+    health::HealthState,
+    probe::{ProbeLoop, ProbeLoopBuilder},
+};
 
 /// Whether this process shares health results with others.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -174,6 +179,32 @@ impl SharedStatus {
     }
 }
 
+/// What `/health/shared-status` shows, hung off the health state (see `health::Hooks`);
+/// written by the shared-state coordinator.
+struct StatusHook(arc_swap::ArcSwap<SharedStatus>);
+
+impl StatusHook {
+    fn of(state: &HealthState) -> Arc<Self> {
+        state.hooks().get_or_init(|| {
+            Self(arc_swap::ArcSwap::from_pointee(SharedStatus::local(
+                random_process_id(),
+            )))
+        })
+    }
+}
+
+impl HealthState {
+    /// The state of cross-process sharing (see [`crate::shared`]).
+    pub fn shared_status(&self) -> Arc<SharedStatus> {
+        StatusHook::of(self).0.load_full()
+    }
+
+    /// Publishes the state of cross-process sharing (for a coordinator such as the Redis store).
+    pub fn set_shared_status(&self, status: SharedStatus) {
+        StatusHook::of(self).0.store(Arc::new(status));
+    }
+}
+
 /// A random process id: 16 hex digits, unique per process (not a timestamp, which collides).
 pub(crate) fn random_process_id() -> String {
     format!("{:016x}", rand::random::<u64>())
@@ -212,6 +243,77 @@ pub fn store_from_config(config: &Config) -> Result<Option<Arc<dyn HealthStore>>
             SHARED_FIELD,
             "is true but this build of tower-health-routing lacks the `redis` feature",
         ))
+    }
+}
+
+/// What [`ProbeLoopBuilder::store`] and [`ProbeLoopBuilder::sharing`] keep in the
+/// builder until [`ProbeLoopBuilder::build`].
+#[derive(Debug, Default)]
+struct Plan {
+    store: Option<Arc<dyn HealthStore>>,
+    settings: SharingSettings,
+}
+
+impl crate::probe::Extension for Plan {
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+}
+
+impl ProbeLoopBuilder {
+    fn plan(&mut self) -> &mut Plan {
+        let ext = self
+            .sharing
+            .get_or_insert_with(|| Box::new(Plan::default()));
+        if ext.as_any_mut().downcast_mut::<Plan>().is_none() {
+            *ext = Box::new(Plan::default());
+        }
+        ext.as_any_mut()
+            .downcast_mut::<Plan>()
+            .unwrap_or_else(|| unreachable!("a Plan was just installed"))
+    }
+
+    /// Shares probing with other loops through `store`: one loop probes per round, the
+    /// others apply its results (see [`crate::shared`]). Without this call, a config with
+    /// `use_shared_health_check: true` gets the Redis store of its `router_settings`
+    /// ([`shared::store_from_config`](crate::shared::store_from_config)); otherwise the
+    /// loop probes on its own.
+    pub fn store(mut self, store: Arc<dyn HealthStore>) -> Self {
+        self.plan().store = Some(store);
+        self
+    }
+
+    /// The knobs of sharing (defaults in [`SharingSettings`]); used only with a store.
+    pub fn sharing(mut self, settings: SharingSettings) -> Self {
+        self.plan().settings = settings;
+        self
+    }
+
+    /// Builds the loop, checking the config against the prober
+    /// ([`Prober::check_config`](crate::probe::Prober::check_config)): e.g. a Bedrock
+    /// deployment under the HTTP prober is an error naming
+    /// `model_list[i].litellm_params.api_base`. Sharing, when a store is given or the
+    /// config asks for one, is checked here too.
+    pub fn build(self) -> Result<ProbeLoop, ConfigError> {
+        self.build_with(|ext, cfg, settings| {
+            let mut plan = Plan::default();
+            if let Some(mut ext) = ext {
+                if let Some(p) = ext.as_any_mut().downcast_mut::<Plan>() {
+                    plan = std::mem::take(p);
+                }
+            }
+            let store = match plan.store {
+                Some(s) => Some(s),
+                None => store_from_config(cfg)?,
+            };
+            Ok(match store {
+                Some(store) => Some(
+                    Arc::new(Sharing::new(store, plan.settings.resolve(settings)?))
+                        as Arc<dyn crate::probe::Driver>,
+                ),
+                None => None,
+            })
+        })
     }
 }
 

@@ -134,7 +134,7 @@ struct Scripts {
 ///
 /// ```no_run
 /// use std::sync::Arc;
-/// use tower_health_routing::{Config, HealthState, ProbeLoop, RedisSettings, Secret, shared::RedisStore};
+/// use tower_health_routing::{Config, HealthState, ProbeLoop, config::RedisSettings, secret::Secret, shared::RedisStore};
 ///
 /// # async fn run(cfg: Config) -> Result<(), tower_health_routing::ConfigError> {
 /// let state = HealthState::new(cfg);

@@ -90,6 +90,8 @@ pub(crate) fn to_report(
                 status: r.status,
                 reason: r.reason.as_deref().map(Arc::from),
                 retry_after: r.retry_after_ms.map(Duration::from_millis),
+                // Derived from the status (the store keeps no class).
+                class: None,
             }
             .scrubbed(state.scrubber());
             Some(ProbeReport {

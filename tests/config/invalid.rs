@@ -1,6 +1,6 @@
 //! One test per rejected config: each asserts the field named and the kind of error.
 
-use tower_health_routing::{Config, ConfigError, ConfigErrorKind};
+use tower_health_routing::{Config, ConfigError, error::ConfigErrorKind};
 
 use super::env_of;
 

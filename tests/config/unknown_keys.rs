@@ -1,7 +1,9 @@
 //! Keys this crate does not use: ignored with a debug event (top level, settings sections)
 //! or kept as a deployment's `extra` (`litellm_params`, `model_info`).
 
-use tower_health_routing::{Config, HealthCheckSettings, ParamValue, RouterSettings};
+use tower_health_routing::{
+    Config, config::HealthCheckSettings, config::RouterSettings, deployment::ParamValue,
+};
 
 use super::env_of;
 

@@ -10,8 +10,10 @@ use tokio::{
 };
 use tower::{Layer, ServiceExt};
 use tower_health_routing::{
-    Config, Deployment, HealthRoutingLayer, HealthState, RedisSettings, Secret,
+    Config, Deployment, HealthRoutingLayer, HealthState,
+    config::RedisSettings,
     probe::{ProbeDefaults, ProbeLoop},
+    secret::Secret,
     shared::{HealthStore, RedisStore, SharedMode, SharingSettings},
 };
 

@@ -1,6 +1,7 @@
 //! Shared test helpers: configs of N local deployments, an inner service whose answers
 //! the test scripts per deployment, log capture, a recording upstream server and a
 //! scripted prober. Each test binary uses its own part of it.
+// Each test binary uses its own part of this module.
 #![allow(dead_code, unreachable_pub)]
 // A Mutex guards the captured log buffer in tests only; never on the request path.
 #![allow(clippy::disallowed_types)]
@@ -11,7 +12,8 @@ pub mod gateway;
 pub mod redis;
 pub mod script;
 pub mod store_contract;
-pub mod upstream;
+/// The one fake upstream, from the test-only `thr-testkit` crate.
+pub use thr_testkit::upstream;
 pub mod wire;
 
 use std::{
@@ -216,7 +218,7 @@ pub fn many(route: &str, n: usize, api_base: &str) -> Vec<Deployment> {
 /// A deployment with its `model_info` edited.
 pub fn with_info(
     b: tower_health_routing::DeploymentBuilder,
-    f: impl FnOnce(&mut tower_health_routing::ModelInfo),
+    f: impl FnOnce(&mut tower_health_routing::deployment::ModelInfo),
 ) -> Deployment {
     let mut b = b;
     f(b.info_mut());

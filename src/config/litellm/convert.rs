@@ -46,6 +46,7 @@ impl LiteLlmConfig {
             health,
             router,
             master_key,
+            classifier: None,
         })
     }
 }
@@ -178,6 +179,7 @@ impl RouterSection {
                     "router_settings.routing_strategy",
                     ConfigErrorKind::UnknownStrategy { value: name },
                 )
+                .with_known(RoutingStrategy::NAMES)
             })?,
         };
         // Both places are checked; `router_settings` wins where both are set.
@@ -189,6 +191,8 @@ impl RouterSection {
         let num_retries = count(self.num_retries, "router_settings.num_retries")?
             .or(count(l.num_retries, "litellm_settings.num_retries")?)
             .unwrap_or(d.num_retries);
+        let max_retry_after = seconds(self.max_retry_after, "router_settings.max_retry_after")?
+            .unwrap_or(d.max_retry_after);
         let redis = redis(
             self.redis_url,
             self.redis_host,
@@ -202,6 +206,7 @@ impl RouterSection {
             allowed_fails,
             cooldown_time,
             num_retries,
+            max_retry_after,
             redis,
         })
     }

@@ -151,7 +151,7 @@ pub(super) fn scrub_error(e: ConfigError, scrubber: &Scrubber) -> ConfigError {
         ConfigErrorKind::DuplicateId { id } => ConfigErrorKind::DuplicateId { id: s(id) },
         other => other.clone(),
     };
-    ConfigError::new(e.field(), kind)
+    e.with_kind(kind)
 }
 
 #[cfg(test)]

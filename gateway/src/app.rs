@@ -1,0 +1,490 @@
+//! The gateway's application: an axum router with the OpenAI-compatible API routes behind
+//! `HealthRoutingLayer`, forwarding each request to the chosen deployment.
+//!
+//! Request flow for `POST /v1/chat/completions` (and the other API routes):
+//!
+//! ```text
+//! auth (master_key) → buffer + parse the body, read "model" (400 if malformed)
+//!   → RetryLayer (num_retries: a 5xx/408/429/401 or connection error goes to another deployment)
+//!   → HealthRouting (route = "model": health filter, cooldown, balancer; 400 unknown model,
+//!     429 + Retry-After when every deployment cools down)
+//!   → Forwarder: rewrite "model" to the deployment's, add its credentials, send with hyper;
+//!     2xx bodies stream through untouched; error bodies are read, scrubbed of every
+//!     configured secret, and returned with the upstream's status (502 if unreachable)
+//! ```
+
+use std::{convert::Infallible, future::Future, pin::Pin, task, time::Duration};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{Request, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use serde_json::{Value, json};
+use tower::{Service, ServiceBuilder, ServiceExt, util::BoxCloneSyncService};
+use tower_health_routing::{
+    BoxError, Config, HealthRoutingLayer, HealthState, MissingRoute, ModelGroup,
+    NoDeploymentAvailable, SelectedDeployment, UnknownRoute, classify::LocalError, provider,
+    secret::Scrubber,
+};
+
+/// The most of an upstream error body kept (then scrubbed and returned).
+const MAX_ERROR_BODY: usize = 64 << 10;
+
+/// The API paths served (each also without `/v1`), and the upstream endpoint of each.
+pub const API_ROUTES: &[&str] = &[
+    "chat/completions",
+    "completions",
+    "embeddings",
+    "images/generations",
+    "audio/speech",
+    "audio/transcriptions",
+    "rerank",
+    "responses",
+];
+
+/// Gateway options that are not in `config.yaml`.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Time allowed for an upstream's response headers (a stream may then run longer).
+    pub upstream_timeout: Duration,
+    /// The largest request body accepted (audio uploads included); larger is a 413.
+    pub max_body: usize,
+    /// Serve `/metrics` (Prometheus text) from this handle, when given.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            upstream_timeout: Duration::from_secs(600),
+            max_body: 64 << 20,
+            metrics: None,
+        }
+    }
+}
+
+type Routed = BoxCloneSyncService<http::Request<Bytes>, Response, BoxError>;
+
+#[derive(Clone)]
+struct App {
+    state: HealthState,
+    max_body: usize,
+    routed: Routed,
+    scrubber: Scrubber,
+}
+
+/// Builds the API router (health endpoints are merged in by the caller).
+pub fn api_router(state: HealthState, routing: HealthRoutingLayer, options: &Options) -> Router {
+    let scrubber = state.scrubber().clone();
+    let forwarder = Forwarder::new(scrubber.clone(), options.upstream_timeout);
+    let routed = ServiceBuilder::new()
+        .map_response(
+            |resp: http::Response<tower_health_routing::routing::ResponseBody<Body>>| {
+                let (mut parts, body) = resp.into_parts();
+                // Tell the client which deployment answered, as LiteLLM does.
+                if let Some(d) = parts.extensions.get::<SelectedDeployment>()
+                    && let Ok(v) = HeaderValue::from_str(d.id().as_str())
+                {
+                    parts.headers.insert("x-litellm-model-id", v);
+                }
+                Response::from_parts(parts, Body::new(body))
+            },
+        )
+        // Failed requests are re-sent to another deployment (`num_retries`), within a budget.
+        .layer(tower_health_routing::retry::RetryLayer::new(state.config()))
+        .layer(routing)
+        .service(forwarder);
+    let app = App {
+        state,
+        max_body: options.max_body,
+        routed: BoxCloneSyncService::new(routed),
+        scrubber,
+    };
+    let mut router = Router::new()
+        .route("/v1/models", get(models))
+        .route("/models", get(models));
+    for r in API_ROUTES {
+        router = router
+            .route(&format!("/v1/{r}"), post(api))
+            .route(&format!("/{r}"), post(api));
+    }
+    router.with_state(app)
+}
+
+/// An OpenAI-style error body.
+pub fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
+    let body = json!({"error": {"message": message.into(), "type": kind, "code": status.as_u16().to_string()}});
+    (status, axum::Json(body)).into_response()
+}
+
+/// 401 unless the request carries the master key (when one is configured).
+fn check_key(app: &App, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    match &app.state.config().master_key {
+        Some(key) if !tower_health_routing::endpoints::has_key(headers, key) => {
+            Err(Box::new(error(
+                StatusCode::UNAUTHORIZED,
+                "auth_error",
+                "missing or invalid key: send `Authorization: Bearer <key>`",
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+async fn models(State(app): State<App>, headers: HeaderMap) -> Response {
+    if let Err(r) = check_key(&app, &headers) {
+        return *r;
+    }
+    let snap = app.state.snapshot();
+    let mut routes: Vec<&str> = snap.routes().collect();
+    routes.sort_unstable();
+    let data: Vec<Value> = routes
+        .iter()
+        .map(|r| json!({"id": r, "object": "model", "created": 0, "owned_by": "tower-health-routing"}))
+        .collect();
+    axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+async fn api(State(app): State<App>, req: Request) -> Response {
+    if let Err(r) = check_key(&app, req.headers()) {
+        return *r;
+    }
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, app.max_body).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                "request body too large or unreadable",
+            );
+        }
+    };
+    let model = match request_model(&parts.headers, &body).await {
+        Ok(m) => m,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", msg),
+    };
+    let mut req = http::Request::from_parts(parts, body);
+    req.extensions_mut().insert(ModelGroup::new(model.as_str()));
+    match app.routed.clone().oneshot(req).await {
+        Ok(resp) => resp,
+        Err(e) => error_response(&app, &model, &e),
+    }
+}
+
+/// The `model` a request asks for: from the JSON body, or the `model` field of a multipart form.
+async fn request_model(headers: &HeaderMap, body: &Bytes) -> Result<String, String> {
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if ctype.starts_with("multipart/form-data") {
+        let boundary =
+            multer::parse_boundary(ctype).map_err(|e| format!("malformed multipart body: {e}"))?;
+        let stream =
+            futures_util::stream::once(std::future::ready(Ok::<_, Infallible>(body.clone())));
+        let mut form = multer::Multipart::new(stream, boundary);
+        while let Some(field) = form
+            .next_field()
+            .await
+            .map_err(|e| format!("malformed multipart body: {e}"))?
+        {
+            if field.name() == Some("model") {
+                return field
+                    .text()
+                    .await
+                    .map_err(|e| format!("malformed multipart body: {e}"));
+            }
+        }
+        return Err("multipart body has no `model` field".to_owned());
+    }
+    // Only `model` is read; the rest is validated as JSON but not built into a tree.
+    let m: ModelField =
+        serde_json::from_slice(body).map_err(|e| format!("malformed JSON body: {e}"))?;
+    match m.model {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s),
+        Some(_) => Err("`model` must be a non-empty string".to_owned()),
+        None => Err("the body has no `model`".to_owned()),
+    }
+}
+
+/// The `model` of a JSON body; every other field is checked and skipped.
+#[derive(serde::Deserialize)]
+struct ModelField {
+    model: Option<Value>,
+}
+
+fn error_response(app: &App, model: &str, e: &BoxError) -> Response {
+    if let Some(e) = e.downcast_ref::<NoDeploymentAvailable>() {
+        let secs = e.retry_after().as_secs_f64().ceil().max(1.0) as u64;
+        let mut r = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            e.to_string(),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return r;
+    }
+    if e.is::<UnknownRoute>() || e.is::<MissingRoute>() {
+        let snap = app.state.snapshot();
+        let mut known: Vec<&str> = snap.routes().collect();
+        known.sort_unstable();
+        let msg = format!(
+            "Invalid model name passed in model={model}. Known models: {}",
+            known.join(", ")
+        );
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            app.scrubber.scrub(&msg),
+        );
+    }
+    if let Some(local) = e.downcast_ref::<LocalError>() {
+        // Made here, not by an upstream: no deployment is blamed (see `classify`).
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            app.scrubber.scrub(&local.to_string()),
+        );
+    }
+    let timed_out = e.is::<tokio::time::error::Elapsed>();
+    let (status, what) = if timed_out {
+        (
+            StatusCode::GATEWAY_TIMEOUT,
+            "the upstream did not answer in time".to_owned(),
+        )
+    } else {
+        (
+            StatusCode::BAD_GATEWAY,
+            format!("the upstream could not be reached: {e}"),
+        )
+    };
+    error(status, "upstream_error", app.scrubber.scrub(&what))
+}
+
+/// Sends a routed request to its deployment.
+#[derive(Clone, Debug)]
+pub struct Forwarder {
+    client: Client<HttpsOrHttp, Full<Bytes>>,
+    scrubber: Scrubber,
+    timeout: Duration,
+}
+
+#[cfg(feature = "rustls")]
+type HttpsOrHttp = hyper_rustls::HttpsConnector<HttpConnector>;
+#[cfg(not(feature = "rustls"))]
+type HttpsOrHttp = HttpConnector;
+
+impl Forwarder {
+    /// A forwarder whose error bodies go through `scrubber`, waiting at most `timeout`
+    /// for an upstream's response headers.
+    pub fn new(scrubber: Scrubber, timeout: Duration) -> Self {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        #[cfg(feature = "rustls")]
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        #[cfg(not(feature = "rustls"))]
+        let connector = http;
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Self {
+            client,
+            scrubber,
+            timeout,
+        }
+    }
+}
+
+impl Service<http::Request<Bytes>> for Forwarder {
+    type Response = http::Response<Body>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut task::Context<'_>) -> task::Poll<Result<(), BoxError>> {
+        task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Bytes>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let chosen = req
+                .extensions()
+                .get::<SelectedDeployment>()
+                .ok_or("no deployment selected")?
+                .clone();
+            let upstream = upstream_request(&chosen, req)?;
+            let resp = tokio::time::timeout(this.timeout, this.client.request(upstream)).await??;
+            let (mut parts, body) = resp.into_parts();
+            parts.headers.remove(header::CONNECTION);
+            if parts.status.is_success() {
+                // Stream through, chunk by chunk (SSE included).
+                return Ok(http::Response::from_parts(parts, Body::new(body)));
+            }
+            // An error: read a bounded amount, scrub it, keep the upstream's status.
+            let raw = match Limited::new(body, MAX_ERROR_BODY).collect().await {
+                Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
+                Err(_) => String::new(),
+            };
+            let text = this.scrubber.scrub(&raw).into_owned();
+            parts.headers.remove(header::CONTENT_LENGTH);
+            parts.headers.remove(header::TRANSFER_ENCODING);
+            Ok(http::Response::from_parts(parts, Body::from(text)))
+        })
+    }
+}
+
+/// The upstream request: URL by provider, the deployment's model in the body, its credentials.
+fn upstream_request(
+    chosen: &SelectedDeployment,
+    req: http::Request<Bytes>,
+) -> Result<http::Request<Full<Bytes>>, BoxError> {
+    // Where and how: the provider catalog, the same the prober builds its probes from.
+    let ep = provider::forward_endpoint(chosen.deployment(), req.uri().path())
+        .map_err(|e| LocalError::new(e.to_string()))?;
+    let model = ep.model.clone();
+    // The model the client asked for (the route), set by `api` before routing.
+    let requested = req.extensions().get::<ModelGroup>().cloned();
+    let (parts, body) = req.into_parts();
+    let ctype = parts.headers.get(header::CONTENT_TYPE).cloned();
+    // Most deployments serve the model the client named: then the body goes as it came.
+    let body = if requested.as_ref().map(ModelGroup::as_str) == Some(model.as_str()) {
+        body
+    } else {
+        rewrite_model(ctype.as_ref().and_then(|v| v.to_str().ok()), body, &model)
+            .map_err(|e| LocalError::new(format!("the request body cannot be rewritten: {e}")))?
+    };
+    let mut up = http::Request::post(ep.url);
+    if let Some(ct) = ctype {
+        up = up.header(header::CONTENT_TYPE, ct);
+    }
+    for (name, value) in parts.headers.iter() {
+        // Pass the client's own negotiation headers; never its credentials.
+        if name == header::ACCEPT || name.as_str().starts_with("openai-") {
+            up = up.header(name, value);
+        }
+    }
+    for (name, value) in &ep.headers {
+        up = up.header(name, value);
+    }
+    Ok(up.body(Full::new(body))?)
+}
+
+/// The body with `model` set to the deployment's model (JSON, or the multipart `model` field).
+fn rewrite_model(ctype: Option<&str>, body: Bytes, model: &str) -> Result<Bytes, BoxError> {
+    match ctype {
+        Some(ct) if ct.starts_with("multipart/form-data") => {
+            let boundary = multer::parse_boundary(ct)?;
+            let marker = "name=\"model\"\r\n\r\n";
+            let text = body.as_ref();
+            let Some(at) = find(text, marker.as_bytes()) else {
+                return Ok(body);
+            };
+            let start = at + marker.len();
+            let end = find(&text[start..], format!("\r\n--{boundary}").as_bytes())
+                .map(|e| start + e)
+                .ok_or("malformed multipart body")?;
+            let mut out = Vec::with_capacity(text.len());
+            out.extend_from_slice(&text[..start]);
+            out.extend_from_slice(model.as_bytes());
+            out.extend_from_slice(&text[end..]);
+            Ok(out.into())
+        }
+        _ => {
+            let mut v: Value = serde_json::from_slice(&body)?;
+            v["model"] = Value::String(model.to_owned());
+            Ok(serde_json::to_vec(&v)?.into())
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The whole gateway: routing state, probe loop and router.
+#[derive(Debug)]
+pub struct Gateway {
+    /// The shared health state.
+    pub state: HealthState,
+    /// The probe loop (on-demand rounds for `/health`; background rounds when enabled).
+    pub probes: tower_health_routing::ProbeLoop,
+    router: Router,
+}
+
+impl Gateway {
+    /// Builds the gateway from a validated config: the API routes, the health endpoints
+    /// (with a Redis service check when results are shared), and `/metrics` when asked.
+    pub fn new(config: Config, options: &Options) -> Result<Self, BoxError> {
+        let layer = HealthRoutingLayer::new(config);
+        let state = layer.state().clone();
+        let probes = tower_health_routing::ProbeLoop::new(&state)?;
+        // The same probe loop serves on-demand /health rounds: one concurrency bound for both.
+        let mut endpoints =
+            tower_health_routing::HealthEndpoints::new(state.clone(), probes.clone());
+        if let Some(store) = tower_health_routing::shared::store_from_config(state.config())? {
+            endpoints = endpoints.service(
+                "redis",
+                tower_health_routing::endpoints::service_check_fn(move || {
+                    let store = std::sync::Arc::clone(&store);
+                    async move {
+                        let rtt = store.ping().await.map_err(|e| e.to_string())?;
+                        Ok(json!({"latency_ms": rtt.as_secs_f64() * 1e3}))
+                    }
+                }),
+            );
+        }
+        // The endpoints are a plain tower Service (no framework feature needed): mount it on
+        // the paths it serves. With the `axum` feature, `health_router(endpoints)` does the same.
+        let mut router = api_router(state.clone(), layer, options)
+            .route_service("/health", endpoints.clone())
+            .route_service("/health/{*rest}", endpoints);
+        if let Some(handle) = options.metrics.clone() {
+            router = router.route("/metrics", get(move || std::future::ready(handle.render())));
+        }
+        Ok(Self {
+            state,
+            probes,
+            router,
+        })
+    }
+
+    /// The router (API routes and health endpoints).
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// Serves on `listener` until `shutdown` completes; in-flight requests finish, then the
+    /// probe loop stops.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), BoxError> {
+        let probes = self.probes.spawn_if_enabled();
+        axum::serve(listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        if let Some(p) = probes {
+            p.shutdown().await;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,208 @@
+//! `thr-gateway`: an OpenAI-compatible LLM gateway built from `tower-health-routing`.
+//!
+//! Install with `cargo install --path gateway` (or build with
+//! `cargo build --release -p thr-gateway`), then run
+//! `thr-gateway --config examples/config.yaml [--port 4000]`.
+//!
+//! axum, `HealthRoutingLayer`, the background probe loop, the health endpoints, and a hyper
+//! client that forwards each request to the deployment the layer chose.
+//!
+//! * API: `POST /v1/chat/completions`, `/v1/completions`, `/v1/embeddings`,
+//!   `/v1/images/generations`, `/v1/audio/speech`, `/v1/audio/transcriptions`, `/v1/rerank`,
+//!   `/v1/responses` (also without `/v1`), `GET /v1/models`. The route is the body's `model`.
+//! * Health: `/health`, `/health/readiness`, `/health/liveliness`, `/health/shared-status`,
+//!   `/health/services` (the library's `health_router`); Prometheus metrics on `/metrics`
+//!   (open, like LiteLLM's; no label carries a secret).
+//! * `--health`: ask a running gateway's `/health` and print a table, like `litellm --health`
+//!   (exit code 1 when a deployment is unhealthy, 2 when the gateway cannot be asked).
+//!
+//! Logs go through `tracing` to stdout; set `RUST_LOG` (default `info`). Colour codes only
+//! when stdout is a terminal (and `NO_COLOR` is unset); `--log-format json` (or LiteLLM's
+//! `JSON_LOGS=True`) writes one JSON object per line.
+//!
+//! `examples/config.yaml` points at the demo's fake upstreams: start them first with
+//! `cargo run --release --example demo -- --serve-upstreams` (see the top of that file).
+//!
+//! The library target holds the whole gateway ([`app`], the [`health_cli`] client, the
+//! [`Cli`] and [`run`]); `src/main.rs` only parses the command line and calls [`run`].
+
+pub mod app;
+pub mod health_cli;
+
+use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Parser, ValueEnum};
+use tower_health_routing::{BoxError, Config};
+
+/// The command line of `thr-gateway`.
+#[derive(Parser, Debug)]
+#[command(
+    name = "thr-gateway",
+    version,
+    about = "An OpenAI-compatible gateway with health-check-driven routing"
+)]
+pub struct Cli {
+    /// LiteLLM-style config.yaml.
+    #[arg(long, required_unless_present = "health")]
+    pub config: Option<PathBuf>,
+    /// Port to listen on.
+    #[arg(long, default_value_t = 4000)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub host: std::net::IpAddr,
+    /// Runtime worker threads (default: one per core). `1` runs a single-threaded event
+    /// loop, like one nginx worker: no cross-thread wake-ups.
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Seconds to wait for an upstream's response headers.
+    #[arg(long, default_value_t = 600.0)]
+    pub timeout: f64,
+    /// Query a running gateway's /health and print it.
+    #[arg(long)]
+    pub health: bool,
+    /// With --health: the gateway's URL.
+    #[arg(long, default_value = "http://127.0.0.1:4000")]
+    pub url: String,
+    /// With --health: the master key.
+    #[arg(long, env = "LITELLM_MASTER_KEY", hide_env_values = true)]
+    pub key: Option<String>,
+    /// Log line format (default `text`; `json` when the environment has LiteLLM's
+    /// `JSON_LOGS=True`).
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// How log lines are written to stdout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines; colour codes only when stdout is a terminal.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl LogFormat {
+    /// `--log-format` if given, else `json` when `JSON_LOGS` is `true` (any case, as
+    /// LiteLLM reads it), else `text`.
+    pub fn resolve(flag: Option<Self>, json_logs_env: Option<&str>) -> Self {
+        match flag {
+            Some(f) => f,
+            None if json_logs_env.is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) => {
+                Self::Json
+            }
+            None => Self::Text,
+        }
+    }
+}
+
+/// Installs the global `tracing` subscriber: `RUST_LOG` filter (default `info`), stdout,
+/// colour only on a terminal without `NO_COLOR`, text or JSON lines.
+pub fn init_logging(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let ansi = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Runs the gateway (or, with `--health`, the health client) as the binary does: logging,
+/// the runtime, then serving until Ctrl-C or SIGTERM.
+pub fn run(cli: Cli) -> ExitCode {
+    let json_logs = std::env::var("JSON_LOGS").ok();
+    init_logging(LogFormat::resolve(cli.log_format, json_logs.as_deref()));
+    let rt = match cli.workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Some(0) => {
+            eprintln!("thr-gateway: --workers must be at least 1");
+            return ExitCode::from(2);
+        }
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+        None => tokio::runtime::Runtime::new(),
+    };
+    let rt = match rt {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("thr-gateway: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.health {
+        return rt.block_on(health_cli::run(&cli.url, cli.key.as_deref()));
+    }
+    match rt.block_on(serve(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("thr-gateway: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn serve(cli: Cli) -> Result<(), BoxError> {
+    let path = cli.config.expect("clap requires --config");
+    let config = Config::from_yaml_file(&path)?;
+    let timeout =
+        Duration::try_from_secs_f64(cli.timeout).map_err(|_| "--timeout: expected seconds >= 0")?;
+    // Metrics: the library records through the `metrics` facade; expose them on /metrics.
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let metrics_handle = recorder.handle();
+    metrics::set_global_recorder(recorder)
+        .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
+    tower_health_routing::telemetry::describe();
+    let upkeep = metrics_handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    let gw = app::Gateway::new(
+        config,
+        &app::Options {
+            upstream_timeout: timeout,
+            metrics: Some(metrics_handle),
+            ..app::Options::default()
+        },
+    )?;
+    let addr = SocketAddr::new(cli.host, cli.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    tracing::info!(%addr, config = %path.display(), "gateway listening");
+    gw.serve(listener, shutdown_signal()).await
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

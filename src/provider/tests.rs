@@ -1,0 +1,269 @@
+use super::*;
+use crate::deployment::Deployment;
+
+fn ep(
+    model: &str,
+    base: Option<&str>,
+    mode: Mode,
+    purpose: Purpose,
+) -> Result<Endpoint, ProviderError> {
+    let mut b = Deployment::builder("r", model);
+    if let Some(base) = base {
+        b = b.api_base(base);
+    }
+    let d = b.build();
+    endpoint(&d, &d.params().model.clone(), mode, purpose)
+}
+
+fn probe_url(model: &str, base: Option<&str>) -> String {
+    ep(model, base, Mode::Chat, Purpose::Probe).unwrap().url
+}
+
+#[test]
+#[cfg(feature = "rustls")]
+fn default_bases_are_litellms() {
+    for (model, url) in [
+        ("gpt-4o", "https://api.openai.com/v1/chat/completions"),
+        (
+            "openai/gpt-4o",
+            "https://api.openai.com/v1/chat/completions",
+        ),
+        (
+            "groq/llama3",
+            "https://api.groq.com/openai/v1/chat/completions",
+        ),
+        (
+            "openrouter/x/y",
+            "https://openrouter.ai/api/v1/chat/completions",
+        ),
+        ("mistral/m", "https://api.mistral.ai/v1/chat/completions"),
+        (
+            "deepseek/d",
+            "https://api.deepseek.com/beta/chat/completions",
+        ),
+        ("xai/grok", "https://api.x.ai/v1/chat/completions"),
+        (
+            "together_ai/t",
+            "https://api.together.ai/v1/chat/completions",
+        ),
+        (
+            "fireworks_ai/f",
+            "https://api.fireworks.ai/inference/v1/chat/completions",
+        ),
+        ("perplexity/p", "https://api.perplexity.ai/chat/completions"),
+        ("cerebras/c", "https://api.cerebras.ai/v1/chat/completions"),
+        (
+            "deepinfra/d",
+            "https://api.deepinfra.com/v1/openai/chat/completions",
+        ),
+        (
+            "nvidia_nim/n",
+            "https://integrate.api.nvidia.com/v1/chat/completions",
+        ),
+        (
+            "gemini/gemini-2.0-flash",
+            "https://generativelanguage.googleapis.com/v1beta/openai/chat/completions",
+        ),
+        (
+            "ollama/llama3",
+            "http://localhost:11434/v1/chat/completions",
+        ),
+        (
+            "ollama_chat/llama3",
+            "http://localhost:11434/v1/chat/completions",
+        ),
+        (
+            "anthropic/claude-3-5-sonnet",
+            "https://api.anthropic.com/v1/messages",
+        ),
+        ("cohere/command-r", "https://api.cohere.com/v2/chat"),
+    ] {
+        assert_eq!(probe_url(model, None), url, "{model}");
+    }
+    let v = ep("voyage/voyage-3", None, Mode::Embedding, Purpose::Probe).unwrap();
+    assert_eq!(v.url, "https://api.voyageai.com/v1/embeddings");
+}
+
+#[test]
+fn api_base_is_required_where_there_is_no_default() {
+    for model in [
+        "azure/gpt-4o",
+        "azure_ai/x",
+        "lm_studio/x",
+        "hosted_vllm/x",
+        "openai_like/x",
+        "my_own/x",
+    ] {
+        let e = ep(model, None, Mode::Chat, Purpose::Probe).unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                ProviderError::Invalid {
+                    field: "litellm_params.api_base",
+                    ..
+                }
+            ),
+            "{model}: {e}"
+        );
+    }
+}
+
+#[test]
+fn native_apis_are_unsupported_even_with_an_api_base() {
+    for (model, name) in [
+        ("bedrock/anthropic.claude-v2", "bedrock"),
+        ("bedrock/us-west-2/mistral.mistral-7b", "bedrock"),
+        ("anthropic.claude-v2", "bedrock"),
+        ("vertex_ai/gemini-1.5-pro", "vertex_ai"),
+        ("sagemaker/x", "sagemaker"),
+        ("auto_router/r", "auto_router"),
+    ] {
+        for base in [None, Some("http://gw:8080/api/v1")] {
+            match ep(model, base, Mode::Chat, Purpose::Probe) {
+                Err(ProviderError::Unsupported { provider, .. }) => {
+                    assert_eq!(provider, name, "{model}")
+                }
+                other => panic!("{model} {base:?}: {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn api_base_wins_and_keeps_its_query() {
+    assert_eq!(
+        probe_url(
+            "hosted_vllm/meta-llama/Llama-3-8B",
+            Some("http://10.0.0.1:8000/v1/")
+        ),
+        "http://10.0.0.1:8000/v1/chat/completions"
+    );
+    assert_eq!(
+        probe_url("openai/gpt-4o", Some("http://x/v1?token=T")),
+        "http://x/v1/chat/completions?token=T"
+    );
+    let az = ep(
+        "azure/my dep",
+        Some("http://az/?sig=1"),
+        Mode::Chat,
+        Purpose::Forward,
+    )
+    .unwrap();
+    assert_eq!(
+        az.url,
+        "http://az/openai/deployments/my%20dep/chat/completions?sig=1&api-version=2025-02-01-preview"
+    );
+    assert_eq!(
+        probe_url("ollama/llama3", Some("http://gpu:11434")),
+        "http://gpu:11434/v1/chat/completions"
+    );
+    assert_eq!(
+        probe_url("anthropic/c", Some("http://a/v1")),
+        "http://a/v1/messages"
+    );
+}
+
+#[test]
+fn credentials_in_api_base_are_refused_without_quoting_them() {
+    let e = ep(
+        "openai/gpt-4o",
+        Some("http://admin:hunter2@x/v1"),
+        Mode::Chat,
+        Purpose::Probe,
+    )
+    .unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("credentials"), "{text}");
+    assert!(
+        !text.contains("hunter2") && !text.contains("admin"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_bases() {
+    for base in ["ftp://x", "not a url", "/relative"] {
+        let e = ep("openai/gpt-4o", Some(base), Mode::Chat, Purpose::Probe).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ProviderError::Invalid {
+                    field: "litellm_params.api_base",
+                    ..
+                }
+            ),
+            "{base}"
+        );
+    }
+    let https = ep(
+        "openai/gpt-4o",
+        Some("https://x/v1"),
+        Mode::Chat,
+        Purpose::Probe,
+    );
+    assert_eq!(https.is_ok(), cfg!(feature = "rustls"));
+}
+
+#[test]
+fn modes_a_provider_lacks() {
+    let e = ep(
+        "anthropic/claude-3",
+        Some("http://a"),
+        Mode::Embedding,
+        Purpose::Probe,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&e, ProviderError::Invalid { field: "model_info.mode", why } if why.contains("chat, completion, batch")),
+        "{e}"
+    );
+    let e = ep("azure/x", Some("http://az"), Mode::Rerank, Purpose::Probe).unwrap_err();
+    assert!(matches!(
+        e,
+        ProviderError::Invalid {
+            field: "model_info.mode",
+            ..
+        }
+    ));
+}
+
+#[test]
+fn anthropic_and_cohere_forward_through_their_openai_endpoints() {
+    let a = ep(
+        "anthropic/claude-3",
+        Some("http://a"),
+        Mode::Chat,
+        Purpose::Forward,
+    )
+    .unwrap();
+    assert_eq!(
+        (a.url.as_str(), a.wire),
+        ("http://a/v1/chat/completions", Wire::OpenAi)
+    );
+    assert!(a.headers.contains_key("anthropic-version"));
+    let c = ep(
+        "cohere/embed-v4",
+        Some("http://c"),
+        Mode::Embedding,
+        Purpose::Forward,
+    )
+    .unwrap();
+    assert_eq!(c.url, "http://c/compatibility/v1/embeddings");
+    for (model, mode) in [("anthropic/c", Mode::Batch), ("cohere/c", Mode::Rerank)] {
+        let e = ep(model, Some("http://x"), mode, Purpose::Forward).unwrap_err();
+        assert!(matches!(e, ProviderError::Unsupported { .. }), "{model}");
+    }
+}
+
+#[test]
+fn paths_map_to_modes() {
+    assert_eq!(mode_for_path("/v1/chat/completions"), Some(Mode::Chat));
+    assert_eq!(mode_for_path("embeddings"), Some(Mode::Embedding));
+    assert_eq!(mode_for_path("/v1/unknown"), None);
+}
+
+#[test]
+fn encoding() {
+    assert_eq!(wire::encode("gpt-4o_mini.1~"), "gpt-4o_mini.1~");
+    assert_eq!(wire::encode("a b/c&d"), "a%20b%2Fc%26d");
+}

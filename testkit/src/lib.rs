@@ -1,0 +1,19 @@
+//! Test-only (`publish = false`): the fake OpenAI-compatible upstream that the library's
+//! tests, the demo example and the gateway's tests share, so it exists once.
+//!
+//! * [`FakeLlm`]: answers every endpoint a gateway forwards to with small canned replies,
+//!   streams SSE for `"stream": true`, and switches at run time into a [`Fault`] (errors,
+//!   rate limits with `Retry-After`, slowness, hangs, resets, flapping). Runs on the
+//!   caller's runtime.
+//! * [`Upstream`]: the same kind of server with the answer scripted per request by a
+//!   closure, recording every request (method, path, query, headers, body, HTTP version)
+//!   for assertions. Runs on its own thread and runtime, so it shares neither a paused
+//!   test clock nor the test runtime's task count.
+//!
+//! Both bind `127.0.0.1:0` (or a given port) and speak HTTP/1.1 and h2c.
+
+pub mod fake_llm;
+pub mod upstream;
+
+pub use fake_llm::{Control, FakeLlm, Fault};
+pub use upstream::{Recorded, Reply, Upstream};

@@ -1,0 +1,305 @@
+//! The HTTP prober and the loop's rounds against real local servers (real time, short
+//! bounded waits): outcomes and reasons, timeouts, the concurrency bound, disabled
+//! deployments, publication, and shutdown leaving no task.
+
+use std::{num::NonZeroUsize, sync::Arc, time::Duration};
+
+use crate::support::{
+    eventually, many, state_with,
+    upstream::{Reply, Upstream},
+};
+use tokio::time::Instant;
+use tower_health_routing::{
+    Deployment, HealthState,
+    probe::{HttpProber, ProbeDefaults, ProbeLoop, ProbeOutcome, ProbeTarget, Prober},
+};
+
+const KEY: &str = "sk-live-abcdef123456";
+
+fn loop_over(state: &HealthState) -> ProbeLoop {
+    ProbeLoop::builder(state)
+        .defaults(ProbeDefaults::default())
+        .build()
+        .expect("loop")
+}
+
+async fn outcome_for(reply: Reply) -> ProbeOutcome {
+    let up = Upstream::start(move |_| reply.clone());
+    let d = Deployment::builder("r", "openai/gpt-4o")
+        .api_base(up.v1())
+        .api_key(KEY)
+        .build();
+    HttpProber::new(ProbeDefaults::default())
+        .expect("prober")
+        .probe(Arc::new(d))
+        .await
+}
+
+#[tokio::test]
+async fn outcomes_by_status() {
+    let o = outcome_for(Reply::ok()).await;
+    assert_eq!((o.healthy, o.status, o.reason), (true, Some(200), None));
+
+    let o = outcome_for(Reply::status(
+        503,
+        r#"{"error":{"message":"upstream overloaded"}}"#,
+    ))
+    .await;
+    assert_eq!(
+        (o.healthy, o.status, o.reason.as_deref()),
+        (false, Some(503), Some("status 503: upstream overloaded"))
+    );
+
+    let o = outcome_for(Reply::status(502, "")).await;
+    assert_eq!(o.reason.as_deref(), Some("status 502: Bad Gateway"));
+
+    let o = outcome_for(
+        Reply::status(429, r#"{"error":{"message":"slow down"}}"#).header("retry-after", "12"),
+    )
+    .await;
+    assert_eq!(
+        (o.status, o.retry_after),
+        (Some(429), Some(Duration::from_secs(12)))
+    );
+    assert!(o.is_transient());
+}
+
+#[tokio::test]
+async fn upstream_text_quoting_the_key_is_scrubbed() {
+    let body = format!(
+        r#"{{"error":{{"message":"Incorrect API key provided: {KEY}. Find yours at ..."}}}}"#
+    );
+    let o = outcome_for(Reply::status(401, body)).await;
+    let r = o.reason.expect("reason");
+    assert!(!r.contains(KEY), "{r}");
+    assert!(
+        r.starts_with("status 401: Incorrect API key provided: [redacted]"),
+        "{r}"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_probe_is_reported_as_probe_rejected() {
+    let o = outcome_for(Reply::status(
+        400,
+        r#"{"error":{"message":"Unrecognized request argument supplied: max_tokens","type":"invalid_request_error"}}"#,
+    ))
+    .await;
+    assert_eq!(o.status, Some(400));
+    assert_eq!(
+        o.reason.as_deref(),
+        Some("probe_rejected: Unrecognized request argument supplied: max_tokens")
+    );
+    // A 400 that says nothing about the request's shape is an upstream failure.
+    let o = outcome_for(Reply::status(
+        400,
+        r#"{"error":{"message":"content filtered","code":"content_filter"}}"#,
+    ))
+    .await;
+    assert_eq!(o.reason.as_deref(), Some("status 400: content filtered"));
+}
+
+#[tokio::test]
+async fn a_closed_port_is_a_connect_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let d = Deployment::builder("r", "openai/gpt-4o")
+        .api_base(format!("http://127.0.0.1:{port}/v1"))
+        .build();
+    let o = HttpProber::new(ProbeDefaults::default())
+        .expect("prober")
+        .probe(Arc::new(d))
+        .await;
+    assert_eq!((o.healthy, o.status), (false, None));
+    assert!(
+        o.reason.as_deref().unwrap_or("").starts_with("connect: "),
+        "{o:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_hanging_upstream_costs_only_its_timeout() {
+    let hang = Upstream::start(|_| Reply::hang());
+    let fast = Upstream::ok();
+    let mut ds = many("fast", 6, &fast.v1());
+    let mut slow = Deployment::builder("slow", "openai/gpt-4o")
+        .id("slow")
+        .api_base(hang.v1());
+    slow.info_mut().health_check_timeout = Some(Duration::from_millis(300));
+    ds.insert(0, slow.build());
+    // Two slots: the hanging probe holds one for 300 ms, the six fast ones share the other.
+    let state = state_with(ds, |b| {
+        b.health_check_concurrency(NonZeroUsize::new(2).expect("2"))
+    });
+    let probes = loop_over(&state);
+    let t0 = Instant::now();
+    let report = probes.run_round().await.expect("state alive");
+    let elapsed = t0.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_millis(1500),
+        "{elapsed:?}"
+    );
+    let s = report.get("slow").expect("slow probed");
+    assert_eq!(
+        (s.outcome.status, s.outcome.reason.as_deref()),
+        (Some(408), Some("timeout"))
+    );
+    for r in report.healthy() {
+        assert!(
+            r.latency < Duration::from_millis(250),
+            "{} waited {:?}",
+            r.id(),
+            r.latency
+        );
+        assert!(
+            r.checked_at - t0 < Duration::from_millis(250),
+            "{} finished late",
+            r.id()
+        );
+    }
+    assert_eq!(report.healthy().count(), 6);
+    let snap = state.snapshot();
+    assert_eq!(
+        snap.health("slow").map(|h| (h.healthy, h.status)),
+        Some((false, Some(408)))
+    );
+}
+
+#[tokio::test]
+async fn the_concurrency_bound_holds() {
+    let up = Upstream::start_with_threads(2, |_| Reply::ok().after(Duration::from_millis(40)));
+    let state = state_with(many("r", 24, &up.v1()), |b| {
+        b.health_check_concurrency(NonZeroUsize::new(4).expect("4"))
+    });
+    let probes = loop_over(&state);
+    // A background round and an on-demand round at once share the bound.
+    let (bg, now) = tokio::join!(probes.run_round(), probes.check_now(ProbeTarget::All));
+    assert_eq!(
+        (bg.expect("alive").results.len(), now.results.len()),
+        (24, 24)
+    );
+    assert_eq!(up.count(), 48);
+    assert_eq!(
+        up.peak_in_flight(),
+        4,
+        "peak must reach but never exceed the bound"
+    );
+}
+
+#[tokio::test]
+async fn unbounded_without_a_limit() {
+    let up = Upstream::start_with_threads(2, |_| Reply::ok().after(Duration::from_millis(150)));
+    let state = state_with(many("r", 16, &up.v1()), |b| b);
+    loop_over(&state).run_round().await.expect("alive");
+    assert_eq!(up.peak_in_flight(), 16);
+}
+
+#[tokio::test]
+async fn disabled_deployments_are_skipped_in_background_and_on_demand_when_asked() {
+    let on = Upstream::ok();
+    let off = Upstream::ok();
+    let ds = || {
+        vec![
+            Deployment::builder("r", "openai/gpt-4o")
+                .id("on")
+                .api_base(on.v1())
+                .build(),
+            Deployment::builder("r", "openai/gpt-4o")
+                .id("off")
+                .api_base(off.v1())
+                .disable_background_health_check(true)
+                .build(),
+        ]
+    };
+    let state = state_with(ds(), |b| b);
+    let probes = loop_over(&state);
+    let report = probes.run_round().await.expect("alive");
+    assert_eq!((report.results.len(), on.count(), off.count()), (1, 1, 0));
+    assert!(state.snapshot().health("off").is_none(), "never checked");
+    // On demand, a disabled deployment is probed unless the skip setting is on.
+    assert_eq!(probes.check_now(ProbeTarget::All).await.results.len(), 2);
+    assert_eq!(off.count(), 1);
+    let state = state_with(ds(), |b| {
+        b.health_check_skip_disabled_background_models(true)
+    });
+    let probes = loop_over(&state);
+    assert_eq!(
+        probes
+            .check_now(ProbeTarget::ModelId("off".into()))
+            .await
+            .results
+            .len(),
+        0
+    );
+    assert_eq!(probes.check_now(ProbeTarget::All).await.results.len(), 1);
+    assert_eq!(off.count(), 1);
+}
+
+#[tokio::test]
+async fn a_round_publishes_one_snapshot_with_status_and_reason() {
+    let good = Upstream::ok();
+    let bad = Upstream::start(|_| Reply::status(500, r#"{"error":{"message":"boom"}}"#));
+    let state = state_with(
+        vec![
+            Deployment::builder("r", "openai/gpt-4o")
+                .id("good")
+                .api_base(good.v1())
+                .build(),
+            Deployment::builder("r", "openai/gpt-4o")
+                .id("bad")
+                .api_base(bad.v1())
+                .build(),
+        ],
+        |b| b,
+    );
+    let v0 = state.snapshot().version();
+    loop_over(&state).run_round().await.expect("alive");
+    let snap = state.snapshot();
+    assert_eq!(snap.version(), v0 + 1);
+    assert_eq!((snap.healthy_count(), snap.unhealthy_count()), (1, 1));
+    let h = snap.health("bad").expect("checked");
+    assert_eq!(
+        (h.healthy, h.status, h.reason.as_deref()),
+        (false, Some(500), Some("status 500: boom"))
+    );
+    assert_eq!(
+        snap.health("good").map(|h| (h.healthy, h.status)),
+        Some((true, Some(200)))
+    );
+}
+
+#[tokio::test]
+async fn shutdown_mid_round_returns_fast_and_leaves_no_task() {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let baseline = metrics.num_alive_tasks();
+    let hang = Upstream::start(|_| Reply::hang());
+    let state = state_with(many("r", 5, &hang.v1()), |b| b);
+    let probes = loop_over(&state);
+    let handle = probes.spawn();
+    assert!(
+        eventually(Duration::from_secs(2), || hang.count() == 5).await,
+        "probes in flight"
+    );
+    assert!(
+        metrics.num_alive_tasks() > baseline,
+        "the loop and its connections are running"
+    );
+    let t0 = Instant::now();
+    handle.shutdown().await;
+    assert!(
+        t0.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        t0.elapsed()
+    );
+    drop(probes);
+    assert!(
+        eventually(Duration::from_secs(2), || metrics.num_alive_tasks()
+            == baseline)
+        .await,
+        "{} tasks left",
+        metrics.num_alive_tasks() - baseline
+    );
+    drop(state);
+}

@@ -1,0 +1,12 @@
+//! Routing: the layer (health filter, bypass, cooldown, balancing), the health state, the tower contract, retries and the invariants.
+//!
+//! One test binary per area (link time dominates the test suite); each file is a module.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod health_state;
+mod invariants;
+mod retry;
+mod routing;
+mod tower_contract;
