@@ -121,6 +121,8 @@ fn decision(c: &mut Criterion) {
             RoutingStrategy::PowerOfTwoChoices,
             RoutingStrategy::LeastBusy,
             RoutingStrategy::LatencyBased,
+            RoutingStrategy::UsageBasedV2,
+            RoutingStrategy::CostBased,
         ] {
             let mut picker = Picker::new(st.clone()).with_seed(7).with_strategy(strategy);
             g.bench_with_input(BenchmarkId::new(strategy.as_str(), n), &n, |b, _| {

@@ -203,13 +203,6 @@ impl ParamValue {
             Self::Plain(value)
         }
     }
-
-    fn hash_value(&self) -> serde_json::Value {
-        match self {
-            Self::Plain(v) => v.clone(),
-            Self::Secret(s) => serde_json::Value::String(s.expose().to_owned()),
-        }
-    }
 }
 
 impl fmt::Debug for ParamValue {
@@ -222,7 +215,9 @@ impl fmt::Debug for ParamValue {
 }
 
 /// A deployment's `litellm_params`: where and how to reach the upstream.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// `Debug` hides every secret, including userinfo in `api_base`.
+#[derive(Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct DeploymentParams {
     /// The upstream model, usually with a provider prefix (`openai/gpt-4o`, `azure/my-deploy`).
@@ -241,8 +236,31 @@ pub struct DeploymentParams {
     pub tpm: Option<u64>,
     /// Per-deployment cooldown, overriding the router's `cooldown_time`.
     pub cooldown_time: Option<Duration>,
+    /// `max_parallel_requests`: at this many requests in flight the deployment is skipped.
+    pub max_parallel_requests: Option<u32>,
+    /// `input_cost_per_token` (for `cost-based-routing`; wins over `model_info`'s).
+    pub input_cost_per_token: Option<f64>,
+    /// `output_cost_per_token` (for `cost-based-routing`; wins over `model_info`'s).
+    pub output_cost_per_token: Option<f64>,
     /// Every other param, kept as given (credentials as secrets).
     pub extra: BTreeMap<String, ParamValue>,
+}
+
+impl fmt::Debug for DeploymentParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let base = self.api_base.as_deref().map(crate::secret::redact_userinfo);
+        f.debug_struct("DeploymentParams")
+            .field("model", &self.model)
+            .field("api_base", &base)
+            .field("api_key", &self.api_key)
+            .field("api_version", &self.api_version)
+            .field("weight", &self.weight)
+            .field("rpm", &self.rpm)
+            .field("tpm", &self.tpm)
+            .field("cooldown_time", &self.cooldown_time)
+            .field("extra", &self.extra)
+            .finish()
+    }
 }
 
 impl DeploymentParams {
@@ -291,6 +309,12 @@ pub struct ModelInfo {
     pub health_check_reasoning_effort: Option<String>,
     /// Leave this deployment out of background health checks.
     pub disable_background_health_check: bool,
+    /// `max_input_tokens`: the context window, for `enable_pre_call_checks`.
+    pub max_input_tokens: Option<u32>,
+    /// `input_cost_per_token` (for `cost-based-routing`).
+    pub input_cost_per_token: Option<f64>,
+    /// `output_cost_per_token` (for `cost-based-routing`).
+    pub output_cost_per_token: Option<f64>,
     /// Every other key, kept as given (credentials as secrets).
     pub extra: BTreeMap<String, ParamValue>,
 }
@@ -358,6 +382,19 @@ impl Deployment {
     /// Its `model_info`.
     pub fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    /// `input_cost_per_token + output_cost_per_token`, each from `litellm_params`, else
+    /// `model_info`, else LiteLLM's default for an unknown cost (5.0, i.e. last).
+    pub fn cost_per_token(&self) -> f64 {
+        const UNKNOWN: f64 = 5.0;
+        let (p, i) = (&self.params, &self.info);
+        p.input_cost_per_token
+            .or(i.input_cost_per_token)
+            .unwrap_or(UNKNOWN)
+            + p.output_cost_per_token
+                .or(i.output_cost_per_token)
+                .unwrap_or(UNKNOWN)
     }
 
     /// Every credential it holds: the `api_key` and each secret-looking extra param.
@@ -433,6 +470,22 @@ impl DeploymentBuilder {
         self.params.tpm = Some(v);
         self
     }
+    /// Sets `max_parallel_requests`.
+    pub fn max_parallel_requests(mut self, v: u32) -> Self {
+        self.params.max_parallel_requests = Some(v);
+        self
+    }
+    /// Sets `input_cost_per_token` and `output_cost_per_token` (in `litellm_params`).
+    pub fn cost_per_token(mut self, input: f64, output: f64) -> Self {
+        self.params.input_cost_per_token = Some(input);
+        self.params.output_cost_per_token = Some(output);
+        self
+    }
+    /// Sets `model_info.max_input_tokens`.
+    pub fn max_input_tokens(mut self, v: u32) -> Self {
+        self.info.max_input_tokens = Some(v);
+        self
+    }
     /// Sets this deployment's cooldown time.
     pub fn cooldown_time(mut self, v: Duration) -> Self {
         self.params.cooldown_time = Some(v);
@@ -474,34 +527,70 @@ impl DeploymentBuilder {
     }
 }
 
-/// A stable id from the route and params: the same params give the same id across
-/// restarts and versions of this crate (SHA-256 of a canonical JSON form, 32 hex digits).
+/// The extra params that say *where* a deployment runs (never a credential).
+const LOCATION_PARAMS: &[&str] = &[
+    "region_name",
+    "aws_region_name",
+    "vertex_location",
+    "vertex_project",
+    "watsonx_region_name",
+];
+
+/// A stable id from the route and the params that say where the upstream is: the route,
+/// `model`, `api_base` (without userinfo, query or fragment), `api_version` and the region
+/// params. No secret goes in, so an id shown in `/metrics` or `x-litellm-model-id` reveals
+/// nothing that the config's public parts do not. SHA-256 of a canonical JSON form, 32 hex
+/// digits; the same config gives the same ids across restarts.
+///
+/// Deployments that differ only in other params (two keys for one endpoint) share this id;
+/// [`disambiguate_derived_ids`] numbers them.
 fn derive_id(route: &str, p: &DeploymentParams) -> DeploymentId {
-    let mut params = serde_json::Map::new();
-    params.insert("model".into(), p.model.clone().into());
-    let mut put = |k: &str, v: Option<serde_json::Value>| {
-        if let Some(v) = v {
-            params.insert(k.into(), v);
+    let mut doc = serde_json::Map::new();
+    doc.insert("model_name".into(), route.into());
+    doc.insert("model".into(), p.model.clone().into());
+    if let Some(base) = &p.api_base {
+        doc.insert("api_base".into(), crate::secret::public_url(base).into());
+    }
+    if let Some(v) = &p.api_version {
+        doc.insert("api_version".into(), v.clone().into());
+    }
+    for k in LOCATION_PARAMS {
+        if let Some(ParamValue::Plain(v)) = p.extra.get(*k) {
+            doc.insert((*k).into(), v.clone());
         }
-    };
-    put("api_base", p.api_base.clone().map(Into::into));
-    put("api_key", p.api_key.as_ref().map(|s| s.expose().into()));
-    put("api_version", p.api_version.clone().map(Into::into));
-    put("weight", p.weight.map(Into::into));
-    put("rpm", p.rpm.map(Into::into));
-    put("tpm", p.tpm.map(Into::into));
-    put(
-        "cooldown_time",
-        p.cooldown_time.map(|d| d.as_secs_f64().into()),
-    );
-    for (k, v) in &p.extra {
-        params.insert(k.clone(), v.hash_value());
     }
     // serde_json's Map is ordered by key, so this text is canonical.
-    let doc = serde_json::json!({ "model_name": route, "litellm_params": params });
-    let digest = Sha256::digest(doc.to_string().as_bytes());
+    let digest = Sha256::digest(serde_json::Value::Object(doc).to_string().as_bytes());
     let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
     DeploymentId::new(hex)
+}
+
+/// Makes derived ids unique: the deployments without `model_info.id` that share a derived
+/// id but not their params (the same endpoint with two keys, say) get `-1`, `-2`, ... in
+/// config order after the first. Identical deployments keep one id (they are one upstream).
+pub(crate) fn disambiguate_derived_ids(ds: &mut [Deployment]) {
+    // derived id -> the distinct deployments seen with it, in order.
+    let mut groups: std::collections::HashMap<DeploymentId, Vec<usize>> = Default::default();
+    for i in 0..ds.len() {
+        if ds[i].info.id.is_some() {
+            continue;
+        }
+        let base = derive_id(&ds[i].route, &ds[i].params);
+        let group = groups.entry(base.clone()).or_default();
+        match group.iter().position(|&j| ds[j].same_params(&ds[i])) {
+            Some(0) => ds[i].id = base,
+            Some(k) => ds[i].id = DeploymentId::new(format!("{base}-{k}")),
+            None => {
+                let k = group.len();
+                group.push(i);
+                ds[i].id = if k == 0 {
+                    base
+                } else {
+                    DeploymentId::new(format!("{base}-{k}"))
+                };
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -517,7 +606,7 @@ mod tests {
             .api_key("k1")
             .build();
         let c = Deployment::builder("gpt-4", "openai/gpt-4")
-            .api_key("k2")
+            .api_base("http://127.0.0.1:1/v1")
             .build();
         assert_eq!(a.id(), b.id());
         assert_ne!(a.id(), c.id());
@@ -527,6 +616,51 @@ mod tests {
             Deployment::builder("r", "openai/m").build().id().as_str(),
             derive_id("r", &DeploymentParams::new("openai/m")).as_str()
         );
+    }
+
+    #[test]
+    fn derived_id_holds_no_secret() {
+        let with = |key: &str, base: &str| {
+            Deployment::builder("r", "openai/m")
+                .api_key(key)
+                .api_base(base)
+                .param("aws_secret_access_key", key.into())
+                .build()
+                .id()
+                .clone()
+        };
+        // Keys and userinfo change nothing: the id cannot be a test for a guessed key.
+        assert_eq!(
+            with("k1", "http://u:pw1@h/v1"),
+            with("k2", "http://u:pw2@h/v1?token=x")
+        );
+        assert_eq!(with("k1", "http://h/v1"), with("k2", "http://h/v1"));
+        assert_ne!(with("k1", "http://h/v1"), with("k1", "http://h/v2"));
+        let region = |r: &str| {
+            Deployment::builder("r", "bedrock/m")
+                .param("aws_region_name", r.into())
+                .build()
+                .id()
+                .clone()
+        };
+        assert_ne!(region("us-east-1"), region("eu-west-1"));
+    }
+
+    #[test]
+    fn same_endpoint_two_keys_get_numbered_ids() {
+        let d = |key: &str| Deployment::builder("r", "openai/m").api_key(key).build();
+        let mut ds = vec![d("k1"), d("k2"), d("k1"), d("k3")];
+        let base = ds[0].id().clone();
+        disambiguate_derived_ids(&mut ds);
+        let ids: Vec<&str> = ds.iter().map(|d| d.id().as_str()).collect();
+        assert_eq!(ids[0], base.as_str());
+        assert_eq!(ids[1], format!("{base}-1"));
+        assert_eq!(ids[2], base.as_str(), "identical params share the id");
+        assert_eq!(ids[3], format!("{base}-2"));
+        // Stable: the same config gives the same ids.
+        let mut again = vec![d("k1"), d("k2"), d("k1"), d("k3")];
+        disambiguate_derived_ids(&mut again);
+        assert!(ds.iter().zip(&again).all(|(a, b)| a.id() == b.id()));
     }
 
     #[test]

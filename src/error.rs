@@ -80,7 +80,7 @@ impl fmt::Display for UnknownRoute {
 impl std::error::Error for UnknownRoute {}
 
 /// The request carried no route: neither a [`ModelGroup`](crate::ModelGroup) extension nor
-/// whatever the configured [`RouteExtractor`](crate::RouteExtractor) looks for.
+/// whatever the configured [`RouteExtractor`](crate::routing::RouteExtractor) looks for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MissingRoute(());
 

@@ -94,59 +94,222 @@ pub fn looks_secret(name: &str) -> bool {
     })
 }
 
-/// Removes every known secret value from a piece of text.
+/// Splits `url` into (everything up to the authority, the userinfo, the rest), where the
+/// userinfo is what comes before the last `@` of the authority. Works on text that is not
+/// a valid URL too (a space, an unknown scheme), since those are the ones printed in errors.
+fn split_userinfo(url: &str) -> Option<(&str, &str, &str)> {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[start..];
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let at = rest[..end].rfind('@')?;
+    Some((&url[..start], &rest[..at], &rest[at + 1..]))
+}
+
+/// Whether `url` carries credentials (`user:password@host`).
+pub(crate) fn has_userinfo(url: &str) -> bool {
+    split_userinfo(url).is_some()
+}
+
+/// `url` with its userinfo replaced by `[redacted]`: what an error may show of an `api_base`.
+pub(crate) fn redact_userinfo(url: &str) -> Cow<'_, str> {
+    match split_userinfo(url) {
+        Some((head, _, rest)) => Cow::Owned(format!("{head}{REDACTED}@{rest}")),
+        None => Cow::Borrowed(url),
+    }
+}
+
+/// `url` without userinfo, query or fragment: the parts of an `api_base` that say where the
+/// upstream is and never carry a credential.
+pub(crate) fn public_url(url: &str) -> String {
+    let url = url.trim();
+    let (head, rest) = match split_userinfo(url) {
+        Some((head, _, rest)) => (head, rest),
+        None => {
+            let start = url.find("://").map_or(0, |i| i + 3);
+            (&url[..start], &url[start..])
+        }
+    };
+    let rest = &rest[..rest.find(['?', '#']).unwrap_or(rest.len())];
+    format!("{head}{rest}")
+}
+
+/// Removes every known secret value from a piece of text, in the forms an upstream or a
+/// client library may print it.
 ///
-/// Build it once from the configured secrets ([`Config::scrubber`](crate::Config::scrubber));
-/// [`scrub`](Self::scrub) borrows when there is nothing to remove.
+/// For each secret it also removes: the value upper- and lower-cased; its base64 (standard
+/// and URL-safe alphabets, with and without padding), hex (both cases) and URL-encoded
+/// forms; and, when the secret is a JSON credential (`vertex_credentials`), each
+/// credential-looking value inside it (`private_key`, `client_secret`, ...), with its lines
+/// when it spans several (a PEM key). Encoded forms are added only for secrets of at least
+/// [`MIN_ENCODED_LEN`](Self::MIN_ENCODED_LEN) bytes, where a false match is implausible.
+///
+/// All forms are matched in one pass (Aho-Corasick, leftmost-longest, so a secret that
+/// contains another is removed whole). Build it once from the configured secrets
+/// ([`Config::scrubber`](crate::Config::scrubber)); [`scrub`](Self::scrub) borrows when
+/// there is nothing to remove.
 #[derive(Clone, Default)]
 pub struct Scrubber {
-    // Longest first, so a secret that contains another is removed whole.
-    secrets: Arc<[Secret]>,
+    /// The distinct secrets it was given.
+    count: usize,
+    /// Every form of every secret; `None` when there is none.
+    matcher: Option<Arc<aho_corasick::AhoCorasick>>,
 }
 
 impl Scrubber {
+    /// Secrets shorter than this (in bytes) are removed as they are and case-folded only.
+    pub const MIN_ENCODED_LEN: usize = 8;
+
     /// A scrubber for these secrets (empty values are ignored).
     pub fn new(secrets: impl IntoIterator<Item = Secret>) -> Self {
-        let mut v: Vec<Secret> = secrets
+        let mut given: Vec<Secret> = secrets
             .into_iter()
             .filter(|s| !s.expose().is_empty())
             .collect();
-        v.sort_by(|a, b| {
-            b.expose()
-                .len()
-                .cmp(&a.expose().len())
-                .then_with(|| a.expose().cmp(b.expose()))
-        });
-        v.dedup();
-        Self { secrets: v.into() }
-    }
-
-    /// `text` with every secret replaced by `[redacted]`.
-    pub fn scrub<'a>(&self, text: &'a str) -> Cow<'a, str> {
-        let mut out = Cow::Borrowed(text);
-        for s in self.secrets.iter() {
-            if out.contains(s.expose()) {
-                out = Cow::Owned(out.replace(s.expose(), REDACTED));
+        given.sort_by(|a, b| a.expose().cmp(b.expose()));
+        given.dedup();
+        let mut forms = std::collections::BTreeSet::new();
+        for s in &given {
+            add_forms(s.expose(), &mut forms);
+            for inner in json_fragments(s.expose()) {
+                add_forms(&inner, &mut forms);
             }
         }
-        out
+        let matcher = (!forms.is_empty()).then(|| {
+            let ac = aho_corasick::AhoCorasick::builder()
+                .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+                .build(&forms)
+                .expect("secrets are bounded by the config's size");
+            Arc::new(ac)
+        });
+        Self {
+            count: given.len(),
+            matcher,
+        }
+    }
+
+    /// `text` with every form of every secret replaced by `[redacted]`.
+    pub fn scrub<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        let Some(ac) = &self.matcher else {
+            return Cow::Borrowed(text);
+        };
+        let Some(first) = ac.find(text) else {
+            return Cow::Borrowed(text);
+        };
+        let mut out = String::with_capacity(text.len());
+        out.push_str(&text[..first.start()]);
+        out.push_str(REDACTED);
+        let rest = &text[first.end()..];
+        ac.replace_all_with(rest, &mut out, |_, _, dst| {
+            dst.push_str(REDACTED);
+            true
+        });
+        Cow::Owned(out)
     }
 
     /// How many distinct secrets it removes.
     pub fn len(&self) -> usize {
-        self.secrets.len()
+        self.count
     }
 
     /// Whether it knows no secret at all.
     pub fn is_empty(&self) -> bool {
-        self.secrets.is_empty()
+        self.count == 0
     }
+}
+
+/// The forms of `s` that [`Scrubber`] removes.
+fn add_forms(s: &str, out: &mut std::collections::BTreeSet<String>) {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    if s.is_empty() {
+        return;
+    }
+    out.insert(s.to_owned());
+    out.insert(s.to_uppercase());
+    out.insert(s.to_lowercase());
+    if s.len() < Scrubber::MIN_ENCODED_LEN {
+        return;
+    }
+    for engine in [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD] {
+        out.insert(engine.encode(s));
+    }
+    let hex: String = s.bytes().map(|b| format!("{b:02x}")).collect();
+    out.insert(hex.to_uppercase());
+    out.insert(hex);
+    // Query strings and forms: every byte but unreserved ones, `%2F` and `%2f` alike.
+    const COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'~');
+    let encoded = percent_encoding::utf8_percent_encode(s, COMPONENT).to_string();
+    if encoded != s {
+        out.insert(lowercase_escapes(&encoded));
+        out.insert(encoded);
+        out.insert(s.replace(' ', "+"));
+    }
+}
+
+/// The credential values inside a JSON credential (a service-account file given as
+/// `vertex_credentials`): every string under a secret-looking key, at any depth, and the
+/// lines of multi-line ones (a PEM key's base64 lines), as written and JSON-escaped.
+fn json_fragments(s: &str) -> Vec<String> {
+    fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    match v {
+                        serde_json::Value::String(s) if looks_secret(k) => {
+                            out.push(s.clone());
+                            // As it appears inside JSON text: `\n` for each newline.
+                            if let Ok(escaped) = serde_json::to_string(s) {
+                                out.push(escaped.trim_matches('"').to_owned());
+                            }
+                            out.extend(
+                                s.lines()
+                                    .map(str::trim)
+                                    .filter(|l| l.len() >= 16 && !l.starts_with("-----"))
+                                    .map(str::to_owned),
+                            );
+                        }
+                        other => walk(other, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let t = s.trim_start();
+    if !t.starts_with('{') {
+        return Vec::new();
+    }
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(t) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    walk(&v, &mut out);
+    out.retain(|f| !f.is_empty());
+    out
+}
+
+/// `%2F` → `%2f`: some encoders write lower-case escapes. `encoded` is ASCII.
+fn lowercase_escapes(encoded: &str) -> String {
+    let mut parts = encoded.split('%');
+    let mut out = parts.next().unwrap_or_default().to_owned();
+    for p in parts {
+        out.push('%');
+        let cut = p.len().min(2);
+        out.push_str(&p[..cut].to_ascii_lowercase());
+        out.push_str(&p[cut..]);
+    }
+    out
 }
 
 impl fmt::Debug for Scrubber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Scrubber")
-            .field("secrets", &self.secrets.len())
+            .field("secrets", &self.count)
             .finish()
     }
 }
@@ -172,6 +335,69 @@ mod tests {
             "key [redacted] and [redacted]"
         );
         assert!(matches!(sc.scrub("clean"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn scrubber_removes_encodings() {
+        use base64::Engine as _;
+        use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+        let key = "sk-Ab/c+d=e?f~g";
+        let sc = Scrubber::new([Secret::new(key)]);
+        let hex: String = key.bytes().map(|b| format!("{b:02x}")).collect();
+        for form in [
+            key.to_owned(),
+            key.to_uppercase(),
+            key.to_lowercase(),
+            STANDARD.encode(key),
+            STANDARD.encode(key).trim_end_matches('=').to_owned(),
+            URL_SAFE_NO_PAD.encode(key),
+            hex.clone(),
+            hex.to_uppercase(),
+            "sk-Ab%2Fc%2Bd%3De%3Ff~g".to_owned(),
+            "sk-Ab%2fc%2bd%3de%3ff~g".to_owned(),
+        ] {
+            let text = format!("upstream said: <{form}>");
+            assert_eq!(sc.scrub(&text), "upstream said: <[redacted]>", "{form}");
+        }
+    }
+
+    #[test]
+    fn json_credentials_lose_their_inner_secrets() {
+        let creds = serde_json::json!({
+            "type": "service_account",
+            "project_id": "my-project",
+            "private_key_id": "0123456789abcdef0123",
+            "private_key": "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nAbCdEfGhIjKlMnOpQrStUvWxYz012345\n-----END PRIVATE KEY-----\n",
+            "client_secret": "cs-very-secret-value",
+        })
+        .to_string();
+        let sc = Scrubber::new([Secret::new(creds)]);
+        let out = sc.scrub(
+            "key 0123456789abcdef0123, line MIIEvQIBADANBgkqhkiG9w0BAQEFAASC, cs-very-secret-value, project my-project",
+        );
+        assert_eq!(
+            out,
+            "key [redacted], line [redacted], [redacted], project my-project"
+        );
+    }
+
+    #[test]
+    fn short_secrets_are_not_encoded() {
+        let sc = Scrubber::new([Secret::new("abc")]);
+        // "abc" in hex is 616263: digits in a body must survive a short secret.
+        assert_eq!(sc.scrub("616263 ABC"), "616263 [redacted]");
+    }
+
+    #[test]
+    fn userinfo_is_found_and_hidden() {
+        assert!(has_userinfo("ftp://admin:pw@host/x"));
+        assert!(has_userinfo("http://admin:p w@host/a b"));
+        assert!(!has_userinfo("http://host/v1?email=a@b"));
+        assert_eq!(
+            redact_userinfo("http://admin:pw@host:80/v1"),
+            "http://[redacted]@host:80/v1"
+        );
+        assert_eq!(public_url("https://u:p@h:1/v1?token=x#f"), "https://h:1/v1");
     }
 
     #[test]

@@ -1,21 +1,94 @@
 //! Per-deployment runtime statistics, shared by every snapshot that lists the deployment:
-//! requests in flight, a latency moving average, and cooldown state. All atomics with
-//! `Relaxed` ordering: each is a statistic, not a synchronisation point.
+//! requests in flight, a decaying latency estimate, this minute's usage, and cooldown
+//! state. All atomics with `Relaxed` ordering: each is a statistic, not a synchronisation
+//! point.
+//!
+//! # Latency: a peak-EWMA that forgets
+//!
+//! As tower's `PeakEwma`: a sample above the estimate replaces it (the estimate *peaks*);
+//! a sample below moves it part of the way, by `1 - e^(-Δt/τ)` where Δt is the time since
+//! the previous sample; and when the estimate is *read* it is decayed by `e^(-Δt/τ)` for
+//! the time since the last sample. A deployment that is not picked is therefore not
+//! measured, its estimate falls towards zero, and it becomes the lowest again after about
+//! `τ · ln(its / best)`: a deployment that was slow once is re-measured, never starved.
+//!
+//! # Usage: minute buckets
+//!
+//! Requests and tokens in the current minute (minutes counted from the state's epoch),
+//! each one `AtomicU64` that packs the minute (high 24 bits) with the count (low 40 bits),
+//! so a new minute resets the count in the same compare-and-swap that adds to it.
+//!
+//! Not done yet: `usage-based-routing-v2`'s sharing of these counters across processes.
+//! The hook for it is here: a background task (owned by `shared/`, never the request path)
+//! would push each deployment's local deltas for the wall-clock minute to Redis in batches
+//! (`INCRBY` per deployment and minute) and store the other processes' sum in one more
+//! minute-tagged atomic per counter, which [`requests_in`](DeploymentStats::requests_in) and
+//! [`tokens_in`](DeploymentStats::tokens_in) would add to the local count.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::{
+    sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed},
+    time::Duration,
+};
 
 use crate::cooldown::CooldownState;
+
+/// Nanoseconds in one usage bucket.
+pub(crate) const MINUTE_NANOS: u64 = 60_000_000_000;
 
 #[derive(Debug, Default)]
 pub(crate) struct DeploymentStats {
     in_flight: AtomicU32,
-    /// EWMA of observed latency in nanoseconds, as f64 bits; 0 = no sample yet.
+    /// Peak-EWMA latency estimate in nanoseconds, as f64 bits; 0 = no sample yet.
     latency_ewma: AtomicU64,
+    /// When the estimate was last updated, in nanoseconds since the state's epoch.
+    latency_at: AtomicU64,
+    /// This minute's requests: `minute << 40 | count`.
+    requests: AtomicU64,
+    /// This minute's tokens: `minute << 40 | count`.
+    tokens: AtomicU64,
     pub(crate) cooldown: CooldownState,
 }
 
-/// Weight of the newest sample in the latency average.
-const EWMA_ALPHA: f64 = 0.3;
+const COUNT_BITS: u32 = 40;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+const MINUTE_MASK: u64 = (1 << (64 - COUNT_BITS)) - 1;
+
+/// The minute (truncated to the bucket's bits) of `now` (nanoseconds since the epoch).
+pub(crate) fn minute_of(now: u64) -> u64 {
+    (now / MINUTE_NANOS) & MINUTE_MASK
+}
+
+/// Time from `now` to the start of the next minute.
+pub(crate) fn until_next_minute(now: u64) -> Duration {
+    Duration::from_nanos(MINUTE_NANOS - now % MINUTE_NANOS)
+}
+
+fn count_in(bucket: &AtomicU64, minute: u64) -> u64 {
+    let v = bucket.load(Relaxed);
+    if v >> COUNT_BITS == minute {
+        v & COUNT_MASK
+    } else {
+        0
+    }
+}
+
+/// Adds `n` to the minute's count if the result stays within `limit`; `false` otherwise.
+fn add_in(bucket: &AtomicU64, minute: u64, n: u64, limit: Option<u64>) -> bool {
+    bucket
+        .fetch_update(Relaxed, Relaxed, |v| {
+            let cur = if v >> COUNT_BITS == minute {
+                v & COUNT_MASK
+            } else {
+                0
+            };
+            let next = cur.saturating_add(n).min(COUNT_MASK);
+            if limit.is_some_and(|l| cur >= l) {
+                return None;
+            }
+            Some(minute << COUNT_BITS | next)
+        })
+        .is_ok()
+}
 
 impl DeploymentStats {
     pub(crate) fn in_flight(&self) -> u32 {
@@ -33,7 +106,7 @@ impl DeploymentStats {
             .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1));
     }
 
-    /// The latency average in nanoseconds; `None` before the first sample.
+    /// The raw latency estimate in nanoseconds (not decayed); `None` before the first sample.
     pub(crate) fn latency_nanos(&self) -> Option<f64> {
         match self.latency_ewma.load(Relaxed) {
             0 => None,
@@ -41,20 +114,67 @@ impl DeploymentStats {
         }
     }
 
-    /// Folds in one sample. Racing writers may lose a sample; the average stays sound.
-    pub(crate) fn observe_latency(&self, nanos: u64) {
+    /// The estimate at `now`, decayed for the time since its last sample with time
+    /// constant `tau_nanos`; 0 before the first sample (so unmeasured ones go first).
+    pub(crate) fn latency_at(&self, now: u64, tau_nanos: f64) -> f64 {
+        let Some(est) = self.latency_nanos() else {
+            return 0.0;
+        };
+        let dt = now.saturating_sub(self.latency_at.load(Relaxed)) as f64;
+        if dt <= 0.0 {
+            est
+        } else {
+            est * (-dt / tau_nanos).exp()
+        }
+    }
+
+    /// Folds in one sample taken at `now`. Racing writers may lose a sample; the estimate
+    /// stays sound.
+    pub(crate) fn observe_latency(&self, nanos: u64, now: u64, tau_nanos: f64) {
         let sample = (nanos as f64).max(1.0);
         let next = match self.latency_nanos() {
             None => sample,
-            Some(old) => EWMA_ALPHA.mul_add(sample - old, old),
+            Some(_) => {
+                let old = self.latency_at(now, tau_nanos);
+                if sample > old {
+                    sample
+                } else {
+                    let dt = now.saturating_sub(self.latency_at.load(Relaxed)) as f64;
+                    let w = (-dt / tau_nanos).exp();
+                    old.mul_add(w, sample * (1.0 - w))
+                }
+            }
         };
-        self.latency_ewma.store(next.to_bits(), Relaxed);
+        self.latency_ewma.store(next.max(1.0).to_bits(), Relaxed);
+        self.latency_at.store(now, Relaxed);
+    }
+
+    /// Requests counted in `minute`.
+    pub(crate) fn requests_in(&self, minute: u64) -> u64 {
+        count_in(&self.requests, minute)
+    }
+
+    /// Tokens counted in `minute`.
+    pub(crate) fn tokens_in(&self, minute: u64) -> u64 {
+        count_in(&self.tokens, minute)
+    }
+
+    /// Counts one request in `minute` unless `rpm` requests were already counted.
+    pub(crate) fn try_count_request(&self, minute: u64, rpm: Option<u64>) -> bool {
+        add_in(&self.requests, minute, 1, rpm)
+    }
+
+    /// Adds `n` tokens to `minute`.
+    pub(crate) fn add_tokens(&self, minute: u64, n: u64) {
+        add_in(&self.tokens, minute, n, None);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const TAU: f64 = 10e9;
 
     #[test]
     fn in_flight_never_wraps() {
@@ -66,12 +186,45 @@ mod tests {
     }
 
     #[test]
-    fn latency_average_moves_towards_samples() {
+    fn latency_peaks_then_decays_with_time() {
         let s = DeploymentStats::default();
         assert_eq!(s.latency_nanos(), None);
-        s.observe_latency(1000);
-        assert_eq!(s.latency_nanos(), Some(1000.0));
-        s.observe_latency(2000);
-        assert_eq!(s.latency_nanos(), Some(1300.0));
+        assert_eq!(s.latency_at(0, TAU), 0.0);
+        s.observe_latency(1000, 0, TAU);
+        assert_eq!(s.latency_at(0, TAU), 1000.0);
+        // A higher sample replaces the estimate at once.
+        s.observe_latency(5000, 0, TAU);
+        assert_eq!(s.latency_at(0, TAU), 5000.0);
+        // Read one time constant later: decayed by 1/e.
+        let later = s.latency_at(10_000_000_000, TAU);
+        assert!(
+            (later - 5000.0 / std::f64::consts::E).abs() < 1e-6,
+            "{later}"
+        );
+        // A lower sample long after the last one nearly replaces it.
+        s.observe_latency(100, 100_000_000_000, TAU);
+        let v = s.latency_at(100_000_000_000, TAU);
+        assert!((100.0..101.0).contains(&v), "{v}");
+    }
+
+    #[test]
+    fn minute_buckets_reset_and_enforce_limits() {
+        let s = DeploymentStats::default();
+        assert!(s.try_count_request(0, Some(2)));
+        assert!(s.try_count_request(0, Some(2)));
+        assert!(!s.try_count_request(0, Some(2)), "third request over rpm 2");
+        assert_eq!(s.requests_in(0), 2);
+        assert_eq!(s.requests_in(1), 0, "a new minute starts at zero");
+        assert!(s.try_count_request(1, Some(2)));
+        assert_eq!(s.requests_in(1), 1);
+        s.add_tokens(1, 500);
+        s.add_tokens(1, 250);
+        assert_eq!(s.tokens_in(1), 750);
+        assert_eq!(s.tokens_in(2), 0);
+        assert_eq!(minute_of(MINUTE_NANOS * 3 + 5), 3);
+        assert_eq!(
+            until_next_minute(MINUTE_NANOS + 1),
+            Duration::from_nanos(MINUTE_NANOS - 1)
+        );
     }
 }

@@ -343,7 +343,7 @@ fn use_tree(toks: &[Tok], i: &mut usize, prefix: Vec<String>, out: &mut Vec<Vec<
                 return;
             }
             _ => {
-                if path.len() > 0 {
+                if !path.is_empty() {
                     out.push(path);
                 }
                 return;

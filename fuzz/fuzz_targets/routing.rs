@@ -20,9 +20,10 @@ use libfuzzer_sys::fuzz_target;
 use tokio::time::Instant;
 use tower::{Layer, ServiceExt};
 use tower_health_routing::{
-    BoxError, Config, Deployment, DeploymentId, routing::ExcludeDeployments, routing::FromHeader, health::HealthRecord,
-    HealthRoutingLayer, HealthState, MissingRoute, ModelGroup, NoDeploymentAvailable, routing::PickError,
-    routing::Picker, retry::RetryLayer, config::RoutingStrategy, SelectedDeployment, routing::TriedDeployments, UnknownRoute,
+    BoxError, Config, Deployment, DeploymentId, HealthRoutingLayer, HealthState, MissingRoute,
+    ModelGroup, NoDeploymentAvailable, SelectedDeployment, UnknownRoute, config::RoutingStrategy,
+    health::HealthRecord, retry::RetryLayer, routing::ExcludeDeployments, routing::FromHeader,
+    routing::PickError, routing::Picker, routing::TriedDeployments,
 };
 
 const STRATEGIES: [RoutingStrategy; 5] = [

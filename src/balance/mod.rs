@@ -6,8 +6,10 @@
 //! | `simple-shuffle` | weighted random (`weight`, else `rpm`, else `tpm`, else uniform) | O(log n): samples, then checks eligibility |
 //! | `round-robin` | the next one in turn | O(1) unless many are ineligible |
 //! | `least-busy` | the fewest requests in flight | O(n) scan |
-//! | `latency-based-routing` | the lowest latency average; unmeasured ones first | O(n) scan |
+//! | `latency-based-routing` | the lowest decaying latency estimate (random within `lowest_latency_buffer`); unmeasured ones first | O(n) scan |
 //! | `power-of-two-choices` | the less loaded of two random ones | O(1) |
+//! | `usage-based-routing(-v2)` | the least used this minute (tokens, then requests); exact up to 8 candidates, the best of 8 random draws above | O(1) |
+//! | `cost-based-routing` | the lowest `input_cost_per_token + output_cost_per_token`, ties at random | O(1): samples the cheapest tier of an order kept per snapshot |
 //!
 //! The random strategies *sample* rather than scan: a pick is drawn from the precomputed
 //! candidate list and checked; only after several ineligible draws do they fall back to a
@@ -17,11 +19,17 @@
 //! Randomness comes from a per-service [`SmallRng`](rand::rngs::SmallRng), seedable for
 //! tests (see [`HealthRoutingLayer::with_seed`](crate::HealthRoutingLayer::with_seed)).
 
+mod cost;
 mod latency;
 mod least_busy;
 mod p2c;
 mod round_robin;
 mod shuffle;
+mod usage;
+
+use std::sync::atomic::AtomicUsize;
+
+pub(crate) use cost::CostOrder;
 
 use rand::Rng;
 
@@ -47,12 +55,47 @@ impl View<'_> {
     }
 }
 
-/// Picks one eligible entry of `view`, or `None` when none is eligible.
+/// What a strategy may read besides the candidates: the route's round-robin cursor, the
+/// time of the decision, and the latency knobs.
+#[derive(Debug)]
+pub(crate) struct Ctx<'a> {
+    /// The route's round-robin cursor.
+    pub(crate) next: &'a AtomicUsize,
+    /// Nanoseconds since the state's epoch (read only for strategies that need it).
+    pub(crate) now: u64,
+    /// The usage minute of `now`.
+    pub(crate) minute: u64,
+    /// The latency estimate's time constant, in nanoseconds.
+    pub(crate) tau_nanos: f64,
+    /// `lowest_latency_buffer`.
+    pub(crate) buffer: f64,
+}
+
+/// Whether `strategy` reads the clock for its decision.
+pub(crate) fn needs_time(strategy: RoutingStrategy) -> bool {
+    matches!(
+        strategy,
+        RoutingStrategy::LatencyBased | RoutingStrategy::UsageBased | RoutingStrategy::UsageBasedV2
+    )
+}
+
+/// Whether `strategy` counts requests per minute and honours `rpm`/`tpm` limits.
+pub(crate) fn counts_usage(strategy: RoutingStrategy) -> bool {
+    matches!(
+        strategy,
+        RoutingStrategy::UsageBased | RoutingStrategy::UsageBasedV2
+    )
+}
+
+/// Picks one eligible entry of `view`, or `None` when none is eligible. `cost` is the
+/// picker's cost-order cache and the snapshot's version, when `view` is one of the
+/// snapshot's own lists.
 pub(crate) fn pick<R: Rng + ?Sized>(
     strategy: RoutingStrategy,
     view: View<'_>,
     entries: &[Entry],
-    next: &std::sync::atomic::AtomicUsize,
+    ctx: &Ctx<'_>,
+    cost: Option<(&mut CostOrder, u64)>,
     rng: &mut R,
     eligible: &mut dyn FnMut(u32) -> bool,
 ) -> Option<u32> {
@@ -61,11 +104,47 @@ pub(crate) fn pick<R: Rng + ?Sized>(
     }
     match strategy {
         RoutingStrategy::SimpleShuffle => shuffle::pick(view, rng, eligible),
-        RoutingStrategy::RoundRobin => round_robin::pick(view, next, eligible),
+        RoutingStrategy::RoundRobin => round_robin::pick(view, ctx.next, eligible),
         RoutingStrategy::LeastBusy => least_busy::pick(view, entries, rng, eligible),
-        RoutingStrategy::LatencyBased => latency::pick(view, entries, rng, eligible),
+        RoutingStrategy::LatencyBased => latency::pick(view, entries, ctx, rng, eligible),
         RoutingStrategy::PowerOfTwoChoices => p2c::pick(view, entries, rng, eligible),
+        RoutingStrategy::UsageBased | RoutingStrategy::UsageBasedV2 => {
+            usage::pick(view, entries, ctx.minute, rng, eligible)
+        }
+        RoutingStrategy::CostBased => cost::pick(view, entries, cost, rng, eligible),
     }
+}
+
+/// Scans every eligible entry, keeping one with the lowest `key`; ties are broken
+/// uniformly at random (reservoir sampling over the tied ones).
+fn scan_min_uniform<R: Rng + ?Sized>(
+    view: View<'_>,
+    rng: &mut R,
+    eligible: &mut dyn FnMut(u32) -> bool,
+    key: impl Fn(u32) -> f64,
+) -> Option<u32> {
+    let mut best: Option<(u32, f64)> = None;
+    let mut ties = 0u32;
+    for &i in view.idx {
+        if !eligible(i) {
+            continue;
+        }
+        let k = key(i);
+        match best {
+            Some((_, b)) if k > b => {}
+            Some((_, b)) if k == b => {
+                ties += 1;
+                if rng.random_range(0..ties) == 0 {
+                    best = Some((i, k));
+                }
+            }
+            _ => {
+                best = Some((i, k));
+                ties = 1;
+            }
+        }
+    }
+    best.map(|(i, _)| i)
 }
 
 /// Scans from a random start, keeping the eligible entry with the lowest `key`.

@@ -7,8 +7,9 @@
 //!
 //! The pipeline:
 //!
-//! 1. YAML text → a JSON value tree (`serde-saphyr`; broken YAML is a `Syntax` error with
-//!    the parser's line and column). An empty document is an empty config.
+//! 1. YAML text → a JSON value tree (`serde-saphyr`, read as PyYAML reads it: see `yaml.rs`;
+//!    broken YAML is a `Syntax` error with the parser's line and column). An empty document
+//!    is an error; an empty `model_list` is allowed, with a warning.
 //! 2. Keys this crate does not use are taken out: at the top level and inside the settings
 //!    sections they are ignored with a debug event each; inside `litellm_params` and
 //!    `model_info` they are kept as each deployment's `extra` (credentials as secrets).
@@ -24,6 +25,7 @@
 mod coerce;
 mod convert;
 mod env;
+mod yaml;
 
 use std::collections::BTreeMap;
 
@@ -62,13 +64,16 @@ struct LiteLlmConfig {
 #[serde(default, deny_unknown_fields)]
 struct ModelEntry {
     model_name: Option<Text>,
+    /// LiteLLM also reads `rpm`/`tpm` at the entry's top level (`litellm_params` wins).
+    rpm: Option<Int>,
+    tpm: Option<Int>,
     #[serde(deserialize_with = "null_as_default")]
     litellm_params: LitellmParams,
     #[serde(deserialize_with = "null_as_default")]
     model_info: RawModelInfo,
 }
 
-/// `litellm_params`; other keys go to [`DeploymentParams::extra`](crate::DeploymentParams::extra).
+/// `litellm_params`; other keys go to [`DeploymentParams::extra`](crate::deployment::DeploymentParams::extra).
 #[derive(Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct LitellmParams {
@@ -80,9 +85,12 @@ struct LitellmParams {
     rpm: Option<Int>,
     tpm: Option<Int>,
     cooldown_time: Option<Float>,
+    max_parallel_requests: Option<Int>,
+    input_cost_per_token: Option<Float>,
+    output_cost_per_token: Option<Float>,
 }
 
-/// `model_info`; other keys go to [`ModelInfo::extra`](crate::ModelInfo::extra).
+/// `model_info`; other keys go to [`ModelInfo::extra`](crate::deployment::ModelInfo::extra).
 #[derive(Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct RawModelInfo {
@@ -97,6 +105,9 @@ struct RawModelInfo {
     health_check_voice: Option<Text>,
     health_check_reasoning_effort: Option<Text>,
     disable_background_health_check: Option<Flag>,
+    max_input_tokens: Option<Int>,
+    input_cost_per_token: Option<Float>,
+    output_cost_per_token: Option<Float>,
 }
 
 /// `general_settings`: LiteLLM's health-check keys, plus this crate's extensions
@@ -132,6 +143,26 @@ struct RouterSection {
     redis_host: Option<Text>,
     redis_port: Option<Int>,
     redis_password: Option<SecretText>,
+    #[serde(deserialize_with = "null_as_default")]
+    routing_strategy_args: StrategyArgs,
+    /// `[{group: [fallback, ...]}, ...]`; shapes are checked in conversion, naming the entry.
+    fallbacks: Option<Value>,
+    default_fallbacks: Option<Value>,
+    context_window_fallbacks: Option<Value>,
+    content_policy_fallbacks: Option<Value>,
+    /// `{alias: group}` or `{alias: {model: group, hidden: bool}}`.
+    model_group_alias: Option<Value>,
+    enable_pre_call_checks: Option<Flag>,
+}
+
+/// `router_settings.routing_strategy_args`. LiteLLM's other keys here (`ttl`,
+/// `max_latency_list_size`, ...) have no use in this crate and are ignored.
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct StrategyArgs {
+    lowest_latency_buffer: Option<Float>,
+    latency_decay: Option<Float>,
+    latency_failure_penalty: Option<Float>,
 }
 
 /// `litellm_settings`: the router keys LiteLLM also takes here (`router_settings` wins).
@@ -156,13 +187,7 @@ pub(super) fn parse(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
-    let opts = serde_saphyr::options! {
-        // Snippets would quote the source text (credentials included) in the message.
-        with_snippet: false,
-        // `.nan`/`.inf` arrive as strings; conversion rejects them naming the field.
-        non_finite_float_policy: serde_saphyr::NonFiniteFloatPolicy::AsString,
-    };
-    let tree: Option<Value> = serde_saphyr::from_str_with_options(text, opts).map_err(|e| {
+    let tree = yaml::load(text).map_err(|e| {
         let scrubber = Scrubber::new(secrets_in_text(text));
         ConfigError::new(
             "",
@@ -170,10 +195,15 @@ pub(super) fn parse(
         )
     })?;
     let mut resolver = Resolver::new(env);
-    // An empty document (or one holding only comments) is an empty config.
-    let tree = tree
-        .filter(|t| !t.is_null())
-        .unwrap_or_else(|| Value::Object(Map::new()));
+    // An empty file (or one holding only comments) is a mistake: a wrong path, a file
+    // truncated by a deploy. A file with only `model_list: []` is allowed (and warned).
+    let Some(tree) = tree.filter(|t| !t.is_null()) else {
+        return Err(ConfigError::invalid(
+            "",
+            "the config is empty (no YAML document, only whitespace or comments); \
+             expected a mapping with at least `model_list`",
+        ));
+    };
     let result = convert(tree, &mut resolver);
     result.map_err(|e| scrub_error(e, &Scrubber::new(resolver.into_secrets())))
 }

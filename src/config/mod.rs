@@ -33,7 +33,7 @@ mod litellm;
 #[cfg(feature = "yaml")]
 use std::path::Path;
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     fmt,
     num::{NonZeroU32, NonZeroUsize},
     time::Duration,
@@ -44,6 +44,11 @@ use crate::{
     error::{ConfigError, ConfigErrorKind},
     secret::{Scrubber, Secret},
 };
+
+/// The smallest `health_check_interval` a config file can set (1 s); a smaller value is
+/// raised to it with a warning naming the field. [`ConfigBuilder::health_check_interval`]
+/// takes any positive value (tests run sub-second intervals under paused time).
+pub const MIN_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Everything the router, the probe loop and the endpoints need, validated.
 #[derive(Clone, Debug, Default)]
@@ -177,7 +182,7 @@ pub struct RouterSettings {
     /// `routing_strategy`. Default [`RoutingStrategy::SimpleShuffle`].
     pub routing_strategy: RoutingStrategy,
     /// `allowed_fails`: failures per minute before cooldown. `None`: LiteLLM's default
-    /// rule (see [`CooldownPolicy`](crate::CooldownPolicy)).
+    /// rule (see `CooldownPolicy`).
     pub allowed_fails: Option<u32>,
     /// `cooldown_time`: how long a deployment sits out. Default 5 s.
     pub cooldown_time: Duration,
@@ -188,6 +193,64 @@ pub struct RouterSettings {
     pub max_retry_after: Duration,
     /// Redis connection (`redis_url`, or `redis_host`/`redis_port`/`redis_password`).
     pub redis: Option<RedisSettings>,
+    /// `routing_strategy_args`: knobs of the latency strategy.
+    pub routing_strategy_args: RoutingStrategyArgs,
+    /// `fallbacks`, `default_fallbacks`, `context_window_fallbacks`, `content_policy_fallbacks`.
+    pub fallbacks: Fallbacks,
+    /// `model_group_alias`: a route name that resolves to another group. Default empty.
+    pub model_group_alias: BTreeMap<String, String>,
+    /// `enable_pre_call_checks`: skip deployments whose `model_info.max_input_tokens` is
+    /// below the request's [`RequestTokens`](crate::RequestTokens). Default `false`.
+    pub enable_pre_call_checks: bool,
+}
+
+/// `router_settings.routing_strategy_args`, with LiteLLM's names where LiteLLM has one.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct RoutingStrategyArgs {
+    /// `lowest_latency_buffer`: pick at random among the deployments whose latency is within
+    /// this fraction of the lowest (0.5 = up to 50 % slower). Default 0 (the lowest only).
+    pub lowest_latency_buffer: f64,
+    /// `latency_decay` (this crate's): the time constant τ of the latency estimate; an
+    /// estimate not refreshed falls to 1/e of itself in τ. Default 10 s.
+    pub latency_decay: Duration,
+    /// `latency_failure_penalty` (this crate's): the latency a failed request counts as.
+    /// Default 30 s.
+    pub latency_failure_penalty: Duration,
+}
+
+impl Default for RoutingStrategyArgs {
+    fn default() -> Self {
+        Self {
+            lowest_latency_buffer: 0.0,
+            latency_decay: Duration::from_secs(10),
+            latency_failure_penalty: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Where a request goes when its own group cannot answer (LiteLLM's fallbacks).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Fallbacks {
+    /// `fallbacks`: per group, the groups to try in order after any failure.
+    pub general: BTreeMap<String, Vec<String>>,
+    /// `default_fallbacks`: the groups to try for a group with no `fallbacks` entry.
+    pub default: Vec<String>,
+    /// `context_window_fallbacks`: per group, after the upstream rejected the request for its length.
+    pub context_window: BTreeMap<String, Vec<String>>,
+    /// `content_policy_fallbacks`: per group, after a content-policy rejection.
+    pub content_policy: BTreeMap<String, Vec<String>>,
+}
+
+impl Fallbacks {
+    /// Whether no fallback of any kind is configured.
+    pub fn is_empty(&self) -> bool {
+        self.general.is_empty()
+            && self.default.is_empty()
+            && self.context_window.is_empty()
+            && self.content_policy.is_empty()
+    }
 }
 
 impl Default for RouterSettings {
@@ -199,6 +262,10 @@ impl Default for RouterSettings {
             num_retries: 0,
             max_retry_after: crate::classify::DEFAULT_MAX_RETRY_AFTER,
             redis: None,
+            routing_strategy_args: RoutingStrategyArgs::default(),
+            fallbacks: Fallbacks::default(),
+            model_group_alias: BTreeMap::new(),
+            enable_pre_call_checks: false,
         }
     }
 }
@@ -232,10 +299,19 @@ pub enum RoutingStrategy {
     RoundRobin,
     /// `least-busy`: the fewest requests in flight.
     LeastBusy,
-    /// `latency-based-routing`: the lowest moving average of observed latency.
+    /// `latency-based-routing`: the lowest decaying latency estimate (time to first byte;
+    /// see `routing_strategy_args`).
     LatencyBased,
     /// `power-of-two-choices`: two at random, the less loaded of the two.
     PowerOfTwoChoices,
+    /// `usage-based-routing`: the least used this minute (tokens, then requests), skipping
+    /// deployments at their `rpm`/`tpm` limit.
+    UsageBased,
+    /// `usage-based-routing-v2`: as `usage-based-routing` (LiteLLM's v2 differs in how it
+    /// stores its counters; sharing them across processes through Redis is not done yet).
+    UsageBasedV2,
+    /// `cost-based-routing`: the lowest `input_cost_per_token + output_cost_per_token`.
+    CostBased,
 }
 
 impl RoutingStrategy {
@@ -246,6 +322,9 @@ impl RoutingStrategy {
         "least-busy",
         "latency-based-routing",
         "power-of-two-choices",
+        "usage-based-routing",
+        "usage-based-routing-v2",
+        "cost-based-routing",
     ];
 
     /// The config name.
@@ -256,6 +335,9 @@ impl RoutingStrategy {
             Self::LeastBusy => "least-busy",
             Self::LatencyBased => "latency-based-routing",
             Self::PowerOfTwoChoices => "power-of-two-choices",
+            Self::UsageBased => "usage-based-routing",
+            Self::UsageBasedV2 => "usage-based-routing-v2",
+            Self::CostBased => "cost-based-routing",
         }
     }
 
@@ -267,6 +349,9 @@ impl RoutingStrategy {
             "least-busy" => Self::LeastBusy,
             "latency-based-routing" => Self::LatencyBased,
             "power-of-two-choices" | "p2c" => Self::PowerOfTwoChoices,
+            "usage-based-routing" => Self::UsageBased,
+            "usage-based-routing-v2" => Self::UsageBasedV2,
+            "cost-based-routing" => Self::CostBased,
             _ => return None,
         })
     }
@@ -350,6 +435,22 @@ impl Config {
                 ),
             ));
         }
+        let a = &self.router.routing_strategy_args;
+        if !(a.lowest_latency_buffer.is_finite() && a.lowest_latency_buffer >= 0.0) {
+            return Err(ConfigError::invalid(
+                "router_settings.routing_strategy_args.lowest_latency_buffer",
+                format!(
+                    "must be a finite number >= 0, got {}",
+                    a.lowest_latency_buffer
+                ),
+            ));
+        }
+        if a.latency_decay.is_zero() {
+            return Err(ConfigError::invalid(
+                "router_settings.routing_strategy_args.latency_decay",
+                "must be greater than zero",
+            ));
+        }
         let mut seen: HashMap<&str, usize> = HashMap::new();
         for (i, d) in self.deployments.iter().enumerate() {
             let at = |f: &str| format!("model_list[{i}].{f}");
@@ -368,6 +469,43 @@ impl Config {
                 return Err(ConfigError::invalid(
                     at("litellm_params.weight"),
                     format!("must be a finite number >= 0, got {w}"),
+                ));
+            }
+            if let Some(base) = &d.params.api_base {
+                check_api_base(base)
+                    .map_err(|why| ConfigError::invalid(at("litellm_params.api_base"), why))?;
+            }
+            for (f, c) in [
+                (
+                    "litellm_params.input_cost_per_token",
+                    d.params.input_cost_per_token,
+                ),
+                (
+                    "litellm_params.output_cost_per_token",
+                    d.params.output_cost_per_token,
+                ),
+                (
+                    "model_info.input_cost_per_token",
+                    d.info.input_cost_per_token,
+                ),
+                (
+                    "model_info.output_cost_per_token",
+                    d.info.output_cost_per_token,
+                ),
+            ] {
+                if let Some(c) = c
+                    && !(c.is_finite() && c >= 0.0)
+                {
+                    return Err(ConfigError::invalid(
+                        at(f),
+                        format!("must be a finite number >= 0, got {c}"),
+                    ));
+                }
+            }
+            if d.params.max_parallel_requests == Some(0) {
+                return Err(ConfigError::invalid(
+                    at("litellm_params.max_parallel_requests"),
+                    "must be greater than zero",
                 ));
             }
             if let Some(t) = d.info.health_check_timeout
@@ -410,6 +548,32 @@ impl Config {
                 .chain(self.master_key.clone())
                 .chain(redis),
         )
+    }
+}
+
+/// An `api_base` is an absolute URL without credentials. Userinfo (`user:pw@host`) is
+/// refused rather than stripped: it would never be sent (keys go in `api_key` or headers),
+/// and HTTP client logs print a URL's authority. No message quotes the userinfo.
+fn check_api_base(base: &str) -> Result<(), String> {
+    let shown = crate::secret::redact_userinfo(base.trim());
+    if base.trim().is_empty() {
+        // `os.environ/X` with X set empty: LiteLLM reads it as unset; the prober decides.
+        return Ok(());
+    }
+    if crate::secret::has_userinfo(base) {
+        return Err(format!(
+            "`{shown}` carries credentials (user:password@); they are not sent upstream. \
+             Remove them and put the key in api_key (or a header param)"
+        ));
+    }
+    match base.trim().parse::<http::Uri>() {
+        Ok(u) if u.scheme().is_some() && u.authority().is_some() => Ok(()),
+        Ok(_) => Err(format!(
+            "`{shown}` is not an absolute URL (expected scheme://host[:port]/path)"
+        )),
+        Err(_) => Err(format!(
+            "`{shown}` is not a valid URL (spaces and other unescaped characters are not allowed)"
+        )),
     }
 }
 
@@ -517,12 +681,75 @@ impl ConfigBuilder {
         self.cfg.classifier = Some(c);
         self
     }
+    /// `routing_strategy_args` (defaults in [`RoutingStrategyArgs`]).
+    pub fn routing_strategy_args(mut self, a: RoutingStrategyArgs) -> Self {
+        self.cfg.router.routing_strategy_args = a;
+        self
+    }
+    /// `fallbacks`: after `group` fails, try `to` in order (default none).
+    pub fn fallbacks(
+        mut self,
+        group: impl Into<String>,
+        to: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        self.cfg
+            .router
+            .fallbacks
+            .general
+            .insert(group.into(), to.into_iter().map(Into::into).collect());
+        self
+    }
+    /// `default_fallbacks`: for groups without a `fallbacks` entry (default none).
+    pub fn default_fallbacks(mut self, to: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.cfg.router.fallbacks.default = to.into_iter().map(Into::into).collect();
+        self
+    }
+    /// `context_window_fallbacks` for `group` (default none).
+    pub fn context_window_fallbacks(
+        mut self,
+        group: impl Into<String>,
+        to: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        self.cfg
+            .router
+            .fallbacks
+            .context_window
+            .insert(group.into(), to.into_iter().map(Into::into).collect());
+        self
+    }
+    /// `content_policy_fallbacks` for `group` (default none).
+    pub fn content_policy_fallbacks(
+        mut self,
+        group: impl Into<String>,
+        to: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        self.cfg
+            .router
+            .fallbacks
+            .content_policy
+            .insert(group.into(), to.into_iter().map(Into::into).collect());
+        self
+    }
+    /// `model_group_alias`: requests for `alias` go to `group` (default none).
+    pub fn model_group_alias(mut self, alias: impl Into<String>, group: impl Into<String>) -> Self {
+        self.cfg
+            .router
+            .model_group_alias
+            .insert(alias.into(), group.into());
+        self
+    }
+    /// `enable_pre_call_checks` (default `false`).
+    pub fn enable_pre_call_checks(mut self, on: bool) -> Self {
+        self.cfg.router.enable_pre_call_checks = on;
+        self
+    }
     /// Gives full access, for settings without a setter.
     pub fn health_mut(&mut self) -> &mut HealthCheckSettings {
         &mut self.cfg.health
     }
     /// Validates and returns the config.
-    pub fn build(self) -> Result<Config, ConfigError> {
+    pub fn build(mut self) -> Result<Config, ConfigError> {
+        crate::deployment::disambiguate_derived_ids(&mut self.cfg.deployments);
         self.cfg.validate()?;
         Ok(self.cfg)
     }

@@ -235,7 +235,9 @@ impl HealthEndpoints {
         }
     }
 
-    /// An error that quotes the client's input, scrubbed (a client may paste a key).
+    /// An error about the client's request. Its text never quotes request input (path,
+    /// query values): an echo would let a caller test guesses against the scrubber, a secret
+    /// oracle. It is scrubbed all the same.
     fn client_error(&self, status: StatusCode, kind: &str, msg: &str) -> Resp {
         wire::error(status, kind, self.state.scrubber().scrub(msg))
     }
@@ -268,8 +270,10 @@ impl HealthEndpoints {
             | "/health/shared-status"
             | "/health/services" => path,
             _ => {
-                let msg = format!("no health endpoint at `{}`", wire::short(path));
-                return Answer::Ready(self.client_error(StatusCode::NOT_FOUND, "not_found", &msg));
+                let msg = "no health endpoint at this path; the health endpoints are /health, \
+                           /health/liveliness, /health/liveness, /health/readiness, \
+                           /health/readiness/details, /health/shared-status and /health/services";
+                return Answer::Ready(self.client_error(StatusCode::NOT_FOUND, "not_found", msg));
             }
         };
         if !self.admin(parts) {
@@ -306,14 +310,11 @@ impl HealthEndpoints {
         let (target, unknown) = match (model_id, model) {
             (Some(id), _) => (
                 ProbeTarget::ModelId(id.clone()),
-                format!("unknown model_id `{}`", wire::short(&id)),
+                "unknown model_id: no deployment has the requested id".to_owned(),
             ),
             (None, Some(m)) => (
                 ProbeTarget::Model(m.clone()),
-                format!(
-                    "unknown model `{}`: no deployment has this model or route name",
-                    wire::short(&m)
-                ),
+                "unknown model: no deployment has the requested model or route name".to_owned(),
             ),
             (None, None) => (ProbeTarget::All, String::new()),
         };

@@ -3,7 +3,7 @@
 //! LiteLLM builds its entries from a deployment's `litellm_params` minus a denylist, and
 //! has leaked credentials through `/health` whenever a new credential-bearing param
 //! appeared. Here an entry holds only the fields named below, whatever the deployment
-//! carries; every text in it goes through the state's [`Scrubber`](crate::Scrubber) once
+//! carries; every text in it goes through the state's [`Scrubber`](crate::secret::Scrubber) once
 //! more (a result published by other code may quote a key), and `api_base` loses any
 //! `user:password@` and query string.
 

@@ -105,7 +105,7 @@ impl HealthEndpoints {
             }
         };
         let Some((name, check)) = self.services.iter().find(|(n, _)| *n == name).cloned() else {
-            let msg = format!("unknown service `{}`; {}", wire::short(&name), known());
+            let msg = format!("unknown service (query parameter `service`); {}", known());
             return Answer::Ready(self.client_error(StatusCode::BAD_REQUEST, "bad_request", &msg));
         };
         let (timeout, scrubber) = (self.service_timeout, self.state.scrubber().clone());

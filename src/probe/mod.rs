@@ -1,5 +1,5 @@
 //! Background health probes: a loop that probes every deployment on an interval and
-//! publishes the results as one new [`HealthSnapshot`](crate::HealthSnapshot) per round.
+//! publishes the results as one new [`HealthSnapshot`](crate::health::HealthSnapshot) per round.
 //!
 //! # Why a loop of its own
 //!

@@ -48,6 +48,22 @@
 
 mod wire;
 
+// Native probes of the cloud providers that speak their own API: AWS Bedrock (SigV4,
+// feature `bedrock`) and Vertex AI (service-account OAuth, feature `vertex`). Until the
+// catalog and the prober call them, they are used by their own tests only.
+#[cfg(feature = "bedrock")]
+#[allow(dead_code)]
+pub(crate) mod aws;
+pub(crate) mod bedrock_model;
+#[cfg(any(feature = "bedrock", feature = "vertex"))]
+#[allow(dead_code)]
+pub(crate) mod cloud;
+#[cfg(all(test, any(feature = "bedrock", feature = "vertex")))]
+mod test_support;
+#[cfg(feature = "vertex")]
+#[allow(dead_code)]
+pub(crate) mod vertex;
+
 use std::fmt;
 
 use http::HeaderMap;
@@ -436,18 +452,3 @@ pub fn forward_endpoint(deployment: &Deployment, path: &str) -> Result<Endpoint,
 
 #[cfg(test)]
 mod tests;
-
-// Native probes of the providers that speak their own API. Until the catalog and the
-// prober call them (the lead wires them in), they are used by their own tests only.
-#[cfg(feature = "bedrock")]
-#[allow(dead_code)]
-pub(crate) mod aws;
-pub(crate) mod bedrock_model;
-#[cfg(any(feature = "bedrock", feature = "vertex"))]
-#[allow(dead_code)]
-pub(crate) mod cloud;
-#[cfg(all(test, any(feature = "bedrock", feature = "vertex")))]
-mod test_support;
-#[cfg(feature = "vertex")]
-#[allow(dead_code)]
-pub(crate) mod vertex;

@@ -6,6 +6,7 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, ready},
+    time::Duration,
 };
 
 use http::Response;
@@ -18,23 +19,37 @@ use crate::{
     classify::Class,
     cooldown::{CooldownPolicy, CooldownSink},
     health::HealthState,
+    routing::select::PickSettings,
     stats::DeploymentStats,
     time::nanos_since,
 };
 
-/// Counts one request in flight to a deployment while it lives.
+/// Counts one request in flight to a deployment while it lives, and takes the latency
+/// sample of a successful response at its first body frame (or when dropped before one).
 #[derive(Debug)]
-pub(crate) struct InFlight(Arc<DeploymentStats>);
+pub(crate) struct InFlight(Arc<DeploymentStats>, Option<FirstByte>);
 
 impl InFlight {
     pub(crate) fn new(stats: Arc<DeploymentStats>) -> Self {
         stats.start();
-        Self(stats)
+        Self(stats, None)
+    }
+
+    fn first_byte(&mut self) {
+        if let Some(f) = self.1.take() {
+            let now = Instant::now();
+            self.0.observe_latency(
+                nanos(now - f.started),
+                nanos_since(f.epoch, now),
+                f.tau_nanos,
+            );
+        }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        self.first_byte();
         self.0.finish();
     }
 }
@@ -47,6 +62,11 @@ pub(crate) struct Observer {
     pub(crate) selected: super::SelectedDeployment,
     pub(crate) route_len: usize,
     pub(crate) started: Instant,
+    pub(crate) settings: Arc<PickSettings>,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl Observer {
@@ -55,9 +75,14 @@ impl Observer {
         let now = Instant::now();
         let shared = &self.state.shared;
         let stats = &self.guard.0;
-        if status.is_some() {
+        if class.is_deployment_fault() {
+            // A failure counts as a high latency, so the latency strategy moves away
+            // until the estimate has decayed (then the deployment is tried again).
+            let took = nanos(now - self.started).max(nanos(self.settings.penalty));
             stats.observe_latency(
-                u64::try_from((now - self.started).as_nanos()).unwrap_or(u64::MAX),
+                took,
+                nanos_since(shared.epoch, now),
+                self.settings.tau_nanos,
             );
         }
         let d = self.selected.deployment();
@@ -141,7 +166,7 @@ where
                 let observer = observer.take();
                 match res {
                     Ok(mut resp) => {
-                        let guard = observer.map(|o| {
+                        let guard = observer.map(|mut o| {
                             // A service that read the body may have classified it already.
                             let class =
                                 resp.extensions()
@@ -155,6 +180,16 @@ where
                                         )
                                     });
                             o.record(&class, Some(resp.status().as_u16()));
+                            if let Some(u) = resp.extensions().get::<TokenUsage>() {
+                                o.selected.record_tokens(u.total());
+                            }
+                            if matches!(class, Class::Success) {
+                                o.guard.1 = Some(FirstByte {
+                                    started: o.started,
+                                    epoch: o.state.shared.epoch,
+                                    tau_nanos: o.settings.tau_nanos,
+                                });
+                            }
                             resp.extensions_mut().insert(o.selected);
                             o.guard
                         });
@@ -177,8 +212,40 @@ where
     }
 }
 
+/// Tokens a response used, as a response extension the inner service (the forwarder)
+/// sets when it knows them before returning the response (a buffered JSON answer's
+/// `usage`). [`HealthRouting`](crate::HealthRouting) adds them to the deployment's usage
+/// this minute, for `usage-based-routing` and `tpm` limits. For a stream, whose `usage`
+/// arrives at its end, call [`SelectedDeployment::record_tokens`](crate::SelectedDeployment::record_tokens) instead.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TokenUsage {
+    /// `usage.prompt_tokens`.
+    pub prompt_tokens: u64,
+    /// `usage.completion_tokens`.
+    pub completion_tokens: u64,
+}
+
+impl TokenUsage {
+    /// Prompt plus completion tokens.
+    pub fn total(&self) -> u64 {
+        self.prompt_tokens.saturating_add(self.completion_tokens)
+    }
+}
+
+/// When to take the latency sample of a successful response: at its first body frame.
+#[derive(Debug, Clone, Copy)]
+struct FirstByte {
+    started: Instant,
+    epoch: Instant,
+    tau_nanos: f64,
+}
+
 /// Response body of [`HealthRouting`](crate::HealthRouting): the inner body, holding the
 /// deployment's in-flight count until it ends or is dropped.
+///
+/// Its first frame is when the latency of a successful response is measured (time to
+/// first token for a stream); a body that ends or is dropped without a frame is measured
+/// then.
 #[pin_project]
 #[derive(Debug)]
 pub struct ResponseBody<B> {
@@ -209,6 +276,9 @@ impl<B: Body> Body for ResponseBody<B> {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let res = ready!(this.inner.poll_frame(cx));
+        if let Some(g) = this._guard.as_mut() {
+            g.first_byte();
+        }
         if res.is_none() {
             // The stream is over: stop counting it as in flight now, not when dropped.
             this._guard.take();

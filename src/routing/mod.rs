@@ -49,6 +49,7 @@
 //! `"model"` before this layer (or uses [`route_fn`]).
 
 mod extract;
+pub mod fallback;
 pub(crate) mod future;
 mod layer;
 pub(crate) mod select;
@@ -64,7 +65,8 @@ use http::{Request, Response};
 use tower_service::Service;
 
 pub use extract::{FromExtension, FromHeader, RouteExtractor, RouteFn, route_fn};
-pub use future::{ResponseBody, ResponseFuture};
+pub use fallback::{Fallback, FallbackBody, FallbackLayer, ServedBy};
+pub use future::{ResponseBody, ResponseFuture, TokenUsage};
 pub use layer::HealthRoutingLayer;
 pub use select::{Pick, PickError, Picker};
 
@@ -73,6 +75,7 @@ use crate::{
     deployment::{Deployment, DeploymentId},
     error::MissingRoute,
     health::HealthState,
+    stats::DeploymentStats,
 };
 use future::{InFlight, Observer};
 
@@ -87,13 +90,34 @@ use future::{InFlight, Observer};
 ///     Ok(http::Response::new(format!("would forward to {base}")))
 /// }
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SelectedDeployment {
     deployment: Arc<Deployment>,
     bypassed: bool,
+    stats: Arc<DeploymentStats>,
+    epoch: tokio::time::Instant,
+}
+
+impl std::fmt::Debug for SelectedDeployment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SelectedDeployment")
+            .field("deployment", &self.deployment.id)
+            .field("bypassed", &self.bypassed)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SelectedDeployment {
+    /// Adds `tokens` (prompt + completion) to the deployment's usage this minute, for
+    /// `usage-based-routing` and `tpm` limits. Lock-free and cheap (one atomic
+    /// compare-and-swap): the forwarder calls it when it reads a response's `usage`, for
+    /// example from the last chunk of a stream. A non-streamed answer may instead carry a
+    /// [`TokenUsage`] response extension.
+    pub fn record_tokens(&self, tokens: u64) {
+        let now = crate::time::nanos_since(self.epoch, tokio::time::Instant::now());
+        self.stats.add_tokens(crate::stats::minute_of(now), tokens);
+    }
+
     /// The deployment to forward to.
     pub fn deployment(&self) -> &Arc<Deployment> {
         &self.deployment
@@ -111,6 +135,12 @@ impl std::ops::Deref for SelectedDeployment {
         &self.deployment
     }
 }
+
+/// The request's estimated input tokens, as a request extension set by the caller (the
+/// gateway counts or estimates the prompt). With `enable_pre_call_checks`, deployments
+/// whose `model_info.max_input_tokens` is smaller are skipped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestTokens(pub u32);
 
 /// Deployments a request must not be routed to, as a request extension set by the caller.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -218,7 +248,8 @@ where
                     &joined[..]
                 }
             };
-            match self.picker.pick(&snap, &route, exclude) {
+            let tokens = req.extensions().get::<RequestTokens>().map(|t| t.0);
+            match self.picker.pick_for(&snap, &route, exclude, tokens) {
                 Ok(p) => {
                     if let Some(tried) = tried {
                         tried.push(p.deployment().id.clone());
@@ -238,6 +269,8 @@ where
         let selected = SelectedDeployment {
             deployment,
             bypassed,
+            stats: Arc::clone(&stats),
+            epoch: self.picker.state().shared.epoch,
         };
         let observer = Observer {
             guard: InFlight::new(stats),
@@ -245,6 +278,7 @@ where
             selected: selected.clone(),
             route_len,
             started: tokio::time::Instant::now(),
+            settings: Arc::clone(self.picker.settings()),
         };
         req.extensions_mut().insert(selected);
         ResponseFuture::called(self.inner.call(req), observer)

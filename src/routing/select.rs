@@ -4,10 +4,17 @@
 //! 2. health filter (when routing on health is enabled): drop those whose last check
 //!    failed, unless that result is stale; if that would drop all of them, skip the filter
 //!    for this request (never a total outage) and warn once per snapshot;
-//! 3. cooldown (and already-tried) filter; if every deployment that passed the health
-//!    filter is cooling down, the filter is bypassed after all (one that failed its check
-//!    may still serve, and a request that can be served is never refused);
-//! 4. the balancing strategy.
+//! 3. cooldown (and already-tried) filter, and the per-deployment limits: at
+//!    `max_parallel_requests` in flight, at its `rpm`/`tpm` this minute (usage-based
+//!    strategies), or a context window (`model_info.max_input_tokens`) below the request's
+//!    [`RequestTokens`](crate::RequestTokens) with `enable_pre_call_checks`; if every
+//!    deployment that passed the health filter is so excluded, the health filter is
+//!    bypassed after all (one that failed its check may still serve, and a request that
+//!    can be served is never refused);
+//! 4. the balancing strategy; the usage-based ones then count the request against the
+//!    deployment's `rpm` in the same compare-and-swap that checks the limit.
+//!
+//! A route name found in `model_group_alias` (and not itself a group) resolves to its group.
 //!
 //! The clock is read lazily, at most once per decision, and only when the answer depends
 //! on it: a route with no failed results and no cooldown history never reads it.
@@ -24,13 +31,50 @@ use std::{
 use rand::{SeedableRng, rngs::SmallRng};
 
 use crate::{
-    balance::{self, View},
-    config::RoutingStrategy,
+    balance::{self, CostOrder, Ctx, View},
+    config::{Config, RoutingStrategy},
     deployment::{Deployment, DeploymentId},
     error::{NoDeploymentAvailable, UnknownRoute},
     health::{Candidates, Entry, HealthSnapshot, HealthState, Route},
+    stats::{minute_of, until_next_minute},
     time::{LazyNow, nanos_since},
 };
+
+/// The settings of one [`Picker`] that come from the config and do not change per request.
+#[derive(Debug)]
+pub(crate) struct PickSettings {
+    pub(crate) tau_nanos: f64,
+    pub(crate) buffer: f64,
+    pub(crate) penalty: Duration,
+    pub(crate) pre_call_checks: bool,
+    pub(crate) aliases: std::collections::HashMap<String, String>,
+}
+
+impl PickSettings {
+    fn from_config(cfg: &Config) -> Self {
+        let a = &cfg.router.routing_strategy_args;
+        Self {
+            tau_nanos: (a.latency_decay.as_nanos() as f64).max(1.0),
+            buffer: a.lowest_latency_buffer,
+            penalty: a.latency_failure_penalty,
+            pre_call_checks: cfg.router.enable_pre_call_checks,
+            aliases: cfg
+                .router
+                .model_group_alias
+                .iter()
+                .map(|(a, g)| (a.clone(), g.clone()))
+                .collect(),
+        }
+    }
+}
+
+/// What one request asks of the pipeline besides its route.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Ask<'a> {
+    pub(crate) exclude: &'a [u32],
+    /// The request's estimated input tokens, for pre-call checks.
+    pub(crate) tokens: Option<u32>,
+}
 
 /// Why no deployment was picked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +168,8 @@ pub struct Picker {
     state: HealthState,
     strategy: RoutingStrategy,
     health_filter: bool,
+    settings: Arc<PickSettings>,
+    cost_order: CostOrder,
     seeds: Arc<SeedSource>,
     rng: SmallRng,
 }
@@ -134,12 +180,15 @@ impl Picker {
     pub fn new(state: HealthState) -> Self {
         let cfg = state.config();
         let (strategy, health_filter) = (cfg.router.routing_strategy, cfg.health.routing_enabled);
+        let settings = Arc::new(PickSettings::from_config(cfg));
         let seeds = SeedSource::new(None);
         let rng = seeds.rng();
         Self {
             state,
             strategy,
             health_filter,
+            settings,
+            cost_order: CostOrder::default(),
             seeds,
             rng,
         }
@@ -169,6 +218,15 @@ impl Picker {
         &self.state
     }
 
+    pub(crate) fn settings(&self) -> &Arc<PickSettings> {
+        &self.settings
+    }
+
+    /// The strategy it applies.
+    pub fn strategy(&self) -> RoutingStrategy {
+        self.strategy
+    }
+
     /// Picks a deployment of `route` from `snap`, skipping the ids in `exclude`.
     pub fn pick<'s>(
         &mut self,
@@ -176,7 +234,26 @@ impl Picker {
         route: &str,
         exclude: &[DeploymentId],
     ) -> Result<Pick<'s>, PickError> {
-        let Some(r) = snap.routes.get(route) else {
+        self.pick_for(snap, route, exclude, None)
+    }
+
+    /// Like [`pick`](Self::pick), for a request of about `tokens` input tokens: with
+    /// `enable_pre_call_checks`, deployments whose `model_info.max_input_tokens` is
+    /// smaller are skipped.
+    pub fn pick_for<'s>(
+        &mut self,
+        snap: &'s HealthSnapshot,
+        route: &str,
+        exclude: &[DeploymentId],
+        tokens: Option<u32>,
+    ) -> Result<Pick<'s>, PickError> {
+        let r = snap.routes.get(route).or_else(|| {
+            self.settings
+                .aliases
+                .get(route)
+                .and_then(|g| snap.routes.get(g.as_str()))
+        });
+        let Some(r) = r else {
             crate::telemetry::record_unknown_route();
             return Err(PickError::UnknownRoute(UnknownRoute {
                 route: route.into(),
@@ -188,14 +265,20 @@ impl Picker {
             .collect();
         let epoch = snap.epoch;
         let mut now = LazyNow::new(|| nanos_since(epoch, tokio::time::Instant::now()));
+        let ask = Ask {
+            exclude: &excluded,
+            tokens: tokens.filter(|_| self.settings.pre_call_checks),
+        };
         match select(
             snap,
             r,
             self.strategy,
             self.health_filter,
+            &self.settings,
+            &mut self.cost_order,
             &mut self.rng,
             &mut now,
-            &excluded,
+            ask,
         ) {
             Ok((index, bypassed)) => {
                 r.state.metrics.decided(bypassed);
@@ -223,6 +306,8 @@ impl Clone for Picker {
             state: self.state.clone(),
             strategy: self.strategy,
             health_filter: self.health_filter,
+            settings: Arc::clone(&self.settings),
+            cost_order: CostOrder::default(),
             seeds: Arc::clone(&self.seeds),
             rng: self.seeds.rng(),
         }
@@ -239,17 +324,23 @@ impl fmt::Debug for Picker {
 }
 
 /// The pipeline. Returns the entry index and whether the health filter was bypassed, or
-/// the time until the first candidate leaves its cooldown.
+/// the time until the first candidate can take a request again (leaves its cooldown, or
+/// its minute turns).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
     snap: &HealthSnapshot,
     route: &Route,
     strategy: RoutingStrategy,
     health_filter: bool,
+    settings: &PickSettings,
+    cost_order: &mut CostOrder,
     rng: &mut R,
     now: &mut LazyNow<F>,
-    exclude: &[u32],
+    ask: Ask<'_>,
 ) -> Result<(u32, bool), Duration> {
+    let version = snap.version();
     let recomputed: Candidates;
+    let mut cacheable = true;
     let mut bypassed = false;
     let cands: &Candidates = if !health_filter || route.unhealthy == 0 {
         &route.all
@@ -259,6 +350,7 @@ pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
             &route.healthy
         } else {
             recomputed = fresh_candidates(snap, route, now.get());
+            cacheable = false;
             &recomputed
         };
         if healthy.idx.is_empty() {
@@ -269,57 +361,130 @@ pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
             healthy
         }
     };
-    let view = View {
-        idx: &cands.idx,
-        cum: cands.cum.as_deref(),
+    let usage = balance::counts_usage(strategy);
+    let t = if balance::needs_time(strategy) {
+        now.get()
+    } else {
+        0
+    };
+    let ctx = Ctx {
+        next: &route.state.next,
+        now: t,
+        minute: minute_of(t),
+        tau_nanos: settings.tau_nanos,
+        buffer: settings.buffer,
     };
     let entries = &snap.entries;
-    let mut eligible = |i: u32| {
-        if exclude.contains(&i) {
-            return false;
-        }
-        entries[i as usize].stats.cooldown.is_available(now)
-    };
-    if let Some(i) = balance::pick(
-        strategy,
-        view,
-        entries,
-        &route.state.next,
-        rng,
-        &mut eligible,
-    ) {
-        return Ok((i, bypassed));
-    }
-    // Every deployment that passed the health filter is cooling down (or excluded). One
-    // that failed its check may still serve: bypass the filter rather than refuse a
-    // request that could be served. Cooldown still applies.
-    let filtered = !std::ptr::eq(cands, &route.all);
-    if filtered {
-        let all = View {
-            idx: &route.all.idx,
-            cum: route.all.cum.as_deref(),
+    // Deployments whose rpm was reached between the eligibility check and the count.
+    let mut lost: [u32; 4] = [u32::MAX; 4];
+    for lost_n in 0..=lost.len() {
+        let mut eligible = |i: u32| {
+            if ask.exclude.contains(&i) || lost[..lost_n].contains(&i) {
+                return false;
+            }
+            let e = &entries[i as usize];
+            within_limits(e, usage, ctx.minute, ask.tokens) && e.stats.cooldown.is_available(now)
         };
-        if let Some(i) = balance::pick(
+        // A list made for this decision is not cached (it would never be found again).
+        let own = cacheable || std::ptr::eq(cands, &route.all);
+        let mut picked = balance::pick(
             strategy,
-            all,
+            view(cands),
             entries,
-            &route.state.next,
+            &ctx,
+            own.then_some((&mut *cost_order, version)),
             rng,
             &mut eligible,
-        ) {
-            warn_bypass(snap, route);
-            return Ok((i, true));
+        )
+        .map(|i| (i, bypassed));
+        if picked.is_none() && !std::ptr::eq(cands, &route.all) {
+            // Every deployment that passed the health filter is cooling down (or excluded,
+            // or at a limit). One that failed its check may still serve: bypass the filter
+            // rather than refuse a request that could be served. Cooldown still applies.
+            picked = balance::pick(
+                strategy,
+                view(&route.all),
+                entries,
+                &ctx,
+                Some((&mut *cost_order, version)),
+                rng,
+                &mut eligible,
+            )
+            .map(|i| (i, true));
+            if picked.is_some() {
+                warn_bypass(snap, route);
+            }
         }
+        let Some((i, bypassed)) = picked else { break };
+        if !usage
+            || entries[i as usize]
+                .stats
+                .try_count_request(ctx.minute, entries[i as usize].deployment.params.rpm)
+        {
+            return Ok((i, bypassed));
+        }
+        // Another request took its last slot this minute: pick again without it.
+        if lost_n == lost.len() {
+            break;
+        }
+        lost[lost_n] = i;
     }
     let t = now.get();
     let wait = route
         .all
         .idx
         .iter()
-        .filter(|i| !exclude.contains(i))
-        .filter_map(|&i| entries[i as usize].stats.cooldown.remaining(t))
+        .filter(|i| !ask.exclude.contains(i))
+        .filter_map(|&i| {
+            let e = &entries[i as usize];
+            let cool = e.stats.cooldown.remaining(t);
+            if !fits(e, ask.tokens) {
+                return None; // its window will not grow
+            }
+            let limited = usage && !within_usage(e, minute_of(t));
+            match (cool, limited) {
+                (c, true) => Some(c.unwrap_or_default().max(until_next_minute(t))),
+                (c, false) => c,
+            }
+        })
         .min();
     Err(wait.unwrap_or(Duration::ZERO))
+}
+
+fn view(c: &Candidates) -> View<'_> {
+    View {
+        idx: &c.idx,
+        cum: c.cum.as_deref(),
+    }
+}
+
+/// `max_parallel_requests`, `rpm`/`tpm` (when `usage`), and the context window.
+fn within_limits(e: &Entry, usage: bool, minute: u64, tokens: Option<u32>) -> bool {
+    let p = &e.deployment.params;
+    if p.max_parallel_requests
+        .is_some_and(|m| e.stats.in_flight() >= m)
+    {
+        return false;
+    }
+    if usage && !within_usage(e, minute) {
+        return false;
+    }
+    fits(e, tokens)
+}
+
+/// Below its `rpm` and `tpm` this minute.
+fn within_usage(e: &Entry, minute: u64) -> bool {
+    let p = &e.deployment.params;
+    p.rpm.is_none_or(|l| e.stats.requests_in(minute) < l)
+        && p.tpm.is_none_or(|l| e.stats.tokens_in(minute) < l)
+}
+
+/// The request's estimated tokens fit the deployment's `max_input_tokens`.
+fn fits(e: &Entry, tokens: Option<u32>) -> bool {
+    match (tokens, e.deployment.info.max_input_tokens) {
+        (Some(t), Some(max)) => t <= max,
+        _ => true,
+    }
 }
 
 /// The route's members minus those with a failed result that is still fresh at `now`.

@@ -204,12 +204,12 @@ fn unset_environment_variable() {
 
 #[test]
 fn unknown_strategy() {
-    let e = err("router_settings:\n  routing_strategy: usage-based-routing-v2\n");
+    let e = err("router_settings:\n  routing_strategy: most-magic-routing\n");
     assert_eq!(e.field(), "router_settings.routing_strategy");
     assert_eq!(
         e.kind(),
         &ConfigErrorKind::UnknownStrategy {
-            value: "usage-based-routing-v2".into()
+            value: "most-magic-routing".into()
         }
     );
 }
@@ -271,11 +271,82 @@ fn broken_yaml_gives_the_parsers_position() {
 }
 
 #[test]
-fn duplicate_keys_are_rejected() {
-    let e = err("general_settings:\n  health_check_interval: 10\n  health_check_interval: 20\n");
-    assert_eq!(e.field(), "");
-    assert!(is_syntax(&e), "{e:?}");
-    assert!(e.to_string().contains("duplicate"), "{e}");
+fn an_empty_file_is_a_clear_error() {
+    for text in ["", "\n\n", "# nothing here\n", "---\n"] {
+        let e = err(text);
+        assert_eq!(e.field(), "", "{text:?}");
+        assert!(is_invalid(&e), "{text:?}: {e:?}");
+        assert!(e.to_string().contains("the config is empty"), "{e}");
+    }
+}
+
+#[test]
+fn absurd_durations_name_their_field() {
+    for (body, field) in [
+        (
+            "  health_check_interval: -1\n",
+            "general_settings.health_check_interval",
+        ),
+        (
+            "  health_check_interval: .inf\n",
+            "general_settings.health_check_interval",
+        ),
+        (
+            "  health_check_interval: 1e400\n",
+            "general_settings.health_check_interval",
+        ),
+        (
+            "  health_check_staleness_threshold: .nan\n",
+            "general_settings.health_check_staleness_threshold",
+        ),
+        (
+            "  health_check_jitter: -.inf\n",
+            "general_settings.health_check_jitter",
+        ),
+    ] {
+        let e = general(body);
+        assert_eq!(e.field(), field, "{body}");
+        assert!(is_invalid(&e), "{body}: {e:?}");
+    }
+    for t in ["0", "-1", ".nan", ".inf", "-.inf"] {
+        let e = err(&format!(
+            "{ONE_MODEL}    model_info:\n      health_check_timeout: {t}\n"
+        ));
+        assert_eq!(
+            e.field(),
+            "model_list[0].model_info.health_check_timeout",
+            "{t}"
+        );
+        assert!(is_invalid(&e), "{t}: {e:?}");
+    }
+    let e = err("router_settings:\n  cooldown_time: -5\n");
+    assert_eq!(e.field(), "router_settings.cooldown_time");
+}
+
+#[test]
+fn credentials_in_api_base_are_refused_without_showing_them() {
+    for base in [
+        "ftp://admin:hunter2pw@host.example/v1",
+        "http://admin:hunter2pw@host.example/a b",
+        "https://admin:hunter2pw@host.example:8443/v1?x=1",
+        "http://hunter2pw@host.example/v1",
+    ] {
+        let e = err(&format!("{ONE_MODEL}      api_base: \"{base}\"\n"));
+        assert_eq!(e.field(), "model_list[0].litellm_params.api_base", "{base}");
+        let text = format!("{e} {e:?}");
+        assert!(!text.contains("hunter2pw"), "{text}");
+        assert!(text.contains("[redacted]@host.example"), "{text}");
+        assert!(text.contains("carries credentials"), "{text}");
+    }
+}
+
+#[test]
+fn a_bad_api_base_is_refused_naming_the_field() {
+    for base in ["http://host.example/a b", "not a url", "/v1"] {
+        let e = err(&format!("{ONE_MODEL}      api_base: \"{base}\"\n"));
+        assert_eq!(e.field(), "model_list[0].litellm_params.api_base", "{base}");
+        assert!(is_invalid(&e), "{base}: {e:?}");
+    }
 }
 
 #[test]

@@ -5,7 +5,9 @@
 mod support;
 
 mod invalid;
+mod litellm_configs;
 mod unknown_keys;
+mod yaml_compat;
 
 use std::{cell::RefCell, collections::HashMap, num::NonZeroU32, time::Duration};
 
@@ -309,13 +311,8 @@ general_settings:
 }
 
 #[test]
-fn empty_document_is_the_default_config() {
-    for text in [
-        "",
-        "# nothing here\n",
-        "---\n",
-        "model_list:\ngeneral_settings:\n",
-    ] {
+fn an_empty_model_list_is_the_default_config() {
+    for text in ["model_list: []\n", "model_list:\ngeneral_settings:\n"] {
         let cfg = Config::from_yaml_str_with_env(text, &|_| None)
             .unwrap_or_else(|e| panic!("{text:?}: {e}"));
         assert!(cfg.deployments.is_empty(), "{text:?}");

@@ -32,7 +32,7 @@ general_settings:
   database_url: os.environ/DATABASE_URL
   store_model_in_db: true
 router_settings:
-  model_group_alias: {x: y}
+  provider_budget_config: {x: y}
 litellm_settings:
   success_callback: [langfuse]
 ";
@@ -83,7 +83,7 @@ environment_variables:
 general_settings:
   database_url: postgres://user:hidden-value-2@db/x
 router_settings:
-  model_group_alias: {x: y}
+  provider_budget_config: {x: y}
 litellm_settings:
   drop_params: true
 model_list:
@@ -97,7 +97,7 @@ model_list:
     for key in [
         "environment_variables",
         "general_settings.database_url",
-        "router_settings.model_group_alias",
+        "router_settings.provider_budget_config",
         "litellm_settings.drop_params",
         "model_list[0].stray",
     ] {

@@ -166,11 +166,11 @@ async fn narrowing_probes_only_the_match_and_answers_503_or_404() {
     for uri in ["/health?model_id=nope", "/health?model=nope"] {
         let a = call_get(&ep, uri, &[]).await;
         assert_eq!(a.status, StatusCode::NOT_FOUND, "{uri}");
+        // Says what was wrong without quoting the input (no secret oracle).
+        let msg = a.json()["error"]["message"].as_str().unwrap().to_owned();
         assert!(
-            a.json()["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("`nope`")
+            msg.starts_with("unknown model") && !msg.contains("nope"),
+            "{msg}"
         );
     }
     assert_eq!(script.calls().len(), 5);
@@ -199,7 +199,8 @@ async fn without_details_an_entry_is_model_id_and_status_only() {
 async fn api_base_never_shows_credentials_or_query() {
     let d = Deployment::builder("r", "openai/m")
         .id("x")
-        .api_base("https://user:pw@host.example/v1?sig=abc")
+        // (Userinfo is refused by Config::validate: see tests/config/invalid.rs.)
+        .api_base("https://host.example/v1?sig=abc")
         .build();
     let state = state_with(vec![d], |b| b);
     let body = call_get(&endpoints(&state, &Script::healthy()), "/health", &[])

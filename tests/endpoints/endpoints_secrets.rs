@@ -215,3 +215,51 @@ async fn planted_secrets_never_appear_anywhere() {
     assert_clean("the logs", &text);
     drop(up);
 }
+
+/// A secret oracle: if an error quoted the request, a configured secret in it would come
+/// back as `[redacted]` and a wrong guess verbatim, telling a caller which guess is right.
+/// Every error answers the same for a right and a wrong guess, and quotes neither.
+#[tokio::test]
+async fn errors_never_echo_request_input() {
+    let up = Upstream::start(|_| Reply::ok());
+    let state = HealthState::new(config(&up, false));
+    let (ep, _probes) = endpoints(&state);
+    let bearer = format!("Bearer {MASTER}");
+    let key = [("authorization", bearer.as_str())];
+    for (right, wrong) in [
+        (MASTER, "sk-master-9999"),
+        (API_KEY, "sk-live-APIKEY-9999"),
+        (AWS, "aws-SECRET-9999"),
+    ] {
+        for template in [
+            "/health/xx-{}-yy",
+            "/{}",
+            "/health?model_id={}",
+            "/health?model=xx{}yy",
+            "/health/services?service={}",
+            "/health?model=%zz{}",
+            "/health/services?service=%zz{}",
+        ] {
+            let a = call_get(&ep, &template.replace("{}", right), &key).await;
+            let b = call_get(&ep, &template.replace("{}", wrong), &key).await;
+            assert!(
+                a.status == 404 || a.status == 400,
+                "{template}: {}",
+                a.status
+            );
+            assert_eq!((a.status, &a.text), (b.status, &b.text), "{template}");
+            assert!(
+                !b.text.contains(wrong),
+                "{template} echoes input: {}",
+                b.text
+            );
+            assert!(!a.text.contains("[redacted]"), "{template}: {}", a.text);
+            assert!(
+                !b.text.contains("xx") && !b.text.contains("zz"),
+                "{}",
+                b.text
+            );
+        }
+    }
+    assert_eq!(up.count(), 0, "no error needed an upstream call");
+}

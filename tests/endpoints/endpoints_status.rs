@@ -153,5 +153,8 @@ async fn services_are_checked_by_name_within_a_timeout() {
         .await
         .json()["error"]["message"]
         .clone();
-    assert_eq!(msg, "unknown service `redis`; no services are registered");
+    assert_eq!(
+        msg,
+        "unknown service (query parameter `service`); no services are registered"
+    );
 }

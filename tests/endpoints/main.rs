@@ -7,6 +7,7 @@ mod support;
 
 mod endpoints;
 mod endpoints_auth;
+#[cfg(feature = "axum")]
 mod endpoints_axum;
 mod endpoints_secrets;
 mod endpoints_status;

@@ -116,8 +116,13 @@ fn bad_api_base() {
     let d = Deployment::builder("r", "openai/gpt-4o")
         .api_base("localhost:8000")
         .build();
-    let e = http_loop(vec![d]).unwrap_err();
+    // Not an absolute URL: refused when the config is built, before any prober.
+    let e = tower_health_routing::Config::builder()
+        .deployment(d)
+        .build()
+        .unwrap_err();
     assert_eq!(e.field(), "model_list[0].litellm_params.api_base");
+    assert!(e.to_string().contains("absolute URL"), "{e}");
 }
 
 #[test]

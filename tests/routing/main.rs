@@ -5,8 +5,10 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod fallbacks;
 mod health_state;
 mod invariants;
 mod retry;
 mod routing;
+mod strategies;
 mod tower_contract;

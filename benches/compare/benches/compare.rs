@@ -38,7 +38,8 @@ use pingora_load_balancing::{
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 use tower::{Service, ServiceExt, balance::p2c::Balance, discover::ServiceList, load::Constant};
 use tower_health_routing::{
-    Config, Deployment, DeploymentId, health::HealthRecord, HealthState, routing::Picker, config::RoutingStrategy,
+    Config, Deployment, DeploymentId, HealthState, config::RoutingStrategy, health::HealthRecord,
+    routing::Picker,
 };
 
 const SIZES: [usize; 4] = [2, 8, 64, 1024];

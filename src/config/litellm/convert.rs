@@ -15,7 +15,10 @@ use super::{
     env::Resolver,
 };
 use crate::{
-    config::{Config, HealthCheckSettings, RedisSettings, RouterSettings, RoutingStrategy},
+    config::{
+        Config, Fallbacks, HealthCheckSettings, RedisSettings, RouterSettings, RoutingStrategy,
+        RoutingStrategyArgs,
+    },
     deployment::{Deployment, DeploymentParams, Mode, ModelInfo},
     error::{ConfigError, ConfigErrorKind},
 };
@@ -27,7 +30,7 @@ impl LiteLlmConfig {
         r: &Resolver<'_>,
     ) -> Result<Config, ConfigError> {
         let mut extras = extras.into_iter();
-        let deployments = self
+        let mut deployments = self
             .model_list
             .into_iter()
             .enumerate()
@@ -41,6 +44,13 @@ impl LiteLlmConfig {
             health.use_shared_health_check,
             r,
         )?;
+        crate::deployment::disambiguate_derived_ids(&mut deployments);
+        if deployments.is_empty() {
+            tracing::warn!(
+                field = "model_list",
+                "config has no deployments: every request will be refused as an unknown route"
+            );
+        }
         Ok(Config {
             deployments,
             health,
@@ -67,8 +77,14 @@ impl ModelEntry {
         params.api_key = p.api_key.map(|s| s.0);
         params.api_version = p.api_version.map(|t| t.0);
         params.weight = p.weight.map(|f| f.0);
-        params.rpm = count(p.rpm, &at("litellm_params.rpm"))?;
-        params.tpm = count(p.tpm, &at("litellm_params.tpm"))?;
+        params.rpm = count(p.rpm, &at("litellm_params.rpm"))?.or(count(self.rpm, &at("rpm"))?);
+        params.tpm = count(p.tpm, &at("litellm_params.tpm"))?.or(count(self.tpm, &at("tpm"))?);
+        params.max_parallel_requests = positive(
+            p.max_parallel_requests,
+            &at("litellm_params.max_parallel_requests"),
+        )?;
+        params.input_cost_per_token = p.input_cost_per_token.map(|f| f.0);
+        params.output_cost_per_token = p.output_cost_per_token.map(|f| f.0);
         params.cooldown_time = seconds(p.cooldown_time, &at("litellm_params.cooldown_time"))?;
         params.extra = extra.params;
 
@@ -108,6 +124,9 @@ impl ModelEntry {
             health_check_voice: m.health_check_voice.map(|t| t.0),
             health_check_reasoning_effort: m.health_check_reasoning_effort.map(|t| t.0),
             disable_background_health_check: m.disable_background_health_check.is_some_and(|f| f.0),
+            max_input_tokens: positive(m.max_input_tokens, &at("model_info.max_input_tokens"))?,
+            input_cost_per_token: m.input_cost_per_token.map(|f| f.0),
+            output_cost_per_token: m.output_cost_per_token.map(|f| f.0),
             extra: extra.info,
         };
         Ok(Deployment::new(route, params, info))
@@ -125,6 +144,7 @@ impl GeneralSettings {
                 d.background_health_checks,
             ),
             interval: positive_seconds(self.health_check_interval, &at("health_check_interval"))?
+                .map(|i| at_least_the_floor(i, &at("health_check_interval")))
                 .unwrap_or(d.interval),
             routing_enabled: flag(self.enable_health_check_routing, d.routing_enabled),
             staleness_threshold: seconds(
@@ -174,13 +194,16 @@ impl RouterSection {
         let d = RouterSettings::default();
         let routing_strategy = match self.routing_strategy {
             None => d.routing_strategy,
-            Some(Text(name)) => RoutingStrategy::from_name(&name).ok_or_else(|| {
-                ConfigError::new(
-                    "router_settings.routing_strategy",
-                    ConfigErrorKind::UnknownStrategy { value: name },
-                )
-                .with_known(RoutingStrategy::NAMES)
-            })?,
+            Some(Text(name)) => match RoutingStrategy::from_name(&name) {
+                Some(s) => s,
+                None => stand_in_strategy(&name).ok_or_else(|| {
+                    ConfigError::new(
+                        "router_settings.routing_strategy",
+                        ConfigErrorKind::UnknownStrategy { value: name },
+                    )
+                    .with_known(RoutingStrategy::NAMES)
+                })?,
+            },
         };
         // Both places are checked; `router_settings` wins where both are set.
         let allowed_fails = count(self.allowed_fails, "router_settings.allowed_fails")?
@@ -201,6 +224,36 @@ impl RouterSection {
             shared,
             r,
         )?;
+        const R: &str = "router_settings";
+        let a = &self.routing_strategy_args;
+        let da = d.routing_strategy_args;
+        let routing_strategy_args = RoutingStrategyArgs {
+            lowest_latency_buffer: a
+                .lowest_latency_buffer
+                .map_or(da.lowest_latency_buffer, |f| f.0),
+            latency_decay: positive_seconds(
+                a.latency_decay,
+                "router_settings.routing_strategy_args.latency_decay",
+            )?
+            .unwrap_or(da.latency_decay),
+            latency_failure_penalty: seconds(
+                a.latency_failure_penalty,
+                "router_settings.routing_strategy_args.latency_failure_penalty",
+            )?
+            .unwrap_or(da.latency_failure_penalty),
+        };
+        let fallbacks = Fallbacks {
+            general: fallback_map(self.fallbacks, &format!("{R}.fallbacks"))?,
+            default: group_list(self.default_fallbacks, &format!("{R}.default_fallbacks"))?,
+            context_window: fallback_map(
+                self.context_window_fallbacks,
+                &format!("{R}.context_window_fallbacks"),
+            )?,
+            content_policy: fallback_map(
+                self.content_policy_fallbacks,
+                &format!("{R}.content_policy_fallbacks"),
+            )?,
+        };
         Ok(RouterSettings {
             routing_strategy,
             allowed_fails,
@@ -208,7 +261,88 @@ impl RouterSection {
             num_retries,
             max_retry_after,
             redis,
+            routing_strategy_args,
+            fallbacks,
+            model_group_alias: aliases(self.model_group_alias)?,
+            enable_pre_call_checks: self.enable_pre_call_checks.is_some_and(|f| f.0),
         })
+    }
+}
+
+/// A group name: a string (LiteLLM also accepts `{model: name}` in some lists).
+fn group_name(v: &Value, field: &str) -> Result<String, ConfigError> {
+    match v {
+        Value::String(s) if !s.is_empty() => Ok(s.clone()),
+        Value::Object(m) => match m.get("model") {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            _ => Err(ConfigError::invalid(
+                field,
+                "expected a group name (a string) or {model: name}",
+            )),
+        },
+        _ => Err(ConfigError::invalid(
+            field,
+            "expected a group name (a string)",
+        )),
+    }
+}
+
+/// A list of group names (a single name is a list of one).
+fn group_list(v: Option<Value>, field: &str) -> Result<Vec<String>, ConfigError> {
+    match v {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, g)| group_name(g, &format!("{field}[{i}]")))
+            .collect(),
+        Some(one) => Ok(vec![group_name(&one, field)?]),
+    }
+}
+
+/// LiteLLM's `[{group: [fallback, ...]}, ...]` (a single mapping is accepted too).
+fn fallback_map(
+    v: Option<Value>,
+    field: &str,
+) -> Result<std::collections::BTreeMap<String, Vec<String>>, ConfigError> {
+    let mut out = std::collections::BTreeMap::new();
+    let entries = match v {
+        None | Some(Value::Null) => return Ok(out),
+        Some(Value::Array(items)) => items,
+        Some(m @ Value::Object(_)) => vec![m],
+        Some(_) => {
+            return Err(ConfigError::invalid(
+                field,
+                "expected a list of {group: [fallback, ...]} mappings",
+            ));
+        }
+    };
+    for (i, e) in entries.into_iter().enumerate() {
+        let at = format!("{field}[{i}]");
+        let Value::Object(m) = e else {
+            return Err(ConfigError::invalid(
+                at,
+                "expected a mapping {group: [fallback, ...]}",
+            ));
+        };
+        for (group, to) in m {
+            let list = group_list(Some(to), &format!("{at}.{group}"))?;
+            out.insert(group, list);
+        }
+    }
+    Ok(out)
+}
+
+/// `model_group_alias`: `{alias: group}` or `{alias: {model: group, hidden: bool}}`.
+fn aliases(v: Option<Value>) -> Result<std::collections::BTreeMap<String, String>, ConfigError> {
+    const F: &str = "router_settings.model_group_alias";
+    match v {
+        None | Some(Value::Null) => Ok(Default::default()),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(alias, g)| Ok((alias.clone(), group_name(g, &format!("{F}.{alias}"))?)))
+            .collect(),
+        Some(_) => Err(ConfigError::invalid(F, "expected a mapping {alias: group}")),
     }
 }
 
@@ -323,6 +457,44 @@ fn seconds(v: Option<Float>, field: &str) -> Result<Option<Duration>, ConfigErro
     Duration::try_from_secs_f64(s)
         .map(Some)
         .map_err(|_| ConfigError::invalid(field, format!("{s} seconds is too long")))
+}
+
+/// LiteLLM strategies this crate does not implement yet, read as the nearest one it does
+/// (with a warning), so that such configs start.
+fn stand_in_strategy(name: &str) -> Option<RoutingStrategy> {
+    let stand_in = match name {
+        // Both pick the deployment with the least recent usage; in-flight requests are the
+        // nearest measure of load this crate keeps.
+        "usage-based-routing" | "usage-based-routing-v2" => RoutingStrategy::LeastBusy,
+        // Needs model prices; without them every deployment costs the same.
+        "cost-based-routing" => RoutingStrategy::SimpleShuffle,
+        _ => return None,
+    };
+    tracing::warn!(
+        field = "router_settings.routing_strategy",
+        requested = name,
+        used = stand_in.as_str(),
+        "routing strategy not implemented yet; using the nearest one"
+    );
+    Some(stand_in)
+}
+
+/// `health_check_interval` from a config file is at least
+/// [`MIN_HEALTH_CHECK_INTERVAL`](crate::config::MIN_HEALTH_CHECK_INTERVAL): a smaller one is
+/// raised to it with a warning naming the field (`1e-9` would probe without pause).
+fn at_least_the_floor(d: Duration, field: &str) -> Duration {
+    let floor = crate::config::MIN_HEALTH_CHECK_INTERVAL;
+    if d < floor {
+        tracing::warn!(
+            field,
+            configured_seconds = d.as_secs_f64(),
+            used_seconds = floor.as_secs_f64(),
+            "health_check_interval below the floor; raised to it"
+        );
+        floor
+    } else {
+        d
+    }
 }
 
 /// A duration in seconds, greater than zero.

@@ -1,0 +1,191 @@
+//! YAML text → a JSON value tree, read the way LiteLLM (PyYAML's `safe_load`) reads it.
+//!
+//! Where PyYAML and a strict YAML 1.2 reader differ, real LiteLLM configs rely on PyYAML:
+//!
+//! * a duplicate mapping key keeps the **last** value (PyYAML's behaviour); each one is
+//!   reported by a warn-level event naming the key's path and line, since it is almost
+//!   always a mistake;
+//! * comments cost nothing: the parser does not buffer comment events (their text is never
+//!   used), so a file with thousands of comment lines in a row loads;
+//! * `20_000`-style integers are numbers (YAML 1.1, which PyYAML implements).
+//!
+//! The tree is built by our own visitor rather than `serde_json::Value`'s so that each key
+//! can be read with its position ([`serde_saphyr::Spanned`]).
+
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
+use serde_saphyr::Spanned;
+
+/// Parses `text` into a value tree; `None` for an empty document.
+pub(super) fn load(text: &str) -> Result<Option<Value>, serde_saphyr::Error> {
+    let budget = serde_saphyr::budget! {
+        // Bounded by the text itself; comments are not emitted (see below) anyway.
+        max_buffered_comment_events: usize::MAX,
+    };
+    let opts = serde_saphyr::options! {
+        // Snippets would quote the source text (credentials included) in the message.
+        with_snippet: false,
+        // `.nan`/`.inf` arrive as strings; conversion rejects them naming the field.
+        non_finite_float_policy: serde_saphyr::NonFiniteFloatPolicy::AsString,
+        // Duplicates are resolved (last wins) and reported by `Tree` below.
+        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::LastWins,
+        // Comment text is never used; not emitting it means a long run of comments is
+        // never buffered while the parser looks ahead.
+        emit_comments: false,
+        budget: budget,
+    };
+    let tree: Option<Tree> = serde_saphyr::from_str_with_options(text, opts)?;
+    Ok(tree.map(|t| t.0))
+}
+
+/// A value tree whose mappings report duplicate keys.
+struct Tree(Value);
+
+impl<'de> de::Deserialize<'de> for Tree {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Node {
+            path: String::new(),
+        }
+        .deserialize(d)
+        .map(Tree)
+    }
+}
+
+/// The node at `path` (for the duplicate-key warning).
+struct Node {
+    path: String,
+}
+
+impl<'de> DeserializeSeed<'de> for Node {
+    type Value = Value;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+fn child(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+impl<'de> Visitor<'de> for Node {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any YAML value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Value, E> {
+        match i64::try_from(v) {
+            Ok(i) => Ok(i.into()),
+            Err(_) => Ok(Value::String(v.to_string())),
+        }
+    }
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Value, E> {
+        match u64::try_from(v) {
+            Ok(i) => Ok(i.into()),
+            Err(_) => Ok(Value::String(v.to_string())),
+        }
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        // Non-finite floats come as strings (see the options); keep them so if one slips by.
+        Ok(Number::from_f64(v).map_or_else(|| Value::String(v.to_string()), Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Value, E> {
+        Ok(Value::String(String::from_utf8_lossy(v).into_owned()))
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        self.deserialize(d)
+    }
+    fn visit_newtype_struct<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        self.deserialize(d)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(Node {
+            path: format!("{}[{}]", self.path, out.len()),
+        })? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<Spanned<String>>()? {
+            let path = child(&self.path, &key.value);
+            let value = map.next_value_seed(Node { path: path.clone() })?;
+            if out.insert(key.value, value).is_some() {
+                tracing::warn!(
+                    key = %path,
+                    line = key.referenced.line(),
+                    "duplicate key in config.yaml: the last value is used (as LiteLLM does)"
+                );
+            }
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_duplicate_wins() {
+        let v = load("a:\n  b: 1\n  b: 2\nc: [1, 2]\n").unwrap().unwrap();
+        assert_eq!(v["a"]["b"], 2);
+        assert_eq!(v["c"][1], 2);
+    }
+
+    #[test]
+    fn underscored_numbers_are_numbers() {
+        let v = load("tpm: 20_000\nrpm: 1_000_000\n").unwrap().unwrap();
+        assert_eq!(v["tpm"], 20_000);
+        assert_eq!(v["rpm"], 1_000_000);
+    }
+
+    #[test]
+    fn long_comment_runs_load() {
+        let mut text = String::from("model_list:\n");
+        for i in 0..5_000 {
+            text.push_str(&format!("  # comment line {i}\n"));
+        }
+        text.push_str("  - model_name: a\n    litellm_params:\n      model: openai/a\n");
+        let v = load(&text).unwrap().unwrap();
+        assert_eq!(v["model_list"][0]["model_name"], "a");
+    }
+
+    #[test]
+    fn empty_is_none() {
+        assert!(load("").unwrap().is_none());
+        assert!(load("# only a comment\n").unwrap().is_none());
+    }
+}
