@@ -93,7 +93,9 @@ impl Config {
         use crate::classify::Classify as _;
         match &self.classifier {
             Some(c) => c.classify_response(status, headers, body),
-            None => self.default_classifier().classify_response(status, headers, body),
+            None => self
+                .default_classifier()
+                .classify_response(status, headers, body),
         }
     }
 

@@ -55,12 +55,12 @@ use http::{HeaderValue, Method, Request, header};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::json;
 
+use super::bedrock_model::bedrock_probe_model;
 use super::cloud::{
     Unsupported, check_endpoint, header_safe, plain_param, probe_model, secret_param,
 };
 use crate::{
     deployment::{Deployment, Mode},
-    probe::bedrock_probe_model,
     secret::Secret,
 };
 

@@ -54,6 +54,7 @@ mod wire;
 #[cfg(feature = "bedrock")]
 #[allow(dead_code)]
 pub(crate) mod aws;
+pub(crate) mod bedrock_model;
 #[cfg(any(feature = "bedrock", feature = "vertex"))]
 #[allow(dead_code)]
 pub(crate) mod cloud;

@@ -1,6 +1,6 @@
 //! Test helpers of the native cloud probes: a local HTTP server on 127.0.0.1:0 whose
 //! answers a closure decides, a client that sends a built probe and turns the answer into a
-//! [`ProbeOutcome`] the way the HTTP prober does (2xx healthy, else unhealthy with the
+//! [`Outcome`] the way the HTTP prober does (2xx healthy, else unhealthy with the
 //! status), and TRACE-level log capture.
 // A Mutex guards the captured log buffers in tests only; never on the request path.
 #![allow(clippy::disallowed_types)]
@@ -23,8 +23,6 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo},
 };
 use tokio::net::TcpListener;
-
-use crate::probe::ProbeOutcome;
 
 /// What a test server does with one request (its body read whole).
 pub(crate) type Handler = Arc<dyn Fn(Request<Bytes>) -> Response<Full<Bytes>> + Send + Sync>;
@@ -80,19 +78,30 @@ pub(crate) async fn send(req: Request<Bytes>) -> (StatusCode, Bytes) {
     (status, body)
 }
 
+/// A probe's verdict, as the HTTP prober reaches it (the provider layer does not see the
+/// prober's `ProbeOutcome`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    pub(crate) healthy: bool,
+    pub(crate) status: Option<u16>,
+    pub(crate) reason: Option<String>,
+}
+
 /// Sends `req` and classifies the answer as the HTTP prober does: 2xx is healthy,
 /// anything else unhealthy with its status.
-pub(crate) async fn probe(req: Request<Bytes>) -> ProbeOutcome {
+pub(crate) async fn probe(req: Request<Bytes>) -> Outcome {
     let (status, body) = send(req).await;
-    if status.is_success() {
-        ProbeOutcome::healthy().with_status(status.as_u16())
-    } else {
-        ProbeOutcome::unhealthy(format!(
-            "status {}: {}",
-            status.as_u16(),
-            String::from_utf8_lossy(&body)
-        ))
-        .with_status(status.as_u16())
+    let healthy = status.is_success();
+    Outcome {
+        healthy,
+        status: Some(status.as_u16()),
+        reason: (!healthy).then(|| {
+            format!(
+                "status {}: {}",
+                status.as_u16(),
+                String::from_utf8_lossy(&body)
+            )
+        }),
     }
 }
 

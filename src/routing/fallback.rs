@@ -255,7 +255,9 @@ where
         let class = classifier.classify_response(parts.status, &parts.headers, Some(&bytes));
         let resp = Response::from_parts(parts, FallbackBody::buffered(bytes));
         return Ok(match failure_of(class) {
-            Some(f @ (Failure::ContextWindow | Failure::ContentPolicy)) => Answer::Failed(f, Ok(resp)),
+            Some(f @ (Failure::ContextWindow | Failure::ContentPolicy)) => {
+                Answer::Failed(f, Ok(resp))
+            }
             _ => Answer::Done(resp),
         });
     }
@@ -437,7 +439,11 @@ mod tests {
         let cp = br#"{"error":{"code":"content_policy_violation"}}"#;
         assert_eq!(of(400, cp), Some(Failure::ContentPolicy));
         assert_eq!(of(400, b"{\"error\":\"bad json\"}"), None);
-        assert_eq!(of(500, cw), Some(Failure::General), "a 5xx is the deployment's failure");
+        assert_eq!(
+            of(500, cw),
+            Some(Failure::General),
+            "a 5xx is the deployment's failure"
+        );
         assert_eq!(of(200, b"{}"), None);
     }
 

@@ -2,16 +2,15 @@
 //! and `content_policy_fallbacks`, through the stack (fallback → retry → routing) with a
 //! scripted inner service (paused time), and once over real sockets with a hyper forwarder.
 
-
 use std::convert::Infallible;
 
-use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
 use crate::support::{
     Upstreams, request,
     upstream::{Reply, Upstream},
 };
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
 use tower::{ServiceBuilder, ServiceExt};
 use tower_health_routing::{
     BoxError, Config, ConfigBuilder, Deployment, HealthRoutingLayer, SelectedDeployment,

@@ -3,7 +3,6 @@
 //! `rpm`/`tpm` limits per minute, cost-based, `max_parallel_requests`,
 //! `model_group_alias` and pre-call context-window checks. Time is paused.
 
-
 use std::{
     collections::HashMap,
     convert::Infallible,
@@ -14,11 +13,11 @@ use std::{
     time::Duration,
 };
 
+use crate::support::{Upstreams, config, deployments, request};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, StreamBody};
 use proptest::prelude::*;
-use crate::support::{Upstreams, config, deployments, request};
 use tokio::time::advance;
 use tower::{Layer, ServiceExt};
 use tower_health_routing::{

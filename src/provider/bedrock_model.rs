@@ -1,0 +1,62 @@
+//! LiteLLM's Bedrock model-id rule (which path segments of `bedrock/…` are regions),
+//! here in the provider layer so both the catalog and the native Bedrock probe use it;
+//! the probe module re-exports [`bedrock_probe_model`].
+
+/// AWS regions, as they appear in `bedrock/<region>/<model>` routing prefixes.
+pub(crate) const AWS_REGIONS: &[&str] = &[
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    "us-gov-east-1",
+    "us-gov-west-1",
+    "ca-central-1",
+    "ca-west-1",
+    "mx-central-1",
+    "sa-east-1",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "eu-central-1",
+    "eu-central-2",
+    "eu-north-1",
+    "eu-south-1",
+    "eu-south-2",
+    "il-central-1",
+    "me-south-1",
+    "me-central-1",
+    "af-south-1",
+    "ap-east-1",
+    "ap-east-2",
+    "ap-south-1",
+    "ap-south-2",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-northeast-3",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-southeast-3",
+    "ap-southeast-4",
+    "ap-southeast-5",
+    "ap-southeast-7",
+];
+
+/// The model id a probe sends for a `bedrock/…` model (LiteLLM issue #15807): the
+/// `bedrock/` prefix and any path segment that is an AWS region are removed; route
+/// prefixes (`converse/`, `invoke/`), handlers (`llama/`) and cross-region inference
+/// profile ids (`us.`, `eu.`, `apac.`) are kept. Other models come back unchanged.
+///
+/// ```
+/// use tower_health_routing::probe::bedrock_probe_model;
+/// assert_eq!(bedrock_probe_model("bedrock/us-west-2/mistral.mistral-7b-instruct-v0:2"), "mistral.mistral-7b-instruct-v0:2");
+/// assert_eq!(bedrock_probe_model("bedrock/converse/eu-west-1/us.anthropic.claude-3-haiku"), "converse/us.anthropic.claude-3-haiku");
+/// ```
+pub fn bedrock_probe_model(model: &str) -> String {
+    let Some(rest) = model.strip_prefix("bedrock/") else {
+        return model.to_owned();
+    };
+    rest.split('/')
+        .filter(|part| !AWS_REGIONS.contains(part))
+        .collect::<Vec<_>>()
+        .join("/")
+}
