@@ -22,8 +22,8 @@
 //! endpoints ─► shared ─► probe ─► provider
 //!     └──────────┴─────────┴─────► health ◄── balance ◄── routing ◄── retry
 //!                                                         routing ─► cooldown
-//! health ─► stats ─► cooldown ─► classify ─► config ─► error ─► deployment ─► secret
-//!                                            config ─► time
+//! health ─► stats ─► cooldown ─► config ─► classify ─► error ─► deployment ─► secret
+//!                                config ─► time
 //! telemetry: a leaf anyone may call; it names only deployments
 //! ```
 //!

@@ -23,20 +23,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("deployment", &["secret"]),
     ("telemetry", &["deployment"]),
     ("error", &["deployment"]),
+    // `classify` sits below `config`: a `Config` carries its classifier.
     (
-        "config",
+        "classify",
         &["deployment", "secret", "time", "error", "telemetry"],
     ),
     (
-        "classify",
-        &[
-            "deployment",
-            "secret",
-            "time",
-            "error",
-            "telemetry",
-            "config",
-        ],
+        "config",
+        &["deployment", "secret", "time", "error", "telemetry", "classify"],
     ),
     (
         "provider",
