@@ -626,9 +626,9 @@ fn binary_log_lines(args: &[&str], env: &[(&str, &str)]) -> Vec<String> {
             }
         }
     });
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut lines = Vec::new();
-    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+    while let Some(left) = deadline.checked_duration_since(tokio::time::Instant::now()) {
         match rx.recv_timeout(left) {
             Ok(line) => {
                 let listening = line.contains("gateway listening");
