@@ -180,6 +180,8 @@ async fn serve(cli: Cli) -> Result<(), BoxError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    // The bound address (the port the OS chose for `--port 0`).
+    let addr = listener.local_addr().unwrap_or(addr);
     tracing::info!(%addr, config = %path.display(), "gateway listening");
     gw.serve(listener, shutdown_signal()).await
 }
