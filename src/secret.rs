@@ -543,7 +543,10 @@ mod tests {
         let mut s = sc.stream();
         assert_eq!(s.push(b"data: {}\n\n"), b"data: {}\n\n");
         assert_eq!(s.held(), 0);
-        assert_eq!(sc.scrub_bytes(b"x \xff sk-stream-0123456789"), &b"x \xff [redacted]"[..]);
+        assert_eq!(
+            sc.scrub_bytes(b"x \xff sk-stream-0123456789"),
+            &b"x \xff [redacted]"[..]
+        );
     }
 
     #[test]

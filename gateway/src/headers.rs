@@ -55,7 +55,8 @@ pub const FORWARDED: &[&str] = &[
 ];
 
 /// Response headers forwarded by prefix.
-pub const FORWARDED_PREFIXES: &[&str] = &["x-ratelimit-", "openai-", "anthropic-", "x-amzn-bedrock-"];
+pub const FORWARDED_PREFIXES: &[&str] =
+    &["x-ratelimit-", "openai-", "anthropic-", "x-amzn-bedrock-"];
 
 /// Never forwarded, even when a prefix matches: hop-by-hop (RFC 9110 §7.6.1) and credentials.
 pub const NEVER: &[&str] = &[
@@ -116,10 +117,10 @@ pub fn response_headers(upstream: &HeaderMap, scrubber: &Scrubber, same_body: bo
 /// Whether the body is in a content coding other than `identity` (which the gateway cannot
 /// scrub).
 pub fn is_encoded(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::CONTENT_ENCODING)
-        .iter()
-        .any(|v| !v.to_str().is_ok_and(|v| v.trim().eq_ignore_ascii_case("identity")))
+    headers.get_all(header::CONTENT_ENCODING).iter().any(|v| {
+        !v.to_str()
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("identity"))
+    })
 }
 
 /// A body scrubbed chunk by chunk ([`StreamScrubber`]): a secret split across two chunks is
@@ -192,19 +193,14 @@ pub const MAX_ERROR_BODY: usize = 64 << 10;
 pub async fn read_error_body(mut body: Body, scrubber: &Scrubber, limit: usize) -> (Vec<u8>, bool) {
     let mut scrub = scrubber.stream();
     let mut out = Vec::new();
-    loop {
-        match body.frame().await {
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    out.extend(scrub.push(&data));
-                    if out.len() > limit {
-                        // What `scrub` holds back may begin a secret: it is dropped with the rest.
-                        out.truncate(char_boundary(&out, limit));
-                        return (out, true);
-                    }
-                }
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Ok(data) = frame.into_data() {
+            out.extend(scrub.push(&data));
+            if out.len() > limit {
+                // What `scrub` holds back may begin a secret: it is dropped with the rest.
+                out.truncate(char_boundary(&out, limit));
+                return (out, true);
             }
-            Some(Err(_)) | None => break,
         }
     }
     out.extend(scrub.finish());

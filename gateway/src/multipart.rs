@@ -40,8 +40,8 @@ async fn parts(body: &Bytes, boundary: &str) -> Result<Vec<Part>, String> {
 
 /// The `model` text field of a multipart body (`content_type` carries the boundary).
 pub async fn model(content_type: &str, body: &Bytes) -> Result<String, String> {
-    let boundary =
-        multer::parse_boundary(content_type).map_err(|e| format!("malformed multipart body: {e}"))?;
+    let boundary = multer::parse_boundary(content_type)
+        .map_err(|e| format!("malformed multipart body: {e}"))?;
     let model = parts(body, &boundary)
         .await?
         .into_iter()
@@ -54,8 +54,8 @@ pub async fn model(content_type: &str, body: &Bytes) -> Result<String, String> {
 /// The body re-encoded with the `model` text field's value set to `model`; every other
 /// part (file parts included) keeps its headers and bytes.
 pub async fn rewrite_model(content_type: &str, body: &Bytes, model: &str) -> Result<Bytes, String> {
-    let boundary =
-        multer::parse_boundary(content_type).map_err(|e| format!("malformed multipart body: {e}"))?;
+    let boundary = multer::parse_boundary(content_type)
+        .map_err(|e| format!("malformed multipart body: {e}"))?;
     let parts = parts(body, &boundary).await?;
     if !parts.iter().any(|p| p.is_model) {
         return Err("multipart body has no `model` field".to_owned());

@@ -178,12 +178,7 @@ async fn unrewritable_bodies_are_400s_that_never_reach_or_blame_an_upstream() {
     for _ in 0..20 {
         let a = chat(gw.addr, "gpt-4o").await;
         assert_eq!(a.status, 200, "{}", a.text());
-        served.insert(
-            a.headers["x-litellm-model-id"]
-                .to_str()
-                .unwrap()
-                .to_owned(),
-        );
+        served.insert(a.headers["x-litellm-model-id"].to_str().unwrap().to_owned());
     }
     assert_eq!(served.len(), 2, "both deployments serve: {served:?}");
     assert_eq!(up.count(), 20);
@@ -218,7 +213,10 @@ async fn upstream_headers_pass_an_allowlist_and_every_value_and_body_is_scrubbed
          Openai-Processing-Ms: 12\r\n\
          Retry-After: 3\r\n"
     );
-    let body = format!(r#"{{"id":"c1","echo":"{KEY}","upper":"{}"}}"#, KEY.to_uppercase());
+    let body = format!(
+        r#"{{"id":"c1","echo":"{KEY}","upper":"{}"}}"#,
+        KEY.to_uppercase()
+    );
     let up = RawUpstream::start(move || vec![(raw_answer(&head, &body), Duration::ZERO)]);
     let gw = start(rewriting(&[up.v1()])).await;
     let a = chat(gw.addr, "gpt-4o").await;
@@ -237,7 +235,10 @@ async fn upstream_headers_pass_an_allowlist_and_every_value_and_body_is_scrubbed
         "server",
         "x-request-id",
     ] {
-        assert!(h.get(gone).is_none(), "{gone} must not reach the client: {h:?}");
+        assert!(
+            h.get(gone).is_none(),
+            "{gone} must not reach the client: {h:?}"
+        );
     }
     assert_eq!(h["content-type"], "application/json");
     assert_eq!(h["request-id"], "req-[redacted]");
@@ -250,13 +251,18 @@ async fn upstream_headers_pass_an_allowlist_and_every_value_and_body_is_scrubbed
         assert!(!v.contains(KEY), "{name}: {v}");
     }
     let text = a.text();
-    assert!(!text.contains(KEY) && !text.contains(&KEY.to_uppercase()), "{text}");
+    assert!(
+        !text.contains(KEY) && !text.contains(&KEY.to_uppercase()),
+        "{text}"
+    );
     assert_eq!(
         a.json(),
         json!({"id": "c1", "echo": "[redacted]", "upper": "[redacted]"})
     );
     // The allowlist itself.
-    assert!(headers::is_forwarded("anthropic-ratelimit-requests-remaining"));
+    assert!(headers::is_forwarded(
+        "anthropic-ratelimit-requests-remaining"
+    ));
     assert!(!headers::is_forwarded("x-litellm-model-id"));
     assert!(!headers::is_forwarded("openai-api-key"));
     gw.shutdown().await;
@@ -381,7 +387,8 @@ async fn multipart_rewrites_the_model_field_and_never_a_file_part() {
     let gw = start(cfg).await;
     let b = "XBOUNDARYX";
     // The file's bytes look like a `model` field; the raw-byte search used to rewrite them.
-    let file = "RIFF\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper\r\nmore audio";
+    let file =
+        "RIFF\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper\r\nmore audio";
     let body = format!(
         "--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\n{file}\r\n\
          --{b}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper\r\n--{b}--\r\n"
@@ -489,7 +496,11 @@ async fn on_demand_health_is_bounded_and_concurrent_calls_share_one_round() {
         assert_eq!(a.status, 200);
         assert_eq!(a.json()["healthy_count"], n, "{}", a.text());
     }
-    assert_eq!(up.count(), n, "five concurrent calls, one round: each deployment once");
+    assert_eq!(
+        up.count(),
+        n,
+        "five concurrent calls, one round: each deployment once"
+    );
     let peak = up.peak_in_flight();
     assert!(
         peak <= tower_health_routing::probe::DEFAULT_CONCURRENCY,
@@ -507,7 +518,8 @@ async fn on_demand_health_is_bounded_and_concurrent_calls_share_one_round() {
 // ---- the binary: CLI sanity, and running out of file descriptors ----
 
 fn write_config(name: &str, text: &str) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!("thr-hardening-{}-{name}.yaml", std::process::id()));
+    let path =
+        std::env::temp_dir().join(format!("thr-hardening-{}-{name}.yaml", std::process::id()));
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -552,12 +564,17 @@ fn binary_refuses_a_zero_timeout_and_absurd_worker_counts_naming_the_flag() {
 /// address it listens on and the log lines up to that point.
 // A plain thread reads the child's stdout: real time, no runtime.
 #[allow(clippy::disallowed_types, clippy::disallowed_methods)]
-fn spawn_binary(config: &std::path::Path, nofile: Option<u32>) -> (std::process::Child, String, Vec<String>) {
+fn spawn_binary(
+    config: &std::path::Path,
+    nofile: Option<u32>,
+) -> (std::process::Child, String, Vec<String>) {
     use std::io::BufRead;
     let bin = env!("CARGO_BIN_EXE_thr-gateway");
     let cmd = format!(
         "{}exec '{bin}' --config '{}' --host 127.0.0.1 --port 0",
-        nofile.map(|n| format!("ulimit -n {n} && ")).unwrap_or_default(),
+        nofile
+            .map(|n| format!("ulimit -n {n} && "))
+            .unwrap_or_default(),
         config.display()
     );
     let mut child = std::process::Command::new("sh")
@@ -580,9 +597,11 @@ fn spawn_binary(config: &std::path::Path, nofile: Option<u32>) -> (std::process:
     });
     let mut lines = Vec::new();
     loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("no `gateway listening` line: {lines:#?}"));
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("no `gateway listening` line: {lines:#?}");
+        };
         let listening = line.contains("gateway listening");
         lines.push(line.clone());
         if listening {
@@ -617,7 +636,8 @@ async fn running_out_of_file_descriptors_is_never_an_upstreams_verdict() {
     // file descriptors: many probes cannot open a socket. Those are the gateway's own
     // failures: listed as unchecked with a local reason, never as unhealthy.
     let up = Upstream::start_with_threads(2, |_| Reply::ok().after(Duration::from_millis(500)));
-    let mut yaml = String::from("general_settings:\n  health_check_concurrency: 200\nmodel_list:\n");
+    let mut yaml =
+        String::from("general_settings:\n  health_check_concurrency: 200\nmodel_list:\n");
     for i in 0..80 {
         yaml.push_str(&format!(
             "  - model_name: r{i}\n    litellm_params:\n      model: openai/gpt-4o-mini\n      api_base: {}\n      api_key: {KEY}\n    model_info:\n      id: d{i}\n",

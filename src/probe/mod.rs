@@ -344,7 +344,7 @@ impl ProbeLoopBuilder {
                 feed_cooldown: self.feed_cooldown,
                 tracker: Mutex::new(Tracker::default()),
                 driver,
-                on_demand: std::sync::Mutex::default(),
+                on_demand: on_demand_map(),
             }),
         })
     }
@@ -443,7 +443,11 @@ impl ProbeLoop {
     pub async fn check_now(&self, target: ProbeTarget) -> RoundReport {
         use futures_util::FutureExt as _;
         let round = {
-            let mut running = self.inner.on_demand.lock().unwrap_or_else(|p| p.into_inner());
+            let mut running = self
+                .inner
+                .on_demand
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             match running.get(&target) {
                 Some(r) => {
                     tracing::debug!(?target, "health_check_on_demand_joined");
@@ -481,6 +485,13 @@ impl ProbeLoop {
     }
 }
 
+/// An empty map of running on-demand rounds (locked by `/health` callers only, never on
+/// a request path, never across an await).
+#[allow(clippy::disallowed_types)]
+fn on_demand_map() -> std::sync::Mutex<std::collections::HashMap<ProbeTarget, SharedRound>> {
+    std::sync::Mutex::default()
+}
+
 /// Removes an on-demand round from the running map when its last caller drops it unfinished.
 struct ForgetAbandoned<'a> {
     inner: &'a Inner,
@@ -493,7 +504,11 @@ impl Drop for ForgetAbandoned<'_> {
         let Some(mine) = self.round.take() else {
             return;
         };
-        let mut running = self.inner.on_demand.lock().unwrap_or_else(|p| p.into_inner());
+        let mut running = self
+            .inner
+            .on_demand
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         // Ours, still in the map (so unfinished), and nobody else holds it: the map's clone
         // and `mine` are the last two.
         if running.get(self.target).is_some_and(|r| r.ptr_eq(&mine))

@@ -276,9 +276,14 @@ mod tests {
         assert!(!ProbeOutcome::unhealthy("x").with_status(500).is_transient());
         assert!(!ProbeOutcome::unhealthy("x").is_transient());
         assert!(!ProbeOutcome::healthy().with_status(200).is_transient());
-        let local = ProbeOutcome::unhealthy("connect: Too many open files").with_class(Class::Local);
+        let local =
+            ProbeOutcome::unhealthy("connect: Too many open files").with_class(Class::Local);
         assert!(local.is_inconclusive() && !local.is_transient());
-        assert!(!ProbeOutcome::unhealthy("x").with_status(500).is_inconclusive());
+        assert!(
+            !ProbeOutcome::unhealthy("x")
+                .with_status(500)
+                .is_inconclusive()
+        );
         assert!(
             !ProbeOutcome::unhealthy("quota")
                 .with_status(429)
