@@ -66,6 +66,7 @@ pub struct Options {
     /// Time allowed for an upstream's response headers (a stream may then run longer).
     pub upstream_timeout: Duration,
     /// The largest request body accepted (audio uploads included); larger is a 413.
+    /// Bodies over 64 KiB in flight share a budget of 4 × this (see [`crate::budget`]).
     pub max_body: usize,
     /// Serve `/metrics` (Prometheus text) from this handle, when given.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
@@ -262,6 +263,18 @@ fn error_response(app: &App, model: &str, e: &BoxError) -> Response {
             "invalid_request_error",
             app.scrubber.scrub(&local.to_string()),
         );
+    }
+    if tower_health_routing::classify::is_local_resource_error(&**e) {
+        // This process ran out (file descriptors, buffers): not the upstream's fault, and
+        // not the client's (classified `Local`: no cooldown, no retry).
+        let mut r = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            "the gateway is out of local resources (file descriptors or buffers); retry shortly",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(1));
+        return r;
     }
     let timed_out = e.is::<tokio::time::error::Elapsed>();
     let (status, what) = if timed_out {

@@ -286,6 +286,36 @@ mod tests {
     }
 
     #[test]
+    fn local_resource_errors_change_nothing() {
+        let d = Arc::new(Deployment::builder("r", "m").id("a").build());
+        let rules = Rules {
+            unhealthy_threshold: 1,
+            ..RULES
+        };
+        let local = || {
+            ProbeOutcome::unhealthy("local: tcp open error: Too many open files")
+                .with_class(Class::Local)
+        };
+        let mut t = Tracker::default();
+        // No earlier state: nothing is published (the deployment stays unchecked).
+        assert!(step(&mut t, &d, local(), rules).is_none());
+        assert!(
+            step(&mut t, &d, ProbeOutcome::healthy(), rules)
+                .unwrap()
+                .healthy
+        );
+        // However many, whatever the threshold: no flip, no record.
+        for _ in 0..5 {
+            assert!(step(&mut t, &d, local(), rules).is_none());
+        }
+        assert!(
+            step(&mut t, &d, ProbeOutcome::healthy(), rules)
+                .unwrap()
+                .healthy
+        );
+    }
+
+    #[test]
     fn first_result_is_published_as_is() {
         let d = Arc::new(Deployment::builder("r", "m").id("a").build());
         let mut t = Tracker::default();
