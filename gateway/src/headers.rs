@@ -9,7 +9,7 @@
 //! | header | why |
 //! |---|---|
 //! | `content-type`, `content-language`, `cache-control` | what the body is (SSE needs its `text/event-stream`) |
-//! | `content-encoding` | only `identity`: the gateway asks upstreams for `accept-encoding: identity`, since it cannot scrub a compressed body, and answers 502 to one it cannot read |
+//! | `content-encoding` | `identity`: the gateway asks upstreams for `accept-encoding: identity`, since it cannot scrub a compressed body, and answers 502 to a compressed one when any secret is configured (with none, it passes as sent) |
 //! | `content-length` | only when the body goes byte for byte (no secret configured); otherwise the body is scrubbed and sent chunked |
 //! | `x-request-id`, `request-id`, `x-amzn-requestid`, `apim-request-id`, `x-ms-request-id` | request ids, for the provider's support |
 //! | `openai-*`, `anthropic-*`, `x-amzn-bedrock-*` | the providers' own (`openai-processing-ms`, `anthropic-ratelimit-*`, ...) |
