@@ -30,7 +30,7 @@ use std::{
     time::Duration,
 };
 
-use crate::cooldown::CooldownState;
+use crate::{cooldown::CooldownState, ejection::EjectionState};
 
 /// Nanoseconds in one usage bucket.
 pub(crate) const MINUTE_NANOS: u64 = 60_000_000_000;
@@ -47,6 +47,7 @@ pub(crate) struct DeploymentStats {
     /// This minute's tokens: `minute << 40 | count`.
     tokens: AtomicU64,
     pub(crate) cooldown: CooldownState,
+    pub(crate) ejection: EjectionState,
 }
 
 const COUNT_BITS: u32 = 40;

@@ -60,6 +60,9 @@ pub const UNKNOWN_ROUTE: &str = "tower_health_routing_unknown_route_total";
 /// Counter: cooldowns entered, per deployment and `source` (`request` or `probe`).
 pub const COOLDOWNS: &str = "tower_health_routing_cooldowns_total";
 
+/// Counter: outlier ejections entered, per deployment (`router_settings.outlier_detection`).
+pub const EJECTIONS: &str = "tower_health_routing_ejections_total";
+
 /// Every value the `reason` label of [`PROBES`] takes:
 ///
 /// | reason | meaning |
@@ -126,6 +129,10 @@ pub fn describe() {
     describe_counter!(
         COOLDOWNS,
         "Times a deployment entered or extended a cooldown"
+    );
+    describe_counter!(
+        EJECTIONS,
+        "Times a deployment was ejected by outlier detection"
     );
 }
 
@@ -194,6 +201,12 @@ pub(crate) fn record_cooldown(d: &Deployment, source: &'static str) {
     let mut labels = deployment_labels(d);
     labels.push(Label::from_static_parts("source", source));
     metrics::counter!(COOLDOWNS, labels).increment(1);
+}
+
+#[cfg(feature = "metrics")]
+/// Records an outlier ejection of `d`.
+pub(crate) fn record_ejection(d: &Deployment) {
+    metrics::counter!(EJECTIONS, deployment_labels(d)).increment(1);
 }
 
 #[cfg(feature = "metrics")]
@@ -266,6 +279,9 @@ mod off {
 
     #[inline(always)]
     pub(crate) fn record_cooldown(_: &Deployment, _: &'static str) {}
+
+    #[inline(always)]
+    pub(crate) fn record_ejection(_: &Deployment) {}
 
     #[inline(always)]
     pub(crate) fn record_unknown_route() {}

@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod ejection;
 mod fallbacks;
 mod health_state;
 mod invariants;
