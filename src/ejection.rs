@@ -80,8 +80,9 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// SplitMix64: a well-mixed hash of one word, for deterministic jitter.
-fn mix(mut z: u64) -> u64 {
+/// SplitMix64: a well-mixed hash of one word, for deterministic jitter (and the
+/// request path's slow-start draws).
+pub(crate) fn mix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -110,6 +111,12 @@ impl EjectionState {
     pub(crate) fn remaining(&self, now: u64) -> Option<Duration> {
         let until = self.until.load(Relaxed);
         (until > now).then(|| Duration::from_nanos(until - now))
+    }
+
+    /// End of the last ejection (nanos since the epoch; 0: never ejected). In the future
+    /// while it is ejected.
+    pub(crate) fn last_end(&self) -> u64 {
+        self.last_end.load(Relaxed)
     }
 
     /// How many times it has been ejected (the multiplier, not decayed to now).

@@ -48,7 +48,13 @@ pub(crate) struct DeploymentStats {
     tokens: AtomicU64,
     pub(crate) cooldown: CooldownState,
     pub(crate) ejection: EjectionState,
+    /// When its health last turned from failed to passed (nanos since the epoch); 0 = never.
+    recovered_at: AtomicU64,
 }
+
+/// The weight a deployment starts from when it comes back, under `slow_start_window`
+/// (Envoy's default `min_weight_percent`).
+pub(crate) const SLOW_START_FLOOR: f64 = 0.1;
 
 const COUNT_BITS: u32 = 40;
 const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
@@ -92,6 +98,42 @@ fn add_in(bucket: &AtomicU64, minute: u64, n: u64, limit: Option<u64>) -> bool {
 }
 
 impl DeploymentStats {
+    /// Notes that its health turned from failed to passed at `at`.
+    pub(crate) fn mark_recovered(&self, at: u64) {
+        self.recovered_at.fetch_max(at.max(1), Relaxed);
+    }
+
+    /// When it last came back into rotation: the latest of its health recovery, the end
+    /// of its last cooldown and the end of its last ejection (0: never out). May lie in the
+    /// future while it is still out.
+    pub(crate) fn back_since(&self) -> u64 {
+        self.recovered_at
+            .load(Relaxed)
+            .max(self.cooldown.last_end())
+            .max(self.ejection.last_end())
+    }
+
+    /// Its slow-start weight factor at `now` (nanos since the epoch) for a window of
+    /// `window` nanos: from [`SLOW_START_FLOOR`] when it came back, linearly to 1 at the
+    /// end of the window. Reads the clock (through `now`) only if it was ever out.
+    pub(crate) fn slow_start_factor<F: FnMut() -> u64>(
+        &self,
+        window: u64,
+        now: &mut crate::time::LazyNow<F>,
+    ) -> f64 {
+        let since = self.back_since();
+        if since == 0 || window == 0 {
+            return 1.0;
+        }
+        // `since` ahead of the clock (it came back this very tick, or is still out) is
+        // the start of the window.
+        let elapsed = now.get().saturating_sub(since);
+        if elapsed >= window {
+            return 1.0;
+        }
+        SLOW_START_FLOOR + (1.0 - SLOW_START_FLOOR) * (elapsed as f64 / window as f64)
+    }
+
     pub(crate) fn in_flight(&self) -> u32 {
         self.in_flight.load(Relaxed)
     }

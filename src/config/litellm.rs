@@ -155,6 +155,7 @@ struct RouterSection {
     enable_pre_call_checks: Option<Flag>,
     outlier_detection: Option<OutlierSection>,
     panic_threshold_percent: Option<Float>,
+    slow_start_window: Option<Float>,
 }
 
 /// `router_settings.outlier_detection` (this crate's; Envoy's names where it has one).

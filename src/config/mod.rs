@@ -209,6 +209,10 @@ pub struct RouterSettings {
     /// route's deployments pass the health filter, route over all of them. Replaces the
     /// all-or-nothing bypass when set (0: never bypass). Default `None` (LiteLLM's bypass).
     pub panic_threshold_percent: Option<f64>,
+    /// `slow_start_window` (this crate's): a deployment that comes back (healthy after
+    /// unhealthy, or out of cooldown or ejection) starts at 10 % of its weight and ramps
+    /// linearly to full over this window. Default `None` (off).
+    pub slow_start_window: Option<Duration>,
 }
 
 /// `router_settings.outlier_detection`: Envoy-style outlier ejection (see the README).
@@ -318,6 +322,7 @@ impl Default for RouterSettings {
             enable_pre_call_checks: false,
             outlier_detection: None,
             panic_threshold_percent: None,
+            slow_start_window: None,
         }
     }
 }
@@ -777,6 +782,11 @@ impl ConfigBuilder {
     /// `outlier_detection` (default off).
     pub fn outlier_detection(mut self, od: OutlierDetection) -> Self {
         self.cfg.router.outlier_detection = Some(od);
+        self
+    }
+    /// `slow_start_window` (default off; zero is off too).
+    pub fn slow_start_window(mut self, d: Duration) -> Self {
+        self.cfg.router.slow_start_window = (!d.is_zero()).then_some(d);
         self
     }
     /// `panic_threshold_percent` (default: LiteLLM's all-or-nothing bypass).

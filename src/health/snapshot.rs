@@ -278,6 +278,10 @@ impl HealthSnapshot {
             if let Some(&i) = self.by_id.get(id) {
                 let e = &mut entries[i as usize];
                 e.checked_nanos = nanos_since(self.epoch, rec.checked_at);
+                // Healthy after unhealthy: slow start ramps it up from here.
+                if rec.healthy && e.health.as_ref().is_some_and(|h| !h.healthy) {
+                    e.stats.mark_recovered(e.checked_nanos);
+                }
                 e.health = Some(rec.clone());
             }
         }

@@ -51,6 +51,8 @@ pub(crate) struct PickSettings {
     pub(crate) pre_call_checks: bool,
     /// `panic_threshold_percent`: `None` = LiteLLM's all-or-nothing bypass.
     pub(crate) panic_threshold: Option<f64>,
+    /// `slow_start_window` in nanos; 0 = off.
+    pub(crate) slow_start: u64,
     pub(crate) aliases: std::collections::HashMap<String, String>,
 }
 
@@ -63,6 +65,10 @@ impl PickSettings {
             penalty: a.latency_failure_penalty,
             pre_call_checks: cfg.router.enable_pre_call_checks,
             panic_threshold: cfg.router.panic_threshold_percent,
+            slow_start: cfg
+                .router
+                .slow_start_window
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
             aliases: cfg
                 .router
                 .model_group_alias
@@ -386,15 +392,37 @@ pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
     let entries = &snap.entries;
     // Deployments whose rpm was reached between the eligibility check and the count.
     let mut lost: [u32; 4] = [u32::MAX; 4];
-    for lost_n in 0..=lost.len() {
+    // Slow start: a deployment back in rotation is declined with probability 1 - its
+    // factor each time it is drawn (so it serves about its ramped share); a decision that
+    // declined one and found nothing else runs again without slow start, never refusing.
+    let mut salt: u64 = if settings.slow_start > 0 {
+        rng.random()
+    } else {
+        0
+    };
+    let mut ramp = settings.slow_start;
+    let mut declined = false;
+    let mut lost_n = 0;
+    while lost_n <= lost.len() {
         let mut eligible = |i: u32| {
             if ask.exclude.contains(&i) || lost[..lost_n].contains(&i) {
                 return false;
             }
             let e = &entries[i as usize];
-            within_limits(e, usage, ctx.minute, ask.tokens)
+            let ok = within_limits(e, usage, ctx.minute, ask.tokens)
                 && e.stats.cooldown.is_available(now)
-                && e.stats.ejection.is_available(now)
+                && e.stats.ejection.is_available(now);
+            if !ok || ramp == 0 {
+                return ok;
+            }
+            let f = e.stats.slow_start_factor(ramp, now);
+            if f >= 1.0 {
+                return true;
+            }
+            salt = crate::ejection::mix(salt);
+            let keep = (salt >> 11) as f64 / (1u64 << 53) as f64 <= f;
+            declined |= !keep;
+            keep
         };
         // A list made for this decision is not cached (it would never be found again).
         let own = cacheable || std::ptr::eq(cands, &route.all);
@@ -429,7 +457,13 @@ pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
                 warn_bypass(snap, route);
             }
         }
-        let Some((i, bypassed)) = picked else { break };
+        let Some((i, bypassed)) = picked else {
+            if std::mem::take(&mut declined) {
+                ramp = 0;
+                continue;
+            }
+            break;
+        };
         if !usage
             || entries[i as usize]
                 .stats
@@ -442,6 +476,7 @@ pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
             break;
         }
         lost[lost_n] = i;
+        lost_n += 1;
     }
     let t = now.get();
     let wait = route

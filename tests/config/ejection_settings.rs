@@ -137,3 +137,15 @@ fn the_builder_checks_the_same_rules() {
         .unwrap_err();
     assert_eq!(e.field(), "router_settings.panic_threshold_percent");
 }
+
+#[test]
+fn slow_start_window_parses_and_zero_is_off() {
+    let cfg = parse("router_settings:\n  slow_start_window: 45\n").unwrap();
+    assert_eq!(cfg.router.slow_start_window, Some(Duration::from_secs(45)));
+    let cfg = parse("router_settings:\n  slow_start_window: 0\n").unwrap();
+    assert_eq!(cfg.router.slow_start_window, None);
+    let cfg = parse("router_settings:\n  num_retries: 0\n").unwrap();
+    assert_eq!(cfg.router.slow_start_window, None);
+    let e = parse("router_settings:\n  slow_start_window: -5\n").unwrap_err();
+    assert_eq!(e.field(), "router_settings.slow_start_window");
+}

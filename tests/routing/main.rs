@@ -11,5 +11,6 @@ mod health_state;
 mod invariants;
 mod retry;
 mod routing;
+mod slow_start;
 mod strategies;
 mod tower_contract;

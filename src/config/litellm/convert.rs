@@ -268,6 +268,11 @@ impl RouterSection {
                 .map(OutlierSection::into_settings)
                 .transpose()?,
             panic_threshold_percent: self.panic_threshold_percent.map(|f| f.0),
+            slow_start_window: seconds(
+                self.slow_start_window,
+                "router_settings.slow_start_window",
+            )?
+            .filter(|d| !d.is_zero()),
         })
     }
 }
