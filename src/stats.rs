@@ -131,7 +131,7 @@ impl DeploymentStats {
         if elapsed >= window {
             return 1.0;
         }
-        SLOW_START_FLOOR + (1.0 - SLOW_START_FLOOR) * (elapsed as f64 / window as f64)
+        (1.0 - SLOW_START_FLOOR).mul_add(elapsed as f64 / window as f64, SLOW_START_FLOOR)
     }
 
     pub(crate) fn in_flight(&self) -> u32 {
