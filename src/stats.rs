@@ -50,6 +50,10 @@ pub(crate) struct DeploymentStats {
     pub(crate) ejection: EjectionState,
     /// When its health last turned from failed to passed (nanos since the epoch); 0 = never.
     recovered_at: AtomicU64,
+    /// When real traffic last succeeded / last failed by the deployment's fault (nanos
+    /// since the epoch; 0 = never), for `health_check_skip_when_traffic_healthy`.
+    traffic_ok_at: AtomicU64,
+    traffic_failed_at: AtomicU64,
 }
 
 /// The weight a deployment starts from when it comes back, under `slow_start_window`
@@ -98,6 +102,23 @@ fn add_in(bucket: &AtomicU64, minute: u64, n: u64, limit: Option<u64>) -> bool {
 }
 
 impl DeploymentStats {
+    /// Notes a real answer at `now`: a success, or a failure by the deployment's fault.
+    pub(crate) fn observe_traffic(&self, ok: bool, now: u64) {
+        let at = if ok {
+            &self.traffic_ok_at
+        } else {
+            &self.traffic_failed_at
+        };
+        at.fetch_max(now.max(1), Relaxed);
+    }
+
+    /// When real traffic last succeeded, if it did at or after `since` and nothing failed
+    /// by the deployment's fault after it (nanos since the epoch).
+    pub(crate) fn traffic_healthy_since(&self, since: u64) -> Option<u64> {
+        let ok = self.traffic_ok_at.load(Relaxed);
+        (ok != 0 && ok >= since && ok > self.traffic_failed_at.load(Relaxed)).then_some(ok)
+    }
+
     /// Notes that its health turned from failed to passed at `at`.
     pub(crate) fn mark_recovered(&self, at: u64) {
         self.recovered_at.fetch_max(at.max(1), Relaxed);

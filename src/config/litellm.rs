@@ -125,6 +125,7 @@ struct GeneralSettings {
     health_check_ignore_transient_errors: Option<Flag>,
     master_key: Option<SecretText>,
     use_shared_health_check: Option<Flag>,
+    health_check_skip_when_traffic_healthy: Option<Flag>,
     health_check_unhealthy_threshold: Option<Int>,
     health_check_healthy_threshold: Option<Int>,
     health_check_jitter: Option<Float>,

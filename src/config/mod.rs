@@ -146,6 +146,10 @@ pub struct HealthCheckSettings {
     pub jitter: Duration,
     /// `use_shared_health_check`: share results across processes (needs the `redis` feature). Default `false`.
     pub use_shared_health_check: bool,
+    /// `health_check_skip_when_traffic_healthy` (this crate's): a deployment that answered
+    /// real traffic successfully within the current interval (and failed none since) is not
+    /// probed that round; its result comes from the traffic (`source: traffic`). Default `false`.
+    pub skip_when_traffic_healthy: bool,
 }
 
 impl Default for HealthCheckSettings {
@@ -163,6 +167,7 @@ impl Default for HealthCheckSettings {
             healthy_threshold: NonZeroU32::MIN,
             jitter: Duration::ZERO,
             use_shared_health_check: false,
+            skip_when_traffic_healthy: false,
         }
     }
 }
@@ -742,6 +747,11 @@ impl ConfigBuilder {
     pub fn health_check_thresholds(mut self, unhealthy: NonZeroU32, healthy: NonZeroU32) -> Self {
         self.cfg.health.unhealthy_threshold = unhealthy;
         self.cfg.health.healthy_threshold = healthy;
+        self
+    }
+    /// `health_check_skip_when_traffic_healthy` (default `false`).
+    pub fn health_check_skip_when_traffic_healthy(mut self, on: bool) -> Self {
+        self.cfg.health.skip_when_traffic_healthy = on;
         self
     }
     /// Random delay of up to `d` added to each interval (default zero).

@@ -87,6 +87,9 @@ impl Observer {
                 self.settings.tau_nanos,
             );
         }
+        if shared.config.health.skip_when_traffic_healthy && class.is_counted() {
+            stats.observe_traffic(*class == Class::Success, nanos_since(shared.epoch, now));
+        }
         let d = self.selected.deployment();
         let entered = stats.cooldown.record(
             class,

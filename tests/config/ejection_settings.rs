@@ -149,3 +149,12 @@ fn slow_start_window_parses_and_zero_is_off() {
     let e = parse("router_settings:\n  slow_start_window: -5\n").unwrap_err();
     assert_eq!(e.field(), "router_settings.slow_start_window");
 }
+
+#[test]
+fn skip_when_traffic_healthy_parses_and_is_off_by_default() {
+    let cfg =
+        parse("general_settings:\n  health_check_skip_when_traffic_healthy: \"true\"\n").unwrap();
+    assert!(cfg.health.skip_when_traffic_healthy);
+    let cfg = parse("general_settings:\n  health_check_interval: 30\n").unwrap();
+    assert!(!cfg.health.skip_when_traffic_healthy);
+}

@@ -181,6 +181,10 @@ impl GeneralSettings {
             jitter: seconds(self.health_check_jitter, &at("health_check_jitter"))?
                 .unwrap_or(d.jitter),
             use_shared_health_check: flag(self.use_shared_health_check, d.use_shared_health_check),
+            skip_when_traffic_healthy: flag(
+                self.health_check_skip_when_traffic_healthy,
+                d.skip_when_traffic_healthy,
+            ),
         })
     }
 }
