@@ -30,13 +30,31 @@ async fn gateway(up: &Upstream, skip: bool) -> (SocketAddr, tokio::task::JoinHan
         .health_check_skip_when_traffic_healthy(skip)
         .build()
         .unwrap();
-    let gw = app::Gateway::new(cfg, &app::Options::default()).unwrap();
+    let options = app::Options {
+        metrics: Some(prometheus()),
+        ..app::Options::default()
+    };
+    let gw = app::Gateway::new(cfg, &options).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task = tokio::spawn(async move {
         let _ = gw.serve(listener, std::future::pending::<()>()).await;
     });
     (addr, task)
+}
+
+/// The Prometheus recorder of this test binary (installed once).
+fn prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).expect("first recorder of this binary");
+            handle
+        })
+        .clone()
 }
 
 async fn send(req: http::Request<Full<Bytes>>) -> (u16, Value) {
@@ -102,6 +120,21 @@ async fn steady_traffic_replaces_the_probes() {
     assert_eq!(e["model_id"], "only", "{health}");
     assert_eq!(e["source"], "traffic", "{health}");
     assert!(e["checked_at"].is_string(), "{health}");
+    // Probes saved are counted, by route and deployment.
+    let text = prometheus().render();
+    let saved: f64 = text
+        .lines()
+        .find(|l| {
+            l.starts_with("tower_health_routing_probes_saved_total{")
+                && l.contains("model_id=\"only\"")
+                && l.contains("route=\"gpt-4o\"")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no probes_saved_total in\n{text}"));
+    assert!(
+        saved >= 3.0,
+        "saved {saved} probes in 1.3 s of 300 ms rounds"
+    );
     task.abort();
 }
 
