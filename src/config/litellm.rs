@@ -125,6 +125,7 @@ struct GeneralSettings {
     health_check_ignore_transient_errors: Option<Flag>,
     master_key: Option<SecretText>,
     use_shared_health_check: Option<Flag>,
+    health_check_skip_when_traffic_healthy: Option<Flag>,
     health_check_unhealthy_threshold: Option<Int>,
     health_check_healthy_threshold: Option<Int>,
     health_check_jitter: Option<Float>,
@@ -153,6 +154,24 @@ struct RouterSection {
     /// `{alias: group}` or `{alias: {model: group, hidden: bool}}`.
     model_group_alias: Option<Value>,
     enable_pre_call_checks: Option<Flag>,
+    outlier_detection: Option<OutlierSection>,
+    panic_threshold_percent: Option<Float>,
+    slow_start_window: Option<Float>,
+}
+
+/// `router_settings.outlier_detection` (this crate's; Envoy's names where it has one).
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct OutlierSection {
+    consecutive_failures: Option<Int>,
+    failure_percentage: Option<Float>,
+    minimum_requests: Option<Int>,
+    interval: Option<Float>,
+    base_ejection_time: Option<Float>,
+    max_ejection_time: Option<Float>,
+    max_ejection_percent: Option<Float>,
+    jitter: Option<Float>,
+    jitter_seed: Option<Int>,
 }
 
 /// `router_settings.routing_strategy_args`. LiteLLM's other keys here (`ttl`,

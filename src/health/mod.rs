@@ -37,7 +37,7 @@ use tokio::time::Instant;
 
 pub(crate) use hooks::Hooks;
 pub(crate) use snapshot::{Candidates, Entry, Route};
-pub use snapshot::{HealthRecord, HealthSnapshot};
+pub use snapshot::{HealthRecord, HealthSnapshot, HealthSource};
 
 use crate::{
     config::Config,
@@ -167,6 +167,23 @@ impl HealthState {
         let e = snap.entry_by_id(id)?;
         let now = nanos_since(self.shared.epoch, Instant::now());
         e.stats.cooldown.remaining(now)
+    }
+
+    /// How long `id` stays ejected by outlier detection from now; `None` when it is not
+    /// ejected (see `router_settings.outlier_detection`).
+    pub fn ejection_remaining(&self, id: &str) -> Option<Duration> {
+        let snap = self.load();
+        let e = snap.entry_by_id(id)?;
+        e.stats.ejection.remaining(self.now_nanos())
+    }
+
+    /// The multiplier of `id`'s last ejection: how many times it was ejected, less one for
+    /// every `interval` it spent back in rotation before that ejection (`0`: never ejected,
+    /// or an unknown id).
+    pub fn ejections(&self, id: &str) -> u32 {
+        self.load()
+            .entry_by_id(id)
+            .map_or(0, |e| e.stats.ejection.ejections())
     }
 
     /// Requests now in flight to `id` (`0` for an unknown id).

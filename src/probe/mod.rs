@@ -86,6 +86,7 @@ mod provider;
 #[cfg(feature = "http-prober")]
 mod request;
 mod round;
+mod traffic;
 
 use std::{
     fmt,
@@ -548,13 +549,25 @@ impl Inner {
 
     /// Probes the background targets, publishing nothing. `None` when the state is gone.
     pub(crate) async fn probe_round(&self) -> Option<RoundReport> {
-        let (targets, scrubber) = {
+        let (targets, scrubber, saved) = {
             let state = HealthState::upgrade(&self.state)?;
             let snap = state.load();
-            (background_targets(&snap), state.scrubber().clone())
+            let mut targets = background_targets(&snap);
+            let saved = if state.config().health.skip_when_traffic_healthy {
+                traffic::take_healthy(&state, &snap, &mut targets, self.settings.interval)
+            } else {
+                Vec::new()
+            };
+            (targets, state.scrubber().clone(), saved)
         };
-        let span = tracing::debug_span!("health_check_round", deployments = targets.len());
-        Some(self.runner.run(targets, &scrubber).instrument(span).await)
+        let span = tracing::debug_span!(
+            "health_check_round",
+            deployments = targets.len(),
+            saved = saved.len()
+        );
+        let mut report = self.runner.run(targets, &scrubber).instrument(span).await;
+        report.results.extend(saved);
+        Some(report)
     }
 
     /// Publishes a round's raw results through this loop's hysteresis, transient-error rule

@@ -92,6 +92,7 @@ pub(crate) fn to_report(
                 retry_after: r.retry_after_ms.map(Duration::from_millis),
                 // Derived from the status (the store keeps no class).
                 class: None,
+                source: Default::default(),
             }
             .scrubbed(state.scrubber());
             Some(ProbeReport {
