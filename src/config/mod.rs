@@ -205,7 +205,7 @@ pub struct RouterSettings {
     /// `model_group_alias`: a route name that resolves to another group. Default empty.
     pub model_group_alias: BTreeMap<String, String>,
     /// `enable_pre_call_checks`: skip deployments whose `model_info.max_input_tokens` is
-    /// below the request's [`RequestTokens`](crate::RequestTokens). Default `false`.
+    /// below the request's [`RequestTokens`](crate::routing::RequestTokens). Default `false`.
     pub enable_pre_call_checks: bool,
     /// `outlier_detection` (this crate's): Envoy-style ejection of deployments whose
     /// traffic fails. Default `None` (off; LiteLLM's cooldown only).

@@ -9,7 +9,7 @@
 //! 3. cooldown, outlier ejection (and already-tried) filter, and the per-deployment limits: at
 //!    `max_parallel_requests` in flight, at its `rpm`/`tpm` this minute (usage-based
 //!    strategies), or a context window (`model_info.max_input_tokens`) below the request's
-//!    [`RequestTokens`](crate::RequestTokens) with `enable_pre_call_checks`; if every
+//!    [`RequestTokens`](crate::routing::RequestTokens) with `enable_pre_call_checks`; if every
 //!    deployment that passed the health filter is so excluded, the health filter is
 //!    bypassed after all (one that failed its check may still serve, and a request that
 //!    can be served is never refused);
