@@ -34,6 +34,9 @@ where
         "/health/readiness/details",
         "/health/shared-status",
         "/health/services",
+        "/health/latest",
+        "/health/history",
+        "/health/backlog",
     ];
     PATHS.iter().fold(::axum::Router::new(), |router, path| {
         router.route_service(path, endpoints.clone())

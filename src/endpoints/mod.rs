@@ -56,6 +56,7 @@
 //! `exception_status` to anyone. `api_base` never shows `user:password@` or a query string.
 
 mod future;
+mod history;
 mod report;
 mod services;
 mod status;
@@ -83,6 +84,7 @@ use tower_service::Service;
 pub use self::axum::health_router;
 pub use self::{
     future::ResponseFuture,
+    history::{DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT},
     report::{EndpointEntry, HealthReport, REGION_FIELDS},
     services::{
         DEFAULT_SERVICE_TIMEOUT, ServiceCheck, ServiceCheckFn, ServiceCheckFuture, service_check_fn,
@@ -268,11 +270,16 @@ impl HealthEndpoints {
             "/health"
             | "/health/readiness/details"
             | "/health/shared-status"
-            | "/health/services" => path,
+            | "/health/services"
+            | "/health/latest"
+            | "/health/history"
+            | "/health/backlog" => path,
             _ => {
                 let msg = "no health endpoint at this path; the health endpoints are /health, \
                            /health/liveliness, /health/liveness, /health/readiness, \
-                           /health/readiness/details, /health/shared-status and /health/services";
+                           /health/readiness/details, /health/shared-status, /health/services, \
+                           /health/latest, /health/history, /health/backlog and \
+                           POST /health/test_connection";
                 return Answer::Ready(self.client_error(StatusCode::NOT_FOUND, "not_found", msg));
             }
         };
@@ -288,6 +295,12 @@ impl HealthEndpoints {
             )),
             "/health/shared-status" => Answer::Ready(status::shared_status(&self.state)),
             "/health/services" => self.services_answer(parts),
+            "/health/latest" => Answer::Ready(history::latest(&self.state)),
+            "/health/backlog" => Answer::Ready(history::backlog(&self.state)),
+            "/health/history" => Answer::Ready(match history::parse_query(parts.uri.query()) {
+                Ok(q) => history::history(&self.state, &q),
+                Err(e) => self.client_error(StatusCode::BAD_REQUEST, "bad_request", &e),
+            }),
             _ => self.health_answer(parts),
         }
     }

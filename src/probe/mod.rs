@@ -72,6 +72,7 @@
 
 mod defaults;
 mod handle;
+mod history;
 #[cfg(feature = "http-prober")]
 mod http;
 mod hysteresis;
@@ -105,6 +106,7 @@ pub(crate) use self::round::on_demand_targets as targets;
 pub use self::{
     defaults::{DEFAULT_MAX_TOKENS, DEFAULT_PROMPT, ProbeDefaults},
     handle::ProbeHandle,
+    history::{HealthHistory, HistoryRecord, HistorySource, LOCAL},
     mode::{bedrock_probe_model, is_reasoning_model, resolve_max_tokens, resolve_mode},
     outcome::{ProbeOutcome, ProbeReport, ProbeTarget, RoundReport},
     prober::{ProbeFuture, Prober, ProberFn, prober_fn},
@@ -306,6 +308,7 @@ impl ProbeLoopBuilder {
         }
         let cfg: &Config = self.state.config();
         prober.check_config(cfg)?;
+        warn_unmatched_groups(cfg);
         let settings = cfg.health.clone();
         let driver = driver(self.sharing.take(), cfg, &settings)?;
         let rules = Rules {
@@ -454,7 +457,8 @@ impl Inner {
         let (targets, scrubber) = {
             let state = HealthState::upgrade(&self.state)?;
             let snap = state.load();
-            (background_targets(&snap), state.scrubber().clone())
+            let groups = self.settings.background_model_groups.as_deref();
+            (background_targets(&snap, groups), state.scrubber().clone())
         };
         let span = tracing::debug_span!("health_check_round", deployments = targets.len());
         Some(self.runner.run(targets, &scrubber).instrument(span).await)
@@ -471,6 +475,12 @@ impl Inner {
             tracker.retain(|id| snap.deployment(id).is_some());
             tracker.apply(&report.results, self.rules)
         };
+        let history = HealthHistory::of(&state);
+        {
+            let snap = state.load();
+            history.retain(|id| snap.deployment(id).is_some());
+        }
+        history.record_round(report);
         end_upstream_cooldowns(&state, &report.results);
         if self.feed_cooldown {
             feed_cooldown(&state, &report.results);
@@ -489,6 +499,23 @@ impl Inner {
             Duration::from_nanos(rng.random_range(0..=max))
         };
         self.settings.interval.saturating_add(extra)
+    }
+}
+
+/// Logs (once, when a loop is built) each `background_health_check_model_groups` name
+/// that matches no route: those names probe nothing, which is most likely a typo.
+fn warn_unmatched_groups(cfg: &Config) {
+    let Some(groups) = &cfg.health.background_model_groups else {
+        return;
+    };
+    for g in groups {
+        if !cfg.deployments.iter().any(|d| d.route() == g.as_str()) {
+            tracing::warn!(
+                model_group = %g,
+                "general_settings.background_health_check_model_groups names a model group \
+                 no deployment has: it probes nothing"
+            );
+        }
     }
 }
 

@@ -61,6 +61,7 @@ impl Runner {
             results: slots.into_iter().flatten().collect(),
             started_at,
             elapsed: started_at.elapsed(),
+            checked_by: None,
         }
     }
 
@@ -108,10 +109,15 @@ impl Runner {
 }
 
 /// The deployments a background round probes: each once, minus those with
-/// `disable_background_health_check`.
-pub(crate) fn background_targets(snap: &HealthSnapshot) -> Vec<Arc<Deployment>> {
+/// `disable_background_health_check` and, with `background_health_check_model_groups`
+/// (`groups`), those of other routes.
+pub(crate) fn background_targets(
+    snap: &HealthSnapshot,
+    groups: Option<&[String]>,
+) -> Vec<Arc<Deployment>> {
     snap.deployments()
         .filter(|d| !d.info().disable_background_health_check)
+        .filter(|d| groups.is_none_or(|g| g.iter().any(|g| **g == *d.route)))
         .cloned()
         .collect()
 }
