@@ -28,6 +28,7 @@
 
 pub mod app;
 pub mod health_cli;
+pub mod models;
 
 use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 

@@ -309,6 +309,7 @@ impl ProbeLoopBuilder {
         let cfg: &Config = self.state.config();
         prober.check_config(cfg)?;
         warn_unmatched_groups(cfg);
+        warn_bad_health_check_params(cfg);
         let settings = cfg.health.clone();
         let driver = driver(self.sharing.take(), cfg, &settings)?;
         let rules = Rules {
@@ -514,6 +515,25 @@ fn warn_unmatched_groups(cfg: &Config) {
                 model_group = %g,
                 "general_settings.background_health_check_model_groups names a model group \
                  no deployment has: it probes nothing"
+            );
+        }
+    }
+}
+
+/// Logs (once, when a loop is built) each deployment whose
+/// `model_info.health_check_params` is not a mapping: it is ignored, as in LiteLLM.
+fn warn_bad_health_check_params(cfg: &Config) {
+    for d in &cfg.deployments {
+        let Some(v) = d.info().extra.get("health_check_params") else {
+            continue;
+        };
+        if !matches!(
+            v,
+            crate::deployment::ParamValue::Plain(serde_json::Value::Object(_))
+        ) {
+            tracing::warn!(
+                model_id = %d.id(),
+                "model_info.health_check_params is not a mapping; ignored"
             );
         }
     }
