@@ -459,6 +459,7 @@ impl Gateway {
         // The endpoints are a plain tower Service (no framework feature needed): mount it on
         // the paths it serves. With the `axum` feature, `health_router(endpoints)` does the same.
         let mut router = api_router(state.clone(), layer, options)
+            .merge(crate::models::test_connection_route(endpoints.clone()))
             .route_service("/health", endpoints.clone())
             .route_service("/health/{*rest}", endpoints);
         if let Some(handle) = options.metrics.clone() {

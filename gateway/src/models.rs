@@ -3,7 +3,8 @@
 //! with a deployment that may be picked now are listed. Presentation only: a hidden route
 //! stays callable.
 
-use tower_health_routing::HealthState;
+use axum::response::IntoResponse;
+use tower_health_routing::{HealthEndpoints, HealthState};
 
 /// The routes to keep (sorted), or `None` when the filter is off for this request.
 pub fn healthy_only(state: &HealthState, query: Option<&str>) -> Option<Vec<String>> {
@@ -17,4 +18,29 @@ pub fn healthy_only(state: &HealthState, query: Option<&str>) -> Option<Vec<Stri
         })
     });
     (asked || state.config().health.model_list_healthy_only).then(|| state.pickable_routes())
+}
+
+/// `POST /health/test_connection`, the one health endpoint that reads a body (the library's
+/// tower `Service` cannot; [`HealthEndpoints::call_with_body`] can).
+pub fn test_connection_route(endpoints: HealthEndpoints) -> axum::Router {
+    axum::Router::new().route(
+        "/health/test_connection",
+        axum::routing::post(move |req: axum::extract::Request| {
+            let endpoints = endpoints.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                match axum::body::to_bytes(body, 64 << 10).await {
+                    Ok(bytes) => endpoints
+                        .call_with_body(http::Request::from_parts(parts, bytes))
+                        .await
+                        .into_response(),
+                    Err(_) => crate::app::error(
+                        http::StatusCode::PAYLOAD_TOO_LARGE,
+                        "invalid_request_error",
+                        "the body is too large (at most 64 KiB) or could not be read",
+                    ),
+                }
+            }
+        }),
+    )
 }

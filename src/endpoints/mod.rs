@@ -60,6 +60,7 @@ mod history;
 mod report;
 mod services;
 mod status;
+mod test_connection;
 mod wire;
 
 #[cfg(feature = "axum")]
@@ -237,6 +238,39 @@ impl HealthEndpoints {
         }
     }
 
+    /// Answers a request whose body has been read: `POST /health/test_connection` (the
+    /// one endpoint that reads a body; at most 64 KiB), and every other endpoint as
+    /// [`call`](Service::call) does. The tower [`Service`] takes bodies of any type and
+    /// cannot read them, so it answers `POST /health/test_connection` with 405; mount
+    /// this method there (`health_router` does).
+    pub fn call_with_body(&self, req: Request<Bytes>) -> ResponseFuture {
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path().trim_end_matches('/');
+        if path != "/health/test_connection" {
+            return self.clone().call(Request::from_parts(parts, body));
+        }
+        if parts.method != Method::POST {
+            let mut resp = wire::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "/health/test_connection answers POST",
+            );
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return ResponseFuture::ready(resp);
+        }
+        if !self.admin(&parts) {
+            return ResponseFuture::ready(wire::unauthorized());
+        }
+        let (state, probes) = (self.state.clone(), self.probes.clone());
+        ResponseFuture {
+            kind: Kind::Pending {
+                fut: Box::pin(test_connection::answer(state, probes, body)),
+                head: false,
+            },
+        }
+    }
+
     /// An error about the client's request. Its text never quotes request input (path,
     /// query values): an echo would let a caller test guesses against the scrubber, a secret
     /// oracle. It is scrubbed all the same.
@@ -383,14 +417,17 @@ impl<B> Service<Request<B>> for HealthEndpoints {
         let (parts, _body) = req.into_parts();
         let head = parts.method == Method::HEAD;
         if parts.method != Method::GET && !head {
-            let mut resp = wire::error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+            let msg = if parts.uri.path().trim_end_matches('/') == "/health/test_connection" {
+                "POST /health/test_connection needs its body: serve it with \
+                 HealthEndpoints::call_with_body (health_router does)"
+                    .to_owned()
+            } else {
                 format!(
                     "the health endpoints answer GET and HEAD, not {}",
                     parts.method
-                ),
-            );
+                )
+            };
+            let mut resp = wire::error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", msg);
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return ResponseFuture::ready(resp);

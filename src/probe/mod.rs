@@ -445,6 +445,24 @@ impl ProbeLoop {
     }
 }
 
+impl ProbeLoop {
+    /// Probes one deployment now, which need not be in the config (what
+    /// `POST /health/test_connection` runs): the loop's prober, concurrency bound and
+    /// timeouts, its reason scrubbed with the state's secrets and `scrubber`'s. Nothing is
+    /// published, recorded in the history or counted in the metrics.
+    pub async fn probe_detached(
+        &self,
+        deployment: Arc<crate::deployment::Deployment>,
+        scrubber: &crate::secret::Scrubber,
+    ) -> ProbeReport {
+        let mut report = self.inner.runner.probe_one(deployment, scrubber, false).await;
+        if let Some(state) = HealthState::upgrade(&self.inner.state) {
+            report.outcome = report.outcome.scrubbed(state.scrubber());
+        }
+        report
+    }
+}
+
 impl Inner {
     /// Probes and publishes a round locally. `None` when the health state is gone.
     pub(crate) async fn background_round(&self) -> Option<RoundReport> {

@@ -52,7 +52,7 @@ impl Runner {
         let mut slots: Vec<Option<ProbeReport>> = Vec::new();
         slots.resize_with(targets.len(), || None);
         let mut done = stream::iter(targets.into_iter().enumerate())
-            .map(|(i, d)| async move { (i, self.probe_one(d, scrubber).await) })
+            .map(|(i, d)| async move { (i, self.probe_one(d, scrubber, true).await) })
             .buffer_unordered(self.limit);
         while let Some((i, report)) = done.next().await {
             slots[i] = Some(report);
@@ -65,7 +65,14 @@ impl Runner {
         }
     }
 
-    async fn probe_one(&self, d: Arc<Deployment>, scrubber: &Scrubber) -> ProbeReport {
+    /// Probes `d` once within its timeout. `record`: count it in the metrics (not for
+    /// deployments outside the config, whose labels would be unbounded).
+    pub(crate) async fn probe_one(
+        &self,
+        d: Arc<Deployment>,
+        scrubber: &Scrubber,
+        record: bool,
+    ) -> ProbeReport {
         // `acquire` fails only on a closed semaphore, which this one never is.
         let _permit = match &self.permits {
             Some(s) => s.acquire().await.ok(),
@@ -89,7 +96,9 @@ impl Runner {
             outcome.status,
             outcome.reason.as_deref(),
         );
-        crate::telemetry::record_probe(&d, reason, latency);
+        if record {
+            crate::telemetry::record_probe(&d, reason, latency);
+        }
         tracing::debug!(
             model_id = %d.id(),
             route = d.route(),
