@@ -176,7 +176,9 @@ fn target(state: &HealthState, ask: &Ask) -> Result<(Deployment, Scrubber), Resp
     let stored_model = d.params.model.clone();
     for k in ask.params.keys() {
         match k.as_str() {
-            "model" => d.params.model = req.params.model.clone(),
+            // Matched by route or upstream model, `model` named the deployment: keep its own.
+            "model" if by_id => d.params.model = req.params.model.clone(),
+            "model" => {}
             "api_base" | "base_url" => d.params.api_base = req.params.api_base.clone(),
             "api_key" => d.params.api_key = req.params.api_key.clone(),
             "api_version" => d.params.api_version = req.params.api_version.clone(),
