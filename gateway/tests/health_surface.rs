@@ -126,7 +126,10 @@ async fn post(addr: SocketAddr, path: &str, body: Value, key: Option<&str>) -> R
 async fn until(limit: Duration, mut cond: impl FnMut() -> bool) {
     let start = tokio::time::Instant::now();
     while !cond() {
-        assert!(start.elapsed() < limit, "condition not met within {limit:?}");
+        assert!(
+            start.elapsed() < limit,
+            "condition not met within {limit:?}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -141,7 +144,10 @@ async fn until_json(addr: SocketAddr, path: &str, cond: impl Fn(&Value) -> bool)
         if cond(&v) {
             return v;
         }
-        assert!(start.elapsed() < Duration::from_secs(5), "{path}: never got there: {v}");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{path}: never got there: {v}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -189,36 +195,114 @@ async fn latest_and_history_follow_background_rounds_with_filters_limits_and_no_
     assert_eq!(sorted_keys(&checks["up-1"]), RECORD_KEYS);
     let (ok, ko) = (&checks["up-1"], &checks["up-2"]);
     assert_eq!(
-        (ok["status"].as_str(), ok["model_name"].as_str(), ok["model"].as_str()),
+        (
+            ok["status"].as_str(),
+            ok["model_name"].as_str(),
+            ok["model"].as_str()
+        ),
         (Some("healthy"), Some("gpt-4o"), Some("openai/gpt-4o-mini"))
     );
-    assert_eq!((ok["healthy_count"].as_u64(), ok["unhealthy_count"].as_u64()), (Some(1), Some(0)));
+    assert_eq!(
+        (ok["healthy_count"].as_u64(), ok["unhealthy_count"].as_u64()),
+        (Some(1), Some(0))
+    );
     assert!(ok["error_message"].is_null());
     assert_eq!(ko["status"], "unhealthy");
     assert_eq!(ko["status_code"], 401);
-    assert!(ko["error_message"].as_str().is_some_and(|e| !e.is_empty()), "{ko}");
-    assert_eq!((ok["checked_by"].as_str(), ok["source"].as_str()), (Some("local"), Some("probe")));
+    assert!(
+        ko["error_message"].as_str().is_some_and(|e| !e.is_empty()),
+        "{ko}"
+    );
+    assert_eq!(
+        (ok["checked_by"].as_str(), ok["source"].as_str()),
+        (Some("local"), Some("probe"))
+    );
     let at = ok["checked_at"].as_str().unwrap();
-    assert!(at.len() == 24 && at.ends_with('Z') && at.as_bytes()[10] == b'T', "{at}");
+    assert!(
+        at.len() == 24 && at.ends_with('Z') && at.as_bytes()[10] == b'T',
+        "{at}"
+    );
     assert!(ok["response_time_ms"].as_f64().is_some_and(|ms| ms >= 0.0));
 
     // Three rounds or more: filters, order and paging.
-    until_json(gw.addr, "/health/history?model=up-2", |v| v["total_matching"].as_u64() >= Some(3)).await;
-    let h = get(gw.addr, "/health/history?status_filter=unhealthy", Some(MASTER)).await.json();
-    assert_eq!(sorted_keys(&h), ["health_checks", "history_size", "limit", "offset", "total_matching", "total_records"]);
-    assert_eq!((h["limit"].as_u64(), h["offset"].as_u64(), h["history_size"].as_u64()), (Some(100), Some(0), Some(100)));
+    until_json(gw.addr, "/health/history?model=up-2", |v| {
+        v["total_matching"].as_u64() >= Some(3)
+    })
+    .await;
+    let h = get(
+        gw.addr,
+        "/health/history?status_filter=unhealthy",
+        Some(MASTER),
+    )
+    .await
+    .json();
+    assert_eq!(
+        sorted_keys(&h),
+        [
+            "health_checks",
+            "history_size",
+            "limit",
+            "offset",
+            "total_matching",
+            "total_records"
+        ]
+    );
+    assert_eq!(
+        (
+            h["limit"].as_u64(),
+            h["offset"].as_u64(),
+            h["history_size"].as_u64()
+        ),
+        (Some(100), Some(0), Some(100))
+    );
     let recs = h["health_checks"].as_array().unwrap();
     assert!(recs.len() >= 3);
     assert_eq!(h["total_records"].as_u64(), Some(recs.len() as u64));
-    assert!(recs.iter().all(|r| r["model_id"] == "up-2" && r["status"] == "unhealthy"));
-    let times: Vec<&str> = recs.iter().map(|r| r["checked_at"].as_str().unwrap()).collect();
-    assert!(times.windows(2).all(|w| w[0] >= w[1]), "newest first: {times:?}");
-    let healthy = get(gw.addr, "/health/history?status_filter=healthy&model=gpt-4o", Some(MASTER)).await.json();
-    assert!(healthy["health_checks"].as_array().unwrap().iter().all(|r| r["model_id"] == "up-1"));
-    let page = get(gw.addr, "/health/history?model=up-2&limit=2&offset=1", Some(MASTER)).await.json();
-    assert_eq!((page["total_records"].as_u64(), page["limit"].as_u64(), page["offset"].as_u64()), (Some(2), Some(2), Some(1)));
+    assert!(
+        recs.iter()
+            .all(|r| r["model_id"] == "up-2" && r["status"] == "unhealthy")
+    );
+    let times: Vec<&str> = recs
+        .iter()
+        .map(|r| r["checked_at"].as_str().unwrap())
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {times:?}"
+    );
+    let healthy = get(
+        gw.addr,
+        "/health/history?status_filter=healthy&model=gpt-4o",
+        Some(MASTER),
+    )
+    .await
+    .json();
+    assert!(
+        healthy["health_checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["model_id"] == "up-1")
+    );
+    let page = get(
+        gw.addr,
+        "/health/history?model=up-2&limit=2&offset=1",
+        Some(MASTER),
+    )
+    .await
+    .json();
+    assert_eq!(
+        (
+            page["total_records"].as_u64(),
+            page["limit"].as_u64(),
+            page["offset"].as_u64()
+        ),
+        (Some(2), Some(2), Some(1))
+    );
     assert!(page["total_matching"].as_u64() >= Some(3));
-    let none = get(gw.addr, "/health/history?model=nobody", Some(MASTER)).await.json();
+    let none = get(gw.addr, "/health/history?model=nobody", Some(MASTER))
+        .await
+        .json();
     assert_eq!(none["total_records"], 0);
 
     // Out-of-range parameters: 400 naming the parameter, not echoing the value.
@@ -227,7 +311,11 @@ async fn latest_and_history_follow_background_rounds_with_filters_limits_and_no_
         ("limit=1001", "limit", Some("1001")),
         ("limit=abc", "limit", Some("abc")),
         ("offset=-5", "offset", Some("-5")),
-        ("status_filter=sk-guess-123", "status_filter", Some("sk-guess-123")),
+        (
+            "status_filter=sk-guess-123",
+            "status_filter",
+            Some("sk-guess-123"),
+        ),
     ] {
         let r = get(gw.addr, &format!("/health/history?{q}"), Some(MASTER)).await;
         assert_eq!(r.status, 400, "{q}: {}", r.text());
@@ -240,13 +328,24 @@ async fn latest_and_history_follow_background_rounds_with_filters_limits_and_no_
     // Auth like /health: no key, wrong key.
     for path in ["/health/latest", "/health/history", "/health/backlog"] {
         assert_eq!(get(gw.addr, path, None).await.status, 401, "{path}");
-        assert_eq!(get(gw.addr, path, Some("sk-wrong")).await.status, 401, "{path}");
+        assert_eq!(
+            get(gw.addr, path, Some("sk-wrong")).await.status,
+            401,
+            "{path}"
+        );
     }
 
     // The planted secrets appear in none of the new outputs.
-    for path in ["/health/latest", "/health/history?limit=1000", "/health/backlog"] {
+    for path in [
+        "/health/latest",
+        "/health/history?limit=1000",
+        "/health/backlog",
+    ] {
         let text = get(gw.addr, path, Some(MASTER)).await.text();
-        assert!(!text.contains(KEY_PREFIX) && !text.contains(MASTER), "{path}: {text}");
+        assert!(
+            !text.contains(KEY_PREFIX) && !text.contains(MASTER),
+            "{path}: {text}"
+        );
     }
     gw.shutdown().await;
 }
@@ -258,7 +357,10 @@ async fn the_history_ring_keeps_the_configured_number_of_records() {
     b.health_mut().history_size = 3;
     let gw = start(b.build().unwrap()).await;
     until(Duration::from_secs(5), || {
-        up.control.requests.load(std::sync::atomic::Ordering::Relaxed) >= 6
+        up.control
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 6
     })
     .await;
     // The sixth probe may still be in flight: wait for its record, then count.
@@ -291,12 +393,20 @@ async fn backlog_counts_requests_in_flight() {
             "rejected_requests"
         ]
     );
-    assert_eq!((idle["in_flight_requests"].as_u64(), idle["queued_requests"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(
+        (
+            idle["in_flight_requests"].as_u64(),
+            idle["queued_requests"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
     up.control.set(Fault::Hang);
     let addr = gw.addr;
     let pending = tokio::spawn(async move {
         let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
-        post(addr, "/v1/chat/completions", body, Some(MASTER)).await.status
+        post(addr, "/v1/chat/completions", body, Some(MASTER))
+            .await
+            .status
     });
     let busy = until_json(gw.addr, "/health/backlog", |v| v["in_flight_requests"] == 1).await;
     assert_eq!(busy["in_flight_by_model_id"]["up-1"], 1);
@@ -320,7 +430,13 @@ async fn models_can_list_only_routes_that_may_be_picked() {
         .api_base(unchecked.api_base())
         .disable_background_health_check(true)
         .build();
-    let ds = || [deployment("good", &good), deployment("bad", &bad), quiet.clone()];
+    let ds = || {
+        [
+            deployment("good", &good),
+            deployment("bad", &bad),
+            quiet.clone(),
+        ]
+    };
     let ids = |r: Reply| -> Vec<String> {
         r.json()["data"]
             .as_array()
@@ -331,15 +447,24 @@ async fn models_can_list_only_routes_that_may_be_picked() {
     };
     let gw = start(probed(ds()).build().unwrap()).await;
     until(Duration::from_secs(5), || {
-        gw.state.snapshot().health("up-2").is_some_and(|h| !h.healthy)
+        gw.state
+            .snapshot()
+            .health("up-2")
+            .is_some_and(|h| !h.healthy)
     })
     .await;
-    assert_eq!(ids(get(gw.addr, "/v1/models", Some(MASTER)).await), ["bad", "good", "never-probed"]);
+    assert_eq!(
+        ids(get(gw.addr, "/v1/models", Some(MASTER)).await),
+        ["bad", "good", "never-probed"]
+    );
     assert_eq!(
         ids(get(gw.addr, "/v1/models?healthy_only=true", Some(MASTER)).await),
         ["good", "never-probed"]
     );
-    assert_eq!(ids(get(gw.addr, "/models?healthy_only=false", Some(MASTER)).await).len(), 3);
+    assert_eq!(
+        ids(get(gw.addr, "/models?healthy_only=false", Some(MASTER)).await).len(),
+        3
+    );
     gw.shutdown().await;
 
     // Proxy-wide: every listing is filtered.
@@ -347,13 +472,24 @@ async fn models_can_list_only_routes_that_may_be_picked() {
     b.health_mut().model_list_healthy_only = true;
     let gw = start(b.build().unwrap()).await;
     until(Duration::from_secs(5), || {
-        gw.state.snapshot().health("up-2").is_some_and(|h| !h.healthy)
+        gw.state
+            .snapshot()
+            .health("up-2")
+            .is_some_and(|h| !h.healthy)
     })
     .await;
-    assert_eq!(ids(get(gw.addr, "/v1/models", Some(MASTER)).await), ["good", "never-probed"]);
+    assert_eq!(
+        ids(get(gw.addr, "/v1/models", Some(MASTER)).await),
+        ["good", "never-probed"]
+    );
     // A hidden route stays callable (presentation only).
     let body = json!({"model": "bad", "messages": [{"role": "user", "content": "hi"}]});
-    assert_eq!(post(gw.addr, "/v1/chat/completions", body, Some(MASTER)).await.status, 500);
+    assert_eq!(
+        post(gw.addr, "/v1/chat/completions", body, Some(MASTER))
+            .await
+            .status,
+        500
+    );
     gw.shutdown().await;
 }
 
@@ -367,11 +503,22 @@ async fn only_the_listed_model_groups_are_probed_in_the_background() {
     cfg.health_mut().background_model_groups = Some(vec!["a".into(), "no-such-group".into()]);
     let gw = start(cfg.build().unwrap()).await;
     until(Duration::from_secs(5), || {
-        a.control.requests.load(std::sync::atomic::Ordering::Relaxed) >= 3
+        a.control
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 3
     })
     .await;
-    assert_eq!(b.control.requests.load(std::sync::atomic::Ordering::Relaxed), 0);
-    assert!(gw.state.snapshot().health("up-2").is_none(), "b stays unchecked");
+    assert_eq!(
+        b.control
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert!(
+        gw.state.snapshot().health("up-2").is_none(),
+        "b stays unchecked"
+    );
     let latest = get(gw.addr, "/health/latest", Some(MASTER)).await.json();
     assert_eq!(sorted_keys(&latest["latest_health_checks"]), ["up-1"]);
     gw.shutdown().await;
@@ -391,20 +538,41 @@ async fn test_connection_probes_the_body_s_deployment_and_keeps_nothing() {
         .build()
         .unwrap();
     let gw = start(cfg).await;
-    let tc = |body: Value, key: Option<&'static str>| post(gw.addr, "/health/test_connection", body, key);
+    let tc = |body: Value, key: Option<&'static str>| {
+        post(gw.addr, "/health/test_connection", body, key)
+    };
 
     // A configured route, tested as configured.
-    let r = tc(json!({"litellm_params": {"model": "gpt-4o"}, "mode": "chat"}), Some(MASTER)).await;
+    let r = tc(
+        json!({"litellm_params": {"model": "gpt-4o"}, "mode": "chat"}),
+        Some(MASTER),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
     assert_eq!(v["status"], "success", "{v}");
-    assert_eq!((v["result"]["model"].as_str(), v["result"]["mode"].as_str()), (Some("openai/gpt-4o-mini"), Some("chat")));
+    assert_eq!(
+        (v["result"]["model"].as_str(), v["result"]["mode"].as_str()),
+        (Some("openai/gpt-4o-mini"), Some("chat"))
+    );
     assert!(!r.text().contains(KEY_PREFIX));
     // By id, as an embedding: the probe goes to /embeddings.
-    let before = up.control.requests.load(std::sync::atomic::Ordering::Relaxed);
+    let before = up
+        .control
+        .requests
+        .load(std::sync::atomic::Ordering::Relaxed);
     let v = tc(json!({"litellm_params": {"model": "openai/gpt-4o-mini"}, "model_info": {"id": "up-1"}, "mode": "embedding"}), Some(MASTER)).await.json();
-    assert_eq!((v["status"].as_str(), v["result"]["mode"].as_str()), (Some("success"), Some("embedding")), "{v}");
-    assert_eq!(up.control.requests.load(std::sync::atomic::Ordering::Relaxed), before + 1);
+    assert_eq!(
+        (v["status"].as_str(), v["result"]["mode"].as_str()),
+        (Some("success"), Some("embedding")),
+        "{v}"
+    );
+    assert_eq!(
+        up.control
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed),
+        before + 1
+    );
 
     // A deployment only the body describes; its key is echoed upstream and scrubbed here.
     let client_key = "sk-client-planted-987654321";
@@ -415,20 +583,70 @@ async fn test_connection_probes_the_body_s_deployment_and_keeps_nothing() {
     assert!(!r.text().contains(client_key), "{}", r.text());
 
     // Pointing a configured route elsewhere drops the configured key.
-    let v = tc(json!({"litellm_params": {"model": "gpt-4o", "api_base": recorder.v1()}}), Some(MASTER)).await.json();
+    let v = tc(
+        json!({"litellm_params": {"model": "gpt-4o", "api_base": recorder.v1()}}),
+        Some(MASTER),
+    )
+    .await
+    .json();
     assert_eq!(v["status"], "success", "{v}");
     let seen = recorder.only();
-    assert!(seen.header("authorization").is_none_or(|a| !a.contains(KEY_PREFIX)), "{:?}", seen.headers);
+    assert!(
+        seen.header("authorization")
+            .is_none_or(|a| !a.contains(KEY_PREFIX)),
+        "{:?}",
+        seen.headers
+    );
 
     // Refused: env references, bad shapes, no key.
-    let r = tc(json!({"litellm_params": {"model": "openai/x", "api_key": "os.environ/HOME"}}), Some(MASTER)).await;
+    let r = tc(
+        json!({"litellm_params": {"model": "openai/x", "api_key": "os.environ/HOME"}}),
+        Some(MASTER),
+    )
+    .await;
     assert_eq!(r.status, 400);
-    assert!(r.text().contains("Environment variable references are not permitted"), "{}", r.text());
-    assert_eq!(tc(json!({"litellm_params": "nope"}), Some(MASTER)).await.status, 400);
-    assert_eq!(tc(json!({"litellm_params": {"model": "gpt-4o"}, "mode": 7}), Some(MASTER)).await.status, 400);
-    assert_eq!(tc(json!({"litellm_params": {"model": "gpt-4o"}}), None).await.status, 401);
-    assert_eq!(tc(json!({"litellm_params": {"model": "gpt-4o"}}), Some("sk-wrong")).await.status, 401);
-    assert_eq!(get(gw.addr, "/health/test_connection", Some(MASTER)).await.status, 405);
+    assert!(
+        r.text()
+            .contains("Environment variable references are not permitted"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        tc(json!({"litellm_params": "nope"}), Some(MASTER))
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        tc(
+            json!({"litellm_params": {"model": "gpt-4o"}, "mode": 7}),
+            Some(MASTER)
+        )
+        .await
+        .status,
+        400
+    );
+    assert_eq!(
+        tc(json!({"litellm_params": {"model": "gpt-4o"}}), None)
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        tc(
+            json!({"litellm_params": {"model": "gpt-4o"}}),
+            Some("sk-wrong")
+        )
+        .await
+        .status,
+        401
+    );
+    assert_eq!(
+        get(gw.addr, "/health/test_connection", Some(MASTER))
+            .await
+            .status,
+        405
+    );
 
     // Never stored: no history, no health result.
     let latest = get(gw.addr, "/health/latest", Some(MASTER)).await.json();
@@ -465,9 +683,15 @@ general_settings:
     let probe = recorder.only();
     assert_eq!(probe.path, "/v1/chat/completions");
     let body = probe.json();
-    assert_eq!(body["mediaSource"]["s3Location"]["uri"], "s3://bucket/clip.mp4");
+    assert_eq!(
+        body["mediaSource"]["s3Location"]["uri"],
+        "s3://bucket/clip.mp4"
+    );
     assert_eq!(body["max_tokens"], 16, "the probe's own knob wins: {body}");
-    assert!(body.get("api_base").is_none(), "connection keys are not body fields: {body}");
+    assert!(
+        body.get("api_base").is_none(),
+        "connection keys are not body fields: {body}"
+    );
     assert_eq!(body["model"], "pegasus-1");
     gw.shutdown().await;
 }

@@ -107,9 +107,9 @@ pub(crate) fn history(state: &HealthState, q: &HistoryQuery) -> Resp {
     let h = HealthHistory::of(state);
     let all = h.matching(|r| {
         q.healthy.is_none_or(|want| r.healthy == want)
-            && q.model.as_deref().is_none_or(|m| {
-                &*r.model_name == m || &*r.model == m || r.model_id.as_str() == m
-            })
+            && q.model
+                .as_deref()
+                .is_none_or(|m| &*r.model_name == m || &*r.model == m || r.model_id.as_str() == m)
     });
     let page: Vec<Value> = all
         .iter()
@@ -146,7 +146,11 @@ pub(crate) fn backlog(state: &HealthState) -> Resp {
         if n > 0 {
             by_id.insert(e.deployment.id().as_str().to_owned(), n.into());
         }
-        if e.deployment.params.max_parallel_requests.is_some_and(|m| n >= m) {
+        if e.deployment
+            .params
+            .max_parallel_requests
+            .is_some_and(|m| n >= m)
+        {
             at_limit += 1;
         }
     }
@@ -171,12 +175,22 @@ mod tests {
     fn the_query_has_litellms_defaults_and_bounds() {
         let q = parse_query(None).unwrap();
         assert_eq!((q.limit, q.offset, q.healthy), (100, 0, None));
-        let q = parse_query(Some("model=gpt&status_filter=unhealthy&limit=1000&offset=5")).unwrap();
+        let q = parse_query(Some(
+            "model=gpt&status_filter=unhealthy&limit=1000&offset=5",
+        ))
+        .unwrap();
         assert_eq!(
             (q.model.as_deref(), q.healthy, q.limit, q.offset),
             (Some("gpt"), Some(false), 1000, 5)
         );
-        for bad in ["limit=0", "limit=1001", "limit=-7", "limit=ten", "offset=-3", "offset=x"] {
+        for bad in [
+            "limit=0",
+            "limit=1001",
+            "limit=-7",
+            "limit=ten",
+            "offset=-3",
+            "offset=x",
+        ] {
             let e = parse_query(Some(bad)).unwrap_err();
             let (name, value) = bad.split_once('=').unwrap();
             assert!(e.starts_with(name), "{e}");
@@ -185,6 +199,9 @@ mod tests {
             }
         }
         let e = parse_query(Some("status_filter=sk-secret")).unwrap_err();
-        assert!(e.contains("status_filter") && !e.contains("sk-secret"), "{e}");
+        assert!(
+            e.contains("status_filter") && !e.contains("sk-secret"),
+            "{e}"
+        );
     }
 }

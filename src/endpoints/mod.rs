@@ -28,6 +28,10 @@
 //! | `GET /health/readiness/details` | key | the above plus versions, `success_callbacks` (the registered services), counts, `last_updated` |
 //! | `GET /health/shared-status` | key | `{"shared_health_check_enabled", "mode", "backend", "process_id", "lock_holder", "results_age_seconds", "last_checked_by", ...}` |
 //! | `GET /health/services?service=NAME` | key | 200 `{"status": "healthy", "service", "details"}`, 503 `{"status": "unhealthy", "service", "error"}`; 400 naming the known services |
+//! | `GET /health/latest` | key | `{"latest_health_checks": {model_id: record}, "total_models"}` from the [`HealthHistory`](crate::probe::HealthHistory) |
+//! | `GET /health/history` | key | `model`, `status_filter` (`healthy`/`unhealthy`), `limit` (1–[`MAX_HISTORY_LIMIT`], default [`DEFAULT_HISTORY_LIMIT`]), `offset`: `{"health_checks", "total_records", "total_matching", "limit", "offset", "history_size"}`, newest first; 400 naming a bad parameter |
+//! | `GET /health/backlog` | key | `{"in_flight_requests", "admitted_requests", "queued_requests", "rejected_requests", "deployments_at_max_parallel_requests", "in_flight_by_model_id"}` |
+//! | `POST /health/test_connection` | key | LiteLLM's body (`litellm_params`, `mode`, `model_info`): `{"status": "success" \| "error", "result"}`, never stored; served by [`HealthEndpoints::call_with_body`] |
 //!
 //! `HEAD` is answered like `GET` without a body; other methods get 405.
 //! `Accept: application/health+json` on `/health` and `/health/readiness` gives the IETF

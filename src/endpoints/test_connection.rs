@@ -60,23 +60,23 @@ struct Ask {
     mode: Option<Mode>,
 }
 
-fn parse(body: &[u8]) -> Result<Ask, Resp> {
+fn parse(body: &[u8]) -> Result<Ask, String> {
     let v: Value = serde_json::from_slice(body)
-        .map_err(|_| bad("the body must be a JSON object with `litellm_params`"))?;
+        .map_err(|_| "the body must be a JSON object with `litellm_params`".to_owned())?;
     let Value::Object(mut top) = v else {
-        return Err(bad("the body must be a JSON object with `litellm_params`"));
+        return Err("the body must be a JSON object with `litellm_params`".to_owned());
     };
     let object = |v: Option<Value>, name: &str| match v {
         None | Some(Value::Null) => Ok(Map::new()),
         Some(Value::Object(m)) => Ok(m),
-        Some(_) => Err(bad(&format!("`{name}` must be a JSON object"))),
+        Some(_) => Err(format!("`{name}` must be a JSON object")),
     };
     let mut params = object(top.remove("litellm_params"), "litellm_params")?;
     let info = object(top.remove("model_info"), "model_info")?;
     if has_env_reference(&Value::Object(params.clone()))
         || has_env_reference(&Value::Object(info.clone()))
     {
-        return Err(bad(ENV_REFERENCE));
+        return Err(ENV_REFERENCE.to_owned());
     }
     // `mode` (top level) wins over `litellm_params.mode`.
     let raw_mode = match top.remove("mode").filter(|m| !m.is_null()) {
@@ -86,12 +86,12 @@ fn parse(body: &[u8]) -> Result<Ask, Resp> {
     let mode = match raw_mode {
         None => None,
         Some(Value::String(m)) => Some(Mode::from_name(&m).ok_or_else(|| {
-            bad(&format!(
+            format!(
                 "`mode` is not a mode this gateway probes; known: {}",
                 Mode::NAMES.join(", ")
-            ))
+            )
         })?),
-        Some(_) => return Err(bad("`mode` must be a string")),
+        Some(_) => return Err("`mode` must be a string".to_owned()),
     };
     Ok(Ask { params, info, mode })
 }
@@ -102,7 +102,7 @@ fn parse(body: &[u8]) -> Result<Ask, Resp> {
 fn request_deployment(
     params: &Map<String, Value>,
     fallback_model: Option<&str>,
-) -> Result<(Deployment, Scrubber), Resp> {
+) -> Result<(Deployment, Scrubber), String> {
     let mut params = params.clone();
     if !params.contains_key("model")
         && let Some(m) = fallback_model
@@ -113,15 +113,18 @@ fn request_deployment(
     // No `os.environ/` is left (refused above): the environment is never read.
     let cfg = crate::Config::from_yaml_str_with_env(&doc.to_string(), &|_| None).map_err(|e| {
         // Only the field is named: the message may quote the request's value.
-        let field = e.field().strip_prefix("model_list[0].").unwrap_or("litellm_params");
-        bad(&format!("invalid {field}: see the config reference for its type"))
+        let field = e
+            .field()
+            .strip_prefix("model_list[0].")
+            .unwrap_or("litellm_params");
+        format!("invalid {field}: see the config reference for its type")
     })?;
     let scrubber = cfg.scrubber();
     let d = cfg
         .deployments
         .into_iter()
         .next()
-        .ok_or_else(|| bad("`litellm_params` must name a `model`"))?;
+        .ok_or_else(|| "`litellm_params` must name a `model`".to_owned())?;
     Ok((d, scrubber))
 }
 
@@ -151,7 +154,7 @@ fn configured(
 /// The deployment to probe: the configured one with the request's params over it (and
 /// without its credentials when the request points elsewhere), or the request's alone.
 #[cfg(feature = "yaml")]
-fn target(state: &HealthState, ask: &Ask) -> Result<(Deployment, Scrubber), Resp> {
+fn target(state: &HealthState, ask: &Ask) -> Result<(Deployment, Scrubber), String> {
     let base = configured(state, &ask.params, &ask.info);
     let (req, scrubber) = request_deployment(
         &ask.params,
@@ -214,12 +217,12 @@ pub(crate) async fn answer(state: HealthState, probes: ProbeLoop, body: Bytes) -
     }
     let ask = match parse(&body) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(e) => return bad(&e),
     };
     #[cfg(feature = "yaml")]
     let (d, scrubber) = match target(&state, &ask) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(e) => return bad(&e),
     };
     #[cfg(not(feature = "yaml"))]
     let (d, scrubber) = {
@@ -271,10 +274,10 @@ mod tests {
             r#"{"litellm_params": {"model": "m", "extra_body": {"a": ["x", "os.environ/HOME"]}}}"#,
             r#"{"litellm_params": {"model": "m"}, "model_info": {"id": "os.environ/X"}}"#,
         ] {
-            let Err(r) = parse(body.as_bytes()) else {
+            let Err(e) = parse(body.as_bytes()) else {
                 panic!("accepted {body}")
             };
-            assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+            assert_eq!(e, ENV_REFERENCE);
         }
         assert!(parse(br#"{"litellm_params": {"model": "m"}, "mode": "embedding"}"#).is_ok());
         assert!(parse(br#"{"litellm_params": {"model": "m"}, "mode": 3}"#).is_err());

@@ -217,10 +217,7 @@ mod tests {
         let all = h.matching(|_| true);
         assert_eq!(all.len(), 3);
         // Newest first: seqs 4, 3, 2.
-        assert_eq!(
-            all.iter().map(|r| r.seq).collect::<Vec<_>>(),
-            vec![4, 3, 2]
-        );
+        assert_eq!(all.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![4, 3, 2]);
         assert_eq!(h.latest().len(), 1);
         assert!(h.latest()[0].healthy);
         assert_eq!(&*all[1].checked_by, LOCAL);

@@ -455,7 +455,11 @@ impl ProbeLoop {
         deployment: Arc<crate::deployment::Deployment>,
         scrubber: &crate::secret::Scrubber,
     ) -> ProbeReport {
-        let mut report = self.inner.runner.probe_one(deployment, scrubber, false).await;
+        let mut report = self
+            .inner
+            .runner
+            .probe_one(deployment, scrubber, false)
+            .await;
         if let Some(state) = HealthState::upgrade(&self.inner.state) {
             report.outcome = report.outcome.scrubbed(state.scrubber());
         }

@@ -30,9 +30,20 @@ fn defaults_and_values() {
     );
     assert_eq!(c.health.history_size, 7);
     assert!(c.health.model_list_healthy_only);
-    assert_eq!(parse("  health_check_history_size: 0\n").unwrap().health.history_size, 0);
+    assert_eq!(
+        parse("  health_check_history_size: 0\n")
+            .unwrap()
+            .health
+            .history_size,
+        0
+    );
     // LiteLLM: only a real `true` turns the listing filter on.
-    assert!(!parse("  model_list_healthy_only: 'true'\n").unwrap().health.model_list_healthy_only);
+    assert!(
+        !parse("  model_list_healthy_only: 'true'\n")
+            .unwrap()
+            .health
+            .model_list_healthy_only
+    );
 }
 
 #[test]
@@ -46,8 +57,14 @@ fn bad_values_name_the_field() {
             "  background_health_check_model_groups: [a, 3]\n",
             "general_settings.background_health_check_model_groups",
         ),
-        ("  health_check_history_size: -1\n", "general_settings.health_check_history_size"),
-        ("  health_check_history_size: 10001\n", "general_settings.health_check_history_size"),
+        (
+            "  health_check_history_size: -1\n",
+            "general_settings.health_check_history_size",
+        ),
+        (
+            "  health_check_history_size: 10001\n",
+            "general_settings.health_check_history_size",
+        ),
     ] {
         let e = parse(yaml).unwrap_err();
         assert_eq!(e.field(), field, "{yaml}: {e}");

@@ -422,10 +422,17 @@ async fn every_gateway_keeps_the_shared_rounds_in_its_history_naming_the_prober(
         .map(|(state, _)| {
             let recs = tower_health_routing::probe::HealthHistory::of(state)
                 .matching(|r| r.model_id.as_str() == "r-0");
-            assert_eq!(recs.len(), 4, "one record per round, probed here or read from the store");
+            assert_eq!(
+                recs.len(),
+                4,
+                "one record per round, probed here or read from the store"
+            );
             recs.iter().map(|r| r.checked_by.to_string()).collect()
         })
         .collect();
-    assert_eq!(by[0], by[1], "both gateways name the same prober for each round");
+    assert_eq!(
+        by[0], by[1],
+        "both gateways name the same prober for each round"
+    );
     assert!(by[0].iter().all(|b| pids.contains(b)), "{by:?} vs {pids:?}");
 }

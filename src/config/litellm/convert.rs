@@ -190,7 +190,10 @@ impl GeneralSettings {
             )?
             .unwrap_or(d.history_size),
             // LiteLLM: only a real `true` counts (a quoted value never starts hiding models).
-            model_list_healthy_only: matches!(self.model_list_healthy_only, Some(Value::Bool(true))),
+            model_list_healthy_only: matches!(
+                self.model_list_healthy_only,
+                Some(Value::Bool(true))
+            ),
         })
     }
 }
