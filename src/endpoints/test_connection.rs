@@ -12,24 +12,27 @@
 //! refused (LiteLLM's `_reject_os_environ_references`): the body must not read the
 //! server's environment.
 
+#[cfg(feature = "yaml")]
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::StatusCode;
-use serde_json::{Map, Value, json};
+#[cfg(feature = "yaml")]
+use serde_json::json;
+use serde_json::{Map, Value};
 
-use super::{
-    report::{EndpointEntry, View},
-    wire::{self, Resp},
-};
+#[cfg(feature = "yaml")]
+use super::report::{EndpointEntry, View};
+use super::wire::{self, Resp};
+use crate::{deployment::Mode, health::HealthState, probe::ProbeLoop};
+#[cfg(feature = "yaml")]
 use crate::{
-    deployment::{Deployment, Mode, ParamValue},
-    health::HealthState,
-    probe::ProbeLoop,
+    deployment::{Deployment, ParamValue},
     secret::Scrubber,
 };
 
 /// The route name of a deployment described only by the request.
+#[cfg(feature = "yaml")]
 const TEST_ROUTE: &str = "test_connection";
 
 /// The largest body read.
@@ -54,6 +57,7 @@ fn bad(msg: &str) -> Resp {
 }
 
 /// The request, parsed and checked.
+#[cfg_attr(not(feature = "yaml"), allow(dead_code))]
 struct Ask {
     params: Map<String, Value>,
     info: Map<String, Value>,
@@ -129,6 +133,7 @@ fn request_deployment(
 }
 
 /// The configured deployment the request names, and whether it was named by id.
+#[cfg(feature = "yaml")]
 fn configured(
     state: &HealthState,
     params: &Map<String, Value>,
@@ -219,19 +224,24 @@ pub(crate) async fn answer(state: HealthState, probes: ProbeLoop, body: Bytes) -
         Ok(a) => a,
         Err(e) => return bad(&e),
     };
-    #[cfg(feature = "yaml")]
+    run(state, probes, ask).await
+}
+
+#[cfg(not(feature = "yaml"))]
+async fn run(_: HealthState, _: ProbeLoop, _: Ask) -> Resp {
+    wire::error(
+        StatusCode::NOT_IMPLEMENTED,
+        "not_implemented",
+        "test_connection needs the `yaml` feature of tower-health-routing",
+    )
+}
+
+/// Probes the deployment `ask` describes and answers in LiteLLM's shape.
+#[cfg(feature = "yaml")]
+async fn run(state: HealthState, probes: ProbeLoop, ask: Ask) -> Resp {
     let (d, scrubber) = match target(&state, &ask) {
         Ok(t) => t,
         Err(e) => return bad(&e),
-    };
-    #[cfg(not(feature = "yaml"))]
-    let (d, scrubber) = {
-        let _ = (&ask, configured);
-        return wire::error(
-            StatusCode::NOT_IMPLEMENTED,
-            "not_implemented",
-            "test_connection needs the `yaml` feature of tower-health-routing",
-        );
     };
     let mode = crate::probe::resolve_mode(&d);
     let report = probes.probe_detached(Arc::new(d), &scrubber).await;

@@ -70,7 +70,10 @@ pub struct HistoryRecord {
     pub source: HistorySource,
 }
 
-/// The bounded per-deployment history of a [`HealthState`]; see the [module docs](self).
+/// The bounded per-deployment history of a [`HealthState`]: a ring of the last
+/// `general_settings.health_check_history_size` (default 100) results per deployment,
+/// appended by the probe loop once per applied round (local or from a shared store),
+/// read by `/health/history` and `/health/latest`.
 #[derive(Debug)]
 pub struct HealthHistory {
     size: usize,
