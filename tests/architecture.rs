@@ -30,14 +30,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "config",
-        &[
-            "deployment",
-            "secret",
-            "time",
-            "error",
-            "telemetry",
-            "classify",
-        ],
+        &["deployment", "secret", "time", "error", "telemetry", "classify"],
     ),
     (
         "provider",
