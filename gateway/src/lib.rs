@@ -27,8 +27,12 @@
 //! [`Cli`] and [`run`]); `src/main.rs` only parses the command line and calls [`run`].
 
 pub mod app;
+pub mod budget;
+pub mod headers;
 pub mod health_cli;
 pub mod models;
+pub mod multipart;
+pub mod sanity;
 
 use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -117,6 +121,10 @@ pub fn init_logging(format: LogFormat) {
 pub fn run(cli: Cli) -> ExitCode {
     let json_logs = std::env::var("JSON_LOGS").ok();
     init_logging(LogFormat::resolve(cli.log_format, json_logs.as_deref()));
+    if let Err(e) = sanity::check_cli(&cli) {
+        eprintln!("thr-gateway: {e}");
+        return ExitCode::from(2);
+    }
     let rt = match cli.workers {
         Some(1) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -153,6 +161,7 @@ pub fn run(cli: Cli) -> ExitCode {
 async fn serve(cli: Cli) -> Result<(), BoxError> {
     let path = cli.config.expect("clap requires --config");
     let config = Config::from_yaml_file(&path)?;
+    sanity::warn_config(&config);
     let timeout =
         Duration::try_from_secs_f64(cli.timeout).map_err(|_| "--timeout: expected seconds >= 0")?;
     // Metrics: the library records through the `metrics` facade; expose them on /metrics.
