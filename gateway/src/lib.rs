@@ -30,6 +30,7 @@ pub mod app;
 pub mod budget;
 pub mod headers;
 pub mod health_cli;
+pub mod models;
 pub mod multipart;
 pub mod sanity;
 

@@ -129,6 +129,10 @@ struct GeneralSettings {
     health_check_unhealthy_threshold: Option<Int>,
     health_check_healthy_threshold: Option<Int>,
     health_check_jitter: Option<Float>,
+    // The health surface (`/health/history`, `/v1/models?healthy_only`, scoped rounds).
+    background_health_check_model_groups: Option<Value>,
+    health_check_history_size: Option<Int>,
+    model_list_healthy_only: Option<Value>,
 }
 
 /// `router_settings`.

@@ -150,7 +150,23 @@ pub struct HealthCheckSettings {
     /// real traffic successfully within the current interval (and failed none since) is not
     /// probed that round; its result comes from the traffic (`source: traffic`). Default `false`.
     pub skip_when_traffic_healthy: bool,
+    /// `background_health_check_model_groups`: only deployments of these routes
+    /// (`model_name`s) are probed in the background; the others stay unchecked. `None`
+    /// (unset): every route. Default `None`.
+    pub background_model_groups: Option<Vec<String>>,
+    /// `health_check_history_size` (extension): results kept per deployment for
+    /// `/health/history` (a ring; the oldest goes first). `0` keeps none. Default 100.
+    pub history_size: usize,
+    /// `model_list_healthy_only`: `/v1/models` lists only routes with a deployment that
+    /// may be picked now (as `healthy_only=true` asks per request). Default `false`.
+    pub model_list_healthy_only: bool,
 }
+
+/// The default of [`HealthCheckSettings::history_size`].
+pub const DEFAULT_HISTORY_SIZE: usize = 100;
+
+/// The largest [`HealthCheckSettings::history_size`] accepted.
+pub const MAX_HISTORY_SIZE: usize = 10_000;
 
 impl Default for HealthCheckSettings {
     fn default() -> Self {
@@ -168,6 +184,9 @@ impl Default for HealthCheckSettings {
             jitter: Duration::ZERO,
             use_shared_health_check: false,
             skip_when_traffic_healthy: false,
+            background_model_groups: None,
+            history_size: DEFAULT_HISTORY_SIZE,
+            model_list_healthy_only: false,
         }
     }
 }

@@ -193,6 +193,39 @@ impl HealthState {
             .map_or(0, |e| e.stats.in_flight())
     }
 
+    /// The routes (sorted) with at least one deployment that may be picked now: its last
+    /// check passed, or it was never checked, or its failed result is stale; and it is not
+    /// cooling down. What `/v1/models?healthy_only=true` lists (LiteLLM's
+    /// `healthy_model_filter`: a route is hidden only when every deployment is known bad).
+    /// It reads the clock once; not for the request path.
+    pub fn pickable_routes(&self) -> Vec<String> {
+        let snap = self.load();
+        let now = self.now_nanos();
+        let mut v: Vec<String> = snap
+            .routes
+            .values()
+            .filter(|r| {
+                r.all.idx.iter().any(|&i| {
+                    let e = &snap.entries[i as usize];
+                    !e.failed_fresh(now, snap.staleness_nanos)
+                        && e.stats.cooldown.remaining(now).is_none()
+                })
+            })
+            .map(|r| r.name.to_string())
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Requests now in flight, summed over every deployment.
+    pub fn in_flight_total(&self) -> u64 {
+        self.load()
+            .entries
+            .iter()
+            .map(|e| u64::from(e.stats.in_flight()))
+            .sum()
+    }
+
     /// Whether this and `other` are the same state.
     pub fn ptr_eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.shared, &other.shared)

@@ -224,6 +224,9 @@ pub struct RoundReport {
     pub started_at: Instant,
     /// How long the round took.
     pub elapsed: Duration,
+    /// Who probed it, when that was another process or this one under a shared lease
+    /// (its process id); `None`: this process, on its own.
+    pub checked_by: Option<Arc<str>>,
 }
 
 impl RoundReport {
@@ -232,6 +235,7 @@ impl RoundReport {
             results: Vec::new(),
             started_at: Instant::now(),
             elapsed: Duration::ZERO,
+            checked_by: None,
         }
     }
 

@@ -110,5 +110,6 @@ pub(crate) fn to_report(
         results,
         started_at,
         elapsed: Duration::from_millis(round.written_at_ms.saturating_sub(round.started_at_ms)),
+        checked_by: Some(round.checked_by.as_str().into()),
     }
 }

@@ -5,6 +5,7 @@
 mod support;
 
 mod ejection_settings;
+mod health_surface_keys;
 mod invalid;
 mod litellm_configs;
 mod unknown_keys;

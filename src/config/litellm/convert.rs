@@ -185,7 +185,53 @@ impl GeneralSettings {
                 self.health_check_skip_when_traffic_healthy,
                 d.skip_when_traffic_healthy,
             ),
+            background_model_groups: model_groups(
+                self.background_health_check_model_groups.as_ref(),
+                &at("background_health_check_model_groups"),
+            )?,
+            history_size: history_size(
+                self.health_check_history_size,
+                &at("health_check_history_size"),
+            )?
+            .unwrap_or(d.history_size),
+            // LiteLLM: only a real `true` counts (a quoted value never starts hiding models).
+            model_list_healthy_only: matches!(
+                self.model_list_healthy_only,
+                Some(Value::Bool(true))
+            ),
         })
+    }
+}
+
+/// `background_health_check_model_groups`: a list of route names (LiteLLM fails at start-up
+/// on anything else, rather than probing everything).
+fn model_groups(v: Option<&Value>, field: &str) -> Result<Option<Vec<String>>, ConfigError> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let wrong = || ConfigError::invalid(field, "must be a list of model group names (model_name)");
+    let Value::Array(items) = v else {
+        return Err(wrong());
+    };
+    items
+        .iter()
+        .map(|i| i.as_str().map(str::to_owned).ok_or_else(wrong))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// `health_check_history_size`: 0 to [`MAX_HISTORY_SIZE`](crate::config::MAX_HISTORY_SIZE).
+fn history_size(v: Option<Int>, field: &str) -> Result<Option<usize>, ConfigError> {
+    let n = count::<usize>(v, field)?;
+    match n {
+        Some(n) if n > crate::config::MAX_HISTORY_SIZE => Err(ConfigError::invalid(
+            field,
+            format!(
+                "must be at most {}, got {n}",
+                crate::config::MAX_HISTORY_SIZE
+            ),
+        )),
+        n => Ok(n),
     }
 }
 
