@@ -65,6 +65,7 @@ async fn start(cfg: Config) -> Running {
             upstream_timeout: Duration::from_secs(2),
             max_body: 1 << 20,
             metrics: Some(prometheus()),
+            ..app::Options::default()
         },
     )
     .unwrap();

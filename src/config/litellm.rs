@@ -128,6 +128,15 @@ struct GeneralSettings {
     health_check_unhealthy_threshold: Option<Int>,
     health_check_healthy_threshold: Option<Int>,
     health_check_jitter: Option<Float>,
+    // Read by the gateway (`Config::server`).
+    dangerously_permit_weak_or_unset_master_key: Option<Flag>,
+    max_request_size_mb: Option<Float>,
+    max_request_header_size_kb: Option<Float>,
+    header_read_timeout: Option<Float>,
+    max_connections: Option<Int>,
+    enable_drain_endpoint: Option<Flag>,
+    drain_endpoint_token: Option<SecretText>,
+    graceful_shutdown_timeout: Option<Float>,
 }
 
 /// `router_settings`.
@@ -172,6 +181,7 @@ struct LitellmSettings {
     num_retries: Option<Int>,
     allowed_fails: Option<Int>,
     cooldown_time: Option<Float>,
+    require_auth_for_metrics_endpoint: Option<Flag>,
 }
 
 /// The unknown keys of one deployment, kept.
