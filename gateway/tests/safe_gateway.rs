@@ -7,7 +7,7 @@ use std::{
     net::SocketAddr,
     process::{Command, Stdio},
     sync::atomic::{AtomicUsize, Ordering},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde_json::Value;
@@ -17,6 +17,7 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
     sync::oneshot,
+    time::Instant,
 };
 use tower_health_routing::{Config, Deployment};
 
@@ -37,6 +38,10 @@ struct Boot {
 
 /// Starts `thr-gateway` with `yaml` on `host:0`; returns once it listens (then stops it,
 /// unless `keep`) or exits.
+#[allow(
+    clippy::zombie_processes,
+    reason = "with `keep`, the running child is returned and its caller waits for it"
+)]
 fn boot_with(
     yaml: &str,
     host: &str,
@@ -104,10 +109,11 @@ fn boot_with(
             }
         }
     }
-    assert!(
-        listening || exit.is_some(),
-        "the gateway neither listened nor exited: {lines:?}"
-    );
+    if !listening && exit.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the gateway neither listened nor exited: {lines:?}");
+    }
     let addr = lines.iter().find_map(|l| {
         let at = l.find("addr=")? + 5;
         l[at..].split_whitespace().next()?.parse().ok()
