@@ -2,7 +2,8 @@
 //!
 //! Install with `cargo install --path gateway` (or build with
 //! `cargo build --release -p thr-gateway`), then run
-//! `thr-gateway --config examples/config.yaml [--port 4000]`.
+//! `thr-gateway --config examples/config.yaml --host 127.0.0.1 [--port 4000]` (off loopback
+//! the gateway needs a strong master key: see [`boot`]).
 //!
 //! axum, `HealthRoutingLayer`, the background probe loop, the health endpoints, and a hyper
 //! client that forwards each request to the deployment the layer chose.
@@ -11,8 +12,12 @@
 //!   `/v1/images/generations`, `/v1/audio/speech`, `/v1/audio/transcriptions`, `/v1/rerank`,
 //!   `/v1/responses` (also without `/v1`), `GET /v1/models`. The route is the body's `model`.
 //! * Health: `/health`, `/health/readiness`, `/health/liveliness`, `/health/shared-status`,
-//!   `/health/services` (the library's `health_router`); Prometheus metrics on `/metrics`
-//!   (open, like LiteLLM's; no label carries a secret).
+//!   `/health/services` (the library's `HealthEndpoints`), `/health/drain` ([`drain`]);
+//!   Prometheus metrics on `/metrics` (behind the master key unless
+//!   `litellm_settings.require_auth_for_metrics_endpoint: false`, as LiteLLM; no label
+//!   carries a secret). Every route and its access: [`routes::table`].
+//! * Safe by default: the master-key boot check ([`boot`]), request limits and HTTP/1
+//!   strictness ([`limits`]), drain on `/health/drain` and SIGTERM ([`drain`]).
 //! * `--health`: ask a running gateway's `/health` and print a table, like `litellm --health`
 //!   (exit code 1 when a deployment is unhealthy, 2 when the gateway cannot be asked).
 //!

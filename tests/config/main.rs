@@ -6,6 +6,7 @@ mod support;
 
 mod invalid;
 mod litellm_configs;
+mod server_settings;
 mod unknown_keys;
 mod yaml_compat;
 
