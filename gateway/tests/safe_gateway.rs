@@ -34,19 +34,31 @@ struct Boot {
     stdout: String,
     stderr: String,
     addr: Option<SocketAddr>,
+    /// With `keep`: the lines the running child prints from now on.
+    more: Option<std::sync::mpsc::Receiver<String>>,
 }
 
 /// Starts `thr-gateway` with `yaml` on `host:0`; returns once it listens (then stops it,
 /// unless `keep`) or exits.
-#[allow(
-    clippy::zombie_processes,
-    reason = "with `keep`, the running child is returned and its caller waits for it"
-)]
 fn boot_with(
     yaml: &str,
     host: &str,
     env: &[(&str, &str)],
     keep: bool,
+) -> (Boot, Option<std::process::Child>) {
+    boot_args(yaml, host, env, keep, &[])
+}
+
+#[allow(
+    clippy::zombie_processes,
+    reason = "with `keep`, the running child is returned and its caller waits for it"
+)]
+fn boot_args(
+    yaml: &str,
+    host: &str,
+    env: &[(&str, &str)],
+    keep: bool,
+    args: &[&str],
 ) -> (Boot, Option<std::process::Child>) {
     let n = N.fetch_add(1, Ordering::Relaxed);
     let path = std::env::temp_dir().join(format!("thr-safe-gw-{}-{n}.yaml", std::process::id()));
@@ -60,6 +72,7 @@ fn boot_with(
         "--port",
         "0",
     ])
+    .args(args)
     .env("RUST_LOG", "info")
     .env("NO_COLOR", "1")
     .env_remove("JSON_LOGS")
@@ -140,6 +153,7 @@ fn boot_with(
             stdout: lines.join("\n"),
             stderr,
             addr,
+            more: keep.then_some(rx),
         },
         child,
     )
@@ -702,7 +716,9 @@ async fn drain_gives_up_after_the_grace_time() {
 
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_before_exiting() {
-    let up = Upstream::start(|_| Reply::ok().after(Duration::from_millis(1500)));
+    // Long enough that the request is still in flight while the drain is checked, even on
+    // a loaded machine.
+    let up = Upstream::start(|_| Reply::ok().after(Duration::from_secs(4)));
     let yaml = format!(
         "model_list:\n  - model_name: m\n    litellm_params:\n      model: openai/m\n      api_base: {}\n      api_key: sk-planted-upstream-key\ngeneral_settings:\n  master_key: sk-4f9c2b7e1d3a5c8b\n",
         up.v1()
@@ -806,4 +822,34 @@ async fn every_route_but_the_probes_needs_the_key() {
     }
     assert!(!gw.drain.is_draining(), "no unauthorised call drained");
     gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn reaching_the_connection_cap_is_logged() {
+    // The flag wins over the config's `max_connections`.
+    let (b, child) = boot_args(
+        &with_general("  master_key: sk-4f9c2b7e1d3a5c8b\n  max_connections: 5\n"),
+        "127.0.0.1",
+        &[],
+        true,
+        &["--max-connections", "1"],
+    );
+    let mut child = child.expect("listening");
+    let addr = b.addr.expect("address");
+    let more = b.more.expect("kept");
+    let _hog = TcpStream::connect(addr).await.unwrap();
+    let _waiting = TcpStream::connect(addr).await.unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        more.recv_timeout(Duration::from_secs(10))
+            .map_err(|e| format!("{e}"))
+    })
+    .await
+    .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = line.expect("a log line once the cap is reached");
+    assert!(
+        line.contains("connection limit reached") && line.contains("max_connections=1"),
+        "{line}"
+    );
 }
