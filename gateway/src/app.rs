@@ -70,14 +70,27 @@ pub struct Options {
     pub max_body: usize,
     /// Serve `/metrics` (Prometheus text) from this handle, when given.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// `/metrics` needs the master key (when one is set): LiteLLM's
+    /// `litellm_settings.require_auth_for_metrics_endpoint`, default `true`.
+    pub metrics_require_auth: bool,
+    /// Connection limits (head size, head read time, concurrent connections).
+    pub limits: crate::limits::Limits,
+    /// The drain endpoint and the grace time of a drain.
+    pub drain: crate::drain::DrainSettings,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             upstream_timeout: Duration::from_secs(600),
-            max_body: 64 << 20,
+            max_body: crate::limits::DEFAULT_MAX_BODY_BYTES,
             metrics: None,
+            metrics_require_auth: true,
+            limits: crate::limits::Limits::default(),
+            drain: crate::drain::DrainSettings {
+                grace: crate::drain::DEFAULT_GRACE,
+                ..Default::default()
+            },
         }
     }
 }
@@ -138,6 +151,14 @@ pub fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Resp
     (status, axum::Json(body)).into_response()
 }
 
+fn unauthorized() -> Response {
+    error(
+        StatusCode::UNAUTHORIZED,
+        "auth_error",
+        "missing or invalid key: send `Authorization: Bearer <key>`",
+    )
+}
+
 /// 401 unless the request carries the master key (when one is configured).
 fn check_key(app: &App, headers: &HeaderMap) -> Result<(), Box<Response>> {
     match &app.state.config().master_key {
@@ -177,27 +198,39 @@ async fn api(State(app): State<App>, req: Request) -> Response {
     }
     let (parts, body) = req.into_parts();
     // Held until the answer's head is out (a retry sends the body again).
-    let (body, _held) =
-        match budget::read_body(body, &parts.headers, app.max_body, &app.budget).await {
-            Ok(b) => b,
-            Err(budget::ReadError::TooLarge) => {
-                return error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "invalid_request_error",
-                    "request body too large or unreadable",
-                );
-            }
-            Err(budget::ReadError::Busy) => {
-                let mut r = error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "service_unavailable",
-                    "too many large request bodies in flight; retry shortly",
-                );
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(1));
-                return r;
-            }
-        };
+    let (body, _held) = match budget::read_body(body, &parts.headers, app.max_body, &app.budget)
+        .await
+    {
+        Ok(b) => b,
+        Err(budget::ReadError::TooLarge) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                format!(
+                    "request body too large: the limit is {} bytes",
+                    app.max_body
+                ),
+            );
+        }
+        Err(budget::ReadError::Malformed) => {
+            // A bad chunk size, a truncated upload: the client's fault.
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "the request body could not be read (malformed chunked encoding or a truncated body)",
+            );
+        }
+        Err(budget::ReadError::Busy) => {
+            let mut r = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                "too many large request bodies in flight; retry shortly",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(1));
+            return r;
+        }
+    };
     let model = match request_model(&parts.headers, &body).await {
         Ok(m) => m,
         Err(msg) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", msg),
@@ -464,7 +497,12 @@ pub struct Gateway {
     pub state: HealthState,
     /// The probe loop (on-demand rounds for `/health`; background rounds when enabled).
     pub probes: tower_health_routing::ProbeLoop,
+    /// The drain state (`/health/drain`, SIGTERM).
+    pub drain: crate::drain::Drain,
     router: Router,
+    limits: crate::limits::Limits,
+    grace: Duration,
+    routes: Vec<crate::routes::Route>,
 }
 
 impl Gateway {
@@ -496,13 +534,54 @@ impl Gateway {
             .route_service("/health", endpoints.clone())
             .route_service("/health/{*rest}", endpoints);
         if let Some(handle) = options.metrics.clone() {
-            router = router.route("/metrics", get(move || std::future::ready(handle.render())));
+            let key = state
+                .config()
+                .master_key
+                .clone()
+                .filter(|_| options.metrics_require_auth);
+            router = router.route(
+                "/metrics",
+                get(move |headers: HeaderMap| {
+                    let ok = key
+                        .as_ref()
+                        .is_none_or(|k| tower_health_routing::endpoints::has_key(&headers, k));
+                    std::future::ready(if ok {
+                        handle.render().into_response()
+                    } else {
+                        unauthorized()
+                    })
+                }),
+            );
         }
+        let drain = crate::drain::Drain::default();
+        let router = router
+            .route(
+                "/health/drain",
+                get(crate::drain::endpoint)
+                    .with_state((drain.clone(), std::sync::Arc::new(options.drain.clone()))),
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                drain.clone(),
+                crate::drain::middleware,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                options.max_body,
+                crate::limits::middleware,
+            ));
         Ok(Self {
             state,
             probes,
+            drain,
             router,
+            limits: options.limits.clone(),
+            grace: options.drain.grace,
+            routes: crate::routes::table(options.metrics.is_some(), options.metrics_require_auth),
         })
+    }
+
+    /// Every route this gateway serves, with its access rule.
+    pub fn routes(&self) -> &[crate::routes::Route] {
+        &self.routes
     }
 
     /// The router (API routes and health endpoints).
@@ -518,9 +597,14 @@ impl Gateway {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), BoxError> {
         let probes = self.probes.spawn_if_enabled();
-        axum::serve(listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        // On the signal: drain (probes 503, new API requests 503, in-flight ones finish
+        // within the grace time), then close the connections.
+        let (drain, grace) = (self.drain.clone(), self.grace);
+        let shutdown = async move {
+            shutdown.await;
+            drain.drain(grace).await;
+        };
+        crate::limits::serve(listener, self.router, &self.limits, shutdown).await?;
         if let Some(p) = probes {
             p.shutdown().await;
         }

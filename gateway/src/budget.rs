@@ -82,8 +82,10 @@ impl BodyBudget {
 /// Why a request body was not read.
 #[derive(Debug)]
 pub enum ReadError {
-    /// Longer than the body limit, or unreadable.
+    /// Longer than the body limit.
     TooLarge,
+    /// Unreadable: a bad chunk size or a truncated body (the client's fault).
+    Malformed,
     /// The budget is full now: answer 503 with `Retry-After`.
     Busy,
 }
@@ -112,7 +114,7 @@ pub async fn read_body(
     }
     let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(max_body));
     while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.map_err(|_| ReadError::TooLarge)?.into_data() else {
+        let Ok(data) = frame.map_err(|_| ReadError::Malformed)?.into_data() else {
             continue;
         };
         if buf.len() + data.len() > max_body {

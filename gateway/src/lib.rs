@@ -2,7 +2,8 @@
 //!
 //! Install with `cargo install --path gateway` (or build with
 //! `cargo build --release -p thr-gateway`), then run
-//! `thr-gateway --config examples/config.yaml [--port 4000]`.
+//! `thr-gateway --config examples/config.yaml --host 127.0.0.1 [--port 4000]` (off loopback
+//! the gateway needs a strong master key: see [`boot`]).
 //!
 //! axum, `HealthRoutingLayer`, the background probe loop, the health endpoints, and a hyper
 //! client that forwards each request to the deployment the layer chose.
@@ -11,8 +12,12 @@
 //!   `/v1/images/generations`, `/v1/audio/speech`, `/v1/audio/transcriptions`, `/v1/rerank`,
 //!   `/v1/responses` (also without `/v1`), `GET /v1/models`. The route is the body's `model`.
 //! * Health: `/health`, `/health/readiness`, `/health/liveliness`, `/health/shared-status`,
-//!   `/health/services` (the library's `health_router`); Prometheus metrics on `/metrics`
-//!   (open, like LiteLLM's; no label carries a secret).
+//!   `/health/services` (the library's `HealthEndpoints`), `/health/drain` ([`drain`]);
+//!   Prometheus metrics on `/metrics` (behind the master key unless
+//!   `litellm_settings.require_auth_for_metrics_endpoint: false`, as LiteLLM; no label
+//!   carries a secret). Every route and its access: [`routes::table`].
+//! * Safe by default: the master-key boot check ([`boot`]), request limits and HTTP/1
+//!   strictness ([`limits`]), drain on `/health/drain` and SIGTERM ([`drain`]).
 //! * `--health`: ask a running gateway's `/health` and print a table, like `litellm --health`
 //!   (exit code 1 when a deployment is unhealthy, 2 when the gateway cannot be asked).
 //!
@@ -27,11 +32,15 @@
 //! [`Cli`] and [`run`]); `src/main.rs` only parses the command line and calls [`run`].
 
 pub mod app;
+pub mod boot;
 pub mod budget;
+pub mod drain;
 pub mod headers;
 pub mod health_cli;
+pub mod limits;
 pub mod models;
 pub mod multipart;
+pub mod routes;
 pub mod sanity;
 
 use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
@@ -72,6 +81,21 @@ pub struct Cli {
     /// With --health: the master key.
     #[arg(long, env = "LITELLM_MASTER_KEY", hide_env_values = true)]
     pub key: Option<String>,
+    /// The largest request body, MiB (default 64; config: `general_settings.max_request_size_mb`).
+    #[arg(long)]
+    pub max_request_size_mb: Option<f64>,
+    /// The largest request head (request line and headers), KiB (default 64; config:
+    /// `general_settings.max_request_header_size_kb`). Larger: 431, connection closed.
+    #[arg(long)]
+    pub max_header_size_kb: Option<f64>,
+    /// Seconds a client has to send a request's headers (default 30; config:
+    /// `general_settings.header_read_timeout`).
+    #[arg(long)]
+    pub header_read_timeout: Option<f64>,
+    /// The most client connections served at once (default 4096; config:
+    /// `general_settings.max_connections`).
+    #[arg(long)]
+    pub max_connections: Option<usize>,
     /// Log line format (default `text`; `json` when the environment has LiteLLM's
     /// `JSON_LOGS=True`).
     #[arg(long, value_enum)]
@@ -159,11 +183,87 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 async fn serve(cli: Cli) -> Result<(), BoxError> {
-    let path = cli.config.expect("clap requires --config");
-    let config = Config::from_yaml_file(&path)?;
+    let path = cli.config.clone().expect("clap requires --config");
+    let mut config = Config::from_yaml_file(&path)?;
     sanity::warn_config(&config);
     let timeout =
         Duration::try_from_secs_f64(cli.timeout).map_err(|_| "--timeout: expected seconds >= 0")?;
+    // No open proxy: the master-key boot check (see `boot`).
+    if config.master_key.is_none()
+        && let Ok(k) = std::env::var("LITELLM_MASTER_KEY")
+    {
+        config.master_key = Some(k.into());
+    }
+    let opt_out = config.server.dangerously_permit_weak_or_unset_master_key
+        || boot::env_opt_out(std::env::var(boot::OPT_OUT_ENV).ok().as_deref());
+    match boot::check(config.master_key.as_ref(), cli.host, opt_out) {
+        boot::Verdict::Refuse(why) => return Err(why.into()),
+        boot::Verdict::Start { key, warnings } => {
+            for w in warnings {
+                tracing::warn!("{w}");
+            }
+            config.master_key = key;
+        }
+    }
+    let s = config.server.clone();
+    if s.drain_endpoint_token.is_none()
+        && let Ok(t) = std::env::var("DRAIN_ENDPOINT_TOKEN")
+        && !t.is_empty()
+    {
+        config.server.drain_endpoint_token = Some(t.into());
+    }
+    let grace = match (
+        s.graceful_shutdown_timeout,
+        std::env::var("GRACEFUL_SHUTDOWN_TIMEOUT"),
+    ) {
+        (Some(g), _) => g,
+        (None, Ok(v)) => v
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .and_then(|f| Duration::try_from_secs_f64(f).ok())
+            .ok_or("GRACEFUL_SHUTDOWN_TIMEOUT: expected seconds >= 0")?,
+        (None, Err(_)) => drain::DEFAULT_GRACE,
+    };
+    let drain_settings = drain::DrainSettings {
+        enabled: s.enable_drain_endpoint,
+        token: config.server.drain_endpoint_token.clone(),
+        grace,
+    };
+    if drain_settings.enabled && drain_settings.token.is_none() {
+        tracing::warn!(
+            "general_settings.enable_drain_endpoint is on without drain_endpoint_token (or \
+             DRAIN_ENDPOINT_TOKEN): anyone who can reach /health/drain can take this instance \
+             out of service"
+        );
+    }
+    let max_body = match cli.max_request_size_mb.or(s.max_request_size_mb) {
+        Some(mb) => limits::size_bytes(mb, 1 << 20, "max_request_size_mb")?,
+        None => limits::DEFAULT_MAX_BODY_BYTES,
+    };
+    let max_header_bytes = match cli.max_header_size_kb.or(s.max_request_header_size_kb) {
+        Some(kb) => limits::size_bytes(kb, 1 << 10, "max_request_header_size_kb")?,
+        None => limits::DEFAULT_MAX_HEADER_BYTES,
+    };
+    let header_read_timeout = match cli.header_read_timeout {
+        Some(t) => Duration::try_from_secs_f64(t)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or("--header-read-timeout: expected seconds > 0")?,
+        None => s
+            .header_read_timeout
+            .unwrap_or(limits::DEFAULT_HEADER_READ_TIMEOUT),
+    };
+    let max_connections = match cli.max_connections.or(s.max_connections) {
+        Some(0) => return Err("--max-connections: expected at least 1".into()),
+        Some(n) => n,
+        None => limits::DEFAULT_MAX_CONNECTIONS,
+    };
+    let limits = limits::Limits {
+        max_header_bytes,
+        header_read_timeout,
+        max_connections,
+    };
     // Metrics: the library records through the `metrics` facade; expose them on /metrics.
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let metrics_handle = recorder.handle();
@@ -182,8 +282,11 @@ async fn serve(cli: Cli) -> Result<(), BoxError> {
         config,
         &app::Options {
             upstream_timeout: timeout,
+            max_body,
             metrics: Some(metrics_handle),
-            ..app::Options::default()
+            metrics_require_auth: s.require_auth_for_metrics_endpoint != Some(false),
+            limits,
+            drain: drain_settings,
         },
     )?;
     let addr = SocketAddr::new(cli.host, cli.port);

@@ -1,6 +1,6 @@
 //! `thr-gateway`: an OpenAI-compatible gateway with health-check-driven routing.
 //!
-//! Run with: `thr-gateway --config examples/config.yaml [--port 4000]` (see the library
+//! Run with: `thr-gateway --config examples/config.yaml --host 127.0.0.1 [--port 4000]` (see the library
 //! target's docs, `thr_gateway`, for the routes, flags and log formats).
 
 use std::process::ExitCode;

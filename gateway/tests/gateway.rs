@@ -65,6 +65,7 @@ async fn start(cfg: Config) -> Running {
             upstream_timeout: Duration::from_secs(2),
             max_body: 1 << 20,
             metrics: Some(prometheus()),
+            ..app::Options::default()
         },
     )
     .unwrap();
@@ -532,7 +533,9 @@ async fn health_endpoints_and_metrics_are_served_on_the_same_port() {
     )
     .await;
     assert_eq!((r.status, r.served_by().as_str()), (200, "up-1"));
-    let m = get(gw.addr, "/metrics", None).await;
+    // LiteLLM's `require_auth_for_metrics_endpoint` (default on): the key guards /metrics.
+    assert_eq!(get(gw.addr, "/metrics", None).await.status, 401);
+    let m = get(gw.addr, "/metrics", Some("sk-master-9")).await;
     let text = String::from_utf8_lossy(&m.body).into_owned();
     assert_eq!(m.status, 200);
     for name in [

@@ -43,6 +43,7 @@ async fn start_with(cfg: Config, max_body: usize) -> Running {
             upstream_timeout: Duration::from_secs(5),
             max_body,
             metrics: None,
+            ..Default::default()
         },
     )
     .unwrap();

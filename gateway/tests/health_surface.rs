@@ -41,6 +41,7 @@ async fn start(cfg: Config) -> Running {
             upstream_timeout: Duration::from_secs(3),
             max_body: 1 << 20,
             metrics: None,
+            ..Default::default()
         },
     )
     .unwrap();

@@ -133,6 +133,15 @@ struct GeneralSettings {
     background_health_check_model_groups: Option<Value>,
     health_check_history_size: Option<Int>,
     model_list_healthy_only: Option<Value>,
+    // Read by the gateway (`Config::server`).
+    dangerously_permit_weak_or_unset_master_key: Option<Flag>,
+    max_request_size_mb: Option<Float>,
+    max_request_header_size_kb: Option<Float>,
+    header_read_timeout: Option<Float>,
+    max_connections: Option<Int>,
+    enable_drain_endpoint: Option<Flag>,
+    drain_endpoint_token: Option<SecretText>,
+    graceful_shutdown_timeout: Option<Float>,
 }
 
 /// `router_settings`.
@@ -195,6 +204,7 @@ struct LitellmSettings {
     num_retries: Option<Int>,
     allowed_fails: Option<Int>,
     cooldown_time: Option<Float>,
+    require_auth_for_metrics_endpoint: Option<Flag>,
 }
 
 /// The unknown keys of one deployment, kept.

@@ -66,6 +66,39 @@ pub struct Config {
     /// [`DefaultClassifier`](crate::classify::DefaultClassifier) with
     /// `router.max_retry_after`. Read it with [`Config::classifier`].
     pub classifier: Option<std::sync::Arc<dyn crate::classify::Classify>>,
+    /// Settings only a server in front of the router reads (the gateway's boot check,
+    /// request limits, drain endpoint, `/metrics` auth); the library carries them.
+    pub server: ServerSettings,
+}
+
+/// `general_settings`/`litellm_settings` keys read by a server (the gateway), not by the
+/// router. `None` means "the server's default" (the gateway's CLI may override each).
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct ServerSettings {
+    /// `general_settings.dangerously_permit_weak_or_unset_master_key` (LiteLLM's): start
+    /// on a public address with no, an empty, a publicly known or a short master key.
+    pub dangerously_permit_weak_or_unset_master_key: bool,
+    /// `general_settings.max_request_size_mb` (LiteLLM's): the largest request body, MiB.
+    pub max_request_size_mb: Option<f64>,
+    /// `general_settings.max_request_header_size_kb`: the largest request head (request
+    /// line and headers), KiB.
+    pub max_request_header_size_kb: Option<f64>,
+    /// `general_settings.header_read_timeout` (seconds): time a client has to send a
+    /// request's headers.
+    pub header_read_timeout: Option<Duration>,
+    /// `general_settings.max_connections`: the most client connections served at once.
+    pub max_connections: Option<usize>,
+    /// `general_settings.enable_drain_endpoint` (LiteLLM's): serve `GET /health/drain`.
+    pub enable_drain_endpoint: bool,
+    /// `general_settings.drain_endpoint_token` (LiteLLM's): the `X-Drain-Token` value.
+    pub drain_endpoint_token: Option<Secret>,
+    /// `general_settings.graceful_shutdown_timeout` (seconds; LiteLLM reads the
+    /// `GRACEFUL_SHUTDOWN_TIMEOUT` variable): the longest a drain waits for in-flight requests.
+    pub graceful_shutdown_timeout: Option<Duration>,
+    /// `litellm_settings.require_auth_for_metrics_endpoint` (LiteLLM's, default `true`):
+    /// `/metrics` needs the master key when one is set.
+    pub require_auth_for_metrics_endpoint: Option<bool>,
 }
 
 impl Config {
@@ -674,6 +707,7 @@ impl Config {
         Scrubber::new(
             deployment_secrets
                 .chain(self.master_key.clone())
+                .chain(self.server.drain_endpoint_token.clone())
                 .chain(redis),
         )
     }

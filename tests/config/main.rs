@@ -8,6 +8,7 @@ mod ejection_settings;
 mod health_surface_keys;
 mod invalid;
 mod litellm_configs;
+mod server_settings;
 mod unknown_keys;
 mod yaml_compat;
 

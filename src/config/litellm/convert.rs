@@ -18,7 +18,7 @@ use super::{
 use crate::{
     config::{
         Config, Fallbacks, HealthCheckSettings, OutlierDetection, RedisSettings, RouterSettings,
-        RoutingStrategy, RoutingStrategyArgs,
+        RoutingStrategy, RoutingStrategyArgs, ServerSettings,
     },
     deployment::{Deployment, DeploymentParams, Mode, ModelInfo},
     error::{ConfigError, ConfigErrorKind},
@@ -39,7 +39,8 @@ impl LiteLlmConfig {
             .collect::<Result<Vec<_>, _>>()?;
         let g = self.general_settings;
         let health = g.health()?;
-        let master_key = g.master_key.map(|k| k.0);
+        let master_key = g.master_key.clone().map(|k| k.0);
+        let server = g.server(self.litellm_settings.require_auth_for_metrics_endpoint)?;
         let router = self.router_settings.into_router(
             self.litellm_settings,
             health.use_shared_health_check,
@@ -58,6 +59,7 @@ impl LiteLlmConfig {
             router,
             master_key,
             classifier: None,
+            server,
         })
     }
 }
@@ -135,6 +137,46 @@ impl ModelEntry {
 }
 
 impl GeneralSettings {
+    /// The keys only the gateway reads (`Config::server`).
+    fn server(&self, metrics_auth: Option<Flag>) -> Result<ServerSettings, ConfigError> {
+        let at = |f: &str| format!("general_settings.{f}");
+        let size = |v: Option<Float>, f: &str| -> Result<Option<f64>, ConfigError> {
+            match v.map(|v| v.0) {
+                Some(x) if !x.is_finite() || x <= 0.0 => Err(ConfigError::invalid(
+                    at(f),
+                    "expected a size greater than 0",
+                )),
+                other => Ok(other),
+            }
+        };
+        Ok(ServerSettings {
+            dangerously_permit_weak_or_unset_master_key: self
+                .dangerously_permit_weak_or_unset_master_key
+                .is_some_and(|f| f.0),
+            max_request_size_mb: size(self.max_request_size_mb, "max_request_size_mb")?,
+            max_request_header_size_kb: size(
+                self.max_request_header_size_kb,
+                "max_request_header_size_kb",
+            )?,
+            header_read_timeout: positive_seconds(
+                self.header_read_timeout,
+                &at("header_read_timeout"),
+            )?,
+            max_connections: positive(self.max_connections, &at("max_connections"))?,
+            enable_drain_endpoint: self.enable_drain_endpoint.is_some_and(|f| f.0),
+            drain_endpoint_token: self
+                .drain_endpoint_token
+                .clone()
+                .map(|t| t.0)
+                .filter(|t| !t.expose().is_empty()),
+            graceful_shutdown_timeout: seconds(
+                self.graceful_shutdown_timeout,
+                &at("graceful_shutdown_timeout"),
+            )?,
+            require_auth_for_metrics_endpoint: metrics_auth.map(|f| f.0),
+        })
+    }
+
     fn health(&self) -> Result<HealthCheckSettings, ConfigError> {
         let d = HealthCheckSettings::default();
         let flag = |f: Option<Flag>, default: bool| f.map_or(default, |f| f.0);
