@@ -27,7 +27,9 @@
 //! [`Cli`] and [`run`]); `src/main.rs` only parses the command line and calls [`run`].
 
 pub mod app;
+pub mod fallback;
 pub mod health_cli;
+pub mod usage;
 
 use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
