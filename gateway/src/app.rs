@@ -5,14 +5,17 @@
 //!
 //! ```text
 //! auth (master_key) → buffer + parse the body, read "model" (400 if malformed)
+//!   → FallbackLayer (fallbacks, default_fallbacks, context_window_fallbacks,
+//!     content_policy_fallbacks: another group when this one fails; see `fallback`)
 //!   → RetryLayer (num_retries: a 5xx/408/429/401 or connection error goes to another deployment)
 //!   → HealthRouting (route = "model": health filter, cooldown, balancer; 400 unknown model,
 //!     429 + Retry-After when every deployment cools down)
 //!   → Forwarder: rewrite "model" to the deployment's, add its credentials, send with hyper;
 //!     the answer's headers pass an allowlist (`headers`), 2xx bodies stream through
-//!     scrubbed chunk by chunk of every configured secret; error bodies are read up to
-//!     64 KiB (longer ones cut, with a note), scrubbed, and returned with the upstream's
-//!     status (502 if unreachable or for an interim 101)
+//!     scrubbed chunk by chunk of every configured secret (their `usage` is counted on the
+//!     way, see `usage`); error bodies are read up to 64 KiB (longer ones cut, with a note),
+//!     scrubbed, and returned with the upstream's status (502 if unreachable or for an
+//!     interim 101)
 //! ```
 //!
 //! Request bodies are buffered within a global budget (`budget`): 503 with `Retry-After`
@@ -112,8 +115,13 @@ pub fn api_router(state: HealthState, routing: HealthRoutingLayer, options: &Opt
     let forwarder = Forwarder::new(scrubber.clone(), options.upstream_timeout);
     let routed = ServiceBuilder::new()
         .map_response(
-            |resp: http::Response<tower_health_routing::routing::ResponseBody<Body>>| {
+            |resp: http::Response<
+                tower_health_routing::routing::FallbackBody<
+                    tower_health_routing::routing::ResponseBody<Body>,
+                >,
+            >| {
                 let (mut parts, body) = resp.into_parts();
+                crate::fallback::served_headers(&mut parts);
                 // Tell the client which deployment answered, as LiteLLM does.
                 if let Some(d) = parts.extensions.get::<SelectedDeployment>()
                     && let Ok(v) = HeaderValue::from_str(d.id().as_str())
@@ -123,6 +131,10 @@ pub fn api_router(state: HealthState, routing: HealthRoutingLayer, options: &Opt
                 Response::from_parts(parts, Body::new(body))
             },
         )
+        // A group that cannot answer hands the request to its fallback groups.
+        .layer(tower_health_routing::routing::FallbackLayer::new(
+            state.config(),
+        ))
         // Failed requests are re-sent to another deployment (`num_retries`), within a budget.
         .layer(tower_health_routing::retry::RetryLayer::new(state.config()))
         .layer(routing)
@@ -237,6 +249,13 @@ async fn api(State(app): State<App>, req: Request) -> Response {
     };
     let mut req = http::Request::from_parts(parts, body);
     req.extensions_mut().insert(ModelGroup::new(model.as_str()));
+    if app.state.config().router.enable_pre_call_checks
+        && let Some(t) = crate::usage::estimate_request_tokens(req.body())
+    {
+        req.extensions_mut().insert(t);
+    }
+    req.extensions_mut()
+        .insert(crate::fallback::BodyModel(model.as_str().into()));
     match app.routed.clone().oneshot(req).await {
         Ok(resp) => resp,
         Err(e) => error_response(&app, &model, &e),
@@ -413,12 +432,17 @@ impl Service<http::Request<Bytes>> for Forwarder {
             parts.headers = fwd::response_headers(&parts.headers, &this.scrubber, same);
             let body = Body::new(body);
             if parts.status.is_success() {
-                // Stream through, chunk by chunk (SSE included), scrubbed as it goes.
+                // Stream through, chunk by chunk (SSE included), scrubbed as it goes and
+                // counting its `usage`.
                 let body = if same {
                     body
                 } else {
                     Body::new(fwd::ScrubbedBody::new(body, &this.scrubber))
                 };
+                if crate::usage::may_carry_usage(parts.headers.get(header::CONTENT_TYPE)) {
+                    let body = crate::usage::UsageBody::new(body, chosen);
+                    return Ok(http::Response::from_parts(parts, Body::new(body)));
+                }
                 return Ok(http::Response::from_parts(parts, body));
             }
             // An error: read a bounded amount, scrub it, keep the upstream's status.
@@ -447,12 +471,15 @@ async fn upstream_request(
     let ep = provider::forward_endpoint(chosen.deployment(), req.uri().path())
         .map_err(|e| LocalError::new(e.to_string()))?;
     let model = ep.model.clone();
-    // The model the client asked for (the route), set by `api` before routing.
-    let requested = req.extensions().get::<ModelGroup>().cloned();
+    // The model the client's body names, set by `api` (not the group: a fallback changes it).
+    let requested = req
+        .extensions()
+        .get::<crate::fallback::BodyModel>()
+        .cloned();
     let (parts, body) = req.into_parts();
     let ctype = parts.headers.get(header::CONTENT_TYPE).cloned();
     // Most deployments serve the model the client named: then the body goes as it came.
-    let body = if requested.as_ref().map(ModelGroup::as_str) == Some(model.as_str()) {
+    let body = if requested.as_ref().map(|m| &*m.0) == Some(model.as_str()) {
         body
     } else {
         rewrite_model(ctype.as_ref().and_then(|v| v.to_str().ok()), body, &model)

@@ -35,6 +35,7 @@ pub mod app;
 pub mod boot;
 pub mod budget;
 pub mod drain;
+pub mod fallback;
 pub mod headers;
 pub mod health_cli;
 pub mod limits;
@@ -42,6 +43,7 @@ pub mod models;
 pub mod multipart;
 pub mod routes;
 pub mod sanity;
+pub mod usage;
 
 use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
