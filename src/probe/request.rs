@@ -50,6 +50,13 @@ pub(crate) fn build(
         Wire::OpenAi | Wire::Azure => openai_shape(d, ep, defaults, question, &mut headers),
         Wire::Anthropic => anthropic_shape(d, ep, defaults, question),
         Wire::Cohere => cohere_shape(d, ep, defaults, question),
+        // Signed or token-authorised requests: built by the prober's native path.
+        Wire::Bedrock | Wire::Vertex => {
+            return Err(ProviderError::Unsupported {
+                provider: ep.provider.clone(),
+                reason: "its probe request is built natively, per probe".to_owned(),
+            });
+        }
     };
     let body = match body {
         Body::None => Bytes::new(),

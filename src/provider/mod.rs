@@ -84,6 +84,12 @@ pub enum Wire {
     Anthropic,
     /// Cohere's v2 API.
     Cohere,
+    /// AWS Bedrock's runtime API (Converse, InvokeModel), SigV4-signed: probed natively
+    /// (feature `bedrock`), not forwarded.
+    Bedrock,
+    /// Vertex AI's API (`generateContent`, `predict`) with a service-account OAuth token:
+    /// probed natively (feature `vertex`), not forwarded.
+    Vertex,
 }
 
 /// What the request is for: the endpoints differ where a provider's native API is probed
@@ -199,10 +205,6 @@ const OLLAMA_BASE: &str = "http://localhost:11434";
 /// Providers with an API of their own that the catalog does not speak, and why.
 const UNSUPPORTED: &[(&str, &str)] = &[
     (
-        "bedrock",
-        "AWS Bedrock needs SigV4-signed requests to its own API",
-    ),
-    (
         "bedrock_converse",
         "AWS Bedrock needs SigV4-signed requests to its own API",
     ),
@@ -213,11 +215,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     (
         "sagemaker_chat",
         "AWS SageMaker needs SigV4-signed requests to its own API",
-    ),
-    ("vertex_ai", "Vertex AI needs Google OAuth and its own API"),
-    (
-        "vertex_ai_beta",
-        "Vertex AI needs Google OAuth and its own API",
     ),
     ("watsonx", "watsonx needs IBM IAM tokens and its own API"),
     (
@@ -301,22 +298,74 @@ pub fn provider(name: &str) -> Option<&'static Provider> {
     PROVIDERS.iter().find(|p| p.name == name)
 }
 
-/// Model ids that are Bedrock's even without a `bedrock/` prefix (`anthropic.claude-v2`).
-fn looks_bedrock(bare: &str) -> bool {
-    const VENDORS: &[&str] = &[
-        "anthropic.",
-        "amazon.",
-        "meta.",
-        "mistral.",
-        "cohere.",
-        "ai21.",
-        "deepseek.",
-        "us.",
-        "eu.",
-        "apac.",
-        "global.",
-    ];
-    VENDORS.iter().any(|v| bare.starts_with(v))
+/// The native cloud wire of a model: `bedrock/…` and bare Bedrock ids
+/// ([`bedrock_model::is_bedrock_model`]) are Bedrock's; `vertex_ai/…`, `vertex_ai_beta/…`
+/// and bare `gemini-…` ids (LiteLLM's `vertex_language_models`) are Vertex AI's.
+fn native_wire(prefix: Option<&str>, bare: &str) -> Option<(&'static str, Wire)> {
+    match prefix {
+        Some("bedrock") => Some(("bedrock", Wire::Bedrock)),
+        Some("vertex_ai") => Some(("vertex_ai", Wire::Vertex)),
+        Some("vertex_ai_beta") => Some(("vertex_ai_beta", Wire::Vertex)),
+        None if bedrock_model::is_bedrock_model(bare) => Some(("bedrock", Wire::Bedrock)),
+        None if bare.starts_with("gemini-") => Some(("vertex_ai", Wire::Vertex)),
+        _ => None,
+    }
+}
+
+/// The endpoint of a native cloud wire: probed by the prober's own request builder (the
+/// `url` is the endpoint override, if any: `aws_bedrock_runtime_endpoint` or `api_base`;
+/// empty for the region's or location's default host), never forwarded.
+fn native_endpoint(
+    deployment: &Deployment,
+    name: &str,
+    wire: Wire,
+    bare: &str,
+    mode: Mode,
+    purpose: Purpose,
+) -> Result<Endpoint, ProviderError> {
+    let (api, feature) = match wire {
+        Wire::Bedrock => ("AWS Bedrock", "bedrock"),
+        _ => ("Vertex AI", "vertex"),
+    };
+    let unsupported = |reason: String| ProviderError::Unsupported {
+        provider: name.to_owned(),
+        reason,
+    };
+    if purpose == Purpose::Forward {
+        return Err(unsupported(format!(
+            "{api}'s native API is probed but not forwarded: serve it from a deployment that \
+             speaks OpenAI (e.g. a LiteLLM proxy as openai/ with api_base)"
+        )));
+    }
+    let compiled = match wire {
+        Wire::Bedrock => cfg!(feature = "bedrock"),
+        _ => cfg!(feature = "vertex"),
+    };
+    if !compiled {
+        return Err(unsupported(format!(
+            "{api}'s native probe needs the `{feature}` feature of tower-health-routing"
+        )));
+    }
+    let params = deployment.params();
+    let url = match wire {
+        Wire::Bedrock => params.api_base.clone().or_else(|| {
+            match params.extra.get("aws_bedrock_runtime_endpoint") {
+                Some(crate::deployment::ParamValue::Plain(serde_json::Value::String(s))) => {
+                    Some(s.clone())
+                }
+                _ => None,
+            }
+        }),
+        _ => params.api_base.clone(),
+    };
+    Ok(Endpoint {
+        provider: name.to_owned(),
+        wire,
+        url: url.unwrap_or_default(),
+        headers: HeaderMap::new(),
+        model: bare.to_owned(),
+        mode,
+    })
 }
 
 /// A provider the catalog does not know: spoken to as OpenAI, `api_base` required.
@@ -340,18 +389,13 @@ pub fn endpoint(
         provider: name.to_owned(),
         reason: reason.to_owned(),
     };
+    if let Some((name, wire)) = native_wire(prefix, bare) {
+        return native_endpoint(deployment, name, wire, bare, mode, purpose);
+    }
     if let Some(p) = prefix
         && let Some((name, reason)) = UNSUPPORTED.iter().find(|(n, _)| *n == p)
     {
         return Err(unsupported(name, reason));
-    }
-    if prefix.is_none() && looks_bedrock(bare) {
-        return Err(unsupported(
-            "bedrock",
-            &format!(
-                "`{bare}` is a Bedrock model id; AWS Bedrock needs SigV4-signed requests to its own API"
-            ),
-        ));
     }
     let entry = match prefix {
         None => provider("openai").unwrap_or(&OTHER),

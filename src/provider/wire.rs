@@ -191,6 +191,12 @@ pub(super) fn path(
             };
             (Wire::OpenAi, p.to_owned(), Vec::new())
         }
+        // Built by their own modules (`aws`, `vertex`); the catalog returns before here.
+        (Wire::Bedrock | Wire::Vertex, _) => {
+            return Err(not_forwarded(
+                "a native cloud API: its requests are built by its own probe",
+            ));
+        }
     })
 }
 
@@ -258,7 +264,8 @@ pub(super) fn auth_headers(
                 None => return Ok(()),
             }
         }
-        (_, None) => return Ok(()),
+        // Signed or token-authorised per request by their own modules.
+        (Wire::Bedrock | Wire::Vertex, _) | (_, None) => return Ok(()),
     };
     h.insert(name, value);
     Ok(())
