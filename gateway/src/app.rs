@@ -330,8 +330,12 @@ impl Service<http::Request<Bytes>> for Forwarder {
                 .get::<SelectedDeployment>()
                 .ok_or("no deployment selected")?
                 .clone();
-            let upstream = upstream_request(&chosen, req)?;
+            let (upstream, translation) = upstream_request(&chosen, req)?;
             let resp = tokio::time::timeout(this.timeout, this.client.request(upstream)).await??;
+            if let Some(t) = translation {
+                // Anthropic's Messages API, answered in OpenAI's shapes.
+                return crate::forward::anthropic_response(resp, &t, &this.scrubber).await;
+            }
             let (mut parts, body) = resp.into_parts();
             parts.headers.remove(header::CONNECTION);
             if parts.status.is_success() {
@@ -351,11 +355,18 @@ impl Service<http::Request<Bytes>> for Forwarder {
     }
 }
 
-/// The upstream request: URL by provider, the deployment's model in the body, its credentials.
+/// The upstream request: URL by provider, the deployment's model in the body, its
+/// credentials; and, for Anthropic, how to translate its answer back.
 fn upstream_request(
     chosen: &SelectedDeployment,
     req: http::Request<Bytes>,
-) -> Result<http::Request<Full<Bytes>>, BoxError> {
+) -> Result<
+    (
+        http::Request<Full<Bytes>>,
+        Option<crate::forward::anthropic::Translation>,
+    ),
+    BoxError,
+> {
     // Where and how: the provider catalog, the same the prober builds its probes from.
     let ep = provider::forward_endpoint(chosen.deployment(), req.uri().path())
         .map_err(|e| LocalError::new(e.to_string()))?;
@@ -363,6 +374,16 @@ fn upstream_request(
     // The model the client asked for (the route), set by `api` before routing.
     let requested = req.extensions().get::<ModelGroup>().cloned();
     let (parts, body) = req.into_parts();
+    if ep.wire == tower_health_routing::provider::Wire::Anthropic {
+        // OpenAI chat completions translated to the Messages API; no client header goes.
+        let (body, t) = crate::forward::anthropic::to_messages_request(&body, &model)
+            .map_err(|e| LocalError::new(e.to_string()))?;
+        let mut up = http::Request::post(ep.url).header(header::CONTENT_TYPE, "application/json");
+        for (name, value) in &ep.headers {
+            up = up.header(name, value);
+        }
+        return Ok((up.body(Full::new(body))?, Some(t)));
+    }
     let ctype = parts.headers.get(header::CONTENT_TYPE).cloned();
     // Most deployments serve the model the client named: then the body goes as it came.
     let body = if requested.as_ref().map(ModelGroup::as_str) == Some(model.as_str()) {
@@ -384,7 +405,7 @@ fn upstream_request(
     for (name, value) in &ep.headers {
         up = up.header(name, value);
     }
-    Ok(up.body(Full::new(body))?)
+    Ok((up.body(Full::new(body))?, None))
 }
 
 /// The body with `model` set to the deployment's model (JSON, or the multipart `model` field).

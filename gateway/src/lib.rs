@@ -27,6 +27,7 @@
 //! [`Cli`] and [`run`]); `src/main.rs` only parses the command line and calls [`run`].
 
 pub mod app;
+pub mod forward;
 pub mod health_cli;
 
 use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};

@@ -163,11 +163,13 @@ pub(super) fn path(
             };
             (Wire::Anthropic, p.to_owned(), Vec::new())
         }
+        // OpenAI chat completions, translated to the Messages API by the forwarder.
         (Wire::Anthropic, Purpose::Forward) => match mode {
-            Mode::Chat => (Wire::OpenAi, "/v1/chat/completions".to_owned(), Vec::new()),
+            Mode::Chat => (Wire::Anthropic, "/v1/messages".to_owned(), Vec::new()),
             _ => {
                 return Err(not_forwarded(
-                    "Anthropic's OpenAI-compatible endpoint serves chat completions only",
+                    "only chat completions are forwarded to Anthropic (translated to its \
+                     Messages API)",
                 ));
             }
         },
