@@ -476,3 +476,93 @@ async fn the_token_endpoint_checks_the_assertion() {
     assert!(matches!(err, VertexError::Token(_)), "{err:?}");
     assert!(seen.lock().unwrap().is_empty(), "no probe without a token");
 }
+
+/// The whole path: the catalog names the Vertex AI wire, the HTTP prober fetches the token
+/// (once) and sends the probe, its classifier judges the answer.
+mod through_the_prober {
+    use super::*;
+    use crate::{
+        config::Config,
+        probe::{HttpProber, ProbeLoop, Prober},
+        provider::{Purpose, Wire, endpoint, forward_endpoint, ProviderError},
+    };
+
+    #[tokio::test]
+    async fn one_token_for_several_probes_and_a_rejected_token_is_unhealthy() {
+        let tokens = token_server(&[3600], false).await;
+        let (base, seen) = vertex_server(None).await;
+        let creds = key_json(&tokens.url, None);
+        let prober = HttpProber::builder().build().unwrap();
+        let a = Arc::new(deployment("vertex_ai/gemini-1.5-pro", &base, &creds));
+        let b = Arc::new(deployment("vertex_ai_beta/gemini-2.0-flash", &base, &creds));
+        for d in [&a, &b, &a] {
+            let out = prober.probe(d.clone()).await;
+            assert!(out.healthy, "{out:?}");
+        }
+        assert_eq!(tokens.calls.load(SeqCst), 1, "one token exchange for three probes");
+        assert_eq!(seen.lock().unwrap()[0].path, GEN_PATH);
+        assert!(seen.lock().unwrap().iter().all(|s| s.bearer == "tok-1"));
+
+        let (other, _) = vertex_server(Some("tok-from-another-account")).await;
+        let d = Arc::new(deployment("vertex_ai/gemini-1.5-pro", &other, &creds));
+        let out = prober.probe(d).await;
+        assert!(!out.healthy);
+        assert_eq!(out.status, Some(401));
+    }
+
+    #[tokio::test]
+    async fn a_failed_token_exchange_is_unhealthy_with_a_scrubbed_reason() {
+        let tokens = token_server(&[3600], true).await;
+        let (base, seen) = vertex_server(None).await;
+        let d = deployment("vertex_ai/gemini-1.5-pro", &base, &key_json(&tokens.url, None));
+        let cfg = Config::builder().deployments([d]).build().unwrap();
+        let (state, probes) = ProbeLoop::from_config(cfg).unwrap();
+        let report = probes.run_round().await.unwrap();
+        let out = &report.results[0].outcome;
+        assert!(!out.healthy);
+        let reason = out.reason.as_deref().unwrap_or_default();
+        assert!(reason.starts_with("auth: "), "{reason}");
+        assert!(!reason.contains("PRIVATE KEY"), "{reason}");
+        assert!(seen.lock().unwrap().is_empty(), "no probe without a token");
+        let id = report.results[0].id().clone();
+        assert_eq!(state.snapshot().health(id.as_str()).map(|h| h.healthy), Some(false));
+    }
+
+    #[test]
+    fn the_catalog_speaks_vertex_natively_and_never_forwards_it() {
+        for model in ["vertex_ai/gemini-1.5-pro", "vertex_ai_beta/gemini-1.5-pro", "gemini-1.5-pro"] {
+            let d = deployment(model, "http://127.0.0.1:1/v1", "{}");
+            let ep = endpoint(&d, model, Mode::Chat, Purpose::Probe).unwrap();
+            assert_eq!(ep.wire, Wire::Vertex, "{model}");
+            let fwd = forward_endpoint(&d, "/v1/chat/completions").unwrap_err();
+            assert!(matches!(fwd, ProviderError::Unsupported { .. }), "{fwd:?}");
+        }
+        // Gemini's own API keeps its OpenAI-compatible entry.
+        let d = Deployment::builder("g", "gemini/gemini-1.5-pro").build();
+        let ep = endpoint(&d, "gemini/gemini-1.5-pro", Mode::Chat, Purpose::Probe).unwrap();
+        assert_eq!(ep.wire, Wire::OpenAi);
+    }
+
+    #[tokio::test]
+    async fn no_secret_through_the_loop_at_trace() {
+        let logs = Logs::capture();
+        let tokens = token_server(&[3600], false).await;
+        let (base, _) = vertex_server(None).await;
+        let creds = key_json(&tokens.url, None);
+        let d = deployment("vertex_ai/gemini-1.5-pro", &base, &creds);
+        let cfg = Config::builder().deployments([d]).build().unwrap();
+        let (state, probes) = ProbeLoop::from_config(cfg).unwrap();
+        let report = probes.run_round().await.unwrap();
+        assert!(report.results[0].outcome.healthy, "{report:?}");
+        let snap = state.snapshot();
+        let text = format!("{report:?} {snap:?} {}", logs.text());
+        let key_body: String = PRIVATE_KEY
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .take(2)
+            .collect();
+        for secret in [key_body.as_str(), "tok-1"] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+    }
+}
