@@ -53,7 +53,11 @@ async fn every_forwardable_row_reaches_the_upstream_as_the_table_says() {
         .filter(|(_, r)| r.forward_path.is_some() && gateway_path(r.mode).is_some())
         .map(|(i, r)| (format!("row-{i}"), r))
         .collect();
-    assert!(rows.len() >= 15, "most of the table is forwardable: {}", rows.len());
+    assert!(
+        rows.len() >= 15,
+        "most of the table is forwardable: {}",
+        rows.len()
+    );
     let cfg = Config::builder()
         .deployments(rows.iter().map(|(name, r)| {
             Deployment::builder(name.as_str(), r.model)
@@ -80,7 +84,11 @@ async fn every_forwardable_row_reaches_the_upstream_as_the_table_says() {
         };
         assert_eq!(reply.status, 200, "{ctx}: {}", reply.text());
         let reqs = up.requests();
-        assert_eq!(reqs.len(), i + 1, "{ctx}: one upstream request per client request");
+        assert_eq!(
+            reqs.len(),
+            i + 1,
+            "{ctx}: one upstream request per client request"
+        );
         let r: &Recorded = &reqs[i];
         assert_eq!(r.method.as_str(), "POST", "{ctx}");
         assert_eq!(Some(r.path.as_str()), row.forward_path, "{ctx}");
@@ -96,13 +104,20 @@ async fn every_forwardable_row_reaches_the_upstream_as_the_table_says() {
         let bare = row.model.split_once('/').map_or(row.model, |(_, m)| m);
         if row.mode == Mode::AudioTranscription {
             let text = String::from_utf8_lossy(&r.body);
-            assert!(text.contains(&format!("\r\n\r\n{bare}\r\n")), "{ctx}: {text}");
+            assert!(
+                text.contains(&format!("\r\n\r\n{bare}\r\n")),
+                "{ctx}: {text}"
+            );
         } else {
             let body = r.json();
             assert_eq!(body["model"], bare, "{ctx}: the deployment's model is sent");
             if row.forward_wire == tower_health_routing::provider::Wire::Anthropic {
                 assert_eq!(body["max_tokens"], 4096, "{ctx}");
-                assert_eq!(body["messages"], json!([{"role": "user", "content": [{"type": "text", "text": "hi"}]}]), "{ctx}");
+                assert_eq!(
+                    body["messages"],
+                    json!([{"role": "user", "content": [{"type": "text", "text": "hi"}]}]),
+                    "{ctx}"
+                );
                 assert_eq!(reply.json()["object"], "chat.completion", "{ctx}");
             }
         }
@@ -132,10 +147,12 @@ fn fake_anthropic(answer: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -
 
 fn anthropic_config(up: &Upstream) -> Config {
     Config::builder()
-        .deployments([Deployment::builder("claude", "anthropic/claude-3-5-haiku-20241022")
-            .api_base(up.base())
-            .api_key(KEY)
-            .build()])
+        .deployments([
+            Deployment::builder("claude", "anthropic/claude-3-5-haiku-20241022")
+                .api_base(up.base())
+                .api_key(KEY)
+                .build(),
+        ])
         .build()
         .unwrap()
 }
@@ -285,9 +302,8 @@ fn data_lines(sse: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anthropic_streams_become_chat_completion_chunks_ending_in_done() {
-    let up = fake_anthropic(|_| {
-        Reply::status(200, STREAM).header("content-type", "text/event-stream")
-    });
+    let up =
+        fake_anthropic(|_| Reply::status(200, STREAM).header("content-type", "text/event-stream"));
     let gw = start(anthropic_config(&up)).await;
     let reply = post(
         gw.addr,
@@ -299,7 +315,10 @@ async fn anthropic_streams_become_chat_completion_chunks_ending_in_done() {
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(up.only().json(), expected_messages_body(true));
     assert_eq!(
-        reply.headers.get("content-type").and_then(|v| v.to_str().ok()),
+        reply
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
         Some("text/event-stream")
     );
     let lines = data_lines(&reply.text());
@@ -311,17 +330,27 @@ async fn anthropic_streams_become_chat_completion_chunks_ending_in_done() {
         .collect();
     // role, "Hel", "lo", tool start, two argument pieces, finish, usage.
     assert_eq!(chunks.len(), 8, "{chunks:#?}");
-    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk" && c["id"] == "msg_02"));
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c["object"] == "chat.completion.chunk" && c["id"] == "msg_02")
+    );
     let delta = |i: usize| &chunks[i]["choices"][0]["delta"];
     assert_eq!(delta(0)["role"], "assistant");
-    let text: String = (1..=2).map(|i| delta(i)["content"].as_str().unwrap()).collect();
+    let text: String = (1..=2)
+        .map(|i| delta(i)["content"].as_str().unwrap())
+        .collect();
     assert_eq!(text, "Hello");
     assert_eq!(
         delta(3)["tool_calls"],
         json!([{"index": 0, "id": "toolu_3", "type": "function", "function": {"name": "get_weather", "arguments": ""}}])
     );
     let args: String = (4..=5)
-        .map(|i| delta(i)["tool_calls"][0]["function"]["arguments"].as_str().unwrap())
+        .map(|i| {
+            delta(i)["tool_calls"][0]["function"]["arguments"]
+                .as_str()
+                .unwrap()
+        })
         .collect();
     assert_eq!(args, "{\"city\":\"Paris\"}");
     assert_eq!(chunks[6]["choices"][0]["finish_reason"], "tool_calls");
@@ -343,7 +372,13 @@ async fn anthropic_errors_keep_their_status_in_openai_shape() {
     });
     let gw = start(anthropic_config(&up)).await;
     let body = json!({"model": "claude", "max_tokens": 999999, "messages": [{"role": "user", "content": "hi"}]});
-    let reply = post(gw.addr, "/v1/chat/completions", "application/json", body.to_string()).await;
+    let reply = post(
+        gw.addr,
+        "/v1/chat/completions",
+        "application/json",
+        body.to_string(),
+    )
+    .await;
     assert_eq!(reply.status, 400);
     assert_eq!(
         reply.json(),
@@ -352,7 +387,13 @@ async fn anthropic_errors_keep_their_status_in_openai_shape() {
     assert_eq!(up.only().json()["max_tokens"], 999999);
     // A request that cannot be translated is the client's 400, and reaches no upstream.
     let bad = json!({"model": "claude", "messages": [{"role": "wizard", "content": "hi"}]});
-    let reply = post(gw.addr, "/v1/chat/completions", "application/json", bad.to_string()).await;
+    let reply = post(
+        gw.addr,
+        "/v1/chat/completions",
+        "application/json",
+        bad.to_string(),
+    )
+    .await;
     assert_eq!(reply.status, 400, "{}", reply.text());
     assert!(reply.text().contains("wizard"), "{}", reply.text());
     assert_eq!(up.count(), 1);
@@ -363,12 +404,16 @@ async fn anthropic_errors_keep_their_status_in_openai_shape() {
 /// event becomes an OpenAI error chunk, then `[DONE]`.
 #[test]
 fn stream_translation_survives_any_split_and_reports_errors() {
-    let t = Translation { stream: true, include_usage: true };
+    let t = Translation {
+        stream: true,
+        include_usage: true,
+    };
     let strip = |out: Vec<u8>| -> Vec<Value> {
         data_lines(&String::from_utf8(out).unwrap())
             .iter()
             .map(|l| {
-                let mut v: Value = serde_json::from_str(l).unwrap_or_else(|_| Value::String(l.clone()));
+                let mut v: Value =
+                    serde_json::from_str(l).unwrap_or_else(|_| Value::String(l.clone()));
                 if let Some(o) = v.as_object_mut() {
                     o.remove("created");
                 }

@@ -57,8 +57,14 @@ const DRAIN_LIMIT: usize = 64 * 1024;
 /// Deployments whose config cannot work (no `api_base` where the provider has no default, a
 /// bad URL, a mode the provider lacks, a wildcard route without `health_check_model`) are
 /// rejected by [`check_config`](Prober::check_config) when the loop is built. Providers the
-/// catalog does not speak (Bedrock, Vertex AI, ...) are not errors: their probes fail with
+/// catalog does not speak (SageMaker, watsonx, ...) are not errors: their probes fail with
 /// the reason `unsupported: …`, and are never sent as OpenAI requests.
+///
+/// Bedrock (feature `bedrock`) and Vertex AI (feature `vertex`) are probed natively: a
+/// SigV4-signed Converse / InvokeModel request, and a `generateContent` / `predict` request
+/// with a service-account OAuth token that one cache per prober keeps until it expires. The
+/// AWS and Google environment variables are read when the prober is built. A failed token
+/// exchange is an unhealthy probe with the reason `auth: …` (class `Auth`).
 ///
 /// # What
 ///

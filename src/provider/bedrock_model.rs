@@ -112,4 +112,3 @@ pub(crate) fn is_bedrock_model(model: &str) -> bool {
     }
     PROFILE_PREFIXES.contains(&first) && VENDORS.contains(&second) && has_rest
 }
-

@@ -27,12 +27,20 @@
 //! | `voyage` | OpenAI (embedding, rerank) | `https://api.voyageai.com/v1` | bearer |
 //! | `ollama`, `ollama_chat` | OpenAI (Ollama's `/v1`) | `http://localhost:11434` (`/v1` is added) | bearer |
 //! | `lm_studio`, `hosted_vllm`, `openai_like` | OpenAI | none: `api_base` required | bearer |
-//! | `anthropic` | Anthropic Messages (probe); its OpenAI-compatible `/v1/chat/completions` (forward) | `https://api.anthropic.com` | `x-api-key`, `anthropic-version` |
+//! | `anthropic` | Anthropic Messages (probe; forward: chat, which the forwarder translates from OpenAI's) | `https://api.anthropic.com` | `x-api-key`, `anthropic-version` |
 //! | `cohere`, `cohere_chat` | Cohere v2 (probe); its `/compatibility/v1` (forward: chat, embedding) | `https://api.cohere.com` | bearer |
 //! | any other name | OpenAI | none: `api_base` required | bearer |
 //!
-//! Providers that speak their own API we do not (yet) speak — `bedrock` (and bare Bedrock
-//! model ids such as `anthropic.claude-v2`), `vertex_ai`, `sagemaker`, `watsonx`, ... — and
+//! | `bedrock`, bare Bedrock ids (`anthropic.claude-v2`, `us.anthropic.…`) | Bedrock (probe only; feature `bedrock`) | `https://bedrock-runtime.{region}.amazonaws.com` | SigV4, or a Bedrock API key |
+//! | `vertex_ai`, `vertex_ai_beta`, bare `gemini-…` | Vertex AI (probe only; feature `vertex`) | `https://{location}-aiplatform.googleapis.com` | service-account OAuth token |
+//!
+//! Bedrock and Vertex AI probe endpoints carry no URL path or headers: the HTTP prober
+//! builds, signs or authorises each probe itself; their `url` is the endpoint override
+//! (`api_base`, `aws_bedrock_runtime_endpoint`), if any. They are never forwarded
+//! ([`Purpose::Forward`] is [`ProviderError::Unsupported`]), and without their feature they
+//! are `Unsupported` naming it.
+//!
+//! Providers that speak their own API we do not speak — `sagemaker`, `watsonx`, ... — and
 //! meta-providers such as `auto_router` resolve to [`ProviderError::Unsupported`], with or
 //! without an `api_base`: a native API is never treated as OpenAI's.
 //!
@@ -49,8 +57,9 @@
 mod wire;
 
 // Native probes of the cloud providers that speak their own API: AWS Bedrock (SigV4,
-// feature `bedrock`) and Vertex AI (service-account OAuth, feature `vertex`). Until the
-// catalog and the prober call them, they are used by their own tests only.
+// feature `bedrock`) and Vertex AI (service-account OAuth, feature `vertex`), called by the
+// HTTP prober for the catalog's `Wire::Bedrock` / `Wire::Vertex`. (Some of their helpers
+// serve their own tests only.)
 #[cfg(feature = "bedrock")]
 #[allow(dead_code)]
 pub(crate) mod aws;
@@ -337,9 +346,11 @@ fn native_endpoint(
              speaks OpenAI (e.g. a LiteLLM proxy as openai/ with api_base)"
         )));
     }
-    let compiled = match wire {
-        Wire::Bedrock => cfg!(feature = "bedrock"),
-        _ => cfg!(feature = "vertex"),
+    let (bedrock, vertex) = (cfg!(feature = "bedrock"), cfg!(feature = "vertex"));
+    let compiled = if wire == Wire::Bedrock {
+        bedrock
+    } else {
+        vertex
     };
     if !compiled {
         return Err(unsupported(format!(

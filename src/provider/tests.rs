@@ -110,7 +110,10 @@ fn api_base_is_required_where_there_is_no_default() {
 
 #[test]
 fn native_apis_are_never_openai_even_with_an_api_base() {
-    for (model, name) in [("sagemaker/x", "sagemaker"), ("auto_router/r", "auto_router")] {
+    for (model, name) in [
+        ("sagemaker/x", "sagemaker"),
+        ("auto_router/r", "auto_router"),
+    ] {
         for base in [None, Some("http://gw:8080/api/v1")] {
             match ep(model, base, Mode::Chat, Purpose::Probe) {
                 Err(ProviderError::Unsupported { provider, .. }) => {
@@ -123,19 +126,33 @@ fn native_apis_are_never_openai_even_with_an_api_base() {
     // The native cloud wires: probed natively (with their features), never forwarded.
     for (model, name, wire) in [
         ("bedrock/anthropic.claude-v2", "bedrock", Wire::Bedrock),
-        ("bedrock/us-west-2/mistral.mistral-7b", "bedrock", Wire::Bedrock),
+        (
+            "bedrock/us-west-2/mistral.mistral-7b",
+            "bedrock",
+            Wire::Bedrock,
+        ),
         ("anthropic.claude-v2", "bedrock", Wire::Bedrock),
-        ("us.anthropic.claude-3-5-sonnet-20240620-v1:0", "bedrock", Wire::Bedrock),
+        (
+            "us.anthropic.claude-3-5-sonnet-20240620-v1:0",
+            "bedrock",
+            Wire::Bedrock,
+        ),
         ("vertex_ai/gemini-1.5-pro", "vertex_ai", Wire::Vertex),
-        ("vertex_ai_beta/gemini-1.5-pro", "vertex_ai_beta", Wire::Vertex),
+        (
+            "vertex_ai_beta/gemini-1.5-pro",
+            "vertex_ai_beta",
+            Wire::Vertex,
+        ),
         ("gemini-1.5-pro", "vertex_ai", Wire::Vertex),
     ] {
         for base in [None, Some("http://gw:8080/api/v1")] {
             match ep(model, base, Mode::Chat, Purpose::Probe) {
                 Ok(e) if cfg!(any(feature = "bedrock", feature = "vertex")) => {
-                    let compiled = match wire {
-                        Wire::Bedrock => cfg!(feature = "bedrock"),
-                        _ => cfg!(feature = "vertex"),
+                    let (bedrock, vertex) = (cfg!(feature = "bedrock"), cfg!(feature = "vertex"));
+                    let compiled = if wire == Wire::Bedrock {
+                        bedrock
+                    } else {
+                        vertex
                     };
                     assert!(compiled, "{model}");
                     assert_eq!((e.provider.as_str(), e.wire), (name, wire), "{model}");

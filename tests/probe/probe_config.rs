@@ -52,7 +52,11 @@ fn providers_without_a_default_need_api_base() {
 #[tokio::test]
 async fn native_apis_we_do_not_speak_are_unsupported_not_config_errors() {
     use tower_health_routing::probe::{HttpProber, Prober};
-    for model in ["sagemaker/my-endpoint", "watsonx/ibm/granite", "auto_router/my-router"] {
+    for model in [
+        "sagemaker/my-endpoint",
+        "watsonx/ibm/granite",
+        "auto_router/my-router",
+    ] {
         for base in [None, Some("http://127.0.0.1:9/v1")] {
             let mut b = Deployment::builder("r", model).api_key("k");
             if let Some(base) = base {

@@ -90,7 +90,11 @@ pub fn to_messages_request(body: &[u8], model: &str) -> Result<(Bytes, Translati
             "user" => ("user", content_blocks(m.get("content"), i)?),
             "assistant" => ("assistant", assistant_blocks(m, i)?),
             "tool" | "function" => ("user", vec![tool_result(m, i)?]),
-            other => return Err(bad(format!("messages[{i}].role `{other}` is not supported"))),
+            other => {
+                return Err(bad(format!(
+                    "messages[{i}].role `{other}` is not supported"
+                )));
+            }
         };
         if blocks.is_empty() {
             continue;
@@ -260,9 +264,8 @@ fn assistant_blocks(m: &Value, i: usize) -> Result<Vec<Value>, BadRequest> {
             let input = match f.get("arguments") {
                 None | Some(Value::Null) => json!({}),
                 Some(Value::String(s)) if s.trim().is_empty() => json!({}),
-                Some(Value::String(s)) => serde_json::from_str(s).map_err(|e| {
-                    bad(format!("{}.function.arguments is not JSON: {e}", at()))
-                })?,
+                Some(Value::String(s)) => serde_json::from_str(s)
+                    .map_err(|e| bad(format!("{}.function.arguments is not JSON: {e}", at())))?,
                 Some(v) => v.clone(),
             };
             out.push(json!({ "type": "tool_use", "id": id, "name": name, "input": input }));
@@ -275,7 +278,11 @@ fn tool_result(m: &Value, i: usize) -> Result<Value, BadRequest> {
     let id = m
         .get("tool_call_id")
         .and_then(Value::as_str)
-        .ok_or_else(|| bad(format!("messages[{i}]: a tool message needs `tool_call_id`")))?;
+        .ok_or_else(|| {
+            bad(format!(
+                "messages[{i}]: a tool message needs `tool_call_id`"
+            ))
+        })?;
     let content: Value = match m.get("content") {
         Some(Value::String(s)) => s.clone().into(),
         other => text_blocks(other, i)?.into(),
@@ -293,7 +300,9 @@ fn tools_of(tools: &Value) -> Result<Value, BadRequest> {
         .map(|(i, t)| {
             let f = t
                 .get("function")
-                .filter(|_| t.get("type").and_then(Value::as_str).unwrap_or("function") == "function")
+                .filter(|_| {
+                    t.get("type").and_then(Value::as_str).unwrap_or("function") == "function"
+                })
                 .ok_or_else(|| bad(format!("tools[{i}] must be a `function` tool")))?;
             let name = f
                 .get("name")
@@ -315,7 +324,10 @@ fn tools_of(tools: &Value) -> Result<Value, BadRequest> {
         .map(Value::Array)
 }
 
-fn tool_choice(choice: Option<&Value>, parallel: Option<bool>) -> Result<Option<Value>, BadRequest> {
+fn tool_choice(
+    choice: Option<&Value>,
+    parallel: Option<bool>,
+) -> Result<Option<Value>, BadRequest> {
     let mut out = match choice {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => match s.as_str() {
@@ -383,12 +395,20 @@ fn now_secs() -> u64 {
 
 /// The OpenAI chat completion for a Messages API response body.
 pub fn to_chat_completion(body: &[u8]) -> Result<Bytes, BadRequest> {
-    let r: Value = serde_json::from_slice(body)
-        .map_err(|e| bad(format!("the upstream sent a malformed Messages response: {e}")))?;
+    let r: Value = serde_json::from_slice(body).map_err(|e| {
+        bad(format!(
+            "the upstream sent a malformed Messages response: {e}"
+        ))
+    })?;
     let mut text = String::new();
     let mut reasoning = String::new();
     let mut calls = Vec::new();
-    for block in r.get("content").and_then(Value::as_array).into_iter().flatten() {
+    for block in r
+        .get("content")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         match block.get("type").and_then(Value::as_str) {
             Some("text") => text.push_str(block.get("text").and_then(Value::as_str).unwrap_or("")),
             Some("thinking") => reasoning

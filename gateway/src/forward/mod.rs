@@ -64,7 +64,10 @@ pub async fn anthropic_response(
                         Some(Ok(b)) => {
                             let out = tr.feed(&b);
                             if !out.is_empty() {
-                                return Some((Ok::<_, BoxError>(Bytes::from(out)), (data, tr, false)));
+                                return Some((
+                                    Ok::<_, BoxError>(Bytes::from(out)),
+                                    (data, tr, false),
+                                ));
                             }
                         }
                         Some(Err(e)) => return Some((Err(e.into()), (data, tr, true))),

@@ -79,7 +79,12 @@ impl Reply {
 }
 
 /// POSTs `body` with `content_type` to `path` on `addr` and reads the whole answer.
-pub async fn post(addr: SocketAddr, path: &str, content_type: &str, body: impl Into<Bytes>) -> Reply {
+pub async fn post(
+    addr: SocketAddr,
+    path: &str,
+    content_type: &str,
+    body: impl Into<Bytes>,
+) -> Reply {
     let req = http::Request::post(format!("http://{addr}{path}"))
         .header("content-type", content_type)
         .body(Full::new(body.into()))

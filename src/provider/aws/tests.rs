@@ -645,7 +645,11 @@ mod through_the_prober {
 
     #[test]
     fn the_catalog_speaks_bedrock_natively_and_never_forwards_it() {
-        for model in [MODEL, "anthropic.claude-3-haiku-20240307-v1:0", "bedrock/us-west-2/meta.llama3-8b-instruct-v1:0"] {
+        for model in [
+            MODEL,
+            "anthropic.claude-3-haiku-20240307-v1:0",
+            "bedrock/us-west-2/meta.llama3-8b-instruct-v1:0",
+        ] {
             // An api_base does not make it OpenAI.
             let d = deployment(model, "http://127.0.0.1:1/v1", SECRET, None);
             let ep = endpoint(&d, model, Mode::Chat, Purpose::Probe).unwrap();
@@ -680,11 +684,11 @@ mod through_the_prober {
         let snap = state.snapshot();
         let first = snap.deployments().next().unwrap().clone();
         let built = prober.build_request(&first);
-        let text = format!(
-            "{report:?} {snap:?} {built:?} {prober:?} {}",
-            logs.text()
+        let text = format!("{report:?} {snap:?} {built:?} {prober:?} {}", logs.text());
+        assert!(
+            text.contains("status 403") || text.contains("403"),
+            "{text}"
         );
-        assert!(text.contains("status 403") || text.contains("403"), "{text}");
         for secret in [SECRET, SESSION, "wrong-secret-value"] {
             assert!(!text.contains(secret), "{secret} leaked: {text}");
         }

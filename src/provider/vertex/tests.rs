@@ -484,7 +484,7 @@ mod through_the_prober {
     use crate::{
         config::Config,
         probe::{HttpProber, ProbeLoop, Prober},
-        provider::{Purpose, Wire, endpoint, forward_endpoint, ProviderError},
+        provider::{ProviderError, Purpose, Wire, endpoint, forward_endpoint},
     };
 
     #[tokio::test]
@@ -499,7 +499,11 @@ mod through_the_prober {
             let out = prober.probe(d.clone()).await;
             assert!(out.healthy, "{out:?}");
         }
-        assert_eq!(tokens.calls.load(SeqCst), 1, "one token exchange for three probes");
+        assert_eq!(
+            tokens.calls.load(SeqCst),
+            1,
+            "one token exchange for three probes"
+        );
         assert_eq!(seen.lock().unwrap()[0].path, GEN_PATH);
         assert!(seen.lock().unwrap().iter().all(|s| s.bearer == "tok-1"));
 
@@ -514,7 +518,11 @@ mod through_the_prober {
     async fn a_failed_token_exchange_is_unhealthy_with_a_scrubbed_reason() {
         let tokens = token_server(&[3600], true).await;
         let (base, seen) = vertex_server(None).await;
-        let d = deployment("vertex_ai/gemini-1.5-pro", &base, &key_json(&tokens.url, None));
+        let d = deployment(
+            "vertex_ai/gemini-1.5-pro",
+            &base,
+            &key_json(&tokens.url, None),
+        );
         let cfg = Config::builder().deployments([d]).build().unwrap();
         let (state, probes) = ProbeLoop::from_config(cfg).unwrap();
         let report = probes.run_round().await.unwrap();
@@ -525,12 +533,19 @@ mod through_the_prober {
         assert!(!reason.contains("PRIVATE KEY"), "{reason}");
         assert!(seen.lock().unwrap().is_empty(), "no probe without a token");
         let id = report.results[0].id().clone();
-        assert_eq!(state.snapshot().health(id.as_str()).map(|h| h.healthy), Some(false));
+        assert_eq!(
+            state.snapshot().health(id.as_str()).map(|h| h.healthy),
+            Some(false)
+        );
     }
 
     #[test]
     fn the_catalog_speaks_vertex_natively_and_never_forwards_it() {
-        for model in ["vertex_ai/gemini-1.5-pro", "vertex_ai_beta/gemini-1.5-pro", "gemini-1.5-pro"] {
+        for model in [
+            "vertex_ai/gemini-1.5-pro",
+            "vertex_ai_beta/gemini-1.5-pro",
+            "gemini-1.5-pro",
+        ] {
             let d = deployment(model, "http://127.0.0.1:1/v1", "{}");
             let ep = endpoint(&d, model, Mode::Chat, Purpose::Probe).unwrap();
             assert_eq!(ep.wire, Wire::Vertex, "{model}");
