@@ -76,6 +76,8 @@ mod handle;
 mod http;
 mod hysteresis;
 mod mode;
+#[cfg(all(test, feature = "bedrock", feature = "vertex"))]
+mod native_tests;
 mod outcome;
 mod prober;
 #[cfg(feature = "http-prober")]

@@ -550,4 +550,4 @@ fn sign_v4(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -68,7 +68,7 @@ pub(crate) mod bedrock_model;
 #[allow(dead_code)]
 pub(crate) mod cloud;
 #[cfg(all(test, any(feature = "bedrock", feature = "vertex")))]
-mod test_support;
+pub(crate) mod test_support;
 #[cfg(feature = "vertex")]
 #[allow(dead_code)]
 pub(crate) mod vertex;

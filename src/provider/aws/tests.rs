@@ -14,23 +14,23 @@ use sha2::{Digest, Sha256};
 use super::*;
 use crate::provider::test_support::{Logs, json, probe, serve};
 
-const KEY_ID: &str = "AKIDTESTEXAMPLE";
-const SECRET: &str = "wJalrXUtnFEMI-test-secret-K7MDENG+bPxRfiCY";
-const SESSION: &str = "FwoGZXIvYXdzEXAMPLE-session-token//+=";
-const REGION: &str = "eu-west-1";
+pub(crate) const KEY_ID: &str = "AKIDTESTEXAMPLE";
+pub(crate) const SECRET: &str = "wJalrXUtnFEMI-test-secret-K7MDENG+bPxRfiCY";
+pub(crate) const SESSION: &str = "FwoGZXIvYXdzEXAMPLE-session-token//+=";
+pub(crate) const REGION: &str = "eu-west-1";
 
 /// What the server saw of one request.
 #[derive(Clone, Debug)]
-struct Seen {
-    path: String,
-    body: serde_json::Value,
-    verdict: Result<(), String>,
-    security_token: Option<String>,
+pub(crate) struct Seen {
+    pub(crate) path: String,
+    pub(crate) body: serde_json::Value,
+    pub(crate) verdict: Result<(), String>,
+    pub(crate) security_token: Option<String>,
 }
 
 /// A Bedrock stand-in: 200 with a Converse-shaped answer when the signature it recomputes
 /// with `secret` matches (and the scope names `region` and `bedrock`), else 403.
-async fn bedrock_server(
+pub(crate) async fn bedrock_server(
     secret: &'static str,
     region: &'static str,
 ) -> (String, Arc<Mutex<Vec<Seen>>>) {
@@ -193,7 +193,7 @@ fn verify(req: &Request<Bytes>, secret: &str, region: &str) -> Result<(), String
     }
 }
 
-fn deployment(model: &str, base: &str, secret: &str, token: Option<&str>) -> Deployment {
+pub(crate) fn deployment(model: &str, base: &str, secret: &str, token: Option<&str>) -> Deployment {
     let mut b = Deployment::builder("claude", model)
         .api_base(base)
         .param("aws_access_key_id", KEY_ID.into())
@@ -205,7 +205,7 @@ fn deployment(model: &str, base: &str, secret: &str, token: Option<&str>) -> Dep
     b.build()
 }
 
-const MODEL: &str = "bedrock/anthropic.claude-3-haiku-20240307-v1:0";
+pub(crate) const MODEL: &str = "bedrock/anthropic.claude-3-haiku-20240307-v1:0";
 
 #[tokio::test]
 async fn signed_converse_probe_is_accepted_and_shaped_as_converse() {
@@ -583,114 +583,4 @@ async fn no_secret_in_logs_errors_or_debug() {
     .unwrap();
     sign(signable, &params).unwrap();
     assert!(logs.text().contains(SESSION), "the control saw no trace");
-}
-
-/// The whole path: the catalog names the Bedrock wire, the HTTP prober signs and sends
-/// the probe, its classifier judges the answer; a probe loop round records the verdict.
-mod through_the_prober {
-    use super::*;
-    use crate::{
-        config::Config,
-        probe::{HttpProber, ProbeLoop, Prober},
-        provider::{ProviderError, Purpose, Wire, endpoint, forward_endpoint},
-    };
-
-    #[tokio::test]
-    async fn right_secret_is_healthy_wrong_secret_is_unhealthy() {
-        let (base, seen) = bedrock_server(SECRET, REGION).await;
-        let prober = HttpProber::builder().build().unwrap();
-        let good = Arc::new(deployment(MODEL, &base, SECRET, Some(SESSION)));
-        let out = prober.probe(good.clone()).await;
-        assert!(out.healthy, "{out:?}");
-        let bad = Arc::new(deployment(MODEL, &base, "not-the-secret", None));
-        let out = prober.probe(bad).await;
-        assert!(!out.healthy);
-        assert_eq!(out.status, Some(403));
-        let seen = seen.lock().unwrap();
-        assert_eq!(seen.len(), 2, "both probes reached the server");
-        assert_eq!(seen[0].verdict, Ok(()));
-        assert_eq!(seen[0].security_token.as_deref(), Some(SESSION));
-        assert_eq!(
-            seen[0].path,
-            "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse"
-        );
-        assert_eq!(seen[1].verdict, Err("signature mismatch".into()));
-    }
-
-    #[tokio::test]
-    async fn a_probe_loop_round_marks_each_deployment() {
-        let (base, _) = bedrock_server(SECRET, REGION).await;
-        let good = Deployment::builder("claude", "anthropic.claude-3-haiku-20240307-v1:0")
-            .id("good")
-            .param("aws_bedrock_runtime_endpoint", base.as_str().into())
-            .param("aws_access_key_id", KEY_ID.into())
-            .param("aws_secret_access_key", SECRET.into())
-            .param("aws_region_name", REGION.into())
-            .build();
-        let bad = Deployment::builder("claude", MODEL)
-            .id("bad")
-            .api_base(&base)
-            .param("aws_access_key_id", KEY_ID.into())
-            .param("aws_secret_access_key", "not-the-secret".into())
-            .param("aws_region_name", REGION.into())
-            .build();
-        let cfg = Config::builder().deployments([good, bad]).build().unwrap();
-        let (state, probes) = ProbeLoop::from_config(cfg).unwrap();
-        let report = probes.run_round().await.unwrap();
-        assert_eq!(report.results.len(), 2);
-        let snap = state.snapshot();
-        assert_eq!(snap.health("good").map(|h| h.healthy), Some(true));
-        assert_eq!(snap.health("bad").map(|h| h.healthy), Some(false));
-    }
-
-    #[test]
-    fn the_catalog_speaks_bedrock_natively_and_never_forwards_it() {
-        for model in [
-            MODEL,
-            "anthropic.claude-3-haiku-20240307-v1:0",
-            "bedrock/us-west-2/meta.llama3-8b-instruct-v1:0",
-        ] {
-            // An api_base does not make it OpenAI.
-            let d = deployment(model, "http://127.0.0.1:1/v1", SECRET, None);
-            let ep = endpoint(&d, model, Mode::Chat, Purpose::Probe).unwrap();
-            assert_eq!(ep.wire, Wire::Bedrock, "{model}");
-            assert_eq!(ep.provider, "bedrock");
-            let fwd = forward_endpoint(&d, "/v1/chat/completions").unwrap_err();
-            assert!(
-                matches!(&fwd, ProviderError::Unsupported { provider, .. } if provider == "bedrock"),
-                "{fwd:?}"
-            );
-        }
-    }
-
-    /// No secret in anything the prober or the loop shows, with TRACE logs captured.
-    #[tokio::test]
-    async fn no_secret_through_the_loop_at_trace() {
-        let logs = Logs::capture();
-        let (base, _) = bedrock_server(SECRET, REGION).await;
-        let ok = deployment(MODEL, &base, SECRET, Some(SESSION));
-        let wrong = Deployment::builder("claude", MODEL)
-            .id("wrong")
-            .api_base(&base)
-            .param("aws_access_key_id", KEY_ID.into())
-            .param("aws_secret_access_key", "wrong-secret-value".into())
-            .param("aws_session_token", SESSION.into())
-            .param("aws_region_name", REGION.into())
-            .build();
-        let cfg = Config::builder().deployments([ok, wrong]).build().unwrap();
-        let (state, probes) = ProbeLoop::from_config(cfg).unwrap();
-        let report = probes.run_round().await.unwrap();
-        let prober = HttpProber::builder().build().unwrap();
-        let snap = state.snapshot();
-        let first = snap.deployments().next().unwrap().clone();
-        let built = prober.build_request(&first);
-        let text = format!("{report:?} {snap:?} {built:?} {prober:?} {}", logs.text());
-        assert!(
-            text.contains("status 403") || text.contains("403"),
-            "{text}"
-        );
-        for secret in [SECRET, SESSION, "wrong-secret-value"] {
-            assert!(!text.contains(secret), "{secret} leaked: {text}");
-        }
-    }
 }

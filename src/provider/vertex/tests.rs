@@ -21,19 +21,19 @@ use http_body_util::Full;
 use super::*;
 use crate::provider::test_support::{Logs, json, probe, serve};
 
-const PRIVATE_KEY: &str = include_str!("throwaway_test_key.pem");
+pub(crate) const PRIVATE_KEY: &str = include_str!("throwaway_test_key.pem");
 const PUBLIC_KEY: &[u8] = include_bytes!("throwaway_test_key.pub.der");
 const EMAIL: &str = "prober@test-project.iam.gserviceaccount.com";
 const GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 /// A token endpoint: checks the grant and the assertion's signature and claims, then
 /// answers `tok-{n}` with the next `expires_in` of the script (the last one repeats).
-struct TokenServer {
-    url: String,
-    calls: Arc<AtomicUsize>,
+pub(crate) struct TokenServer {
+    pub(crate) url: String,
+    pub(crate) calls: Arc<AtomicUsize>,
 }
 
-async fn token_server(expires: &'static [u64], fail: bool) -> TokenServer {
+pub(crate) async fn token_server(expires: &'static [u64], fail: bool) -> TokenServer {
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = calls.clone();
     let url_cell: Arc<Mutex<String>> = Arc::default();
@@ -100,15 +100,15 @@ fn check_grant(req: &Request<Bytes>, token_uri: &str) -> Result<(), String> {
 }
 
 #[derive(Clone, Debug)]
-struct Seen {
-    path: String,
-    body: serde_json::Value,
-    bearer: String,
+pub(crate) struct Seen {
+    pub(crate) path: String,
+    pub(crate) body: serde_json::Value,
+    pub(crate) bearer: String,
 }
 
 /// A Vertex AI stand-in: 200 with a `generateContent`-shaped answer when the bearer token
 /// is one the token endpoint issued (`tok-…`, or exactly `want` if given), else 401.
-async fn vertex_server(want: Option<&'static str>) -> (String, Arc<Mutex<Vec<Seen>>>) {
+pub(crate) async fn vertex_server(want: Option<&'static str>) -> (String, Arc<Mutex<Vec<Seen>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
     let addr = serve(Arc::new(move |req: Request<Bytes>| -> Response<Full<Bytes>> {
@@ -147,7 +147,7 @@ async fn vertex_server(want: Option<&'static str>) -> (String, Arc<Mutex<Vec<See
     (format!("http://{addr}"), seen)
 }
 
-fn key_json(token_uri: &str, project: Option<&str>) -> String {
+pub(crate) fn key_json(token_uri: &str, project: Option<&str>) -> String {
     let mut v = serde_json::json!({
         "type": "service_account",
         "private_key_id": "0123456789abcdef",
@@ -162,7 +162,7 @@ fn key_json(token_uri: &str, project: Option<&str>) -> String {
     v.to_string()
 }
 
-fn deployment(model: &str, base: &str, creds: &str) -> Deployment {
+pub(crate) fn deployment(model: &str, base: &str, creds: &str) -> Deployment {
     Deployment::builder("gemini", model)
         .api_base(base)
         .param("vertex_credentials", creds.into())
@@ -170,7 +170,7 @@ fn deployment(model: &str, base: &str, creds: &str) -> Deployment {
         .build()
 }
 
-const GEN_PATH: &str = "/v1/projects/my-proj/locations/us-central1/publishers/google/models/gemini-1.5-pro:generateContent";
+pub(crate) const GEN_PATH: &str = "/v1/projects/my-proj/locations/us-central1/publishers/google/models/gemini-1.5-pro:generateContent";
 
 #[tokio::test]
 async fn one_token_serves_every_probe_of_a_key() {
@@ -475,109 +475,4 @@ async fn the_token_endpoint_checks_the_assertion() {
         .unwrap_err();
     assert!(matches!(err, VertexError::Token(_)), "{err:?}");
     assert!(seen.lock().unwrap().is_empty(), "no probe without a token");
-}
-
-/// The whole path: the catalog names the Vertex AI wire, the HTTP prober fetches the token
-/// (once) and sends the probe, its classifier judges the answer.
-mod through_the_prober {
-    use super::*;
-    use crate::{
-        config::Config,
-        probe::{HttpProber, ProbeLoop, Prober},
-        provider::{ProviderError, Purpose, Wire, endpoint, forward_endpoint},
-    };
-
-    #[tokio::test]
-    async fn one_token_for_several_probes_and_a_rejected_token_is_unhealthy() {
-        let tokens = token_server(&[3600], false).await;
-        let (base, seen) = vertex_server(None).await;
-        let creds = key_json(&tokens.url, None);
-        let prober = HttpProber::builder().build().unwrap();
-        let a = Arc::new(deployment("vertex_ai/gemini-1.5-pro", &base, &creds));
-        let b = Arc::new(deployment("vertex_ai_beta/gemini-2.0-flash", &base, &creds));
-        for d in [&a, &b, &a] {
-            let out = prober.probe(d.clone()).await;
-            assert!(out.healthy, "{out:?}");
-        }
-        assert_eq!(
-            tokens.calls.load(SeqCst),
-            1,
-            "one token exchange for three probes"
-        );
-        assert_eq!(seen.lock().unwrap()[0].path, GEN_PATH);
-        assert!(seen.lock().unwrap().iter().all(|s| s.bearer == "tok-1"));
-
-        let (other, _) = vertex_server(Some("tok-from-another-account")).await;
-        let d = Arc::new(deployment("vertex_ai/gemini-1.5-pro", &other, &creds));
-        let out = prober.probe(d).await;
-        assert!(!out.healthy);
-        assert_eq!(out.status, Some(401));
-    }
-
-    #[tokio::test]
-    async fn a_failed_token_exchange_is_unhealthy_with_a_scrubbed_reason() {
-        let tokens = token_server(&[3600], true).await;
-        let (base, seen) = vertex_server(None).await;
-        let d = deployment(
-            "vertex_ai/gemini-1.5-pro",
-            &base,
-            &key_json(&tokens.url, None),
-        );
-        let cfg = Config::builder().deployments([d]).build().unwrap();
-        let (state, probes) = ProbeLoop::from_config(cfg).unwrap();
-        let report = probes.run_round().await.unwrap();
-        let out = &report.results[0].outcome;
-        assert!(!out.healthy);
-        let reason = out.reason.as_deref().unwrap_or_default();
-        assert!(reason.starts_with("auth: "), "{reason}");
-        assert!(!reason.contains("PRIVATE KEY"), "{reason}");
-        assert!(seen.lock().unwrap().is_empty(), "no probe without a token");
-        let id = report.results[0].id().clone();
-        assert_eq!(
-            state.snapshot().health(id.as_str()).map(|h| h.healthy),
-            Some(false)
-        );
-    }
-
-    #[test]
-    fn the_catalog_speaks_vertex_natively_and_never_forwards_it() {
-        for model in [
-            "vertex_ai/gemini-1.5-pro",
-            "vertex_ai_beta/gemini-1.5-pro",
-            "gemini-1.5-pro",
-        ] {
-            let d = deployment(model, "http://127.0.0.1:1/v1", "{}");
-            let ep = endpoint(&d, model, Mode::Chat, Purpose::Probe).unwrap();
-            assert_eq!(ep.wire, Wire::Vertex, "{model}");
-            let fwd = forward_endpoint(&d, "/v1/chat/completions").unwrap_err();
-            assert!(matches!(fwd, ProviderError::Unsupported { .. }), "{fwd:?}");
-        }
-        // Gemini's own API keeps its OpenAI-compatible entry.
-        let d = Deployment::builder("g", "gemini/gemini-1.5-pro").build();
-        let ep = endpoint(&d, "gemini/gemini-1.5-pro", Mode::Chat, Purpose::Probe).unwrap();
-        assert_eq!(ep.wire, Wire::OpenAi);
-    }
-
-    #[tokio::test]
-    async fn no_secret_through_the_loop_at_trace() {
-        let logs = Logs::capture();
-        let tokens = token_server(&[3600], false).await;
-        let (base, _) = vertex_server(None).await;
-        let creds = key_json(&tokens.url, None);
-        let d = deployment("vertex_ai/gemini-1.5-pro", &base, &creds);
-        let cfg = Config::builder().deployments([d]).build().unwrap();
-        let (state, probes) = ProbeLoop::from_config(cfg).unwrap();
-        let report = probes.run_round().await.unwrap();
-        assert!(report.results[0].outcome.healthy, "{report:?}");
-        let snap = state.snapshot();
-        let text = format!("{report:?} {snap:?} {}", logs.text());
-        let key_body: String = PRIVATE_KEY
-            .lines()
-            .filter(|l| !l.starts_with("-----"))
-            .take(2)
-            .collect();
-        for secret in [key_body.as_str(), "tok-1"] {
-            assert!(!text.contains(secret), "{secret} leaked: {text}");
-        }
-    }
 }
