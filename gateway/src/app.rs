@@ -405,8 +405,26 @@ impl Service<http::Request<Bytes>> for Forwarder {
                 .get::<SelectedDeployment>()
                 .ok_or("no deployment selected")?
                 .clone();
-            let upstream = upstream_request(&chosen, req).await?;
+            let (upstream, translation) = upstream_request(&chosen, req).await?;
             let resp = tokio::time::timeout(this.timeout, this.client.request(upstream)).await??;
+            if let Some(t) = translation {
+                // Anthropic's Messages API, answered in OpenAI's shapes; then the same
+                // header allowlist, scrubbing and usage counting as any other answer.
+                let resp = crate::forward::anthropic_response(resp, &t, &this.scrubber).await?;
+                let (mut parts, body) = resp.into_parts();
+                let same = this.scrubber.is_empty();
+                parts.headers = fwd::response_headers(&parts.headers, &this.scrubber, same);
+                if !parts.status.is_success() {
+                    return Ok(http::Response::from_parts(parts, body));
+                }
+                let body = if same {
+                    body
+                } else {
+                    Body::new(fwd::ScrubbedBody::new(body, &this.scrubber))
+                };
+                let body = Body::new(crate::usage::UsageBody::new(body, chosen));
+                return Ok(http::Response::from_parts(parts, body));
+            }
             let (mut parts, body) = resp.into_parts();
             if parts.status.is_informational() {
                 // `101 Switching Protocols` (hyper passes no other 1xx on): no final answer.
@@ -462,11 +480,18 @@ impl Service<http::Request<Bytes>> for Forwarder {
     }
 }
 
-/// The upstream request: URL by provider, the deployment's model in the body, its credentials.
+/// The upstream request: URL by provider, the deployment's model in the body, its
+/// credentials; and, for Anthropic, how to translate its answer back.
 async fn upstream_request(
     chosen: &SelectedDeployment,
     req: http::Request<Bytes>,
-) -> Result<http::Request<Full<Bytes>>, BoxError> {
+) -> Result<
+    (
+        http::Request<Full<Bytes>>,
+        Option<crate::forward::anthropic::Translation>,
+    ),
+    BoxError,
+> {
     // Where and how: the provider catalog, the same the prober builds its probes from.
     let ep = provider::forward_endpoint(chosen.deployment(), req.uri().path())
         .map_err(|e| LocalError::new(e.to_string()))?;
@@ -477,6 +502,18 @@ async fn upstream_request(
         .get::<crate::fallback::BodyModel>()
         .cloned();
     let (parts, body) = req.into_parts();
+    if ep.wire == tower_health_routing::provider::Wire::Anthropic {
+        // OpenAI chat completions translated to the Messages API; no client header goes.
+        let (body, t) = crate::forward::anthropic::to_messages_request(&body, &model)
+            .map_err(|e| LocalError::new(e.to_string()))?;
+        let mut up = http::Request::post(ep.url)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::ACCEPT_ENCODING, "identity");
+        for (name, value) in &ep.headers {
+            up = up.header(name, value);
+        }
+        return Ok((up.body(Full::new(body))?, Some(t)));
+    }
     let ctype = parts.headers.get(header::CONTENT_TYPE).cloned();
     // Most deployments serve the model the client named: then the body goes as it came.
     let body = if requested.as_ref().map(|m| &*m.0) == Some(model.as_str()) {
@@ -500,7 +537,7 @@ async fn upstream_request(
     for (name, value) in &ep.headers {
         up = up.header(name, value);
     }
-    Ok(up.body(Full::new(body))?)
+    Ok((up.body(Full::new(body))?, None))
 }
 
 /// The body with `model` set to the deployment's model (JSON, or the multipart `model` field).

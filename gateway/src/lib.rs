@@ -36,6 +36,7 @@ pub mod boot;
 pub mod budget;
 pub mod drain;
 pub mod fallback;
+pub mod forward;
 pub mod headers;
 pub mod health_cli;
 pub mod limits;

@@ -30,7 +30,7 @@ use crate::{
     config::Config,
     deployment::Deployment,
     error::ConfigError,
-    provider::ProviderError,
+    provider::{Endpoint, ProviderError, Wire},
     secret::Scrubber,
 };
 
@@ -57,8 +57,14 @@ const DRAIN_LIMIT: usize = 64 * 1024;
 /// Deployments whose config cannot work (no `api_base` where the provider has no default, a
 /// bad URL, a mode the provider lacks, a wildcard route without `health_check_model`) are
 /// rejected by [`check_config`](Prober::check_config) when the loop is built. Providers the
-/// catalog does not speak (Bedrock, Vertex AI, ...) are not errors: their probes fail with
+/// catalog does not speak (SageMaker, watsonx, ...) are not errors: their probes fail with
 /// the reason `unsupported: …`, and are never sent as OpenAI requests.
+///
+/// Bedrock (feature `bedrock`) and Vertex AI (feature `vertex`) are probed natively: a
+/// SigV4-signed Converse / InvokeModel request, and a `generateContent` / `predict` request
+/// with a service-account OAuth token that one cache per prober keeps until it expires. The
+/// AWS and Google environment variables are read when the prober is built. A failed token
+/// exchange is an unhealthy probe with the reason `auth: …` (class `Auth`).
 ///
 /// # What
 ///
@@ -114,6 +120,39 @@ pub struct HttpProber {
     defaults: ProbeDefaults,
     classifier: Arc<dyn Classify>,
     turn: AtomicUsize,
+    /// The AWS environment, read when the prober is built.
+    #[cfg(feature = "bedrock")]
+    aws: crate::provider::aws::AwsEnv,
+    /// The Google environment, read when the prober is built.
+    #[cfg(feature = "vertex")]
+    google: crate::provider::vertex::GoogleEnv,
+    /// The prober's service-account token cache.
+    #[cfg(feature = "vertex")]
+    vertex: crate::provider::vertex::VertexAuth,
+}
+
+/// Why no probe request was made.
+enum NoRequest {
+    /// The catalog or a native builder cannot make one.
+    Provider(ProviderError),
+    /// Vertex AI's token exchange failed just now (secret-free reason).
+    #[cfg_attr(not(feature = "vertex"), allow(dead_code))]
+    Token(String),
+}
+
+impl From<ProviderError> for NoRequest {
+    fn from(e: ProviderError) -> Self {
+        Self::Provider(e)
+    }
+}
+
+/// A native builder's refusal, as the catalog's.
+#[cfg(any(feature = "bedrock", feature = "vertex"))]
+fn native_unsupported(ep: &Endpoint, u: &crate::provider::cloud::Unsupported) -> ProviderError {
+    ProviderError::Unsupported {
+        provider: ep.provider.clone(),
+        reason: u.to_string(),
+    }
 }
 
 impl fmt::Debug for HttpProber {
@@ -170,6 +209,12 @@ impl HttpProberBuilder {
             defaults: self.defaults,
             classifier: self.classifier,
             turn: AtomicUsize::new(0),
+            #[cfg(feature = "bedrock")]
+            aws: crate::provider::aws::AwsEnv::from_env(),
+            #[cfg(feature = "vertex")]
+            google: crate::provider::vertex::GoogleEnv::from_env(),
+            #[cfg(feature = "vertex")]
+            vertex: crate::provider::vertex::VertexAuth::new(),
         })
     }
 }
@@ -235,33 +280,109 @@ impl HttpProber {
 
     /// The request it would send to probe `deployment`: method, URL, headers (credentials
     /// marked sensitive) and body. Errors name the field (relative to the deployment's
-    /// `model_list` entry) that makes the deployment unreachable.
+    /// `model_list` entry) that makes the deployment unreachable. A Bedrock probe is signed
+    /// now; a Vertex AI probe carries a fresh OAuth token, so it is built only when probing
+    /// (here: an error saying so, or why it cannot be probed).
     pub fn build_request(&self, deployment: &Deployment) -> Result<Request<Bytes>, ConfigError> {
-        self.try_build(deployment).map_err(|e| match e {
-            ProviderError::Invalid { field, why } => ConfigError::invalid(field, why),
-            unsupported => ConfigError::invalid("litellm_params.model", unsupported.to_string()),
-        })
+        let question = self.question();
+        provider::resolve(deployment)
+            .and_then(|ep| self.build_sync(deployment, &ep, question))
+            .map_err(|e| match e {
+                ProviderError::Invalid { field, why } => ConfigError::invalid(field, why),
+                unsupported => {
+                    ConfigError::invalid("litellm_params.model", unsupported.to_string())
+                }
+            })
     }
 
-    fn try_build(&self, deployment: &Deployment) -> Result<Request<Bytes>, ProviderError> {
-        let question =
-            request::QUESTIONS[self.turn.fetch_add(1, Relaxed) % request::QUESTIONS.len()];
-        provider::resolve(deployment)
-            .and_then(|ep| request::build(deployment, &ep, &self.defaults, question))
+    fn question(&self) -> &'static str {
+        request::QUESTIONS[self.turn.fetch_add(1, Relaxed) % request::QUESTIONS.len()]
+    }
+
+    /// The prompt a native probe carries: the chat question, else the defaults' prompt.
+    #[cfg(any(feature = "bedrock", feature = "vertex"))]
+    fn native_prompt<'a>(&'a self, ep: &Endpoint, question: &'a str) -> &'a str {
+        match ep.mode {
+            crate::deployment::Mode::Chat => question,
+            _ => &self.defaults.prompt,
+        }
+    }
+
+    /// Every request but Vertex AI's (which needs a token).
+    fn build_sync(
+        &self,
+        d: &Deployment,
+        ep: &Endpoint,
+        question: &str,
+    ) -> Result<Request<Bytes>, ProviderError> {
+        match ep.wire {
+            #[cfg(feature = "bedrock")]
+            Wire::Bedrock => crate::provider::aws::bedrock_probe_request(
+                d,
+                ep.mode,
+                self.native_prompt(ep, question),
+                &self.aws,
+            )
+            .map_err(|u| native_unsupported(ep, &u)),
+            #[cfg(feature = "vertex")]
+            Wire::Vertex => {
+                crate::provider::vertex::VertexAuth::check(
+                    d,
+                    ep.mode,
+                    self.native_prompt(ep, question),
+                    &self.google,
+                )
+                .map_err(|u| native_unsupported(ep, &u))?;
+                Err(ProviderError::Unsupported {
+                    provider: ep.provider.clone(),
+                    reason: "a Vertex AI probe carries a fresh OAuth token: it is built only \
+                             when probing"
+                        .to_owned(),
+                })
+            }
+            _ => request::build(d, ep, &self.defaults, question),
+        }
+    }
+
+    async fn try_build(&self, d: &Deployment) -> Result<Request<Bytes>, NoRequest> {
+        let question = self.question();
+        let ep = provider::resolve(d)?;
+        match ep.wire {
+            #[cfg(feature = "vertex")]
+            Wire::Vertex => {
+                use crate::provider::vertex::VertexError;
+                let prompt = self.native_prompt(&ep, question);
+                self.vertex
+                    .vertex_probe_request(d, ep.mode, prompt, &self.google)
+                    .await
+                    .map_err(|e| match e {
+                        VertexError::Unsupported(u) => {
+                            NoRequest::Provider(native_unsupported(&ep, &u))
+                        }
+                        VertexError::Token(why) => NoRequest::Token(why),
+                    })
+            }
+            _ => Ok(self.build_sync(d, &ep, question)?),
+        }
     }
 
     async fn run(&self, d: Arc<Deployment>) -> ProbeOutcome {
-        let req = match self.try_build(&d) {
+        let req = match self.try_build(&d).await {
             Ok(r) => r,
             // Not a local failure of this round (which would be inconclusive): the
             // deployment cannot be probed as configured, so it is reported unhealthy.
-            Err(ProviderError::Invalid { why, .. }) => {
+            Err(NoRequest::Provider(ProviderError::Invalid { why, .. })) => {
                 return ProbeOutcome::unhealthy(format!("unsupported: {why}"))
                     .with_class(Class::CallerFault);
             }
-            Err(unsupported) => {
+            Err(NoRequest::Provider(unsupported)) => {
                 return ProbeOutcome::unhealthy(format!("unsupported: {unsupported}"))
                     .with_class(Class::CallerFault);
+            }
+            Err(NoRequest::Token(why)) => {
+                let why = Scrubber::new(d.secrets().cloned()).scrub(&why).into_owned();
+                return ProbeOutcome::unhealthy(format!("auth: {}", shorten(&why)))
+                    .with_class(Class::Auth);
             }
         };
         let upgrade = req.headers().contains_key(http::header::UPGRADE);
@@ -292,10 +413,13 @@ impl Prober for HttpProber {
             if skip_disabled && d.info().disable_background_health_check {
                 continue;
             }
-            match provider::resolve(d)
-                .and_then(|ep| request::build(d, &ep, &self.defaults, request::QUESTIONS[0]))
-            {
-                Ok(_) => {}
+            match provider::resolve(d).and_then(|ep| match ep.wire {
+                // Native cloud probes that cannot be made are a state of the deployment
+                // (their probes say why), as the catalog's unsupported providers are.
+                Wire::Bedrock | Wire::Vertex => Ok(()),
+                _ => request::build(d, &ep, &self.defaults, request::QUESTIONS[0]).map(drop),
+            }) {
+                Ok(()) => {}
                 // A provider the catalog does not speak is a state of the deployment
                 // (its probes fail with the reason), not a config error.
                 Err(ProviderError::Unsupported { .. }) => {}

@@ -80,6 +80,8 @@ mod history;
 mod http;
 mod hysteresis;
 mod mode;
+#[cfg(all(test, feature = "bedrock", feature = "vertex"))]
+mod native_tests;
 mod outcome;
 mod prober;
 #[cfg(feature = "http-prober")]

@@ -50,6 +50,13 @@ pub(crate) fn build(
         Wire::OpenAi | Wire::Azure => openai_shape(d, ep, defaults, question, &mut headers),
         Wire::Anthropic => anthropic_shape(d, ep, defaults, question),
         Wire::Cohere => cohere_shape(d, ep, defaults, question),
+        // Signed or token-authorised requests: built by the prober's native path.
+        Wire::Bedrock | Wire::Vertex => {
+            return Err(ProviderError::Unsupported {
+                provider: ep.provider.clone(),
+                reason: "its probe request is built natively, per probe".to_owned(),
+            });
+        }
     };
     if let (Body::Json(Value::Object(map)), Some(extra)) = (&mut body, health_check_params(d)) {
         merge_health_check_params(map, extra, d.info().health_check_model.is_some());

@@ -10,7 +10,7 @@
 //!   region segment go ([`bedrock_probe_model`]), then LiteLLM's route prefixes
 //!   (`converse/`, `invoke/`, `llama/`, ...). Cross-region inference profiles (`us.`, `eu.`,
 //!   `apac.`, `global.`, ...) and ARNs are kept. Bare ids are Bedrock's when
-//!   [`is_bedrock_model`] says so.
+//!   [`is_bedrock_model`](super::bedrock_model::is_bedrock_model) says so.
 //! * **Region**: `aws_region_name`, else a region segment of the model
 //!   (`bedrock/eu-west-1/...`), else the ARN's region, else `AWS_REGION_NAME`, `AWS_REGION`,
 //!   `AWS_DEFAULT_REGION`, else `us-west-2`.
@@ -55,7 +55,9 @@ use http::{HeaderValue, Method, Request, header};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::json;
 
-use super::bedrock_model::bedrock_probe_model;
+#[cfg(test)]
+use super::bedrock_model::is_bedrock_model;
+use super::bedrock_model::{PROFILE_PREFIXES, bedrock_probe_model};
 use super::cloud::{
     Unsupported, check_endpoint, header_safe, plain_param, probe_model, secret_param,
 };
@@ -133,34 +135,6 @@ impl fmt::Debug for AwsEnv {
     }
 }
 
-/// Model vendors on Bedrock, as the first part of a bare model id (`anthropic.claude-v2`).
-const VENDORS: &[&str] = &[
-    "ai21",
-    "amazon",
-    "anthropic",
-    "cohere",
-    "deepseek",
-    "google",
-    "meta",
-    "minimax",
-    "mistral",
-    "moonshot",
-    "moonshotai",
-    "nvidia",
-    "openai",
-    "qwen",
-    "stability",
-    "twelvelabs",
-    "writer",
-    "xai",
-    "zai",
-];
-
-/// Cross-region inference profile prefixes (`us.anthropic.claude-…`).
-const PROFILE_PREFIXES: &[&str] = &[
-    "us", "us-gov", "eu", "apac", "global", "jp", "au", "ca", "in",
-];
-
 /// LiteLLM's Bedrock route prefixes (`bedrock/converse/…`, `bedrock/llama/arn:…`): they
 /// choose LiteLLM's handler and are not part of the model id.
 const ROUTES: &[&str] = &[
@@ -177,29 +151,6 @@ const ROUTES: &[&str] = &[
     "moonshot",
     "twelvelabs",
 ];
-
-/// Whether a model id without a provider prefix is Bedrock's, as LiteLLM decides with its
-/// `bedrock_models` / `bedrock_converse_models` / `bedrock_embedding_models` lists: every id
-/// in those lists is `{vendor}.{model}` or `{profile}.{vendor}.{model}` with a vendor and
-/// profile prefix from the lists above, and so is every future one.
-///
-/// `anthropic.claude-3-haiku-20240307-v1:0`, `amazon.titan-embed-text-v1`,
-/// `us.anthropic.claude-3-5-sonnet-20240620-v1:0` and `meta.llama3-8b-instruct-v1:0` are;
-/// `gpt-4o`, `claude-3-5-sonnet` and `openai/gpt-4o` are not.
-pub(crate) fn is_bedrock_model(model: &str) -> bool {
-    if model.contains('/') {
-        return false;
-    }
-    let mut parts = model.splitn(3, '.');
-    let (Some(first), Some(second)) = (parts.next(), parts.next()) else {
-        return false;
-    };
-    let has_rest = parts.next().is_some_and(|r| !r.is_empty());
-    if VENDORS.contains(&first) && !second.is_empty() {
-        return true;
-    }
-    PROFILE_PREFIXES.contains(&first) && VENDORS.contains(&second) && has_rest
-}
 
 /// The model id and the region segment (if any) of a probe model.
 fn model_and_path_region(full: &str) -> (String, Option<String>) {
@@ -599,4 +550,4 @@ fn sign_v4(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

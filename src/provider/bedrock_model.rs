@@ -1,6 +1,7 @@
 //! LiteLLM's Bedrock model-id rule (which path segments of `bedrock/…` are regions),
 //! here in the provider layer so both the catalog and the native Bedrock probe use it;
-//! the probe module re-exports [`bedrock_probe_model`].
+//! the probe module re-exports [`bedrock_probe_model`]; and which bare model ids are
+//! Bedrock's ([`is_bedrock_model`]).
 
 /// AWS regions, as they appear in `bedrock/<region>/<model>` routing prefixes.
 pub(crate) const AWS_REGIONS: &[&str] = &[
@@ -59,4 +60,55 @@ pub fn bedrock_probe_model(model: &str) -> String {
         .filter(|part| !AWS_REGIONS.contains(part))
         .collect::<Vec<_>>()
         .join("/")
+}
+
+/// Model vendors on Bedrock, as the first part of a bare model id (`anthropic.claude-v2`).
+pub(crate) const VENDORS: &[&str] = &[
+    "ai21",
+    "amazon",
+    "anthropic",
+    "cohere",
+    "deepseek",
+    "google",
+    "meta",
+    "minimax",
+    "mistral",
+    "moonshot",
+    "moonshotai",
+    "nvidia",
+    "openai",
+    "qwen",
+    "stability",
+    "twelvelabs",
+    "writer",
+    "xai",
+    "zai",
+];
+
+/// Cross-region inference profile prefixes (`us.anthropic.claude-…`).
+pub(crate) const PROFILE_PREFIXES: &[&str] = &[
+    "us", "us-gov", "eu", "apac", "global", "jp", "au", "ca", "in",
+];
+
+/// Whether a model id without a provider prefix is Bedrock's, as LiteLLM decides with its
+/// `bedrock_models` / `bedrock_converse_models` / `bedrock_embedding_models` lists: every id
+/// in those lists is `{vendor}.{model}` or `{profile}.{vendor}.{model}` with a vendor and
+/// profile prefix from the lists above, and so is every future one.
+///
+/// `anthropic.claude-3-haiku-20240307-v1:0`, `amazon.titan-embed-text-v1`,
+/// `us.anthropic.claude-3-5-sonnet-20240620-v1:0` and `meta.llama3-8b-instruct-v1:0` are;
+/// `gpt-4o`, `claude-3-5-sonnet` and `openai/gpt-4o` are not.
+pub(crate) fn is_bedrock_model(model: &str) -> bool {
+    if model.contains('/') {
+        return false;
+    }
+    let mut parts = model.splitn(3, '.');
+    let (Some(first), Some(second)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    let has_rest = parts.next().is_some_and(|r| !r.is_empty());
+    if VENDORS.contains(&first) && !second.is_empty() {
+        return true;
+    }
+    PROFILE_PREFIXES.contains(&first) && VENDORS.contains(&second) && has_rest
 }

@@ -27,12 +27,20 @@
 //! | `voyage` | OpenAI (embedding, rerank) | `https://api.voyageai.com/v1` | bearer |
 //! | `ollama`, `ollama_chat` | OpenAI (Ollama's `/v1`) | `http://localhost:11434` (`/v1` is added) | bearer |
 //! | `lm_studio`, `hosted_vllm`, `openai_like` | OpenAI | none: `api_base` required | bearer |
-//! | `anthropic` | Anthropic Messages (probe); its OpenAI-compatible `/v1/chat/completions` (forward) | `https://api.anthropic.com` | `x-api-key`, `anthropic-version` |
+//! | `anthropic` | Anthropic Messages (probe; forward: chat, which the forwarder translates from OpenAI's) | `https://api.anthropic.com` | `x-api-key`, `anthropic-version` |
 //! | `cohere`, `cohere_chat` | Cohere v2 (probe); its `/compatibility/v1` (forward: chat, embedding) | `https://api.cohere.com` | bearer |
 //! | any other name | OpenAI | none: `api_base` required | bearer |
 //!
-//! Providers that speak their own API we do not (yet) speak — `bedrock` (and bare Bedrock
-//! model ids such as `anthropic.claude-v2`), `vertex_ai`, `sagemaker`, `watsonx`, ... — and
+//! | `bedrock`, bare Bedrock ids (`anthropic.claude-v2`, `us.anthropic.…`) | Bedrock (probe only; feature `bedrock`) | `https://bedrock-runtime.{region}.amazonaws.com` | SigV4, or a Bedrock API key |
+//! | `vertex_ai`, `vertex_ai_beta`, bare `gemini-…` | Vertex AI (probe only; feature `vertex`) | `https://{location}-aiplatform.googleapis.com` | service-account OAuth token |
+//!
+//! Bedrock and Vertex AI probe endpoints carry no URL path or headers: the HTTP prober
+//! builds, signs or authorises each probe itself; their `url` is the endpoint override
+//! (`api_base`, `aws_bedrock_runtime_endpoint`), if any. They are never forwarded
+//! ([`Purpose::Forward`] is [`ProviderError::Unsupported`]), and without their feature they
+//! are `Unsupported` naming it.
+//!
+//! Providers that speak their own API we do not speak — `sagemaker`, `watsonx`, ... — and
 //! meta-providers such as `auto_router` resolve to [`ProviderError::Unsupported`], with or
 //! without an `api_base`: a native API is never treated as OpenAI's.
 //!
@@ -49,8 +57,9 @@
 mod wire;
 
 // Native probes of the cloud providers that speak their own API: AWS Bedrock (SigV4,
-// feature `bedrock`) and Vertex AI (service-account OAuth, feature `vertex`). Until the
-// catalog and the prober call them, they are used by their own tests only.
+// feature `bedrock`) and Vertex AI (service-account OAuth, feature `vertex`), called by the
+// HTTP prober for the catalog's `Wire::Bedrock` / `Wire::Vertex`. (Some of their helpers
+// serve their own tests only.)
 #[cfg(feature = "bedrock")]
 #[allow(dead_code)]
 pub(crate) mod aws;
@@ -59,7 +68,7 @@ pub(crate) mod bedrock_model;
 #[allow(dead_code)]
 pub(crate) mod cloud;
 #[cfg(all(test, any(feature = "bedrock", feature = "vertex")))]
-mod test_support;
+pub(crate) mod test_support;
 #[cfg(feature = "vertex")]
 #[allow(dead_code)]
 pub(crate) mod vertex;
@@ -84,6 +93,12 @@ pub enum Wire {
     Anthropic,
     /// Cohere's v2 API.
     Cohere,
+    /// AWS Bedrock's runtime API (Converse, InvokeModel), SigV4-signed: probed natively
+    /// (feature `bedrock`), not forwarded.
+    Bedrock,
+    /// Vertex AI's API (`generateContent`, `predict`) with a service-account OAuth token:
+    /// probed natively (feature `vertex`), not forwarded.
+    Vertex,
 }
 
 /// What the request is for: the endpoints differ where a provider's native API is probed
@@ -199,10 +214,6 @@ const OLLAMA_BASE: &str = "http://localhost:11434";
 /// Providers with an API of their own that the catalog does not speak, and why.
 const UNSUPPORTED: &[(&str, &str)] = &[
     (
-        "bedrock",
-        "AWS Bedrock needs SigV4-signed requests to its own API",
-    ),
-    (
         "bedrock_converse",
         "AWS Bedrock needs SigV4-signed requests to its own API",
     ),
@@ -213,11 +224,6 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     (
         "sagemaker_chat",
         "AWS SageMaker needs SigV4-signed requests to its own API",
-    ),
-    ("vertex_ai", "Vertex AI needs Google OAuth and its own API"),
-    (
-        "vertex_ai_beta",
-        "Vertex AI needs Google OAuth and its own API",
     ),
     ("watsonx", "watsonx needs IBM IAM tokens and its own API"),
     (
@@ -301,22 +307,76 @@ pub fn provider(name: &str) -> Option<&'static Provider> {
     PROVIDERS.iter().find(|p| p.name == name)
 }
 
-/// Model ids that are Bedrock's even without a `bedrock/` prefix (`anthropic.claude-v2`).
-fn looks_bedrock(bare: &str) -> bool {
-    const VENDORS: &[&str] = &[
-        "anthropic.",
-        "amazon.",
-        "meta.",
-        "mistral.",
-        "cohere.",
-        "ai21.",
-        "deepseek.",
-        "us.",
-        "eu.",
-        "apac.",
-        "global.",
-    ];
-    VENDORS.iter().any(|v| bare.starts_with(v))
+/// The native cloud wire of a model: `bedrock/…` and bare Bedrock ids
+/// ([`bedrock_model::is_bedrock_model`]) are Bedrock's; `vertex_ai/…`, `vertex_ai_beta/…`
+/// and bare `gemini-…` ids (LiteLLM's `vertex_language_models`) are Vertex AI's.
+fn native_wire(prefix: Option<&str>, bare: &str) -> Option<(&'static str, Wire)> {
+    match prefix {
+        Some("bedrock") => Some(("bedrock", Wire::Bedrock)),
+        Some("vertex_ai") => Some(("vertex_ai", Wire::Vertex)),
+        Some("vertex_ai_beta") => Some(("vertex_ai_beta", Wire::Vertex)),
+        None if bedrock_model::is_bedrock_model(bare) => Some(("bedrock", Wire::Bedrock)),
+        None if bare.starts_with("gemini-") => Some(("vertex_ai", Wire::Vertex)),
+        _ => None,
+    }
+}
+
+/// The endpoint of a native cloud wire: probed by the prober's own request builder (the
+/// `url` is the endpoint override, if any: `aws_bedrock_runtime_endpoint` or `api_base`;
+/// empty for the region's or location's default host), never forwarded.
+fn native_endpoint(
+    deployment: &Deployment,
+    name: &str,
+    wire: Wire,
+    bare: &str,
+    mode: Mode,
+    purpose: Purpose,
+) -> Result<Endpoint, ProviderError> {
+    let (api, feature) = match wire {
+        Wire::Bedrock => ("AWS Bedrock", "bedrock"),
+        _ => ("Vertex AI", "vertex"),
+    };
+    let unsupported = |reason: String| ProviderError::Unsupported {
+        provider: name.to_owned(),
+        reason,
+    };
+    if purpose == Purpose::Forward {
+        return Err(unsupported(format!(
+            "{api}'s native API is probed but not forwarded: serve it from a deployment that \
+             speaks OpenAI (e.g. a LiteLLM proxy as openai/ with api_base)"
+        )));
+    }
+    let (bedrock, vertex) = (cfg!(feature = "bedrock"), cfg!(feature = "vertex"));
+    let compiled = if wire == Wire::Bedrock {
+        bedrock
+    } else {
+        vertex
+    };
+    if !compiled {
+        return Err(unsupported(format!(
+            "{api}'s native probe needs the `{feature}` feature of tower-health-routing"
+        )));
+    }
+    let params = deployment.params();
+    let url = match wire {
+        Wire::Bedrock => params.api_base.clone().or_else(|| {
+            match params.extra.get("aws_bedrock_runtime_endpoint") {
+                Some(crate::deployment::ParamValue::Plain(serde_json::Value::String(s))) => {
+                    Some(s.clone())
+                }
+                _ => None,
+            }
+        }),
+        _ => params.api_base.clone(),
+    };
+    Ok(Endpoint {
+        provider: name.to_owned(),
+        wire,
+        url: url.unwrap_or_default(),
+        headers: HeaderMap::new(),
+        model: bare.to_owned(),
+        mode,
+    })
 }
 
 /// A provider the catalog does not know: spoken to as OpenAI, `api_base` required.
@@ -340,18 +400,13 @@ pub fn endpoint(
         provider: name.to_owned(),
         reason: reason.to_owned(),
     };
+    if let Some((name, wire)) = native_wire(prefix, bare) {
+        return native_endpoint(deployment, name, wire, bare, mode, purpose);
+    }
     if let Some(p) = prefix
         && let Some((name, reason)) = UNSUPPORTED.iter().find(|(n, _)| *n == p)
     {
         return Err(unsupported(name, reason));
-    }
-    if prefix.is_none() && looks_bedrock(bare) {
-        return Err(unsupported(
-            "bedrock",
-            &format!(
-                "`{bare}` is a Bedrock model id; AWS Bedrock needs SigV4-signed requests to its own API"
-            ),
-        ));
     }
     let entry = match prefix {
         None => provider("openai").unwrap_or(&OTHER),

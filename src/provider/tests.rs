@@ -109,12 +109,8 @@ fn api_base_is_required_where_there_is_no_default() {
 }
 
 #[test]
-fn native_apis_are_unsupported_even_with_an_api_base() {
+fn native_apis_are_never_openai_even_with_an_api_base() {
     for (model, name) in [
-        ("bedrock/anthropic.claude-v2", "bedrock"),
-        ("bedrock/us-west-2/mistral.mistral-7b", "bedrock"),
-        ("anthropic.claude-v2", "bedrock"),
-        ("vertex_ai/gemini-1.5-pro", "vertex_ai"),
         ("sagemaker/x", "sagemaker"),
         ("auto_router/r", "auto_router"),
     ] {
@@ -122,6 +118,56 @@ fn native_apis_are_unsupported_even_with_an_api_base() {
             match ep(model, base, Mode::Chat, Purpose::Probe) {
                 Err(ProviderError::Unsupported { provider, .. }) => {
                     assert_eq!(provider, name, "{model}")
+                }
+                other => panic!("{model} {base:?}: {other:?}"),
+            }
+        }
+    }
+    // The native cloud wires: probed natively (with their features), never forwarded.
+    for (model, name, wire) in [
+        ("bedrock/anthropic.claude-v2", "bedrock", Wire::Bedrock),
+        (
+            "bedrock/us-west-2/mistral.mistral-7b",
+            "bedrock",
+            Wire::Bedrock,
+        ),
+        ("anthropic.claude-v2", "bedrock", Wire::Bedrock),
+        (
+            "us.anthropic.claude-3-5-sonnet-20240620-v1:0",
+            "bedrock",
+            Wire::Bedrock,
+        ),
+        ("vertex_ai/gemini-1.5-pro", "vertex_ai", Wire::Vertex),
+        (
+            "vertex_ai_beta/gemini-1.5-pro",
+            "vertex_ai_beta",
+            Wire::Vertex,
+        ),
+        ("gemini-1.5-pro", "vertex_ai", Wire::Vertex),
+    ] {
+        for base in [None, Some("http://gw:8080/api/v1")] {
+            match ep(model, base, Mode::Chat, Purpose::Probe) {
+                Ok(e) if cfg!(any(feature = "bedrock", feature = "vertex")) => {
+                    let (bedrock, vertex) = (cfg!(feature = "bedrock"), cfg!(feature = "vertex"));
+                    let compiled = if wire == Wire::Bedrock {
+                        bedrock
+                    } else {
+                        vertex
+                    };
+                    assert!(compiled, "{model}");
+                    assert_eq!((e.provider.as_str(), e.wire), (name, wire), "{model}");
+                    assert_eq!(e.url, base.unwrap_or(""), "{model}: the override");
+                }
+                Err(ProviderError::Unsupported { provider, reason }) => {
+                    assert_eq!(provider, name, "{model}");
+                    assert!(reason.contains("feature"), "{model}: {reason}");
+                }
+                other => panic!("{model} {base:?}: {other:?}"),
+            }
+            match ep(model, base, Mode::Chat, Purpose::Forward) {
+                Err(ProviderError::Unsupported { provider, reason }) => {
+                    assert_eq!(provider, name, "{model}");
+                    assert!(reason.contains("not forwarded"), "{model}: {reason}");
                 }
                 other => panic!("{model} {base:?}: {other:?}"),
             }
@@ -228,7 +274,7 @@ fn modes_a_provider_lacks() {
 }
 
 #[test]
-fn anthropic_and_cohere_forward_through_their_openai_endpoints() {
+fn anthropic_forwards_to_messages_and_cohere_to_its_openai_endpoint() {
     let a = ep(
         "anthropic/claude-3",
         Some("http://a"),
@@ -238,7 +284,8 @@ fn anthropic_and_cohere_forward_through_their_openai_endpoints() {
     .unwrap();
     assert_eq!(
         (a.url.as_str(), a.wire),
-        ("http://a/v1/chat/completions", Wire::OpenAi)
+        ("http://a/v1/messages", Wire::Anthropic),
+        "the forwarder translates OpenAI chat completions to the Messages API"
     );
     assert!(a.headers.contains_key("anthropic-version"));
     let c = ep(

@@ -163,11 +163,13 @@ pub(super) fn path(
             };
             (Wire::Anthropic, p.to_owned(), Vec::new())
         }
+        // OpenAI chat completions, translated to the Messages API by the forwarder.
         (Wire::Anthropic, Purpose::Forward) => match mode {
-            Mode::Chat => (Wire::OpenAi, "/v1/chat/completions".to_owned(), Vec::new()),
+            Mode::Chat => (Wire::Anthropic, "/v1/messages".to_owned(), Vec::new()),
             _ => {
                 return Err(not_forwarded(
-                    "Anthropic's OpenAI-compatible endpoint serves chat completions only",
+                    "only chat completions are forwarded to Anthropic (translated to its \
+                     Messages API)",
                 ));
             }
         },
@@ -190,6 +192,12 @@ pub(super) fn path(
                 }
             };
             (Wire::OpenAi, p.to_owned(), Vec::new())
+        }
+        // Built by their own modules (`aws`, `vertex`); the catalog returns before here.
+        (Wire::Bedrock | Wire::Vertex, _) => {
+            return Err(not_forwarded(
+                "a native cloud API: its requests are built by its own probe",
+            ));
         }
     })
 }
@@ -258,7 +266,8 @@ pub(super) fn auth_headers(
                 None => return Ok(()),
             }
         }
-        (_, None) => return Ok(()),
+        // Signed or token-authorised per request by their own modules.
+        (Wire::Bedrock | Wire::Vertex, _) | (_, None) => return Ok(()),
     };
     h.insert(name, value);
     Ok(())

@@ -14,23 +14,23 @@ use sha2::{Digest, Sha256};
 use super::*;
 use crate::provider::test_support::{Logs, json, probe, serve};
 
-const KEY_ID: &str = "AKIDTESTEXAMPLE";
-const SECRET: &str = "wJalrXUtnFEMI-test-secret-K7MDENG+bPxRfiCY";
-const SESSION: &str = "FwoGZXIvYXdzEXAMPLE-session-token//+=";
-const REGION: &str = "eu-west-1";
+pub(crate) const KEY_ID: &str = "AKIDTESTEXAMPLE";
+pub(crate) const SECRET: &str = "wJalrXUtnFEMI-test-secret-K7MDENG+bPxRfiCY";
+pub(crate) const SESSION: &str = "FwoGZXIvYXdzEXAMPLE-session-token//+=";
+pub(crate) const REGION: &str = "eu-west-1";
 
 /// What the server saw of one request.
 #[derive(Clone, Debug)]
-struct Seen {
-    path: String,
-    body: serde_json::Value,
-    verdict: Result<(), String>,
-    security_token: Option<String>,
+pub(crate) struct Seen {
+    pub(crate) path: String,
+    pub(crate) body: serde_json::Value,
+    pub(crate) verdict: Result<(), String>,
+    pub(crate) security_token: Option<String>,
 }
 
 /// A Bedrock stand-in: 200 with a Converse-shaped answer when the signature it recomputes
 /// with `secret` matches (and the scope names `region` and `bedrock`), else 403.
-async fn bedrock_server(
+pub(crate) async fn bedrock_server(
     secret: &'static str,
     region: &'static str,
 ) -> (String, Arc<Mutex<Vec<Seen>>>) {
@@ -193,7 +193,7 @@ fn verify(req: &Request<Bytes>, secret: &str, region: &str) -> Result<(), String
     }
 }
 
-fn deployment(model: &str, base: &str, secret: &str, token: Option<&str>) -> Deployment {
+pub(crate) fn deployment(model: &str, base: &str, secret: &str, token: Option<&str>) -> Deployment {
     let mut b = Deployment::builder("claude", model)
         .api_base(base)
         .param("aws_access_key_id", KEY_ID.into())
@@ -205,7 +205,7 @@ fn deployment(model: &str, base: &str, secret: &str, token: Option<&str>) -> Dep
     b.build()
 }
 
-const MODEL: &str = "bedrock/anthropic.claude-3-haiku-20240307-v1:0";
+pub(crate) const MODEL: &str = "bedrock/anthropic.claude-3-haiku-20240307-v1:0";
 
 #[tokio::test]
 async fn signed_converse_probe_is_accepted_and_shaped_as_converse() {

@@ -21,19 +21,19 @@ use http_body_util::Full;
 use super::*;
 use crate::provider::test_support::{Logs, json, probe, serve};
 
-const PRIVATE_KEY: &str = include_str!("throwaway_test_key.pem");
+pub(crate) const PRIVATE_KEY: &str = include_str!("throwaway_test_key.pem");
 const PUBLIC_KEY: &[u8] = include_bytes!("throwaway_test_key.pub.der");
 const EMAIL: &str = "prober@test-project.iam.gserviceaccount.com";
 const GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 /// A token endpoint: checks the grant and the assertion's signature and claims, then
 /// answers `tok-{n}` with the next `expires_in` of the script (the last one repeats).
-struct TokenServer {
-    url: String,
-    calls: Arc<AtomicUsize>,
+pub(crate) struct TokenServer {
+    pub(crate) url: String,
+    pub(crate) calls: Arc<AtomicUsize>,
 }
 
-async fn token_server(expires: &'static [u64], fail: bool) -> TokenServer {
+pub(crate) async fn token_server(expires: &'static [u64], fail: bool) -> TokenServer {
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = calls.clone();
     let url_cell: Arc<Mutex<String>> = Arc::default();
@@ -100,15 +100,15 @@ fn check_grant(req: &Request<Bytes>, token_uri: &str) -> Result<(), String> {
 }
 
 #[derive(Clone, Debug)]
-struct Seen {
-    path: String,
-    body: serde_json::Value,
-    bearer: String,
+pub(crate) struct Seen {
+    pub(crate) path: String,
+    pub(crate) body: serde_json::Value,
+    pub(crate) bearer: String,
 }
 
 /// A Vertex AI stand-in: 200 with a `generateContent`-shaped answer when the bearer token
 /// is one the token endpoint issued (`tok-…`, or exactly `want` if given), else 401.
-async fn vertex_server(want: Option<&'static str>) -> (String, Arc<Mutex<Vec<Seen>>>) {
+pub(crate) async fn vertex_server(want: Option<&'static str>) -> (String, Arc<Mutex<Vec<Seen>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
     let addr = serve(Arc::new(move |req: Request<Bytes>| -> Response<Full<Bytes>> {
@@ -147,7 +147,7 @@ async fn vertex_server(want: Option<&'static str>) -> (String, Arc<Mutex<Vec<See
     (format!("http://{addr}"), seen)
 }
 
-fn key_json(token_uri: &str, project: Option<&str>) -> String {
+pub(crate) fn key_json(token_uri: &str, project: Option<&str>) -> String {
     let mut v = serde_json::json!({
         "type": "service_account",
         "private_key_id": "0123456789abcdef",
@@ -162,7 +162,7 @@ fn key_json(token_uri: &str, project: Option<&str>) -> String {
     v.to_string()
 }
 
-fn deployment(model: &str, base: &str, creds: &str) -> Deployment {
+pub(crate) fn deployment(model: &str, base: &str, creds: &str) -> Deployment {
     Deployment::builder("gemini", model)
         .api_base(base)
         .param("vertex_credentials", creds.into())
@@ -170,7 +170,7 @@ fn deployment(model: &str, base: &str, creds: &str) -> Deployment {
         .build()
 }
 
-const GEN_PATH: &str = "/v1/projects/my-proj/locations/us-central1/publishers/google/models/gemini-1.5-pro:generateContent";
+pub(crate) const GEN_PATH: &str = "/v1/projects/my-proj/locations/us-central1/publishers/google/models/gemini-1.5-pro:generateContent";
 
 #[tokio::test]
 async fn one_token_serves_every_probe_of_a_key() {
