@@ -27,6 +27,7 @@
 //! [`Cli`] and [`run`]); `src/main.rs` only parses the command line and calls [`run`].
 
 pub mod app;
+pub mod dropin;
 pub mod health_cli;
 
 use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
@@ -55,9 +56,11 @@ pub struct Cli {
     /// loop, like one nginx worker: no cross-thread wake-ups.
     #[arg(long)]
     pub workers: Option<usize>,
-    /// Seconds to wait for an upstream's response headers.
-    #[arg(long, default_value_t = 600.0)]
-    pub timeout: f64,
+    /// Seconds to wait for an upstream's response headers [default: 600]. Given, it
+    /// overrides the config's `router_settings.timeout` / `litellm_settings.request_timeout`;
+    /// a deployment's own `timeout` / `stream_timeout` still wins.
+    #[arg(long)]
+    pub timeout: Option<f64>,
     /// Query a running gateway's /health and print it.
     #[arg(long)]
     pub health: bool,
@@ -149,11 +152,24 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
+/// The upstream timeout when neither `--timeout` nor the config sets one (LiteLLM's 600 s).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
 async fn serve(cli: Cli) -> Result<(), BoxError> {
     let path = cli.config.expect("clap requires --config");
-    let config = Config::from_yaml_file(&path)?;
-    let timeout =
-        Duration::try_from_secs_f64(cli.timeout).map_err(|_| "--timeout: expected seconds >= 0")?;
+    let mut config = Config::from_yaml_file(&path)?;
+    let timeout = match cli.timeout {
+        None => DEFAULT_TIMEOUT,
+        Some(t) => {
+            let t = Duration::try_from_secs_f64(t)
+                .ok()
+                .filter(|t| !t.is_zero())
+                .ok_or("--timeout: expected seconds > 0")?;
+            // The flag overrides the config's global timeouts.
+            config.router.timeout = Some(t);
+            t
+        }
+    };
     // Metrics: the library records through the `metrics` facade; expose them on /metrics.
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let metrics_handle = recorder.handle();

@@ -27,7 +27,6 @@ use super::{
 };
 use crate::{
     classify::{Class, Classify, DefaultClassifier},
-    config::Config,
     deployment::Deployment,
     error::ConfigError,
     provider::ProviderError,
@@ -54,11 +53,11 @@ const DRAIN_LIMIT: usize = 64 * 1024;
 ///
 /// From the [provider catalog](crate::provider): the base (the deployment's `api_base`, else
 /// the provider's public default), the path and query of the mode, the auth headers.
-/// Deployments whose config cannot work (no `api_base` where the provider has no default, a
-/// bad URL, a mode the provider lacks, a wildcard route without `health_check_model`) are
-/// rejected by [`check_config`](Prober::check_config) when the loop is built. Providers the
-/// catalog does not speak (Bedrock, Vertex AI, ...) are not errors: their probes fail with
-/// the reason `unsupported: …`, and are never sent as OpenAI requests.
+/// Deployments it cannot probe — a provider the catalog does not speak (Bedrock, Vertex
+/// AI, ...), no `api_base` where the provider has no default, a mode the provider lacks, a
+/// wildcard route without `health_check_model` — are not start-up errors: when the loop is
+/// built they become [`Unsupported`](crate::health::Unsupported) with the catalog's reason
+/// ([`Prober::unsupported`]), are never probed, and are never sent as OpenAI requests.
 ///
 /// # What
 ///
@@ -284,28 +283,18 @@ impl Prober for HttpProber {
     /// takes out of every round under `health_check_skip_disabled_background_models`) must
     /// have a known endpoint, a mode its provider offers, and a request that can be built
     /// (e.g. an `api_key` an HTTP header can carry).
-    fn check_config(&self, config: &Config) -> Result<(), ConfigError> {
-        let skip_disabled = config.health.skip_disabled_background_models;
-        for (i, d) in config.deployments.iter().enumerate() {
-            if skip_disabled && d.info().disable_background_health_check {
-                continue;
-            }
-            match provider::resolve(d)
-                .and_then(|ep| request::build(d, &ep, &self.defaults, request::QUESTIONS[0]))
-            {
-                Ok(_) => {}
-                // A provider the catalog does not speak is a state of the deployment
-                // (its probes fail with the reason), not a config error.
-                Err(ProviderError::Unsupported { .. }) => {}
-                Err(ProviderError::Invalid { field, why }) => {
-                    return Err(ConfigError::invalid(
-                        format!("model_list[{i}].{field}"),
-                        why,
-                    ));
-                }
-            }
+    /// The catalog's answer for `deployment`'s probe (and the probe request built from
+    /// it): a provider it does not speak, a wildcard without `health_check_model`, a
+    /// missing `api_base` or a mode the provider lacks make the deployment unsupported,
+    /// with the catalog's reason (and the field at fault, when there is one).
+    fn unsupported(&self, d: &Deployment) -> Option<String> {
+        match provider::resolve(d)
+            .and_then(|ep| request::build(d, &ep, &self.defaults, request::QUESTIONS[0]))
+        {
+            Ok(_) => None,
+            Err(ProviderError::Invalid { field, why }) => Some(format!("{field}: {why}")),
+            Err(e) => Some(e.to_string()),
         }
-        Ok(())
     }
 }
 

@@ -306,6 +306,21 @@ impl ProbeLoopBuilder {
         }
         let cfg: &Config = self.state.config();
         prober.check_config(cfg)?;
+        // Decided once: a deployment this prober cannot probe is a state, not an error.
+        let marks: Vec<_> = {
+            let snap = self.state.load();
+            snap.deployments()
+                .filter_map(|d| {
+                    let why = prober.unsupported(d)?;
+                    let reason = self.state.scrubber().scrub(&why).into_owned();
+                    Some((
+                        d.id().clone(),
+                        crate::health::Unsupported::new(reason, true),
+                    ))
+                })
+                .collect()
+        };
+        self.state.mark_unsupported(marks);
         let settings = cfg.health.clone();
         let driver = driver(self.sharing.take(), cfg, &settings)?;
         let rules = Rules {
@@ -418,14 +433,17 @@ impl ProbeLoop {
     /// Probes `target` now and returns the raw results, without publishing them (see the
     /// [module docs](self)). Callable while the loop runs; shares its concurrency bound and
     /// timeouts. With `health_check_skip_disabled_background_models`, deployments with
-    /// `disable_background_health_check` are left out. Empty when the state is gone or
+    /// `disable_background_health_check` are left out; unsupported ones always are. Empty when the state is gone or
     /// nothing matches (an unknown `model_id` probes nothing, where LiteLLM would probe all).
     pub async fn check_now(&self, target: ProbeTarget) -> RoundReport {
         let picked = HealthState::upgrade(&self.inner.state).map(|state| {
             let snap = state.load();
             let skip = self.inner.settings.skip_disabled_background_models;
+            let mut targets = on_demand_targets(&snap, &target, skip);
+            // Unsupported deployments are never probed (see `health::Unsupported`).
+            targets.retain(|d| snap.unsupported(d.id().as_str()).is_none());
             (
-                on_demand_targets(&snap, &target, skip),
+                targets,
                 state.scrubber().clone(),
             )
         });

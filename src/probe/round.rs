@@ -108,10 +108,11 @@ impl Runner {
 }
 
 /// The deployments a background round probes: each once, minus those with
-/// `disable_background_health_check`.
+/// `disable_background_health_check` and the unsupported ones.
 pub(crate) fn background_targets(snap: &HealthSnapshot) -> Vec<Arc<Deployment>> {
     snap.deployments()
         .filter(|d| !d.info().disable_background_health_check)
+        .filter(|d| snap.unsupported(d.id().as_str()).is_none())
         .cloned()
         .collect()
 }

@@ -17,6 +17,7 @@ use tower::retry::Policy;
 use super::Settings;
 use crate::{
     BoxError, MissingRoute, NoDeploymentAvailable, SelectedDeployment, UnknownRoute,
+    UnsupportedRoute,
     classify::Class, routing::TriedDeployments,
 };
 
@@ -91,6 +92,7 @@ impl Settings {
             Err(e)
                 if e.is::<NoDeploymentAvailable>()
                     || e.is::<UnknownRoute>()
+                    || e.is::<UnsupportedRoute>()
                     || e.is::<MissingRoute>() =>
             {
                 return Verdict::Unroutable;

@@ -245,6 +245,7 @@ fn full_fixture_parses_every_settings_key() {
             host,
             port,
             password,
+            tls: false,
         }) => {
             assert_eq!((host.as_str(), *port), ("127.0.0.1", 6380));
             assert_eq!(
@@ -363,6 +364,7 @@ fn redis_comes_from_the_environment_only_with_shared_health_checks() {
             host: "10.0.0.5".into(),
             port: 6391,
             password: Some("pw-2".into()),
+            tls: false,
         })
     );
     let cfg = Config::from_yaml_str_with_env(shared, &env_of(&[("REDIS_HOST", "h")])).unwrap();
@@ -371,7 +373,8 @@ fn redis_comes_from_the_environment_only_with_shared_health_checks() {
         Some(RedisSettings::HostPort {
             host: "h".into(),
             port: 6379,
-            password: None
+            password: None,
+            tls: false,
         })
     );
     let cfg = Config::from_yaml_str_with_env(shared, &|_| None).unwrap();
