@@ -358,13 +358,7 @@ impl Forwarder {
     /// The timeout of one request to `d`: its `stream_timeout` (streams) or `timeout`,
     /// else the config's, else the forwarder's own.
     fn timeout_for(&self, d: &tower_health_routing::Deployment, stream: bool) -> Duration {
-        let p = d.params();
-        stream
-            .then_some(p.stream_timeout)
-            .flatten()
-            .or(p.timeout)
-            .or(self.router_timeout)
-            .unwrap_or(self.timeout)
+        crate::dropin::request_timeout(d, stream, self.router_timeout, self.timeout)
     }
 }
 

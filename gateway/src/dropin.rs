@@ -7,6 +7,8 @@
 //!   lacks) is marked [`Unsupported`] and unroutable once, here: it is never probed, never
 //!   picked for traffic, and listed in `/health` under `unsupported_endpoints`. A route left
 //!   with none answers `501 Not Implemented` naming the providers' reasons.
+//! * **Timeouts** ([`request_timeout`]): a deployment's `timeout` / `stream_timeout`, else
+//!   the config's, else `--timeout`'s default.
 //! * **Unimplemented settings** ([`Config::unimplemented_settings`]) are listed once at
 //!   warn level by their YAML path.
 //! * **Who may call.** Settings that decide it in LiteLLM ([`AUTH_SETTINGS`]: custom auth,
@@ -16,8 +18,10 @@
 //!   instead (an unguessable key nobody holds), so the gateway never becomes more open
 //!   because a setting was dropped.
 
+use std::time::Duration;
+
 use tower_health_routing::{
-    Config, HealthState,
+    Config, Deployment, HealthState,
     config::AUTH_SETTINGS,
     health::Unsupported,
     probe::resolve_mode,
@@ -97,6 +101,26 @@ pub fn check_settings(mut config: Config, database_url_env: bool) -> Config {
         }
     }
     config
+}
+
+/// The time allowed for one request to `deployment`, in LiteLLM's order: its
+/// `stream_timeout` for a stream (else its `timeout`), its `timeout` otherwise, else the
+/// config's (`router_settings.timeout`, else `litellm_settings.request_timeout`, or
+/// `--timeout` when given), else `default` (600 s). A timeout is the classifier's
+/// `Timeout`: it counts for cooldown and is retried on another deployment.
+pub fn request_timeout(
+    deployment: &Deployment,
+    stream: bool,
+    config: Option<Duration>,
+    default: Duration,
+) -> Duration {
+    let p = deployment.params();
+    stream
+        .then_some(p.stream_timeout)
+        .flatten()
+        .or(p.timeout)
+        .or(config)
+        .unwrap_or(default)
 }
 
 /// 256 random bits, hex: a key nobody holds.
