@@ -476,3 +476,46 @@ impl HealthStore for RedisStore {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use redis::ConnectionAddr;
+
+    use super::*;
+
+    fn addr(settings: &RedisSettings) -> ConnectionAddr {
+        let store = RedisStore::new(settings).expect("builds");
+        store.inner.client.get_connection_info().addr().clone()
+    }
+
+    #[test]
+    fn tls_settings_give_a_tls_connection() {
+        let tls = RedisSettings::HostPort {
+            host: "cache.example".into(),
+            port: 6380,
+            password: Some(Secret::new("pw")),
+            tls: true,
+        };
+        assert!(
+            matches!(addr(&tls), ConnectionAddr::TcpTls { host, port: 6380, insecure: false, .. } if host == "cache.example")
+        );
+        let plain = RedisSettings::HostPort {
+            host: "cache.example".into(),
+            port: 6379,
+            password: None,
+            tls: false,
+        };
+        assert!(matches!(addr(&plain), ConnectionAddr::Tcp(_, 6379)));
+        let url = RedisSettings::Url(Secret::new("rediss://:pw@cache.example:6390/0"));
+        assert!(matches!(
+            addr(&url),
+            ConnectionAddr::TcpTls {
+                port: 6390,
+                insecure: false,
+                ..
+            }
+        ));
+        let url = RedisSettings::Url(Secret::new("redis://cache.example"));
+        assert!(matches!(addr(&url), ConnectionAddr::Tcp(..)));
+    }
+}

@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod dropin;
 mod invalid;
 mod litellm_configs;
 mod unknown_keys;

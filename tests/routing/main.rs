@@ -12,3 +12,4 @@ mod retry;
 mod routing;
 mod strategies;
 mod tower_contract;
+mod unsupported;
