@@ -30,7 +30,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "config",
-        &["deployment", "secret", "time", "error", "telemetry", "classify"],
+        &[
+            "deployment",
+            "secret",
+            "time",
+            "error",
+            "telemetry",
+            "classify",
+        ],
     ),
     (
         "provider",

@@ -569,9 +569,7 @@ litellm_settings: {request_timeout: 13}
     assert_eq!(dropin::request_timeout(d(1), true, router, s(600)), s(7));
     assert_eq!(dropin::request_timeout(d(2), false, router, s(600)), s(11));
     assert_eq!(dropin::request_timeout(d(2), false, None, s(600)), s(600));
-    let only_litellm = yaml(
-        "model_list: []\nlitellm_settings: {request_timeout: 13}\n",
-    );
+    let only_litellm = yaml("model_list: []\nlitellm_settings: {request_timeout: 13}\n");
     assert_eq!(only_litellm.router.timeout, Some(s(13)));
 }
 
@@ -637,7 +635,10 @@ litellm_settings:
     ));
     assert_eq!(
         cfg.auth_settings().collect::<Vec<_>>(),
-        ["general_settings.custom_auth", "general_settings.enable_jwt_auth"]
+        [
+            "general_settings.custom_auth",
+            "general_settings.enable_jwt_auth"
+        ]
     );
     let gw = start(cfg, Duration::from_secs(5)).await;
     assert_eq!(chat(gw.addr, "gpt", None).await.status, 401);
@@ -701,7 +702,10 @@ general_settings:
         let gw = start(cfg, Duration::from_secs(5)).await;
         let snap = gw.state.snapshot();
         let u = snap.unsupported("wild").expect("unsupported for probing");
-        assert!(u.routable && u.reason.contains("health_check_model"), "{u:?}");
+        assert!(
+            u.routable && u.reason.contains("health_check_model"),
+            "{u:?}"
+        );
         let h = get(gw.addr, "/health", None).await.json();
         assert_eq!(h["unsupported_count"], 1, "{h}");
         assert_eq!(h["healthy_count"], 0, "{h}");

@@ -243,7 +243,6 @@ pub struct RouterSettings {
     pub timeout: Option<Duration>,
 }
 
-
 /// `router_settings.routing_strategy_args`, with LiteLLM's names where LiteLLM has one.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]

@@ -137,7 +137,12 @@ impl EndpointEntry {
     }
 
     /// A deployment that is unsupported (never probed): its reason as `error`.
-    pub(crate) fn unsupported(d: &Deployment, reason: &str, view: View, scrubber: &Scrubber) -> Self {
+    pub(crate) fn unsupported(
+        d: &Deployment,
+        reason: &str,
+        view: View,
+        scrubber: &Scrubber,
+    ) -> Self {
         let mut e = Self::new(d, false, Some(reason), None, None, view, scrubber);
         e.checked = false;
         e

@@ -513,9 +513,12 @@ fn build_route(
     now: u64,
     state: Arc<RouteState>,
 ) -> Route {
-    let unroutable =
-        |i: u32| matches!(&entries[i as usize].unsupported, Some(u) if !u.routable);
-    let all: Box<[u32]> = members.iter().copied().filter(|&i| !unroutable(i)).collect();
+    let unroutable = |i: u32| matches!(&entries[i as usize].unsupported, Some(u) if !u.routable);
+    let all: Box<[u32]> = members
+        .iter()
+        .copied()
+        .filter(|&i| !unroutable(i))
+        .collect();
     let unsupported = (all.is_empty() && !members.is_empty()).then(|| {
         let mut why: Vec<&str> = members
             .iter()

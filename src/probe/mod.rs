@@ -442,10 +442,7 @@ impl ProbeLoop {
             let mut targets = on_demand_targets(&snap, &target, skip);
             // Unsupported deployments are never probed (see `health::Unsupported`).
             targets.retain(|d| snap.unsupported(d.id().as_str()).is_none());
-            (
-                targets,
-                state.scrubber().clone(),
-            )
+            (targets, state.scrubber().clone())
         });
         let Some((targets, scrubber)) = picked else {
             return RoundReport::empty();

@@ -17,8 +17,7 @@ use tower::retry::Policy;
 use super::Settings;
 use crate::{
     BoxError, MissingRoute, NoDeploymentAvailable, SelectedDeployment, UnknownRoute,
-    UnsupportedRoute,
-    classify::Class, routing::TriedDeployments,
+    UnsupportedRoute, classify::Class, routing::TriedDeployments,
 };
 
 /// The [`tower::retry::Policy`] behind [`RetryLayer`](super::RetryLayer), for one request

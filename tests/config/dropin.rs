@@ -35,7 +35,9 @@ litellm_settings: {request_timeout: 20_000}
     assert_eq!(p.stream_timeout, Some(Duration::from_secs(1)));
     assert_eq!(cfg.deployments[1].params().timeout, None);
     assert_eq!(cfg.router.timeout, Some(Duration::from_secs(30)));
-    let only = parse(&format!("{ONE}litellm_settings: {{request_timeout: \"45\"}}\n"));
+    let only = parse(&format!(
+        "{ONE}litellm_settings: {{request_timeout: \"45\"}}\n"
+    ));
     assert_eq!(only.router.timeout, Some(Duration::from_secs(45)));
     assert_eq!(parse(ONE).router.timeout, None);
 }
@@ -84,7 +86,11 @@ fn min_healthy_percent_and_both_threshold_spellings() {
     assert_eq!(cfg.health.unhealthy_threshold, NonZeroU32::new(4).unwrap());
     assert_eq!(parse(ONE).health.min_healthy_percent, None);
     // Known keys are not "unimplemented".
-    assert!(cfg.unimplemented_settings.is_empty(), "{:?}", cfg.unimplemented_settings);
+    assert!(
+        cfg.unimplemented_settings.is_empty(),
+        "{:?}",
+        cfg.unimplemented_settings
+    );
 }
 
 #[test]
@@ -105,7 +111,10 @@ fn redis_over_tls_from_the_url_the_flag_or_the_environment() {
     let cfg = Config::from_yaml_str_with_env(&host(""), &env).unwrap();
     assert!(tls_of(&cfg));
     let cfg = Config::from_yaml_str_with_env(&host(", redis_ssl: false"), &env).unwrap();
-    assert!(!tls_of(&cfg), "the config's redis_ssl wins over the environment");
+    assert!(
+        !tls_of(&cfg),
+        "the config's redis_ssl wins over the environment"
+    );
     // Shared checks from the environment alone.
     let env = env_of(&[("REDIS_HOST", "h"), ("REDIS_SSL", "true")]);
     let cfg = Config::from_yaml_str_with_env(
@@ -115,10 +124,14 @@ fn redis_over_tls_from_the_url_the_flag_or_the_environment() {
     .unwrap();
     assert!(tls_of(&cfg));
     // A URL: rediss:// is TLS; redis_ssl upgrades redis://.
-    let url = |u: &str, extra: &str| format!("{ONE}router_settings: {{redis_url: \"{u}\"{extra}}}\n");
+    let url =
+        |u: &str, extra: &str| format!("{ONE}router_settings: {{redis_url: \"{u}\"{extra}}}\n");
     assert!(tls_of(&parse(&url("rediss://:pw@cache.example:6380", ""))));
     assert!(!tls_of(&parse(&url("redis://cache.example", ""))));
-    assert!(tls_of(&parse(&url("redis://cache.example", ", redis_ssl: true"))));
+    assert!(tls_of(&parse(&url(
+        "redis://cache.example",
+        ", redis_ssl: true"
+    ))));
 }
 
 #[test]
@@ -149,7 +162,10 @@ guardrails: [{{guardrail_name: g}}]
     );
     assert_eq!(
         cfg.auth_settings().collect::<Vec<_>>(),
-        ["general_settings.custom_auth", "general_settings.database_url"]
+        [
+            "general_settings.custom_auth",
+            "general_settings.database_url"
+        ]
     );
     assert!(AUTH_SETTINGS.contains(&"general_settings.enable_jwt_auth"));
     assert!(!format!("{cfg:?}").contains("hidden-pw"));

@@ -176,7 +176,8 @@ fn userinfo_in_api_base_never_reaches_a_log_line_at_any_level() {
         .build()
         .expect("the probe loop starts");
     let snap = state.snapshot();
-    let why = &snap.unsupported(snap.deployments().next().unwrap().id().as_str())
+    let why = &snap
+        .unsupported(snap.deployments().next().unwrap().id().as_str())
         .expect("userinfo makes the deployment unsupported")
         .reason;
     assert!(!why.contains(pw), "{why}");

@@ -27,7 +27,10 @@ fn unsupported(ds: Vec<Deployment>, i: usize) -> Option<String> {
     let snap = state.snapshot();
     let d = snap.deployments().nth(i).expect("deployment").clone();
     snap.unsupported(d.id().as_str()).map(|u| {
-        assert!(u.routable, "the prober never takes a deployment out of routing");
+        assert!(
+            u.routable,
+            "the prober never takes a deployment out of routing"
+        );
         u.reason.to_string()
     })
 }
@@ -142,13 +145,25 @@ async fn unsupported_deployments_are_never_probed() {
     let ids: Vec<_> = snap.deployments().map(|d| d.id().clone()).collect();
     assert_eq!(snap.unsupported_count(), 1);
     let round = probes.run_round().await.unwrap();
-    let probed: Vec<_> = round.results.iter().map(|r| r.deployment.id().clone()).collect();
+    let probed: Vec<_> = round
+        .results
+        .iter()
+        .map(|r| r.deployment.id().clone())
+        .collect();
     assert_eq!(probed, vec![ids[0].clone()]);
-    let now = probes.check_now(tower_health_routing::probe::ProbeTarget::All).await;
+    let now = probes
+        .check_now(tower_health_routing::probe::ProbeTarget::All)
+        .await;
     assert_eq!(now.results.len(), 1);
     assert!(state.snapshot().health(ids[1].as_str()).is_none());
     // Only probing is impossible: the router may still pick it (a forwarder of your own).
-    assert!(state.snapshot().unsupported(ids[1].as_str()).unwrap().routable);
+    assert!(
+        state
+            .snapshot()
+            .unsupported(ids[1].as_str())
+            .unwrap()
+            .routable
+    );
 }
 
 #[test]

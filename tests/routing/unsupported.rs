@@ -20,12 +20,23 @@ fn d(route: &str, id: &str) -> Deployment {
 
 fn state() -> HealthState {
     let s = state_with(
-        vec![d("mixed", "gone"), d("mixed", "ok"), d("mixed", "unprobed"), d("dead", "gone-2")],
+        vec![
+            d("mixed", "gone"),
+            d("mixed", "ok"),
+            d("mixed", "unprobed"),
+            d("dead", "gone-2"),
+        ],
         |b| b.enable_health_check_routing(true),
     );
     s.mark_unsupported([
-        ("gone".into(), Unsupported::new("provider `x` is not supported: no", false)),
-        ("gone-2".into(), Unsupported::new("provider `y` is not supported: no", false)),
+        (
+            "gone".into(),
+            Unsupported::new("provider `x` is not supported: no", false),
+        ),
+        (
+            "gone-2".into(),
+            Unsupported::new("provider `y` is not supported: no", false),
+        ),
         ("unprobed".into(), Unsupported::new("cannot probe", true)),
     ]);
     s
@@ -71,7 +82,9 @@ fn a_route_of_only_unroutable_deployments_is_unsupported_route() {
     assert_eq!(e.route(), "dead");
     assert!(e.reason().contains("provider `y` is not supported"), "{e}");
     assert!(
-        PickError::Unsupported(e).into_box_error().is::<UnsupportedRoute>(),
+        PickError::Unsupported(e)
+            .into_box_error()
+            .is::<UnsupportedRoute>(),
         "downcastable"
     );
 }
@@ -84,7 +97,10 @@ fn marks_survive_publications_and_the_first_reason_stays() {
     s.mark_unsupported([("gone".into(), Unsupported::new("later reason", true))]);
     let snap = s.snapshot();
     let u = snap.unsupported("gone").unwrap();
-    assert_eq!((&*u.reason, u.routable), ("provider `x` is not supported: no", false));
+    assert_eq!(
+        (&*u.reason, u.routable),
+        ("provider `x` is not supported: no", false)
+    );
     // Health filter: `ok` failed, `unprobed` is unknown: the pick avoids `ok` and never
     // falls back to the unroutable one.
     let mut p = Picker::new(s.clone()).with_seed(1);
@@ -93,6 +109,8 @@ fn marks_survive_publications_and_the_first_reason_stays() {
         assert_eq!(pick.deployment().id().as_str(), "unprobed");
     }
     // Everything else excluded: the unroutable one is still not offered.
-    let e = p.pick(&snap, "mixed", &["ok".into(), "unprobed".into()]).unwrap_err();
+    let e = p
+        .pick(&snap, "mixed", &["ok".into(), "unprobed".into()])
+        .unwrap_err();
     assert!(matches!(e, PickError::NoDeploymentAvailable(_)), "{e:?}");
 }

@@ -183,7 +183,10 @@ impl GeneralSettings {
                 self.health_check_healthy_threshold,
                 &at("health_check_healthy_threshold"),
             )?
-            .or(positive::<u32>(self.healthy_threshold, &at("healthy_threshold"))?)
+            .or(positive::<u32>(
+                self.healthy_threshold,
+                &at("healthy_threshold"),
+            )?)
             .and_then(NonZeroU32::new)
             .unwrap_or(d.healthy_threshold),
             min_healthy_percent: self.min_healthy_percent.map(|f| f.0),
@@ -389,7 +392,9 @@ fn redis(
         }
         // `redis_ssl: true` with a `redis://` URL: TLS, as `rediss://` says.
         let url = match u.0.expose().trim().strip_prefix("redis://") {
-            Some(rest) if ssl == Some(true) => crate::secret::Secret::new(format!("rediss://{rest}")),
+            Some(rest) if ssl == Some(true) => {
+                crate::secret::Secret::new(format!("rediss://{rest}"))
+            }
             _ => u.0,
         };
         return Ok(Some(RedisSettings::Url(url)));
