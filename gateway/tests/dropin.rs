@@ -10,7 +10,7 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -19,7 +19,7 @@ use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use serde_json::{Value, json};
 use thr_gateway::{app, dropin};
 use thr_testkit::{FakeLlm, Reply as UpReply, Upstream};
-use tokio::sync::oneshot;
+use tokio::{sync::oneshot, time::Instant};
 use tower_health_routing::{Config, HealthState};
 
 // === the binary on real configs ===
