@@ -24,7 +24,7 @@
 //! `cargo run --release --example demo -- --serve-upstreams` (see the top of that file).
 //!
 //! The library target holds the whole gateway ([`app`], the [`health_cli`] client, the
-//! [`Cli`] and [`run`]); `src/main.rs` only parses the command line and calls [`run`].
+//! start-up checks of [`dropin`], the [`Cli`] and [`run`]); `src/main.rs` only parses the command line and calls [`run`].
 
 pub mod app;
 pub mod dropin;
