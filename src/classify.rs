@@ -27,7 +27,7 @@
 //! | 400 with `context_length_exceeded` (or "maximum context length") | `ContextWindowExceeded` | no | unhealthy |
 //! | 400 with `content_policy_violation` / `content_filter` | `ContentPolicy` | no | unhealthy |
 //! | other 4xx (400, 403, 413, 422, ...) | `CallerFault` | no | unhealthy |
-//! | [`LocalError`], routing errors | `Local` | no | unhealthy |
+//! | [`LocalError`], routing errors, a local resource error (`EMFILE` "too many open files", `ENFILE`, `ENOBUFS`, `ENOMEM`, `EADDRNOTAVAIL`: see [`is_local_resource_error`]) | `Local` | no | inconclusive (says nothing about the upstream) |
 //!
 //! The deployment-at-fault column is LiteLLM 1.109's `_is_cooldown_required`: 429, 401,
 //! 402, 404, 408 and everything that is not a 4xx.
@@ -126,6 +126,11 @@ pub enum ProbeVerdict {
     /// It failed in a way `health_check_ignore_transient_errors` may ignore (429, 408,
     /// timeouts).
     Transient,
+    /// It could not be made here (a [`Class::Local`] failure: this process ran out of
+    /// file descriptors or buffers, or could not build the request): it says nothing
+    /// about the upstream. The deployment keeps the state it had, and an on-demand
+    /// `/health` lists it under `unchecked_endpoints` with the reason, not as unhealthy.
+    Inconclusive,
 }
 
 impl Class {
@@ -178,6 +183,7 @@ impl Class {
         match self {
             Self::Success => ProbeVerdict::Healthy,
             Self::RateLimited { .. } | Self::Timeout => ProbeVerdict::Transient,
+            Self::Local => ProbeVerdict::Inconclusive,
             _ => ProbeVerdict::Unhealthy,
         }
     }
@@ -295,6 +301,9 @@ impl Classify for DefaultClassifier {
             {
                 return Class::Local;
             }
+            if is_resource_exhaustion(e) {
+                return Class::Local;
+            }
             if e.is::<tokio::time::error::Elapsed>() {
                 return Class::Timeout;
             }
@@ -322,6 +331,47 @@ const POLICY_MARKERS: &[&str] = &["content_policy_violation", "content_filter"];
 fn contains_any(body: &[u8], needles: &[&str]) -> bool {
     let lower = String::from_utf8_lossy(body).to_ascii_lowercase();
     needles.iter().any(|n| lower.contains(n))
+}
+
+/// Whether `error`, or an error in its `source()` chain, says that this process ran out
+/// of a resource of its own: file descriptors (`EMFILE` "Too many open files", `ENFILE`),
+/// socket buffers (`ENOBUFS`), memory (`ENOMEM`) or local ports (`EADDRNOTAVAIL`). Such a
+/// failure is never an upstream's: [`DefaultClassifier`] classifies it [`Class::Local`].
+pub fn is_local_resource_error(error: &(dyn StdError + 'static)) -> bool {
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(error);
+    while let Some(e) = cur {
+        if is_resource_exhaustion(e) {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+/// `e` itself (not its sources) is an I/O error of a local resource running out.
+fn is_resource_exhaustion(e: &(dyn StdError + 'static)) -> bool {
+    let Some(io) = e.downcast_ref::<std::io::Error>() else {
+        return false;
+    };
+    if io.kind() == std::io::ErrorKind::OutOfMemory {
+        return true;
+    }
+    // errno values: EMFILE, ENFILE, ENOBUFS, ENOMEM, EADDRNOTAVAIL.
+    #[cfg(target_os = "linux")]
+    const CODES: &[i32] = &[24, 23, 105, 12, 99];
+    #[cfg(any(target_os = "macos", target_os = "ios", target_os = "freebsd"))]
+    const CODES: &[i32] = &[24, 23, 55, 12, 49];
+    #[cfg(windows)]
+    const CODES: &[i32] = &[10024, 10055, 10049]; // WSAEMFILE, WSAENOBUFS, WSAEADDRNOTAVAIL
+    #[cfg(not(any(
+        target_os = "linux",
+        target_os = "macos",
+        target_os = "ios",
+        target_os = "freebsd",
+        windows
+    )))]
+    const CODES: &[i32] = &[];
+    io.raw_os_error().is_some_and(|c| CODES.contains(&c))
 }
 
 /// A failure this process made itself (a body it could not rewrite, a request it could
@@ -450,7 +500,12 @@ mod tests {
         ] {
             assert!(!c.is_deployment_fault() && !c.is_counted(), "{c}");
             assert!(!c.worth_another_deployment(), "{c}");
-            assert_eq!(c.probe_verdict(), ProbeVerdict::Unhealthy);
+            let want = if c == Class::Local {
+                ProbeVerdict::Inconclusive
+            } else {
+                ProbeVerdict::Unhealthy
+            };
+            assert_eq!(c.probe_verdict(), want, "{c}");
         }
         assert!(Class::Success.is_counted() && !Class::Success.counts_toward_cooldown());
         assert_eq!(Class::Success.probe_verdict(), ProbeVerdict::Healthy);
@@ -472,6 +527,28 @@ mod tests {
             retry_after: Duration::ZERO,
         };
         assert_eq!(c.classify_error(&none), Class::Local);
+        #[cfg(target_os = "linux")]
+        {
+            // "Too many open files", as a connector wraps it.
+            #[derive(Debug)]
+            struct Wrapped(std::io::Error);
+            impl fmt::Display for Wrapped {
+                fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("tcp open error")
+                }
+            }
+            impl StdError for Wrapped {
+                fn source(&self) -> Option<&(dyn StdError + 'static)> {
+                    Some(&self.0)
+                }
+            }
+            let emfile = Wrapped(std::io::Error::from_raw_os_error(24));
+            assert!(is_local_resource_error(&emfile));
+            assert_eq!(c.classify_error(&emfile), Class::Local);
+            let refused = std::io::Error::from_raw_os_error(111);
+            assert!(!is_local_resource_error(&refused));
+            assert_eq!(c.classify_error(&refused), Class::Connection);
+        }
     }
 
     fn header(v: &str) -> HeaderMap {

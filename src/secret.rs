@@ -153,6 +153,10 @@ pub struct Scrubber {
     count: usize,
     /// Every form of every secret; `None` when there is none.
     matcher: Option<Arc<aho_corasick::AhoCorasick>>,
+    /// The same forms, sorted (for [`StreamScrubber`]'s look for a secret cut at a chunk's end).
+    forms: Arc<[Box<[u8]>]>,
+    /// The longest form's length in bytes.
+    longest: usize,
 }
 
 impl Scrubber {
@@ -181,10 +185,66 @@ impl Scrubber {
                 .expect("secrets are bounded by the config's size");
             Arc::new(ac)
         });
+        let longest = forms.iter().map(String::len).max().unwrap_or(0);
+        let forms: Arc<[Box<[u8]>]> = forms
+            .into_iter()
+            .map(|f| f.into_bytes().into_boxed_slice())
+            .collect();
         Self {
             count: given.len(),
             matcher,
+            forms,
+            longest,
         }
+    }
+
+    /// `bytes` with every form of every secret replaced by `[redacted]`, for text that may
+    /// not be UTF-8 (a response body, a header value).
+    pub fn scrub_bytes<'a>(&self, bytes: &'a [u8]) -> Cow<'a, [u8]> {
+        let Some(ac) = &self.matcher else {
+            return Cow::Borrowed(bytes);
+        };
+        if ac.find(bytes).is_none() {
+            return Cow::Borrowed(bytes);
+        }
+        let mut out = Vec::with_capacity(bytes.len());
+        ac.replace_all_with_bytes(bytes, &mut out, |_, _, dst| {
+            dst.extend_from_slice(REDACTED.as_bytes());
+            true
+        });
+        Cow::Owned(out)
+    }
+
+    /// A scrubber for a body that arrives in chunks: a secret cut across two chunks is
+    /// removed all the same (see [`StreamScrubber`]).
+    pub fn stream(&self) -> StreamScrubber {
+        StreamScrubber {
+            scrubber: self.clone(),
+            carry: Vec::new(),
+        }
+    }
+
+    /// The length in bytes of the longest form it removes (0 when it knows no secret): a
+    /// [`StreamScrubber`] holds back at most one byte less than this.
+    pub fn longest_form(&self) -> usize {
+        self.longest
+    }
+
+    /// The length of the longest end of `buf` (shorter than the longest form) that is the
+    /// beginning, but not the whole, of some form: bytes that may still become a secret.
+    fn pending_len(&self, buf: &[u8]) -> usize {
+        let max = self.longest.saturating_sub(1).min(buf.len());
+        (1..=max)
+            .rev()
+            .find(|&k| {
+                let tail = &buf[buf.len() - k..];
+                let at = self.forms.partition_point(|f| f.as_ref() < tail);
+                self.forms[at..]
+                    .iter()
+                    .take_while(|f| f.starts_with(tail))
+                    .any(|f| f.len() > k)
+            })
+            .unwrap_or(0)
     }
 
     /// `text` with every form of every secret replaced by `[redacted]`.
@@ -214,6 +274,81 @@ impl Scrubber {
     /// Whether it knows no secret at all.
     pub fn is_empty(&self) -> bool {
         self.count == 0
+    }
+}
+
+/// A [`Scrubber`] over a body that arrives in chunks ([`Scrubber::stream`]).
+///
+/// [`push`](Self::push) returns each chunk scrubbed, except for its last few bytes when
+/// they could be the beginning of a secret that the next chunk completes: those are held
+/// back (never more than [`Scrubber::longest_form`] − 1 bytes, and usually none, so a
+/// stream of server-sent events is not delayed) and go out, scrubbed, with the next chunk
+/// or at [`finish`](Self::finish). The output is what [`Scrubber::scrub_bytes`] would make
+/// of the whole body.
+///
+/// ```
+/// use tower_health_routing::secret::{Scrubber, Secret};
+///
+/// let sc = Scrubber::new([Secret::new("sk-live-0123456789")]);
+/// let mut s = sc.stream();
+/// let mut out = s.push(b"data: key sk-live-01");
+/// out.extend(s.push(b"23456789 end"));
+/// out.extend(s.finish());
+/// assert_eq!(out, b"data: key [redacted] end");
+/// ```
+#[derive(Clone)]
+pub struct StreamScrubber {
+    scrubber: Scrubber,
+    /// Held-back bytes that may begin a secret.
+    carry: Vec<u8>,
+}
+
+impl StreamScrubber {
+    /// The next chunk, scrubbed, minus any held-back end.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        let Some(ac) = self.scrubber.matcher.clone() else {
+            return chunk.to_vec();
+        };
+        let mut buf = std::mem::take(&mut self.carry);
+        buf.extend_from_slice(chunk);
+        // Bytes from `cut` on may begin a secret the next chunk completes. A match that
+        // starts before it is final: any longer form starting there would make a longer
+        // pending end.
+        let cut = buf.len() - self.scrubber.pending_len(&buf);
+        let mut out = Vec::with_capacity(buf.len());
+        let mut cursor = 0;
+        for m in ac.find_iter(&buf) {
+            if m.start() >= cut {
+                break;
+            }
+            out.extend_from_slice(&buf[cursor..m.start()]);
+            out.extend_from_slice(REDACTED.as_bytes());
+            cursor = m.end();
+        }
+        let keep = cursor.max(cut);
+        out.extend_from_slice(&buf[cursor..keep]);
+        self.carry = buf[keep..].to_vec();
+        out
+    }
+
+    /// The held-back end, scrubbed: call once the body has ended.
+    pub fn finish(&mut self) -> Vec<u8> {
+        let carry = std::mem::take(&mut self.carry);
+        self.scrubber.scrub_bytes(&carry).into_owned()
+    }
+
+    /// How many bytes are held back now.
+    pub fn held(&self) -> usize {
+        self.carry.len()
+    }
+}
+
+impl fmt::Debug for StreamScrubber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamScrubber")
+            .field("secrets", &self.scrubber.count)
+            .field("held", &self.carry.len())
+            .finish()
     }
 }
 
@@ -378,6 +513,39 @@ mod tests {
         assert_eq!(
             out,
             "key [redacted], line [redacted], [redacted], project my-project"
+        );
+    }
+
+    #[test]
+    fn streams_lose_secrets_cut_anywhere() {
+        let key = "sk-stream-0123456789";
+        let sc = Scrubber::new([Secret::new(key), Secret::new("sk-stream-0123456789-long")]);
+        let body = format!("a {key} b sk-stream-0123456789-long c {key}");
+        let want = sc.scrub(&body).into_owned();
+        assert_eq!(want, "a [redacted] b [redacted] c [redacted]");
+        // Every way of cutting the body in two, and byte by byte.
+        for at in 0..=body.len() {
+            let mut s = sc.stream();
+            let mut out = s.push(&body.as_bytes()[..at]);
+            out.extend(s.push(&body.as_bytes()[at..]));
+            out.extend(s.finish());
+            assert_eq!(String::from_utf8(out).unwrap(), want, "cut at {at}");
+        }
+        let mut s = sc.stream();
+        let mut out = Vec::new();
+        for b in body.as_bytes() {
+            out.extend(s.push(std::slice::from_ref(b)));
+            assert!(s.held() < sc.longest_form());
+        }
+        out.extend(s.finish());
+        assert_eq!(String::from_utf8(out).unwrap(), want);
+        // Text that cannot begin a secret is never held back (an SSE event goes out whole).
+        let mut s = sc.stream();
+        assert_eq!(s.push(b"data: {}\n\n"), b"data: {}\n\n");
+        assert_eq!(s.held(), 0);
+        assert_eq!(
+            sc.scrub_bytes(b"x \xff sk-stream-0123456789"),
+            &b"x \xff [redacted]"[..]
         );
     }
 

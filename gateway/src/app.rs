@@ -9,11 +9,16 @@
 //!   → HealthRouting (route = "model": health filter, cooldown, balancer; 400 unknown model,
 //!     429 + Retry-After when every deployment cools down)
 //!   → Forwarder: rewrite "model" to the deployment's, add its credentials, send with hyper;
-//!     2xx bodies stream through untouched; error bodies are read, scrubbed of every
-//!     configured secret, and returned with the upstream's status (502 if unreachable)
+//!     the answer's headers pass an allowlist (`headers`), 2xx bodies stream through
+//!     scrubbed chunk by chunk of every configured secret; error bodies are read up to
+//!     64 KiB (longer ones cut, with a note), scrubbed, and returned with the upstream's
+//!     status (502 if unreachable or for an interim 101)
 //! ```
+//!
+//! Request bodies are buffered within a global budget (`budget`): 503 with `Retry-After`
+//! when it is full.
 
-use std::{convert::Infallible, future::Future, pin::Pin, task, time::Duration};
+use std::{future::Future, pin::Pin, task, time::Duration};
 
 use axum::{
     Router,
@@ -24,7 +29,7 @@ use axum::{
     routing::{get, post},
 };
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
@@ -37,8 +42,11 @@ use tower_health_routing::{
     classify::LocalError, provider, secret::Scrubber,
 };
 
-/// The most of an upstream error body kept (then scrubbed and returned).
-const MAX_ERROR_BODY: usize = 64 << 10;
+use crate::{
+    budget::{self, BodyBudget},
+    headers::{self as fwd, MAX_ERROR_BODY},
+    multipart,
+};
 
 /// The API paths served (each also without `/v1`), and the upstream endpoint of each.
 pub const API_ROUTES: &[&str] = &[
@@ -58,6 +66,7 @@ pub struct Options {
     /// Time allowed for an upstream's response headers (a stream may then run longer).
     pub upstream_timeout: Duration,
     /// The largest request body accepted (audio uploads included); larger is a 413.
+    /// Bodies over 64 KiB in flight share a budget of 4 × this (see [`crate::budget`]).
     pub max_body: usize,
     /// Serve `/metrics` (Prometheus text) from this handle, when given.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
@@ -81,6 +90,7 @@ struct App {
     max_body: usize,
     routed: Routed,
     scrubber: Scrubber,
+    budget: BodyBudget,
 }
 
 /// Builds the API router (health endpoints are merged in by the caller).
@@ -110,6 +120,7 @@ pub fn api_router(state: HealthState, routing: HealthRoutingLayer, options: &Opt
         max_body: options.max_body,
         routed: BoxCloneSyncService::new(routed),
         scrubber,
+        budget: BodyBudget::new(options.max_body.saturating_mul(4)),
     };
     let mut router = Router::new()
         .route("/v1/models", get(models))
@@ -161,16 +172,28 @@ async fn api(State(app): State<App>, req: Request) -> Response {
         return *r;
     }
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, app.max_body).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "invalid_request_error",
-                "request body too large or unreadable",
-            );
-        }
-    };
+    // Held until the answer's head is out (a retry sends the body again).
+    let (body, _held) =
+        match budget::read_body(body, &parts.headers, app.max_body, &app.budget).await {
+            Ok(b) => b,
+            Err(budget::ReadError::TooLarge) => {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "invalid_request_error",
+                    "request body too large or unreadable",
+                );
+            }
+            Err(budget::ReadError::Busy) => {
+                let mut r = error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "service_unavailable",
+                    "too many large request bodies in flight; retry shortly",
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(1));
+                return r;
+            }
+        };
     let model = match request_model(&parts.headers, &body).await {
         Ok(m) => m,
         Err(msg) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", msg),
@@ -194,24 +217,7 @@ async fn request_model(headers: &HeaderMap, body: &Bytes) -> Result<String, Stri
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if ctype.starts_with("multipart/form-data") {
-        let boundary =
-            multer::parse_boundary(ctype).map_err(|e| format!("malformed multipart body: {e}"))?;
-        let stream =
-            futures_util::stream::once(std::future::ready(Ok::<_, Infallible>(body.clone())));
-        let mut form = multer::Multipart::new(stream, boundary);
-        while let Some(field) = form
-            .next_field()
-            .await
-            .map_err(|e| format!("malformed multipart body: {e}"))?
-        {
-            if field.name() == Some("model") {
-                return field
-                    .text()
-                    .await
-                    .map_err(|e| format!("malformed multipart body: {e}"));
-            }
-        }
-        return Err("multipart body has no `model` field".to_owned());
+        return multipart::model(ctype, body).await;
     }
     // Only `model` is read; the rest is validated as JSON but not built into a tree.
     let m: ModelField =
@@ -290,6 +296,18 @@ fn error_response(app: &App, model: &str, e: &BoxError) -> Response {
             "invalid_request_error",
             app.scrubber.scrub(&local.to_string()),
         );
+    }
+    if tower_health_routing::classify::is_local_resource_error(&**e) {
+        // This process ran out (file descriptors, buffers): not the upstream's fault, and
+        // not the client's (classified `Local`: no cooldown, no retry).
+        let mut r = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            "the gateway is out of local resources (file descriptors or buffers); retry shortly",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(1));
+        return r;
     }
     let timed_out = e.is::<tokio::time::error::Elapsed>();
     let (status, what) = if timed_out {
@@ -381,30 +399,61 @@ impl Service<http::Request<Bytes>> for Forwarder {
                 .clone();
             let stream = req.extensions().get::<Streaming>().is_some();
             let timeout = this.timeout_for(chosen.deployment(), stream);
-            let upstream = upstream_request(&chosen, req)?;
+            let upstream = upstream_request(&chosen, req).await?;
             // A timeout is `Elapsed`: the classifier's `Timeout` (cooldown, retries).
             let resp = tokio::time::timeout(timeout, this.client.request(upstream)).await??;
             let (mut parts, body) = resp.into_parts();
-            parts.headers.remove(header::CONNECTION);
+            if parts.status.is_informational() {
+                // `101 Switching Protocols` (hyper passes no other 1xx on): no final answer.
+                return Ok(error(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_error",
+                    format!(
+                        "the upstream answered {} to an API request, which is no final answer",
+                        parts.status
+                    ),
+                ));
+            }
+            if fwd::is_encoded(&parts.headers) && !this.scrubber.is_empty() {
+                return Ok(error(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_error",
+                    "the upstream sent a compressed body though `accept-encoding: identity` \
+                     was asked; it cannot be checked for secrets",
+                ));
+            }
+            // Byte for byte only when there is nothing to scrub.
+            let same = this.scrubber.is_empty();
+            parts.headers = fwd::response_headers(&parts.headers, &this.scrubber, same);
+            let body = Body::new(body);
             if parts.status.is_success() {
-                // Stream through, chunk by chunk (SSE included).
-                return Ok(http::Response::from_parts(parts, Body::new(body)));
+                // Stream through, chunk by chunk (SSE included), scrubbed as it goes.
+                let body = if same {
+                    body
+                } else {
+                    Body::new(fwd::ScrubbedBody::new(body, &this.scrubber))
+                };
+                return Ok(http::Response::from_parts(parts, body));
             }
             // An error: read a bounded amount, scrub it, keep the upstream's status.
-            let raw = match Limited::new(body, MAX_ERROR_BODY).collect().await {
-                Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
-                Err(_) => String::new(),
-            };
-            let text = this.scrubber.scrub(&raw).into_owned();
+            let (text, cut) = fwd::read_error_body(body, &this.scrubber, MAX_ERROR_BODY).await;
             parts.headers.remove(header::CONTENT_LENGTH);
-            parts.headers.remove(header::TRANSFER_ENCODING);
+            let text = if cut {
+                parts.headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                fwd::truncated_error(parts.status, &text, MAX_ERROR_BODY)
+            } else {
+                Bytes::from(text)
+            };
             Ok(http::Response::from_parts(parts, Body::from(text)))
         })
     }
 }
 
 /// The upstream request: URL by provider, the deployment's model in the body, its credentials.
-fn upstream_request(
+async fn upstream_request(
     chosen: &SelectedDeployment,
     req: http::Request<Bytes>,
 ) -> Result<http::Request<Full<Bytes>>, BoxError> {
@@ -421,9 +470,11 @@ fn upstream_request(
         body
     } else {
         rewrite_model(ctype.as_ref().and_then(|v| v.to_str().ok()), body, &model)
+            .await
             .map_err(|e| LocalError::new(format!("the request body cannot be rewritten: {e}")))?
     };
-    let mut up = http::Request::post(ep.url);
+    // The gateway scrubs answers, which it cannot do to a compressed body.
+    let mut up = http::Request::post(ep.url).header(header::ACCEPT_ENCODING, "identity");
     if let Some(ct) = ctype {
         up = up.header(header::CONTENT_TYPE, ct);
     }
@@ -440,24 +491,10 @@ fn upstream_request(
 }
 
 /// The body with `model` set to the deployment's model (JSON, or the multipart `model` field).
-fn rewrite_model(ctype: Option<&str>, body: Bytes, model: &str) -> Result<Bytes, BoxError> {
+async fn rewrite_model(ctype: Option<&str>, body: Bytes, model: &str) -> Result<Bytes, BoxError> {
     match ctype {
         Some(ct) if ct.starts_with("multipart/form-data") => {
-            let boundary = multer::parse_boundary(ct)?;
-            let marker = "name=\"model\"\r\n\r\n";
-            let text = body.as_ref();
-            let Some(at) = find(text, marker.as_bytes()) else {
-                return Ok(body);
-            };
-            let start = at + marker.len();
-            let end = find(&text[start..], format!("\r\n--{boundary}").as_bytes())
-                .map(|e| start + e)
-                .ok_or("malformed multipart body")?;
-            let mut out = Vec::with_capacity(text.len());
-            out.extend_from_slice(&text[..start]);
-            out.extend_from_slice(model.as_bytes());
-            out.extend_from_slice(&text[end..]);
-            Ok(out.into())
+            Ok(multipart::rewrite_model(ct, &body, model).await?)
         }
         _ => {
             let mut v: Value = serde_json::from_slice(&body)?;
@@ -465,10 +502,6 @@ fn rewrite_model(ctype: Option<&str>, body: Bytes, model: &str) -> Result<Bytes,
             Ok(serde_json::to_vec(&v)?.into())
         }
     }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// The whole gateway: routing state, probe loop and router.

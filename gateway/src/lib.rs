@@ -27,8 +27,12 @@
 //! start-up checks of [`dropin`], the [`Cli`] and [`run`]); `src/main.rs` only parses the command line and calls [`run`].
 
 pub mod app;
+pub mod budget;
 pub mod dropin;
+pub mod headers;
 pub mod health_cli;
+pub mod multipart;
+pub mod sanity;
 
 use std::{io::IsTerminal, net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -119,6 +123,10 @@ pub fn init_logging(format: LogFormat) {
 pub fn run(cli: Cli) -> ExitCode {
     let json_logs = std::env::var("JSON_LOGS").ok();
     init_logging(LogFormat::resolve(cli.log_format, json_logs.as_deref()));
+    if let Err(e) = sanity::check_cli(&cli) {
+        eprintln!("thr-gateway: {e}");
+        return ExitCode::from(2);
+    }
     let rt = match cli.workers {
         Some(1) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -158,13 +166,14 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 async fn serve(cli: Cli) -> Result<(), BoxError> {
     let path = cli.config.expect("clap requires --config");
     let mut config = Config::from_yaml_file(&path)?;
-    let timeout = match cli.timeout {
+    sanity::warn_config(&config);
+    // `check_cli` refused a timeout that is not a positive number of seconds.
+    let timeout = match cli
+        .timeout
+        .and_then(|t| Duration::try_from_secs_f64(t).ok())
+    {
         None => DEFAULT_TIMEOUT,
         Some(t) => {
-            let t = Duration::try_from_secs_f64(t)
-                .ok()
-                .filter(|t| !t.is_zero())
-                .ok_or("--timeout: expected seconds > 0")?;
             // The flag overrides the config's global timeouts.
             config.router.timeout = Some(t);
             t

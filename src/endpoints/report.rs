@@ -198,8 +198,9 @@ pub struct HealthReport {
     pub healthy_count: usize,
     /// How many failed.
     pub unhealthy_count: usize,
-    /// Deployments with no result yet (background checks on, first round not done).
-    /// Beyond LiteLLM, which lists nothing for them.
+    /// Deployments with no result yet (background checks on, first round not done), and
+    /// those an on-demand round could not probe because this process ran out of a
+    /// resource (their `error` says so). Beyond LiteLLM, which lists nothing for them.
     pub unchecked_endpoints: Vec<EndpointEntry>,
     /// How many have no result yet.
     pub unchecked_count: usize,
@@ -246,10 +247,24 @@ impl HealthReport {
         }
     }
 
-    /// A report of a round run now.
+    /// A report of a round run now. A probe this process could not make (a local resource
+    /// error: [`ProbeOutcome::is_inconclusive`](crate::probe::ProbeOutcome::is_inconclusive))
+    /// is listed as unchecked, with its reason, never as unhealthy: it says nothing about
+    /// the upstream.
     pub(crate) fn from_round(results: &[ProbeReport], view: View, scrubber: &Scrubber) -> Self {
         let mut r = Self::default();
         for p in results {
+            if p.outcome.is_inconclusive() {
+                let mut e = EndpointEntry::unchecked(&p.deployment, view, scrubber);
+                e.error = view.details.then(|| {
+                    scrubber
+                        .scrub(p.outcome.reason.as_deref().unwrap_or("local error"))
+                        .into_owned()
+                });
+                e.checked_at = Some(p.checked_at);
+                r.push_unchecked(e);
+                continue;
+            }
             r.push(EndpointEntry::from_probe(p, view, scrubber));
         }
         r

@@ -252,13 +252,15 @@ impl HttpProber {
     async fn run(&self, d: Arc<Deployment>) -> ProbeOutcome {
         let req = match self.try_build(&d) {
             Ok(r) => r,
+            // Not a local failure of this round (which would be inconclusive): the
+            // deployment cannot be probed as configured, so it is reported unhealthy.
             Err(ProviderError::Invalid { why, .. }) => {
                 return ProbeOutcome::unhealthy(format!("unsupported: {why}"))
-                    .with_class(Class::Local);
+                    .with_class(Class::CallerFault);
             }
             Err(unsupported) => {
                 return ProbeOutcome::unhealthy(format!("unsupported: {unsupported}"))
-                    .with_class(Class::Local);
+                    .with_class(Class::CallerFault);
             }
         };
         let upgrade = req.headers().contains_key(http::header::UPGRADE);
@@ -427,8 +429,16 @@ fn error_outcome(e: &hyper_util::client::legacy::Error, classifier: &dyn Classif
         } else {
             "request failed"
         };
-    ProbeOutcome::unhealthy(format!("{kind}: {}", shorten(&detail)))
-        .with_class(classifier.classify_error(e))
+    let class = classifier.classify_error(e);
+    if class == Class::Local {
+        // Our own limit (file descriptors, buffers), not the upstream's verdict.
+        return ProbeOutcome::unhealthy(format!(
+            "local: {} (a limit of this process; says nothing about the upstream)",
+            shorten(&detail)
+        ))
+        .with_class(class);
+    }
+    ProbeOutcome::unhealthy(format!("{kind}: {}", shorten(&detail))).with_class(class)
 }
 
 #[cfg(test)]

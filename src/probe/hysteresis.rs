@@ -9,6 +9,9 @@
 //!   stale while the evidence builds up.
 //! * **Transient errors**: with `health_check_ignore_transient_errors`, a 429 or 408
 //!   (timeouts included) changes nothing: no new record, no step towards a flip.
+//! * **Inconclusive results**: a probe this process could not make (a local resource
+//!   error such as "Too many open files", class `Local`) changes nothing either, whatever
+//!   the settings: it says nothing about the upstream.
 //! * **Logging**: a change of state (unknown → unhealthy, healthy ↔ unhealthy) is one info
 //!   event, `health_check_state_changed`; everything else is debug.
 //! * **Cooldown** (opt-in): probe results count as requests would, a pass as a success
@@ -70,6 +73,10 @@ impl Tracker {
         for r in results {
             let id = r.id();
             let route = r.deployment.route();
+            if r.outcome.is_inconclusive() {
+                tracing::debug!(model_id = %id, route, reason = ?r.outcome.reason, "health_check_inconclusive_ignored");
+                continue;
+            }
             if rules.ignore_transient && r.outcome.is_transient() {
                 tracing::debug!(model_id = %id, route, status = ?r.outcome.status, "health_check_transient_ignored");
                 continue;
@@ -273,6 +280,36 @@ mod tests {
         );
         assert!(
             step(&mut t, &d, ProbeOutcome::healthy(), RULES)
+                .unwrap()
+                .healthy
+        );
+    }
+
+    #[test]
+    fn local_resource_errors_change_nothing() {
+        let d = Arc::new(Deployment::builder("r", "m").id("a").build());
+        let rules = Rules {
+            unhealthy_threshold: 1,
+            ..RULES
+        };
+        let local = || {
+            ProbeOutcome::unhealthy("local: tcp open error: Too many open files")
+                .with_class(Class::Local)
+        };
+        let mut t = Tracker::default();
+        // No earlier state: nothing is published (the deployment stays unchecked).
+        assert!(step(&mut t, &d, local(), rules).is_none());
+        assert!(
+            step(&mut t, &d, ProbeOutcome::healthy(), rules)
+                .unwrap()
+                .healthy
+        );
+        // However many, whatever the threshold: no flip, no record.
+        for _ in 0..5 {
+            assert!(step(&mut t, &d, local(), rules).is_none());
+        }
+        assert!(
+            step(&mut t, &d, ProbeOutcome::healthy(), rules)
                 .unwrap()
                 .healthy
         );

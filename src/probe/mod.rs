@@ -16,7 +16,9 @@
 //!   longer than the interval is followed at once, never overlapped.
 //! * **Round.** Deployments once each (by id), minus those with
 //!   `disable_background_health_check`; at most `health_check_concurrency` probes in
-//!   flight (unbounded when unset); each bounded by `model_info.health_check_timeout`
+//!   flight, background and on-demand rounds together ([`DEFAULT_CONCURRENCY`] when unset,
+//!   where LiteLLM 1.109 has no bound: one `/health` over 1,500 deployments must not open
+//!   1,500 sockets at once); each bounded by `model_info.health_check_timeout`
 //!   (default 60 s), so a hanging upstream costs its own slot its timeout and nothing else.
 //! * **Publication.** One [`HealthState::record`] per round (it logs
 //!   `health_check_routing_state_updated healthy=H unhealthy=U`), after hysteresis and the
@@ -32,7 +34,8 @@
 //!   held lease, within the store's command timeout.
 //! * **On demand.** [`ProbeLoop::check_now`] runs a round now, for every deployment, one
 //!   `model` or one `model_id` (the `/health` endpoint), sharing the concurrency bound
-//!   with the background rounds. Its results are returned, **not published**: as in
+//!   with the background rounds. Concurrent calls for the same target share one round:
+//!   a caller that comes while one runs awaits that round's results. Its results are returned, **not published**: as in
 //!   LiteLLM, `/health` observes, and only the background loop, with its interval and
 //!   thresholds, moves routing (an endpoint hit every second would otherwise defeat the
 //!   hysteresis). Publish them yourself with `state.record(report.records())` if you want.
@@ -122,6 +125,14 @@ use crate::{
 /// The per-probe timeout when `model_info.health_check_timeout` is unset (LiteLLM's).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Probes in flight at once when `health_check_concurrency` is unset: 32, for background
+/// and on-demand rounds together. LiteLLM 1.109 has no bound by default; an unbounded
+/// `/health` over many deployments exhausts the process's file descriptors.
+pub const DEFAULT_CONCURRENCY: usize = 32;
+
+/// An on-demand round that callers share (see [`ProbeLoop::check_now`]).
+type SharedRound = futures_util::future::Shared<BoxFuture<RoundReport>>;
+
 /// The background probe loop of one [`HealthState`]; see the [module docs](self).
 ///
 /// Cheap to clone (an `Arc`): keep a clone for [`check_now`](Self::check_now) after
@@ -144,6 +155,10 @@ struct Inner {
     /// Runs the rounds in place of the local schedule: the shared-state coordinator
     /// (see [`crate::shared`]) when the loop shares a store, `None` otherwise.
     driver: Option<Arc<dyn Driver>>,
+    /// On-demand rounds running now, by target; callers of the same target share one.
+    /// Locked only around a map lookup, never across an await (not on a request path).
+    #[allow(clippy::disallowed_types)] // see above
+    on_demand: std::sync::Mutex<std::collections::HashMap<ProbeTarget, SharedRound>>,
 }
 
 /// A boxed future, as [`Driver`]s take and return them.
@@ -344,6 +359,7 @@ impl ProbeLoopBuilder {
                 feed_cooldown: self.feed_cooldown,
                 tracker: Mutex::new(Tracker::default()),
                 driver,
+                on_demand: on_demand_map(),
             }),
         })
     }
@@ -435,11 +451,96 @@ impl ProbeLoop {
     /// timeouts. With `health_check_skip_disabled_background_models`, deployments with
     /// `disable_background_health_check` are left out; unsupported ones always are. Empty when the state is gone or
     /// nothing matches (an unknown `model_id` probes nothing, where LiteLLM would probe all).
+    ///
+    /// Calls for the same `target` while a round for it runs share that round: each waits
+    /// for its results, and the deployments are probed once. A round whose every caller
+    /// has gone is dropped with them (its probes cancelled).
     pub async fn check_now(&self, target: ProbeTarget) -> RoundReport {
-        let picked = HealthState::upgrade(&self.inner.state).map(|state| {
+        use futures_util::FutureExt as _;
+        let round = {
+            let mut running = self
+                .inner
+                .on_demand
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match running.get(&target) {
+                Some(r) => {
+                    tracing::debug!(?target, "health_check_on_demand_joined");
+                    r.clone()
+                }
+                None => {
+                    let inner = Arc::clone(&self.inner);
+                    let key = target.clone();
+                    let fut: BoxFuture<RoundReport> = Box::pin(async move {
+                        let report = inner.on_demand_round(&key).await;
+                        // Later callers start a new round.
+                        inner
+                            .on_demand
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&key);
+                        report
+                    });
+                    let shared = fut.shared();
+                    running.insert(target.clone(), shared.clone());
+                    shared
+                }
+            }
+        };
+        // If every caller goes before the round ends, forget it with the last one, so a
+        // later caller starts afresh rather than resuming probes whose timeouts ran on.
+        let guard = ForgetAbandoned {
+            inner: &self.inner,
+            target: &target,
+            round: Some(round.clone()),
+        };
+        let report = round.await;
+        drop(guard);
+        report
+    }
+}
+
+/// An empty map of running on-demand rounds (locked by `/health` callers only, never on
+/// a request path, never across an await).
+#[allow(clippy::disallowed_types)]
+fn on_demand_map() -> std::sync::Mutex<std::collections::HashMap<ProbeTarget, SharedRound>> {
+    std::sync::Mutex::default()
+}
+
+/// Removes an on-demand round from the running map when its last caller drops it unfinished.
+struct ForgetAbandoned<'a> {
+    inner: &'a Inner,
+    target: &'a ProbeTarget,
+    round: Option<SharedRound>,
+}
+
+impl Drop for ForgetAbandoned<'_> {
+    fn drop(&mut self) {
+        let Some(mine) = self.round.take() else {
+            return;
+        };
+        let mut running = self
+            .inner
+            .on_demand
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Ours, still in the map (so unfinished), and nobody else holds it: the map's clone
+        // and `mine` are the last two.
+        if running.get(self.target).is_some_and(|r| r.ptr_eq(&mine))
+            && mine.strong_count() == Some(2)
+        {
+            running.remove(self.target);
+        }
+    }
+}
+
+impl Inner {
+    /// Probes an on-demand target now. Empty when the state is gone or nothing matches.
+    async fn on_demand_round(&self, target: &ProbeTarget) -> RoundReport {
+        let picked = HealthState::upgrade(&self.state).map(|state| {
             let snap = state.load();
-            let skip = self.inner.settings.skip_disabled_background_models;
-            let mut targets = on_demand_targets(&snap, &target, skip);
+            let skip = self.settings.skip_disabled_background_models;
+            let mut targets = on_demand_targets(&snap, target, skip);
             // Unsupported deployments are never probed (see `health::Unsupported`).
             targets.retain(|d| snap.unsupported(d.id().as_str()).is_none());
             (targets, state.scrubber().clone())
@@ -448,11 +549,7 @@ impl ProbeLoop {
             return RoundReport::empty();
         };
         let span = tracing::debug_span!("health_check_on_demand", deployments = targets.len());
-        self.inner
-            .runner
-            .run(targets, &scrubber)
-            .instrument(span)
-            .await
+        self.runner.run(targets, &scrubber).instrument(span).await
     }
 }
 

@@ -120,6 +120,13 @@ impl ProbeOutcome {
         !self.healthy && self.class().probe_verdict() == ProbeVerdict::Transient
     }
 
+    /// Whether the probe could not be made here (its class is [`Class::Local`]: this
+    /// process ran out of file descriptors, say): it says nothing about the upstream, so
+    /// the deployment keeps its state and `/health` lists it as unchecked, with the reason.
+    pub fn is_inconclusive(&self) -> bool {
+        !self.healthy && self.class().probe_verdict() == ProbeVerdict::Inconclusive
+    }
+
     /// The outcome with every secret `scrubber` knows removed from its reason, and the
     /// reason cut to a short length.
     pub(crate) fn scrubbed(mut self, scrubber: &Scrubber) -> Self {
@@ -245,7 +252,7 @@ impl RoundReport {
 }
 
 /// Which deployments an on-demand round probes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ProbeTarget {
     /// Every deployment (once each).
@@ -269,6 +276,14 @@ mod tests {
         assert!(!ProbeOutcome::unhealthy("x").with_status(500).is_transient());
         assert!(!ProbeOutcome::unhealthy("x").is_transient());
         assert!(!ProbeOutcome::healthy().with_status(200).is_transient());
+        let local =
+            ProbeOutcome::unhealthy("connect: Too many open files").with_class(Class::Local);
+        assert!(local.is_inconclusive() && !local.is_transient());
+        assert!(
+            !ProbeOutcome::unhealthy("x")
+                .with_status(500)
+                .is_inconclusive()
+        );
         assert!(
             !ProbeOutcome::unhealthy("quota")
                 .with_status(429)

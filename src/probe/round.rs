@@ -3,7 +3,8 @@
 //! The round is a single future that polls its probes itself (no spawned tasks), so
 //! dropping it (shutdown mid-round) cancels every probe at once and leaves nothing behind.
 //! Probes wait for a permit of a semaphore shared by every round of the loop, background
-//! and on-demand alike, so `health_check_concurrency` bounds them all together; a probe's
+//! and on-demand alike, so `health_check_concurrency` (default
+//! [`DEFAULT_CONCURRENCY`](super::DEFAULT_CONCURRENCY)) bounds them all together; a probe's
 //! timeout starts once it holds its permit. At most that many probe futures exist per
 //! round (`buffer_unordered`), so memory stays flat however long the list is.
 
@@ -33,11 +34,13 @@ impl Runner {
         concurrency: Option<usize>,
         default_timeout: Duration,
     ) -> Self {
-        let concurrency = concurrency.map(|n| n.clamp(1, Semaphore::MAX_PERMITS));
+        let n = concurrency
+            .unwrap_or(super::DEFAULT_CONCURRENCY)
+            .clamp(1, Semaphore::MAX_PERMITS);
         Self {
             prober,
-            permits: concurrency.map(|n| Arc::new(Semaphore::new(n))),
-            limit: concurrency.unwrap_or(usize::MAX),
+            permits: Some(Arc::new(Semaphore::new(n))),
+            limit: n,
             default_timeout,
         }
     }

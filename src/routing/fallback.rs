@@ -33,7 +33,10 @@
 //!
 //! ```
 //! use tower::{ServiceBuilder, ServiceExt};
-//! use tower_health_routing::{Config, Deployment, FallbackLayer, HealthRoutingLayer, ModelGroup, ServedBy, SelectedDeployment};
+//! use tower_health_routing::{
+//!     Config, Deployment, HealthRoutingLayer, ModelGroup, SelectedDeployment,
+//!     routing::{FallbackLayer, ServedBy},
+//! };
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), tower_health_routing::BoxError> {

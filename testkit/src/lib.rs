@@ -9,11 +9,15 @@
 //!   closure, recording every request (method, path, query, headers, body, HTTP version)
 //!   for assertions. Runs on its own thread and runtime, so it shares neither a paused
 //!   test clock nor the test runtime's task count.
+//! * [`RawUpstream`]: writes scripted bytes, pieces and pauses, for answers a well-behaved
+//!   server never sends (hop-by-hop headers, a `101` to a POST, a body cut mid-secret).
 //!
 //! Both bind `127.0.0.1:0` (or a given port) and speak HTTP/1.1 and h2c.
 
 pub mod fake_llm;
+pub mod raw;
 pub mod upstream;
 
 pub use fake_llm::{Control, FakeLlm, Fault};
+pub use raw::{RawUpstream, Script};
 pub use upstream::{Recorded, Reply, Upstream};

@@ -207,16 +207,13 @@ impl RouterSection {
         let d = RouterSettings::default();
         let routing_strategy = match self.routing_strategy {
             None => d.routing_strategy,
-            Some(Text(name)) => match RoutingStrategy::from_name(&name) {
-                Some(s) => s,
-                None => stand_in_strategy(&name).ok_or_else(|| {
-                    ConfigError::new(
-                        "router_settings.routing_strategy",
-                        ConfigErrorKind::UnknownStrategy { value: name },
-                    )
-                    .with_known(RoutingStrategy::NAMES)
-                })?,
-            },
+            Some(Text(name)) => RoutingStrategy::from_name(&name).ok_or_else(|| {
+                ConfigError::new(
+                    "router_settings.routing_strategy",
+                    ConfigErrorKind::UnknownStrategy { value: name },
+                )
+                .with_known(RoutingStrategy::NAMES)
+            })?,
         };
         // Both places are checked; `router_settings` wins where both are set.
         let allowed_fails = count(self.allowed_fails, "router_settings.allowed_fails")?
@@ -490,26 +487,6 @@ fn seconds(v: Option<Float>, field: &str) -> Result<Option<Duration>, ConfigErro
     Duration::try_from_secs_f64(s)
         .map(Some)
         .map_err(|_| ConfigError::invalid(field, format!("{s} seconds is too long")))
-}
-
-/// LiteLLM strategies this crate does not implement yet, read as the nearest one it does
-/// (with a warning), so that such configs start.
-fn stand_in_strategy(name: &str) -> Option<RoutingStrategy> {
-    let stand_in = match name {
-        // Both pick the deployment with the least recent usage; in-flight requests are the
-        // nearest measure of load this crate keeps.
-        "usage-based-routing" | "usage-based-routing-v2" => RoutingStrategy::LeastBusy,
-        // Needs model prices; without them every deployment costs the same.
-        "cost-based-routing" => RoutingStrategy::SimpleShuffle,
-        _ => return None,
-    };
-    tracing::warn!(
-        field = "router_settings.routing_strategy",
-        requested = name,
-        used = stand_in.as_str(),
-        "routing strategy not implemented yet; using the nearest one"
-    );
-    Some(stand_in)
 }
 
 /// `health_check_interval` from a config file is at least

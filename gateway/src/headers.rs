@@ -1,0 +1,241 @@
+//! What of an upstream's answer reaches the client: an allowlist of response headers, every
+//! forwarded value and every body (success or not) scrubbed of every configured secret, and
+//! error bodies cut to a size.
+//!
+//! # Forwarded response headers
+//!
+//! Only these, under their own names (anything else an upstream sends is dropped):
+//!
+//! | header | why |
+//! |---|---|
+//! | `content-type`, `content-language`, `cache-control` | what the body is (SSE needs its `text/event-stream`) |
+//! | `content-encoding` | `identity`: the gateway asks upstreams for `accept-encoding: identity`, since it cannot scrub a compressed body, and answers 502 to a compressed one when any secret is configured (with none, it passes as sent) |
+//! | `content-length` | only when the body goes byte for byte (no secret configured); otherwise the body is scrubbed and sent chunked |
+//! | `x-request-id`, `request-id`, `x-amzn-requestid`, `apim-request-id`, `x-ms-request-id` | request ids, for the provider's support |
+//! | `openai-*`, `anthropic-*`, `x-amzn-bedrock-*` | the providers' own (`openai-processing-ms`, `anthropic-ratelimit-*`, ...) |
+//! | `x-ratelimit-*`, `ratelimit`, `ratelimit-policy`, `retry-after`, `retry-after-ms` | rate limits, so clients back off |
+//!
+//! Never forwarded, whatever their name matches: hop-by-hop headers (RFC 9110 §7.6.1:
+//! `connection`, `keep-alive`, `proxy-connection`, `proxy-authenticate`,
+//! `proxy-authorization`, `te`, `trailer`, `transfer-encoding`, `upgrade`, and every
+//! header the upstream's `Connection` names), `set-cookie`, `www-authenticate`,
+//! `authorization`, `x-api-key`, and any name that looks like a credential
+//! ([`looks_secret`]). Trailers are dropped. The gateway adds `x-litellm-model-id` itself.
+//!
+//! An interim `101 Switching Protocols` is no answer to an API request: it is a 502.
+
+use std::{
+    pin::Pin,
+    task::{Context, Poll, ready},
+};
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+use http_body_util::BodyExt;
+use hyper::body::Frame;
+use tower_health_routing::secret::{Scrubber, StreamScrubber, looks_secret};
+
+/// Response headers forwarded by exact name (see the [module docs](self)).
+pub const FORWARDED: &[&str] = &[
+    "content-type",
+    "content-encoding",
+    "content-length",
+    "content-language",
+    "cache-control",
+    "retry-after",
+    "retry-after-ms",
+    "ratelimit",
+    "ratelimit-policy",
+    "x-request-id",
+    "request-id",
+    "x-amzn-requestid",
+    "apim-request-id",
+    "x-ms-request-id",
+];
+
+/// Response headers forwarded by prefix.
+pub const FORWARDED_PREFIXES: &[&str] =
+    &["x-ratelimit-", "openai-", "anthropic-", "x-amzn-bedrock-"];
+
+/// Never forwarded, even when a prefix matches: hop-by-hop (RFC 9110 §7.6.1) and credentials.
+pub const NEVER: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "set-cookie",
+    "www-authenticate",
+    "authorization",
+    "x-api-key",
+];
+
+/// Whether a response header of this (lower-case) name is forwarded.
+pub fn is_forwarded(name: &str) -> bool {
+    !NEVER.contains(&name)
+        && !looks_secret(name)
+        && (FORWARDED.contains(&name) || FORWARDED_PREFIXES.iter().any(|p| name.starts_with(p)))
+}
+
+/// The headers of an upstream answer that reach the client: the allowlist minus whatever
+/// its `Connection` names, each value scrubbed. `content-length` only when `same_body`
+/// (the body goes byte for byte).
+pub fn response_headers(upstream: &HeaderMap, scrubber: &Scrubber, same_body: bool) -> HeaderMap {
+    let named: Vec<String> = upstream
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .collect();
+    let mut out = HeaderMap::with_capacity(upstream.len().min(32));
+    for (name, value) in upstream {
+        let n = name.as_str();
+        if !is_forwarded(n) || named.iter().any(|c| c == n) {
+            continue;
+        }
+        if name == header::CONTENT_LENGTH && !same_body {
+            continue;
+        }
+        let value = match scrubber.scrub_bytes(value.as_bytes()) {
+            std::borrow::Cow::Borrowed(_) => value.clone(),
+            std::borrow::Cow::Owned(v) => match HeaderValue::from_bytes(&v) {
+                Ok(v) => v,
+                Err(_) => continue,
+            },
+        };
+        out.append(HeaderName::clone(name), value);
+    }
+    out
+}
+
+/// Whether the body is in a content coding other than `identity` (which the gateway cannot
+/// scrub).
+pub fn is_encoded(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CONTENT_ENCODING).iter().any(|v| {
+        !v.to_str()
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("identity"))
+    })
+}
+
+/// A body scrubbed chunk by chunk ([`StreamScrubber`]): a secret split across two chunks is
+/// caught, and a chunk that cannot begin a secret goes out at once (SSE is not delayed).
+/// Trailers are dropped.
+#[derive(Debug)]
+pub struct ScrubbedBody {
+    inner: Body,
+    scrub: StreamScrubber,
+    done: bool,
+}
+
+impl ScrubbedBody {
+    /// `inner`, scrubbed by `scrubber`.
+    pub fn new(inner: Body, scrubber: &Scrubber) -> Self {
+        Self {
+            inner,
+            scrub: scrubber.stream(),
+            done: false,
+        }
+    }
+}
+
+impl hyper::body::Body for ScrubbedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue; // trailers
+                    };
+                    let out = this.scrub.push(&data);
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(out.into()))));
+                    }
+                }
+                Some(Err(e)) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                None => {
+                    this.done = true;
+                    let rest = this.scrub.finish();
+                    if !rest.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(rest.into()))));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The most of an upstream error body passed on; the rest is cut (see [`read_error_body`]).
+pub const MAX_ERROR_BODY: usize = 64 << 10;
+
+/// An upstream error body, scrubbed, and whether it was longer than `limit` bytes and cut.
+///
+/// Reads no more than `limit` plus the longest secret form: a secret that straddles the cut
+/// is removed whole, never shown in part. A body that fails mid-way keeps what came.
+pub async fn read_error_body(mut body: Body, scrubber: &Scrubber, limit: usize) -> (Vec<u8>, bool) {
+    let mut scrub = scrubber.stream();
+    let mut out = Vec::new();
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Ok(data) = frame.into_data() {
+            out.extend(scrub.push(&data));
+            if out.len() > limit {
+                // What `scrub` holds back may begin a secret: it is dropped with the rest.
+                out.truncate(char_boundary(&out, limit));
+                return (out, true);
+            }
+        }
+    }
+    out.extend(scrub.finish());
+    if out.len() > limit {
+        out.truncate(char_boundary(&out, limit));
+        return (out, true);
+    }
+    (out, false)
+}
+
+/// The largest `n <= at` that does not cut a UTF-8 character of `bytes` in two.
+fn char_boundary(bytes: &[u8], at: usize) -> usize {
+    let mut n = at.min(bytes.len());
+    // A continuation byte (0b10xx_xxxx) is never where a character starts.
+    while n > 0 && n < bytes.len() && (bytes[n] & 0xC0) == 0x80 {
+        n -= 1;
+    }
+    n
+}
+
+/// The marker that ends the message of a cut error body.
+pub const TRUNCATED: &str = "…[truncated]";
+
+/// The JSON error the client gets for an upstream error body cut at `limit` bytes: an
+/// OpenAI-style error whose message is the body's first `limit` bytes (scrubbed) followed
+/// by [`TRUNCATED`] and a note.
+pub fn truncated_error(status: http::StatusCode, head: &[u8], limit: usize) -> Bytes {
+    let text = String::from_utf8_lossy(head);
+    let message = format!(
+        "{text}{TRUNCATED} (the upstream's error body was longer than {limit} bytes; the rest was dropped)"
+    );
+    let v = serde_json::json!({"error": {
+        "message": message,
+        "type": "upstream_error",
+        "code": status.as_u16().to_string(),
+    }});
+    Bytes::from(v.to_string())
+}
