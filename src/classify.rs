@@ -5,7 +5,7 @@
 //! the class, never a status table of its own:
 //!
 //! * cooldown counts a class that [`counts_toward_cooldown`](Class::counts_toward_cooldown);
-//! * [`RetryLayer`](crate::RetryLayer) retries one that is
+//! * [`RetryLayer`](crate::retry::RetryLayer) retries one that is
 //!   [`worth_another_deployment`](Class::worth_another_deployment), waiting its capped
 //!   [`retry_after`](Class::retry_after);
 //! * probe verdicts come from [`probe_verdict`](Class::probe_verdict).

@@ -69,6 +69,8 @@ pub(crate) struct CooldownState {
     window: AtomicU64,
     /// Whether the current cooldown was lengthened by an upstream's `Retry-After`.
     upstream_set: AtomicBool,
+    /// End of the last cooldown (nanos since the epoch; 0: never), for slow start.
+    last_end: AtomicU64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,7 +129,14 @@ impl CooldownState {
     /// cooling down until `until` at least. Returns whether that moved the end later.
     pub(crate) fn extend_until(&self, until: u64) -> bool {
         let until = until.max(1);
+        self.last_end.fetch_max(until, Relaxed);
         self.until.fetch_max(until, Relaxed) < until
+    }
+
+    /// End of the last cooldown (nanos since the epoch; 0: never). In the future while it
+    /// cools down.
+    pub(crate) fn last_end(&self) -> u64 {
+        self.last_end.load(Relaxed)
     }
 
     /// Ends, at `now`, a cooldown an upstream's `Retry-After` lengthened (a passed probe
@@ -137,9 +146,17 @@ impl CooldownState {
         if until <= now || !self.upstream_set.swap(false, Relaxed) {
             return false;
         }
-        self.until
+        let ended = self
+            .until
             .compare_exchange(until, 0, Relaxed, Relaxed)
-            .is_ok()
+            .is_ok();
+        if ended {
+            // Ended early: it is back now, not at the upstream's time.
+            let _ = self
+                .last_end
+                .compare_exchange(until, now.max(1), Relaxed, Relaxed);
+        }
+        ended
     }
 
     /// Counts a classified answer at `now`; returns the cooldown entered, if any.
@@ -187,6 +204,7 @@ impl CooldownState {
         let until = now
             .saturating_add(u64::try_from(dur.as_nanos()).unwrap_or(u64::MAX))
             .max(1);
+        self.last_end.fetch_max(until, Relaxed);
         if self.until.fetch_max(until, Relaxed) < until {
             self.upstream_set.store(dur > base, Relaxed);
         }

@@ -9,7 +9,8 @@
 //!                                                        ▲ whole snapshots       │ one load() per request
 //!                       background probe loop ───────────┘                       ▼
 //! request ─► HealthRouting::call ─► route's deployments → health filter (stale = unknown;
-//!            all unhealthy ⇒ bypass) → cooldown filter → balancer ─► inner service
+//!            all unhealthy ⇒ bypass, or the panic threshold) → cooldown + ejection filter
+//!            → balancer ─► inner service
 //!            (with SelectedDeployment attached) ◄─ ResponseFuture records the outcome
 //! ```
 //!
@@ -21,8 +22,8 @@
 //! ```text
 //! endpoints ─► shared ─► probe ─► provider
 //!     └──────────┴─────────┴─────► health ◄── balance ◄── routing ◄── retry
-//!                                                         routing ─► cooldown
-//! health ─► stats ─► cooldown ─► config ─► classify ─► error ─► deployment ─► secret
+//!                                                         routing ─► cooldown, ejection
+//! health ─► stats ─► cooldown, ejection ─► config ─► classify ─► error ─► deployment ─► secret
 //!                                config ─► time
 //! telemetry: a leaf anyone may call; it names only deployments
 //! ```
@@ -77,6 +78,7 @@ pub mod classify;
 pub mod config;
 mod cooldown;
 pub mod deployment;
+mod ejection;
 #[cfg(feature = "endpoints")]
 pub mod endpoints;
 pub mod error;

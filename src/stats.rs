@@ -30,7 +30,7 @@ use std::{
     time::Duration,
 };
 
-use crate::cooldown::CooldownState;
+use crate::{cooldown::CooldownState, ejection::EjectionState};
 
 /// Nanoseconds in one usage bucket.
 pub(crate) const MINUTE_NANOS: u64 = 60_000_000_000;
@@ -47,7 +47,18 @@ pub(crate) struct DeploymentStats {
     /// This minute's tokens: `minute << 40 | count`.
     tokens: AtomicU64,
     pub(crate) cooldown: CooldownState,
+    pub(crate) ejection: EjectionState,
+    /// When its health last turned from failed to passed (nanos since the epoch); 0 = never.
+    recovered_at: AtomicU64,
+    /// When real traffic last succeeded / last failed by the deployment's fault (nanos
+    /// since the epoch; 0 = never), for `health_check_skip_when_traffic_healthy`.
+    traffic_ok_at: AtomicU64,
+    traffic_failed_at: AtomicU64,
 }
+
+/// The weight a deployment starts from when it comes back, under `slow_start_window`
+/// (Envoy's default `min_weight_percent`).
+pub(crate) const SLOW_START_FLOOR: f64 = 0.1;
 
 const COUNT_BITS: u32 = 40;
 const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
@@ -91,6 +102,59 @@ fn add_in(bucket: &AtomicU64, minute: u64, n: u64, limit: Option<u64>) -> bool {
 }
 
 impl DeploymentStats {
+    /// Notes a real answer at `now`: a success, or a failure by the deployment's fault.
+    pub(crate) fn observe_traffic(&self, ok: bool, now: u64) {
+        let at = if ok {
+            &self.traffic_ok_at
+        } else {
+            &self.traffic_failed_at
+        };
+        at.fetch_max(now.max(1), Relaxed);
+    }
+
+    /// When real traffic last succeeded, if it did at or after `since` and nothing failed
+    /// by the deployment's fault after it (nanos since the epoch).
+    pub(crate) fn traffic_healthy_since(&self, since: u64) -> Option<u64> {
+        let ok = self.traffic_ok_at.load(Relaxed);
+        (ok != 0 && ok >= since && ok > self.traffic_failed_at.load(Relaxed)).then_some(ok)
+    }
+
+    /// Notes that its health turned from failed to passed at `at`.
+    pub(crate) fn mark_recovered(&self, at: u64) {
+        self.recovered_at.fetch_max(at.max(1), Relaxed);
+    }
+
+    /// When it last came back into rotation: the latest of its health recovery, the end
+    /// of its last cooldown and the end of its last ejection (0: never out). May lie in the
+    /// future while it is still out.
+    pub(crate) fn back_since(&self) -> u64 {
+        self.recovered_at
+            .load(Relaxed)
+            .max(self.cooldown.last_end())
+            .max(self.ejection.last_end())
+    }
+
+    /// Its slow-start weight factor at `now` (nanos since the epoch) for a window of
+    /// `window` nanos: from [`SLOW_START_FLOOR`] when it came back, linearly to 1 at the
+    /// end of the window. Reads the clock (through `now`) only if it was ever out.
+    pub(crate) fn slow_start_factor<F: FnMut() -> u64>(
+        &self,
+        window: u64,
+        now: &mut crate::time::LazyNow<F>,
+    ) -> f64 {
+        let since = self.back_since();
+        if since == 0 || window == 0 {
+            return 1.0;
+        }
+        // `since` ahead of the clock (it came back this very tick, or is still out) is
+        // the start of the window.
+        let elapsed = now.get().saturating_sub(since);
+        if elapsed >= window {
+            return 1.0;
+        }
+        (1.0 - SLOW_START_FLOOR).mul_add(elapsed as f64 / window as f64, SLOW_START_FLOOR)
+    }
+
     pub(crate) fn in_flight(&self) -> u32 {
         self.in_flight.load(Relaxed)
     }

@@ -60,6 +60,13 @@ pub const UNKNOWN_ROUTE: &str = "tower_health_routing_unknown_route_total";
 /// Counter: cooldowns entered, per deployment and `source` (`request` or `probe`).
 pub const COOLDOWNS: &str = "tower_health_routing_cooldowns_total";
 
+/// Counter: background probes not sent because real traffic vouched for the deployment
+/// (`health_check_skip_when_traffic_healthy`), per deployment. Probes sent are [`PROBES`].
+pub const PROBES_SAVED: &str = "tower_health_routing_probes_saved_total";
+
+/// Counter: outlier ejections entered, per deployment (`router_settings.outlier_detection`).
+pub const EJECTIONS: &str = "tower_health_routing_ejections_total";
+
 /// Every value the `reason` label of [`PROBES`] takes:
 ///
 /// | reason | meaning |
@@ -126,6 +133,14 @@ pub fn describe() {
     describe_counter!(
         COOLDOWNS,
         "Times a deployment entered or extended a cooldown"
+    );
+    describe_counter!(
+        PROBES_SAVED,
+        "Background probes not sent because real traffic succeeded within the interval"
+    );
+    describe_counter!(
+        EJECTIONS,
+        "Times a deployment was ejected by outlier detection"
     );
 }
 
@@ -194,6 +209,18 @@ pub(crate) fn record_cooldown(d: &Deployment, source: &'static str) {
     let mut labels = deployment_labels(d);
     labels.push(Label::from_static_parts("source", source));
     metrics::counter!(COOLDOWNS, labels).increment(1);
+}
+
+#[cfg(feature = "metrics")]
+/// Records a probe of `d` saved by healthy traffic.
+pub(crate) fn record_probe_saved(d: &Deployment) {
+    metrics::counter!(PROBES_SAVED, deployment_labels(d)).increment(1);
+}
+
+#[cfg(feature = "metrics")]
+/// Records an outlier ejection of `d`.
+pub(crate) fn record_ejection(d: &Deployment) {
+    metrics::counter!(EJECTIONS, deployment_labels(d)).increment(1);
 }
 
 #[cfg(feature = "metrics")]
@@ -266,6 +293,12 @@ mod off {
 
     #[inline(always)]
     pub(crate) fn record_cooldown(_: &Deployment, _: &'static str) {}
+
+    #[inline(always)]
+    pub(crate) fn record_ejection(_: &Deployment) {}
+
+    #[inline(always)]
+    pub(crate) fn record_probe_saved(_: &Deployment) {}
 
     #[inline(always)]
     pub(crate) fn record_unknown_route() {}

@@ -153,13 +153,18 @@ fn check_key(app: &App, headers: &HeaderMap) -> Result<(), Box<Response>> {
     }
 }
 
-async fn models(State(app): State<App>, headers: HeaderMap) -> Response {
+async fn models(State(app): State<App>, uri: axum::http::Uri, headers: HeaderMap) -> Response {
     if let Err(r) = check_key(&app, &headers) {
         return *r;
     }
     let snap = app.state.snapshot();
     let mut routes: Vec<&str> = snap.routes().collect();
     routes.sort_unstable();
+    // `?healthy_only=true` or `model_list_healthy_only`: only routes that may be picked now.
+    let pickable = crate::models::healthy_only(&app.state, uri.query());
+    if let Some(p) = &pickable {
+        routes.retain(|r| p.binary_search_by(|x| x.as_str().cmp(r)).is_ok());
+    }
     let data: Vec<Value> = routes
         .iter()
         .map(|r| json!({"id": r, "object": "model", "created": 0, "owned_by": "tower-health-routing"}))
@@ -543,6 +548,7 @@ impl Gateway {
         // The endpoints are a plain tower Service (no framework feature needed): mount it on
         // the paths it serves. With the `axum` feature, `health_router(endpoints)` does the same.
         let mut router = api_router(state.clone(), layer, options)
+            .merge(crate::models::test_connection_route(endpoints.clone()))
             .route_service("/health", endpoints.clone())
             .route_service("/health/{*rest}", endpoints);
         if let Some(handle) = options.metrics.clone() {

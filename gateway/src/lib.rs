@@ -31,6 +31,7 @@ pub mod budget;
 pub mod dropin;
 pub mod headers;
 pub mod health_cli;
+pub mod models;
 pub mod multipart;
 pub mod sanity;
 

@@ -127,6 +127,7 @@ struct GeneralSettings {
     health_check_ignore_transient_errors: Option<Flag>,
     master_key: Option<SecretText>,
     use_shared_health_check: Option<Flag>,
+    health_check_skip_when_traffic_healthy: Option<Flag>,
     health_check_unhealthy_threshold: Option<Int>,
     health_check_healthy_threshold: Option<Int>,
     health_check_jitter: Option<Float>,
@@ -134,6 +135,10 @@ struct GeneralSettings {
     unhealthy_threshold: Option<Int>,
     healthy_threshold: Option<Int>,
     min_healthy_percent: Option<Float>,
+    // The health surface (`/health/history`, `/v1/models?healthy_only`, scoped rounds).
+    background_health_check_model_groups: Option<Value>,
+    health_check_history_size: Option<Int>,
+    model_list_healthy_only: Option<Value>,
 }
 
 /// `router_settings`.
@@ -161,6 +166,24 @@ struct RouterSection {
     enable_pre_call_checks: Option<Flag>,
     timeout: Option<Float>,
     redis_ssl: Option<Flag>,
+    outlier_detection: Option<OutlierSection>,
+    panic_threshold_percent: Option<Float>,
+    slow_start_window: Option<Float>,
+}
+
+/// `router_settings.outlier_detection` (this crate's; Envoy's names where it has one).
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct OutlierSection {
+    consecutive_failures: Option<Int>,
+    failure_percentage: Option<Float>,
+    minimum_requests: Option<Int>,
+    interval: Option<Float>,
+    base_ejection_time: Option<Float>,
+    max_ejection_time: Option<Float>,
+    max_ejection_percent: Option<Float>,
+    jitter: Option<Float>,
+    jitter_seed: Option<Int>,
 }
 
 /// `router_settings.routing_strategy_args`. LiteLLM's other keys here (`ttl`,

@@ -179,7 +179,27 @@ pub struct HealthCheckSettings {
     /// `min_healthy_percent`: `/health/readiness` answers 503 while fewer than this share
     /// (0–100) of the (supported) deployments is healthy. Default `None` (always ready).
     pub min_healthy_percent: Option<f64>,
+    /// `health_check_skip_when_traffic_healthy` (this crate's): a deployment that answered
+    /// real traffic successfully within the current interval (and failed none since) is not
+    /// probed that round; its result comes from the traffic (`source: traffic`). Default `false`.
+    pub skip_when_traffic_healthy: bool,
+    /// `background_health_check_model_groups`: only deployments of these routes
+    /// (`model_name`s) are probed in the background; the others stay unchecked. `None`
+    /// (unset): every route. Default `None`.
+    pub background_model_groups: Option<Vec<String>>,
+    /// `health_check_history_size` (extension): results kept per deployment for
+    /// `/health/history` (a ring; the oldest goes first). `0` keeps none. Default 100.
+    pub history_size: usize,
+    /// `model_list_healthy_only`: `/v1/models` lists only routes with a deployment that
+    /// may be picked now (as `healthy_only=true` asks per request). Default `false`.
+    pub model_list_healthy_only: bool,
 }
+
+/// The default of [`HealthCheckSettings::history_size`].
+pub const DEFAULT_HISTORY_SIZE: usize = 100;
+
+/// The largest [`HealthCheckSettings::history_size`] accepted.
+pub const MAX_HISTORY_SIZE: usize = 10_000;
 
 impl Default for HealthCheckSettings {
     fn default() -> Self {
@@ -197,6 +217,10 @@ impl Default for HealthCheckSettings {
             jitter: Duration::ZERO,
             use_shared_health_check: false,
             min_healthy_percent: None,
+            skip_when_traffic_healthy: false,
+            background_model_groups: None,
+            history_size: DEFAULT_HISTORY_SIZE,
+            model_list_healthy_only: false,
         }
     }
 }
@@ -234,13 +258,67 @@ pub struct RouterSettings {
     /// `model_group_alias`: a route name that resolves to another group. Default empty.
     pub model_group_alias: BTreeMap<String, String>,
     /// `enable_pre_call_checks`: skip deployments whose `model_info.max_input_tokens` is
-    /// below the request's [`RequestTokens`](crate::RequestTokens). Default `false`.
+    /// below the request's [`RequestTokens`](crate::routing::RequestTokens). Default `false`.
     pub enable_pre_call_checks: bool,
     /// `timeout` (else `litellm_settings.request_timeout`): how long a forwarder waits for
     /// an upstream's answer when the deployment sets no `timeout` of its own. Default `None`
     /// (the forwarder's own default; the gateway's `--timeout`, 600 s). A deployment's
     /// `stream_timeout` (streams) or `timeout` wins over it, as in LiteLLM.
     pub timeout: Option<Duration>,
+    /// `outlier_detection` (this crate's): Envoy-style ejection of deployments whose
+    /// traffic fails. Default `None` (off; LiteLLM's cooldown only).
+    pub outlier_detection: Option<OutlierDetection>,
+    /// `panic_threshold_percent` (this crate's): when fewer than this share (0–100) of a
+    /// route's deployments pass the health filter, route over all of them. Replaces the
+    /// all-or-nothing bypass when set (0: never bypass). Default `None` (LiteLLM's bypass).
+    pub panic_threshold_percent: Option<f64>,
+    /// `slow_start_window` (this crate's): a deployment that comes back (healthy after
+    /// unhealthy, or out of cooldown or ejection) starts at 10 % of its weight and ramps
+    /// linearly to full over this window. Default `None` (off).
+    pub slow_start_window: Option<Duration>,
+}
+
+/// `router_settings.outlier_detection`: Envoy-style outlier ejection (see the README).
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct OutlierDetection {
+    /// `consecutive_failures`: deployment faults in a row that eject. Default 5; `None`: off.
+    pub consecutive_failures: Option<u32>,
+    /// `failure_percentage`: the share (0–100) of failed requests in an interval that
+    /// ejects. Default `None` (off).
+    pub failure_percentage: Option<f64>,
+    /// `minimum_requests`: requests in the interval before `failure_percentage` applies. Default 50.
+    pub minimum_requests: u32,
+    /// `interval`: the failure-percentage window, and the time back in rotation that takes
+    /// one off the ejection multiplier. Default 10 s.
+    pub interval: Duration,
+    /// `base_ejection_time`: an ejection lasts this × the number of ejections. Default 30 s.
+    pub base_ejection_time: Duration,
+    /// `max_ejection_time`: the longest ejection (before jitter). Default 300 s.
+    pub max_ejection_time: Duration,
+    /// `max_ejection_percent`: at most this share (0–100) of a route is out at once (one
+    /// deployment may always be). Default 10.
+    pub max_ejection_percent: f64,
+    /// `jitter`: a random extra of up to this much on each ejection. Default 0.
+    pub jitter: Duration,
+    /// `jitter_seed`: makes the jitter reproducible. Default `None` (random).
+    pub jitter_seed: Option<u64>,
+}
+
+impl Default for OutlierDetection {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: Some(5),
+            failure_percentage: None,
+            minimum_requests: 50,
+            interval: Duration::from_secs(10),
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_time: Duration::from_secs(300),
+            max_ejection_percent: 10.0,
+            jitter: Duration::ZERO,
+            jitter_seed: None,
+        }
+    }
 }
 
 /// `router_settings.routing_strategy_args`, with LiteLLM's names where LiteLLM has one.
@@ -306,6 +384,9 @@ impl Default for RouterSettings {
             model_group_alias: BTreeMap::new(),
             enable_pre_call_checks: false,
             timeout: None,
+            outlier_detection: None,
+            panic_threshold_percent: None,
+            slow_start_window: None,
         }
     }
 }
@@ -456,6 +537,52 @@ impl Config {
         Self::from_yaml_str(&text)
     }
 
+    /// `outlier_detection` and `panic_threshold_percent`.
+    fn validate_ejection(&self) -> Result<(), ConfigError> {
+        let pct = |v: f64, field: &str| {
+            if v.is_finite() && (0.0..=100.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(ConfigError::invalid(
+                    field,
+                    format!("must be a percentage between 0 and 100, got {v}"),
+                ))
+            }
+        };
+        if let Some(p) = self.router.panic_threshold_percent {
+            pct(p, "router_settings.panic_threshold_percent")?;
+        }
+        let Some(od) = &self.router.outlier_detection else {
+            return Ok(());
+        };
+        const OD: &str = "router_settings.outlier_detection";
+        if let Some(f) = od.failure_percentage {
+            pct(f, &format!("{OD}.failure_percentage"))?;
+        }
+        pct(
+            od.max_ejection_percent,
+            &format!("{OD}.max_ejection_percent"),
+        )?;
+        if od.consecutive_failures == Some(0) {
+            return Err(ConfigError::invalid(
+                format!("{OD}.consecutive_failures"),
+                "must be at least 1 (leave it out, or null, to turn the rule off)",
+            ));
+        }
+        for (v, f) in [
+            (od.interval, "interval"),
+            (od.base_ejection_time, "base_ejection_time"),
+        ] {
+            if v.is_zero() {
+                return Err(ConfigError::invalid(
+                    format!("{OD}.{f}"),
+                    "must be greater than zero",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks every rule once; errors name the field (see the module docs).
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(p) = self.health.min_healthy_percent
@@ -501,6 +628,7 @@ impl Config {
                 "must be greater than zero",
             ));
         }
+        self.validate_ejection()?;
         let mut seen: HashMap<&str, usize> = HashMap::new();
         for (i, d) in self.deployments.iter().enumerate() {
             let at = |f: &str| format!("model_list[{i}].{f}");
@@ -690,6 +818,11 @@ impl ConfigBuilder {
         self.cfg.health.healthy_threshold = healthy;
         self
     }
+    /// `health_check_skip_when_traffic_healthy` (default `false`).
+    pub fn health_check_skip_when_traffic_healthy(mut self, on: bool) -> Self {
+        self.cfg.health.skip_when_traffic_healthy = on;
+        self
+    }
     /// Random delay of up to `d` added to each interval (default zero).
     pub fn health_check_jitter(mut self, d: Duration) -> Self {
         self.cfg.health.jitter = d;
@@ -723,6 +856,21 @@ impl ConfigBuilder {
     /// `max_retry_after`: caps an upstream's `Retry-After` (default 60 s).
     pub fn max_retry_after(mut self, d: Duration) -> Self {
         self.cfg.router.max_retry_after = d;
+        self
+    }
+    /// `outlier_detection` (default off).
+    pub fn outlier_detection(mut self, od: OutlierDetection) -> Self {
+        self.cfg.router.outlier_detection = Some(od);
+        self
+    }
+    /// `slow_start_window` (default off; zero is off too).
+    pub fn slow_start_window(mut self, d: Duration) -> Self {
+        self.cfg.router.slow_start_window = (!d.is_zero()).then_some(d);
+        self
+    }
+    /// `panic_threshold_percent` (default: LiteLLM's all-or-nothing bypass).
+    pub fn panic_threshold_percent(mut self, pct: f64) -> Self {
+        self.cfg.router.panic_threshold_percent = Some(pct);
         self
     }
     /// A classifier of your own (default:

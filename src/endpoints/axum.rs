@@ -34,8 +34,33 @@ where
         "/health/readiness/details",
         "/health/shared-status",
         "/health/services",
+        "/health/latest",
+        "/health/history",
+        "/health/backlog",
     ];
-    PATHS.iter().fold(::axum::Router::new(), |router, path| {
-        router.route_service(path, endpoints.clone())
-    })
+    let with_body = endpoints.clone();
+    let test_connection = ::axum::routing::post(move |req: ::axum::extract::Request| {
+        let endpoints = with_body.clone();
+        async move {
+            let (parts, body) = req.into_parts();
+            let limited = http_body_util::Limited::new(body, super::test_connection::MAX_BODY);
+            match http_body_util::BodyExt::collect(limited).await {
+                Ok(c) => {
+                    let req = http::Request::from_parts(parts, c.to_bytes());
+                    endpoints.call_with_body(req).await
+                }
+                Err(_) => Ok(super::wire::error(
+                    http::StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "the body is too large (at most 64 KiB) or could not be read",
+                )),
+            }
+        }
+    });
+    PATHS
+        .iter()
+        .fold(::axum::Router::new(), |router, path| {
+            router.route_service(path, endpoints.clone())
+        })
+        .route("/health/test_connection", test_connection)
 }

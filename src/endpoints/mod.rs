@@ -28,6 +28,10 @@
 //! | `GET /health/readiness/details` | key | the above plus versions, `success_callbacks` (the registered services), counts, `last_updated` |
 //! | `GET /health/shared-status` | key | `{"shared_health_check_enabled", "mode", "backend", "process_id", "lock_holder", "results_age_seconds", "last_checked_by", ...}` |
 //! | `GET /health/services?service=NAME` | key | 200 `{"status": "healthy", "service", "details"}`, 503 `{"status": "unhealthy", "service", "error"}`; 400 naming the known services |
+//! | `GET /health/latest` | key | `{"latest_health_checks": {model_id: record}, "total_models"}` from the [`HealthHistory`](crate::probe::HealthHistory) |
+//! | `GET /health/history` | key | `model`, `status_filter` (`healthy`/`unhealthy`), `limit` (1–[`MAX_HISTORY_LIMIT`], default [`DEFAULT_HISTORY_LIMIT`]), `offset`: `{"health_checks", "total_records", "total_matching", "limit", "offset", "history_size"}`, newest first; 400 naming a bad parameter |
+//! | `GET /health/backlog` | key | `{"in_flight_requests", "admitted_requests", "queued_requests", "rejected_requests", "deployments_at_max_parallel_requests", "in_flight_by_model_id"}` |
+//! | `POST /health/test_connection` | key | LiteLLM's body (`litellm_params`, `mode`, `model_info`): `{"status": "success" \| "error", "result"}`, never stored; served by [`HealthEndpoints::call_with_body`] |
 //!
 //! `HEAD` is answered like `GET` without a body; other methods get 405.
 //! `Accept: application/health+json` on `/health` and `/health/readiness` gives the IETF
@@ -56,9 +60,11 @@
 //! `exception_status` to anyone. `api_base` never shows `user:password@` or a query string.
 
 mod future;
+mod history;
 mod report;
 mod services;
 mod status;
+mod test_connection;
 mod wire;
 
 #[cfg(feature = "axum")]
@@ -83,6 +89,7 @@ use tower_service::Service;
 pub use self::axum::health_router;
 pub use self::{
     future::ResponseFuture,
+    history::{DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT},
     report::{EndpointEntry, HealthReport, REGION_FIELDS},
     services::{
         DEFAULT_SERVICE_TIMEOUT, ServiceCheck, ServiceCheckFn, ServiceCheckFuture, service_check_fn,
@@ -242,6 +249,39 @@ impl HealthEndpoints {
         Some(report)
     }
 
+    /// Answers a request whose body has been read: `POST /health/test_connection` (the
+    /// one endpoint that reads a body; at most 64 KiB), and every other endpoint as
+    /// [`call`](Service::call) does. The tower [`Service`] takes bodies of any type and
+    /// cannot read them, so it answers `POST /health/test_connection` with 405; mount
+    /// this method there (`health_router` does).
+    pub fn call_with_body(&self, req: Request<Bytes>) -> ResponseFuture {
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path().trim_end_matches('/');
+        if path != "/health/test_connection" {
+            return self.clone().call(Request::from_parts(parts, body));
+        }
+        if parts.method != Method::POST {
+            let mut resp = wire::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "/health/test_connection answers POST",
+            );
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return ResponseFuture::ready(resp);
+        }
+        if !self.admin(&parts) {
+            return ResponseFuture::ready(wire::unauthorized());
+        }
+        let (state, probes) = (self.state.clone(), self.probes.clone());
+        ResponseFuture {
+            kind: Kind::Pending {
+                fut: Box::pin(test_connection::answer(state, probes, body)),
+                head: false,
+            },
+        }
+    }
+
     /// An error about the client's request. Its text never quotes request input (path,
     /// query values): an echo would let a caller test guesses against the scrubber, a secret
     /// oracle. It is scrubbed all the same.
@@ -275,11 +315,16 @@ impl HealthEndpoints {
             "/health"
             | "/health/readiness/details"
             | "/health/shared-status"
-            | "/health/services" => path,
+            | "/health/services"
+            | "/health/latest"
+            | "/health/history"
+            | "/health/backlog" => path,
             _ => {
                 let msg = "no health endpoint at this path; the health endpoints are /health, \
                            /health/liveliness, /health/liveness, /health/readiness, \
-                           /health/readiness/details, /health/shared-status and /health/services";
+                           /health/readiness/details, /health/shared-status, /health/services, \
+                           /health/latest, /health/history, /health/backlog and \
+                           POST /health/test_connection";
                 return Answer::Ready(self.client_error(StatusCode::NOT_FOUND, "not_found", msg));
             }
         };
@@ -295,6 +340,12 @@ impl HealthEndpoints {
             )),
             "/health/shared-status" => Answer::Ready(status::shared_status(&self.state)),
             "/health/services" => self.services_answer(parts),
+            "/health/latest" => Answer::Ready(history::latest(&self.state)),
+            "/health/backlog" => Answer::Ready(history::backlog(&self.state)),
+            "/health/history" => Answer::Ready(match history::parse_query(parts.uri.query()) {
+                Ok(q) => history::history(&self.state, &q),
+                Err(e) => self.client_error(StatusCode::BAD_REQUEST, "bad_request", &e),
+            }),
             _ => self.health_answer(parts),
         }
     }
@@ -377,14 +428,17 @@ impl<B> Service<Request<B>> for HealthEndpoints {
         let (parts, _body) = req.into_parts();
         let head = parts.method == Method::HEAD;
         if parts.method != Method::GET && !head {
-            let mut resp = wire::error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+            let msg = if parts.uri.path().trim_end_matches('/') == "/health/test_connection" {
+                "POST /health/test_connection needs its body: serve it with \
+                 HealthEndpoints::call_with_body (health_router does)"
+                    .to_owned()
+            } else {
                 format!(
                     "the health endpoints answer GET and HEAD, not {}",
                     parts.method
-                ),
-            );
+                )
+            };
+            let mut resp = wire::error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", msg);
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return ResponseFuture::ready(resp);

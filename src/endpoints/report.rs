@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use crate::{
     deployment::{Deployment, DeploymentId, Mode, ParamValue},
-    health::HealthRecord,
+    health::{HealthRecord, HealthSource},
     probe::ProbeReport,
     secret::{Scrubber, looks_secret},
 };
@@ -62,6 +62,10 @@ pub struct EndpointEntry {
     pub exception_status: Option<u16>,
     /// When it was checked (not serialized in LiteLLM's shape; `time` in `health+json`).
     pub checked_at: Option<Instant>,
+    /// Where the result came from. A result from traffic
+    /// (`health_check_skip_when_traffic_healthy`) adds `"source": "traffic"` and
+    /// `"checked_at"` (RFC 3339) to the entry; a probe's keeps LiteLLM's shape.
+    pub source: HealthSource,
 }
 
 impl EndpointEntry {
@@ -103,6 +107,7 @@ impl EndpointEntry {
             error: (details && !healthy).then(|| clean(reason.unwrap_or("unhealthy"))),
             exception_status: if healthy { None } else { status },
             checked_at,
+            source: HealthSource::Probe,
         }
     }
 
@@ -112,7 +117,7 @@ impl EndpointEntry {
         view: View,
         scrubber: &Scrubber,
     ) -> Self {
-        Self::new(
+        let mut e = Self::new(
             d,
             rec.healthy,
             rec.reason.as_deref(),
@@ -120,7 +125,9 @@ impl EndpointEntry {
             Some(rec.checked_at),
             view,
             scrubber,
-        )
+        );
+        e.source = rec.source;
+        e
     }
 
     pub(crate) fn from_probe(r: &ProbeReport, view: View, scrubber: &Scrubber) -> Self {
@@ -179,6 +186,15 @@ impl Serialize for EndpointEntry {
         }
         if self.checked && !self.healthy {
             m.serialize_entry("exception_status", &self.exception_status)?;
+        }
+        if self.source == HealthSource::Traffic {
+            m.serialize_entry("source", self.source.as_str())?;
+            if let Some(t) = self.checked_at {
+                m.serialize_entry(
+                    "checked_at",
+                    &super::wire::rfc3339(super::wire::wall_clock(t)),
+                )?;
+            }
         }
         m.end()
     }

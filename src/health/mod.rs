@@ -37,7 +37,7 @@ use tokio::time::Instant;
 
 pub(crate) use hooks::Hooks;
 pub(crate) use snapshot::{Candidates, Entry, Route};
-pub use snapshot::{HealthRecord, HealthSnapshot, Unsupported};
+pub use snapshot::{HealthRecord, HealthSnapshot, HealthSource, Unsupported};
 
 use crate::{
     config::Config,
@@ -201,11 +201,61 @@ impl HealthState {
         e.stats.cooldown.remaining(now)
     }
 
+    /// How long `id` stays ejected by outlier detection from now; `None` when it is not
+    /// ejected (see `router_settings.outlier_detection`).
+    pub fn ejection_remaining(&self, id: &str) -> Option<Duration> {
+        let snap = self.load();
+        let e = snap.entry_by_id(id)?;
+        e.stats.ejection.remaining(self.now_nanos())
+    }
+
+    /// The multiplier of `id`'s last ejection: how many times it was ejected, less one for
+    /// every `interval` it spent back in rotation before that ejection (`0`: never ejected,
+    /// or an unknown id).
+    pub fn ejections(&self, id: &str) -> u32 {
+        self.load()
+            .entry_by_id(id)
+            .map_or(0, |e| e.stats.ejection.ejections())
+    }
+
     /// Requests now in flight to `id` (`0` for an unknown id).
     pub fn in_flight(&self, id: &str) -> u32 {
         self.load()
             .entry_by_id(id)
             .map_or(0, |e| e.stats.in_flight())
+    }
+
+    /// The routes (sorted) with at least one deployment that may be picked now: its last
+    /// check passed, or it was never checked, or its failed result is stale; and it is not
+    /// cooling down. What `/v1/models?healthy_only=true` lists (LiteLLM's
+    /// `healthy_model_filter`: a route is hidden only when every deployment is known bad).
+    /// It reads the clock once; not for the request path.
+    pub fn pickable_routes(&self) -> Vec<String> {
+        let snap = self.load();
+        let now = self.now_nanos();
+        let mut v: Vec<String> = snap
+            .routes
+            .values()
+            .filter(|r| {
+                r.all.idx.iter().any(|&i| {
+                    let e = &snap.entries[i as usize];
+                    !e.failed_fresh(now, snap.staleness_nanos)
+                        && e.stats.cooldown.remaining(now).is_none()
+                })
+            })
+            .map(|r| r.name.to_string())
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Requests now in flight, summed over every deployment.
+    pub fn in_flight_total(&self) -> u64 {
+        self.load()
+            .entries
+            .iter()
+            .map(|e| u64::from(e.stats.in_flight()))
+            .sum()
     }
 
     /// Whether this and `other` are the same state.

@@ -25,6 +25,31 @@ pub struct HealthRecord {
     pub reason: Option<Arc<str>>,
     /// The status code the probe got, if it got an answer (408 for a timeout).
     pub status: Option<u16>,
+    /// Where the result came from: a probe, or (with
+    /// `health_check_skip_when_traffic_healthy`) real traffic that succeeded.
+    pub source: HealthSource,
+}
+
+/// Where a [`HealthRecord`] came from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum HealthSource {
+    /// A health probe.
+    #[default]
+    Probe,
+    /// A real request answered successfully within the round's interval (the probe was
+    /// saved; `general_settings.health_check_skip_when_traffic_healthy`).
+    Traffic,
+}
+
+impl HealthSource {
+    /// `"probe"` or `"traffic"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Probe => "probe",
+            Self::Traffic => "traffic",
+        }
+    }
 }
 
 impl HealthRecord {
@@ -35,6 +60,7 @@ impl HealthRecord {
             checked_at,
             reason: None,
             status: None,
+            source: HealthSource::Probe,
         }
     }
 
@@ -49,12 +75,19 @@ impl HealthRecord {
             checked_at,
             reason: Some(reason.into()),
             status,
+            source: HealthSource::Probe,
         }
     }
 
     /// Sets the status code.
     pub fn with_status(mut self, status: u16) -> Self {
         self.status = Some(status);
+        self
+    }
+
+    /// Sets where the result came from.
+    pub fn with_source(mut self, source: HealthSource) -> Self {
+        self.source = source;
         self
     }
 }
@@ -309,6 +342,10 @@ impl HealthSnapshot {
             if let Some(&i) = self.by_id.get(id) {
                 let e = &mut entries[i as usize];
                 e.checked_nanos = nanos_since(self.epoch, rec.checked_at);
+                // Healthy after unhealthy: slow start ramps it up from here.
+                if rec.healthy && e.health.as_ref().is_some_and(|h| !h.healthy) {
+                    e.stats.mark_recovered(e.checked_nanos);
+                }
                 e.health = Some(rec.clone());
             }
         }

@@ -200,14 +200,23 @@ pub(crate) fn feed_cooldown(state: &HealthState, results: &[ProbeReport]) {
     }
 }
 
-/// Ends the cooldowns upstreams lengthened for deployments whose probe passed.
+/// Ends the ejections, and the cooldowns upstreams lengthened, of deployments whose probe passed.
 pub(crate) fn end_upstream_cooldowns(state: &HealthState, results: &[ProbeReport]) {
     let snap = state.load();
     let now = state.now_nanos();
     for r in results.iter().filter(|r| r.outcome.healthy) {
-        if let Some(entry) = snap.entry_by_id(r.id().as_str())
-            && entry.stats.cooldown.end_upstream_set(now)
-        {
+        let Some(entry) = snap.entry_by_id(r.id().as_str()) else {
+            continue;
+        };
+        // Envoy's `successful_active_health_check_uneject_host`.
+        if entry.stats.ejection.end(now) {
+            tracing::info!(
+                model_id = %r.id(),
+                route = r.deployment.route(),
+                "health_check_ejection_ended"
+            );
+        }
+        if entry.stats.cooldown.end_upstream_set(now) {
             tracing::info!(
                 model_id = %r.id(),
                 route = r.deployment.route(),

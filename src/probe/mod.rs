@@ -75,6 +75,7 @@
 
 mod defaults;
 mod handle;
+mod history;
 #[cfg(feature = "http-prober")]
 mod http;
 mod hysteresis;
@@ -86,6 +87,7 @@ mod provider;
 #[cfg(feature = "http-prober")]
 mod request;
 mod round;
+mod traffic;
 
 use std::{
     fmt,
@@ -108,6 +110,7 @@ pub(crate) use self::round::on_demand_targets as targets;
 pub use self::{
     defaults::{DEFAULT_MAX_TOKENS, DEFAULT_PROMPT, ProbeDefaults},
     handle::ProbeHandle,
+    history::{HealthHistory, HistoryRecord, HistorySource, LOCAL},
     mode::{bedrock_probe_model, is_reasoning_model, resolve_max_tokens, resolve_mode},
     outcome::{ProbeOutcome, ProbeReport, ProbeTarget, RoundReport},
     prober::{ProbeFuture, Prober, ProberFn, prober_fn},
@@ -336,6 +339,8 @@ impl ProbeLoopBuilder {
                 .collect()
         };
         self.state.mark_unsupported(marks);
+        warn_unmatched_groups(cfg);
+        warn_bad_health_check_params(cfg);
         let settings = cfg.health.clone();
         let driver = driver(self.sharing.take(), cfg, &settings)?;
         let rules = Rules {
@@ -553,6 +558,28 @@ impl Inner {
     }
 }
 
+impl ProbeLoop {
+    /// Probes one deployment now, which need not be in the config (what
+    /// `POST /health/test_connection` runs): the loop's prober, concurrency bound and
+    /// timeouts, its reason scrubbed with the state's secrets and `scrubber`'s. Nothing is
+    /// published, recorded in the history or counted in the metrics.
+    pub async fn probe_detached(
+        &self,
+        deployment: Arc<crate::deployment::Deployment>,
+        scrubber: &crate::secret::Scrubber,
+    ) -> ProbeReport {
+        let mut report = self
+            .inner
+            .runner
+            .probe_one(deployment, scrubber, false)
+            .await;
+        if let Some(state) = HealthState::upgrade(&self.inner.state) {
+            report.outcome = report.outcome.scrubbed(state.scrubber());
+        }
+        report
+    }
+}
+
 impl Inner {
     /// Probes and publishes a round locally. `None` when the health state is gone.
     pub(crate) async fn background_round(&self) -> Option<RoundReport> {
@@ -563,13 +590,26 @@ impl Inner {
 
     /// Probes the background targets, publishing nothing. `None` when the state is gone.
     pub(crate) async fn probe_round(&self) -> Option<RoundReport> {
-        let (targets, scrubber) = {
+        let (targets, scrubber, saved) = {
             let state = HealthState::upgrade(&self.state)?;
             let snap = state.load();
-            (background_targets(&snap), state.scrubber().clone())
+            let groups = self.settings.background_model_groups.as_deref();
+            let mut targets = background_targets(&snap, groups);
+            let saved = if state.config().health.skip_when_traffic_healthy {
+                traffic::take_healthy(&state, &snap, &mut targets, self.settings.interval)
+            } else {
+                Vec::new()
+            };
+            (targets, state.scrubber().clone(), saved)
         };
-        let span = tracing::debug_span!("health_check_round", deployments = targets.len());
-        Some(self.runner.run(targets, &scrubber).instrument(span).await)
+        let span = tracing::debug_span!(
+            "health_check_round",
+            deployments = targets.len(),
+            saved = saved.len()
+        );
+        let mut report = self.runner.run(targets, &scrubber).instrument(span).await;
+        report.results.extend(saved);
+        Some(report)
     }
 
     /// Publishes a round's raw results through this loop's hysteresis, transient-error rule
@@ -583,6 +623,12 @@ impl Inner {
             tracker.retain(|id| snap.deployment(id).is_some());
             tracker.apply(&report.results, self.rules)
         };
+        let history = HealthHistory::of(&state);
+        {
+            let snap = state.load();
+            history.retain(|id| snap.deployment(id).is_some());
+        }
+        history.record_round(report);
         end_upstream_cooldowns(&state, &report.results);
         if self.feed_cooldown {
             feed_cooldown(&state, &report.results);
@@ -601,6 +647,42 @@ impl Inner {
             Duration::from_nanos(rng.random_range(0..=max))
         };
         self.settings.interval.saturating_add(extra)
+    }
+}
+
+/// Logs (once, when a loop is built) each `background_health_check_model_groups` name
+/// that matches no route: those names probe nothing, which is most likely a typo.
+fn warn_unmatched_groups(cfg: &Config) {
+    let Some(groups) = &cfg.health.background_model_groups else {
+        return;
+    };
+    for g in groups {
+        if !cfg.deployments.iter().any(|d| d.route() == g.as_str()) {
+            tracing::warn!(
+                model_group = %g,
+                "general_settings.background_health_check_model_groups names a model group \
+                 no deployment has: it probes nothing"
+            );
+        }
+    }
+}
+
+/// Logs (once, when a loop is built) each deployment whose
+/// `model_info.health_check_params` is not a mapping: it is ignored, as in LiteLLM.
+fn warn_bad_health_check_params(cfg: &Config) {
+    for d in &cfg.deployments {
+        let Some(v) = d.info().extra.get("health_check_params") else {
+            continue;
+        };
+        if !matches!(
+            v,
+            crate::deployment::ParamValue::Plain(serde_json::Value::Object(_))
+        ) {
+            tracing::warn!(
+                model_id = %d.id(),
+                "model_info.health_check_params is not a mapping; ignored"
+            );
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use crate::{
     classify::{Class, Classify, DefaultClassifier, ProbeVerdict},
     deployment::{Deployment, DeploymentId},
-    health::HealthRecord,
+    health::{HealthRecord, HealthSource},
     secret::Scrubber,
 };
 
@@ -38,6 +38,9 @@ pub struct ProbeOutcome {
     /// [`HttpProber`](super::HttpProber) does); otherwise [`class`](Self::class) derives it
     /// from `healthy` and `status`.
     pub class: Option<Class>,
+    /// Where it came from ([`HealthSource::Traffic`]: a probe saved because real traffic
+    /// succeeded within the interval).
+    pub source: HealthSource,
 }
 
 impl ProbeOutcome {
@@ -49,6 +52,7 @@ impl ProbeOutcome {
             reason: None,
             retry_after: None,
             class: None,
+            source: HealthSource::Probe,
         }
     }
 
@@ -60,6 +64,7 @@ impl ProbeOutcome {
             reason: Some(reason.into()),
             retry_after: None,
             class: None,
+            source: HealthSource::Probe,
         }
     }
 
@@ -152,6 +157,7 @@ impl ProbeOutcome {
                 self.status,
             )
         };
+        let rec = rec.with_source(self.source);
         match self.status {
             Some(s) => rec.with_status(s),
             None => rec,
@@ -218,6 +224,9 @@ pub struct RoundReport {
     pub started_at: Instant,
     /// How long the round took.
     pub elapsed: Duration,
+    /// Who probed it, when that was another process or this one under a shared lease
+    /// (its process id); `None`: this process, on its own.
+    pub checked_by: Option<Arc<str>>,
 }
 
 impl RoundReport {
@@ -226,6 +235,7 @@ impl RoundReport {
             results: Vec::new(),
             started_at: Instant::now(),
             elapsed: Duration::ZERO,
+            checked_by: None,
         }
     }
 

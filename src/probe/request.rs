@@ -46,11 +46,14 @@ pub(crate) fn build(
         header::USER_AGENT,
         HeaderValue::from_static(concat!("tower-health-routing/", env!("CARGO_PKG_VERSION"))),
     );
-    let (method, body) = match ep.wire {
+    let (method, mut body) = match ep.wire {
         Wire::OpenAi | Wire::Azure => openai_shape(d, ep, defaults, question, &mut headers),
         Wire::Anthropic => anthropic_shape(d, ep, defaults, question),
         Wire::Cohere => cohere_shape(d, ep, defaults, question),
     };
+    if let (Body::Json(Value::Object(map)), Some(extra)) = (&mut body, health_check_params(d)) {
+        merge_health_check_params(map, extra, d.info().health_check_model.is_some());
+    }
     let body = match body {
         Body::None => Bytes::new(),
         Body::Json(v) => {
@@ -78,6 +81,53 @@ pub(crate) fn build(
         })?;
     *req.headers_mut() = headers;
     Ok(req)
+}
+
+/// The keys of `model_info.health_check_params` that are connection settings in LiteLLM
+/// (they retarget or authenticate the call): never copied into a probe body.
+const CONNECTION_KEYS: &[&str] = &[
+    "api_key",
+    "api_base",
+    "base_url",
+    "api_version",
+    "custom_llm_provider",
+    "organization",
+    "timeout",
+    "stream",
+];
+
+/// `model_info.health_check_params`, when it is a mapping (a deployment whose other value
+/// is warned about when the probe loop is built, and ignored, as LiteLLM does).
+pub(crate) fn health_check_params(d: &Deployment) -> Option<&serde_json::Map<String, Value>> {
+    match d.info().extra.get("health_check_params")? {
+        crate::deployment::ParamValue::Plain(Value::Object(m)) => Some(m),
+        _ => None,
+    }
+}
+
+/// Merges `extra` into a probe body, by LiteLLM's rule (`update_litellm_params_for_health_check`):
+/// the params go in first and the probe's own knobs are applied after them, so a key the
+/// probe sets (`messages`, `max_tokens`, `input`, `voice`, ...) keeps the probe's value.
+/// `model` is the exception: `health_check_params.model` names the model to probe unless
+/// `health_check_model` is set (which wins). Connection keys ([`CONNECTION_KEYS`]) are
+/// not body fields and are skipped.
+pub(crate) fn merge_health_check_params(
+    body: &mut serde_json::Map<String, Value>,
+    extra: &serde_json::Map<String, Value>,
+    has_health_check_model: bool,
+) {
+    for (k, v) in extra {
+        if CONNECTION_KEYS.contains(&k.as_str()) {
+            continue;
+        }
+        if k == "model" {
+            if !has_health_check_model && v.is_string() {
+                body.insert(k.clone(), v.clone());
+            }
+            continue;
+        }
+        body.entry(k.clone()).or_insert_with(|| v.clone());
+    }
 }
 
 enum Body {
@@ -252,6 +302,38 @@ pub(crate) fn wav() -> &'static [u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn health_check_params_add_fields_and_the_probe_keeps_its_own() {
+        let mut body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16})
+            .as_object()
+            .cloned()
+            .unwrap();
+        let extra = json!({
+            "mediaSource": {"s3Location": {"uri": "s3://b/k"}},
+            "max_tokens": 999,
+            "messages": [],
+            "temperature": 0,
+            "model": "other-model",
+            "api_base": "http://elsewhere",
+            "api_key": "sk-planted",
+        });
+        merge_health_check_params(&mut body, extra.as_object().unwrap(), false);
+        assert_eq!(
+            Value::Object(body.clone()),
+            json!({
+                "model": "other-model",
+                "messages": [{"role": "user", "content": "hi"}],
+                "max_tokens": 16,
+                "mediaSource": {"s3Location": {"uri": "s3://b/k"}},
+                "temperature": 0,
+            })
+        );
+        // With health_check_model set, it names the model, not the params.
+        let mut body = json!({"model": "hc-model"}).as_object().cloned().unwrap();
+        merge_health_check_params(&mut body, extra.as_object().unwrap(), true);
+        assert_eq!(body["model"], "hc-model");
+    }
 
     #[test]
     fn wav_is_well_formed() {

@@ -55,7 +55,7 @@ impl Runner {
         let mut slots: Vec<Option<ProbeReport>> = Vec::new();
         slots.resize_with(targets.len(), || None);
         let mut done = stream::iter(targets.into_iter().enumerate())
-            .map(|(i, d)| async move { (i, self.probe_one(d, scrubber).await) })
+            .map(|(i, d)| async move { (i, self.probe_one(d, scrubber, true).await) })
             .buffer_unordered(self.limit);
         while let Some((i, report)) = done.next().await {
             slots[i] = Some(report);
@@ -64,10 +64,18 @@ impl Runner {
             results: slots.into_iter().flatten().collect(),
             started_at,
             elapsed: started_at.elapsed(),
+            checked_by: None,
         }
     }
 
-    async fn probe_one(&self, d: Arc<Deployment>, scrubber: &Scrubber) -> ProbeReport {
+    /// Probes `d` once within its timeout. `record`: count it in the metrics (not for
+    /// deployments outside the config, whose labels would be unbounded).
+    pub(crate) async fn probe_one(
+        &self,
+        d: Arc<Deployment>,
+        scrubber: &Scrubber,
+        record: bool,
+    ) -> ProbeReport {
         // `acquire` fails only on a closed semaphore, which this one never is.
         let _permit = match &self.permits {
             Some(s) => s.acquire().await.ok(),
@@ -91,7 +99,9 @@ impl Runner {
             outcome.status,
             outcome.reason.as_deref(),
         );
-        crate::telemetry::record_probe(&d, reason, latency);
+        if record {
+            crate::telemetry::record_probe(&d, reason, latency);
+        }
         tracing::debug!(
             model_id = %d.id(),
             route = d.route(),
@@ -111,10 +121,15 @@ impl Runner {
 }
 
 /// The deployments a background round probes: each once, minus those with
-/// `disable_background_health_check` and the unsupported ones.
-pub(crate) fn background_targets(snap: &HealthSnapshot) -> Vec<Arc<Deployment>> {
+/// `disable_background_health_check` and, with `background_health_check_model_groups`
+/// (`groups`), those of other routes.
+pub(crate) fn background_targets(
+    snap: &HealthSnapshot,
+    groups: Option<&[String]>,
+) -> Vec<Arc<Deployment>> {
     snap.deployments()
         .filter(|d| !d.info().disable_background_health_check)
+        .filter(|d| groups.is_none_or(|g| g.iter().any(|g| **g == *d.route)))
         .filter(|d| snap.unsupported(d.id().as_str()).is_none())
         .cloned()
         .collect()

@@ -1,6 +1,6 @@
 //! Fallbacks to other routes: LiteLLM's `fallbacks`, `default_fallbacks`,
 //! `context_window_fallbacks` and `content_policy_fallbacks`, as a tower layer stacked
-//! *outside* [`RetryLayer`](crate::RetryLayer) (or [`HealthRoutingLayer`](crate::HealthRoutingLayer)
+//! *outside* [`RetryLayer`](crate::retry::RetryLayer) (or [`HealthRoutingLayer`](crate::HealthRoutingLayer)
 //! when there is no retry layer).
 //!
 //! Retries go to another deployment of the same route; a fallback goes to another route.
@@ -25,7 +25,7 @@
 //! `x-litellm-attempted-fallbacks` headers in a gateway).
 //!
 //! The request body must be `Clone` (each group gets a clone), and the request must carry
-//! its route as a [`ModelGroup`] extension (the default [`FromExtension`](crate::FromExtension)
+//! its route as a [`ModelGroup`] extension (the default [`FromExtension`](crate::routing::FromExtension)
 //! extractor); without one, the request passes through untouched. To tell a context-window
 //! or content-policy rejection from another 400, the body of a 400/413/422 answer is read
 //! (at most 64 KiB) when the group has fallbacks; the response then carries that buffered

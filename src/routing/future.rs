@@ -17,7 +17,9 @@ use tokio::time::Instant;
 use crate::{
     BoxError,
     classify::Class,
+    config::OutlierDetection,
     cooldown::{CooldownPolicy, CooldownSink},
+    ejection,
     health::HealthState,
     routing::select::PickSettings,
     stats::DeploymentStats,
@@ -85,6 +87,9 @@ impl Observer {
                 self.settings.tau_nanos,
             );
         }
+        if shared.config.health.skip_when_traffic_healthy && class.is_counted() {
+            stats.observe_traffic(*class == Class::Success, nanos_since(shared.epoch, now));
+        }
         let d = self.selected.deployment();
         let entered = stats.cooldown.record(
             class,
@@ -107,6 +112,45 @@ impl Observer {
             if let Some(sink) = self.state.hooks().get::<CooldownSink>() {
                 sink.announce(&d.id);
             }
+        }
+        if let Some(od) = &shared.config.router.outlier_detection {
+            self.record_ejection(class, status, nanos_since(shared.epoch, now), od);
+        }
+    }
+
+    /// Feeds outlier detection; `now` in nanos since the state's epoch.
+    fn record_ejection(&self, class: &Class, status: Option<u16>, now: u64, od: &OutlierDetection) {
+        let d = self.selected.deployment();
+        // Only when a rule says eject: how much of the route is out now.
+        let room = || {
+            let snap = self.state.load();
+            let ejected = snap.routes.get(&*d.route).map_or(0, |r| {
+                r.all
+                    .idx
+                    .iter()
+                    .filter(|&&i| {
+                        snap.entries[i as usize]
+                            .stats
+                            .ejection
+                            .remaining(now)
+                            .is_some()
+                    })
+                    .count()
+            });
+            ejection::room_for_one_more(od, self.route_len, ejected)
+        };
+        let stats = &self.guard.0;
+        if let Some(dur) = stats.ejection.record(class, now, od, room) {
+            crate::telemetry::record_ejection(d);
+            tracing::info!(
+                deployment = %d.id,
+                route = %d.route,
+                status,
+                class = class.as_str(),
+                ejections = stats.ejection.ejections(),
+                ejection_secs = dur.as_secs_f64(),
+                "deployment ejected"
+            );
         }
     }
 }

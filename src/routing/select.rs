@@ -3,11 +3,13 @@
 //! 1. the route's deployments;
 //! 2. health filter (when routing on health is enabled): drop those whose last check
 //!    failed, unless that result is stale; if that would drop all of them, skip the filter
-//!    for this request (never a total outage) and warn once per snapshot;
-//! 3. cooldown (and already-tried) filter, and the per-deployment limits: at
+//!    for this request (never a total outage) and warn once per snapshot. With
+//!    `panic_threshold_percent` set, the filter is skipped when fewer than that share of
+//!    the route pass it instead (0: never), and the fallback of step 3 is off;
+//! 3. cooldown, outlier ejection (and already-tried) filter, and the per-deployment limits: at
 //!    `max_parallel_requests` in flight, at its `rpm`/`tpm` this minute (usage-based
 //!    strategies), or a context window (`model_info.max_input_tokens`) below the request's
-//!    [`RequestTokens`](crate::RequestTokens) with `enable_pre_call_checks`; if every
+//!    [`RequestTokens`](crate::routing::RequestTokens) with `enable_pre_call_checks`; if every
 //!    deployment that passed the health filter is so excluded, the health filter is
 //!    bypassed after all (one that failed its check may still serve, and a request that
 //!    can be served is never refused);
@@ -47,6 +49,10 @@ pub(crate) struct PickSettings {
     pub(crate) buffer: f64,
     pub(crate) penalty: Duration,
     pub(crate) pre_call_checks: bool,
+    /// `panic_threshold_percent`: `None` = LiteLLM's all-or-nothing bypass.
+    pub(crate) panic_threshold: Option<f64>,
+    /// `slow_start_window` in nanos; 0 = off.
+    pub(crate) slow_start: u64,
     pub(crate) aliases: std::collections::HashMap<String, String>,
 }
 
@@ -58,6 +64,11 @@ impl PickSettings {
             buffer: a.lowest_latency_buffer,
             penalty: a.latency_failure_penalty,
             pre_call_checks: cfg.router.enable_pre_call_checks,
+            panic_threshold: cfg.router.panic_threshold_percent,
+            slow_start: cfg
+                .router
+                .slow_start_window
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
             aliases: cfg
                 .router
                 .model_group_alias
@@ -364,7 +375,11 @@ pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
             cacheable = false;
             &recomputed
         };
-        if healthy.idx.is_empty() {
+        if panics(
+            settings.panic_threshold,
+            healthy.idx.len(),
+            route.all.idx.len(),
+        ) {
             bypassed = true;
             warn_bypass(snap, route);
             &route.all
@@ -388,13 +403,37 @@ pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
     let entries = &snap.entries;
     // Deployments whose rpm was reached between the eligibility check and the count.
     let mut lost: [u32; 4] = [u32::MAX; 4];
-    for lost_n in 0..=lost.len() {
+    // Slow start: a deployment back in rotation is declined with probability 1 - its
+    // factor each time it is drawn (so it serves about its ramped share); a decision that
+    // declined one and found nothing else runs again without slow start, never refusing.
+    let mut salt: u64 = if settings.slow_start > 0 {
+        rng.random()
+    } else {
+        0
+    };
+    let mut ramp = settings.slow_start;
+    let mut declined = false;
+    let mut lost_n = 0;
+    while lost_n <= lost.len() {
         let mut eligible = |i: u32| {
             if ask.exclude.contains(&i) || lost[..lost_n].contains(&i) {
                 return false;
             }
             let e = &entries[i as usize];
-            within_limits(e, usage, ctx.minute, ask.tokens) && e.stats.cooldown.is_available(now)
+            let ok = within_limits(e, usage, ctx.minute, ask.tokens)
+                && e.stats.cooldown.is_available(now)
+                && e.stats.ejection.is_available(now);
+            if !ok || ramp == 0 {
+                return ok;
+            }
+            let f = e.stats.slow_start_factor(ramp, now);
+            if f >= 1.0 {
+                return true;
+            }
+            salt = crate::ejection::mix(salt);
+            let keep = (salt >> 11) as f64 / (1u64 << 53) as f64 <= f;
+            declined |= !keep;
+            keep
         };
         // A list made for this decision is not cached (it would never be found again).
         let own = cacheable || std::ptr::eq(cands, &route.all);
@@ -408,7 +447,10 @@ pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
             &mut eligible,
         )
         .map(|i| (i, bypassed));
-        if picked.is_none() && !std::ptr::eq(cands, &route.all) {
+        if picked.is_none()
+            && settings.panic_threshold.is_none()
+            && !std::ptr::eq(cands, &route.all)
+        {
             // Every deployment that passed the health filter is cooling down (or excluded,
             // or at a limit). One that failed its check may still serve: bypass the filter
             // rather than refuse a request that could be served. Cooldown still applies.
@@ -426,7 +468,13 @@ pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
                 warn_bypass(snap, route);
             }
         }
-        let Some((i, bypassed)) = picked else { break };
+        let Some((i, bypassed)) = picked else {
+            if std::mem::take(&mut declined) {
+                ramp = 0;
+                continue;
+            }
+            break;
+        };
         if !usage
             || entries[i as usize]
                 .stats
@@ -439,6 +487,7 @@ pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
             break;
         }
         lost[lost_n] = i;
+        lost_n += 1;
     }
     let t = now.get();
     let wait = route
@@ -448,7 +497,12 @@ pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
         .filter(|i| !ask.exclude.contains(i))
         .filter_map(|&i| {
             let e = &entries[i as usize];
-            let cool = e.stats.cooldown.remaining(t);
+            // Out until the later of its cooldown and its ejection.
+            let cool = e
+                .stats
+                .cooldown
+                .remaining(t)
+                .max(e.stats.ejection.remaining(t));
             if !fits(e, ask.tokens) {
                 return None; // its window will not grow
             }
@@ -460,6 +514,15 @@ pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
         })
         .min();
     Err(wait.unwrap_or(Duration::ZERO))
+}
+
+/// Whether the health filter is skipped with `healthy` of `all` passing it: below the panic
+/// threshold when one is set, else (LiteLLM) only when none passes.
+fn panics(threshold: Option<f64>, healthy: usize, all: usize) -> bool {
+    match threshold {
+        None => healthy == 0,
+        Some(pct) => (healthy as f64) * 100.0 < pct * all as f64,
+    }
 }
 
 fn view(c: &Candidates) -> View<'_> {

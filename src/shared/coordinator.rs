@@ -270,10 +270,12 @@ impl Coordinator {
                 never = renewer => match never {},
             }
         };
-        let Some(report) = report else {
+        let Some(mut report) = report else {
             self.leading = false;
             return None;
         };
+        // Probed here under the lease: the history names this process.
+        report.checked_by = Some(Arc::clone(&self.me));
         self.inner.apply_round(&report).await?;
         self.saw_round_at(started);
         let round = to_shared(

@@ -92,6 +92,7 @@ pub(crate) fn to_report(
                 retry_after: r.retry_after_ms.map(Duration::from_millis),
                 // Derived from the status (the store keeps no class).
                 class: None,
+                source: Default::default(),
             }
             .scrubbed(state.scrubber());
             Some(ProbeReport {
@@ -109,5 +110,6 @@ pub(crate) fn to_report(
         results,
         started_at,
         elapsed: Duration::from_millis(round.written_at_ms.saturating_sub(round.started_at_ms)),
+        checked_by: Some(round.checked_by.as_str().into()),
     }
 }

@@ -5,6 +5,8 @@
 mod support;
 
 mod dropin;
+mod ejection_settings;
+mod health_surface_keys;
 mod invalid;
 mod litellm_configs;
 mod unknown_keys;

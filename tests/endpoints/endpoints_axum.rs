@@ -176,3 +176,72 @@ async fn over_a_real_socket_readiness_answers_while_health_waits_for_a_hanging_u
     assert_eq!(body["unhealthy_endpoints"][1]["exception_status"], 408);
     server.abort();
 }
+
+#[tokio::test]
+async fn the_router_serves_test_connection_with_its_body() {
+    let up = Upstream::start(|_| Reply::ok());
+    let ds = vec![
+        Deployment::builder("r", "openai/m")
+            .id("d1")
+            .api_base(up.v1())
+            .api_key("sk-planted-axum-key")
+            .build(),
+    ];
+    let state = state_with(ds, |b| b.master_key(KEY));
+    let script = Script::new(|_, _| Step::ok());
+    let app: Router = health_router(HealthEndpoints::new(state.clone(), probes(&state, &script)));
+    let post = |body: Value, key: Option<&str>| {
+        let mut b =
+            Request::post("/health/test_connection").header("content-type", "application/json");
+        if let Some(k) = key {
+            b = b.header("authorization", format!("Bearer {k}"));
+        }
+        let req = b.body(Body::from(body.to_string())).unwrap();
+        let app = app.clone();
+        async move {
+            let resp = app.oneshot(req).await.unwrap();
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8(bytes.to_vec()).unwrap())
+        }
+    };
+    // The scripted prober answers (the loop's prober is the one used); nothing is stored.
+    let (status, text) = post(
+        json!({"model_info": {"id": "d1"}, "litellm_params": {"model": "openai/m"}}),
+        Some(KEY),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (v["status"].as_str(), v["result"]["model_id"].as_str()),
+        (Some("success"), Some("d1")),
+        "{v}"
+    );
+    assert!(!text.contains("sk-planted-axum-key"));
+    assert!(state.snapshot().health("d1").is_none());
+    assert_eq!(
+        post(
+            json!({"litellm_params": {"model": "os.environ/X"}}),
+            Some(KEY)
+        )
+        .await
+        .0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        post(json!({"litellm_params": {"model": "r"}}), None)
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    let big = json!({"litellm_params": {"model": "r", "pad": "x".repeat(70 << 10)}});
+    assert_eq!(post(big, Some(KEY)).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+    // The plain tower Service cannot read bodies: it says where to go.
+    let svc = HealthEndpoints::new(state.clone(), probes(&state, &script));
+    let resp = svc
+        .oneshot(Request::post("/health/test_connection").body(()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+}

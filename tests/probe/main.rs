@@ -13,3 +13,4 @@ mod probe_loop;
 mod probe_providers;
 mod probe_rounds;
 mod probe_shapes;
+mod traffic_probe;

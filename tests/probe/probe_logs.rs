@@ -109,3 +109,36 @@ async fn info_only_on_state_changes() {
         "every event inside the loop's span: {events:#?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_unmatched_model_group_is_warned_about_once() {
+    let capture = Capture::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
+    let script = Script::new(|_, _| Step::ok());
+    let mut ds = many("a", 1, "http://127.0.0.1:9/v1");
+    ds.extend(many("b", 1, "http://127.0.0.1:9/v1"));
+    let state = state_with(ds, |mut b| {
+        b.health_mut().background_model_groups = Some(vec!["a".into(), "typo-group".into()]);
+        b.health_check_interval(Duration::from_secs(10))
+    });
+    let handle = ProbeLoop::builder(&state)
+        .prober(Arc::clone(&script) as Arc<dyn Prober>)
+        .build()
+        .expect("loop")
+        .spawn();
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    handle.shutdown().await;
+
+    let events = capture.0.lock().expect("events").clone();
+    let warned: Vec<&Ev> = events
+        .iter()
+        .filter(|e| e.message.contains("background_health_check_model_groups"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{events:#?}");
+    assert_eq!(warned[0].level, Level::WARN);
+    // Four rounds, each probing only route `a`.
+    let snap = state.snapshot();
+    assert!(snap.health("a-0").is_some());
+    assert!(snap.health("b-0").is_none(), "b stays unchecked");
+}

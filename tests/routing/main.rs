@@ -5,11 +5,13 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod ejection;
 mod fallbacks;
 mod health_state;
 mod invariants;
 mod retry;
 mod routing;
+mod slow_start;
 mod strategies;
 mod tower_contract;
 mod unsupported;

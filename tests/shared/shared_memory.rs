@@ -409,3 +409,30 @@ async fn sharing_without_a_store_configured_is_a_clear_error() {
         .build()
         .expect("a memory store needs no Redis");
 }
+
+#[tokio::test(start_paused = true)]
+async fn every_gateway_keeps_the_shared_rounds_in_its_history_naming_the_prober() {
+    let store = Arc::new(MemoryStore::new());
+    let script = Script::new(|_, _| Step::ok());
+    let gws = gateways(2, &script, &store, every_10s, SharingSettings::new());
+    sleep(Duration::from_secs(35)).await;
+    let pids: Vec<String> = gws.iter().map(|(s, _)| pid(s)).collect();
+    let by: Vec<Vec<String>> = gws
+        .iter()
+        .map(|(state, _)| {
+            let recs = tower_health_routing::probe::HealthHistory::of(state)
+                .matching(|r| r.model_id.as_str() == "r-0");
+            assert_eq!(
+                recs.len(),
+                4,
+                "one record per round, probed here or read from the store"
+            );
+            recs.iter().map(|r| r.checked_by.to_string()).collect()
+        })
+        .collect();
+    assert_eq!(
+        by[0], by[1],
+        "both gateways name the same prober for each round"
+    );
+    assert!(by[0].iter().all(|b| pids.contains(b)), "{by:?} vs {pids:?}");
+}

@@ -10,14 +10,15 @@ use std::{
 use serde_json::Value;
 
 use super::{
-    Extras, GeneralSettings, LiteLlmConfig, LitellmSettings, ModelEntry, RouterSection,
+    Extras, GeneralSettings, LiteLlmConfig, LitellmSettings, ModelEntry, OutlierSection,
+    RouterSection,
     coerce::{Flag, Float, Int, SecretText, Text},
     env::Resolver,
 };
 use crate::{
     config::{
-        Config, Fallbacks, HealthCheckSettings, RedisSettings, RouterSettings, RoutingStrategy,
-        RoutingStrategyArgs,
+        Config, Fallbacks, HealthCheckSettings, OutlierDetection, RedisSettings, RouterSettings,
+        RoutingStrategy, RoutingStrategyArgs,
     },
     deployment::{Deployment, DeploymentParams, Mode, ModelInfo},
     error::{ConfigError, ConfigErrorKind},
@@ -193,7 +194,57 @@ impl GeneralSettings {
             jitter: seconds(self.health_check_jitter, &at("health_check_jitter"))?
                 .unwrap_or(d.jitter),
             use_shared_health_check: flag(self.use_shared_health_check, d.use_shared_health_check),
+            skip_when_traffic_healthy: flag(
+                self.health_check_skip_when_traffic_healthy,
+                d.skip_when_traffic_healthy,
+            ),
+            background_model_groups: model_groups(
+                self.background_health_check_model_groups.as_ref(),
+                &at("background_health_check_model_groups"),
+            )?,
+            history_size: history_size(
+                self.health_check_history_size,
+                &at("health_check_history_size"),
+            )?
+            .unwrap_or(d.history_size),
+            // LiteLLM: only a real `true` counts (a quoted value never starts hiding models).
+            model_list_healthy_only: matches!(
+                self.model_list_healthy_only,
+                Some(Value::Bool(true))
+            ),
         })
+    }
+}
+
+/// `background_health_check_model_groups`: a list of route names (LiteLLM fails at start-up
+/// on anything else, rather than probing everything).
+fn model_groups(v: Option<&Value>, field: &str) -> Result<Option<Vec<String>>, ConfigError> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let wrong = || ConfigError::invalid(field, "must be a list of model group names (model_name)");
+    let Value::Array(items) = v else {
+        return Err(wrong());
+    };
+    items
+        .iter()
+        .map(|i| i.as_str().map(str::to_owned).ok_or_else(wrong))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// `health_check_history_size`: 0 to [`MAX_HISTORY_SIZE`](crate::config::MAX_HISTORY_SIZE).
+fn history_size(v: Option<Int>, field: &str) -> Result<Option<usize>, ConfigError> {
+    let n = count::<usize>(v, field)?;
+    match n {
+        Some(n) if n > crate::config::MAX_HISTORY_SIZE => Err(ConfigError::invalid(
+            field,
+            format!(
+                "must be at most {}, got {n}",
+                crate::config::MAX_HISTORY_SIZE
+            ),
+        )),
+        n => Ok(n),
     }
 }
 
@@ -280,6 +331,49 @@ impl RouterSection {
             model_group_alias: aliases(self.model_group_alias)?,
             enable_pre_call_checks: self.enable_pre_call_checks.is_some_and(|f| f.0),
             timeout,
+            outlier_detection: self
+                .outlier_detection
+                .map(OutlierSection::into_settings)
+                .transpose()?,
+            panic_threshold_percent: self.panic_threshold_percent.map(|f| f.0),
+            slow_start_window: seconds(
+                self.slow_start_window,
+                "router_settings.slow_start_window",
+            )?
+            .filter(|d| !d.is_zero()),
+        })
+    }
+}
+
+impl OutlierSection {
+    fn into_settings(self) -> Result<OutlierDetection, ConfigError> {
+        const OD: &str = "router_settings.outlier_detection";
+        let at = |f: &str| format!("{OD}.{f}");
+        let d = OutlierDetection::default();
+        let consecutive_failures =
+            match count::<u32>(self.consecutive_failures, &at("consecutive_failures"))? {
+                None => d.consecutive_failures,
+                Some(0) => None,
+                Some(n) => Some(n),
+            };
+        Ok(OutlierDetection {
+            consecutive_failures,
+            failure_percentage: self.failure_percentage.map(|f| f.0),
+            minimum_requests: count(self.minimum_requests, &at("minimum_requests"))?
+                .unwrap_or(d.minimum_requests),
+            interval: positive_seconds(self.interval, &at("interval"))?.unwrap_or(d.interval),
+            base_ejection_time: positive_seconds(
+                self.base_ejection_time,
+                &at("base_ejection_time"),
+            )?
+            .unwrap_or(d.base_ejection_time),
+            max_ejection_time: seconds(self.max_ejection_time, &at("max_ejection_time"))?
+                .unwrap_or(d.max_ejection_time),
+            max_ejection_percent: self
+                .max_ejection_percent
+                .map_or(d.max_ejection_percent, |f| f.0),
+            jitter: seconds(self.jitter, &at("jitter"))?.unwrap_or(d.jitter),
+            jitter_seed: self.jitter_seed.map(|Int(n)| n as u64),
         })
     }
 }
