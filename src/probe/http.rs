@@ -141,7 +141,7 @@ impl HttpProberBuilder {
     }
 
     /// What answers mean (default: [`DefaultClassifier`]; [`ProbeLoop`](super::ProbeLoop)
-    /// passes the config's [`Config::classifier`]).
+    /// passes the config's [`Config::classifier`](crate::Config::classifier)).
     pub fn classifier(mut self, classifier: Arc<dyn Classify>) -> Self {
         self.classifier = classifier;
         self
