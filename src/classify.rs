@@ -296,6 +296,7 @@ impl Classify for DefaultClassifier {
             if e.is::<LocalError>()
                 || e.is::<crate::NoDeploymentAvailable>()
                 || e.is::<crate::UnknownRoute>()
+                || e.is::<crate::UnsupportedRoute>()
                 || e.is::<crate::MissingRoute>()
             {
                 return Class::Local;

@@ -242,6 +242,11 @@ pub struct DeploymentParams {
     pub input_cost_per_token: Option<f64>,
     /// `output_cost_per_token` (for `cost-based-routing`; wins over `model_info`'s).
     pub output_cost_per_token: Option<f64>,
+    /// `timeout`: how long a forwarder waits for this deployment's answer (wins over
+    /// [`RouterSettings::timeout`](crate::config::RouterSettings::timeout)).
+    pub timeout: Option<Duration>,
+    /// `stream_timeout`: the same, for a streaming request (else `timeout`).
+    pub stream_timeout: Option<Duration>,
     /// Every other param, kept as given (credentials as secrets).
     pub extra: BTreeMap<String, ParamValue>,
 }
@@ -258,6 +263,8 @@ impl fmt::Debug for DeploymentParams {
             .field("rpm", &self.rpm)
             .field("tpm", &self.tpm)
             .field("cooldown_time", &self.cooldown_time)
+            .field("timeout", &self.timeout)
+            .field("stream_timeout", &self.stream_timeout)
             .field("extra", &self.extra)
             .finish()
     }
@@ -489,6 +496,16 @@ impl DeploymentBuilder {
     /// Sets this deployment's cooldown time.
     pub fn cooldown_time(mut self, v: Duration) -> Self {
         self.params.cooldown_time = Some(v);
+        self
+    }
+    /// `timeout` (request timeout of this deployment).
+    pub fn timeout(mut self, v: Duration) -> Self {
+        self.params.timeout = Some(v);
+        self
+    }
+    /// `stream_timeout` (request timeout of this deployment for streams).
+    pub fn stream_timeout(mut self, v: Duration) -> Self {
+        self.params.stream_timeout = Some(v);
         self
     }
     /// Sets `model_info.mode`.

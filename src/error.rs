@@ -58,6 +58,35 @@ impl fmt::Display for NoDeploymentAvailable {
 
 impl std::error::Error for NoDeploymentAvailable {}
 
+/// Every deployment of the route is `unsupported` and unroutable (its provider cannot be
+/// forwarded to; see [`HealthState::mark_unsupported`](crate::HealthState::mark_unsupported)):
+/// no request for it can be served, now or later. The gateway answers `501 Not Implemented`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnsupportedRoute {
+    pub(crate) route: Arc<str>,
+    pub(crate) reason: Arc<str>,
+}
+
+impl UnsupportedRoute {
+    /// The route (`model_name`) asked for.
+    pub fn route(&self) -> &str {
+        &self.route
+    }
+
+    /// Why, naming each provider's reason (secret-free).
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl fmt::Display for UnsupportedRoute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for UnsupportedRoute {}
+
 /// The request named a route that no deployment serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownRoute {

@@ -99,7 +99,9 @@ pub use deployment::{Deployment, DeploymentBuilder, DeploymentId, Mode, ModelGro
 pub use endpoints::HealthEndpoints;
 #[cfg(feature = "axum")]
 pub use endpoints::health_router;
-pub use error::{BoxError, ConfigError, MissingRoute, NoDeploymentAvailable, UnknownRoute};
+pub use error::{
+    BoxError, ConfigError, MissingRoute, NoDeploymentAvailable, UnknownRoute, UnsupportedRoute,
+};
 pub use health::HealthState;
 pub use probe::{ProbeHandle, ProbeLoop};
 pub use routing::{HealthRouting, HealthRoutingLayer, SelectedDeployment};

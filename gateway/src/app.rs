@@ -41,8 +41,8 @@ use serde_json::{Value, json};
 use tower::{Service, ServiceBuilder, ServiceExt, util::BoxCloneSyncService};
 use tower_health_routing::{
     BoxError, Config, HealthRoutingLayer, HealthState, MissingRoute, ModelGroup,
-    NoDeploymentAvailable, SelectedDeployment, UnknownRoute, classify::LocalError, provider,
-    secret::Scrubber,
+    NoDeploymentAvailable, SelectedDeployment, UnknownRoute, UnsupportedRoute,
+    classify::LocalError, provider, secret::Scrubber,
 };
 
 use crate::{
@@ -112,7 +112,8 @@ struct App {
 /// Builds the API router (health endpoints are merged in by the caller).
 pub fn api_router(state: HealthState, routing: HealthRoutingLayer, options: &Options) -> Router {
     let scrubber = state.scrubber().clone();
-    let forwarder = Forwarder::new(scrubber.clone(), options.upstream_timeout);
+    let forwarder = Forwarder::new(scrubber.clone(), options.upstream_timeout)
+        .router_timeout(state.config().router.timeout);
     let routed = ServiceBuilder::new()
         .map_response(
             |resp: http::Response<
@@ -247,6 +248,7 @@ async fn api(State(app): State<App>, req: Request) -> Response {
         Ok(m) => m,
         Err(msg) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", msg),
     };
+    let stream = wants_stream(&parts.headers, &body);
     let mut req = http::Request::from_parts(parts, body);
     req.extensions_mut().insert(ModelGroup::new(model.as_str()));
     if app.state.config().router.enable_pre_call_checks
@@ -256,6 +258,9 @@ async fn api(State(app): State<App>, req: Request) -> Response {
     }
     req.extensions_mut()
         .insert(crate::fallback::BodyModel(model.as_str().into()));
+    if stream {
+        req.extensions_mut().insert(Streaming);
+    }
     match app.routed.clone().oneshot(req).await {
         Ok(resp) => resp,
         Err(e) => error_response(&app, &model, &e),
@@ -281,6 +286,25 @@ async fn request_model(headers: &HeaderMap, body: &Bytes) -> Result<String, Stri
     }
 }
 
+/// Marks a request that asked for a stream (`"stream": true`): its deployment's
+/// `stream_timeout` applies.
+#[derive(Clone, Copy, Debug)]
+struct Streaming;
+
+/// Whether a JSON body says `"stream": true`.
+fn wants_stream(headers: &HeaderMap, body: &Bytes) -> bool {
+    #[derive(serde::Deserialize)]
+    struct StreamField {
+        stream: Option<Value>,
+    }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|c| !c.starts_with("multipart/"));
+    json && serde_json::from_slice::<StreamField>(body)
+        .is_ok_and(|f| f.stream == Some(Value::Bool(true)))
+}
+
 /// The `model` of a JSON body; every other field is checked and skipped.
 #[derive(serde::Deserialize)]
 struct ModelField {
@@ -298,6 +322,15 @@ fn error_response(app: &App, model: &str, e: &BoxError) -> Response {
         r.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         return r;
+    }
+    if let Some(e) = e.downcast_ref::<UnsupportedRoute>() {
+        // Every deployment of the model is one the gateway cannot forward to: not the
+        // caller's fault, and no retry will help.
+        return error(
+            StatusCode::NOT_IMPLEMENTED,
+            "unsupported_provider",
+            app.scrubber.scrub(e.reason()),
+        );
     }
     if e.is::<UnknownRoute>() || e.is::<MissingRoute>() {
         let snap = app.state.snapshot();
@@ -354,6 +387,7 @@ pub struct Forwarder {
     client: Client<HttpsOrHttp, Full<Bytes>>,
     scrubber: Scrubber,
     timeout: Duration,
+    router_timeout: Option<Duration>,
 }
 
 #[cfg(feature = "rustls")]
@@ -384,7 +418,22 @@ impl Forwarder {
             client,
             scrubber,
             timeout,
+            router_timeout: None,
         }
+    }
+
+    /// The config's request timeout (`router_settings.timeout`, else
+    /// `litellm_settings.request_timeout`), used for deployments without their own
+    /// `timeout`/`stream_timeout`, before the forwarder's own.
+    pub fn router_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.router_timeout = timeout;
+        self
+    }
+
+    /// The timeout of one request to `d`: its `stream_timeout` (streams) or `timeout`,
+    /// else the config's, else the forwarder's own.
+    fn timeout_for(&self, d: &tower_health_routing::Deployment, stream: bool) -> Duration {
+        crate::dropin::request_timeout(d, stream, self.router_timeout, self.timeout)
     }
 }
 
@@ -405,8 +454,11 @@ impl Service<http::Request<Bytes>> for Forwarder {
                 .get::<SelectedDeployment>()
                 .ok_or("no deployment selected")?
                 .clone();
+            let stream = req.extensions().get::<Streaming>().is_some();
+            let timeout = this.timeout_for(chosen.deployment(), stream);
             let (upstream, translation) = upstream_request(&chosen, req).await?;
-            let resp = tokio::time::timeout(this.timeout, this.client.request(upstream)).await??;
+            // A timeout is `Elapsed`: the classifier's `Timeout` (cooldown, retries).
+            let resp = tokio::time::timeout(timeout, this.client.request(upstream)).await??;
             if let Some(t) = translation {
                 // Anthropic's Messages API, answered in OpenAI's shapes; then the same
                 // header allowlist, scrubbing and usage counting as any other answer.
@@ -573,8 +625,12 @@ impl Gateway {
     /// Builds the gateway from a validated config: the API routes, the health endpoints
     /// (with a Redis service check when results are shared), and `/metrics` when asked.
     pub fn new(config: Config, options: &Options) -> Result<Self, BoxError> {
+        let config =
+            crate::dropin::check_settings(config, std::env::var_os("DATABASE_URL").is_some());
         let layer = HealthRoutingLayer::new(config);
         let state = layer.state().clone();
+        // Before the probe loop: what cannot be forwarded is not probed either.
+        crate::dropin::mark_unforwardable(&state);
         let probes = tower_health_routing::ProbeLoop::new(&state)?;
         // The same probe loop serves on-demand /health rounds: one concurrency bound for both.
         let mut endpoints =

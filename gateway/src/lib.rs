@@ -29,12 +29,13 @@
 //! `cargo run --release --example demo -- --serve-upstreams` (see the top of that file).
 //!
 //! The library target holds the whole gateway ([`app`], the [`health_cli`] client, the
-//! [`Cli`] and [`run`]); `src/main.rs` only parses the command line and calls [`run`].
+//! start-up checks of [`dropin`], the [`Cli`] and [`run`]); `src/main.rs` only parses the command line and calls [`run`].
 
 pub mod app;
 pub mod boot;
 pub mod budget;
 pub mod drain;
+pub mod dropin;
 pub mod fallback;
 pub mod forward;
 pub mod headers;
@@ -72,9 +73,11 @@ pub struct Cli {
     /// loop, like one nginx worker: no cross-thread wake-ups.
     #[arg(long)]
     pub workers: Option<usize>,
-    /// Seconds to wait for an upstream's response headers.
-    #[arg(long, default_value_t = 600.0)]
-    pub timeout: f64,
+    /// Seconds to wait for an upstream's response headers [default: 600]. Given, it
+    /// overrides the config's `router_settings.timeout` / `litellm_settings.request_timeout`;
+    /// a deployment's own `timeout` / `stream_timeout` still wins.
+    #[arg(long)]
+    pub timeout: Option<f64>,
     /// Query a running gateway's /health and print it.
     #[arg(long)]
     pub health: bool,
@@ -185,12 +188,25 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
+/// The upstream timeout when neither `--timeout` nor the config sets one (LiteLLM's 600 s).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+
 async fn serve(cli: Cli) -> Result<(), BoxError> {
     let path = cli.config.clone().expect("clap requires --config");
     let mut config = Config::from_yaml_file(&path)?;
     sanity::warn_config(&config);
-    let timeout =
-        Duration::try_from_secs_f64(cli.timeout).map_err(|_| "--timeout: expected seconds >= 0")?;
+    // `check_cli` refused a timeout that is not a positive number of seconds.
+    let timeout = match cli
+        .timeout
+        .and_then(|t| Duration::try_from_secs_f64(t).ok())
+    {
+        None => DEFAULT_TIMEOUT,
+        Some(t) => {
+            // The flag overrides the config's global timeouts.
+            config.router.timeout = Some(t);
+            t
+        }
+    };
     // No open proxy: the master-key boot check (see `boot`).
     if config.master_key.is_none()
         && let Ok(k) = std::env::var("LITELLM_MASTER_KEY")

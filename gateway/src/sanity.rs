@@ -12,15 +12,16 @@ pub const MAX_WORKERS: usize = 1024;
 /// fails every request), `--workers` between 1 and [`MAX_WORKERS`]. The error names the
 /// flag and the accepted range.
 pub fn check_cli(cli: &Cli) -> Result<(), String> {
-    if !(cli.timeout.is_finite() && cli.timeout > 0.0) {
-        return Err(format!(
-            "--timeout must be a number of seconds greater than 0 (got {}): a zero timeout \
-             fails every request",
-            cli.timeout
-        ));
-    }
-    if std::time::Duration::try_from_secs_f64(cli.timeout).is_err() {
-        return Err("--timeout is too large".to_owned());
+    if let Some(t) = cli.timeout {
+        if !(t.is_finite() && t > 0.0) {
+            return Err(format!(
+                "--timeout must be a number of seconds greater than 0 (got {t}): a zero timeout \
+                 fails every request"
+            ));
+        }
+        if std::time::Duration::try_from_secs_f64(t).is_err() {
+            return Err("--timeout is too large".to_owned());
+        }
     }
     if let Some(n) = cli.workers
         && !(1..=MAX_WORKERS).contains(&n)

@@ -88,6 +88,8 @@ struct LitellmParams {
     max_parallel_requests: Option<Int>,
     input_cost_per_token: Option<Float>,
     output_cost_per_token: Option<Float>,
+    timeout: Option<Float>,
+    stream_timeout: Option<Float>,
 }
 
 /// `model_info`; other keys go to [`ModelInfo::extra`](crate::deployment::ModelInfo::extra).
@@ -129,6 +131,10 @@ struct GeneralSettings {
     health_check_unhealthy_threshold: Option<Int>,
     health_check_healthy_threshold: Option<Int>,
     health_check_jitter: Option<Float>,
+    /// Also accepted for the two thresholds above (the longer name wins).
+    unhealthy_threshold: Option<Int>,
+    healthy_threshold: Option<Int>,
+    min_healthy_percent: Option<Float>,
     // The health surface (`/health/history`, `/v1/models?healthy_only`, scoped rounds).
     background_health_check_model_groups: Option<Value>,
     health_check_history_size: Option<Int>,
@@ -167,6 +173,8 @@ struct RouterSection {
     /// `{alias: group}` or `{alias: {model: group, hidden: bool}}`.
     model_group_alias: Option<Value>,
     enable_pre_call_checks: Option<Flag>,
+    timeout: Option<Float>,
+    redis_ssl: Option<Flag>,
     outlier_detection: Option<OutlierSection>,
     panic_threshold_percent: Option<Float>,
     slow_start_window: Option<Float>,
@@ -205,6 +213,7 @@ struct LitellmSettings {
     allowed_fails: Option<Int>,
     cooldown_time: Option<Float>,
     require_auth_for_metrics_endpoint: Option<Flag>,
+    request_timeout: Option<Float>,
 }
 
 /// The unknown keys of one deployment, kept.
@@ -242,7 +251,8 @@ pub(super) fn parse(
 }
 
 fn convert(mut tree: Value, resolver: &mut Resolver<'_>) -> Result<Config, ConfigError> {
-    let extras = take_unknown_keys(&mut tree, resolver)?;
+    let mut unimplemented = Vec::new();
+    let extras = take_unknown_keys(&mut tree, resolver, &mut unimplemented)?;
     resolver.resolve(&mut tree, "", false)?;
     let model: LiteLlmConfig = serde_path_to_error::deserialize(tree).map_err(|e| {
         let field = if e.path().iter().next().is_some() {
@@ -252,7 +262,8 @@ fn convert(mut tree: Value, resolver: &mut Resolver<'_>) -> Result<Config, Confi
         };
         ConfigError::new(field, ConfigErrorKind::Syntax(e.into_inner().to_string()))
     })?;
-    let cfg = model.into_config(extras, resolver)?;
+    let mut cfg = model.into_config(extras, resolver)?;
+    cfg.unimplemented_settings = unimplemented;
     cfg.validate()?;
     Ok(cfg)
 }
@@ -262,11 +273,15 @@ fn convert(mut tree: Value, resolver: &mut Resolver<'_>) -> Result<Config, Confi
 ///
 /// It also checks that every part the model reads as a struct is a mapping (or empty):
 /// serde would otherwise read a list into a struct field by field, by position.
-fn take_unknown_keys(tree: &mut Value, r: &mut Resolver<'_>) -> Result<Vec<Extras>, ConfigError> {
+fn take_unknown_keys(
+    tree: &mut Value,
+    r: &mut Resolver<'_>,
+    unimplemented: &mut Vec<String>,
+) -> Result<Vec<Extras>, ConfigError> {
     let Some(top) = mapping(tree, "")? else {
         return Ok(Vec::new());
     };
-    drop_unknown::<LiteLlmConfig>(top, "");
+    drop_unknown_in(top, field_names::<LiteLlmConfig>(), "", unimplemented);
     for (key, known) in [
         ("general_settings", field_names::<GeneralSettings>()),
         ("router_settings", field_names::<RouterSection>()),
@@ -275,7 +290,7 @@ fn take_unknown_keys(tree: &mut Value, r: &mut Resolver<'_>) -> Result<Vec<Extra
         if let Some(section) = top.get_mut(key)
             && let Some(m) = mapping(section, key)?
         {
-            drop_unknown_in(m, known, key);
+            drop_unknown_in(m, known, key, unimplemented);
         }
     }
     // Anything but a list is reported by the typed step ("expected a sequence").
@@ -288,7 +303,7 @@ fn take_unknown_keys(tree: &mut Value, r: &mut Resolver<'_>) -> Result<Vec<Extra
         let Some(e) = mapping(entry, &at)? else {
             return Err(not_a_mapping(&at, "nothing (null)"));
         };
-        drop_unknown::<ModelEntry>(e, &at);
+        drop_unknown_in(e, field_names::<ModelEntry>(), &at, &mut Vec::new());
         let mut extras = Extras::default();
         if let Some(p) = e.get_mut("litellm_params") {
             let path = child_path(&at, "litellm_params");
@@ -329,18 +344,36 @@ fn not_a_mapping(path: &str, got: &str) -> ConfigError {
     )
 }
 
-fn drop_unknown<T: DeserializeOwned>(m: &mut Map<String, Value>, path: &str) {
-    drop_unknown_in(m, field_names::<T>(), path);
-}
-
-fn drop_unknown_in(m: &mut Map<String, Value>, known: &[&str], path: &str) {
-    m.retain(|k, _| {
+/// Drops the keys of `m` not in `known`; the paths of those set to something (not null,
+/// `false`, or empty) are added to `unimplemented`.
+fn drop_unknown_in(
+    m: &mut Map<String, Value>,
+    known: &[&str],
+    path: &str,
+    unimplemented: &mut Vec<String>,
+) {
+    m.retain(|k, v| {
         let keep = known.contains(&k.as_str());
         if !keep {
-            tracing::debug!(key = %child_path(path, k), "config key not used by tower-health-routing; ignored");
+            let at = child_path(path, k);
+            tracing::debug!(key = %at, "config key not used by tower-health-routing; ignored");
+            if is_set(v) {
+                unimplemented.push(at);
+            }
         }
         keep
     });
+}
+
+/// Whether a setting is on: LiteLLM reads null, `false`, `""`, `[]` and `{}` as unset.
+fn is_set(v: &Value) -> bool {
+    match v {
+        Value::Null | Value::Bool(false) => false,
+        Value::String(s) => !s.trim().is_empty() && !s.trim().eq_ignore_ascii_case("false"),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+        Value::Bool(true) | Value::Number(_) => true,
+    }
 }
 
 /// Moves the unknown keys of `m` out, env-resolved, as [`ParamValue`]s. Null values mean

@@ -69,6 +69,13 @@ pub struct Config {
     /// Settings only a server in front of the router reads (the gateway's boot check,
     /// request limits, drain endpoint, `/metrics` auth); the library carries them.
     pub server: ServerSettings,
+    /// Settings of the config file that this crate does not implement (callbacks,
+    /// guardrails, caching, spend tracking, the database, the UI, ...), by YAML path
+    /// (`litellm_settings.success_callback`), sorted within each section. Filled by the YAML reader (keys set
+    /// to null, `false` or an empty value are left out); shown in
+    /// `/health/readiness/details` as `unimplemented_settings`. See
+    /// [`Config::auth_settings`] for those that decide who may call.
+    pub unimplemented_settings: Vec<String>,
 }
 
 /// `general_settings`/`litellm_settings` keys read by a server (the gateway), not by the
@@ -101,7 +108,30 @@ pub struct ServerSettings {
     pub require_auth_for_metrics_endpoint: Option<bool>,
 }
 
+/// The settings, among [`Config::unimplemented_settings`], that decide *who may call* in
+/// LiteLLM (custom auth, JWT / OAuth2, virtual keys in a database, IP allowlists, a custom
+/// key header). This crate accepts only the master key: callers relying on them are refused.
+pub const AUTH_SETTINGS: &[&str] = &[
+    "general_settings.custom_auth",
+    "general_settings.enable_jwt_auth",
+    "general_settings.litellm_jwtauth",
+    "general_settings.enable_oauth2_auth",
+    "general_settings.enable_oauth2_proxy_auth",
+    "general_settings.database_url",
+    "general_settings.allowed_ips",
+    "general_settings.litellm_key_header_name",
+];
+
 impl Config {
+    /// The [`unimplemented_settings`](Self::unimplemented_settings) that decide who may
+    /// call ([`AUTH_SETTINGS`]).
+    pub fn auth_settings(&self) -> impl Iterator<Item = &str> {
+        self.unimplemented_settings
+            .iter()
+            .map(String::as_str)
+            .filter(|p| AUTH_SETTINGS.contains(p))
+    }
+
     /// The classifier every consumer uses: the one set, else the default rules capping
     /// `Retry-After` at `router.max_retry_after`.
     pub fn classifier(&self) -> std::sync::Arc<dyn crate::classify::Classify> {
@@ -179,6 +209,9 @@ pub struct HealthCheckSettings {
     pub jitter: Duration,
     /// `use_shared_health_check`: share results across processes (needs the `redis` feature). Default `false`.
     pub use_shared_health_check: bool,
+    /// `min_healthy_percent`: `/health/readiness` answers 503 while fewer than this share
+    /// (0–100) of the (supported) deployments is healthy. Default `None` (always ready).
+    pub min_healthy_percent: Option<f64>,
     /// `health_check_skip_when_traffic_healthy` (this crate's): a deployment that answered
     /// real traffic successfully within the current interval (and failed none since) is not
     /// probed that round; its result comes from the traffic (`source: traffic`). Default `false`.
@@ -216,6 +249,7 @@ impl Default for HealthCheckSettings {
             healthy_threshold: NonZeroU32::MIN,
             jitter: Duration::ZERO,
             use_shared_health_check: false,
+            min_healthy_percent: None,
             skip_when_traffic_healthy: false,
             background_model_groups: None,
             history_size: DEFAULT_HISTORY_SIZE,
@@ -259,6 +293,11 @@ pub struct RouterSettings {
     /// `enable_pre_call_checks`: skip deployments whose `model_info.max_input_tokens` is
     /// below the request's [`RequestTokens`](crate::routing::RequestTokens). Default `false`.
     pub enable_pre_call_checks: bool,
+    /// `timeout` (else `litellm_settings.request_timeout`): how long a forwarder waits for
+    /// an upstream's answer when the deployment sets no `timeout` of its own. Default `None`
+    /// (the forwarder's own default; the gateway's `--timeout`, 600 s). A deployment's
+    /// `stream_timeout` (streams) or `timeout` wins over it, as in LiteLLM.
+    pub timeout: Option<Duration>,
     /// `outlier_detection` (this crate's): Envoy-style ejection of deployments whose
     /// traffic fails. Default `None` (off; LiteLLM's cooldown only).
     pub outlier_detection: Option<OutlierDetection>,
@@ -377,6 +416,7 @@ impl Default for RouterSettings {
             fallbacks: Fallbacks::default(),
             model_group_alias: BTreeMap::new(),
             enable_pre_call_checks: false,
+            timeout: None,
             outlier_detection: None,
             panic_threshold_percent: None,
             slow_start_window: None,
@@ -398,6 +438,8 @@ pub enum RedisSettings {
         port: u16,
         /// Password, if any.
         password: Option<Secret>,
+        /// TLS (`redis_ssl: true`, or `REDIS_SSL=true`), as a `rediss://` URL would.
+        tls: bool,
     },
 }
 
@@ -576,6 +618,14 @@ impl Config {
 
     /// Checks every rule once; errors name the field (see the module docs).
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(p) = self.health.min_healthy_percent
+            && !(p.is_finite() && (0.0..=100.0).contains(&p))
+        {
+            return Err(ConfigError::invalid(
+                "general_settings.min_healthy_percent",
+                format!("must be a number from 0 to 100, got {p}"),
+            ));
+        }
         let h = &self.health;
         if h.interval.is_zero() {
             return Err(ConfigError::invalid(
@@ -923,6 +973,18 @@ impl ConfigBuilder {
     /// `enable_pre_call_checks` (default `false`).
     pub fn enable_pre_call_checks(mut self, on: bool) -> Self {
         self.cfg.router.enable_pre_call_checks = on;
+        self
+    }
+    /// `min_healthy_percent`: readiness is 503 below this share of healthy deployments
+    /// (default none).
+    pub fn min_healthy_percent(mut self, percent: f64) -> Self {
+        self.cfg.health.min_healthy_percent = Some(percent);
+        self
+    }
+    /// `router_settings.timeout`: the request timeout of deployments without their own
+    /// (default none: the forwarder's).
+    pub fn request_timeout(mut self, d: Duration) -> Self {
+        self.cfg.router.timeout = Some(d);
         self
     }
     /// Gives full access, for settings without a setter.

@@ -20,7 +20,7 @@
 //!
 //! | path | auth | answer |
 //! |---|---|---|
-//! | `GET /health` | key | `{"healthy_endpoints", "unhealthy_endpoints", "healthy_count", "unhealthy_count", "unchecked_endpoints", "unchecked_count"}` |
+//! | `GET /health` | key | `{"healthy_endpoints", "unhealthy_endpoints", "healthy_count", "unhealthy_count", "unchecked_endpoints", "unchecked_count", "unsupported_endpoints", "unsupported_count"}` |
 //! | `GET /health?model=NAME` | key | the deployments whose `model` is NAME, else those of route NAME; 503 (same body) when none is healthy; 404 when nothing matches |
 //! | `GET /health?model_id=ID` | key | that deployment (wins over `model`); 503 when unhealthy; 404 for an unknown id |
 //! | `GET /health/liveliness`, `/health/liveness` | open | 200 `"I'm alive!"`, constant |
@@ -152,14 +152,15 @@ impl HealthEndpoints {
     /// Endpoints over `state`, running on-demand rounds with `probes` (use the same loop
     /// as the background checks, so both share one concurrency bound).
     ///
-    /// Defaults: no `min_healthy_percent` (readiness is always 200), no services, a 5 s
-    /// service timeout.
+    /// Defaults: the config's `general_settings.min_healthy_percent` (none: readiness is
+    /// always 200), no services, a 5 s service timeout.
     pub fn new(state: HealthState, probes: ProbeLoop) -> Self {
+        let min_healthy_percent = state.config().health.min_healthy_percent;
         Self {
             state,
             probes,
             services: Arc::from(Vec::new()),
-            min_healthy_percent: None,
+            min_healthy_percent,
             service_timeout: DEFAULT_SERVICE_TIMEOUT,
         }
     }
@@ -222,24 +223,30 @@ impl HealthEndpoints {
 
     async fn report_with(&self, target: ProbeTarget, view: View) -> Option<HealthReport> {
         let scrubber = self.state.scrubber().clone();
-        let listed = {
+        let skip = self.state.config().health.skip_disabled_background_models;
+        let (listed, unsupported) = {
             let snap = self.state.load();
             if crate::probe::targets(&snap, &target, false).is_empty() {
                 return None;
             }
             let background = self.state.config().health.background_health_checks;
-            background.then(|| {
-                let ds = crate::probe::targets(&snap, &target, true);
-                HealthReport::from_snapshot(&snap, &ds, view, &scrubber)
-            })
+            let ds = crate::probe::targets(&snap, &target, background || skip);
+            let mut unsupported = HealthReport::default();
+            unsupported.add_unsupported(&snap, &ds, view, &scrubber);
+            let listed =
+                background.then(|| HealthReport::from_snapshot(&snap, &ds, view, &scrubber));
+            (listed, unsupported)
         };
-        match listed {
-            Some(r) => Some(r),
+        let mut report = match listed {
+            Some(r) => r,
             None => {
                 let round = self.probes.check_now(target).await;
-                Some(HealthReport::from_round(&round.results, view, &scrubber))
+                HealthReport::from_round(&round.results, view, &scrubber)
             }
-        }
+        };
+        report.unsupported_endpoints = unsupported.unsupported_endpoints;
+        report.unsupported_count = unsupported.unsupported_count;
+        Some(report)
     }
 
     /// Answers a request whose body has been read: `POST /health/test_connection` (the

@@ -143,6 +143,18 @@ impl EndpointEntry {
         )
     }
 
+    /// A deployment that is unsupported (never probed): its reason as `error`.
+    pub(crate) fn unsupported(
+        d: &Deployment,
+        reason: &str,
+        view: View,
+        scrubber: &Scrubber,
+    ) -> Self {
+        let mut e = Self::new(d, false, Some(reason), None, None, view, scrubber);
+        e.checked = false;
+        e
+    }
+
     /// A deployment not checked yet (background mode, before its first result).
     pub(crate) fn unchecked(d: &Deployment, view: View, scrubber: &Scrubber) -> Self {
         let mut e = Self::new(d, true, None, None, None, view, scrubber);
@@ -189,7 +201,8 @@ impl Serialize for EndpointEntry {
 }
 
 /// The body of `/health`: LiteLLM's four keys, plus `unchecked_endpoints` /
-/// `unchecked_count` for deployments a background-served answer has no result for yet.
+/// `unchecked_count` for deployments a background-served answer has no result for yet, and
+/// `unsupported_endpoints` / `unsupported_count` for those that are never probed.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct HealthReport {
@@ -207,6 +220,11 @@ pub struct HealthReport {
     pub unchecked_endpoints: Vec<EndpointEntry>,
     /// How many have no result yet.
     pub unchecked_count: usize,
+    /// Deployments that cannot be probed (or forwarded), decided at start-up; each with its
+    /// reason as `error`. Beyond LiteLLM.
+    pub unsupported_endpoints: Vec<EndpointEntry>,
+    /// How many are unsupported.
+    pub unsupported_count: usize,
 }
 
 impl HealthReport {
@@ -223,6 +241,26 @@ impl HealthReport {
     pub(crate) fn push_unchecked(&mut self, e: EndpointEntry) {
         self.unchecked_endpoints.push(e);
         self.unchecked_count = self.unchecked_endpoints.len();
+    }
+
+    pub(crate) fn push_unsupported(&mut self, e: EndpointEntry) {
+        self.unsupported_endpoints.push(e);
+        self.unsupported_count = self.unsupported_endpoints.len();
+    }
+
+    /// Adds the unsupported deployments among `deployments` (never in a probe round).
+    pub(crate) fn add_unsupported(
+        &mut self,
+        snap: &crate::health::HealthSnapshot,
+        deployments: &[Arc<Deployment>],
+        view: View,
+        scrubber: &Scrubber,
+    ) {
+        for d in deployments {
+            if let Some(u) = snap.unsupported(d.id().as_str()) {
+                self.push_unsupported(EndpointEntry::unsupported(d, &u.reason, view, scrubber));
+            }
+        }
     }
 
     /// A report of a round run now. A probe this process could not make (a local resource
@@ -257,6 +295,9 @@ impl HealthReport {
     ) -> Self {
         let mut r = Self::default();
         for d in deployments {
+            if snap.unsupported(d.id().as_str()).is_some() {
+                continue; // see `add_unsupported`
+            }
             match snap.health(d.id().as_str()) {
                 Some(rec) => r.push(EndpointEntry::from_record(d, rec, view, scrubber)),
                 None => r.push_unchecked(EndpointEntry::unchecked(d, view, scrubber)),

@@ -28,6 +28,8 @@ pub(crate) struct Counts {
     /// Not excluded by the health filter (passed, stale, or not checked yet).
     pub(crate) eligible: usize,
     pub(crate) unchecked: usize,
+    /// Unsupported (never probed; not counted in `total`).
+    pub(crate) unsupported: usize,
 }
 
 impl Counts {
@@ -36,9 +38,15 @@ impl Counts {
             total: 0,
             eligible: 0,
             unchecked: 0,
+            unsupported: 0,
         };
         for d in snap.deployments() {
             let id = d.id().as_str();
+            if snap.unsupported(id).is_some() {
+                // Never probed: no part of the healthy share either way.
+                c.unsupported += 1;
+                continue;
+            }
             c.total += 1;
             match snap.health(id) {
                 None => {
@@ -164,6 +172,9 @@ pub(crate) fn readiness_details(
         "healthy_count": snap.healthy_count(),
         "unhealthy_count": snap.unhealthy_count(),
         "unchecked_count": counts.unchecked,
+        "unsupported_count": counts.unsupported,
+        "unsupported_endpoints": unsupported_list(state, &snap),
+        "unimplemented_settings": cfg.unimplemented_settings,
         "min_healthy_percent": min,
     });
     let code = match below {
@@ -174,6 +185,23 @@ pub(crate) fn readiness_details(
         None => StatusCode::OK,
     };
     wire::json(code, &body)
+}
+
+/// `{model_id, model, route, routable, reason}` of each unsupported deployment.
+fn unsupported_list(state: &HealthState, snap: &HealthSnapshot) -> Vec<Value> {
+    let scrub = |t: &str| state.scrubber().scrub(t).into_owned();
+    snap.deployments()
+        .filter_map(|d| {
+            let u = snap.unsupported(d.id().as_str())?;
+            Some(json!({
+                "model_id": d.id(),
+                "model": scrub(&d.params().model),
+                "route": scrub(d.route()),
+                "routable": u.routable,
+                "reason": scrub(&u.reason),
+            }))
+        })
+        .collect()
 }
 
 /// `/health/shared-status` (admin).

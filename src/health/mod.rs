@@ -37,7 +37,7 @@ use tokio::time::Instant;
 
 pub(crate) use hooks::Hooks;
 pub(crate) use snapshot::{Candidates, Entry, Route};
-pub use snapshot::{HealthRecord, HealthSnapshot, HealthSource};
+pub use snapshot::{HealthRecord, HealthSnapshot, HealthSource, Unsupported};
 
 use crate::{
     config::Config,
@@ -117,6 +117,38 @@ impl HealthState {
                 .iter()
                 .filter_map(|(id, rec)| Some((&**snap.deployment(id.as_str())?, rec.healthy))),
         );
+    }
+
+    /// Marks deployments [`Unsupported`], once, at start-up: each is logged once at warn
+    /// level with its reason, never probed, listed under `unsupported_endpoints` in
+    /// `/health`, and, when not `routable`, never picked for traffic (a route left with
+    /// none answers [`UnsupportedRoute`](crate::error::UnsupportedRoute)). A deployment
+    /// marked twice keeps its first reason and is unroutable if either mark says so.
+    pub fn mark_unsupported(&self, marks: impl IntoIterator<Item = (DeploymentId, Unsupported)>) {
+        let snap = self.load();
+        let marks: Vec<_> = marks
+            .into_iter()
+            .filter(|(id, _)| snap.entry_by_id(id.as_str()).is_some())
+            .collect();
+        if marks.is_empty() {
+            return;
+        }
+        for (id, m) in &marks {
+            if snap.unsupported(id.as_str()).is_none() {
+                let d = snap.deployment(id.as_str());
+                tracing::warn!(
+                    model_id = %id,
+                    route = d.map(|d| d.route()),
+                    model = d.map(|d| d.params().model.as_str()),
+                    routable = m.routable,
+                    reason = %self.scrubber().scrub(&m.reason),
+                    "deployment unsupported: it is never probed{}",
+                    if m.routable { "" } else { " nor sent traffic" }
+                );
+            }
+        }
+        drop(snap);
+        self.publish(|cur, now| cur.with_unsupported(&marks, now));
     }
 
     /// Replaces the deployment list; health and statistics of ids that stay are kept.

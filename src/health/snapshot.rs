@@ -99,6 +99,31 @@ pub(crate) struct Entry {
     pub(crate) stats: Arc<DeploymentStats>,
     /// `health.checked_at` as nanoseconds since the state's epoch.
     checked_nanos: u64,
+    /// Set once at start-up when the deployment cannot be probed or forwarded.
+    pub(crate) unsupported: Option<Unsupported>,
+}
+
+/// Why a deployment is `unsupported`: decided once at start-up (when the probe loop or a
+/// forwarder is built), never probed again, shown in `/health` under `unsupported_endpoints`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Unsupported {
+    /// Why, in a sentence, secret-free (`provider `bedrock` is not supported: …`).
+    pub reason: Arc<str>,
+    /// Whether the router may still pick it for traffic. `false` when the forwarder cannot
+    /// send it a request (the gateway's choice); `true` when only probing is impossible.
+    pub routable: bool,
+}
+
+impl Unsupported {
+    /// An unsupported mark with `reason` (secret-free); `routable`: whether the router may
+    /// still pick it.
+    pub fn new(reason: impl Into<Arc<str>>, routable: bool) -> Self {
+        Self {
+            reason: reason.into(),
+            routable,
+        }
+    }
 }
 
 impl Entry {
@@ -199,7 +224,12 @@ impl RouteState {
 #[derive(Debug)]
 pub(crate) struct Route {
     pub(crate) name: Arc<str>,
+    /// Every member, in config order (unroutable ones included).
+    pub(crate) members: Box<[u32]>,
+    /// The routable members (all but the unroutable [`Unsupported`] ones).
     pub(crate) all: Candidates,
+    /// Set when every member is unroutable: why, naming each provider's reason.
+    pub(crate) unsupported: Option<Arc<str>>,
     /// `all` minus the members whose last check failed and was fresh at publication.
     pub(crate) healthy: Candidates,
     pub(crate) weight_kind: WeightKind,
@@ -253,6 +283,7 @@ impl HealthSnapshot {
                     health: old.and_then(|e| e.health.clone()),
                     stats: old.map_or_else(Default::default, |e| Arc::clone(&e.stats)),
                     checked_nanos: old.map_or(0, |e| e.checked_nanos),
+                    unsupported: old.and_then(|e| e.unsupported.clone()),
                 });
                 (entries.len() - 1) as u32
             });
@@ -321,6 +352,30 @@ impl HealthSnapshot {
         self.rebuilt(entries, now, Some(now))
     }
 
+    /// A new snapshot with these deployments marked [`Unsupported`] (unknown ids are
+    /// ignored; a deployment already marked keeps its reason, and becomes unroutable if
+    /// either mark says so).
+    pub(crate) fn with_unsupported(
+        &self,
+        marks: &[(DeploymentId, Unsupported)],
+        now: Instant,
+    ) -> Self {
+        let mut entries = self.entries_copy();
+        for (id, mark) in marks {
+            if let Some(&i) = self.by_id.get(id) {
+                let e = &mut entries[i as usize];
+                e.unsupported = Some(match e.unsupported.take() {
+                    Some(old) => Unsupported {
+                        routable: old.routable && mark.routable,
+                        ..old
+                    },
+                    None => mark.clone(),
+                });
+            }
+        }
+        self.rebuilt(entries, now, self.updated_at)
+    }
+
     /// The same results, with the route lists recomputed at `now`: failed results that
     /// went stale no longer exclude their deployment.
     pub(crate) fn expired(&self, now: Instant) -> Self {
@@ -335,6 +390,7 @@ impl HealthSnapshot {
                 health: e.health.clone(),
                 stats: Arc::clone(&e.stats),
                 checked_nanos: e.checked_nanos,
+                unsupported: e.unsupported.clone(),
             })
             .collect()
     }
@@ -347,7 +403,7 @@ impl HealthSnapshot {
             .map(|(name, r)| {
                 let route = build_route(
                     Arc::clone(name),
-                    r.all.idx.clone(),
+                    r.members.clone(),
                     &entries,
                     self.staleness_nanos,
                     now_nanos,
@@ -436,12 +492,25 @@ impl HealthSnapshot {
         })
     }
 
-    /// The deployments of a route, in config order; `None` for an unknown route.
+    /// Why `id` is unsupported (see [`Unsupported`]); `None` when it is supported.
+    pub fn unsupported(&self, id: &str) -> Option<&Unsupported> {
+        self.entry_by_id(id).and_then(|e| e.unsupported.as_ref())
+    }
+
+    /// How many deployments are [`Unsupported`].
+    pub fn unsupported_count(&self) -> usize {
+        self.entries
+            .iter()
+            .filter(|e| e.unsupported.is_some())
+            .count()
+    }
+
+    /// The deployments of a route, in config order (unsupported ones included); `None`
+    /// for an unknown route.
     pub fn route(&self, name: &str) -> Option<impl ExactSizeIterator<Item = &Arc<Deployment>>> {
         let r = self.routes.get(name)?;
         Some(
-            r.all
-                .idx
+            r.members
                 .iter()
                 .map(|&i| &self.entries[i as usize].deployment),
         )
@@ -475,12 +544,31 @@ impl HealthSnapshot {
 
 fn build_route(
     name: Arc<str>,
-    all: Box<[u32]>,
+    members: Box<[u32]>,
     entries: &[Entry],
     staleness_nanos: u64,
     now: u64,
     state: Arc<RouteState>,
 ) -> Route {
+    let unroutable = |i: u32| matches!(&entries[i as usize].unsupported, Some(u) if !u.routable);
+    let all: Box<[u32]> = members
+        .iter()
+        .copied()
+        .filter(|&i| !unroutable(i))
+        .collect();
+    let unsupported = (all.is_empty() && !members.is_empty()).then(|| {
+        let mut why: Vec<&str> = members
+            .iter()
+            .filter_map(|&i| entries[i as usize].unsupported.as_ref())
+            .map(|u| &*u.reason)
+            .collect();
+        why.sort_unstable();
+        why.dedup();
+        Arc::from(format!(
+            "no deployment of model `{name}` can be served by this gateway: {}",
+            why.join("; ")
+        ))
+    });
     let weight_kind = WeightKind::for_members(entries, &all);
     let mut fresh_until = u64::MAX;
     let mut unhealthy = 0;
@@ -500,6 +588,8 @@ fn build_route(
         .collect();
     Route {
         name,
+        members,
+        unsupported,
         healthy: Candidates::new(healthy, entries, weight_kind),
         all: Candidates::new(all, entries, weight_kind),
         weight_kind,

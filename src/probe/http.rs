@@ -27,7 +27,6 @@ use super::{
 };
 use crate::{
     classify::{Class, Classify, DefaultClassifier},
-    config::Config,
     deployment::Deployment,
     error::ConfigError,
     provider::{Endpoint, ProviderError, Wire},
@@ -54,11 +53,11 @@ const DRAIN_LIMIT: usize = 64 * 1024;
 ///
 /// From the [provider catalog](crate::provider): the base (the deployment's `api_base`, else
 /// the provider's public default), the path and query of the mode, the auth headers.
-/// Deployments whose config cannot work (no `api_base` where the provider has no default, a
-/// bad URL, a mode the provider lacks, a wildcard route without `health_check_model`) are
-/// rejected by [`check_config`](Prober::check_config) when the loop is built. Providers the
-/// catalog does not speak (SageMaker, watsonx, ...) are not errors: their probes fail with
-/// the reason `unsupported: …`, and are never sent as OpenAI requests.
+/// Deployments it cannot probe — a provider the catalog does not speak (SageMaker, watsonx,
+/// ...), no `api_base` where the provider has no default, a mode the provider lacks, a
+/// wildcard route without `health_check_model` — are not start-up errors: when the loop is
+/// built they become [`Unsupported`](crate::health::Unsupported) with the catalog's reason
+/// ([`Prober::unsupported`]), are never probed, and are never sent as OpenAI requests.
 ///
 /// Bedrock (feature `bedrock`) and Vertex AI (feature `vertex`) are probed natively: a
 /// SigV4-signed Converse / InvokeModel request, and a `generateContent` / `predict` request
@@ -181,7 +180,7 @@ impl HttpProberBuilder {
     }
 
     /// What answers mean (default: [`DefaultClassifier`]; [`ProbeLoop`](super::ProbeLoop)
-    /// passes the config's [`Config::classifier`]).
+    /// passes the config's [`Config::classifier`](crate::Config::classifier)).
     pub fn classifier(mut self, classifier: Arc<dyn Classify>) -> Self {
         self.classifier = classifier;
         self
@@ -403,35 +402,21 @@ impl Prober for HttpProber {
         Box::pin(self.run(deployment))
     }
 
-    /// Every deployment that can be probed (all but those `disable_background_health_check`
-    /// takes out of every round under `health_check_skip_disabled_background_models`) must
-    /// have a known endpoint, a mode its provider offers, and a request that can be built
-    /// (e.g. an `api_key` an HTTP header can carry).
-    fn check_config(&self, config: &Config) -> Result<(), ConfigError> {
-        let skip_disabled = config.health.skip_disabled_background_models;
-        for (i, d) in config.deployments.iter().enumerate() {
-            if skip_disabled && d.info().disable_background_health_check {
-                continue;
-            }
-            match provider::resolve(d).and_then(|ep| match ep.wire {
-                // Native cloud probes that cannot be made are a state of the deployment
-                // (their probes say why), as the catalog's unsupported providers are.
-                Wire::Bedrock | Wire::Vertex => Ok(()),
-                _ => request::build(d, &ep, &self.defaults, request::QUESTIONS[0]).map(drop),
-            }) {
-                Ok(()) => {}
-                // A provider the catalog does not speak is a state of the deployment
-                // (its probes fail with the reason), not a config error.
-                Err(ProviderError::Unsupported { .. }) => {}
-                Err(ProviderError::Invalid { field, why }) => {
-                    return Err(ConfigError::invalid(
-                        format!("model_list[{i}].{field}"),
-                        why,
-                    ));
-                }
-            }
+    /// The catalog's answer for `deployment`'s probe (and the probe request built from
+    /// it): a provider it does not speak, a wildcard without `health_check_model`, a
+    /// missing `api_base` or a mode the provider lacks make the deployment unsupported,
+    /// with the catalog's reason (and the field at fault, when there is one). Native cloud
+    /// probes (Bedrock, Vertex AI) are built per probe; one that cannot be made says why
+    /// in its result.
+    fn unsupported(&self, d: &Deployment) -> Option<String> {
+        match provider::resolve(d).and_then(|ep| match ep.wire {
+            Wire::Bedrock | Wire::Vertex => Ok(()),
+            _ => request::build(d, &ep, &self.defaults, request::QUESTIONS[0]).map(drop),
+        }) {
+            Ok(()) => None,
+            Err(ProviderError::Invalid { field, why }) => Some(format!("{field}: {why}")),
+            Err(e) => Some(e.to_string()),
         }
-        Ok(())
     }
 }
 

@@ -326,6 +326,21 @@ impl ProbeLoopBuilder {
         }
         let cfg: &Config = self.state.config();
         prober.check_config(cfg)?;
+        // Decided once: a deployment this prober cannot probe is a state, not an error.
+        let marks: Vec<_> = {
+            let snap = self.state.load();
+            snap.deployments()
+                .filter_map(|d| {
+                    let why = prober.unsupported(d)?;
+                    let reason = self.state.scrubber().scrub(&why).into_owned();
+                    Some((
+                        d.id().clone(),
+                        crate::health::Unsupported::new(reason, true),
+                    ))
+                })
+                .collect()
+        };
+        self.state.mark_unsupported(marks);
         warn_unmatched_groups(cfg);
         warn_bad_health_check_params(cfg);
         let settings = cfg.health.clone();
@@ -441,7 +456,7 @@ impl ProbeLoop {
     /// Probes `target` now and returns the raw results, without publishing them (see the
     /// [module docs](self)). Callable while the loop runs; shares its concurrency bound and
     /// timeouts. With `health_check_skip_disabled_background_models`, deployments with
-    /// `disable_background_health_check` are left out. Empty when the state is gone or
+    /// `disable_background_health_check` are left out; unsupported ones always are. Empty when the state is gone or
     /// nothing matches (an unknown `model_id` probes nothing, where LiteLLM would probe all).
     ///
     /// Calls for the same `target` while a round for it runs share that round: each waits
@@ -532,10 +547,10 @@ impl Inner {
         let picked = HealthState::upgrade(&self.state).map(|state| {
             let snap = state.load();
             let skip = self.settings.skip_disabled_background_models;
-            (
-                on_demand_targets(&snap, target, skip),
-                state.scrubber().clone(),
-            )
+            let mut targets = on_demand_targets(&snap, target, skip);
+            // Unsupported deployments are never probed (see `health::Unsupported`).
+            targets.retain(|d| snap.unsupported(d.id().as_str()).is_none());
+            (targets, state.scrubber().clone())
         });
         let Some((targets, scrubber)) = picked else {
             return RoundReport::empty();

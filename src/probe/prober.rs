@@ -47,6 +47,15 @@ pub trait Prober: Send + Sync + 'static {
         let _ = config;
         Ok(())
     }
+
+    /// Why this prober cannot probe `deployment`, if it cannot (the default: it can).
+    /// Asked once per deployment when the loop is built: a deployment with a reason
+    /// becomes [`Unsupported`](crate::health::Unsupported) (never probed, listed under
+    /// `unsupported_endpoints`); start-up goes on. The reason must be secret-free.
+    fn unsupported(&self, deployment: &Deployment) -> Option<String> {
+        let _ = deployment;
+        None
+    }
 }
 
 impl<P: Prober + ?Sized> Prober for Arc<P> {
@@ -56,6 +65,10 @@ impl<P: Prober + ?Sized> Prober for Arc<P> {
 
     fn check_config(&self, config: &Config) -> Result<(), ConfigError> {
         (**self).check_config(config)
+    }
+
+    fn unsupported(&self, deployment: &Deployment) -> Option<String> {
+        (**self).unsupported(deployment)
     }
 }
 

@@ -17,7 +17,7 @@ use tower::retry::Policy;
 use super::Settings;
 use crate::{
     BoxError, MissingRoute, NoDeploymentAvailable, SelectedDeployment, UnknownRoute,
-    classify::Class, routing::TriedDeployments,
+    UnsupportedRoute, classify::Class, routing::TriedDeployments,
 };
 
 /// The [`tower::retry::Policy`] behind [`RetryLayer`](super::RetryLayer), for one request
@@ -91,6 +91,7 @@ impl Settings {
             Err(e)
                 if e.is::<NoDeploymentAvailable>()
                     || e.is::<UnknownRoute>()
+                    || e.is::<UnsupportedRoute>()
                     || e.is::<MissingRoute>() =>
             {
                 return Verdict::Unroutable;

@@ -36,7 +36,7 @@ use crate::{
     balance::{self, CostOrder, Ctx, View},
     config::{Config, RoutingStrategy},
     deployment::{Deployment, DeploymentId},
-    error::{NoDeploymentAvailable, UnknownRoute},
+    error::{NoDeploymentAvailable, UnknownRoute, UnsupportedRoute},
     health::{Candidates, Entry, HealthSnapshot, HealthState, Route},
     stats::{minute_of, until_next_minute},
     time::{LazyNow, nanos_since},
@@ -95,6 +95,8 @@ pub enum PickError {
     UnknownRoute(UnknownRoute),
     /// Every candidate is cooling down or was excluded.
     NoDeploymentAvailable(NoDeploymentAvailable),
+    /// Every deployment of the route is unsupported and unroutable.
+    Unsupported(UnsupportedRoute),
 }
 
 impl fmt::Display for PickError {
@@ -102,6 +104,7 @@ impl fmt::Display for PickError {
         match self {
             Self::UnknownRoute(e) => e.fmt(f),
             Self::NoDeploymentAvailable(e) => e.fmt(f),
+            Self::Unsupported(e) => e.fmt(f),
         }
     }
 }
@@ -115,6 +118,7 @@ impl PickError {
         match self {
             PickError::UnknownRoute(e) => Box::new(e),
             PickError::NoDeploymentAvailable(e) => Box::new(e),
+            PickError::Unsupported(e) => Box::new(e),
         }
     }
 }
@@ -270,6 +274,13 @@ impl Picker {
                 route: route.into(),
             }));
         };
+        if let Some(reason) = &r.unsupported {
+            r.state.metrics.refused();
+            return Err(PickError::Unsupported(UnsupportedRoute {
+                route: Arc::clone(&r.name),
+                reason: Arc::clone(reason),
+            }));
+        }
         let excluded: Vec<u32> = exclude
             .iter()
             .filter_map(|id| snap.index_of(id.as_str()))

@@ -125,8 +125,9 @@ struct Scripts {
 ///
 /// The password (in `redis_url` or `redis_password`) goes to Redis's `AUTH` only. Errors
 /// are scrubbed of it and of the URL before they are shown, and [`Debug`](std::fmt::Debug)
-/// shows only the host and port. Needs Redis 2.6.12 or later (Lua, `SET ... PX`); `rediss://` (TLS) is not
-/// supported by this build.
+/// shows only the host and port. Needs Redis 2.6.12 or later (Lua, `SET ... PX`). TLS:
+/// a `rediss://` URL, or `tls: true` in [`RedisSettings::HostPort`] (rustls, the system's
+/// root certificates).
 ///
 /// Creating one does not connect: the connection is made on first use and remade in the
 /// background after a failure, so a Redis that is down at start-up is a degraded mode of
@@ -209,15 +210,10 @@ impl RedisStoreBuilder {
         let info = match &self.settings {
             RedisSettings::Url(u) => {
                 let url = u.expose().trim();
-                if url.starts_with("rediss://") {
-                    return Err(bad(
-                        "rediss:// (TLS) is not supported by this build; use redis://".to_owned(),
-                    ));
-                }
                 // The parser's message is left out: it could quote the URL.
                 url.into_connection_info().map_err(|_| {
-                    bad("not a usable Redis URL: expected redis://[[user]:password@]host[:port][/db] \
-                         or redis+unix:///path"
+                    bad("not a usable Redis URL: expected redis://[[user]:password@]host[:port][/db], \
+                         rediss://… (TLS) or redis+unix:///path"
                         .to_owned())
                 })?
             }
@@ -225,10 +221,21 @@ impl RedisStoreBuilder {
                 host,
                 port,
                 password,
+                tls,
             } => {
-                let info = (host.as_str(), *port)
+                let info = if *tls {
+                    // `rediss://host:port`: TLS with the system's roots, SNI = host.
+                    redis::ConnectionAddr::TcpTls {
+                        host: host.clone(),
+                        port: *port,
+                        insecure: false,
+                        tls_params: None,
+                    }
                     .into_connection_info()
-                    .map_err(|e| bad(format!("not a usable Redis address ({e})")))?;
+                } else {
+                    (host.as_str(), *port).into_connection_info()
+                }
+                .map_err(|e| bad(format!("not a usable Redis address ({e})")))?;
                 match password {
                     Some(p) => {
                         let redis = info.redis_settings().clone().set_password(p.expose());
@@ -467,5 +474,48 @@ impl HealthStore for RedisStore {
             let _: String = redis::cmd("PING").query_async(&mut c).await?;
             Ok(started.elapsed())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redis::ConnectionAddr;
+
+    use super::*;
+
+    fn addr(settings: &RedisSettings) -> ConnectionAddr {
+        let store = RedisStore::new(settings).expect("builds");
+        store.inner.client.get_connection_info().addr().clone()
+    }
+
+    #[test]
+    fn tls_settings_give_a_tls_connection() {
+        let tls = RedisSettings::HostPort {
+            host: "cache.example".into(),
+            port: 6380,
+            password: Some(Secret::new("pw")),
+            tls: true,
+        };
+        assert!(
+            matches!(addr(&tls), ConnectionAddr::TcpTls { host, port: 6380, insecure: false, .. } if host == "cache.example")
+        );
+        let plain = RedisSettings::HostPort {
+            host: "cache.example".into(),
+            port: 6379,
+            password: None,
+            tls: false,
+        };
+        assert!(matches!(addr(&plain), ConnectionAddr::Tcp(_, 6379)));
+        let url = RedisSettings::Url(Secret::new("rediss://:pw@cache.example:6390/0"));
+        assert!(matches!(
+            addr(&url),
+            ConnectionAddr::TcpTls {
+                port: 6390,
+                insecure: false,
+                ..
+            }
+        ));
+        let url = RedisSettings::Url(Secret::new("redis://cache.example"));
+        assert!(matches!(addr(&url), ConnectionAddr::Tcp(..)));
     }
 }

@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod dropin;
 mod ejection_settings;
 mod health_surface_keys;
 mod invalid;
@@ -248,6 +249,7 @@ fn full_fixture_parses_every_settings_key() {
             host,
             port,
             password,
+            tls: false,
         }) => {
             assert_eq!((host.as_str(), *port), ("127.0.0.1", 6380));
             assert_eq!(
@@ -366,6 +368,7 @@ fn redis_comes_from_the_environment_only_with_shared_health_checks() {
             host: "10.0.0.5".into(),
             port: 6391,
             password: Some("pw-2".into()),
+            tls: false,
         })
     );
     let cfg = Config::from_yaml_str_with_env(shared, &env_of(&[("REDIS_HOST", "h")])).unwrap();
@@ -374,7 +377,8 @@ fn redis_comes_from_the_environment_only_with_shared_health_checks() {
         Some(RedisSettings::HostPort {
             host: "h".into(),
             port: 6379,
-            password: None
+            password: None,
+            tls: false,
         })
     );
     let cfg = Config::from_yaml_str_with_env(shared, &|_| None).unwrap();

@@ -58,9 +58,23 @@ litellm_settings:
         extra.get("aws_region_name"),
         Some(&ParamValue::Plain("us-west-2".into()))
     );
-    assert_eq!(extra.get("timeout"), Some(&ParamValue::Plain(30.into())));
+    // `timeout` is typed since issue 12 (the gateway's request timeout).
+    assert_eq!(d.params().timeout, Some(std::time::Duration::from_secs(30)));
+    assert!(!extra.contains_key("timeout"));
     assert!(!extra.contains_key("unset_thing"), "null means unset");
-    assert_eq!(extra.len(), 6);
+    assert_eq!(extra.len(), 5);
+    // The settings sections' unknown keys are kept by path, for the start-up warning.
+    assert_eq!(
+        cfg.unimplemented_settings,
+        [
+            "environment_variables",
+            "some_future_section",
+            "general_settings.database_url",
+            "general_settings.store_model_in_db",
+            "router_settings.provider_budget_config",
+            "litellm_settings.success_callback",
+        ]
+    );
     let info = &d.info().extra;
     assert_eq!(
         info.get("base_model"),

@@ -102,7 +102,9 @@ async fn on_demand_health_probes_every_call_and_publishes_nothing() {
             "unchecked_count",
             "unchecked_endpoints",
             "unhealthy_count",
-            "unhealthy_endpoints"
+            "unhealthy_endpoints",
+            "unsupported_count",
+            "unsupported_endpoints"
         ]
     );
     assert_eq!(

@@ -87,6 +87,7 @@ fn config(up: &Upstream, background: bool) -> Config {
         host: "127.0.0.1".into(),
         port: 6379,
         password: Some(Secret::new(REDIS_PW)),
+        tls: false,
     });
     cfg
 }

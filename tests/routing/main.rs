@@ -14,3 +14,4 @@ mod routing;
 mod slow_start;
 mod strategies;
 mod tower_contract;
+mod unsupported;

@@ -261,6 +261,7 @@ async fn nothing_secret_reaches_redis() {
         host: "127.0.0.1".into(),
         port: redis.port,
         password: Some(Secret::new(PASSWORD)),
+        tls: false,
     };
     let sharing = fast().share_cooldowns(true);
     let gws = [

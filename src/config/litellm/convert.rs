@@ -60,6 +60,7 @@ impl LiteLlmConfig {
             master_key,
             classifier: None,
             server,
+            unimplemented_settings: Vec::new(),
         })
     }
 }
@@ -89,6 +90,9 @@ impl ModelEntry {
         params.input_cost_per_token = p.input_cost_per_token.map(|f| f.0);
         params.output_cost_per_token = p.output_cost_per_token.map(|f| f.0);
         params.cooldown_time = seconds(p.cooldown_time, &at("litellm_params.cooldown_time"))?;
+        params.timeout = positive_seconds(p.timeout, &at("litellm_params.timeout"))?;
+        params.stream_timeout =
+            positive_seconds(p.stream_timeout, &at("litellm_params.stream_timeout"))?;
         params.extra = extra.params;
 
         let m = self.model_info;
@@ -212,14 +216,23 @@ impl GeneralSettings {
                 self.health_check_unhealthy_threshold,
                 &at("health_check_unhealthy_threshold"),
             )?
+            .or(positive::<u32>(
+                self.unhealthy_threshold,
+                &at("unhealthy_threshold"),
+            )?)
             .and_then(NonZeroU32::new)
             .unwrap_or(d.unhealthy_threshold),
             healthy_threshold: positive::<u32>(
                 self.health_check_healthy_threshold,
                 &at("health_check_healthy_threshold"),
             )?
+            .or(positive::<u32>(
+                self.healthy_threshold,
+                &at("healthy_threshold"),
+            )?)
             .and_then(NonZeroU32::new)
             .unwrap_or(d.healthy_threshold),
+            min_healthy_percent: self.min_healthy_percent.map(|f| f.0),
             jitter: seconds(self.health_check_jitter, &at("health_check_jitter"))?
                 .unwrap_or(d.jitter),
             use_shared_health_check: flag(self.use_shared_health_check, d.use_shared_health_check),
@@ -306,11 +319,15 @@ impl RouterSection {
             .unwrap_or(d.num_retries);
         let max_retry_after = seconds(self.max_retry_after, "router_settings.max_retry_after")?
             .unwrap_or(d.max_retry_after);
+        let timeout = positive_seconds(self.timeout, "router_settings.timeout")?.or(
+            positive_seconds(l.request_timeout, "litellm_settings.request_timeout")?,
+        );
         let redis = redis(
             self.redis_url,
             self.redis_host,
             self.redis_port,
             self.redis_password,
+            self.redis_ssl.map(|f| f.0),
             shared,
             r,
         )?;
@@ -355,6 +372,7 @@ impl RouterSection {
             fallbacks,
             model_group_alias: aliases(self.model_group_alias)?,
             enable_pre_call_checks: self.enable_pre_call_checks.is_some_and(|f| f.0),
+            timeout,
             outlier_detection: self
                 .outlier_detection
                 .map(OutlierSection::into_settings)
@@ -488,9 +506,15 @@ fn redis(
     host: Option<Text>,
     port: Option<Int>,
     password: Option<SecretText>,
+    ssl: Option<bool>,
     shared: bool,
     r: &Resolver<'_>,
 ) -> Result<Option<RedisSettings>, ConfigError> {
+    // `redis_ssl`, else LiteLLM's `REDIS_SSL=true` (any case).
+    let env_ssl = || {
+        r.var("REDIS_SSL")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+    };
     const PORT: &str = "router_settings.redis_port";
     const DEFAULT_PORT: u16 = 6379;
     if let Some(u) = url {
@@ -499,13 +523,21 @@ fn redis(
                 "router_settings.redis_url is set; redis_host, redis_port and redis_password are ignored"
             );
         }
-        return Ok(Some(RedisSettings::Url(u.0)));
+        // `redis_ssl: true` with a `redis://` URL: TLS, as `rediss://` says.
+        let url = match u.0.expose().trim().strip_prefix("redis://") {
+            Some(rest) if ssl == Some(true) => {
+                crate::secret::Secret::new(format!("rediss://{rest}"))
+            }
+            _ => u.0,
+        };
+        return Ok(Some(RedisSettings::Url(url)));
     }
     if let Some(Text(host)) = host {
         return Ok(Some(RedisSettings::HostPort {
             host,
             port: positive::<u16>(port, PORT)?.unwrap_or(DEFAULT_PORT),
             password: password.map(|s| s.0),
+            tls: ssl.unwrap_or_else(env_ssl),
         }));
     }
     if port.is_some() || password.is_some() {
@@ -540,6 +572,7 @@ fn redis(
         host,
         port,
         password: r.var("REDIS_PASSWORD").map(Into::into),
+        tls: ssl.unwrap_or_else(env_ssl),
     }))
 }
 
