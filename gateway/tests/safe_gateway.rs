@@ -569,7 +569,6 @@ fn drain_options(token: Option<&str>, grace: Duration) -> app::Options {
             enabled: true,
             token: token.map(Into::into),
             grace,
-            ..Default::default()
         },
         ..app::Options::default()
     }
