@@ -135,7 +135,7 @@ async fn unsupported_deployments_are_never_probed() {
     let state = state_with(
         vec![
             ok_deployment(),
-            Deployment::builder("ok", "bedrock/amazon.titan-text-express-v1").build(),
+            Deployment::builder("ok", "sagemaker/my-endpoint").build(),
         ],
         |b| b,
     );
