@@ -323,7 +323,8 @@ mod off {
 pub use off::describe;
 #[cfg(not(feature = "metrics"))]
 pub(crate) use off::{
-    RouteMetrics, record_cooldown, record_health, record_probe, record_unknown_route,
+    RouteMetrics, record_cooldown, record_ejection, record_health, record_probe,
+    record_probe_saved, record_unknown_route,
 };
 
 #[cfg(test)]
