@@ -110,7 +110,7 @@ impl Observer {
             );
             // Shared cooldowns (opt-in): a `try_send` to the coordinator, never a wait.
             if let Some(sink) = self.state.hooks().get::<CooldownSink>() {
-                sink.announce(&d.id);
+                sink.announce(&d.id, false, class.as_str());
             }
         }
         if let Some(od) = &shared.config.router.outlier_detection {
@@ -151,6 +151,10 @@ impl Observer {
                 ejection_secs = dur.as_secs_f64(),
                 "deployment ejected"
             );
+            // Shared like a cooldown (opt-in): a `try_send`, never a wait.
+            if let Some(sink) = self.state.hooks().get::<CooldownSink>() {
+                sink.announce(&d.id, true, class.as_str());
+            }
         }
     }
 }

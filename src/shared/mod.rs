@@ -79,11 +79,13 @@
 mod cooldowns;
 mod coordinator;
 mod memory;
+mod push;
 #[cfg(feature = "redis")]
 mod redis;
 mod round;
 mod settings;
 mod store;
+mod usage;
 
 use std::sync::Arc;
 
@@ -100,9 +102,12 @@ pub(crate) use self::settings::Resolved;
 pub use self::{
     memory::MemoryStore,
     settings::{
-        DEFAULT_POLL_INTERVAL, MAX_DEFAULT_COMMAND_TIMEOUT, MAX_DEFAULT_LEASE, SharingSettings,
+        DEFAULT_POLL_INTERVAL, DEFAULT_USAGE_FLUSH_INTERVAL, MAX_DEFAULT_COMMAND_TIMEOUT,
+        MAX_DEFAULT_LEASE, SharingSettings,
     },
+    push::{BACKOFF_MAX, BACKOFF_MIN, EventStream, OutageEvent, OutageKind},
     store::{HealthStore, Observation, SharedResult, SharedRound, StoreError, StoreFuture},
+    usage::UsageCount,
 };
 use crate::{
     config::Config,
@@ -251,7 +256,7 @@ pub fn store_from_config(config: &Config) -> Result<Option<Arc<dyn HealthStore>>
 #[derive(Debug, Default)]
 struct Plan {
     store: Option<Arc<dyn HealthStore>>,
-    settings: SharingSettings,
+    settings: Option<SharingSettings>,
 }
 
 impl crate::probe::Extension for Plan {
@@ -284,8 +289,11 @@ impl ProbeLoopBuilder {
     }
 
     /// The knobs of sharing (defaults in [`SharingSettings`]); used only with a store.
+    /// Without this call, the store `use_shared_health_check` asks for shares cooldowns
+    /// and ejections ([`SharingSettings::share_cooldowns`]); a store given to
+    /// [`store`](Self::store) does not.
     pub fn sharing(mut self, settings: SharingSettings) -> Self {
-        self.plan().settings = settings;
+        self.plan().settings = Some(settings);
         self
     }
 
@@ -302,13 +310,19 @@ impl ProbeLoopBuilder {
                     plan = std::mem::take(p);
                 }
             }
-            let store = match plan.store {
-                Some(s) => Some(s),
-                None => store_from_config(cfg)?,
+            let (store, from_config) = match plan.store {
+                Some(s) => (Some(s), false),
+                None => (store_from_config(cfg)?, true),
+            };
+            // The store `use_shared_health_check` asks for shares cooldowns too, as
+            // LiteLLM's Redis-backed cooldown cache does (unless `sharing` said otherwise).
+            let knobs = match plan.settings {
+                Some(k) => k,
+                None => SharingSettings::new().share_cooldowns(from_config),
             };
             Ok(match store {
                 Some(store) => Some(
-                    Arc::new(Sharing::new(store, plan.settings.resolve(settings)?))
+                    Arc::new(Sharing::new(store, knobs.resolve(settings)?))
                         as Arc<dyn crate::probe::Driver>,
                 ),
                 None => None,
