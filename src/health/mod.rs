@@ -257,6 +257,16 @@ impl HealthState {
             .map_or(0, |e| e.stats.ejection.ejections())
     }
 
+    /// `id`'s usage this minute, `(requests, tokens)`, as `usage-based-routing` reads it:
+    /// this process's counts plus, when `usage-based-routing-v2` shares them through a
+    /// store, the other processes' as of the last exchange (`(0, 0)` for an unknown id).
+    pub fn usage_this_minute(&self, id: &str) -> (u64, u64) {
+        let minute = crate::stats::minute_of(self.now_nanos());
+        self.load().entry_by_id(id).map_or((0, 0), |e| {
+            (e.stats.requests_in(minute), e.stats.tokens_in(minute))
+        })
+    }
+
     /// Requests now in flight to `id` (`0` for an unknown id).
     pub fn in_flight(&self, id: &str) -> u32 {
         self.load()

@@ -7,4 +7,8 @@ mod support;
 
 mod shared_memory;
 #[cfg(feature = "redis")]
+mod shared_push;
+#[cfg(feature = "redis")]
 mod shared_redis;
+#[cfg(feature = "redis")]
+mod shared_usage;
