@@ -248,7 +248,10 @@ impl DeploymentStats {
 
     /// Requests and tokens counted in `minute` by this process alone.
     pub(crate) fn local_usage_in(&self, minute: u64) -> (u64, u64) {
-        (count_in(&self.requests, minute), count_in(&self.tokens, minute))
+        (
+            count_in(&self.requests, minute),
+            count_in(&self.tokens, minute),
+        )
     }
 
     /// What the other processes counted in `minute` (shared usage), as last read.
@@ -332,7 +335,10 @@ mod tests {
         s.set_remote_usage(1, 3, 1000);
         assert_eq!((s.requests_in(1), s.tokens_in(1)), (4, 1750));
         assert_eq!(s.local_usage_in(1), (1, 750));
-        assert!(!s.try_count_request(1, Some(4)), "1 here + 3 elsewhere = rpm 4");
+        assert!(
+            !s.try_count_request(1, Some(4)),
+            "1 here + 3 elsewhere = rpm 4"
+        );
         assert!(s.try_count_request(1, Some(5)));
         assert_eq!(s.requests_in(2), 0, "a remote count is for its minute only");
         assert_eq!(

@@ -220,7 +220,13 @@ impl HealthState {
                     .all
                     .idx
                     .iter()
-                    .filter(|&&i| snap.entries[i as usize].stats.ejection.remaining(now).is_some())
+                    .filter(|&&i| {
+                        snap.entries[i as usize]
+                            .stats
+                            .ejection
+                            .remaining(now)
+                            .is_some()
+                    })
                     .count();
                 (r.all.idx.len(), out)
             });

@@ -13,9 +13,9 @@ use tokio::{sync::mpsc, time::Instant};
 use super::{
     SharedMode, SharedStatus, Sharing,
     cooldowns::CooldownSync,
-    usage::UsageSync,
     round::{age, to_report, to_shared},
     store::{HealthStore, Observation, StoreError},
+    usage::UsageSync,
 };
 use crate::{
     cooldown::CooldownSink,

@@ -101,11 +101,11 @@ pub use self::redis::{DEFAULT_KEY_PREFIX, RedisStore, RedisStoreBuilder};
 pub(crate) use self::settings::Resolved;
 pub use self::{
     memory::MemoryStore,
+    push::{BACKOFF_MAX, BACKOFF_MIN, EventStream, OutageEvent, OutageKind},
     settings::{
         DEFAULT_POLL_INTERVAL, DEFAULT_USAGE_FLUSH_INTERVAL, MAX_DEFAULT_COMMAND_TIMEOUT,
         MAX_DEFAULT_LEASE, SharingSettings,
     },
-    push::{BACKOFF_MAX, BACKOFF_MIN, EventStream, OutageEvent, OutageKind},
     store::{HealthStore, Observation, SharedResult, SharedRound, StoreError, StoreFuture},
     usage::UsageCount,
 };
@@ -321,10 +321,8 @@ impl ProbeLoopBuilder {
                 None => SharingSettings::new().share_cooldowns(from_config),
             };
             Ok(match store {
-                Some(store) => Some(
-                    Arc::new(Sharing::new(store, knobs.resolve(settings)?))
-                        as Arc<dyn crate::probe::Driver>,
-                ),
+                Some(store) => Some(Arc::new(Sharing::new(store, knobs.resolve(settings)?))
+                    as Arc<dyn crate::probe::Driver>),
                 None => None,
             })
         })

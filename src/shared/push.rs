@@ -162,7 +162,10 @@ pub(crate) async fn listen(
         if tx.send(Incoming::Resubscribed).await.is_err() {
             return;
         }
-        tracing::debug!(backend = store.backend(), "health_check_shared_push_subscribed");
+        tracing::debug!(
+            backend = store.backend(),
+            "health_check_shared_push_subscribed"
+        );
         loop {
             tokio::select! {
                 ev = stream.next() => match ev {

@@ -178,8 +178,7 @@ impl UsageSync {
             if total.id != e.deployment.id.as_str() {
                 continue;
             }
-            self.flushed
-                .insert(total.id.clone(), (minute, r, t));
+            self.flushed.insert(total.id.clone(), (minute, r, t));
             // Every count this process has for the minute is in the total now.
             e.stats.set_remote_usage(
                 minute,

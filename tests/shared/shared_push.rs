@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::support::{
     Upstreams,
-    gateway::{Gateway, url, until},
+    gateway::{Gateway, until, url},
     redis::RedisServer,
     upstream::Upstream,
 };
@@ -131,7 +131,10 @@ async fn cooldowns_and_ejections_reach_the_other_gateways_by_push_and_survive_an
         .iter()
         .all(|g| g.state.ejection_remaining("d2").is_some())
     {
-        assert!(t.elapsed() < Duration::from_secs(2), "the ejection reached the others");
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "the ejection reached the others"
+        );
         sleep(Duration::from_millis(1)).await;
     }
     let ejection = t.elapsed();

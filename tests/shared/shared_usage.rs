@@ -110,7 +110,10 @@ async fn traffic_through_one_gateway_counts_against_the_others_rpm() {
         a.state.usage_this_minute("d0")
     );
     for node in [&a, &b] {
-        let err = node.send(&inner).await.expect_err("rpm 5 reached cluster-wide");
+        let err = node
+            .send(&inner)
+            .await
+            .expect_err("rpm 5 reached cluster-wide");
         let e = err
             .downcast_ref::<NoDeploymentAvailable>()
             .expect("refused as NoDeploymentAvailable");
@@ -150,7 +153,10 @@ async fn with_redis_down_each_gateway_counts_alone() {
         for _ in 0..3 {
             let started = Instant::now();
             assert_eq!(node.send(&inner).await.expect("local rpm room"), "d0");
-            assert!(started.elapsed() < Duration::from_millis(50), "never waits on Redis");
+            assert!(
+                started.elapsed() < Duration::from_millis(50),
+                "never waits on Redis"
+            );
         }
         assert!(
             node.send(&inner).await.is_err(),
