@@ -40,9 +40,15 @@
 //!   [`command_timeout`](SharingSettings::command_timeout); on failure the loop reports
 //!   [`SharedMode::Degraded`] and probes on its own schedule, and it rejoins as soon as a
 //!   poll succeeds again.
-//! * **Cooldowns** (opt-in, [`SharingSettings::share_cooldowns`]): a cooldown entered by
+//! * **Cooldowns and ejections** ([`SharingSettings::share_cooldowns`]; on by default for
+//!   the store `use_shared_health_check` makes): a cooldown or outlier ejection entered by
 //!   a request in one process is announced by a `try_send` from the response future
-//!   (never a wait), written to the store, and applied by the others at their next poll.
+//!   (never a wait), **pushed** to the others ([`HealthStore::push`], Redis pub/sub), who
+//!   apply it within milliseconds, and written to the store, where the others' polls find
+//!   it if the push was lost (see [`OutageEvent`]).
+//! * **Usage** (`usage-based-routing-v2`): each process's per-minute counters are
+//!   exchanged with the store in batches ([`HealthStore::exchange_usage`], every
+//!   [`SharingSettings::usage_flush_interval`]), so `rpm`/`tpm` limits hold across processes.
 //!
 //! [`SharedStatus`] is what `/health/shared-status` shows; the coordinator publishes it
 //! through [`HealthState::set_shared_status`](crate::HealthState::set_shared_status).

@@ -19,7 +19,7 @@ pub const DEFAULT_USAGE_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 ///
 /// | knob | default |
 /// |---|---|
-/// | [`poll_interval`](Self::poll_interval) | 500 ms: followers see a new round, and shared cooldowns, within that plus one round trip |
+/// | [`poll_interval`](Self::poll_interval) | 500 ms: followers see a new round within that plus one round trip (shared cooldowns arrive by push at once; the poll catches up on lost ones) |
 /// | [`lease_ttl`](Self::lease_ttl) | interval / 2, at most 10 s; renewed every third of it while probing |
 /// | [`command_timeout`](Self::command_timeout) | lease / 2, at most 1 s: the bound on every store call |
 /// | [`takeover_after`](Self::takeover_after) | one interval past the due time of the next round (so about two intervals after the last one) |
