@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod push_memory;
 mod shared_memory;
 #[cfg(feature = "redis")]
 mod shared_push;
