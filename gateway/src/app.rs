@@ -114,9 +114,10 @@ pub fn api_router(state: HealthState, routing: HealthRoutingLayer, options: &Opt
     let scrubber = state.scrubber().clone();
     let forwarder = Forwarder::new(scrubber.clone(), options.upstream_timeout)
         .router_timeout(state.config().router.timeout);
+    let sse_scrubber = scrubber.clone();
     let routed = ServiceBuilder::new()
         .map_response(
-            |resp: http::Response<
+            move |resp: http::Response<
                 tower_health_routing::routing::FallbackBody<
                     tower_health_routing::routing::ResponseBody<Body>,
                 >,
@@ -128,6 +129,11 @@ pub fn api_router(state: HealthState, routing: HealthRoutingLayer, options: &Opt
                     && let Ok(v) = HeaderValue::from_str(d.id().as_str())
                 {
                     parts.headers.insert("x-litellm-model-id", v);
+                }
+                // A stream that fails (a stall, a broken upstream) ends with an error event.
+                if crate::forward::sse::is_event_stream(&parts.headers) {
+                    let body = crate::forward::sse::SseErrors::new(body, sse_scrubber.clone());
+                    return Response::from_parts(parts, Body::new(body));
                 }
                 Response::from_parts(parts, Body::new(body))
             },
