@@ -50,9 +50,7 @@ impl InFlight {
             );
         }
     }
-}
 
-impl InFlight {
     /// Takes no time-to-first-frame sample (a failed stream's penalty stands instead).
     pub(super) fn forget_first_byte(&mut self) {
         self.1 = None;
@@ -126,6 +124,12 @@ impl Observer {
         if let Some(od) = &shared.config.router.outlier_detection {
             self.record_ejection(class, status, nanos_since(shared.epoch, now), od);
         }
+    }
+
+    /// `stream_stall_timeout`, when it applies to an answer: on, and a successful stream.
+    fn stall_timeout(&self, class: &Class, headers: &http::HeaderMap) -> Option<Duration> {
+        let t = self.state.shared.config.router.stream_stall_timeout?;
+        (*class == Class::Success && is_event_stream(headers)).then_some(t)
     }
 
     /// Feeds outlier detection; `now` in nanos since the state's epoch.
@@ -221,50 +225,43 @@ where
                 match res {
                     Ok(mut resp) => {
                         let mut stall = None;
-                        let guard =
-                            observer.and_then(|mut o| {
-                                // A service that read the body may have classified it already.
-                                let class =
-                                    resp.extensions().get::<Class>().copied().unwrap_or_else(
-                                        || {
-                                            o.state.shared.config.classify_response(
-                                                resp.status(),
-                                                resp.headers(),
-                                                None,
-                                            )
-                                        },
-                                    );
-                                let status = resp.status().as_u16();
-                                // `stream_stall_timeout` (opt-in): a successful stream's
-                                // outcome waits for its end (see `stall`).
-                                let timed =
-                                    o.state.shared.config.router.stream_stall_timeout.filter(
-                                        |_| {
-                                            class == Class::Success
-                                                && is_event_stream(resp.headers())
-                                        },
-                                    );
-                                if timed.is_none() {
-                                    o.record(&class, Some(status));
-                                }
-                                if let Some(u) = resp.extensions().get::<TokenUsage>() {
-                                    o.selected.record_tokens(u.total());
-                                }
-                                if matches!(class, Class::Success) {
-                                    o.guard.1 = Some(FirstByte {
-                                        started: o.started,
-                                        epoch: o.state.shared.epoch,
-                                        tau_nanos: o.settings.tau_nanos,
+                        let guard = observer.and_then(|mut o| {
+                            // A service that read the body may have classified it already.
+                            let class =
+                                resp.extensions()
+                                    .get::<Class>()
+                                    .copied()
+                                    .unwrap_or_else(|| {
+                                        o.state.shared.config.classify_response(
+                                            resp.status(),
+                                            resp.headers(),
+                                            None,
+                                        )
                                     });
-                                }
-                                if let Some(t) = timed {
-                                    resp.extensions_mut().insert(o.selected.clone());
-                                    stall = Some(Stall::new(o, t, status));
-                                    return None;
-                                }
-                                resp.extensions_mut().insert(o.selected);
-                                Some(o.guard)
-                            });
+                            let status = resp.status().as_u16();
+                            // Opt-in: a successful stream's outcome waits for its end.
+                            let timed = o.stall_timeout(&class, resp.headers());
+                            if timed.is_none() {
+                                o.record(&class, Some(status));
+                            }
+                            if let Some(u) = resp.extensions().get::<TokenUsage>() {
+                                o.selected.record_tokens(u.total());
+                            }
+                            if matches!(class, Class::Success) {
+                                o.guard.1 = Some(FirstByte {
+                                    started: o.started,
+                                    epoch: o.state.shared.epoch,
+                                    tau_nanos: o.settings.tau_nanos,
+                                });
+                            }
+                            if let Some(t) = timed {
+                                resp.extensions_mut().insert(o.selected.clone());
+                                stall = Some(Stall::new(o, t, status));
+                                return None;
+                            }
+                            resp.extensions_mut().insert(o.selected);
+                            Some(o.guard)
+                        });
                         Poll::Ready(Ok(resp.map(|inner| ResponseBody {
                             inner,
                             _guard: guard,
