@@ -15,7 +15,8 @@
 //!     scrubbed chunk by chunk of every configured secret (their `usage` is counted on the
 //!     way, see `usage`); error bodies are read up to 64 KiB (longer ones cut, with a note),
 //!     scrubbed, and returned with the upstream's status (502 if unreachable or for an
-//!     interim 101)
+//!     interim 101); a 2xx stream whose body fails (a stall under `stream_stall_timeout`, a
+//!     broken upstream) ends with an SSE error event and `data: [DONE]` (`forward::sse`)
 //! ```
 //!
 //! Request bodies are buffered within a global budget (`budget`): 503 with `Retry-After`
