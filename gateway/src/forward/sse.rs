@@ -111,10 +111,16 @@ where
                 let e: BoxError = e.into();
                 self.done = true;
                 let event = error_event(&*e, &self.scrubber);
-                tracing::warn!(
-                    error = %self.scrubber.scrub(&e.to_string()),
-                    "the upstream's stream failed; ended the client's stream with an error event"
-                );
+                let error = self.scrubber.scrub(&e.to_string()).into_owned();
+                if e.is::<StreamStalled>() {
+                    // The routing layer logged the stall (`stream stalled; ending it`).
+                    tracing::debug!(%error, "ended the client's stream with an error event");
+                } else {
+                    tracing::warn!(
+                        %error,
+                        "the upstream's stream failed; ended the client's stream with an error event"
+                    );
+                }
                 Poll::Ready(Some(Ok(Frame::data(event))))
             }
             Poll::Ready(None) => {
