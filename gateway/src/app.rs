@@ -15,7 +15,8 @@
 //!     scrubbed chunk by chunk of every configured secret (their `usage` is counted on the
 //!     way, see `usage`); error bodies are read up to 64 KiB (longer ones cut, with a note),
 //!     scrubbed, and returned with the upstream's status (502 if unreachable or for an
-//!     interim 101)
+//!     interim 101); a 2xx stream whose body fails (a stall under `stream_stall_timeout`, a
+//!     broken upstream) ends with an SSE error event and `data: [DONE]` (`forward::sse`)
 //! ```
 //!
 //! Request bodies are buffered within a global budget (`budget`): 503 with `Retry-After`
@@ -117,9 +118,10 @@ pub fn api_router(state: HealthState, routing: HealthRoutingLayer, options: &Opt
     let scrubber = state.scrubber().clone();
     let forwarder = Forwarder::new(scrubber.clone(), options.upstream_timeout)
         .router_timeout(state.config().router.timeout);
+    let sse_scrubber = scrubber.clone();
     let routed = ServiceBuilder::new()
         .map_response(
-            |resp: http::Response<
+            move |resp: http::Response<
                 tower_health_routing::routing::FallbackBody<
                     tower_health_routing::routing::ResponseBody<Body>,
                 >,
@@ -131,6 +133,11 @@ pub fn api_router(state: HealthState, routing: HealthRoutingLayer, options: &Opt
                     && let Ok(v) = HeaderValue::from_str(d.id().as_str())
                 {
                     parts.headers.insert(MODEL_ID, v);
+                }
+                // A stream that fails (a stall, a broken upstream) ends with an error event.
+                if crate::forward::sse::is_event_stream(&parts.headers) {
+                    let body = crate::forward::sse::SseErrors::new(body, sse_scrubber.clone());
+                    return Response::from_parts(parts, Body::new(body));
                 }
                 Response::from_parts(parts, Body::new(body))
             },

@@ -178,6 +178,7 @@ struct RouterSection {
     outlier_detection: Option<OutlierSection>,
     panic_threshold_percent: Option<Float>,
     slow_start_window: Option<Float>,
+    stream_stall_timeout: Option<Float>,
 }
 
 /// `router_settings.outlier_detection` (this crate's; Envoy's names where it has one).

@@ -309,6 +309,13 @@ pub struct RouterSettings {
     /// unhealthy, or out of cooldown or ejection) starts at 10 % of its weight and ramps
     /// linearly to full over this window. Default `None` (off).
     pub slow_start_window: Option<Duration>,
+    /// `stream_stall_timeout` (this crate's): the longest wait for the first body frame of
+    /// a successful streaming (`text/event-stream`) response, and between its frames. A
+    /// stall ends the stream with a [`StreamStalled`](crate::StreamStalled) error and counts
+    /// once as a `Timeout` failure of the deployment (cooldown, outlier ejection); such a
+    /// stream's outcome is recorded when it ends rather than at its head. Default `None`
+    /// (off: no timer).
+    pub stream_stall_timeout: Option<Duration>,
 }
 
 /// `router_settings.outlier_detection`: Envoy-style outlier ejection (see the README).
@@ -420,6 +427,7 @@ impl Default for RouterSettings {
             outlier_detection: None,
             panic_threshold_percent: None,
             slow_start_window: None,
+            stream_stall_timeout: None,
         }
     }
 }
@@ -570,7 +578,7 @@ impl Config {
         Self::from_yaml_str(&text)
     }
 
-    /// `outlier_detection` and `panic_threshold_percent`.
+    /// `outlier_detection`, `panic_threshold_percent` and `stream_stall_timeout`.
     fn validate_ejection(&self) -> Result<(), ConfigError> {
         let pct = |v: f64, field: &str| {
             if v.is_finite() && (0.0..=100.0).contains(&v) {
@@ -584,6 +592,12 @@ impl Config {
         };
         if let Some(p) = self.router.panic_threshold_percent {
             pct(p, "router_settings.panic_threshold_percent")?;
+        }
+        if self.router.stream_stall_timeout == Some(Duration::ZERO) {
+            return Err(ConfigError::invalid(
+                "router_settings.stream_stall_timeout",
+                "must be greater than zero (leave it out, or null, to turn it off)",
+            ));
         }
         let Some(od) = &self.router.outlier_detection else {
             return Ok(());
@@ -900,6 +914,12 @@ impl ConfigBuilder {
     /// `slow_start_window` (default off; zero is off too).
     pub fn slow_start_window(mut self, d: Duration) -> Self {
         self.cfg.router.slow_start_window = (!d.is_zero()).then_some(d);
+        self
+    }
+    /// `stream_stall_timeout`: the longest wait for a streaming response's first frame
+    /// and between frames (default off; zero is refused by [`build`](Self::build)).
+    pub fn stream_stall_timeout(mut self, d: Duration) -> Self {
+        self.cfg.router.stream_stall_timeout = Some(d);
         self
     }
     /// `panic_threshold_percent` (default: LiteLLM's all-or-nothing bypass).

@@ -10,6 +10,7 @@ mod health_surface_keys;
 mod invalid;
 mod litellm_configs;
 mod server_settings;
+mod stall_settings;
 mod unknown_keys;
 mod yaml_compat;
 

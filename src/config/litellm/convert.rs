@@ -383,6 +383,10 @@ impl RouterSection {
                 "router_settings.slow_start_window",
             )?
             .filter(|d| !d.is_zero()),
+            stream_stall_timeout: positive_seconds(
+                self.stream_stall_timeout,
+                "router_settings.stream_stall_timeout",
+            )?,
         })
     }
 }
