@@ -14,3 +14,4 @@ mod probe_providers;
 mod probe_rounds;
 mod probe_shapes;
 mod traffic_probe;
+mod tiers_budget;
