@@ -688,15 +688,22 @@ impl Inner {
             tiered
         );
         let window = self.settings.interval.mul_f64(self.settings.spread);
+        let vouch = |d: &Arc<crate::deployment::Deployment>| {
+            let state = HealthState::upgrade(&self.state)?;
+            if !state.config().health.skip_when_traffic_healthy {
+                return None;
+            }
+            traffic::vouch(&state, &state.load(), d, self.settings.interval)
+        };
         let mut results = if tiered {
-            self.tiered_round(targets, failed, &scrubber, started_at, window)
+            self.tiered_round(targets, failed, &scrubber, started_at, window, &vouch)
                 .instrument(span)
                 .await?
         } else {
             let at = self.plan().offsets(targets.len(), started_at, window);
             let targets = targets.into_iter().zip(at).collect();
             self.runner
-                .run_at(targets, &scrubber, None)
+                .run_at(targets, &scrubber, None, &vouch)
                 .instrument(span)
                 .await
                 .into_iter()
@@ -725,6 +732,7 @@ impl Inner {
         scrubber: &crate::secret::Scrubber,
         started_at: Instant,
         window: Duration,
+        vouch: &(dyn Fn(&Arc<crate::deployment::Deployment>) -> Option<ProbeReport> + Sync),
     ) -> Option<Vec<ProbeReport>> {
         use crate::health::ProbeTier;
         let half = window / 2;
@@ -735,6 +743,7 @@ impl Inner {
                 targets.iter().cloned().zip(at).collect(),
                 scrubber,
                 Some(ProbeTier::Cheap),
+                vouch,
             )
             .await;
         let mut slots: Vec<Option<ProbeReport>> = Vec::new();
@@ -772,14 +781,18 @@ impl Inner {
             .unzip();
         let billed = self
             .runner
-            .run_at(billed, scrubber, Some(ProbeTier::Billed))
+            .run_at(billed, scrubber, Some(ProbeTier::Billed), vouch)
             .await;
         {
             let mut plan = self.plan();
             let now = Instant::now();
             for (i, r) in index.into_iter().zip(billed) {
                 if let Some(r) = r {
-                    plan.billed(&r, now);
+                    if r.outcome.source == crate::health::HealthSource::Traffic {
+                        plan.vouched(&r.deployment, now);
+                    } else {
+                        plan.billed(&r, now);
+                    }
                     slots[i] = Some(r);
                 }
             }

@@ -75,11 +75,14 @@ impl Runner {
     /// Probes each target with `tier`, each starting no earlier than its instant (earliest
     /// first; the wait holds no permit); the results in the given order, `None` where the
     /// prober has no cheap tier.
+    /// `vouch`, asked when a delayed probe is due, may answer for it instead (traffic
+    /// seen since the round began).
     pub(crate) async fn run_at(
         &self,
         targets: Vec<(Arc<Deployment>, Instant)>,
         scrubber: &Scrubber,
         tier: Option<ProbeTier>,
+        vouch: &(dyn Fn(&Arc<Deployment>) -> Option<ProbeReport> + Sync),
     ) -> Vec<Option<ProbeReport>> {
         let mut slots: Vec<Option<ProbeReport>> = Vec::new();
         slots.resize_with(targets.len(), || None);
@@ -91,6 +94,9 @@ impl Runner {
             .map(|(i, (d, at))| async move {
                 if at > now {
                     tokio::time::sleep_until(at).await;
+                    if let Some(r) = vouch(&d) {
+                        return (i, Some(r));
+                    }
                 }
                 (i, self.probe_tier(d, scrubber, true, tier).await)
             })

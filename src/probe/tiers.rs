@@ -36,7 +36,7 @@ use super::{
 };
 use crate::{
     deployment::{Deployment, DeploymentId},
-    health::ProbeTier,
+    health::{HealthSource, ProbeTier},
 };
 
 /// What a loop remembers of each deployment between tiered rounds.
@@ -140,6 +140,12 @@ impl Plan {
         let Some(mut c) = cheap else {
             return Decision::Bill(candidate(st, false, None));
         };
+        if c.outcome.source == HealthSource::Traffic {
+            // Traffic answered for it while its probe waited for its start.
+            st.since_billed = Some(0);
+            st.billed_ok = true;
+            return Decision::Publish(Some(c));
+        }
         if c.outcome.tier.is_none() {
             c.outcome.tier = Some(ProbeTier::Cheap);
         }

@@ -15,3 +15,4 @@ mod probe_rounds;
 mod probe_shapes;
 mod traffic_probe;
 mod tiers_budget;
+mod probe_savings;
