@@ -691,7 +691,10 @@ impl Config {
         if !(h.spread.is_finite() && (0.0..=1.0).contains(&h.spread)) {
             return Err(ConfigError::invalid(
                 "general_settings.health_check_spread",
-                format!("must be a fraction of the interval from 0 to 1, got {}", h.spread),
+                format!(
+                    "must be a fraction of the interval from 0 to 1, got {}",
+                    h.spread
+                ),
             ));
         }
         if let Some(c) = h.max_cost_per_day

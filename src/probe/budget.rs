@@ -155,7 +155,10 @@ impl Budget {
     }
 
     /// Whether any limit is configured (globally or for one of `deployments`).
-    pub(crate) fn configured<'a>(&self, mut deployments: impl Iterator<Item = &'a Deployment>) -> bool {
+    pub(crate) fn configured<'a>(
+        &self,
+        mut deployments: impl Iterator<Item = &'a Deployment>,
+    ) -> bool {
         self.per_minute.is_some()
             || self.cost_per_day.is_some()
             || deployments.any(|d| d.info().health_check_max_probes_per_minute.is_some())
@@ -168,7 +171,12 @@ impl Budget {
     }
 
     /// Counts one billed probe of `d` costing `cost` at `now`, or refuses it.
-    pub(crate) fn admit(&mut self, d: &Deployment, cost: Option<f64>, now: Instant) -> Result<(), Refusal> {
+    pub(crate) fn admit(
+        &mut self,
+        d: &Deployment,
+        cost: Option<f64>,
+        now: Instant,
+    ) -> Result<(), Refusal> {
         self.minute.roll(now, MINUTE);
         self.day.roll(now, DAY);
         if self.spent.is_some_and(|r| now >= r.until) {

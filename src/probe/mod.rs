@@ -40,6 +40,29 @@
 //!   thresholds, moves routing (an endpoint hit every second would otherwise defeat the
 //!   hysteresis). Publish them yourself with `state.record(report.records())` if you want.
 //!
+//! # Tiers, budgets and spread (opt-in)
+//!
+//! * **Tiers.** With `health_check_billed_every: N` above 1 (or a budget below), a
+//!   background round first runs each deployment's **cheap tier**
+//!   ([`Prober::probe_cheap`]: for the [`HttpProber`], `GET {base}/models` or the
+//!   provider's own model list, else a TCP/TLS connect; no tokens), and sends the **billed**
+//!   probe only every N rounds, or at once when its cheap tier went from fail to pass, its
+//!   traffic failed since the last round, or its last billed probe failed. A failed cheap
+//!   tier is the result: unhealthy, nothing billed. Records carry the tier
+//!   ([`HealthRecord::tier`](crate::health::HealthRecord::tier)); `/health` shows `"tier"`.
+//! * **Budgets.** `health_check_max_probes_per_minute` (global, and per deployment in
+//!   `model_info`) and `health_check_max_cost_per_day` (estimated from the deployment's
+//!   `input_cost_per_token`/`output_cost_per_token`, the prompt and `max_tokens`) bound
+//!   the billed probes of background rounds; a refused one is not sent and the deployment
+//!   keeps its last state. One warning per exhaustion (`probe budget spent`);
+//!   [`ProbeLoop::budget_status`] and `/health`'s `probe_budget` say until when.
+//! * **Spread.** `health_check_spread: f` starts each probe of a round at a random offset
+//!   in `[0, f × interval)` (seeded: [`ProbeLoopBuilder::seed`] or
+//!   `health_check_jitter_seed`); a delayed probe asks traffic again when it is due.
+//!
+//! On-demand rounds (`/health` without background checks, `test_connection`) are not
+//! tiered nor budgeted: they probe as asked.
+//!
 //! # Hysteresis, transient errors and logs
 //!
 //! A deployment flips only after `unhealthy_threshold` / `healthy_threshold` consecutive
@@ -112,12 +135,12 @@ pub use self::http::{HttpProber, HttpProberBuilder};
 #[cfg(feature = "endpoints")]
 pub(crate) use self::round::on_demand_targets as targets;
 pub use self::{
+    budget::{BudgetStatus, SkippedProbe},
     defaults::{DEFAULT_MAX_TOKENS, DEFAULT_PROMPT, ProbeDefaults},
     handle::ProbeHandle,
     history::{HealthHistory, HistoryRecord, HistorySource, LOCAL},
     mode::{bedrock_probe_model, is_reasoning_model, resolve_max_tokens, resolve_mode},
     outcome::{ProbeOutcome, ProbeReport, ProbeTarget, RoundReport},
-    budget::{BudgetStatus, SkippedProbe},
     prober::{ProbeFuture, Prober, ProberFn, prober_fn},
 };
 use self::{
@@ -311,14 +334,12 @@ impl ProbeLoopBuilder {
         let prober: Arc<dyn Prober> = match self.prober {
             Some(p) => p,
             #[cfg(feature = "http-prober")]
-            None => {
-                Arc::new(
-                    HttpProber::builder()
-                        .defaults(defaults.clone())
-                        .classifier(self.state.config().classifier())
-                        .build()?,
-                )
-            }
+            None => Arc::new(
+                HttpProber::builder()
+                    .defaults(defaults.clone())
+                    .classifier(self.state.config().classifier())
+                    .build()?,
+            ),
             #[cfg(not(feature = "http-prober"))]
             None => {
                 return Err(ConfigError::invalid(
@@ -366,9 +387,8 @@ impl ProbeLoopBuilder {
             self.default_timeout,
         );
         let seed = self.seed.or(settings.seed);
-        let spread_rng = SmallRng::seed_from_u64(
-            seed.map_or_else(rand::random, |s| s ^ 0x5eed_5eed_5eed_5eed),
-        );
+        let spread_rng =
+            SmallRng::seed_from_u64(seed.map_or_else(rand::random, |s| s ^ 0x5eed_5eed_5eed_5eed));
         let plan = tiers::Plan::new(budget::Budget::new(&settings), spread_rng);
         Ok(ProbeLoop {
             inner: Arc::new(Inner {
@@ -666,8 +686,8 @@ impl Inner {
             for r in &saved {
                 plan.vouched(&r.deployment, started_at);
             }
-            let tiered = self.settings.tiered()
-                || plan.budget.configured(snap.deployments().map(|d| &**d));
+            let tiered =
+                self.settings.tiered() || plan.budget.configured(snap.deployments().map(|d| &**d));
             // Traffic that failed since the previous round calls for a billed probe.
             let since = plan.last_round.replace(state.now_nanos());
             let failed: Vec<bool> = targets

@@ -139,7 +139,9 @@ pub(super) fn path(
                 vec![("api-version", encode(version))],
             )
         }
-        (Wire::Anthropic | Wire::Cohere, Purpose::Cheap) => (wire, "/v1/models".to_owned(), Vec::new()),
+        (Wire::Anthropic | Wire::Cohere, Purpose::Cheap) => {
+            (wire, "/v1/models".to_owned(), Vec::new())
+        }
         (Wire::OpenAi, _) => {
             let p = openai_path(mode);
             let q = match (mode, purpose) {

@@ -59,9 +59,15 @@ fn the_keys_parse() {
 #[test]
 fn bad_values_name_the_key() {
     let g = "general_settings.";
-    let why = refused(general("  health_check_billed_every: 0\n"), &format!("{g}health_check_billed_every"));
+    let why = refused(
+        general("  health_check_billed_every: 0\n"),
+        &format!("{g}health_check_billed_every"),
+    );
     assert!(why.contains("greater than zero"), "{why}");
-    refused(general("  health_check_billed_every: -2\n"), &format!("{g}health_check_billed_every"));
+    refused(
+        general("  health_check_billed_every: -2\n"),
+        &format!("{g}health_check_billed_every"),
+    );
     refused(
         general("  health_check_max_probes_per_minute: 0\n"),
         &format!("{g}health_check_max_probes_per_minute"),
@@ -71,10 +77,19 @@ fn bad_values_name_the_key() {
         &format!("{g}health_check_max_cost_per_day"),
     );
     assert!(why.contains(">= 0"), "{why}");
-    let why = refused(general("  health_check_spread: 1.5\n"), &format!("{g}health_check_spread"));
+    let why = refused(
+        general("  health_check_spread: 1.5\n"),
+        &format!("{g}health_check_spread"),
+    );
     assert!(why.contains("from 0 to 1"), "{why}");
-    refused(general("  health_check_spread: -0.1\n"), &format!("{g}health_check_spread"));
-    refused(general("  health_check_jitter_seed: -1\n"), &format!("{g}health_check_jitter_seed"));
+    refused(
+        general("  health_check_spread: -0.1\n"),
+        &format!("{g}health_check_spread"),
+    );
+    refused(
+        general("  health_check_jitter_seed: -1\n"),
+        &format!("{g}health_check_jitter_seed"),
+    );
     refused(
         general("  health_check_billed_every: often\n"),
         &format!("{g}health_check_billed_every"),
@@ -93,7 +108,10 @@ fn the_builder_checks_the_same_rules() {
     let b = || Config::builder().health_check_interval(std::time::Duration::from_secs(10));
     let e = b().health_check_spread(2.0).build().unwrap_err();
     assert_eq!(e.field(), "general_settings.health_check_spread");
-    let e = b().health_check_max_cost_per_day(f64::NAN).build().unwrap_err();
+    let e = b()
+        .health_check_max_cost_per_day(f64::NAN)
+        .build()
+        .unwrap_err();
     assert_eq!(e.field(), "general_settings.health_check_max_cost_per_day");
     let d = tower_health_routing::Deployment::builder("a", "openai/a")
         .health_check_max_probes_per_minute(0)

@@ -13,10 +13,7 @@
 
 use std::{convert::Infallible, num::NonZeroU32, time::Duration};
 
-use crate::support::{
-    request, state_with,
-    upstream::Upstream,
-};
+use crate::support::{request, state_with, upstream::Upstream};
 use http::{Request, Response};
 use tokio::time::{Instant, advance};
 use tower::{Service, ServiceExt};
@@ -173,12 +170,23 @@ async fn probe_savings() {
     let idle4_off = run(4, |b| b).await;
     println!();
     println!("20 deployments, 10 minutes, health_check_interval 60 s, traffic every 5 s per route");
-    println!("| scenario | billed probes | cheap probes | probes saved by traffic | billed to a deployment with successful traffic in the interval |");
+    println!(
+        "| scenario | billed probes | cheap probes | probes saved by traffic | billed to a deployment with successful traffic in the interval |"
+    );
     println!("|---|---|---|---|---|");
     for (name, f) in [
-        ("features off (LiteLLM's behaviour), traffic on all 20", &off),
-        ("health_check_skip_when_traffic_healthy, traffic on all 20", &traffic),
-        ("+ health_check_billed_every: 5, health_check_spread: 0.5, traffic on all 20", &on),
+        (
+            "features off (LiteLLM's behaviour), traffic on all 20",
+            &off,
+        ),
+        (
+            "health_check_skip_when_traffic_healthy, traffic on all 20",
+            &traffic,
+        ),
+        (
+            "+ health_check_billed_every: 5, health_check_spread: 0.5, traffic on all 20",
+            &on,
+        ),
         ("features off, 4 of 20 idle", &idle4_off),
         ("all three on, 4 of 20 idle", &idle4),
     ] {

@@ -30,8 +30,8 @@ use tokio::time::{Instant, advance};
 use tower::{Service, ServiceExt};
 use tower_health_routing::{
     Deployment, HealthRoutingLayer, HealthState,
-    health::ProbeTier,
     endpoints::HealthEndpoints,
+    health::ProbeTier,
     probe::{ProbeDefaults, ProbeLoop, RoundReport},
 };
 
@@ -201,7 +201,11 @@ async fn a_traffic_failure_bills_at_once() {
     traffic(&state, 503).await;
     advance(Duration::from_secs(8)).await;
     round(&p).await;
-    assert_eq!(hits(&ups[0], BILLED), 2, "the traffic failure called for a billed probe");
+    assert_eq!(
+        hits(&ups[0], BILLED),
+        2,
+        "the traffic failure called for a billed probe"
+    );
     assert_eq!(tier(&state, "r-0"), Some(ProbeTier::Billed));
 }
 
@@ -228,13 +232,30 @@ async fn the_per_minute_budget_skips_billed_probes_and_says_so() {
     let tiers: Vec<_> = (0..5)
         .map(|i| snap.health(&format!("r-{i}")).and_then(|r| r.tier))
         .collect();
-    assert_eq!(tiers.iter().filter(|t| **t == Some(ProbeTier::Billed)).count(), 2);
-    assert_eq!(tiers.iter().filter(|t| **t == Some(ProbeTier::Cheap)).count(), 3);
+    assert_eq!(
+        tiers
+            .iter()
+            .filter(|t| **t == Some(ProbeTier::Billed))
+            .count(),
+        2
+    );
+    assert_eq!(
+        tiers
+            .iter()
+            .filter(|t| **t == Some(ProbeTier::Cheap))
+            .count(),
+        3
+    );
     drop(snap);
-    let body = call_get(&endpoints(&state, &p), "/health", &[]).await.json();
+    let body = call_get(&endpoints(&state, &p), "/health", &[])
+        .await
+        .json();
     let b = &body["probe_budget"];
     assert_eq!(b["spent"], true, "{body}");
-    assert_eq!(b["limit"], "general_settings.health_check_max_probes_per_minute");
+    assert_eq!(
+        b["limit"],
+        "general_settings.health_check_max_probes_per_minute"
+    );
     assert!(b["until"].as_str().is_some_and(|u| u.ends_with('Z')), "{b}");
     assert_eq!(b["billed_probes_this_minute"], 2);
     assert_eq!(b["skipped"].as_array().map(Vec::len), Some(3), "{b}");
@@ -255,7 +276,10 @@ async fn the_per_minute_budget_skips_billed_probes_and_says_so() {
     let newly: Vec<usize> = (0..5)
         .filter(|i| hits(&ups[*i], BILLED) > before[*i])
         .collect();
-    assert!(newly.iter().all(|i| before[*i] == 0), "never-billed first: {newly:?}");
+    assert!(
+        newly.iter().all(|i| before[*i] == 0),
+        "never-billed first: {newly:?}"
+    );
     assert_eq!(logs.count("probe budget spent"), 2, "one per exhaustion");
 }
 
@@ -310,10 +334,17 @@ async fn the_daily_cost_budget_stops_billing_until_the_day_is_over() {
         round(&p).await;
         advance(Duration::from_secs(3600)).await;
     }
-    assert_eq!(hits(&ups[0], BILLED), 2, "2 × 1.65 fits in 4.0, a third does not");
+    assert_eq!(
+        hits(&ups[0], BILLED),
+        2,
+        "2 × 1.65 fits in 4.0, a third does not"
+    );
     let st = p.budget_status().unwrap();
     assert!(st.spent);
-    assert_eq!(st.limit, Some("general_settings.health_check_max_cost_per_day"));
+    assert_eq!(
+        st.limit,
+        Some("general_settings.health_check_max_cost_per_day")
+    );
     assert!((st.cost_today - 3.3).abs() < 1e-9, "{}", st.cost_today);
     // The day (opened by the first billed probe) ends; billing resumes.
     advance(Duration::from_secs(19 * 3600)).await;
@@ -372,8 +403,16 @@ async fn probes_spread_over_the_interval_reproducibly() {
         a[a.len() - 1] - a[0] > Duration::from_secs(10),
         "spread out: {a:?}"
     );
-    assert_eq!(starts(42, 12, 0.5).await, a, "the same seed, the same schedule");
-    assert_ne!(starts(43, 12, 0.5).await, a, "another seed, another schedule");
+    assert_eq!(
+        starts(42, 12, 0.5).await,
+        a,
+        "the same seed, the same schedule"
+    );
+    assert_ne!(
+        starts(43, 12, 0.5).await,
+        a,
+        "another seed, another schedule"
+    );
     let at_once = starts(42, 12, 0.0).await;
     assert!(at_once.iter().all(|d| d.is_zero()), "spread 0: {at_once:?}");
 }

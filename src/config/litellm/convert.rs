@@ -275,7 +275,10 @@ impl GeneralSettings {
             )?,
             spread: fraction(self.health_check_spread, &at("health_check_spread"))?
                 .unwrap_or(d.spread),
-            seed: count::<u64>(self.health_check_jitter_seed, &at("health_check_jitter_seed"))?,
+            seed: count::<u64>(
+                self.health_check_jitter_seed,
+                &at("health_check_jitter_seed"),
+            )?,
         })
     }
 }
