@@ -54,7 +54,7 @@ pub(crate) fn billed_cost(d: &Deployment, defaults: &ProbeDefaults) -> Option<f6
         }
         _ => 0.0,
     };
-    Some(prompt_tokens * input.unwrap_or(0.0) + out_tokens * output.unwrap_or(0.0))
+    Some(prompt_tokens.mul_add(input.unwrap_or(0.0), out_tokens * output.unwrap_or(0.0)))
 }
 
 /// A fixed window: opened by its first use, `used` out of the limit until `start + len`.
@@ -286,7 +286,7 @@ mod tests {
             .build();
         // 19 characters → 5 tokens; 16 max_tokens.
         let c = billed_cost(&d, &ProbeDefaults::default()).unwrap();
-        assert!((c - (5.0 * 0.001 + 16.0 * 0.01)).abs() < 1e-12, "{c}");
+        assert!((c - 0.165).abs() < 1e-12, "{c}");
         let none = Deployment::builder("r", "openai/gpt-4o").build();
         assert_eq!(billed_cost(&none, &ProbeDefaults::default()), None);
         let emb = Deployment::builder("r", "openai/text-embedding-3-small")

@@ -37,12 +37,12 @@ fn defaults_keep_todays_behaviour() {
 
 #[test]
 fn the_keys_parse() {
-    let cfg = parse(&format!(
-        "model_list:\n  - model_name: a\n    litellm_params: {{model: openai/a, api_base: 'http://127.0.0.1:9/v1'}}\n    \
-         model_info: {{health_check_max_probes_per_minute: 3}}\n\
+    let cfg = parse(
+        "model_list:\n  - model_name: a\n    litellm_params: {model: openai/a, api_base: 'http://127.0.0.1:9/v1'}\n    \
+         model_info: {health_check_max_probes_per_minute: 3}\n\
          general_settings:\n  health_check_billed_every: 10\n  health_check_max_probes_per_minute: 30\n  \
-         health_check_max_cost_per_day: 1.5\n  health_check_spread: 0.25\n  health_check_jitter_seed: 99\n"
-    ))
+         health_check_max_cost_per_day: 1.5\n  health_check_spread: 0.25\n  health_check_jitter_seed: 99\n",
+    )
     .unwrap();
     let h = &cfg.health;
     assert_eq!(h.billed_every.get(), 10);

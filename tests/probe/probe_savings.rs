@@ -95,14 +95,14 @@ async fn run(idle: usize, tweak: impl FnOnce(ConfigBuilder) -> ConfigBuilder) ->
                 next_round += INTERVAL;
             }
             if now >= next_traffic && t0.elapsed() < RUN {
-                for i in idle..N {
+                for (i, at) in served.iter_mut().enumerate().skip(idle) {
                     svc.ready()
                         .await
                         .unwrap()
                         .call(request(&format!("r{i}")))
                         .await
                         .unwrap();
-                    served[i].push(now);
+                    at.push(now);
                 }
                 next_traffic += TRAFFIC_EVERY;
             }
