@@ -424,8 +424,9 @@ impl HttpProber {
                         let status = resp.status().as_u16();
                         let out = classify(resp, false, &d, &*self.classifier).await;
                         // An answer proves the upstream is reachable; a provider without a
-                        // model list at that path says no more than a connect would.
-                        if matches!(status, 404 | 405 | 501) {
+                        // model list at that path, or a key scoped away from listing models
+                        // (403), says no more than a connect would.
+                        if matches!(status, 403 | 404 | 405 | 501) {
                             return tier(
                                 ProbeOutcome::healthy()
                                     .with_status(status)
@@ -476,7 +477,8 @@ impl Prober for HttpProber {
     /// `GET {base}/models` (Azure: `/openai/models?api-version=`, Anthropic and Cohere:
     /// `/v1/models`) with the deployment's credentials, or a TCP/TLS connect where the
     /// provider lists no models (`perplexity`, `voyage`); none for Bedrock and Vertex AI.
-    /// A 404, 405 or 501 answer passes: the upstream answered, it only has no list there.
+    /// A 403, 404, 405 or 501 answer passes: the upstream answered, it only has no list
+    /// there (or the key may not list models); a 401 fails.
     fn probe_cheap(&self, deployment: Arc<Deployment>) -> Option<ProbeFuture<'_>> {
         let check = provider::resolve_cheap(&deployment).ok()?;
         Some(Box::pin(self.run_cheap(check, deployment)))

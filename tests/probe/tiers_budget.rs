@@ -416,3 +416,74 @@ async fn probes_spread_over_the_interval_reproducibly() {
     let at_once = starts(42, 12, 0.0).await;
     assert!(at_once.iter().all(|d| d.is_zero()), "spread 0: {at_once:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_cheap_tier_per_provider() {
+    let up = Upstream::ok();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_base = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let mk = |id: &str, model: &str, base: String| {
+        Deployment::builder("r", model)
+            .id(id)
+            .api_base(base)
+            .api_key("sk-cheap-key-123456")
+            .health_check_timeout(Duration::from_secs(3600))
+            .build()
+    };
+    let ds = vec![
+        mk("anthropic", "anthropic/claude-3-5-haiku", up.base()),
+        mk("azure", "azure/gpt-4o", up.base()),
+        mk("perplexity", "perplexity/sonar", up.base()),
+        mk("gone", "perplexity/sonar", closed_base),
+    ];
+    let state = state_with(ds, |b| {
+        b.health_check_interval(INTERVAL)
+            .health_check_billed_every(NonZeroU32::new(2).unwrap())
+    });
+    let p = probes(&state);
+    round(&p).await; // billed
+    let before = up.count();
+    advance(INTERVAL).await;
+    round(&p).await; // cheap only
+    let cheap: Vec<_> = up.requests()[before..].to_vec();
+    let anthropic = cheap
+        .iter()
+        .find(|r| r.path == "/v1/models")
+        .expect("anthropic lists its models");
+    assert_eq!(anthropic.method, http::Method::GET);
+    assert_eq!(anthropic.header("x-api-key"), Some("sk-cheap-key-123456"));
+    assert_eq!(anthropic.header("anthropic-version"), Some("2023-06-01"));
+    let azure = cheap
+        .iter()
+        .find(|r| r.path == "/openai/models")
+        .expect("azure lists its models");
+    assert!(
+        azure
+            .query
+            .as_deref()
+            .is_some_and(|q| q.starts_with("api-version="))
+    );
+    assert_eq!(azure.header("api-key"), Some("sk-cheap-key-123456"));
+    assert_eq!(
+        cheap.len(),
+        2,
+        "perplexity's cheap tier is a connect: {cheap:#?}"
+    );
+    let snap = state.load();
+    for id in ["anthropic", "azure", "perplexity"] {
+        let r = snap.health(id).expect(id);
+        assert!(r.healthy && r.tier == Some(ProbeTier::Cheap), "{id}: {r:?}");
+    }
+    let gone = snap.health("gone").unwrap();
+    assert!(
+        !gone.healthy && gone.tier == Some(ProbeTier::Cheap),
+        "{gone:?}"
+    );
+    assert!(
+        gone.reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("connect")),
+        "{gone:?}"
+    );
+}
