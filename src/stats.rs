@@ -142,6 +142,13 @@ impl DeploymentStats {
         (ok != 0 && ok >= since && ok > self.traffic_failed_at.load(Relaxed)).then_some(ok)
     }
 
+    /// Whether real traffic failed by the deployment's fault at or after `since` (nanos
+    /// since the epoch): a tiered round then bills its probe at once.
+    pub(crate) fn traffic_failed_since(&self, since: u64) -> bool {
+        let at = self.traffic_failed_at.load(Relaxed);
+        at != 0 && at >= since
+    }
+
     /// Notes that its health turned from failed to passed at `at`.
     pub(crate) fn mark_recovered(&self, at: u64) {
         self.recovered_at.fetch_max(at.max(1), Relaxed);

@@ -37,7 +37,7 @@ use tokio::time::Instant;
 
 pub(crate) use hooks::Hooks;
 pub(crate) use snapshot::{Candidates, Entry, Route};
-pub use snapshot::{HealthRecord, HealthSnapshot, HealthSource, Unsupported};
+pub use snapshot::{HealthRecord, HealthSnapshot, HealthSource, ProbeTier, Unsupported};
 
 use crate::{
     config::Config,

@@ -95,7 +95,9 @@ impl Observer {
                 self.settings.tau_nanos,
             );
         }
-        if shared.config.health.skip_when_traffic_healthy && class.is_counted() {
+        // Traffic as a probe, and tiered rounds (a failure calls for a billed probe).
+        let h = &shared.config.health;
+        if (h.skip_when_traffic_healthy || h.tiered()) && class.is_counted() {
             stats.observe_traffic(*class == Class::Success, nanos_since(shared.epoch, now));
         }
         let d = self.selected.deployment();
