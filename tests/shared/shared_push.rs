@@ -90,7 +90,8 @@ async fn cooldowns_and_ejections_reach_the_other_gateways_by_push_and_survive_an
         .map(|_| Gateway::start(config(&ups), &url(&redis), push_only()))
         .collect();
     assert!(
-        until(Duration::from_secs(3), || async {
+        // A readiness wait (generous for a loaded machine), not the measure.
+        until(Duration::from_secs(15), || async {
             gws.iter().all(|g| g.mode() == SharedMode::On) && subscribers(&redis).await == 3
         })
         .await,
@@ -157,8 +158,9 @@ async fn cooldowns_and_ejections_reach_the_other_gateways_by_push_and_survive_an
         for g in &gws {
             let started = Instant::now();
             assert_eq!(g.route(&Upstreams::new()).await, "d0");
+            // A request that waited on Redis would take its command timeout (200 ms).
             assert!(
-                started.elapsed() < Duration::from_millis(50),
+                started.elapsed() < Duration::from_millis(150),
                 "requests never wait on Redis"
             );
         }
@@ -168,7 +170,7 @@ async fn cooldowns_and_ejections_reach_the_other_gateways_by_push_and_survive_an
     // Redis back: the subscriptions are remade and pushing resumes.
     redis.restart().await;
     assert!(
-        until(Duration::from_secs(5), || async {
+        until(Duration::from_secs(15), || async {
             subscribers(&redis).await == 3
         })
         .await,

@@ -308,6 +308,12 @@ async fn nothing_secret_reaches_redis() {
                 .query_async(&mut c)
                 .await
                 .unwrap(),
+            // The usage counters of usage-based-routing-v2 (`{prefix}:usage:{minute}`).
+            "hash" => redis::cmd("HGETALL")
+                .arg(k)
+                .query_async(&mut c)
+                .await
+                .unwrap(),
             other => panic!("unexpected {other} key {k}"),
         };
         all.push('\n');
