@@ -353,7 +353,7 @@ impl StreamScrubber {
         out
     }
 
-    /// As [`push`](Self::push), for a chunk that is already [`Bytes`]: a chunk with nothing
+    /// As [`push`](Self::push), for a chunk that is already [`Bytes`](bytes::Bytes): a chunk with nothing
     /// held back before it, no secret in it and no end that may begin one comes back as it
     /// is, without a copy (the common case of a body with no secret in it).
     pub fn push_bytes(&mut self, chunk: bytes::Bytes) -> bytes::Bytes {

@@ -14,6 +14,7 @@ mod server_settings;
 mod stall_settings;
 mod unknown_keys;
 mod yaml_compat;
+mod yaml_scale;
 
 use std::{cell::RefCell, collections::HashMap, num::NonZeroU32, time::Duration};
 

@@ -23,6 +23,12 @@ pub(super) fn load(text: &str) -> Result<Option<Value>, serde_saphyr::Error> {
     let budget = serde_saphyr::budget! {
         // Bounded by the text itself; comments are not emitted (see below) anyway.
         max_buffered_comment_events: usize::MAX,
+        // The parser's defaults (250,000 nodes, 1,000,000 events) stop a config of some
+        // 50,000 deployments. A node or event takes at least a byte of text, except alias
+        // replays (capped on their own, and counted here too): so these grow with the file,
+        // linearly, and an alias bomb still hits them.
+        max_nodes: 250_000.max(text.len()),
+        max_events: 1_000_000.max(2 * text.len()),
     };
     let opts = serde_saphyr::options! {
         // Snippets would quote the source text (credentials included) in the message.
