@@ -4,7 +4,7 @@
 //! `Retry-After`, slowness, hangs, connection resets, or flapping between up and down.
 //!
 //! Each server binds its own `127.0.0.1:0` port and runs on the caller's runtime (the
-//! [`server`](crate::server) core). It lives in the test-only `thr-testkit` crate, shared by
+//! `server` core). It lives in the test-only `thr-testkit` crate, shared by
 //! the examples and the tests; it is not part of the library.
 
 use std::{

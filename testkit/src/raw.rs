@@ -3,7 +3,7 @@
 //! a POST, a body split at a chosen byte with a pause between the pieces). It reads each
 //! request (head and `Content-Length` body), writes the script's pieces with their pauses,
 //! and closes the connection. It runs on its own thread and runtime, on the same
-//! [`server`](crate::server) core as [`Upstream`].
+//! `server` core as [`Upstream`].
 //!
 //! [`Upstream`]: crate::Upstream
 

@@ -1,5 +1,5 @@
 //! A real HTTP server on 127.0.0.1:0 (HTTP/1.1 and h2c) that records every request and
-//! answers as told. It runs on its own thread and runtime (the [`server`](crate::server)
+//! answers as told. It runs on its own thread and runtime (the `server`
 //! core), so it neither shares the test's clock (paused or not) nor shows up in the test
 //! runtime's task count.
 #![allow(clippy::disallowed_types)] // test-only recording, not a request path
