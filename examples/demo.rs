@@ -1,4 +1,6 @@
-//! Run with: `cargo run --release --example demo`
+//! Run with: `cargo run --release -p thr-demo` (its own package, `demo/`: it builds only what
+//! the demo needs; `cargo run --release --example demo` runs the same file but first builds
+//! every dev-dependency of the library).
 //!
 //! The embedded default, in one process with no setup: local OpenAI-compatible upstreams
 //! behind one route, `HealthRoutingLayer` with background health checks every second and

@@ -22,10 +22,10 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; exec 3>&- 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-cargo build -q --release --example demo -p tower-health-routing
+cargo build -q --release -p thr-demo
 cargo build -q --release -p thr-gateway
 mkfifo "$WORK/faults"
-target/release/examples/demo --serve-upstreams --deployments 3 --base-port 18101 < "$WORK/faults" > "$WORK/upstreams.log" 2>&1 & PIDS+=($!)
+target/release/thr-demo --serve-upstreams --deployments 3 --base-port 18101 < "$WORK/faults" > "$WORK/upstreams.log" 2>&1 & PIDS+=($!)
 exec 3>"$WORK/faults"   # keep the fifo open: each line switches a fault
 
 cat > "$WORK/config.yaml" <<YAML

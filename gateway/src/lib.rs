@@ -26,7 +26,7 @@
 //! `JSON_LOGS=True`) writes one JSON object per line.
 //!
 //! `examples/config.yaml` points at the demo's fake upstreams: start them first with
-//! `cargo run --release --example demo -- --serve-upstreams` (see the top of that file).
+//! `cargo run --release -p thr-demo -- --serve-upstreams` (see the top of that file).
 //!
 //! The library target holds the whole gateway ([`app`], the [`health_cli`] client, the
 //! start-up checks of [`dropin`], the [`Cli`] and [`run`]); `src/main.rs` only parses the command line and calls [`run`].

@@ -3,8 +3,9 @@
 //! `"stream": true`, and can be switched at run time into a fault: errors, rate limits with
 //! `Retry-After`, slowness, hangs, connection resets, or flapping between up and down.
 //!
-//! Each server binds its own `127.0.0.1:0` port. It lives in the test-only `thr-testkit`
-//! crate, shared by the examples and the tests; it is not part of the library.
+//! Each server binds its own `127.0.0.1:0` port and runs on the caller's runtime (the
+//! `server` core). It lives in the test-only `thr-testkit` crate, shared by
+//! the examples and the tests; it is not part of the library.
 
 use std::{
     convert::Infallible,
@@ -21,8 +22,8 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::{net::TcpListener, sync::watch};
+
+use crate::server::{Runtime, Server, serve_http};
 
 /// What a fake upstream does with each request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,7 +127,7 @@ pub struct FakeLlm {
     pub addr: SocketAddr,
     /// Its fault switch and counters.
     pub control: Arc<Control>,
-    stop: watch::Sender<bool>,
+    server: Server,
 }
 
 impl FakeLlm {
@@ -137,38 +138,19 @@ impl FakeLlm {
 
     /// Starts one on `127.0.0.1:port`.
     pub async fn start_on(name: &str, port: u16) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
-        let addr = listener.local_addr()?;
         let control = Arc::new(Control::default());
-        let (stop, mut stopped) = watch::channel(false);
         let (name_c, control_c) = (Arc::<str>::from(name), Arc::clone(&control));
-        tokio::spawn(async move {
-            loop {
-                let (stream, _) = tokio::select! {
-                    r = listener.accept() => match r { Ok(s) => s, Err(_) => continue },
-                    _ = stopped.changed() => return,
-                };
-                let (name, control) = (Arc::clone(&name_c), Arc::clone(&control_c));
-                let mut stopped = stopped.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| {
-                        handle(req, Arc::clone(&name), Arc::clone(&control))
-                    });
-                    let builder =
-                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
-                    tokio::select! {
-                        _ = conn => {}
-                        _ = stopped.changed() => {}
-                    }
-                });
-            }
-        });
+        let server = Server::start(port, Runtime::Caller, move |stream| {
+            let (name, control) = (Arc::clone(&name_c), Arc::clone(&control_c));
+            serve_http(stream, move |req| {
+                handle(req, Arc::clone(&name), Arc::clone(&control))
+            })
+        })?;
         Ok(Self {
             name: name.to_owned(),
-            addr,
+            addr: server.addr,
             control,
-            stop,
+            server,
         })
     }
 
@@ -177,15 +159,9 @@ impl FakeLlm {
         format!("http://{}/v1", self.addr)
     }
 
-    /// Stops accepting and closes its connections.
+    /// Stops accepting and closes its connections (also when dropped).
     pub fn stop(&self) {
-        let _ = self.stop.send(true);
-    }
-}
-
-impl Drop for FakeLlm {
-    fn drop(&mut self) {
-        self.stop();
+        self.server.stop();
     }
 }
 

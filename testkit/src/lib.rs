@@ -12,10 +12,12 @@
 //! * [`RawUpstream`]: writes scripted bytes, pieces and pauses, for answers a well-behaved
 //!   server never sends (hop-by-hop headers, a `101` to a POST, a body cut mid-secret).
 //!
-//! Both bind `127.0.0.1:0` (or a given port) and speak HTTP/1.1 and h2c.
+//! All three bind `127.0.0.1:0` (or a given port) and run on one server core (`server`: the
+//! accept loop, the stop that closes every connection, and HTTP/1.1 + h2c for the first two).
 
 pub mod fake_llm;
 pub mod raw;
+mod server;
 pub mod upstream;
 
 pub use fake_llm::{Control, FakeLlm, Fault};

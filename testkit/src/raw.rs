@@ -2,7 +2,8 @@
 //! well-behaved HTTP server would never send (hop-by-hop headers of any kind, a `101` to
 //! a POST, a body split at a chosen byte with a pause between the pieces). It reads each
 //! request (head and `Content-Length` body), writes the script's pieces with their pauses,
-//! and closes the connection. It runs on its own thread and runtime, like [`Upstream`].
+//! and closes the connection. It runs on its own thread and runtime, on the same
+//! `server` core as [`Upstream`].
 //!
 //! [`Upstream`]: crate::Upstream
 
@@ -17,8 +18,10 @@ use std::{
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    sync::oneshot,
+    net::TcpStream,
 };
+
+use crate::server::{Runtime, Server};
 
 /// The pieces of one answer: bytes to write, each followed by a pause.
 pub type Script = Vec<(Vec<u8>, Duration)>;
@@ -29,62 +32,23 @@ pub struct RawUpstream {
     /// Where it listens.
     pub addr: SocketAddr,
     count: Arc<AtomicUsize>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: Server,
 }
 
 impl RawUpstream {
     /// A server answering each request with `script()`.
     pub fn start(script: impl Fn() -> Script + Send + Sync + 'static) -> Self {
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        std_listener.set_nonblocking(true).expect("nonblocking");
-        let addr = std_listener.local_addr().expect("addr");
         let count = Arc::new(AtomicUsize::new(0));
-        let (stop, mut stop_rx) = oneshot::channel::<()>();
         let script = Arc::new(script);
         let seen = Arc::clone(&count);
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("server runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
-                loop {
-                    tokio::select! {
-                        _ = &mut stop_rx => break,
-                        accepted = listener.accept() => {
-                            let Ok((mut stream, _)) = accepted else { continue };
-                            let _ = stream.set_nodelay(true);
-                            let script = Arc::clone(&script);
-                            let seen = Arc::clone(&seen);
-                            tokio::spawn(async move {
-                                if read_request(&mut stream).await.is_none() {
-                                    return;
-                                }
-                                seen.fetch_add(1, SeqCst);
-                                for (bytes, pause) in script() {
-                                    if stream.write_all(&bytes).await.is_err() {
-                                        return;
-                                    }
-                                    let _ = stream.flush().await;
-                                    if !pause.is_zero() {
-                                        tokio::time::sleep(pause).await;
-                                    }
-                                }
-                                let _ = stream.shutdown().await;
-                            });
-                        }
-                    }
-                }
-            });
-            rt.shutdown_background();
-        });
+        let server = Server::start(0, Runtime::Thread(0), move |stream| {
+            answer(stream, Arc::clone(&script), Arc::clone(&seen))
+        })
+        .expect("start the raw upstream");
         Self {
-            addr,
+            addr: server.addr,
             count,
-            stop: Some(stop),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -99,19 +63,30 @@ impl RawUpstream {
     }
 }
 
-impl Drop for RawUpstream {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
+/// Reads one request, counts it, writes `script()`'s pieces with their pauses, and closes.
+async fn answer<S: Fn() -> Script + Send + Sync + 'static>(
+    mut stream: TcpStream,
+    script: Arc<S>,
+    seen: Arc<AtomicUsize>,
+) {
+    if read_request(&mut stream).await.is_none() {
+        return;
+    }
+    seen.fetch_add(1, SeqCst);
+    for (bytes, pause) in script() {
+        if stream.write_all(&bytes).await.is_err() {
+            return;
         }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        let _ = stream.flush().await;
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
         }
     }
+    let _ = stream.shutdown().await;
 }
 
 /// Reads a request head and its `Content-Length` body; `None` if the peer went away.
-async fn read_request(stream: &mut tokio::net::TcpStream) -> Option<()> {
+async fn read_request(stream: &mut TcpStream) -> Option<()> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     let head_end = loop {

@@ -1,6 +1,7 @@
 //! A real HTTP server on 127.0.0.1:0 (HTTP/1.1 and h2c) that records every request and
-//! answers as told. It runs on its own thread and runtime, so it neither shares the test's
-//! clock (paused or not) nor shows up in the test runtime's task count.
+//! answers as told. It runs on its own thread and runtime (the `server`
+//! core), so it neither shares the test's clock (paused or not) nor shows up in the test
+//! runtime's task count.
 #![allow(clippy::disallowed_types)] // test-only recording, not a request path
 
 use std::{
@@ -16,12 +17,9 @@ use std::{
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
-use hyper::{body::Incoming, service::service_fn};
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
-    server::conn::auto,
-};
-use tokio::sync::oneshot;
+use hyper::body::Incoming;
+
+use crate::server::{Runtime, Server, serve_http};
 
 /// One request as the server received it.
 #[derive(Clone, Debug)]
@@ -134,8 +132,7 @@ pub struct Upstream {
     /// Where it listens.
     pub addr: SocketAddr,
     shared: Arc<Shared>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: Server,
 }
 
 impl Upstream {
@@ -154,49 +151,22 @@ impl Upstream {
         threads: usize,
         reply: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
     ) -> Self {
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        std_listener.set_nonblocking(true).expect("nonblocking");
-        let addr = std_listener.local_addr().expect("addr");
         let shared = Arc::new(Shared {
             log: Mutex::new(Vec::new()),
             in_flight: AtomicUsize::new(0),
             peak: AtomicUsize::new(0),
             reply: Box::new(reply),
         });
-        let (stop, mut stop_rx) = oneshot::channel::<()>();
         let sh = Arc::clone(&shared);
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(threads)
-                .enable_all()
-                .build()
-                .expect("server runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(std_listener).expect("listener");
-                loop {
-                    tokio::select! {
-                        _ = &mut stop_rx => break,
-                        accepted = listener.accept() => {
-                            let Ok((stream, _)) = accepted else { continue };
-                            let _ = stream.set_nodelay(true);
-                            let sh = Arc::clone(&sh);
-                            tokio::spawn(async move {
-                                let svc = service_fn(move |req| handle(Arc::clone(&sh), req));
-                                let _ = auto::Builder::new(TokioExecutor::new())
-                                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                                    .await;
-                            });
-                        }
-                    }
-                }
-            });
-            rt.shutdown_background();
-        });
+        let server = Server::start(0, Runtime::Thread(threads.max(1)), move |stream| {
+            let sh = Arc::clone(&sh);
+            serve_http(stream, move |req| handle(Arc::clone(&sh), req))
+        })
+        .expect("start the upstream");
         Self {
-            addr,
+            addr: server.addr,
             shared,
-            stop: Some(stop),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -230,17 +200,6 @@ impl Upstream {
     /// The most requests it held at once.
     pub fn peak_in_flight(&self) -> usize {
         self.shared.peak.load(SeqCst)
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -16,10 +16,11 @@ use thr_testkit::upstream::{Reply, Upstream};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
-    sync::oneshot,
     time::Instant,
 };
 use tower_health_routing::{Config, Deployment};
+
+use crate::support::start_with as start;
 
 // === the binary: master-key boot check ===
 
@@ -321,53 +322,12 @@ async fn a_good_key_starts_anywhere_and_surrounding_spaces_are_trimmed() {
 
 // === in-process: limits, strictness, drain, auth ===
 
-struct Running {
-    addr: SocketAddr,
-    drain: drain::Drain,
-    routes: Vec<routes::Route>,
-    stop: Option<oneshot::Sender<()>>,
-    done: tokio::task::JoinHandle<()>,
-}
-
-impl Running {
-    async fn shutdown(mut self) {
-        let _ = self.stop.take().map(|s| s.send(()));
-        tokio::time::timeout(Duration::from_secs(10), self.done)
-            .await
-            .expect("shutdown")
-            .unwrap();
-    }
-}
-
 fn config(up: &Upstream) -> tower_health_routing::ConfigBuilder {
     Config::builder().deployments([Deployment::builder("m", "openai/m")
         .id("d1")
         .api_base(up.v1())
         .api_key("sk-planted-upstream-key")
         .build()])
-}
-
-async fn start(cfg: Config, options: app::Options) -> Running {
-    let gw = app::Gateway::new(cfg, &options).unwrap();
-    let drain = gw.drain.clone();
-    let routes = gw.routes().to_vec();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let done = tokio::spawn(async move {
-        gw.serve(listener, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
-    Running {
-        addr,
-        drain,
-        routes,
-        stop: Some(stop),
-        done,
-    }
 }
 
 /// Writes `raw` and reads until the server closes (at most 10 s).

@@ -4,17 +4,15 @@
 //! Anthropic deployments are translated both ways (streamed and not, tools and a system
 //! prompt) against a fake Anthropic server that checks what it receives.
 
-mod support;
-
-#[path = "../../tests/fixtures/provider_table.rs"]
-mod table;
-
 use serde_json::{Value, json};
-use support::{post, start};
-use table::{KEY, ROWS};
 use thr_gateway::forward::anthropic::{StreamTranslator, Translation};
 use thr_testkit::upstream::{Recorded, Reply, Upstream};
 use tower_health_routing::{Config, Deployment, Mode};
+
+use crate::{
+    provider_table::{self as table, KEY, ROWS},
+    support::{post, start},
+};
 
 const CREDENTIAL_HEADERS: &[&str] = &["authorization", "api-key", "x-api-key"];
 

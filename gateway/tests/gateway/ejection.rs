@@ -5,22 +5,24 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-use serde_json::{Value, json};
+use serde_json::json;
 use thr_gateway::app;
 use thr_testkit::{Reply, Upstream};
 use tower_health_routing::{Config, Deployment};
 
-const CLIENT_TEXT: &str = "a real client request";
+use crate::support::{self, Running, get, send};
 
-/// The gateway over `up`, probing every 300 ms; returns its address and a stop handle.
-async fn gateway(up: &Upstream, skip: bool) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+const CLIENT_TEXT: &str = "a real client request";
+/// This module's deployment: its metrics are told apart from other tests' by this name (one
+/// recorder serves the whole test process).
+const ID: &str = "ejection-only";
+
+/// The gateway over `up`, probing every 300 ms, with `/metrics`.
+async fn gateway(up: &Upstream, skip: bool) -> Running {
     let cfg = Config::builder()
         .deployment(
             Deployment::builder("gpt-4o", "openai/gpt-4o-mini")
-                .id("only")
+                .id(ID)
                 .api_base(up.v1())
                 .api_key("sk-test-ejection")
                 .build(),
@@ -31,50 +33,17 @@ async fn gateway(up: &Upstream, skip: bool) -> (SocketAddr, tokio::task::JoinHan
         .build()
         .unwrap();
     let options = app::Options {
-        metrics: Some(prometheus()),
+        metrics: Some(support::metrics()),
         ..app::Options::default()
     };
-    let gw = app::Gateway::new(cfg, &options).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        let _ = gw.serve(listener, std::future::pending::<()>()).await;
-    });
-    (addr, task)
-}
-
-/// The Prometheus recorder of this test binary (installed once).
-fn prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
-    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
-        std::sync::OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-            let handle = recorder.handle();
-            metrics::set_global_recorder(recorder).expect("first recorder of this binary");
-            handle
-        })
-        .clone()
-}
-
-async fn send(req: http::Request<Full<Bytes>>) -> (u16, Value) {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let resp = tokio::time::timeout(Duration::from_secs(5), client.request(req))
-        .await
-        .expect("answer in time")
-        .unwrap();
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    support::start_with(cfg, options).await
 }
 
 async fn chat(addr: SocketAddr) -> u16 {
     let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": CLIENT_TEXT}]});
-    let req = http::Request::post(format!("http://{addr}/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap();
-    send(req).await.0
+    send(addr, "/v1/chat/completions", body.to_string(), &[])
+        .await
+        .status
 }
 
 /// Upstream requests that were probes (not the client's).
@@ -102,31 +71,28 @@ async fn steady_traffic_replaces_the_probes() {
             r#"{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}"#,
         )
     });
-    let (addr, task) = gateway(&up, true).await;
+    let gw = gateway(&up, true).await;
+    let addr = gw.addr;
     // The first round (at start) probes: no traffic yet.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let at_start = probes(&up);
     traffic_for(addr, Duration::from_millis(1300)).await;
     let during = probes(&up) - at_start;
     assert_eq!(during, 0, "rounds in 1.3 s of traffic sent {during} probes");
-    let (status, health) = send(
-        http::Request::get(format!("http://{addr}/health"))
-            .body(Full::new(Bytes::new()))
-            .unwrap(),
-    )
-    .await;
+    let r = get(addr, "/health", None).await;
+    let (status, health) = (r.status, r.json());
     assert_eq!(status, 200, "{health}");
     let e = &health["healthy_endpoints"][0];
-    assert_eq!(e["model_id"], "only", "{health}");
+    assert_eq!(e["model_id"], ID, "{health}");
     assert_eq!(e["source"], "traffic", "{health}");
     assert!(e["checked_at"].is_string(), "{health}");
     // Probes saved are counted, by route and deployment.
-    let text = prometheus().render();
+    let text = support::metrics().render();
     let saved: f64 = text
         .lines()
         .find(|l| {
             l.starts_with("tower_health_routing_probes_saved_total{")
-                && l.contains("model_id=\"only\"")
+                && l.contains(&format!("model_id=\"{ID}\""))
                 && l.contains("route=\"gpt-4o\"")
         })
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
@@ -135,7 +101,7 @@ async fn steady_traffic_replaces_the_probes() {
         saved >= 3.0,
         "saved {saved} probes in 1.3 s of 300 ms rounds"
     );
-    task.abort();
+    gw.shutdown().await;
 }
 
 #[tokio::test]
@@ -146,11 +112,12 @@ async fn without_the_setting_the_probes_go_on() {
             r#"{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}"#,
         )
     });
-    let (addr, task) = gateway(&up, false).await;
+    let gw = gateway(&up, false).await;
+    let addr = gw.addr;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let at_start = probes(&up);
     traffic_for(addr, Duration::from_millis(1300)).await;
     let during = probes(&up) - at_start;
     assert!(during >= 3, "rounds every 300 ms sent only {during} probes");
-    task.abort();
+    gw.shutdown().await;
 }

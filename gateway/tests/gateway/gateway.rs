@@ -2,7 +2,7 @@
 //! health routing moves traffic, the bypass serves, streams arrive in chunks, and every
 //! error a client can act on has its status. Real time, short intervals, bounded waits.
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -10,46 +10,45 @@ use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use serde_json::{Value, json};
 use thr_gateway::{app, health_cli};
 use thr_testkit::{FakeLlm, Fault};
-use tokio::sync::oneshot;
 use tower_health_routing::{Config, ConfigBuilder, Deployment, HealthState};
+
+use crate::support::{self, Running, chat, get, send, until};
 
 const KEY_PREFIX: &str = "sk-planted-secret-";
 
-struct Running {
-    addr: SocketAddr,
-    state: HealthState,
-    stop: Option<oneshot::Sender<()>>,
-    done: tokio::task::JoinHandle<()>,
-}
-
-impl Running {
-    async fn shutdown(mut self) {
-        let _ = self.stop.take().map(|s| s.send(()));
-        tokio::time::timeout(Duration::from_secs(5), self.done)
-            .await
-            .expect("graceful shutdown")
-            .unwrap();
-    }
-}
-
 async fn upstreams(n: usize) -> Vec<FakeLlm> {
+    named_upstreams("up", n).await
+}
+
+/// `n` upstreams named `{prefix}-1` to `{prefix}-n`.
+async fn named_upstreams(prefix: &str, n: usize) -> Vec<FakeLlm> {
     let mut v = Vec::new();
     for i in 1..=n {
-        v.push(FakeLlm::start(&format!("up-{i}")).await.unwrap());
+        v.push(FakeLlm::start(&format!("{prefix}-{i}")).await.unwrap());
     }
     v
 }
 
 /// `config` with background probes every 200 ms.
 fn probed(ups: &[FakeLlm]) -> ConfigBuilder {
-    config(ups)
+    probed_route("gpt-4o", ups)
+}
+
+/// `config_route` with background probes every 200 ms.
+fn probed_route(route: &str, ups: &[FakeLlm]) -> ConfigBuilder {
+    config_route(route, ups)
         .background_health_checks(true)
         .health_check_interval(Duration::from_millis(200))
 }
 
 fn config(ups: &[FakeLlm]) -> ConfigBuilder {
+    config_route("gpt-4o", ups)
+}
+
+/// One deployment of `route` per upstream, named after it.
+fn config_route(route: &str, ups: &[FakeLlm]) -> ConfigBuilder {
     Config::builder().deployments(ups.iter().map(|u| {
-        Deployment::builder("gpt-4o", "openai/gpt-4o-mini")
+        Deployment::builder(route, "openai/gpt-4o-mini")
             .id(u.name.clone())
             .api_base(u.api_base())
             .api_key(format!("{KEY_PREFIX}{}", u.name))
@@ -58,121 +57,17 @@ fn config(ups: &[FakeLlm]) -> ConfigBuilder {
     }))
 }
 
+/// A gateway with a 2 s upstream timeout and `/metrics` from the process's recorder.
 async fn start(cfg: Config) -> Running {
-    let gw = app::Gateway::new(
+    support::start_with(
         cfg,
-        &app::Options {
+        app::Options {
             upstream_timeout: Duration::from_secs(2),
-            max_body: 1 << 20,
-            metrics: Some(prometheus()),
-            ..app::Options::default()
+            metrics: Some(support::metrics()),
+            ..support::options()
         },
     )
-    .unwrap();
-    let state = gw.state.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let done = tokio::spawn(async move {
-        gw.serve(listener, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
-    Running {
-        addr,
-        state,
-        stop: Some(stop),
-        done,
-    }
-}
-
-/// The process-wide Prometheus recorder (installed once for this test binary).
-fn prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
-    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
-        std::sync::OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-            let handle = recorder.handle();
-            metrics::set_global_recorder(recorder).expect("first recorder of this binary");
-            handle
-        })
-        .clone()
-}
-
-async fn get(addr: SocketAddr, path: &str, key: Option<&str>) -> Reply {
-    let mut req = http::Request::get(format!("http://{addr}{path}"));
-    if let Some(k) = key {
-        req = req.header("authorization", format!("Bearer {k}"));
-    }
-    fetch(req.body(Full::new(Bytes::new())).unwrap()).await
-}
-
-/// Sends `req` and reads the whole answer.
-async fn fetch(req: http::Request<Full<Bytes>>) -> Reply {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let (parts, body) = client.request(req).await.unwrap().into_parts();
-    Reply {
-        status: parts.status.as_u16(),
-        headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
-    }
-}
-
-struct Reply {
-    status: u16,
-    headers: http::HeaderMap,
-    body: Bytes,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-    fn served_by(&self) -> String {
-        self.headers
-            .get("x-litellm-model-id")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default()
-    }
-}
-
-async fn send(
-    addr: SocketAddr,
-    path: &str,
-    body: impl Into<Bytes>,
-    headers: &[(&str, &str)],
-) -> Reply {
-    let mut req = http::Request::post(format!("http://{addr}{path}"));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    if !headers
-        .iter()
-        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-    {
-        req = req.header("content-type", "application/json");
-    }
-    fetch(req.body(Full::new(body.into())).unwrap()).await
-}
-
-async fn chat(addr: SocketAddr, model: &str) -> Reply {
-    let body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}).to_string();
-    send(addr, "/v1/chat/completions", body, &[]).await
-}
-
-/// Waits (real time, bounded) until `cond` holds.
-async fn until(limit: Duration, mut cond: impl FnMut() -> bool) {
-    let start = tokio::time::Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < limit,
-            "condition not met within {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    .await
 }
 
 fn healthy(state: &HealthState, id: &str) -> Option<bool> {
@@ -490,16 +385,18 @@ async fn the_master_key_guards_the_api() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_endpoints_and_metrics_are_served_on_the_same_port() {
-    let ups = upstreams(2).await;
+    // Its own route and deployment names: every gateway of this process records into the
+    // one recorder, and the metrics checked below are this gateway's.
+    let ups = named_upstreams("metrics", 2).await;
     ups[1].control.set(Fault::Error500);
-    let cfg = probed(&ups)
+    let cfg = probed_route("metrics-surface", &ups)
         .master_key("sk-master-9")
         .enable_health_check_routing(true)
         .build()
         .unwrap();
     let gw = start(cfg).await;
     until(Duration::from_secs(3), || {
-        healthy(&gw.state, "up-2") == Some(false)
+        healthy(&gw.state, "metrics-2") == Some(false)
     })
     .await;
     assert_eq!(get(gw.addr, "/health/liveliness", None).await.status, 200);
@@ -513,13 +410,13 @@ async fn health_endpoints_and_metrics_are_served_on_the_same_port() {
         (Some(1), Some(1)),
         "{v}"
     );
-    assert_eq!(v["unhealthy_endpoints"][0]["model_id"], "up-2");
+    assert_eq!(v["unhealthy_endpoints"][0]["model_id"], "metrics-2");
     assert_eq!(v["unhealthy_endpoints"][0]["exception_status"], 500);
     assert!(
         !String::from_utf8_lossy(&h.body).contains(KEY_PREFIX),
         "no key in /health"
     );
-    let r = chat(gw.addr, "gpt-4o").await;
+    let r = chat(gw.addr, "metrics-surface").await;
     assert_eq!(
         (r.status, r.served_by().as_str()),
         (401, ""),
@@ -528,11 +425,11 @@ async fn health_endpoints_and_metrics_are_served_on_the_same_port() {
     let r = send(
         gw.addr,
         "/v1/chat/completions",
-        json!({"model": "gpt-4o", "messages": []}).to_string(),
+        json!({"model": "metrics-surface", "messages": []}).to_string(),
         &[("authorization", "Bearer sk-master-9")],
     )
     .await;
-    assert_eq!((r.status, r.served_by().as_str()), (200, "up-1"));
+    assert_eq!((r.status, r.served_by().as_str()), (200, "metrics-1"));
     // LiteLLM's `require_auth_for_metrics_endpoint` (default on): the key guards /metrics.
     assert_eq!(get(gw.addr, "/metrics", None).await.status, 401);
     let m = get(gw.addr, "/metrics", Some("sk-master-9")).await;
@@ -543,7 +440,12 @@ async fn health_endpoints_and_metrics_are_served_on_the_same_port() {
         "tower_health_routing_deployment_healthy",
         "tower_health_routing_probes_total",
     ] {
-        assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("{name}{{"))
+                    && l.contains("route=\"metrics-surface\"")),
+            "{name} of this route missing from /metrics:\n{text}"
+        );
     }
     assert!(!text.contains(KEY_PREFIX) && !text.contains("sk-master-9"));
     gw.shutdown().await;

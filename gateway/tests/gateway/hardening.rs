@@ -7,66 +7,20 @@
 //! descriptors is never an upstream's verdict; absurd flags are refused by the binary.
 
 use std::{
-    net::SocketAddr,
     sync::atomic::{AtomicUsize, Ordering::SeqCst},
     time::Duration,
 };
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-use serde_json::{Value, json};
-use thr_gateway::{app, headers};
+use http_body_util::Full;
+use serde_json::json;
+use thr_gateway::headers;
 use thr_testkit::{RawUpstream, Reply, Upstream};
-use tokio::sync::oneshot;
 use tower_health_routing::{Config, Deployment};
 
+use crate::support::{chat, fetch, post, start};
+
 const KEY: &str = "sk-planted-secret-hardening-0123456789";
-
-struct Running {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    done: tokio::task::JoinHandle<()>,
-}
-
-impl Running {
-    async fn shutdown(mut self) {
-        let _ = self.stop.take().map(|s| s.send(()));
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.done).await;
-    }
-}
-
-async fn start_with(cfg: Config, max_body: usize) -> Running {
-    let gw = app::Gateway::new(
-        cfg,
-        &app::Options {
-            upstream_timeout: Duration::from_secs(5),
-            max_body,
-            metrics: None,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let done = tokio::spawn(async move {
-        gw.serve(listener, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
-    Running {
-        addr,
-        stop: Some(stop),
-        done,
-    }
-}
-
-async fn start(cfg: Config) -> Running {
-    start_with(cfg, 1 << 20).await
-}
 
 /// One route `gpt-4o` whose deployments serve `gpt-4o-mini` (so `model` is rewritten).
 fn rewriting(api_bases: &[String]) -> Config {
@@ -80,50 +34,6 @@ fn rewriting(api_bases: &[String]) -> Config {
         }))
         .build()
         .unwrap()
-}
-
-struct Answer {
-    status: u16,
-    headers: http::HeaderMap,
-    body: Bytes,
-}
-
-impl Answer {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-async fn fetch(req: http::Request<Full<Bytes>>) -> Answer {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let (parts, body) = client.request(req).await.unwrap().into_parts();
-    Answer {
-        status: parts.status.as_u16(),
-        headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
-    }
-}
-
-async fn post(addr: SocketAddr, path: &str, ctype: &str, body: impl Into<Bytes>) -> Answer {
-    let req = http::Request::post(format!("http://{addr}{path}"))
-        .header("content-type", ctype)
-        .body(Full::new(body.into()))
-        .unwrap();
-    fetch(req).await
-}
-
-async fn chat(addr: SocketAddr, model: &str) -> Answer {
-    let body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
-    post(
-        addr,
-        "/v1/chat/completions",
-        "application/json",
-        body.to_string(),
-    )
-    .await
 }
 
 // ---- item 1: a client cannot cool a route down ----
@@ -428,7 +338,7 @@ async fn large_bodies_over_the_budget_get_503_while_a_small_request_is_served() 
         )
         .build()
         .unwrap();
-    let gw = start_with(cfg, 1 << 20).await;
+    let gw = start(cfg).await;
     let big = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x".repeat(900_000)}]}).to_string();
     let addr = gw.addr;
     let large: Vec<_> = (0..8)

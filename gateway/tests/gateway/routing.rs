@@ -12,65 +12,16 @@ use std::{
     time::Duration,
 };
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use serde_json::{Value, json};
-use thr_gateway::{
-    app,
-    usage::{UsageScanner, estimate_request_tokens},
-};
+use thr_gateway::usage::{UsageScanner, estimate_request_tokens};
 use thr_testkit::{Reply, Upstream};
-use tokio::sync::oneshot;
 use tower_health_routing::{
     Config, ConfigBuilder, Deployment,
     config::{RoutingStrategy, RoutingStrategyArgs},
     routing::RequestTokens,
 };
 
-struct Running {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    done: tokio::task::JoinHandle<()>,
-}
-
-impl Running {
-    async fn shutdown(mut self) {
-        let _ = self.stop.take().map(|s| s.send(()));
-        tokio::time::timeout(Duration::from_secs(5), self.done)
-            .await
-            .expect("graceful shutdown")
-            .unwrap();
-    }
-}
-
-async fn start(cfg: Config) -> Running {
-    let gw = app::Gateway::new(
-        cfg,
-        &app::Options {
-            upstream_timeout: Duration::from_secs(5),
-            max_body: 1 << 20,
-            metrics: None,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let done = tokio::spawn(async move {
-        gw.serve(listener, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
-    Running {
-        addr,
-        stop: Some(stop),
-        done,
-    }
-}
+use crate::support::{self, start};
 
 /// A deployment of `route` named `id`, served by `up`, whose model is `model`.
 fn dep(
@@ -99,36 +50,9 @@ fn chat_answer(tokens: u64) -> Reply {
     .header("content-type", "application/json")
 }
 
-struct Answer {
-    status: u16,
-    headers: http::HeaderMap,
-    body: Bytes,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .map(|v| v.to_str().unwrap())
-            .unwrap_or_default()
-    }
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-}
-
-async fn post(addr: SocketAddr, body: Value) -> Answer {
-    let req = http::Request::post(format!("http://{addr}/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap();
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let (parts, body) = client.request(req).await.unwrap().into_parts();
-    Answer {
-        status: parts.status.as_u16(),
-        headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
-    }
+/// POSTs a chat completion `body`.
+async fn post(addr: SocketAddr, body: Value) -> support::Reply {
+    support::post_json(addr, "/v1/chat/completions", body, None).await
 }
 
 fn chat(model: &str) -> Value {

@@ -5,63 +5,26 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use serde_json::{Value, json};
 use thr_gateway::app;
 use thr_testkit::{FakeLlm, Fault, Reply as UpReply, Upstream};
-use tokio::sync::oneshot;
-use tower_health_routing::{Config, ConfigBuilder, Deployment, HealthState};
+use tower_health_routing::{Config, ConfigBuilder, Deployment};
+
+use crate::support::{self, Reply, Running, get, post_json, until};
 
 const KEY_PREFIX: &str = "sk-planted-secret-";
 const MASTER: &str = "sk-master-health-surface-0123456789";
 
-struct Running {
-    addr: SocketAddr,
-    state: HealthState,
-    stop: Option<oneshot::Sender<()>>,
-    done: tokio::task::JoinHandle<()>,
-}
-
-impl Running {
-    async fn shutdown(mut self) {
-        let _ = self.stop.take().map(|s| s.send(()));
-        tokio::time::timeout(Duration::from_secs(5), self.done)
-            .await
-            .expect("graceful shutdown")
-            .unwrap();
-    }
-}
-
+/// A gateway with a 3 s upstream timeout.
 async fn start(cfg: Config) -> Running {
-    let gw = app::Gateway::new(
+    support::start_with(
         cfg,
-        &app::Options {
+        app::Options {
             upstream_timeout: Duration::from_secs(3),
-            max_body: 1 << 20,
-            metrics: None,
-            ..Default::default()
+            ..support::options()
         },
     )
-    .unwrap();
-    let state = gw.state.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let done = tokio::spawn(async move {
-        gw.serve(listener, async {
-            let _ = stopped.await;
-        })
-        .await
-        .unwrap();
-    });
-    Running {
-        addr,
-        state,
-        stop: Some(stop),
-        done,
-    }
+    .await
 }
 
 fn deployment(route: &str, u: &FakeLlm) -> Deployment {
@@ -82,66 +45,13 @@ fn probed(ds: impl IntoIterator<Item = Deployment>) -> ConfigBuilder {
         .master_key(MASTER)
 }
 
-struct Reply {
-    status: u16,
-    body: Bytes,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
-    }
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-async fn fetch(req: http::Request<Full<Bytes>>) -> Reply {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let (parts, body) = client.request(req).await.unwrap().into_parts();
-    Reply {
-        status: parts.status.as_u16(),
-        body: body.collect().await.unwrap().to_bytes(),
-    }
-}
-
-async fn get(addr: SocketAddr, path: &str, key: Option<&str>) -> Reply {
-    let mut req = http::Request::get(format!("http://{addr}{path}"));
-    if let Some(k) = key {
-        req = req.header("authorization", format!("Bearer {k}"));
-    }
-    fetch(req.body(Full::new(Bytes::new())).unwrap()).await
-}
-
-async fn post(addr: SocketAddr, path: &str, body: Value, key: Option<&str>) -> Reply {
-    let mut req = http::Request::post(format!("http://{addr}{path}"))
-        .header("content-type", "application/json");
-    if let Some(k) = key {
-        req = req.header("authorization", format!("Bearer {k}"));
-    }
-    fetch(req.body(Full::new(Bytes::from(body.to_string()))).unwrap()).await
-}
-
-/// Waits (real time, bounded) until `cond` holds.
-async fn until(limit: Duration, mut cond: impl FnMut() -> bool) {
-    let start = tokio::time::Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < limit,
-            "condition not met within {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// Polls `path` until `cond` holds on its JSON (bounded).
 async fn until_json(addr: SocketAddr, path: &str, cond: impl Fn(&Value) -> bool) -> Value {
     let start = tokio::time::Instant::now();
     loop {
         let r = get(addr, path, Some(MASTER)).await;
         assert_eq!(r.status, 200, "{}", r.text());
-        let v = r.json();
+        let v = r.expect_json();
         if cond(&v) {
             return v;
         }
@@ -236,7 +146,7 @@ async fn latest_and_history_follow_background_rounds_with_filters_limits_and_no_
         Some(MASTER),
     )
     .await
-    .json();
+    .expect_json();
     assert_eq!(
         sorted_keys(&h),
         [
@@ -277,7 +187,7 @@ async fn latest_and_history_follow_background_rounds_with_filters_limits_and_no_
         Some(MASTER),
     )
     .await
-    .json();
+    .expect_json();
     assert!(
         healthy["health_checks"]
             .as_array()
@@ -291,7 +201,7 @@ async fn latest_and_history_follow_background_rounds_with_filters_limits_and_no_
         Some(MASTER),
     )
     .await
-    .json();
+    .expect_json();
     assert_eq!(
         (
             page["total_records"].as_u64(),
@@ -303,7 +213,7 @@ async fn latest_and_history_follow_background_rounds_with_filters_limits_and_no_
     assert!(page["total_matching"].as_u64() >= Some(3));
     let none = get(gw.addr, "/health/history?model=nobody", Some(MASTER))
         .await
-        .json();
+        .expect_json();
     assert_eq!(none["total_records"], 0);
 
     // Out-of-range parameters: 400 naming the parameter, not echoing the value.
@@ -382,7 +292,9 @@ async fn backlog_counts_requests_in_flight() {
         .build()
         .unwrap();
     let gw = start(cfg).await;
-    let idle = get(gw.addr, "/health/backlog", Some(MASTER)).await.json();
+    let idle = get(gw.addr, "/health/backlog", Some(MASTER))
+        .await
+        .expect_json();
     assert_eq!(
         sorted_keys(&idle),
         [
@@ -405,7 +317,7 @@ async fn backlog_counts_requests_in_flight() {
     let addr = gw.addr;
     let pending = tokio::spawn(async move {
         let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
-        post(addr, "/v1/chat/completions", body, Some(MASTER))
+        post_json(addr, "/v1/chat/completions", body, Some(MASTER))
             .await
             .status
     });
@@ -439,7 +351,7 @@ async fn models_can_list_only_routes_that_may_be_picked() {
         ]
     };
     let ids = |r: Reply| -> Vec<String> {
-        r.json()["data"]
+        r.expect_json()["data"]
             .as_array()
             .unwrap()
             .iter()
@@ -486,7 +398,7 @@ async fn models_can_list_only_routes_that_may_be_picked() {
     // A hidden route stays callable (presentation only).
     let body = json!({"model": "bad", "messages": [{"role": "user", "content": "hi"}]});
     assert_eq!(
-        post(gw.addr, "/v1/chat/completions", body, Some(MASTER))
+        post_json(gw.addr, "/v1/chat/completions", body, Some(MASTER))
             .await
             .status,
         500
@@ -520,7 +432,9 @@ async fn only_the_listed_model_groups_are_probed_in_the_background() {
         gw.state.snapshot().health("up-2").is_none(),
         "b stays unchecked"
     );
-    let latest = get(gw.addr, "/health/latest", Some(MASTER)).await.json();
+    let latest = get(gw.addr, "/health/latest", Some(MASTER))
+        .await
+        .expect_json();
     assert_eq!(sorted_keys(&latest["latest_health_checks"]), ["up-1"]);
     gw.shutdown().await;
 }
@@ -540,7 +454,7 @@ async fn test_connection_probes_the_body_s_deployment_and_keeps_nothing() {
         .unwrap();
     let gw = start(cfg).await;
     let tc = |body: Value, key: Option<&'static str>| {
-        post(gw.addr, "/health/test_connection", body, key)
+        post_json(gw.addr, "/health/test_connection", body, key)
     };
 
     // A configured route, tested as configured.
@@ -550,7 +464,7 @@ async fn test_connection_probes_the_body_s_deployment_and_keeps_nothing() {
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let v = r.json();
+    let v = r.expect_json();
     assert_eq!(v["status"], "success", "{v}");
     assert_eq!(
         (v["result"]["model"].as_str(), v["result"]["mode"].as_str()),
@@ -562,7 +476,7 @@ async fn test_connection_probes_the_body_s_deployment_and_keeps_nothing() {
         .control
         .requests
         .load(std::sync::atomic::Ordering::Relaxed);
-    let v = tc(json!({"litellm_params": {"model": "openai/gpt-4o-mini"}, "model_info": {"id": "up-1"}, "mode": "embedding"}), Some(MASTER)).await.json();
+    let v = tc(json!({"litellm_params": {"model": "openai/gpt-4o-mini"}, "model_info": {"id": "up-1"}, "mode": "embedding"}), Some(MASTER)).await.expect_json();
     assert_eq!(
         (v["status"].as_str(), v["result"]["mode"].as_str()),
         (Some("success"), Some("embedding")),
@@ -578,7 +492,7 @@ async fn test_connection_probes_the_body_s_deployment_and_keeps_nothing() {
     // A deployment only the body describes; its key is echoed upstream and scrubbed here.
     let client_key = "sk-client-planted-987654321";
     let r = tc(json!({"litellm_params": {"model": "openai/x", "api_base": leaky.api_base(), "api_key": client_key}}), Some(MASTER)).await;
-    let v = r.json();
+    let v = r.expect_json();
     assert_eq!(v["status"], "error", "{v}");
     assert!(v["result"]["error"].as_str().is_some(), "{v}");
     assert!(!r.text().contains(client_key), "{}", r.text());
@@ -589,7 +503,7 @@ async fn test_connection_probes_the_body_s_deployment_and_keeps_nothing() {
         Some(MASTER),
     )
     .await
-    .json();
+    .expect_json();
     assert_eq!(v["status"], "success", "{v}");
     let seen = recorder.only();
     assert!(
@@ -650,7 +564,9 @@ async fn test_connection_probes_the_body_s_deployment_and_keeps_nothing() {
     );
 
     // Never stored: no history, no health result.
-    let latest = get(gw.addr, "/health/latest", Some(MASTER)).await.json();
+    let latest = get(gw.addr, "/health/latest", Some(MASTER))
+        .await
+        .expect_json();
     assert_eq!(latest["total_models"], 0, "{latest}");
     assert!(gw.state.snapshot().health("up-1").is_none());
     gw.shutdown().await;

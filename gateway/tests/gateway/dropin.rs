@@ -14,13 +14,14 @@ use std::{
 };
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-use serde_json::{Value, json};
+use http_body_util::Full;
+use serde_json::json;
 use thr_gateway::{app, dropin};
 use thr_testkit::{FakeLlm, Reply as UpReply, Upstream};
-use tokio::{sync::oneshot, time::Instant};
-use tower_health_routing::{Config, HealthState};
+use tokio::time::Instant;
+use tower_health_routing::Config;
+
+use crate::support::{self, Running, chat_as, fetch, get};
 
 // === the binary on real configs ===
 
@@ -355,89 +356,16 @@ async fn the_binary_starts_on_every_shipped_config_and_ours() {
 
 // === in-process gateway over real sockets ===
 
-struct Running {
-    addr: SocketAddr,
-    state: HealthState,
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.stop.take().map(|s| s.send(()));
-    }
-}
-
+/// A gateway with `upstream_timeout` (stopped when dropped).
 async fn start(cfg: Config, upstream_timeout: Duration) -> Running {
-    let gw = app::Gateway::new(
+    support::start_with(
         cfg,
-        &app::Options {
+        app::Options {
             upstream_timeout,
-            ..app::Options::default()
+            ..support::options()
         },
     )
-    .unwrap();
-    let state = gw.state.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let _ = gw
-            .serve(listener, async {
-                let _ = stopped.await;
-            })
-            .await;
-    });
-    Running {
-        addr,
-        state,
-        stop: Some(stop),
-    }
-}
-
-async fn fetch(req: http::Request<Full<Bytes>>) -> Reply {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let (parts, body) = client.request(req).await.unwrap().into_parts();
-    Reply {
-        status: parts.status.as_u16(),
-        headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
-    }
-}
-
-struct Reply {
-    status: u16,
-    headers: http::HeaderMap,
-    body: Bytes,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-    fn served_by(&self) -> String {
-        self.headers
-            .get("x-litellm-model-id")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default()
-    }
-}
-
-async fn get(addr: SocketAddr, path: &str, key: Option<&str>) -> Reply {
-    let mut req = http::Request::get(format!("http://{addr}{path}"));
-    if let Some(k) = key {
-        req = req.header("authorization", format!("Bearer {k}"));
-    }
-    fetch(req.body(Full::new(Bytes::new())).unwrap()).await
-}
-
-async fn chat(addr: SocketAddr, model: &str, key: Option<&str>) -> Reply {
-    let mut req = http::Request::post(format!("http://{addr}/v1/chat/completions"))
-        .header("content-type", "application/json");
-    if let Some(k) = key {
-        req = req.header("authorization", format!("Bearer {k}"));
-    }
-    let body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}]});
-    fetch(req.body(Full::new(Bytes::from(body.to_string()))).unwrap()).await
+    .await
 }
 
 fn yaml(text: &str) -> Config {
@@ -466,10 +394,10 @@ model_list:
     ));
     let gw = start(cfg, Duration::from_secs(5)).await;
     for _ in 0..20 {
-        let r = chat(gw.addr, "mixed", None).await;
+        let r = chat_as(gw.addr, "mixed", None).await;
         assert_eq!((r.status, r.served_by().as_str()), (200, "good"));
     }
-    let r = chat(gw.addr, "only-bedrock", None).await;
+    let r = chat_as(gw.addr, "only-bedrock", None).await;
     assert_eq!(r.status, 501, "{:?}", r.json());
     let msg = r.json()["error"]["message"].as_str().unwrap().to_owned();
     assert!(
@@ -529,7 +457,7 @@ router_settings:
     // The forwarder's own timeout is long: only the deployment's cuts.
     let gw = start(cfg, Duration::from_secs(600)).await;
     let t0 = Instant::now();
-    let r = chat(gw.addr, "gpt", None).await;
+    let r = chat_as(gw.addr, "gpt", None).await;
     let took = t0.elapsed();
     eprintln!("hanging upstream with timeout: 2 -> answered after {took:?}");
     assert_eq!((r.status, r.served_by().as_str()), (200, "good"));
@@ -641,8 +569,8 @@ litellm_settings:
         ]
     );
     let gw = start(cfg, Duration::from_secs(5)).await;
-    assert_eq!(chat(gw.addr, "gpt", None).await.status, 401);
-    assert_eq!(chat(gw.addr, "gpt", Some("anything")).await.status, 401);
+    assert_eq!(chat_as(gw.addr, "gpt", None).await.status, 401);
+    assert_eq!(chat_as(gw.addr, "gpt", Some("anything")).await.status, 401);
     assert_eq!(get(gw.addr, "/health", None).await.status, 401);
     assert_eq!(get(gw.addr, "/health/liveliness", None).await.status, 200);
     assert_eq!(
@@ -670,8 +598,8 @@ general_settings:
         good.api_base()
     ));
     let gw = start(cfg, Duration::from_secs(5)).await;
-    assert_eq!(chat(gw.addr, "gpt", Some("sk-master")).await.status, 200);
-    assert_eq!(chat(gw.addr, "gpt", None).await.status, 401);
+    assert_eq!(chat_as(gw.addr, "gpt", Some("sk-master")).await.status, 200);
+    assert_eq!(chat_as(gw.addr, "gpt", None).await.status, 401);
     let d = get(gw.addr, "/health/readiness/details", Some("sk-master"))
         .await
         .json();
