@@ -28,3 +28,4 @@ mod health_surface;
 mod providers;
 mod routing;
 mod safe_gateway;
+mod stalls;

@@ -5,8 +5,6 @@
 //! requests go to the other one. Real time with a short timeout (300 ms); the assertions are
 //! on order and content, never on durations (the waits are only upper bounds).
 
-mod support;
-
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,7 +14,7 @@ use serde_json::{Value, json};
 use thr_testkit::{RawUpstream, Reply, Upstream};
 use tower_health_routing::{Config, Deployment, config::OutlierDetection};
 
-use support::start;
+use crate::support::start;
 
 const KEY: &str = "sk-stall-secret-0123456789";
 const STALL: Duration = Duration::from_millis(300);
