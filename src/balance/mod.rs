@@ -29,7 +29,7 @@ mod usage;
 
 use std::sync::atomic::AtomicUsize;
 
-pub(crate) use cost::CostOrder;
+pub(crate) use cost::CostTiers;
 
 use rand::Rng;
 
@@ -43,6 +43,8 @@ const SAMPLE_TRIES: usize = 4;
 pub(crate) struct View<'a> {
     pub(crate) idx: &'a [u32],
     pub(crate) cum: Option<&'a [f64]>,
+    /// The list by cost, when precomputed (see [`CostTiers`]).
+    pub(crate) tiers: Option<&'a CostTiers>,
 }
 
 impl View<'_> {
@@ -87,15 +89,12 @@ pub(crate) fn counts_usage(strategy: RoutingStrategy) -> bool {
     )
 }
 
-/// Picks one eligible entry of `view`, or `None` when none is eligible. `cost` is the
-/// picker's cost-order cache and the snapshot's version, when `view` is one of the
-/// snapshot's own lists.
+/// Picks one eligible entry of `view`, or `None` when none is eligible.
 pub(crate) fn pick<R: Rng + ?Sized>(
     strategy: RoutingStrategy,
     view: View<'_>,
     entries: &[Entry],
     ctx: &Ctx<'_>,
-    cost: Option<(&mut CostOrder, u64)>,
     rng: &mut R,
     eligible: &mut dyn FnMut(u32) -> bool,
 ) -> Option<u32> {
@@ -111,7 +110,7 @@ pub(crate) fn pick<R: Rng + ?Sized>(
         RoutingStrategy::UsageBased | RoutingStrategy::UsageBasedV2 => {
             usage::pick(view, entries, ctx.minute, rng, eligible)
         }
-        RoutingStrategy::CostBased => cost::pick(view, entries, cost, rng, eligible),
+        RoutingStrategy::CostBased => cost::pick(view, entries, rng, eligible),
     }
 }
 

@@ -124,19 +124,10 @@ impl Observer {
         // Only when a rule says eject: how much of the route is out now.
         let room = || {
             let snap = self.state.load();
-            let ejected = snap.routes.get(&*d.route).map_or(0, |r| {
-                r.all
-                    .idx
-                    .iter()
-                    .filter(|&&i| {
-                        snap.entries[i as usize]
-                            .stats
-                            .ejection
-                            .remaining(now)
-                            .is_some()
-                    })
-                    .count()
-            });
+            let ejected = snap
+                .routable_members(&d.route)
+                .filter(|e| e.stats.ejection.remaining(now).is_some())
+                .count();
             ejection::room_for_one_more(od, self.route_len, ejected)
         };
         let stats = &self.guard.0;
