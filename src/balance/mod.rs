@@ -8,7 +8,7 @@
 //! | `least-busy` | the fewest requests in flight | O(n) scan |
 //! | `latency-based-routing` | the lowest decaying latency estimate (random within `lowest_latency_buffer`); unmeasured ones first | O(n) scan |
 //! | `power-of-two-choices` | the less loaded of two random ones | O(1) |
-//! | `usage-based-routing(-v2)` | the least used this minute (tokens, then requests); exact up to 8 candidates, the best of 8 random draws above | O(1) |
+//! | `usage-based-routing(-v2)` | the least used this minute (tokens, then requests); exact up to 4 candidates, the less used of two random ones above (a scan when both are at their limit) | O(1) |
 //! | `cost-based-routing` | the lowest `input_cost_per_token + output_cost_per_token`, ties at random | O(1): samples the cheapest tier of an order kept per snapshot |
 //!
 //! The random strategies *sample* rather than scan: a pick is drawn from the precomputed

@@ -21,7 +21,6 @@ use crate::{
     cooldown::{CooldownPolicy, CooldownSink},
     ejection,
     health::HealthState,
-    routing::select::PickSettings,
     stats::DeploymentStats,
     time::nanos_since,
 };
@@ -63,8 +62,16 @@ pub(crate) struct Observer {
     pub(crate) state: HealthState,
     pub(crate) selected: super::SelectedDeployment,
     pub(crate) route_len: usize,
+    /// When the request was routed: the request's one clock read.
     pub(crate) started: Instant,
-    pub(crate) settings: Arc<PickSettings>,
+    /// Whether to take latency samples (some picker uses `latency-based-routing`).
+    pub(crate) latency: bool,
+    /// The latency estimate's time constant, in nanos.
+    pub(crate) tau_nanos: f64,
+    /// `latency_failure_penalty`.
+    pub(crate) penalty: Duration,
+    /// Whether the response gets the `SelectedDeployment` extension.
+    pub(crate) respond_with_selected: bool,
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -74,18 +81,20 @@ fn nanos(d: Duration) -> u64 {
 impl Observer {
     /// Records an answer's class (`status`: the answer's status, `None` for an error).
     fn record(&self, class: &Class, status: Option<u16>) {
-        let now = Instant::now();
         let shared = &self.state.shared;
+        let cfg = &shared.config;
+        // A success with no traffic-health or outlier bookkeeping only counts in its
+        // minute's window: the request's start tells it, without reading the clock again.
+        let exact = class.is_deployment_fault()
+            || cfg.health.skip_when_traffic_healthy
+            || cfg.router.outlier_detection.is_some();
+        let now = if exact { Instant::now() } else { self.started };
         let stats = &self.guard.0;
-        if class.is_deployment_fault() {
+        if self.latency && class.is_deployment_fault() {
             // A failure counts as a high latency, so the latency strategy moves away
             // until the estimate has decayed (then the deployment is tried again).
-            let took = nanos(now - self.started).max(nanos(self.settings.penalty));
-            stats.observe_latency(
-                took,
-                nanos_since(shared.epoch, now),
-                self.settings.tau_nanos,
-            );
+            let took = nanos(now - self.started).max(nanos(self.penalty));
+            stats.observe_latency(took, nanos_since(shared.epoch, now), self.tau_nanos);
         }
         if shared.config.health.skip_when_traffic_healthy && class.is_counted() {
             stats.observe_traffic(*class == Class::Success, nanos_since(shared.epoch, now));
@@ -218,14 +227,16 @@ where
                             if let Some(u) = resp.extensions().get::<TokenUsage>() {
                                 o.selected.record_tokens(u.total());
                             }
-                            if matches!(class, Class::Success) {
+                            if o.latency && matches!(class, Class::Success) {
                                 o.guard.1 = Some(FirstByte {
                                     started: o.started,
                                     epoch: o.state.shared.epoch,
-                                    tau_nanos: o.settings.tau_nanos,
+                                    tau_nanos: o.tau_nanos,
                                 });
                             }
-                            resp.extensions_mut().insert(o.selected);
+                            if o.respond_with_selected {
+                                resp.extensions_mut().insert(o.selected);
+                            }
                             o.guard
                         });
                         Poll::Ready(Ok(resp.map(|inner| ResponseBody {

@@ -201,6 +201,7 @@ impl Picker {
         let seeds = SeedSource::new(None);
         let rng = seeds.rng();
         let routes = table::install(&state);
+        routes.note_strategy(strategy);
         // The current snapshot may predate the deriver: give it its table now, not on a request.
         let _ = table::get(&state.load(), &routes);
         Self {
@@ -224,6 +225,7 @@ impl Picker {
     /// Uses `strategy` instead of the config's.
     pub fn with_strategy(mut self, strategy: RoutingStrategy) -> Self {
         self.strategy = strategy;
+        self.routes.note_strategy(strategy);
         self
     }
 
@@ -238,8 +240,15 @@ impl Picker {
         &self.state
     }
 
-    pub(crate) fn settings(&self) -> &Arc<PickSettings> {
+    pub(crate) fn settings(&self) -> &PickSettings {
         &self.settings
+    }
+
+    /// Whether the deployments' latency estimates are read: some picker of this state
+    /// uses `latency-based-routing`. Otherwise responses take no latency sample (no clock
+    /// read, no `exp`).
+    pub(crate) fn wants_latency(&self) -> bool {
+        self.strategy == RoutingStrategy::LatencyBased || self.routes.wants_latency()
     }
 
     /// The strategy it applies.
@@ -267,6 +276,21 @@ impl Picker {
         exclude: &[DeploymentId],
         tokens: Option<u32>,
     ) -> Result<Pick<'s>, PickError> {
+        let epoch = snap.epoch;
+        let mut now = LazyNow::new(|| nanos_since(epoch, tokio::time::Instant::now()));
+        self.pick_at(snap, route, exclude, tokens, &mut now)
+    }
+
+    /// [`pick_for`](Self::pick_for) at a time the caller may already know (the service
+    /// reads the clock once per request and shares it with the decision).
+    pub(crate) fn pick_at<'s, F: FnMut() -> u64>(
+        &mut self,
+        snap: &'s HealthSnapshot,
+        route: &str,
+        exclude: &[DeploymentId],
+        tokens: Option<u32>,
+        now: &mut LazyNow<F>,
+    ) -> Result<Pick<'s>, PickError> {
         let tbl = table::get(snap, &self.routes);
         let r = tbl.routes.get(route).or_else(|| {
             self.settings
@@ -291,8 +315,6 @@ impl Picker {
             .iter()
             .filter_map(|id| snap.index_of(id.as_str()))
             .collect();
-        let epoch = snap.epoch;
-        let mut now = LazyNow::new(|| nanos_since(epoch, tokio::time::Instant::now()));
         let ask = Ask {
             exclude: &excluded,
             tokens: tokens.filter(|_| self.settings.pre_call_checks),
@@ -304,7 +326,7 @@ impl Picker {
             self.health_filter,
             &self.settings,
             &mut self.rng,
-            &mut now,
+            now,
             ask,
         ) {
             Ok((index, bypassed)) => {

@@ -12,7 +12,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc,
-        atomic::{AtomicU64, AtomicUsize},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed},
     },
 };
 
@@ -21,6 +21,7 @@ use foldhash::fast::RandomState;
 
 use crate::{
     balance::CostTiers,
+    config::RoutingStrategy,
     deployment::Deployment,
     health::{Entry, HealthSnapshot, HealthState},
 };
@@ -155,19 +156,36 @@ pub(crate) struct RoutingTable {
 /// The per-route state of one [`HealthState`], by route name, shared by every table
 /// derived from its snapshots (hung off the state's hooks).
 #[derive(Debug, Default)]
-pub(crate) struct RouteStates(ArcSwap<HashMap<Arc<str>, Arc<RouteState>, RandomState>>);
+pub(crate) struct RouteStates {
+    by_name: ArcSwap<HashMap<Arc<str>, Arc<RouteState>, RandomState>>,
+    /// Whether some picker of the state uses `latency-based-routing` (so responses are
+    /// timed for it).
+    latency: AtomicBool,
+}
 
 impl RouteStates {
+    /// Notes a picker's strategy.
+    pub(crate) fn note_strategy(&self, strategy: RoutingStrategy) {
+        if strategy == RoutingStrategy::LatencyBased {
+            self.latency.store(true, Relaxed);
+        }
+    }
+
+    /// Whether some picker uses `latency-based-routing`.
+    pub(crate) fn wants_latency(&self) -> bool {
+        self.latency.load(Relaxed)
+    }
+
     /// The state of each of `names`, created for the ones not seen yet.
     fn for_routes<'n>(
         &self,
         names: impl Iterator<Item = &'n Arc<str>> + Clone,
     ) -> Arc<HashMap<Arc<str>, Arc<RouteState>, RandomState>> {
-        let cur = self.0.load_full();
+        let cur = self.by_name.load_full();
         if names.clone().all(|n| cur.contains_key(n)) {
             return cur;
         }
-        self.0.rcu(|cur| {
+        self.by_name.rcu(|cur| {
             let mut next = HashMap::clone(cur);
             for n in names.clone() {
                 next.entry(Arc::clone(n))
@@ -175,7 +193,7 @@ impl RouteStates {
             }
             next
         });
-        self.0.load_full()
+        self.by_name.load_full()
     }
 }
 
