@@ -278,5 +278,65 @@ fn layer(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decision, under_writer, layer);
+/// `threads/T`: the time for each of T threads to make one decision (or send one request
+/// through its own clone of the service) while all T do: throughput scales by
+/// `T × threads/1 ÷ threads/T` (goal: ≥ 1.8 at T = 2).
+fn concurrency(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _enter = rt.enter();
+    let mut g = c.benchmark_group("concurrency");
+    g.measurement_time(Duration::from_secs(2))
+        .warm_up_time(Duration::from_millis(500));
+    let st = state(8, &rt);
+    let layer = HealthRoutingLayer::from_state(st.clone()).without_response_extension();
+    for threads in [1usize, 2] {
+        for what in ["decision", "layer"] {
+            g.bench_with_input(
+                BenchmarkId::new(format!("{what}-threads"), threads),
+                &threads,
+                |b, &threads| {
+                    b.iter_custom(|iters| {
+                        // Each thread times its own loop, started together at a barrier.
+                        let barrier = std::sync::Barrier::new(threads);
+                        std::thread::scope(|s| {
+                            let handles: Vec<_> = (0..threads)
+                                .map(|t| {
+                                    let (st, layer, barrier) = (st.clone(), &layer, &barrier);
+                                    s.spawn(move || {
+                                        let mut picker =
+                                            Picker::new(st.clone()).with_seed(t as u64);
+                                        let mut svc = tower::Layer::layer(layer, Trivial);
+                                        barrier.wait();
+                                        let start = std::time::Instant::now();
+                                        for _ in 0..iters {
+                                            if what == "decision" {
+                                                let snap = st.load();
+                                                let p = picker.pick(&snap, ROUTE, &[]).unwrap();
+                                                black_box(Arc::as_ptr(p.deployment()));
+                                            } else {
+                                                through(&mut svc, request());
+                                            }
+                                        }
+                                        start.elapsed()
+                                    })
+                                })
+                                .collect();
+                            handles
+                                .into_iter()
+                                .map(|h| h.join().unwrap())
+                                .max()
+                                .unwrap_or_default()
+                        })
+                    })
+                },
+            );
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, decision, under_writer, layer, concurrency);
 criterion_main!(benches);
