@@ -291,7 +291,7 @@ fn concurrency(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(2))
         .warm_up_time(Duration::from_millis(500));
     let st = state(8, &rt);
-    let layer = HealthRoutingLayer::from_state(st.clone()).without_response_extension();
+    let layer = HealthRoutingLayer::from_state(st.clone());
     for threads in [1usize, 2] {
         for what in ["decision", "layer"] {
             g.bench_with_input(
