@@ -18,19 +18,19 @@ use std::{
     future::Future,
     hint::black_box,
     pin::pin,
-    task::{Context, Poll, Waker},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
+    task::{Context, Poll, Waker},
     time::Duration,
 };
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use http_body::Body;
 use http_body_util::Empty;
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
@@ -261,7 +261,9 @@ fn layer(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(2))
         .warm_up_time(Duration::from_millis(500));
     let mut bare = Trivial;
-    g.bench_function("bare", |b| b.iter(|| through(&mut bare, black_box(request()))));
+    g.bench_function("bare", |b| {
+        b.iter(|| through(&mut bare, black_box(request())))
+    });
     for n in SIZES {
         let st = state(n, &rt);
         let layer = HealthRoutingLayer::from_state(st).with_seed(5);
@@ -310,7 +312,7 @@ fn concurrency(c: &mut Criterion) {
                                             Picker::new(st.clone()).with_seed(t as u64);
                                         let mut svc = tower::Layer::layer(layer, Trivial);
                                         barrier.wait();
-                                        let start = std::time::Instant::now();
+                                        let start = Instant::now();
                                         for _ in 0..iters {
                                             if what == "decision" {
                                                 let snap = st.load();

@@ -190,12 +190,7 @@ pub struct HealthRouting<S, E = FromExtension> {
 }
 
 impl<S, E> HealthRouting<S, E> {
-    pub(crate) fn new(
-        inner: S,
-        picker: Picker,
-        extractor: E,
-        respond_with_selected: bool,
-    ) -> Self {
+    pub(crate) fn new(inner: S, picker: Picker, extractor: E, respond_with_selected: bool) -> Self {
         Self {
             inner,
             picker,

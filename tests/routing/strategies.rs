@@ -323,10 +323,7 @@ async fn a_large_route_spreads_by_usage() {
     let svc = layered(cfg, 9, Upstreams::new().service());
     let c = send(&svc, 20 * n).await;
     let counts: Vec<usize> = (0..n).map(|i| hits(&c, &format!("d{i}"))).collect();
-    let (lo, hi) = (
-        *counts.iter().min().unwrap(),
-        *counts.iter().max().unwrap(),
-    );
+    let (lo, hi) = (*counts.iter().min().unwrap(), *counts.iter().max().unwrap());
     assert!(lo >= 14 && hi <= 26, "uneven spread: {counts:?}");
 }
 
