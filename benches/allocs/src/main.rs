@@ -141,6 +141,27 @@ fn main() {
         .unwrap();
     // As in a service: the state lives in a runtime (its staleness watchdog exists).
     let _enter = rt.enter();
+    // `THR_SPIN=<requests> THR_MODE=bare|routed|lean THR_N=<deployments>`: only send that
+    // many requests, for `perf stat` (instructions and cycles per request do not depend on
+    // what else the machine runs, unlike wall-clock time).
+    if let Ok(spin) = std::env::var("THR_SPIN") {
+        let spin: u64 = spin.parse().expect("THR_SPIN: a number of requests");
+        let n: usize = std::env::var("THR_N").map_or(8, |v| v.parse().expect("THR_N"));
+        let layer = HealthRoutingLayer::from_state(state(n)).with_seed(1);
+        match std::env::var("THR_MODE").as_deref() {
+            Ok("bare") => (0..spin).for_each(|_| through(&mut Trivial, request())),
+            Ok("lean") => {
+                let mut svc =
+                    tower::Layer::layer(&layer.without_response_extension(), Trivial);
+                (0..spin).for_each(|_| through(&mut svc, request()));
+            }
+            _ => {
+                let mut svc = tower::Layer::layer(&layer, Trivial);
+                (0..spin).for_each(|_| through(&mut svc, request()));
+            }
+        }
+        return;
+    }
     let bare = per_request(&mut Trivial);
     println!("bare inner service: {bare:.2} allocations per request (the request's own)");
     println!("layer's allocations per request: with the response extension / without");
