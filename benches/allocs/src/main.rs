@@ -151,8 +151,7 @@ fn main() {
         match std::env::var("THR_MODE").as_deref() {
             Ok("bare") => (0..spin).for_each(|_| through(&mut Trivial, request())),
             Ok("lean") => {
-                let mut svc =
-                    tower::Layer::layer(&layer.without_response_extension(), Trivial);
+                let mut svc = tower::Layer::layer(&layer.without_response_extension(), Trivial);
                 (0..spin).for_each(|_| through(&mut svc, request()));
             }
             _ => {
