@@ -5,20 +5,32 @@
 //! per strategy; the same while another thread publishes new snapshots; and, for scale, a
 //! bare `ArcSwap` load + uniform pick of a healthy entry (the floor any design pays).
 //!
+//! The `layer` group measures what a user pays: the whole `HealthRouting` service (ready +
+//! call + await + the response body to its end) over a trivial inner service, next to the
+//! same inner service alone (`layer/bare`): the layer's overhead is `routed - bare`.
+//! `benches/allocs.rs` counts the heap allocations of the same path.
+//!
 //! Run: `cargo bench --bench routing` (add `-- --quick` for a fast pass).
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
 use std::{
+    convert::Infallible,
+    future::Future,
     hint::black_box,
+    pin::pin,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
+    task::{Context, Poll, Waker},
     time::Duration,
 };
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use http_body::Body;
+use http_body_util::Empty;
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
@@ -197,5 +209,136 @@ fn under_writer(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decision, under_writer);
+/// The inner service: always ready, answers 200 with an empty body at once.
+#[derive(Clone, Copy, Debug)]
+struct Trivial;
+
+impl<B> Service<http::Request<B>> for Trivial {
+    type Response = http::Response<Empty<Bytes>>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Request<B>) -> Self::Future {
+        std::future::ready(Ok(http::Response::new(Empty::new())))
+    }
+}
+
+/// One request through `svc`: ready, call, the response, its body to the end (polled
+/// with a no-op waker: every part here is ready at once).
+fn through<S, B>(svc: &mut S, req: http::Request<()>)
+where
+    S: Service<http::Request<()>, Response = http::Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: Body,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(svc.poll_ready(&mut cx).is_ready());
+    let fut = pin!(svc.call(req));
+    let Poll::Ready(res) = fut.poll(&mut cx) else {
+        panic!("the trivial service answers at once")
+    };
+    let mut body = pin!(res.unwrap().into_body());
+    while let Poll::Ready(Some(_)) = body.as_mut().poll_frame(&mut cx) {}
+}
+
+fn request() -> http::Request<()> {
+    let mut req = http::Request::new(());
+    req.extensions_mut().insert(ModelGroup::new(ROUTE));
+    req
+}
+
+fn layer(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _enter = rt.enter();
+    let mut g = c.benchmark_group("layer");
+    g.measurement_time(Duration::from_secs(2))
+        .warm_up_time(Duration::from_millis(500));
+    let mut bare = Trivial;
+    g.bench_function("bare", |b| {
+        b.iter(|| through(&mut bare, black_box(request())))
+    });
+    for n in SIZES {
+        let st = state(n, &rt);
+        let layer = HealthRoutingLayer::from_state(st).with_seed(5);
+        let mut svc = tower::Layer::layer(&layer, Trivial);
+        g.bench_with_input(BenchmarkId::new("routed", n), &n, |b, _| {
+            b.iter(|| through(&mut svc, black_box(request())))
+        });
+        // Without the response's `SelectedDeployment` copy (no response extension map).
+        let mut lean = tower::Layer::layer(&layer.without_response_extension(), Trivial);
+        g.bench_with_input(BenchmarkId::new("routed-lean", n), &n, |b, _| {
+            b.iter(|| through(&mut lean, black_box(request())))
+        });
+    }
+    g.finish();
+}
+
+/// `threads/T`: the time for each of T threads to make one decision (or send one request
+/// through its own clone of the service) while all T do: throughput scales by
+/// `T × threads/1 ÷ threads/T` (goal: ≥ 1.8 at T = 2).
+fn concurrency(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _enter = rt.enter();
+    let mut g = c.benchmark_group("concurrency");
+    g.measurement_time(Duration::from_secs(2))
+        .warm_up_time(Duration::from_millis(500));
+    let st = state(8, &rt);
+    let layer = HealthRoutingLayer::from_state(st.clone());
+    for threads in [1usize, 2] {
+        for what in ["decision", "layer"] {
+            g.bench_with_input(
+                BenchmarkId::new(format!("{what}-threads"), threads),
+                &threads,
+                |b, &threads| {
+                    b.iter_custom(|iters| {
+                        // Each thread times its own loop, started together at a barrier.
+                        let barrier = std::sync::Barrier::new(threads);
+                        std::thread::scope(|s| {
+                            let handles: Vec<_> = (0..threads)
+                                .map(|t| {
+                                    let (st, layer, barrier) = (st.clone(), &layer, &barrier);
+                                    s.spawn(move || {
+                                        let mut picker =
+                                            Picker::new(st.clone()).with_seed(t as u64);
+                                        let mut svc = tower::Layer::layer(layer, Trivial);
+                                        barrier.wait();
+                                        let start = Instant::now();
+                                        for _ in 0..iters {
+                                            if what == "decision" {
+                                                let snap = st.load();
+                                                let p = picker.pick(&snap, ROUTE, &[]).unwrap();
+                                                black_box(Arc::as_ptr(p.deployment()));
+                                            } else {
+                                                through(&mut svc, request());
+                                            }
+                                        }
+                                        start.elapsed()
+                                    })
+                                })
+                                .collect();
+                            handles
+                                .into_iter()
+                                .map(|h| h.join().unwrap())
+                                .max()
+                                .unwrap_or_default()
+                        })
+                    })
+                },
+            );
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, decision, under_writer, layer, concurrency);
 criterion_main!(benches);

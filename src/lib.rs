@@ -29,9 +29,11 @@
 //! ```
 //!
 //! The request path (`routing`) reaches neither `probe`, `shared` nor `endpoints`.
-//! `health` holds the published snapshot and per-deployment stats; what `shared` and
-//! `cooldown` need of a state (the sharing status, the cooldown sink) hangs off hooks they
-//! own, and the probe loop runs a driver that `shared` implements.
+//! `health` holds the published snapshot and per-deployment stats, nothing of the balancer:
+//! `routing` derives its routing table (candidate lists, weights, cost order, round-robin
+//! cursors) from each snapshot as it is published, into a slot `health` does not read.
+//! What `shared` and `cooldown` need of a state (the sharing status, the cooldown sink)
+//! hangs off hooks they own, and the probe loop runs a driver that `shared` implements.
 //!
 //! # Features
 //!

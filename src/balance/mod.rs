@@ -8,7 +8,7 @@
 //! | `least-busy` | the fewest requests in flight | O(n) scan |
 //! | `latency-based-routing` | the lowest decaying latency estimate (random within `lowest_latency_buffer`); unmeasured ones first | O(n) scan |
 //! | `power-of-two-choices` | the less loaded of two random ones | O(1) |
-//! | `usage-based-routing(-v2)` | the least used this minute (tokens, then requests); exact up to 8 candidates, the best of 8 random draws above | O(1) |
+//! | `usage-based-routing(-v2)` | the least used this minute (tokens, then requests); exact up to 4 candidates, the less used of two random ones above (a scan when both are at their limit) | O(1) |
 //! | `cost-based-routing` | the lowest `input_cost_per_token + output_cost_per_token`, ties at random | O(1): samples the cheapest tier of an order kept per snapshot |
 //!
 //! The random strategies *sample* rather than scan: a pick is drawn from the precomputed
@@ -29,7 +29,7 @@ mod usage;
 
 use std::sync::atomic::AtomicUsize;
 
-pub(crate) use cost::CostOrder;
+pub(crate) use cost::CostTiers;
 
 use rand::Rng;
 
@@ -43,6 +43,8 @@ const SAMPLE_TRIES: usize = 4;
 pub(crate) struct View<'a> {
     pub(crate) idx: &'a [u32],
     pub(crate) cum: Option<&'a [f64]>,
+    /// The list by cost, when precomputed (see [`CostTiers`]).
+    pub(crate) tiers: Option<&'a CostTiers>,
 }
 
 impl View<'_> {
@@ -87,15 +89,12 @@ pub(crate) fn counts_usage(strategy: RoutingStrategy) -> bool {
     )
 }
 
-/// Picks one eligible entry of `view`, or `None` when none is eligible. `cost` is the
-/// picker's cost-order cache and the snapshot's version, when `view` is one of the
-/// snapshot's own lists.
+/// Picks one eligible entry of `view`, or `None` when none is eligible.
 pub(crate) fn pick<R: Rng + ?Sized>(
     strategy: RoutingStrategy,
     view: View<'_>,
     entries: &[Entry],
     ctx: &Ctx<'_>,
-    cost: Option<(&mut CostOrder, u64)>,
     rng: &mut R,
     eligible: &mut dyn FnMut(u32) -> bool,
 ) -> Option<u32> {
@@ -111,7 +110,7 @@ pub(crate) fn pick<R: Rng + ?Sized>(
         RoutingStrategy::UsageBased | RoutingStrategy::UsageBasedV2 => {
             usage::pick(view, entries, ctx.minute, rng, eligible)
         }
-        RoutingStrategy::CostBased => cost::pick(view, entries, cost, rng, eligible),
+        RoutingStrategy::CostBased => cost::pick(view, entries, rng, eligible),
     }
 }
 

@@ -4,18 +4,26 @@
 //! minute turns.
 //!
 //! Up to [`EXACT`] candidates the route is scanned (the least used, exactly, as LiteLLM
-//! does); above, the least used of [`DRAWS`] random draws, which keeps the decision O(1)
-//! and, like the power of two choices, spreads load nearly as well as the exact minimum.
+//! does); above, the power of two choices on usage: the less used of two random eligible
+//! candidates, which keeps the decision O(1) and spreads load nearly as well as the exact
+//! minimum. When [`PAIRS`] pairs in a row are both ineligible (at their limit, cooling
+//! down, ...), the route is scanned, so a deployment with room is always found.
 
 use rand::Rng;
 
 use super::{View, scan_min_uniform};
-use crate::health::Entry;
+use crate::{health::Entry, stats::DeploymentStats};
 
 /// Routes up to this size are scanned.
-const EXACT: usize = 8;
-/// Random draws on larger routes.
-const DRAWS: usize = 8;
+const EXACT: usize = 4;
+/// Random pairs drawn on larger routes before scanning.
+const PAIRS: usize = 2;
+
+/// A deployment's usage in `minute`, as the strategy orders it: tokens first, requests as
+/// the tie-break (exact as f64 below 2^53). The one place the strategy reads usage.
+pub(crate) fn used(s: &DeploymentStats, minute: u64) -> f64 {
+    (s.tokens_in(minute) as f64).mul_add(1e6, s.requests_in(minute) as f64)
+}
 
 pub(super) fn pick<R: Rng + ?Sized>(
     view: View<'_>,
@@ -24,26 +32,22 @@ pub(super) fn pick<R: Rng + ?Sized>(
     rng: &mut R,
     eligible: &mut dyn FnMut(u32) -> bool,
 ) -> Option<u32> {
-    let used = |i: u32| {
-        let s = &entries[i as usize].stats;
-        // Tokens first, requests as the tie-break (exact as f64 below 2^53).
-        (s.tokens_in(minute) as f64).mul_add(1e6, s.requests_in(minute) as f64)
-    };
+    let used = |i: u32| used(&entries[i as usize].stats, minute);
     let n = view.idx.len();
     if n > EXACT {
-        let mut best: Option<(u32, f64)> = None;
-        for _ in 0..DRAWS {
-            let i = view.idx[rng.random_range(0..n)];
-            if !eligible(i) {
-                continue;
+        for _ in 0..PAIRS {
+            let a = rng.random_range(0..n);
+            let mut b = rng.random_range(0..n - 1);
+            if b >= a {
+                b += 1;
             }
-            let u = used(i);
-            if best.is_none_or(|(_, b)| u < b) {
-                best = Some((i, u));
+            let (a, b) = (view.idx[a], view.idx[b]);
+            match (eligible(a), eligible(b)) {
+                (true, true) => return Some(if used(b) < used(a) { b } else { a }),
+                (true, false) => return Some(a),
+                (false, true) => return Some(b),
+                (false, false) => {}
             }
-        }
-        if let Some((i, _)) = best {
-            return Some(i);
         }
     }
     scan_min_uniform(view, rng, eligible, used)

@@ -36,7 +36,7 @@ use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 use tokio::time::Instant;
 
 pub(crate) use hooks::Hooks;
-pub(crate) use snapshot::{Candidates, Entry, Route};
+pub(crate) use snapshot::Entry;
 pub use snapshot::{HealthRecord, HealthSnapshot, HealthSource, ProbeTier, Unsupported};
 
 use crate::{
@@ -53,6 +53,10 @@ pub struct HealthState {
     pub(crate) shared: Arc<Shared>,
 }
 
+/// What the request path derives from a snapshot (see [`HealthState::set_deriver`]).
+pub(crate) type Deriver =
+    Box<dyn Fn(&HealthSnapshot) -> Box<dyn std::any::Any + Send + Sync> + Send + Sync>;
+
 pub(crate) struct Shared {
     pub(crate) snapshot: ArcSwap<HealthSnapshot>,
     pub(crate) config: Arc<Config>,
@@ -62,6 +66,9 @@ pub(crate) struct Shared {
     hooks: Hooks,
     /// Wakes the staleness watchdog (see `watchdog.rs`).
     watchdog: ArcSwapOption<tokio::sync::watch::Sender<()>>,
+    /// Derives the request path's value for each new snapshot (its slot), installed once by
+    /// `routing`; `health` calls it and does not interpret what it returns.
+    deriver: std::sync::OnceLock<Deriver>,
     /// Dropped with the last owner: background tasks holding only a `Weak` watch it to end
     /// as soon as every owner is gone (see [`HealthState::closed`]).
     pub(crate) closed: tokio::sync::watch::Sender<()>,
@@ -87,6 +94,7 @@ impl HealthState {
                 epoch,
                 watchdog: ArcSwapOption::empty(),
                 hooks: Hooks::default(),
+                deriver: std::sync::OnceLock::new(),
                 closed: tokio::sync::watch::Sender::new(()),
             }),
         }
@@ -175,10 +183,18 @@ impl HealthState {
             if watched {
                 snap.set_watched();
             }
+            self.shared.derive(&snap);
             snap
         });
         watchdog::notify(&self.shared);
         log_published(&self.load());
+    }
+
+    /// Installs the function that derives the request path's value of every snapshot
+    /// published from now on (the first one installed stays; returns whether it was this
+    /// one). Snapshots published before get theirs on first use.
+    pub(crate) fn set_deriver(&self, deriver: Deriver) -> bool {
+        self.shared.deriver.set(deriver).is_ok()
     }
 
     /// What other modules hang off this state; see [`Hooks`].
@@ -214,22 +230,11 @@ impl HealthState {
         };
         let now = self.now_nanos();
         if e.stats.ejection.remaining(now).is_none() {
-            let route = snap.routes.get(&*e.deployment.route);
-            let (len, out) = route.map_or((0, 0), |r| {
-                let out = r
-                    .all
-                    .idx
-                    .iter()
-                    .filter(|&&i| {
-                        snap.entries[i as usize]
-                            .stats
-                            .ejection
-                            .remaining(now)
-                            .is_some()
-                    })
-                    .count();
-                (r.all.idx.len(), out)
-            });
+            let (mut len, mut out) = (0, 0);
+            for m in snap.routable_members(&e.deployment.route) {
+                len += 1;
+                out += usize::from(m.stats.ejection.remaining(now).is_some());
+            }
             if !crate::ejection::room_for_one_more(od, len, out) {
                 return false;
             }
@@ -290,15 +295,14 @@ impl HealthState {
         let now = self.now_nanos();
         let mut v: Vec<String> = snap
             .routes
-            .values()
-            .filter(|r| {
-                r.all.idx.iter().any(|&i| {
-                    let e = &snap.entries[i as usize];
+            .keys()
+            .filter(|name| {
+                snap.routable_members(name).any(|e| {
                     !e.failed_fresh(now, snap.staleness_nanos)
                         && e.stats.cooldown.remaining(now).is_none()
                 })
             })
-            .map(|r| r.name.to_string())
+            .map(|name| name.to_string())
             .collect();
         v.sort_unstable();
         v
@@ -335,6 +339,15 @@ impl HealthState {
     /// A receiver whose `changed()` fails once every owner of this state is gone.
     pub(crate) fn closed(&self) -> tokio::sync::watch::Receiver<()> {
         self.shared.closed.subscribe()
+    }
+}
+
+impl Shared {
+    /// Fills the slot of a snapshot about to be published, when a deriver is installed.
+    pub(crate) fn derive(&self, snap: &HealthSnapshot) {
+        if let Some(d) = self.deriver.get() {
+            let _ = snap.slot().set(d(snap));
+        }
     }
 }
 

@@ -1,8 +1,16 @@
 //! The immutable [`HealthSnapshot`]: deployments, their routes and their last health, as
-//! one value. Writers build a whole new one; the route lists the request path needs are
-//! precomputed here, so selection does no per-request filtering in the common case.
+//! one value. Writers build a whole new one. It holds health only: the request path's
+//! routing table (candidate lists, weights, per-route balancer state) is derived from it
+//! by `routing` at publication and kept in an opaque [slot](HealthSnapshot::slot), so
+//! selection does no per-request filtering in the common case and still costs one load.
 
-use std::{collections::HashMap, fmt, sync::Arc, time::Duration};
+use std::{
+    any::Any,
+    collections::HashMap,
+    fmt,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use foldhash::fast::RandomState;
 use tokio::time::Instant;
@@ -129,7 +137,7 @@ pub(crate) struct Entry {
     pub(crate) health: Option<HealthRecord>,
     pub(crate) stats: Arc<DeploymentStats>,
     /// `health.checked_at` as nanoseconds since the state's epoch.
-    checked_nanos: u64,
+    pub(crate) checked_nanos: u64,
     /// Set once at start-up when the deployment cannot be probed or forwarded.
     pub(crate) unsupported: Option<Unsupported>,
 }
@@ -158,6 +166,11 @@ impl Unsupported {
 }
 
 impl Entry {
+    /// Whether the router may pick it (not marked unsupported and unroutable).
+    pub(crate) fn routable(&self) -> bool {
+        !matches!(&self.unsupported, Some(u) if !u.routable)
+    }
+
     /// Whether the last check failed and that result is not stale at `now`.
     pub(crate) fn failed_fresh(&self, now: u64, staleness_nanos: u64) -> bool {
         self.health.as_ref().is_some_and(|h| !h.healthy)
@@ -165,111 +178,24 @@ impl Entry {
     }
 }
 
-/// How `simple-shuffle` weighs a route's deployments (LiteLLM's order: `weight`, `rpm`, `tpm`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum WeightKind {
-    Uniform,
-    Weight,
-    Rpm,
-    Tpm,
-}
-
-impl WeightKind {
-    fn for_members(entries: &[Entry], members: &[u32]) -> Self {
-        let ps = || {
-            members
-                .iter()
-                .map(|&i| &entries[i as usize].deployment.params)
-        };
-        if ps().any(|p| p.weight.is_some()) {
-            Self::Weight
-        } else if ps().any(|p| p.rpm.is_some()) {
-            Self::Rpm
-        } else if ps().any(|p| p.tpm.is_some()) {
-            Self::Tpm
-        } else {
-            Self::Uniform
-        }
-    }
-
-    pub(crate) fn weight(self, d: &Deployment) -> f64 {
-        let p = &d.params;
-        match self {
-            Self::Uniform => 1.0,
-            Self::Weight => p.weight.unwrap_or(0.0),
-            Self::Rpm => p.rpm.unwrap_or(0) as f64,
-            Self::Tpm => p.tpm.unwrap_or(0) as f64,
-        }
-    }
-}
-
-/// A candidate list and, when weighted, its cumulative weights (for O(log n) sampling).
-#[derive(Debug, Default)]
-pub(crate) struct Candidates {
-    pub(crate) idx: Box<[u32]>,
-    /// `None`: uniform. Else `cum[i]` = sum of weights of `idx[..=i]`, last > 0.
-    pub(crate) cum: Option<Box<[f64]>>,
-}
-
-impl Candidates {
-    pub(crate) fn new(idx: Box<[u32]>, entries: &[Entry], kind: WeightKind) -> Self {
-        let cum = match kind {
-            WeightKind::Uniform => None,
-            kind => {
-                let mut acc = 0.0;
-                let cum: Box<[f64]> = idx
-                    .iter()
-                    .map(|&i| {
-                        acc += kind.weight(&entries[i as usize].deployment);
-                        acc
-                    })
-                    .collect();
-                // All-zero weights: fall back to uniform, as LiteLLM does.
-                (acc > 0.0).then_some(cum)
-            }
-        };
-        Self { idx, cum }
-    }
-}
-
-/// Mutable per-route state that outlives snapshots (round-robin position, warnings).
+/// A route's members as the snapshot knows them: health only (the balancer's per-route
+/// state, weights and candidate lists are derived by `routing`, see [`HealthSnapshot::slot`]).
 #[derive(Debug)]
-pub(crate) struct RouteState {
-    pub(crate) next: std::sync::atomic::AtomicUsize,
-    /// The snapshot version for which the bypass warning was last logged.
-    pub(crate) bypass_warned: std::sync::atomic::AtomicU64,
-    /// The route's counters, keys built once (see `telemetry`).
-    pub(crate) metrics: crate::telemetry::RouteMetrics,
-}
-
-impl RouteState {
-    fn new(name: &Arc<str>) -> Self {
-        Self {
-            next: Default::default(),
-            bypass_warned: Default::default(),
-            metrics: crate::telemetry::RouteMetrics::new(name),
-        }
-    }
-}
-
-#[derive(Debug)]
-pub(crate) struct Route {
-    pub(crate) name: Arc<str>,
+pub(crate) struct RouteMembers {
     /// Every member, in config order (unroutable ones included).
     pub(crate) members: Box<[u32]>,
-    /// The routable members (all but the unroutable [`Unsupported`] ones).
-    pub(crate) all: Candidates,
-    /// Set when every member is unroutable: why, naming each provider's reason.
-    pub(crate) unsupported: Option<Arc<str>>,
-    /// `all` minus the members whose last check failed and was fresh at publication.
-    pub(crate) healthy: Candidates,
-    pub(crate) weight_kind: WeightKind,
-    /// Members whose last check failed and was fresh at publication.
-    pub(crate) unhealthy: u32,
-    /// Earliest instant (nanos since epoch) at which a failed result goes stale;
-    /// `u64::MAX` when none failed. Before it, `healthy` is exact.
-    pub(crate) fresh_until: u64,
-    pub(crate) state: Arc<RouteState>,
+    /// How many of them are routable.
+    pub(crate) routable: usize,
+}
+
+impl RouteMembers {
+    fn new(members: Box<[u32]>, entries: &[Entry]) -> Self {
+        let routable = members
+            .iter()
+            .filter(|&&i| entries[i as usize].routable())
+            .count();
+        Self { members, routable }
+    }
 }
 
 /// An immutable view of every deployment and its last health, published as a whole.
@@ -278,17 +204,23 @@ pub(crate) struct Route {
 pub struct HealthSnapshot {
     pub(crate) entries: Box<[Entry]>,
     by_id: HashMap<DeploymentId, u32, RandomState>,
-    pub(crate) routes: HashMap<Arc<str>, Route, RandomState>,
+    pub(crate) routes: HashMap<Arc<str>, RouteMembers, RandomState>,
     version: u64,
     healthy: usize,
     unhealthy: usize,
     updated_at: Option<Instant>,
     pub(crate) epoch: Instant,
     pub(crate) staleness_nanos: u64,
-    /// Earliest `fresh_until` of any route.
+    /// When the earliest failed result that was fresh at `built_at` goes stale.
     next_expiry: u64,
     /// Whether a watchdog republishes this snapshot at `next_expiry` (see `HealthState`).
     pub(crate) watched: bool,
+    /// When it was built (nanos since the epoch): failed results fresh then exclude their
+    /// deployments from the lists derived from it until `next_expiry`.
+    pub(crate) built_at: u64,
+    /// What the request path derives from this snapshot (the routing table), set once by
+    /// its owner; `health` does not interpret it. See [`slot`](Self::slot).
+    slot: OnceLock<Box<dyn Any + Send + Sync>>,
 }
 
 impl HealthSnapshot {
@@ -329,21 +261,7 @@ impl HealthSnapshot {
         let staleness_nanos = u64::try_from(staleness.as_nanos()).unwrap_or(u64::MAX);
         let routes = members
             .into_iter()
-            .map(|(name, m)| {
-                let state = prev.and_then(|p| p.routes.get(&name)).map_or_else(
-                    || Arc::new(RouteState::new(&name)),
-                    |r| Arc::clone(&r.state),
-                );
-                let route = build_route(
-                    Arc::clone(&name),
-                    m.into(),
-                    &entries,
-                    staleness_nanos,
-                    now_nanos,
-                    state,
-                );
-                (name, route)
-            })
+            .map(|(name, m)| (name, RouteMembers::new(m.into(), &entries)))
             .collect();
         let mut snap = Self {
             entries: entries.into(),
@@ -357,6 +275,8 @@ impl HealthSnapshot {
             staleness_nanos,
             next_expiry: u64::MAX,
             watched: false,
+            built_at: now_nanos,
+            slot: OnceLock::new(),
         };
         snap.count();
         snap
@@ -427,20 +347,12 @@ impl HealthSnapshot {
     }
 
     fn rebuilt(&self, entries: Vec<Entry>, now: Instant, updated_at: Option<Instant>) -> Self {
-        let now_nanos = nanos_since(self.epoch, now);
         let routes = self
             .routes
             .iter()
             .map(|(name, r)| {
-                let route = build_route(
-                    Arc::clone(name),
-                    r.members.clone(),
-                    &entries,
-                    self.staleness_nanos,
-                    now_nanos,
-                    Arc::clone(&r.state),
-                );
-                (Arc::clone(name), route)
+                let members = RouteMembers::new(r.members.clone(), &entries);
+                (Arc::clone(name), members)
             })
             .collect();
         let mut snap = Self {
@@ -455,6 +367,8 @@ impl HealthSnapshot {
             staleness_nanos: self.staleness_nanos,
             next_expiry: u64::MAX,
             watched: false,
+            built_at: nanos_since(self.epoch, now),
+            slot: OnceLock::new(),
         };
         snap.count();
         snap
@@ -471,11 +385,31 @@ impl HealthSnapshot {
         self.next_expiry
     }
 
+    /// The slot for what the request path derives from this snapshot (one value, set
+    /// once: at publication by the state's deriver, or on first use). Opaque here.
+    pub(crate) fn slot(&self) -> &OnceLock<Box<dyn Any + Send + Sync>> {
+        &self.slot
+    }
+
+    /// The routable members of `route` (all but the unroutable [`Unsupported`] ones).
+    pub(crate) fn routable_members(&self, route: &str) -> impl Iterator<Item = &Entry> {
+        self.routes
+            .get(route)
+            .into_iter()
+            .flat_map(|r| r.members.iter())
+            .map(|&i| &self.entries[i as usize])
+            .filter(|e| e.routable())
+    }
+
     fn count(&mut self) {
+        // Routable deployments whose failed result was fresh at build time: the derived
+        // lists exclude them until the earliest of these goes stale.
+        let (now, staleness) = (self.built_at, self.staleness_nanos);
         self.next_expiry = self
-            .routes
-            .values()
-            .map(|r| r.fresh_until)
+            .entries
+            .iter()
+            .filter(|e| e.routable() && e.failed_fresh(now, staleness))
+            .map(|e| e.checked_nanos.saturating_add(staleness))
             .min()
             .unwrap_or(u64::MAX);
         self.healthy = self
@@ -570,63 +504,6 @@ impl HealthSnapshot {
     /// When health results were last applied, if ever.
     pub fn last_updated(&self) -> Option<Instant> {
         self.updated_at
-    }
-}
-
-fn build_route(
-    name: Arc<str>,
-    members: Box<[u32]>,
-    entries: &[Entry],
-    staleness_nanos: u64,
-    now: u64,
-    state: Arc<RouteState>,
-) -> Route {
-    let unroutable = |i: u32| matches!(&entries[i as usize].unsupported, Some(u) if !u.routable);
-    let all: Box<[u32]> = members
-        .iter()
-        .copied()
-        .filter(|&i| !unroutable(i))
-        .collect();
-    let unsupported = (all.is_empty() && !members.is_empty()).then(|| {
-        let mut why: Vec<&str> = members
-            .iter()
-            .filter_map(|&i| entries[i as usize].unsupported.as_ref())
-            .map(|u| &*u.reason)
-            .collect();
-        why.sort_unstable();
-        why.dedup();
-        Arc::from(format!(
-            "no deployment of model `{name}` can be served by this gateway: {}",
-            why.join("; ")
-        ))
-    });
-    let weight_kind = WeightKind::for_members(entries, &all);
-    let mut fresh_until = u64::MAX;
-    let mut unhealthy = 0;
-    let healthy: Box<[u32]> = all
-        .iter()
-        .copied()
-        .filter(|&i| {
-            let e = &entries[i as usize];
-            if e.failed_fresh(now, staleness_nanos) {
-                unhealthy += 1;
-                fresh_until = fresh_until.min(e.checked_nanos.saturating_add(staleness_nanos));
-                false
-            } else {
-                true
-            }
-        })
-        .collect();
-    Route {
-        name,
-        members,
-        unsupported,
-        healthy: Candidates::new(healthy, entries, weight_kind),
-        all: Candidates::new(all, entries, weight_kind),
-        weight_kind,
-        unhealthy,
-        fresh_until,
-        state,
     }
 }
 

@@ -181,7 +181,7 @@ pub(crate) fn feed_cooldown(state: &HealthState, results: &[ProbeReport]) {
         let route_len = snap
             .routes
             .get(r.deployment.route())
-            .map_or(1, |route| route.all.idx.len());
+            .map_or(1, |route| route.routable);
         let own = r.deployment.params().cooldown_time;
         if let Some(d) = entry
             .stats

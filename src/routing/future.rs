@@ -21,10 +21,7 @@ use crate::{
     cooldown::{CooldownPolicy, CooldownSink},
     ejection,
     health::HealthState,
-    routing::{
-        select::PickSettings,
-        stall::{Stall, is_event_stream},
-    },
+    routing::stall::{Stall, is_event_stream},
     stats::DeploymentStats,
     time::nanos_since,
 };
@@ -71,8 +68,16 @@ pub(crate) struct Observer {
     pub(crate) state: HealthState,
     pub(crate) selected: super::SelectedDeployment,
     pub(crate) route_len: usize,
+    /// When the request was routed: the request's one clock read.
     pub(crate) started: Instant,
-    pub(crate) settings: Arc<PickSettings>,
+    /// Whether to take latency samples (some picker uses `latency-based-routing`).
+    pub(crate) latency: bool,
+    /// The latency estimate's time constant, in nanos.
+    pub(crate) tau_nanos: f64,
+    /// `latency_failure_penalty`.
+    pub(crate) penalty: Duration,
+    /// Whether the response gets the `SelectedDeployment` extension.
+    pub(crate) respond_with_selected: bool,
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -82,18 +87,20 @@ fn nanos(d: Duration) -> u64 {
 impl Observer {
     /// Records an answer's class (`status`: the answer's status, `None` for an error).
     pub(super) fn record(&self, class: &Class, status: Option<u16>) {
-        let now = Instant::now();
         let shared = &self.state.shared;
+        let cfg = &shared.config;
+        // A success with no traffic-health or outlier bookkeeping only counts in its
+        // minute's window: the request's start tells it, without reading the clock again.
+        let exact = class.is_deployment_fault()
+            || cfg.health.skip_when_traffic_healthy
+            || cfg.router.outlier_detection.is_some();
+        let now = if exact { Instant::now() } else { self.started };
         let stats = &self.guard.0;
-        if class.is_deployment_fault() {
+        if self.latency && class.is_deployment_fault() {
             // A failure counts as a high latency, so the latency strategy moves away
             // until the estimate has decayed (then the deployment is tried again).
-            let took = nanos(now - self.started).max(nanos(self.settings.penalty));
-            stats.observe_latency(
-                took,
-                nanos_since(shared.epoch, now),
-                self.settings.tau_nanos,
-            );
+            let took = nanos(now - self.started).max(nanos(self.penalty));
+            stats.observe_latency(took, nanos_since(shared.epoch, now), self.tau_nanos);
         }
         // Traffic as a probe, and tiered rounds (a failure calls for a billed probe).
         let h = &shared.config.health;
@@ -140,19 +147,10 @@ impl Observer {
         // Only when a rule says eject: how much of the route is out now.
         let room = || {
             let snap = self.state.load();
-            let ejected = snap.routes.get(&*d.route).map_or(0, |r| {
-                r.all
-                    .idx
-                    .iter()
-                    .filter(|&&i| {
-                        snap.entries[i as usize]
-                            .stats
-                            .ejection
-                            .remaining(now)
-                            .is_some()
-                    })
-                    .count()
-            });
+            let ejected = snap
+                .routable_members(&d.route)
+                .filter(|e| e.stats.ejection.remaining(now).is_some())
+                .count();
             ejection::room_for_one_more(od, self.route_len, ejected)
         };
         let stats = &self.guard.0;
@@ -253,19 +251,23 @@ where
                             if let Some(u) = resp.extensions().get::<TokenUsage>() {
                                 o.selected.record_tokens(u.total());
                             }
-                            if matches!(class, Class::Success) {
+                            if o.latency && matches!(class, Class::Success) {
                                 o.guard.1 = Some(FirstByte {
                                     started: o.started,
                                     epoch: o.state.shared.epoch,
-                                    tau_nanos: o.settings.tau_nanos,
+                                    tau_nanos: o.tau_nanos,
                                 });
                             }
                             if let Some(t) = timed {
-                                resp.extensions_mut().insert(o.selected.clone());
+                                if o.respond_with_selected {
+                                    resp.extensions_mut().insert(o.selected.clone());
+                                }
                                 stall = Some(Stall::new(o, t, status));
                                 return None;
                             }
-                            resp.extensions_mut().insert(o.selected);
+                            if o.respond_with_selected {
+                                resp.extensions_mut().insert(o.selected);
+                            }
                             Some(o.guard)
                         });
                         Poll::Ready(Ok(resp.map(|inner| ResponseBody {

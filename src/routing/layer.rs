@@ -26,6 +26,7 @@ use crate::{config::Config, error::ConfigError, health::HealthState};
 pub struct HealthRoutingLayer<E = FromExtension> {
     picker: Picker,
     extractor: E,
+    respond_with_selected: bool,
 }
 
 impl HealthRoutingLayer {
@@ -49,6 +50,7 @@ impl HealthRoutingLayer {
         Self {
             picker: Picker::new(state),
             extractor: FromExtension,
+            respond_with_selected: true,
         }
     }
 }
@@ -64,7 +66,17 @@ impl<E> HealthRoutingLayer<E> {
         HealthRoutingLayer {
             picker: self.picker,
             extractor,
+            respond_with_selected: self.respond_with_selected,
         }
+    }
+
+    /// Leaves the [`SelectedDeployment`](crate::SelectedDeployment) extension off the
+    /// responses (the request still carries it): saves each response its extension map,
+    /// the layer's only allocations besides the request's own extension. For services that
+    /// do not read the chosen deployment from the response.
+    pub fn without_response_extension(mut self) -> Self {
+        self.respond_with_selected = false;
+        self
     }
 
     /// Draws every random choice from `seed`, for reproducible tests.
@@ -89,6 +101,11 @@ impl<S, E: Clone> Layer<S> for HealthRoutingLayer<E> {
     type Service = HealthRouting<S, E>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        HealthRouting::new(inner, self.picker.clone(), self.extractor.clone())
+        HealthRouting::new(
+            inner,
+            self.picker.clone(),
+            self.extractor.clone(),
+            self.respond_with_selected,
+        )
     }
 }

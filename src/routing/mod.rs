@@ -54,6 +54,7 @@ pub(crate) mod future;
 mod layer;
 pub(crate) mod select;
 mod stall;
+pub(crate) mod table;
 
 use std::{
     sync::Arc,
@@ -82,6 +83,9 @@ use future::{InFlight, Observer};
 
 /// The deployment chosen for a request, attached to the request (for the inner service)
 /// and to its response (for logging or an `x-litellm-model-id` header) as an extension.
+/// The response's copy costs the response an extension map (three small allocations); a
+/// service that does not read it turns it off with
+/// [`HealthRoutingLayer::without_response_extension`].
 ///
 /// ```
 /// # use tower_health_routing::SelectedDeployment;
@@ -182,14 +186,17 @@ pub struct HealthRouting<S, E = FromExtension> {
     inner: S,
     picker: Picker,
     extractor: E,
+    /// Whether responses carry the [`SelectedDeployment`] extension.
+    respond_with_selected: bool,
 }
 
 impl<S, E> HealthRouting<S, E> {
-    pub(crate) fn new(inner: S, picker: Picker, extractor: E) -> Self {
+    pub(crate) fn new(inner: S, picker: Picker, extractor: E, respond_with_selected: bool) -> Self {
         Self {
             inner,
             picker,
             extractor,
+            respond_with_selected,
         }
     }
 
@@ -229,6 +236,10 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        // The one clock read of a request: shared by the decision, the latency sample's
+        // start, and the outcome of a success (see `future::Observer`).
+        let started = tokio::time::Instant::now();
+        let epoch = self.picker.state().shared.epoch;
         let snap = self.picker.state().load();
         let picked = {
             let Some(route) = self.extractor.extract(&req) else {
@@ -250,7 +261,12 @@ where
                 }
             };
             let tokens = req.extensions().get::<RequestTokens>().map(|t| t.0);
-            match self.picker.pick_for(&snap, &route, exclude, tokens) {
+            let at = crate::time::nanos_since(epoch, started);
+            let mut now = crate::time::LazyNow::new(|| at);
+            match self
+                .picker
+                .pick_at(&snap, &route, exclude, tokens, &mut now)
+            {
                 Ok(p) => {
                     if let Some(tried) = tried {
                         tried.push(p.deployment().id.clone());
@@ -270,16 +286,20 @@ where
         let selected = SelectedDeployment {
             deployment,
             bypassed,
-            stats: Arc::clone(&stats),
-            epoch: self.picker.state().shared.epoch,
+            stats,
+            epoch,
         };
+        let settings = self.picker.settings();
         let observer = Observer {
-            guard: InFlight::new(stats),
+            guard: InFlight::new(Arc::clone(&selected.stats)),
             state: self.picker.state().clone(),
             selected: selected.clone(),
             route_len,
-            started: tokio::time::Instant::now(),
-            settings: Arc::clone(self.picker.settings()),
+            started,
+            latency: self.picker.wants_latency(),
+            tau_nanos: settings.tau_nanos,
+            penalty: settings.penalty,
+            respond_with_selected: self.respond_with_selected,
         };
         req.extensions_mut().insert(selected);
         ResponseFuture::called(self.inner.call(req), observer)

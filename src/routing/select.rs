@@ -33,11 +33,12 @@ use std::{
 use rand::{SeedableRng, rngs::SmallRng};
 
 use crate::{
-    balance::{self, CostOrder, Ctx, View},
+    balance::{self, Ctx, View},
     config::{Config, RoutingStrategy},
     deployment::{Deployment, DeploymentId},
     error::{NoDeploymentAvailable, UnknownRoute, UnsupportedRoute},
-    health::{Candidates, Entry, HealthSnapshot, HealthState, Route},
+    health::{Entry, HealthSnapshot, HealthState},
+    routing::table::{self, Candidates, Route, RouteStates},
     stats::{minute_of, until_next_minute},
     time::{LazyNow, nanos_since},
 };
@@ -184,7 +185,8 @@ pub struct Picker {
     strategy: RoutingStrategy,
     health_filter: bool,
     settings: Arc<PickSettings>,
-    cost_order: CostOrder,
+    /// The per-route state its routing tables share (see `table`).
+    routes: Arc<RouteStates>,
     seeds: Arc<SeedSource>,
     rng: SmallRng,
 }
@@ -198,12 +200,16 @@ impl Picker {
         let settings = Arc::new(PickSettings::from_config(cfg));
         let seeds = SeedSource::new(None);
         let rng = seeds.rng();
+        let routes = table::install(&state);
+        routes.note_strategy(strategy);
+        // The current snapshot may predate the deriver: give it its table now, not on a request.
+        let _ = table::get(&state.load(), &routes);
         Self {
             state,
             strategy,
             health_filter,
             settings,
-            cost_order: CostOrder::default(),
+            routes,
             seeds,
             rng,
         }
@@ -219,6 +225,7 @@ impl Picker {
     /// Uses `strategy` instead of the config's.
     pub fn with_strategy(mut self, strategy: RoutingStrategy) -> Self {
         self.strategy = strategy;
+        self.routes.note_strategy(strategy);
         self
     }
 
@@ -233,8 +240,15 @@ impl Picker {
         &self.state
     }
 
-    pub(crate) fn settings(&self) -> &Arc<PickSettings> {
+    pub(crate) fn settings(&self) -> &PickSettings {
         &self.settings
+    }
+
+    /// Whether the deployments' latency estimates are read: some picker of this state
+    /// uses `latency-based-routing`. Otherwise responses take no latency sample (no clock
+    /// read, no `exp`).
+    pub(crate) fn wants_latency(&self) -> bool {
+        self.strategy == RoutingStrategy::LatencyBased || self.routes.wants_latency()
     }
 
     /// The strategy it applies.
@@ -262,11 +276,27 @@ impl Picker {
         exclude: &[DeploymentId],
         tokens: Option<u32>,
     ) -> Result<Pick<'s>, PickError> {
-        let r = snap.routes.get(route).or_else(|| {
+        let epoch = snap.epoch;
+        let mut now = LazyNow::new(|| nanos_since(epoch, tokio::time::Instant::now()));
+        self.pick_at(snap, route, exclude, tokens, &mut now)
+    }
+
+    /// [`pick_for`](Self::pick_for) at a time the caller may already know (the service
+    /// reads the clock once per request and shares it with the decision).
+    pub(crate) fn pick_at<'s, F: FnMut() -> u64>(
+        &mut self,
+        snap: &'s HealthSnapshot,
+        route: &str,
+        exclude: &[DeploymentId],
+        tokens: Option<u32>,
+        now: &mut LazyNow<F>,
+    ) -> Result<Pick<'s>, PickError> {
+        let tbl = table::get(snap, &self.routes);
+        let r = tbl.routes.get(route).or_else(|| {
             self.settings
                 .aliases
                 .get(route)
-                .and_then(|g| snap.routes.get(g.as_str()))
+                .and_then(|g| tbl.routes.get(g.as_str()))
         });
         let Some(r) = r else {
             crate::telemetry::record_unknown_route();
@@ -285,8 +315,6 @@ impl Picker {
             .iter()
             .filter_map(|id| snap.index_of(id.as_str()))
             .collect();
-        let epoch = snap.epoch;
-        let mut now = LazyNow::new(|| nanos_since(epoch, tokio::time::Instant::now()));
         let ask = Ask {
             exclude: &excluded,
             tokens: tokens.filter(|_| self.settings.pre_call_checks),
@@ -297,9 +325,8 @@ impl Picker {
             self.strategy,
             self.health_filter,
             &self.settings,
-            &mut self.cost_order,
             &mut self.rng,
-            &mut now,
+            now,
             ask,
         ) {
             Ok((index, bypassed)) => {
@@ -329,7 +356,7 @@ impl Clone for Picker {
             strategy: self.strategy,
             health_filter: self.health_filter,
             settings: Arc::clone(&self.settings),
-            cost_order: CostOrder::default(),
+            routes: Arc::clone(&self.routes),
             seeds: Arc::clone(&self.seeds),
             rng: self.seeds.rng(),
         }
@@ -355,14 +382,11 @@ pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
     strategy: RoutingStrategy,
     health_filter: bool,
     settings: &PickSettings,
-    cost_order: &mut CostOrder,
     rng: &mut R,
     now: &mut LazyNow<F>,
     ask: Ask<'_>,
 ) -> Result<(u32, bool), Duration> {
-    let version = snap.version();
     let recomputed: Candidates;
-    let mut cacheable = true;
     let mut bypassed = false;
     let cands: &Candidates = if !health_filter || route.unhealthy == 0 {
         &route.all
@@ -372,7 +396,6 @@ pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
             &route.healthy
         } else {
             recomputed = fresh_candidates(snap, route, now.get());
-            cacheable = false;
             &recomputed
         };
         if panics(
@@ -435,18 +458,8 @@ pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
             declined |= !keep;
             keep
         };
-        // A list made for this decision is not cached (it would never be found again).
-        let own = cacheable || std::ptr::eq(cands, &route.all);
-        let mut picked = balance::pick(
-            strategy,
-            view(cands),
-            entries,
-            &ctx,
-            own.then_some((&mut *cost_order, version)),
-            rng,
-            &mut eligible,
-        )
-        .map(|i| (i, bypassed));
+        let mut picked = balance::pick(strategy, view(cands), entries, &ctx, rng, &mut eligible)
+            .map(|i| (i, bypassed));
         if picked.is_none()
             && settings.panic_threshold.is_none()
             && !std::ptr::eq(cands, &route.all)
@@ -459,7 +472,6 @@ pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
                 view(&route.all),
                 entries,
                 &ctx,
-                Some((&mut *cost_order, version)),
                 rng,
                 &mut eligible,
             )
@@ -529,6 +541,7 @@ fn view(c: &Candidates) -> View<'_> {
     View {
         idx: &c.idx,
         cum: c.cum.as_deref(),
+        tiers: c.tiers.as_ref(),
     }
 }
 

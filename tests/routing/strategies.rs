@@ -295,6 +295,39 @@ async fn every_deployment_at_its_limit_is_refused_until_the_next_minute() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_large_route_samples_yet_finds_the_last_deployment_with_room() {
+    // Above 4 candidates the strategy samples two; once most are at their limit both
+    // samples often are, and the scan still finds the ones with room: every deployment
+    // serves exactly its rpm, then the route is refused until the next minute.
+    let n = 16; // as many as the test upstreams
+    let cfg = usage_cfg((0..n).map(|i| dep(i).rpm(2).build()).collect());
+    let svc = layered(cfg, 8, Upstreams::new().service());
+    advance(Duration::from_secs(20)).await;
+    let c = send(&svc, 2 * n).await;
+    for i in 0..n {
+        assert_eq!(hits(&c, &format!("d{i}")), 2, "d{i}: {c:?}");
+    }
+    let err = svc.clone().oneshot(request(ROUTE)).await.unwrap_err();
+    let e = err
+        .downcast_ref::<NoDeploymentAvailable>()
+        .expect("named error");
+    assert_eq!(e.retry_after(), Duration::from_secs(40));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_large_route_spreads_by_usage() {
+    // Two random candidates, the less used wins: no deployment of a large route runs far
+    // ahead of the others.
+    let n = 16;
+    let cfg = usage_cfg((0..n).map(|i| dep(i).build()).collect());
+    let svc = layered(cfg, 9, Upstreams::new().service());
+    let c = send(&svc, 20 * n).await;
+    let counts: Vec<usize> = (0..n).map(|i| hits(&c, &format!("d{i}"))).collect();
+    let (lo, hi) = (*counts.iter().min().unwrap(), *counts.iter().max().unwrap());
+    assert!(lo >= 14 && hi <= 26, "uneven spread: {counts:?}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn tpm_counts_tokens_reported_by_the_forwarder() {
     // d0 reports its tokens through the SelectedDeployment handle (as a stream's last
     // chunk would), d1 through a TokenUsage response extension. 600 tokens per answer.
