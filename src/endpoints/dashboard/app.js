@@ -261,7 +261,7 @@
   // a line where the result turned; each with a tooltip.
   function strip(points, data) {
     const s = svg('svg', {
-      class: 'strip', viewBox: '0 0 ' + W + ' ' + H, width: W, height: H,
+      class: 'strip', viewBox: '0 0 ' + W + ' ' + H, width: W, height: H, preserveAspectRatio: 'none',
       role: 'img', 'aria-label': points.length + ' probes', 'data-drawn-by': 'js',
     });
     s.append(svg('rect', { class: 'tl-bg', x: 0, y: 0, width: W, height: H }));

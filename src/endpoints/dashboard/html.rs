@@ -199,7 +199,7 @@ const H: f64 = 20.0;
 fn timeline(h: &mut String, points: &[Point], d: &Dashboard) {
     let _ = write!(
         h,
-        r#"<svg class="strip" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="{} probes"><rect class="tl-bg" x="0" y="0" width="{W}" height="{H}"></rect>"#,
+        r#"<svg class="strip" viewBox="0 0 {W} {H}" width="{W}" height="{H}" preserveAspectRatio="none" role="img" aria-label="{} probes"><rect class="tl-bg" x="0" y="0" width="{W}" height="{H}"></rect>"#,
         points.len()
     );
     let span_ms = d.timeline_seconds * 1e3;

@@ -28,6 +28,9 @@ use crate::{
 /// How far back the timeline strips reach (at most: the history ring may hold less).
 pub(crate) const TIMELINE: Duration = Duration::from_secs(3600);
 
+/// The shortest span a strip covers, in seconds (a young history is spread over it).
+const MIN_SPAN: f64 = 10.0;
+
 /// How often the page polls, in seconds (sent to it, so one constant decides).
 pub(crate) const POLL_SECONDS: u32 = 3;
 
@@ -189,8 +192,8 @@ impl Dashboard {
             poll_seconds: POLL_SECONDS,
             timeline_seconds: oldest
                 .and_then(|t| wall.duration_since(t).ok())
-                .map_or(60.0, |d| {
-                    d.as_secs_f64().clamp(60.0, TIMELINE.as_secs_f64())
+                .map_or(MIN_SPAN, |d| {
+                    d.as_secs_f64().clamp(MIN_SPAN, TIMELINE.as_secs_f64())
                 }),
             health_check_routing: cfg.health.routing_enabled,
             background_health_checks: cfg.health.background_health_checks,
