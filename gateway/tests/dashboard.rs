@@ -217,7 +217,7 @@ async fn the_page_shows_a_failing_deployment_in_a_real_browser() {
                 .join(p)
         }
     });
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let mut browser = tokio::task::spawn_blocking(move || cdp::Chromium::launch(&chromium))
         .await
         .unwrap()
@@ -303,7 +303,7 @@ async fn the_page_shows_a_failing_deployment_in_a_real_browser() {
         state_of(d, "eu-2").starts_with("healthy")
     })
     .await;
-    let seen = std::time::Instant::now();
+    let seen = tokio::time::Instant::now();
     let (b, state) = tokio::task::spawn_blocking(move || {
         let s = browser.wait_for(
             "document.querySelector('tr[data-model-id=\"eu-2\"]')?.dataset.state === 'healthy'",
@@ -418,11 +418,12 @@ mod cdp {
         path::{Path, PathBuf},
         process::{Child, Command, Stdio},
         sync::mpsc,
-        time::{Duration, Instant},
+        time::Duration,
     };
 
     use base64::Engine as _;
     use serde_json::{Value, json};
+    use tokio::time::Instant;
 
     /// Headless, no sandbox (tests may run as root), and no network but loopback: besides
     /// the switches that turn Chromium's background services off, every other host goes to
@@ -626,6 +627,17 @@ mod cdp {
             r["result"]["value"].clone()
         }
 
+        /// Waits `d` between polls, dropping the events Chromium sends meanwhile (no command
+        /// is outstanding).
+        fn idle(&self, d: Duration) {
+            let deadline = Instant::now() + d;
+            while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+                if self.from.recv_timeout(left).is_err() {
+                    return;
+                }
+            }
+        }
+
         /// Polls `expr` until it is `true` (at most `limit`).
         pub(crate) fn wait_for(&mut self, expr: &str, limit: Duration) -> bool {
             let deadline = Instant::now() + limit;
@@ -636,7 +648,7 @@ mod cdp {
                 if self.eval(&guarded) == Value::Bool(true) {
                     return true;
                 }
-                std::thread::sleep(Duration::from_millis(50));
+                self.idle(Duration::from_millis(50));
             }
             false
         }
@@ -666,7 +678,7 @@ mod cdp {
                 if self.try_outer_html().is_some_and(|h| cond(&h)) {
                     return true;
                 }
-                std::thread::sleep(Duration::from_millis(50));
+                self.idle(Duration::from_millis(50));
             }
             false
         }

@@ -1,64 +1,4 @@
-//! [`HealthDashboard`]: one HTML page an operator can watch, served from the binary.
-//!
-//! Every route, every deployment: healthy, unhealthy (with the scrubbed reason), unchecked,
-//! unsupported or stale; cooling down or ejected and for how long; answers per second and
-//! error rate over the last minute; the last probe's latency; a strip of the last hour of
-//! probe results (as far as `health_check_history_size` reaches) marking where they turned;
-//! and a banner when a route is in bypass or panic mode, or has nothing left to route to.
-//! The page polls its JSON every few seconds. It shows what `/health` shows (the same
-//! allowlist, every text scrubbed of every configured secret), never more.
-//!
-//! # Paths
-//!
-//! | path | auth | answer |
-//! |---|---|---|
-//! | `GET /health/dashboard` | key | the page with the table (server-rendered); without the key a **401** with only the login form |
-//! | `POST /health/dashboard` | key | a form field `key` (`application/x-www-form-urlencoded`, at most 4 KiB), or the key as a header: the page with the table; a wrong key is a 401 with the form |
-//! | `GET /health/dashboard/data` | key | the page's JSON (what the table shows), read from the published snapshot |
-//! | `GET /health/dashboard/app.js`, `/health/dashboard/app.css` | open | the page's script and style: constant files, no data |
-//!
-//! # Auth without cookies, with or without JavaScript
-//!
-//! The key is the master key, as for `/health`, and it never goes into an address (where
-//! logs, history and `Referer` would keep it):
-//!
-//! * **With JavaScript**, the page's login form stores the key for the tab in
-//!   `sessionStorage` (gone when the tab closes) and the script sends it as
-//!   `Authorization: Bearer` on each poll of `/health/dashboard/data`.
-//! * **Without JavaScript**, the same form posts the key to `/health/dashboard` and the
-//!   answer is the whole table, rendered by the server; nothing is set (no cookie), so
-//!   fresh data means sending the form again.
-//! * **With the header** (curl, or a proxy in front that adds it), `GET /health/dashboard`
-//!   answers the table directly.
-//!
-//! Without the key the page is a 401 whose body is the login form and a `<noscript>` note:
-//! no deployment data. Without a `master_key` configured, everything is open, as `/health`
-//! is.
-//!
-//! # Headers
-//!
-//! Every answer carries `Cache-Control: no-store`, `X-Content-Type-Options: nosniff`,
-//! `Referrer-Policy: no-referrer`, `X-Frame-Options: DENY` and a `Content-Security-Policy`
-//! that allows only this origin's script, style and fetches (nothing inline: the script and
-//! style are the two asset paths, embedded with `include_str!`).
-//!
-//! ```
-//! use tower::ServiceExt;
-//! use tower_health_routing::{Config, Deployment, HealthState, endpoints::HealthDashboard};
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), tower_health_routing::BoxError> {
-//! let cfg = Config::builder()
-//!     .deployment(Deployment::builder("gpt-4o", "openai/gpt-4o").api_base("http://127.0.0.1:9/v1").build())
-//!     .master_key("sk-admin-0123456789")
-//!     .build()?;
-//! let dashboard = HealthDashboard::new(HealthState::new(cfg));
-//! let req = http::Request::get("/health/dashboard").body(http_body_util::Empty::<bytes::Bytes>::new())?;
-//! let resp = dashboard.oneshot(req).await?;
-//! assert_eq!(resp.status(), 401, "the login form only");
-//! # Ok(())
-//! # }
-//! ```
+//! [`HealthDashboard`]: the health page, its JSON and its assets (see its docs).
 
 mod html;
 mod model;
@@ -101,7 +41,68 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; conn
                    img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 const HTML: &str = "text/html; charset=utf-8";
 
-/// The health dashboard as a tower [`Service`]; see the [module docs](self).
+/// The health dashboard as a tower [`Service`]: one HTML page an operator can watch, served
+/// from the binary.
+///
+/// Every route, every deployment: healthy, unhealthy (with the scrubbed reason), unchecked,
+/// unsupported or stale; cooling down or ejected and for how long; answers per second and
+/// error rate over the last minute; the last probe's latency; a strip of the last hour of
+/// probe results (as far as `health_check_history_size` reaches) marking where they turned;
+/// and a banner when a route is in bypass or panic mode, or has nothing left to route to.
+/// The page polls its JSON every few seconds. It shows what `/health` shows (the same
+/// allowlist, every text scrubbed of every configured secret), never more.
+///
+/// # Paths
+///
+/// | path | auth | answer |
+/// |---|---|---|
+/// | `GET /health/dashboard` | key | the page with the table (server-rendered); without the key a **401** with only the login form |
+/// | `POST /health/dashboard` | key | a form field `key` (`application/x-www-form-urlencoded`, at most 4 KiB), or the key as a header: the page with the table; a wrong key is a 401 with the form |
+/// | `GET /health/dashboard/data` | key | the page's JSON (what the table shows), read from the published snapshot |
+/// | `GET /health/dashboard/app.js`, `/health/dashboard/app.css` | open | the page's script and style: constant files, no data |
+///
+/// # Auth without cookies, with or without JavaScript
+///
+/// The key is the master key, as for `/health`, and it never goes into an address (where
+/// logs, history and `Referer` would keep it):
+///
+/// * **With JavaScript**, the page's login form stores the key for the tab in
+///   `sessionStorage` (gone when the tab closes) and the script sends it as
+///   `Authorization: Bearer` on each poll of `/health/dashboard/data`.
+/// * **Without JavaScript**, the same form posts the key to `/health/dashboard` and the
+///   answer is the whole table, rendered by the server; nothing is set (no cookie), so
+///   fresh data means sending the form again.
+/// * **With the header** (curl, or a proxy in front that adds it), `GET /health/dashboard`
+///   answers the table directly.
+///
+/// Without the key the page is a 401 whose body is the login form and a `<noscript>` note:
+/// no deployment data. Without a `master_key` configured, everything is open, as `/health`
+/// is.
+///
+/// # Headers
+///
+/// Every answer carries `Cache-Control: no-store`, `X-Content-Type-Options: nosniff`,
+/// `Referrer-Policy: no-referrer`, `X-Frame-Options: DENY` and a `Content-Security-Policy`
+/// that allows only this origin's script, style and fetches (nothing inline: the script and
+/// style are the two asset paths, embedded with `include_str!`).
+///
+/// ```
+/// use tower::ServiceExt;
+/// use tower_health_routing::{Config, Deployment, HealthState, endpoints::HealthDashboard};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_health_routing::BoxError> {
+/// let cfg = Config::builder()
+///     .deployment(Deployment::builder("gpt-4o", "openai/gpt-4o").api_base("http://127.0.0.1:9/v1").build())
+///     .master_key("sk-admin-0123456789")
+///     .build()?;
+/// let dashboard = HealthDashboard::new(HealthState::new(cfg));
+/// let req = http::Request::get("/health/dashboard").body(http_body_util::Empty::<bytes::Bytes>::new())?;
+/// let resp = dashboard.oneshot(req).await?;
+/// assert_eq!(resp.status(), 401, "the login form only");
+/// # Ok(())
+/// # }
+/// ```
 ///
 /// Cheap to clone (an `Arc`). It reads only the published snapshot and the
 /// [`HealthHistory`](crate::probe::HealthHistory), never probes, so polling it costs no
