@@ -78,6 +78,7 @@ pub(crate) struct CooldownState {
 
 /// Answers counted over the last minute; see [`CooldownState::recent`].
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(not(feature = "endpoints"), allow(dead_code))] // read by the dashboard only
 pub(crate) struct RecentAnswers {
     /// Answers (an estimate: part of the previous minute's count is pro-rated).
     pub(crate) requests: f64,
@@ -143,6 +144,7 @@ impl CooldownState {
     /// display: this minute's window plus the share of the previous minute's that still
     /// lies within the last 60 s (a sliding-window estimate). Counts what cooldown counts:
     /// successes and the deployment's faults, not the caller's.
+    #[cfg_attr(not(feature = "endpoints"), allow(dead_code))]
     pub(crate) fn recent(&self, now: u64) -> RecentAnswers {
         let minute = now / NANOS_PER_MINUTE;
         let cur = Window::unpack(self.window.load(Relaxed));
