@@ -20,7 +20,7 @@
 //! | 429 with `insufficient_quota`, 402 | `Quota` | yes | unhealthy |
 //! | 401 | `Auth` | yes (each deployment has its own key) | unhealthy |
 //! | 404 | `NotFound` | yes | unhealthy |
-//! | 408, a timeout | `Timeout` | yes | transient |
+//! | 408, a timeout, a stalled stream ([`StreamStalled`](crate::StreamStalled)) | `Timeout` | yes | transient |
 //! | 503, 529, Anthropic `overloaded_error` | `Overloaded` | yes | unhealthy |
 //! | other 5xx | `ServerError` | yes | unhealthy |
 //! | connect / TLS / reset errors | `Connection` | yes | unhealthy |
@@ -304,7 +304,7 @@ impl Classify for DefaultClassifier {
             if is_resource_exhaustion(e) {
                 return Class::Local;
             }
-            if e.is::<tokio::time::error::Elapsed>() {
+            if e.is::<tokio::time::error::Elapsed>() || e.is::<crate::StreamStalled>() {
                 return Class::Timeout;
             }
             if let Some(io) = e.downcast_ref::<std::io::Error>()

@@ -267,23 +267,37 @@ impl CooldownState {
     }
 }
 
-/// Where cooldowns entered by requests are announced when they are shared across
-/// processes: hung off the health state (see `health::Hooks`), installed by the
-/// shared-state coordinator, empty otherwise.
+/// Where cooldowns (and outlier ejections) entered by requests are announced when they are
+/// shared across processes: hung off the health state (see `health::Hooks`), installed by
+/// the shared-state coordinator, empty otherwise.
 #[derive(Debug, Default)]
-pub(crate) struct CooldownSink(arc_swap::ArcSwapOption<tokio::sync::mpsc::Sender<DeploymentId>>);
+pub(crate) struct CooldownSink(arc_swap::ArcSwapOption<tokio::sync::mpsc::Sender<Announcement>>);
+
+/// What the request path tells the shared-state coordinator: which deployment went out,
+/// how (a cooldown or an ejection) and the class of the answer that put it out (a fixed
+/// name such as `rate_limited`, never a message).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Announcement {
+    pub(crate) id: DeploymentId,
+    pub(crate) ejection: bool,
+    pub(crate) class: &'static str,
+}
 
 impl CooldownSink {
-    /// Announces that `id` entered cooldown, if anyone listens. Never waits: a full queue
-    /// drops the announcement.
-    pub(crate) fn announce(&self, id: &DeploymentId) {
+    /// Announces that `id` entered cooldown (`ejection`: was ejected) after an answer of
+    /// `class`, if anyone listens. Never waits: a full queue drops the announcement.
+    pub(crate) fn announce(&self, id: &DeploymentId, ejection: bool, class: &'static str) {
         if let Some(tx) = &*self.0.load() {
-            let _ = tx.try_send(id.clone());
+            let _ = tx.try_send(Announcement {
+                id: id.clone(),
+                ejection,
+                class,
+            });
         }
     }
 
     /// Installs (or removes) the receiving side of [`announce`](Self::announce).
-    pub(crate) fn set(&self, tx: Option<tokio::sync::mpsc::Sender<DeploymentId>>) {
+    pub(crate) fn set(&self, tx: Option<tokio::sync::mpsc::Sender<Announcement>>) {
         self.0.store(tx.map(std::sync::Arc::new));
     }
 }

@@ -322,6 +322,9 @@ pub struct ModelInfo {
     pub input_cost_per_token: Option<f64>,
     /// `output_cost_per_token` (for `cost-based-routing`).
     pub output_cost_per_token: Option<f64>,
+    /// `health_check_max_probes_per_minute` (this crate's): at most this many billed probes
+    /// of this deployment per minute (beside the global budget). Default `None`.
+    pub health_check_max_probes_per_minute: Option<u32>,
     /// Every other key, kept as given (credentials as secrets).
     pub extra: BTreeMap<String, ParamValue>,
 }
@@ -521,6 +524,12 @@ impl DeploymentBuilder {
     /// Sets `model_info.disable_background_health_check`.
     pub fn disable_background_health_check(mut self, v: bool) -> Self {
         self.info.disable_background_health_check = v;
+        self
+    }
+    /// Sets `model_info.health_check_max_probes_per_minute` (billed probes of this
+    /// deployment per minute).
+    pub fn health_check_max_probes_per_minute(mut self, n: u32) -> Self {
+        self.info.health_check_max_probes_per_minute = Some(n);
         self
     }
     /// Adds any other `litellm_params` key (a secret when its name looks like one).

@@ -141,6 +141,15 @@ impl EjectionState {
         true
     }
 
+    /// Applies an ejection entered elsewhere (another process, through the shared store):
+    /// ejected until `until` at least. The multiplier is left alone: it counts this
+    /// process's own ejections. Returns whether that moved the end later.
+    pub(crate) fn extend_until(&self, until: u64) -> bool {
+        let until = until.max(1);
+        self.last_end.fetch_max(until, Relaxed);
+        self.until.fetch_max(until, Relaxed) < until
+    }
+
     /// Ends an ejection at `now` (a probe passed). Returns whether one was ended.
     pub(crate) fn end(&self, now: u64) -> bool {
         let until = self.until.load(Relaxed);

@@ -127,6 +127,63 @@ impl fmt::Display for MissingRoute {
 
 impl std::error::Error for MissingRoute {}
 
+/// Which wait of a stream ran out (see [`StreamStalled`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StallGap {
+    /// No body frame came after the response head (time to first token).
+    FirstFrame,
+    /// No body frame came after the previous one.
+    BetweenFrames,
+}
+
+/// A streaming response stalled: no body frame came within
+/// `router_settings.stream_stall_timeout`. The routing layer's response body yields it as
+/// its error (then ends), after counting the stall as a failure of the deployment (a
+/// `Timeout`, through the classifier) for cooldown and outlier ejection.
+///
+/// Its message names the deployment's id and the wait, never a credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamStalled {
+    pub(crate) deployment: crate::deployment::DeploymentId,
+    pub(crate) gap: StallGap,
+    pub(crate) timeout: Duration,
+}
+
+impl StreamStalled {
+    /// The deployment whose stream stalled.
+    pub fn deployment(&self) -> &crate::deployment::DeploymentId {
+        &self.deployment
+    }
+
+    /// Which wait ran out.
+    pub fn gap(&self) -> StallGap {
+        self.gap
+    }
+
+    /// The configured `stream_stall_timeout`.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+}
+
+impl fmt::Display for StreamStalled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.gap {
+            StallGap::FirstFrame => "no first chunk",
+            StallGap::BetweenFrames => "no chunk after the previous one",
+        };
+        write!(
+            f,
+            "the stream of deployment `{}` stalled: {what} within {}s (stream_stall_timeout)",
+            self.deployment.as_str(),
+            self.timeout.as_secs_f64()
+        )
+    }
+}
+
+impl std::error::Error for StreamStalled {}
+
 /// Invalid configuration. [`field`](Self::field) names the field at fault
 /// (e.g. `model_list[2].litellm_params.model`), and the message says why.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -100,7 +100,8 @@ pub use endpoints::HealthEndpoints;
 #[cfg(feature = "axum")]
 pub use endpoints::health_router;
 pub use error::{
-    BoxError, ConfigError, MissingRoute, NoDeploymentAvailable, UnknownRoute, UnsupportedRoute,
+    BoxError, ConfigError, MissingRoute, NoDeploymentAvailable, StallGap, StreamStalled,
+    UnknownRoute, UnsupportedRoute,
 };
 pub use health::HealthState;
 pub use probe::{ProbeHandle, ProbeLoop};

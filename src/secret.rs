@@ -83,15 +83,23 @@ pub fn looks_secret(name: &str) -> bool {
     const WORDS: &[&str] = &[
         "key", "token", "auth", "session", "cert", "pwd", "pass", "bearer",
     ];
-    let lower = name.to_ascii_lowercase();
+    let lower: Cow<'_, str> = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    };
     if SUBSTRINGS.iter().any(|m| lower.contains(m)) {
         return true;
     }
-    let words: Vec<&str> = lower.split(['_', '-', '.']).collect();
-    words.iter().enumerate().any(|(i, w)| {
+    let mut prev = "";
+    for w in lower.split(['_', '-', '.']) {
         // `input_cost_per_token` is a price, not a credential.
-        WORDS.contains(w) && !(*w == "token" && i > 0 && words[i - 1] == "per")
-    })
+        if WORDS.contains(&w) && !(w == "token" && prev == "per") {
+            return true;
+        }
+        prev = w;
+    }
+    false
 }
 
 /// Splits `url` into (everything up to the authority, the userinfo, the rest), where the
@@ -157,6 +165,9 @@ pub struct Scrubber {
     forms: Arc<[Box<[u8]>]>,
     /// The longest form's length in bytes.
     longest: usize,
+    /// Bit `b` set when some form begins with byte `b`: most chunk ends cannot begin a
+    /// secret, and this rules them out without a search.
+    starts: Arc<[u64; 4]>,
 }
 
 impl Scrubber {
@@ -186,6 +197,12 @@ impl Scrubber {
             Arc::new(ac)
         });
         let longest = forms.iter().map(String::len).max().unwrap_or(0);
+        let mut starts = [0u64; 4];
+        for f in &forms {
+            if let Some(&b) = f.as_bytes().first() {
+                starts[usize::from(b >> 6)] |= 1 << (b & 63);
+            }
+        }
         let forms: Arc<[Box<[u8]>]> = forms
             .into_iter()
             .map(|f| f.into_bytes().into_boxed_slice())
@@ -195,6 +212,7 @@ impl Scrubber {
             matcher,
             forms,
             longest,
+            starts: Arc::new(starts),
         }
     }
 
@@ -238,6 +256,10 @@ impl Scrubber {
             .rev()
             .find(|&k| {
                 let tail = &buf[buf.len() - k..];
+                let b = tail[0];
+                if self.starts[usize::from(b >> 6)] & (1 << (b & 63)) == 0 {
+                    return false;
+                }
                 let at = self.forms.partition_point(|f| f.as_ref() < tail);
                 self.forms[at..]
                     .iter()
@@ -306,7 +328,7 @@ pub struct StreamScrubber {
 impl StreamScrubber {
     /// The next chunk, scrubbed, minus any held-back end.
     pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
-        let Some(ac) = self.scrubber.matcher.clone() else {
+        let Some(ac) = self.scrubber.matcher.as_deref() else {
             return chunk.to_vec();
         };
         let mut buf = std::mem::take(&mut self.carry);
@@ -329,6 +351,22 @@ impl StreamScrubber {
         out.extend_from_slice(&buf[cursor..keep]);
         self.carry = buf[keep..].to_vec();
         out
+    }
+
+    /// As [`push`](Self::push), for a chunk that is already [`Bytes`]: a chunk with nothing
+    /// held back before it, no secret in it and no end that may begin one comes back as it
+    /// is, without a copy (the common case of a body with no secret in it).
+    pub fn push_bytes(&mut self, chunk: bytes::Bytes) -> bytes::Bytes {
+        let Some(ac) = self.scrubber.matcher.as_deref() else {
+            return chunk;
+        };
+        if self.carry.is_empty()
+            && self.scrubber.pending_len(&chunk) == 0
+            && ac.find(&chunk[..]).is_none()
+        {
+            return chunk;
+        }
+        self.push(&chunk).into()
     }
 
     /// The held-back end, scrubbed: call once the body has ended.

@@ -18,16 +18,22 @@
 //! each one `AtomicU64` that packs the minute (high 24 bits) with the count (low 40 bits),
 //! so a new minute resets the count in the same compare-and-swap that adds to it.
 //!
-//! Not done yet: `usage-based-routing-v2`'s sharing of these counters across processes.
-//! The hook for it is here: a background task (owned by `shared/`, never the request path)
-//! would push each deployment's local deltas for the wall-clock minute to Redis in batches
-//! (`INCRBY` per deployment and minute) and store the other processes' sum in one more
-//! minute-tagged atomic per counter, which [`requests_in`](DeploymentStats::requests_in) and
-//! [`tokens_in`](DeploymentStats::tokens_in) would add to the local count.
+//! # Usage across processes (`usage-based-routing-v2` with a shared store)
+//!
+//! Each process keeps counting in its own buckets, lock-free. A background task of the
+//! shared-state coordinator (`shared/usage.rs`, never the request path) adds each
+//! deployment's local deltas to the store's count for the wall-clock minute in one batch
+//! every ~200 ms and reads the totals back; what the *other* processes counted goes into
+//! one more minute-tagged atomic per counter, which [`requests_in`](DeploymentStats::requests_in)
+//! and [`tokens_in`](DeploymentStats::tokens_in) add to the local count, and which
+//! [`try_count_request`](DeploymentStats::try_count_request) takes off the `rpm` room. So
+//! a decision sees the cluster's usage as of the last exchange plus this process's own
+//! requests since. With shared usage the state's minutes are wall-clock minutes (see
+//! [`minute_aligned_epoch`]), so every process's minute is the same minute.
 
 use std::{
     sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed},
-    time::Duration,
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use crate::{cooldown::CooldownState, ejection::EjectionState};
@@ -46,6 +52,10 @@ pub(crate) struct DeploymentStats {
     requests: AtomicU64,
     /// This minute's tokens: `minute << 40 | count`.
     tokens: AtomicU64,
+    /// This minute's requests and tokens counted by other processes (shared usage only):
+    /// `minute << 40 | count`.
+    remote_requests: AtomicU64,
+    remote_tokens: AtomicU64,
     pub(crate) cooldown: CooldownState,
     pub(crate) ejection: EjectionState,
     /// When its health last turned from failed to passed (nanos since the epoch); 0 = never.
@@ -67,6 +77,19 @@ const MINUTE_MASK: u64 = (1 << (64 - COUNT_BITS)) - 1;
 /// The minute (truncated to the bucket's bits) of `now` (nanoseconds since the epoch).
 pub(crate) fn minute_of(now: u64) -> u64 {
     (now / MINUTE_NANOS) & MINUTE_MASK
+}
+
+/// Where a state counts its time from: `now`, or, when `align` (its usage is shared
+/// across processes), the start of the current wall-clock minute, so that its minutes
+/// (`now / 60 s`) are wall-clock minutes, as in every other process sharing the counters.
+pub(crate) fn minute_aligned_epoch(now: tokio::time::Instant, align: bool) -> tokio::time::Instant {
+    if !align {
+        return now;
+    }
+    let into = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| (d.as_nanos() % u128::from(MINUTE_NANOS)) as u64);
+    now.checked_sub(Duration::from_nanos(into)).unwrap_or(now)
 }
 
 /// Time from `now` to the start of the next minute.
@@ -117,6 +140,13 @@ impl DeploymentStats {
     pub(crate) fn traffic_healthy_since(&self, since: u64) -> Option<u64> {
         let ok = self.traffic_ok_at.load(Relaxed);
         (ok != 0 && ok >= since && ok > self.traffic_failed_at.load(Relaxed)).then_some(ok)
+    }
+
+    /// Whether real traffic failed by the deployment's fault at or after `since` (nanos
+    /// since the epoch): a tiered round then bills its probe at once.
+    pub(crate) fn traffic_failed_since(&self, since: u64) -> bool {
+        let at = self.traffic_failed_at.load(Relaxed);
+        at != 0 && at >= since
     }
 
     /// Notes that its health turned from failed to passed at `at`.
@@ -213,19 +243,41 @@ impl DeploymentStats {
         self.latency_at.store(now, Relaxed);
     }
 
-    /// Requests counted in `minute`.
+    /// Requests counted in `minute`, here and (shared usage) by the other processes.
     pub(crate) fn requests_in(&self, minute: u64) -> u64 {
-        count_in(&self.requests, minute)
+        count_in(&self.requests, minute).saturating_add(count_in(&self.remote_requests, minute))
     }
 
-    /// Tokens counted in `minute`.
+    /// Tokens counted in `minute`, here and (shared usage) by the other processes.
     pub(crate) fn tokens_in(&self, minute: u64) -> u64 {
-        count_in(&self.tokens, minute)
+        count_in(&self.tokens, minute).saturating_add(count_in(&self.remote_tokens, minute))
     }
 
-    /// Counts one request in `minute` unless `rpm` requests were already counted.
+    /// Requests and tokens counted in `minute` by this process alone.
+    pub(crate) fn local_usage_in(&self, minute: u64) -> (u64, u64) {
+        (
+            count_in(&self.requests, minute),
+            count_in(&self.tokens, minute),
+        )
+    }
+
+    /// What the other processes counted in `minute` (shared usage), as last read.
+    pub(crate) fn set_remote_usage(&self, minute: u64, requests: u64, tokens: u64) {
+        let tag = |n: u64| minute << COUNT_BITS | n.min(COUNT_MASK);
+        self.remote_requests.store(tag(requests), Relaxed);
+        self.remote_tokens.store(tag(tokens), Relaxed);
+    }
+
+    /// Counts one request in `minute` unless `rpm` requests were already counted (here
+    /// and, shared usage, elsewhere).
     pub(crate) fn try_count_request(&self, minute: u64, rpm: Option<u64>) -> bool {
-        add_in(&self.requests, minute, 1, rpm)
+        let elsewhere = count_in(&self.remote_requests, minute);
+        add_in(
+            &self.requests,
+            minute,
+            1,
+            rpm.map(|l| l.saturating_sub(elsewhere)),
+        )
     }
 
     /// Adds `n` tokens to `minute`.
@@ -286,6 +338,16 @@ mod tests {
         assert_eq!(s.tokens_in(1), 750);
         assert_eq!(s.tokens_in(2), 0);
         assert_eq!(minute_of(MINUTE_NANOS * 3 + 5), 3);
+        // Other processes' counts add to the minute they were read for, and take rpm room.
+        s.set_remote_usage(1, 3, 1000);
+        assert_eq!((s.requests_in(1), s.tokens_in(1)), (4, 1750));
+        assert_eq!(s.local_usage_in(1), (1, 750));
+        assert!(
+            !s.try_count_request(1, Some(4)),
+            "1 here + 3 elsewhere = rpm 4"
+        );
+        assert!(s.try_count_request(1, Some(5)));
+        assert_eq!(s.requests_in(2), 0, "a remote count is for its minute only");
         assert_eq!(
             until_next_minute(MINUTE_NANOS + 1),
             Duration::from_nanos(MINUTE_NANOS - 1)

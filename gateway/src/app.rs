@@ -15,7 +15,8 @@
 //!     scrubbed chunk by chunk of every configured secret (their `usage` is counted on the
 //!     way, see `usage`); error bodies are read up to 64 KiB (longer ones cut, with a note),
 //!     scrubbed, and returned with the upstream's status (502 if unreachable or for an
-//!     interim 101)
+//!     interim 101); a 2xx stream whose body fails (a stall under `stream_stall_timeout`, a
+//!     broken upstream) ends with an SSE error event and `data: [DONE]` (`forward::sse`)
 //! ```
 //!
 //! Request bodies are buffered within a global budget (`budget`): 503 with `Retry-After`
@@ -98,6 +99,9 @@ impl Default for Options {
     }
 }
 
+/// `x-litellm-model-id`, built once (a `&str` name is copied on every insert).
+const MODEL_ID: http::HeaderName = http::HeaderName::from_static("x-litellm-model-id");
+
 type Routed = BoxCloneSyncService<http::Request<Bytes>, Response, BoxError>;
 
 #[derive(Clone)]
@@ -114,9 +118,10 @@ pub fn api_router(state: HealthState, routing: HealthRoutingLayer, options: &Opt
     let scrubber = state.scrubber().clone();
     let forwarder = Forwarder::new(scrubber.clone(), options.upstream_timeout)
         .router_timeout(state.config().router.timeout);
+    let sse_scrubber = scrubber.clone();
     let routed = ServiceBuilder::new()
         .map_response(
-            |resp: http::Response<
+            move |resp: http::Response<
                 tower_health_routing::routing::FallbackBody<
                     tower_health_routing::routing::ResponseBody<Body>,
                 >,
@@ -127,7 +132,12 @@ pub fn api_router(state: HealthState, routing: HealthRoutingLayer, options: &Opt
                 if let Some(d) = parts.extensions.get::<SelectedDeployment>()
                     && let Ok(v) = HeaderValue::from_str(d.id().as_str())
                 {
-                    parts.headers.insert("x-litellm-model-id", v);
+                    parts.headers.insert(MODEL_ID, v);
+                }
+                // A stream that fails (a stall, a broken upstream) ends with an error event.
+                if crate::forward::sse::is_event_stream(&parts.headers) {
+                    let body = crate::forward::sse::SseErrors::new(body, sse_scrubber.clone());
+                    return Response::from_parts(parts, Body::new(body));
                 }
                 Response::from_parts(parts, Body::new(body))
             },
@@ -244,11 +254,10 @@ async fn api(State(app): State<App>, req: Request) -> Response {
             return r;
         }
     };
-    let model = match request_model(&parts.headers, &body).await {
-        Ok(m) => m,
+    let (model, stream) = match request_head(&parts.headers, &body).await {
+        Ok(h) => h,
         Err(msg) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", msg),
     };
-    let stream = wants_stream(&parts.headers, &body);
     let mut req = http::Request::from_parts(parts, body);
     req.extensions_mut().insert(ModelGroup::new(model.as_str()));
     if app.state.config().router.enable_pre_call_checks
@@ -267,20 +276,22 @@ async fn api(State(app): State<App>, req: Request) -> Response {
     }
 }
 
-/// The `model` a request asks for: from the JSON body, or the `model` field of a multipart form.
-async fn request_model(headers: &HeaderMap, body: &Bytes) -> Result<String, String> {
+/// The `model` a request asks for (from the JSON body, or the `model` field of a multipart
+/// form) and whether it asks for a stream (`"stream": true` in a JSON body).
+async fn request_head(headers: &HeaderMap, body: &Bytes) -> Result<(String, bool), String> {
     let ctype = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if ctype.starts_with("multipart/form-data") {
-        return multipart::model(ctype, body).await;
+        return Ok((multipart::model(ctype, body).await?, false));
     }
-    // Only `model` is read; the rest is validated as JSON but not built into a tree.
-    let m: ModelField =
-        serde_json::from_slice(body).map_err(|e| format!("malformed JSON body: {e}"))?;
-    match m.model {
-        Some(Value::String(s)) if !s.is_empty() => Ok(s),
+    // One pass: `model` and `stream` are read; the rest is validated as JSON but not built
+    // into a tree.
+    let h: Head = serde_json::from_slice(body).map_err(|e| format!("malformed JSON body: {e}"))?;
+    let stream = h.stream == Some(Value::Bool(true)) && !ctype.starts_with("multipart/");
+    match h.model {
+        Some(Value::String(s)) if !s.is_empty() => Ok((s, stream)),
         Some(_) => Err("`model` must be a non-empty string".to_owned()),
         None => Err("the body has no `model`".to_owned()),
     }
@@ -291,24 +302,11 @@ async fn request_model(headers: &HeaderMap, body: &Bytes) -> Result<String, Stri
 #[derive(Clone, Copy, Debug)]
 struct Streaming;
 
-/// Whether a JSON body says `"stream": true`.
-fn wants_stream(headers: &HeaderMap, body: &Bytes) -> bool {
-    #[derive(serde::Deserialize)]
-    struct StreamField {
-        stream: Option<Value>,
-    }
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_none_or(|c| !c.starts_with("multipart/"));
-    json && serde_json::from_slice::<StreamField>(body)
-        .is_ok_and(|f| f.stream == Some(Value::Bool(true)))
-}
-
-/// The `model` of a JSON body; every other field is checked and skipped.
+/// The fields of a JSON body the gateway reads; every other field is checked and skipped.
 #[derive(serde::Deserialize)]
-struct ModelField {
+struct Head {
     model: Option<Value>,
+    stream: Option<Value>,
 }
 
 fn error_response(app: &App, model: &str, e: &BoxError) -> Response {
@@ -384,6 +382,12 @@ fn error_response(app: &App, model: &str, e: &BoxError) -> Response {
 /// Sends a routed request to its deployment.
 #[derive(Clone, Debug)]
 pub struct Forwarder {
+    // One `Arc`: the service is cloned for every request (retries send clones).
+    inner: std::sync::Arc<ForwarderInner>,
+}
+
+#[derive(Debug)]
+struct ForwarderInner {
     client: Client<HttpsOrHttp, Full<Bytes>>,
     scrubber: Scrubber,
     timeout: Duration,
@@ -415,10 +419,12 @@ impl Forwarder {
             .pool_max_idle_per_host(256)
             .build(connector);
         Self {
-            client,
-            scrubber,
-            timeout,
-            router_timeout: None,
+            inner: std::sync::Arc::new(ForwarderInner {
+                client,
+                scrubber,
+                timeout,
+                router_timeout: None,
+            }),
         }
     }
 
@@ -426,10 +432,22 @@ impl Forwarder {
     /// `litellm_settings.request_timeout`), used for deployments without their own
     /// `timeout`/`stream_timeout`, before the forwarder's own.
     pub fn router_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.router_timeout = timeout;
+        if let Some(inner) = std::sync::Arc::get_mut(&mut self.inner) {
+            inner.router_timeout = timeout;
+        } else {
+            let i = &self.inner;
+            self.inner = std::sync::Arc::new(ForwarderInner {
+                client: i.client.clone(),
+                scrubber: i.scrubber.clone(),
+                timeout: i.timeout,
+                router_timeout: timeout,
+            });
+        }
         self
     }
+}
 
+impl ForwarderInner {
     /// The timeout of one request to `d`: its `stream_timeout` (streams) or `timeout`,
     /// else the config's, else the forwarder's own.
     fn timeout_for(&self, d: &tower_health_routing::Deployment, stream: bool) -> Duration {
@@ -447,7 +465,7 @@ impl Service<http::Request<Bytes>> for Forwarder {
     }
 
     fn call(&mut self, req: http::Request<Bytes>) -> Self::Future {
-        let this = self.clone();
+        let this = std::sync::Arc::clone(&self.inner);
         Box::pin(async move {
             let chosen = req
                 .extensions()
@@ -686,14 +704,7 @@ impl Gateway {
                 get(crate::drain::endpoint)
                     .with_state((drain.clone(), std::sync::Arc::new(options.drain.clone()))),
             )
-            .layer(axum::middleware::from_fn_with_state(
-                drain.clone(),
-                crate::drain::middleware,
-            ))
-            .layer(axum::middleware::from_fn_with_state(
-                options.max_body,
-                crate::limits::middleware,
-            ));
+            .layer(crate::gate::GateLayer::new(drain.clone(), options.max_body));
         Ok(Self {
             state,
             probes,

@@ -155,10 +155,30 @@ fn is_api(path: &str) -> bool {
 /// The middleware: probes answer 503 while draining, API requests are refused (503) or
 /// counted in flight until their response body ends.
 pub async fn middleware(State(drain): State<Drain>, req: Request, next: Next) -> Response {
-    let path = req.uri().path();
+    match admit(&drain, req.uri().path()) {
+        Admission::Refused(refused) => refused,
+        Admission::Passed => next.run(req).await,
+        Admission::Counted(guard) => guarded(next.run(req).await, guard),
+    }
+}
+
+/// What [`admit`] decides for a request.
+#[derive(Debug)]
+pub enum Admission {
+    /// Refused while draining, with this answer.
+    Refused(Response),
+    /// An API request, counted in flight until its response body ends ([`guarded`]).
+    Counted(InFlight),
+    /// Anything else: passed on, not counted.
+    Passed,
+}
+
+/// Whether a request to `path` is let in: while draining, probes get 503 and API requests
+/// 503 with `Connection: close`.
+pub fn admit(drain: &Drain, path: &str) -> Admission {
     if drain.is_draining() {
         if is_probe(path) {
-            return shutting_down();
+            return Admission::Refused(shutting_down());
         }
         if is_api(path) {
             let mut r = crate::app::error(
@@ -170,14 +190,18 @@ pub async fn middleware(State(drain): State<Drain>, req: Request, next: Next) ->
                 http::header::CONNECTION,
                 http::HeaderValue::from_static("close"),
             );
-            return r;
+            return Admission::Refused(r);
         }
     }
-    if !is_api(path) {
-        return next.run(req).await;
+    if is_api(path) {
+        Admission::Counted(drain.enter())
+    } else {
+        Admission::Passed
     }
-    let guard = drain.enter();
-    let resp = next.run(req).await;
+}
+
+/// `resp` with its body holding `guard` until the body ends or drops.
+pub fn guarded(resp: Response, guard: InFlight) -> Response {
     let (parts, body) = resp.into_parts();
     Response::from_parts(
         parts,

@@ -15,13 +15,20 @@
 
 use std::sync::Arc;
 
-use http::{HeaderValue, response::Parts};
+use http::{HeaderName, HeaderValue, response::Parts};
 use tower_health_routing::routing::ServedBy;
 
 /// `x-litellm-model-group`.
 pub const MODEL_GROUP: &str = "x-litellm-model-group";
 /// `x-litellm-attempted-fallbacks`.
 pub const ATTEMPTED_FALLBACKS: &str = "x-litellm-attempted-fallbacks";
+
+// As `HeaderName`s built once: inserting a `&str` name copies it on every response.
+const MODEL_GROUP_NAME: HeaderName = HeaderName::from_static(MODEL_GROUP);
+const ATTEMPTED_FALLBACKS_NAME: HeaderName = HeaderName::from_static(ATTEMPTED_FALLBACKS);
+
+/// Small counts as static values (no allocation per response).
+const COUNTS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
 
 /// The `model` the client's body names, as a request extension (the route, the
 /// [`ModelGroup`](tower_health_routing::ModelGroup), changes when a fallback group is tried;
@@ -35,10 +42,11 @@ pub fn served_headers(parts: &mut Parts) {
         return;
     };
     if let Ok(v) = HeaderValue::from_str(served.group().as_str()) {
-        parts.headers.insert(MODEL_GROUP, v);
+        parts.headers.insert(MODEL_GROUP_NAME, v);
     }
-    parts.headers.insert(
-        ATTEMPTED_FALLBACKS,
-        HeaderValue::from(served.attempted_fallbacks()),
-    );
+    let n = served.attempted_fallbacks();
+    let count = COUNTS
+        .get(n as usize)
+        .map_or_else(|| HeaderValue::from(n), |s| HeaderValue::from_static(s));
+    parts.headers.insert(ATTEMPTED_FALLBACKS_NAME, count);
 }

@@ -77,26 +77,32 @@ pub const NEVER: &[&str] = &[
 
 /// Whether a response header of this (lower-case) name is forwarded.
 pub fn is_forwarded(name: &str) -> bool {
-    !NEVER.contains(&name)
-        && !looks_secret(name)
-        && (FORWARDED.contains(&name) || FORWARDED_PREFIXES.iter().any(|p| name.starts_with(p)))
+    // The exact names are neither hop-by-hop nor credential-like (a test checks), so only
+    // the names a prefix lets in need the slower checks.
+    FORWARDED.contains(&name)
+        || (FORWARDED_PREFIXES.iter().any(|p| name.starts_with(p))
+            && !NEVER.contains(&name)
+            && !looks_secret(name))
+}
+
+/// Whether `upstream`'s `Connection` header names `name` (which is then hop-by-hop).
+fn connection_names(upstream: &HeaderMap, name: &str) -> bool {
+    upstream
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|n| n.trim().eq_ignore_ascii_case(name))
 }
 
 /// The headers of an upstream answer that reach the client: the allowlist minus whatever
 /// its `Connection` names, each value scrubbed. `content-length` only when `same_body`
 /// (the body goes byte for byte).
 pub fn response_headers(upstream: &HeaderMap, scrubber: &Scrubber, same_body: bool) -> HeaderMap {
-    let named: Vec<String> = upstream
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|n| n.trim().to_ascii_lowercase())
-        .collect();
     let mut out = HeaderMap::with_capacity(upstream.len().min(32));
     for (name, value) in upstream {
         let n = name.as_str();
-        if !is_forwarded(n) || named.iter().any(|c| c == n) {
+        if !is_forwarded(n) || connection_names(upstream, n) {
             continue;
         }
         if name == header::CONTENT_LENGTH && !same_body {
@@ -162,9 +168,9 @@ impl hyper::body::Body for ScrubbedBody {
                     let Ok(data) = frame.into_data() else {
                         continue; // trailers
                     };
-                    let out = this.scrub.push(&data);
+                    let out = this.scrub.push_bytes(data);
                     if !out.is_empty() {
-                        return Poll::Ready(Some(Ok(Frame::data(out.into()))));
+                        return Poll::Ready(Some(Ok(Frame::data(out))));
                     }
                 }
                 Some(Err(e)) => {
@@ -238,4 +244,58 @@ pub fn truncated_error(status: http::StatusCode, head: &[u8], limit: usize) -> B
         "code": status.as_u16().to_string(),
     }});
     Bytes::from(v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_names_are_neither_hop_by_hop_nor_credential_like() {
+        // `is_forwarded` lets these through without the slower checks.
+        for n in FORWARDED {
+            assert!(!NEVER.contains(n), "{n} is hop-by-hop or a credential");
+            assert!(!looks_secret(n), "{n} looks like a credential");
+        }
+    }
+
+    #[test]
+    fn prefixed_names_still_get_the_credential_checks() {
+        assert!(is_forwarded("content-type"));
+        assert!(is_forwarded("openai-processing-ms"));
+        assert!(is_forwarded("x-ratelimit-remaining-tokens"));
+        assert!(!is_forwarded("openai-api-key"));
+        assert!(!is_forwarded("anthropic-session-token"));
+        assert!(!is_forwarded("x-served-by"));
+        assert!(!is_forwarded("set-cookie"));
+    }
+
+    #[test]
+    fn a_header_the_connection_header_names_is_dropped() {
+        let mut up = HeaderMap::new();
+        up.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Request-Id"),
+        );
+        up.insert("x-request-id", HeaderValue::from_static("req-1"));
+        up.insert("openai-processing-ms", HeaderValue::from_static("12"));
+        let out = response_headers(&up, &Scrubber::new([]), true);
+        assert!(out.get("x-request-id").is_none());
+        assert_eq!(out.get("openai-processing-ms").unwrap(), "12");
+        assert!(out.get(header::CONNECTION).is_none());
+    }
+
+    #[test]
+    fn a_secret_in_a_forwarded_value_is_scrubbed() {
+        let secret = "sk-upstream-0123456789abcdef";
+        let mut up = HeaderMap::new();
+        up.insert(
+            "x-request-id",
+            HeaderValue::from_str(&format!("id-{secret}")).unwrap(),
+        );
+        let scrubber = Scrubber::new([tower_health_routing::secret::Secret::new(secret)]);
+        let out = response_headers(&up, &scrubber, false);
+        let v = out.get("x-request-id").unwrap().to_str().unwrap();
+        assert!(!v.contains(secret), "{v}");
+    }
 }

@@ -38,6 +38,7 @@ pub mod drain;
 pub mod dropin;
 pub mod fallback;
 pub mod forward;
+pub mod gate;
 pub mod headers;
 pub mod health_cli;
 pub mod limits;

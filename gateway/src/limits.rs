@@ -83,6 +83,15 @@ pub fn size_bytes(value: f64, unit: usize, field: &str) -> Result<usize, String>
 /// The request middleware: `Host` strictness and the body limit checked against
 /// `Content-Length` before anything is read.
 pub async fn middleware(State(max_body): State<usize>, req: Request, next: Next) -> Response {
+    match check(&req, max_body) {
+        Some(refused) => refused,
+        None => next.run(req).await,
+    }
+}
+
+/// The answer to a request that fails the `Host` rule or declares a body over `max_body`
+/// bytes (both close the connection); `None` when it may go on.
+pub fn check<B>(req: &http::Request<B>, max_body: usize) -> Option<Response> {
     let hosts = req.headers().get_all(header::HOST).iter().count();
     let bad_host = match req.version() {
         Version::HTTP_11 => hosts != 1,
@@ -97,7 +106,7 @@ pub async fn middleware(State(max_body): State<usize>, req: Request, next: Next)
         );
         r.headers_mut()
             .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
-        return r;
+        return Some(r);
     }
     let declared = req
         .headers()
@@ -112,9 +121,9 @@ pub async fn middleware(State(max_body): State<usize>, req: Request, next: Next)
         );
         r.headers_mut()
             .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
-        return r;
+        return Some(r);
     }
-    next.run(req).await
+    None
 }
 
 /// Serves `router` on `listener` with `limits` until `shutdown` completes, then lets open

@@ -110,6 +110,7 @@ struct RawModelInfo {
     max_input_tokens: Option<Int>,
     input_cost_per_token: Option<Float>,
     output_cost_per_token: Option<Float>,
+    health_check_max_probes_per_minute: Option<Int>,
 }
 
 /// `general_settings`: LiteLLM's health-check keys, plus this crate's extensions
@@ -139,6 +140,12 @@ struct GeneralSettings {
     background_health_check_model_groups: Option<Value>,
     health_check_history_size: Option<Int>,
     model_list_healthy_only: Option<Value>,
+    // Tiered probes and probe budgets (this crate's).
+    health_check_billed_every: Option<Int>,
+    health_check_max_probes_per_minute: Option<Int>,
+    health_check_max_cost_per_day: Option<Float>,
+    health_check_spread: Option<Float>,
+    health_check_jitter_seed: Option<Int>,
     // Read by the gateway (`Config::server`).
     dangerously_permit_weak_or_unset_master_key: Option<Flag>,
     max_request_size_mb: Option<Float>,
@@ -178,6 +185,7 @@ struct RouterSection {
     outlier_detection: Option<OutlierSection>,
     panic_threshold_percent: Option<Float>,
     slow_start_window: Option<Float>,
+    stream_stall_timeout: Option<Float>,
 }
 
 /// `router_settings.outlier_detection` (this crate's; Envoy's names where it has one).

@@ -226,6 +226,37 @@ pub struct HealthCheckSettings {
     /// `model_list_healthy_only`: `/v1/models` lists only routes with a deployment that
     /// may be picked now (as `healthy_only=true` asks per request). Default `false`.
     pub model_list_healthy_only: bool,
+    /// `health_check_billed_every` (this crate's): with a value N above 1, every round runs
+    /// the **cheap tier** first (`GET {base}/models` or the provider's cheapest
+    /// authenticated call, else a TCP/TLS connect: no tokens), and the **billed tier**
+    /// (the mode-aware probe LiteLLM sends) only every N rounds per deployment, or at once
+    /// when something changed (its cheap tier went from fail to pass, its traffic failed,
+    /// its last billed probe failed). A failed cheap tier makes the deployment unhealthy
+    /// without a billed probe. Default 1: every round billed, no cheap tier (LiteLLM's).
+    pub billed_every: NonZeroU32,
+    /// `health_check_max_probes_per_minute` (this crate's): at most this many billed
+    /// probes per minute over all deployments (background rounds). A round over budget
+    /// skips the rest of its billed probes (the cheap tier still runs; those deployments
+    /// keep their last state). Per deployment: `model_info.health_check_max_probes_per_minute`.
+    /// Default `None` (no limit).
+    pub max_probes_per_minute: Option<NonZeroU32>,
+    /// `health_check_max_cost_per_day` (this crate's): at most this much estimated spend on
+    /// billed probes per 24 hours (in the unit of `input_cost_per_token`). A billed probe
+    /// costs `prompt tokens × input_cost_per_token + max_tokens × output_cost_per_token`
+    /// (prompt tokens: its prompt's characters / 4, rounded up); a deployment with no
+    /// costs configured is not counted. Default `None` (no limit).
+    pub max_cost_per_day: Option<f64>,
+    /// `health_check_spread` (this crate's): a fraction from 0 to 1 of the interval over
+    /// which a background round's probes start: each deployment's probe waits a uniform
+    /// random offset in `[0, spread × interval)` (seeded by [`seed`](Self::seed)), with at
+    /// most `health_check_concurrency` in flight. Default 0: all start at once, bounded
+    /// only by the concurrency (today's behaviour).
+    pub spread: f64,
+    /// `health_check_jitter_seed` (this crate's): the seed of the interval jitter and of
+    /// the spread offsets, for reproducible schedules
+    /// ([`ProbeLoopBuilder::seed`](crate::probe::ProbeLoopBuilder::seed) wins). Default
+    /// `None` (random).
+    pub seed: Option<u64>,
 }
 
 /// The default of [`HealthCheckSettings::history_size`].
@@ -254,6 +285,11 @@ impl Default for HealthCheckSettings {
             background_model_groups: None,
             history_size: DEFAULT_HISTORY_SIZE,
             model_list_healthy_only: false,
+            billed_every: NonZeroU32::MIN,
+            max_probes_per_minute: None,
+            max_cost_per_day: None,
+            spread: 0.0,
+            seed: None,
         }
     }
 }
@@ -263,6 +299,13 @@ impl HealthCheckSettings {
     pub fn staleness_threshold(&self) -> Duration {
         self.staleness_threshold
             .unwrap_or(self.interval.saturating_mul(2))
+    }
+
+    /// Whether rounds run the cheap tier first: `billed_every` above 1 or a probe budget set.
+    pub fn tiered(&self) -> bool {
+        self.billed_every.get() > 1
+            || self.max_probes_per_minute.is_some()
+            || self.max_cost_per_day.is_some()
     }
 }
 
@@ -309,6 +352,13 @@ pub struct RouterSettings {
     /// unhealthy, or out of cooldown or ejection) starts at 10 % of its weight and ramps
     /// linearly to full over this window. Default `None` (off).
     pub slow_start_window: Option<Duration>,
+    /// `stream_stall_timeout` (this crate's): the longest wait for the first body frame of
+    /// a successful streaming (`text/event-stream`) response, and between its frames. A
+    /// stall ends the stream with a [`StreamStalled`](crate::StreamStalled) error and counts
+    /// once as a `Timeout` failure of the deployment (cooldown, outlier ejection); such a
+    /// stream's outcome is recorded when it ends rather than at its head. Default `None`
+    /// (off: no timer).
+    pub stream_stall_timeout: Option<Duration>,
 }
 
 /// `router_settings.outlier_detection`: Envoy-style outlier ejection (see the README).
@@ -420,6 +470,7 @@ impl Default for RouterSettings {
             outlier_detection: None,
             panic_threshold_percent: None,
             slow_start_window: None,
+            stream_stall_timeout: None,
         }
     }
 }
@@ -570,7 +621,7 @@ impl Config {
         Self::from_yaml_str(&text)
     }
 
-    /// `outlier_detection` and `panic_threshold_percent`.
+    /// `outlier_detection`, `panic_threshold_percent` and `stream_stall_timeout`.
     fn validate_ejection(&self) -> Result<(), ConfigError> {
         let pct = |v: f64, field: &str| {
             if v.is_finite() && (0.0..=100.0).contains(&v) {
@@ -584,6 +635,12 @@ impl Config {
         };
         if let Some(p) = self.router.panic_threshold_percent {
             pct(p, "router_settings.panic_threshold_percent")?;
+        }
+        if self.router.stream_stall_timeout == Some(Duration::ZERO) {
+            return Err(ConfigError::invalid(
+                "router_settings.stream_stall_timeout",
+                "must be greater than zero (leave it out, or null, to turn it off)",
+            ));
         }
         let Some(od) = &self.router.outlier_detection else {
             return Ok(());
@@ -645,6 +702,23 @@ impl Config {
                 ),
             ));
         }
+        if !(h.spread.is_finite() && (0.0..=1.0).contains(&h.spread)) {
+            return Err(ConfigError::invalid(
+                "general_settings.health_check_spread",
+                format!(
+                    "must be a fraction of the interval from 0 to 1, got {}",
+                    h.spread
+                ),
+            ));
+        }
+        if let Some(c) = h.max_cost_per_day
+            && !(c.is_finite() && c >= 0.0)
+        {
+            return Err(ConfigError::invalid(
+                "general_settings.health_check_max_cost_per_day",
+                format!("must be a finite number >= 0, got {c}"),
+            ));
+        }
         let a = &self.router.routing_strategy_args;
         if !(a.lowest_latency_buffer.is_finite() && a.lowest_latency_buffer >= 0.0) {
             return Err(ConfigError::invalid(
@@ -680,6 +754,12 @@ impl Config {
                 return Err(ConfigError::invalid(
                     at("litellm_params.weight"),
                     format!("must be a finite number >= 0, got {w}"),
+                ));
+            }
+            if d.info.health_check_max_probes_per_minute == Some(0) {
+                return Err(ConfigError::invalid(
+                    at("model_info.health_check_max_probes_per_minute"),
+                    "must be greater than zero (leave it out for no limit)",
                 ));
             }
             if let Some(base) = &d.params.api_base {
@@ -862,6 +942,37 @@ impl ConfigBuilder {
         self.cfg.health.jitter = d;
         self
     }
+    /// `health_check_billed_every` (default 1: every round billed, no cheap tier); see
+    /// [`HealthCheckSettings::billed_every`].
+    pub fn health_check_billed_every(mut self, n: NonZeroU32) -> Self {
+        self.cfg.health.billed_every = n;
+        self
+    }
+    /// `health_check_max_probes_per_minute`: billed probes per minute over all deployments
+    /// (default no limit); see [`HealthCheckSettings::max_probes_per_minute`].
+    pub fn health_check_max_probes_per_minute(mut self, n: NonZeroU32) -> Self {
+        self.cfg.health.max_probes_per_minute = Some(n);
+        self
+    }
+    /// `health_check_max_cost_per_day`: estimated billed-probe spend per 24 h (default no
+    /// limit; a finite number >= 0, checked by `build`); see
+    /// [`HealthCheckSettings::max_cost_per_day`].
+    pub fn health_check_max_cost_per_day(mut self, cost: f64) -> Self {
+        self.cfg.health.max_cost_per_day = Some(cost);
+        self
+    }
+    /// `health_check_spread`: the fraction (0 to 1, checked by `build`) of the interval
+    /// over which a round's probes start at random offsets (default 0: all at once).
+    pub fn health_check_spread(mut self, fraction: f64) -> Self {
+        self.cfg.health.spread = fraction;
+        self
+    }
+    /// `health_check_jitter_seed`: seeds the interval jitter and the spread offsets
+    /// (default random).
+    pub fn health_check_jitter_seed(mut self, seed: u64) -> Self {
+        self.cfg.health.seed = Some(seed);
+        self
+    }
     /// `master_key`.
     pub fn master_key(mut self, key: impl Into<Secret>) -> Self {
         self.cfg.master_key = Some(key.into());
@@ -900,6 +1011,12 @@ impl ConfigBuilder {
     /// `slow_start_window` (default off; zero is off too).
     pub fn slow_start_window(mut self, d: Duration) -> Self {
         self.cfg.router.slow_start_window = (!d.is_zero()).then_some(d);
+        self
+    }
+    /// `stream_stall_timeout`: the longest wait for a streaming response's first frame
+    /// and between frames (default off; zero is refused by [`build`](Self::build)).
+    pub fn stream_stall_timeout(mut self, d: Duration) -> Self {
+        self.cfg.router.stream_stall_timeout = Some(d);
         self
     }
     /// `panic_threshold_percent` (default: LiteLLM's all-or-nothing bypass).

@@ -249,6 +249,7 @@ impl HealthEndpoints {
         };
         report.unsupported_endpoints = unsupported.unsupported_endpoints;
         report.unsupported_count = unsupported.unsupported_count;
+        report.probe_budget = self.probes.budget_status().map(|b| report::budget_json(&b));
         Some(report)
     }
 

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use crate::{
     deployment::{Deployment, DeploymentId, Mode, ParamValue},
-    health::{HealthRecord, HealthSource},
+    health::{HealthRecord, HealthSource, ProbeTier},
     probe::ProbeReport,
     secret::{Scrubber, looks_secret},
 };
@@ -66,6 +66,9 @@ pub struct EndpointEntry {
     /// (`health_check_skip_when_traffic_healthy`) adds `"source": "traffic"` and
     /// `"checked_at"` (RFC 3339) to the entry; a probe's keeps LiteLLM's shape.
     pub source: HealthSource,
+    /// Which tier of a tiered round decided it (`health_check_billed_every`, probe
+    /// budgets): shown as `"tier": "cheap"|"billed"`; `None` (not shown) otherwise.
+    pub tier: Option<ProbeTier>,
 }
 
 impl EndpointEntry {
@@ -108,6 +111,7 @@ impl EndpointEntry {
             exception_status: if healthy { None } else { status },
             checked_at,
             source: HealthSource::Probe,
+            tier: None,
         }
     }
 
@@ -127,6 +131,7 @@ impl EndpointEntry {
             scrubber,
         );
         e.source = rec.source;
+        e.tier = rec.tier;
         e
     }
 
@@ -187,6 +192,9 @@ impl Serialize for EndpointEntry {
         if self.checked && !self.healthy {
             m.serialize_entry("exception_status", &self.exception_status)?;
         }
+        if let Some(t) = self.tier {
+            m.serialize_entry("tier", t.as_str())?;
+        }
         if self.source == HealthSource::Traffic {
             m.serialize_entry("source", self.source.as_str())?;
             if let Some(t) = self.checked_at {
@@ -225,6 +233,47 @@ pub struct HealthReport {
     pub unsupported_endpoints: Vec<EndpointEntry>,
     /// How many are unsupported.
     pub unsupported_count: usize,
+    /// The probe budgets, when one is configured (beyond LiteLLM): `spent` (billed probes
+    /// are being skipped), `limit` (the config key spent), `until` (RFC 3339, when it
+    /// refills), `billed_probes_this_minute`, `max_probes_per_minute`, `cost_today`,
+    /// `max_cost_per_day`, and `skipped` (`model_id`, `limit`, `until` of each deployment
+    /// whose billed probe was refused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe_budget: Option<serde_json::Value>,
+}
+
+/// `/health`'s `probe_budget` object.
+pub(crate) fn budget_json(b: &crate::probe::BudgetStatus) -> serde_json::Value {
+    let at = |t: Instant| {
+        let now = Instant::now();
+        let wall = if t >= now {
+            std::time::SystemTime::now() + (t - now)
+        } else {
+            super::wire::wall_clock(t)
+        };
+        super::wire::rfc3339(wall)
+    };
+    let skipped: Vec<serde_json::Value> = b
+        .skipped
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "model_id": s.model_id.as_str(),
+                "limit": s.limit,
+                "until": at(s.until),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "spent": b.spent,
+        "limit": b.limit,
+        "until": b.until.map(at),
+        "billed_probes_this_minute": b.billed_probes_this_minute,
+        "max_probes_per_minute": b.max_probes_per_minute,
+        "cost_today": b.cost_today,
+        "max_cost_per_day": b.max_cost_per_day,
+        "skipped": skipped,
+    })
 }
 
 impl HealthReport {

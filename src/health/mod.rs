@@ -37,7 +37,7 @@ use tokio::time::Instant;
 
 pub(crate) use hooks::Hooks;
 pub(crate) use snapshot::{Candidates, Entry, Route};
-pub use snapshot::{HealthRecord, HealthSnapshot, HealthSource, Unsupported};
+pub use snapshot::{HealthRecord, HealthSnapshot, HealthSource, ProbeTier, Unsupported};
 
 use crate::{
     config::Config,
@@ -70,9 +70,15 @@ pub(crate) struct Shared {
 impl HealthState {
     /// A state holding `config`'s deployments, none of them checked yet.
     pub fn new(config: Config) -> Self {
-        let epoch = Instant::now();
+        let now = Instant::now();
+        // Shared usage-based-routing-v2 counts wall-clock minutes (see `stats`).
+        let epoch = crate::stats::minute_aligned_epoch(
+            now,
+            config.health.use_shared_health_check
+                && config.router.routing_strategy == crate::config::RoutingStrategy::UsageBasedV2,
+        );
         let staleness = config.health.staleness_threshold();
-        let snap = HealthSnapshot::build(&config.deployments, None, epoch, staleness, epoch);
+        let snap = HealthSnapshot::build(&config.deployments, None, epoch, staleness, now);
         Self {
             shared: Arc::new(Shared {
                 snapshot: ArcSwap::from_pointee(snap),
@@ -193,6 +199,45 @@ impl HealthState {
         e.stats.cooldown.extend_until(until)
     }
 
+    /// Applies an outlier ejection entered in another process: `id` is ejected for
+    /// `remaining` from now, unless it already is for longer, and only while this
+    /// process's view of the route leaves room for it under `max_ejection_percent` (a
+    /// deployment already ejected here is always extended). Returns whether anything
+    /// changed; `false` without `router_settings.outlier_detection`.
+    pub(crate) fn apply_remote_ejection(&self, id: &str, remaining: Duration) -> bool {
+        let Some(od) = &self.shared.config.router.outlier_detection else {
+            return false;
+        };
+        let snap = self.load();
+        let Some(e) = snap.entry_by_id(id) else {
+            return false;
+        };
+        let now = self.now_nanos();
+        if e.stats.ejection.remaining(now).is_none() {
+            let route = snap.routes.get(&*e.deployment.route);
+            let (len, out) = route.map_or((0, 0), |r| {
+                let out = r
+                    .all
+                    .idx
+                    .iter()
+                    .filter(|&&i| {
+                        snap.entries[i as usize]
+                            .stats
+                            .ejection
+                            .remaining(now)
+                            .is_some()
+                    })
+                    .count();
+                (r.all.idx.len(), out)
+            });
+            if !crate::ejection::room_for_one_more(od, len, out) {
+                return false;
+            }
+        }
+        let until = now.saturating_add(u64::try_from(remaining.as_nanos()).unwrap_or(u64::MAX));
+        e.stats.ejection.extend_until(until)
+    }
+
     /// How long `id` stays in cooldown from now; `None` when it is not cooling down.
     pub fn cooldown_remaining(&self, id: &str) -> Option<Duration> {
         let snap = self.load();
@@ -216,6 +261,16 @@ impl HealthState {
         self.load()
             .entry_by_id(id)
             .map_or(0, |e| e.stats.ejection.ejections())
+    }
+
+    /// `id`'s usage this minute, `(requests, tokens)`, as `usage-based-routing` reads it:
+    /// this process's counts plus, when `usage-based-routing-v2` shares them through a
+    /// store, the other processes' as of the last exchange (`(0, 0)` for an unknown id).
+    pub fn usage_this_minute(&self, id: &str) -> (u64, u64) {
+        let minute = crate::stats::minute_of(self.now_nanos());
+        self.load().entry_by_id(id).map_or((0, 0), |e| {
+            (e.stats.requests_in(minute), e.stats.tokens_in(minute))
+        })
     }
 
     /// Requests now in flight to `id` (`0` for an unknown id).

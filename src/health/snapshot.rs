@@ -28,6 +28,29 @@ pub struct HealthRecord {
     /// Where the result came from: a probe, or (with
     /// `health_check_skip_when_traffic_healthy`) real traffic that succeeded.
     pub source: HealthSource,
+    /// Which tier of a tiered health check decided it (`health_check_billed_every`, probe
+    /// budgets); `None` when rounds are not tiered (every probe billed, LiteLLM's way).
+    pub tier: Option<ProbeTier>,
+}
+
+/// The tier of a tiered health check that produced a [`HealthRecord`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ProbeTier {
+    /// The cheap tier: a call that spends no tokens (a model list, a TCP/TLS connect).
+    Cheap,
+    /// The billed tier: the mode-aware request LiteLLM sends (a completion, an embedding, ...).
+    Billed,
+}
+
+impl ProbeTier {
+    /// `"cheap"` or `"billed"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cheap => "cheap",
+            Self::Billed => "billed",
+        }
+    }
 }
 
 /// Where a [`HealthRecord`] came from.
@@ -61,6 +84,7 @@ impl HealthRecord {
             reason: None,
             status: None,
             source: HealthSource::Probe,
+            tier: None,
         }
     }
 
@@ -76,6 +100,7 @@ impl HealthRecord {
             reason: Some(reason.into()),
             status,
             source: HealthSource::Probe,
+            tier: None,
         }
     }
 
@@ -88,6 +113,12 @@ impl HealthRecord {
     /// Sets where the result came from.
     pub fn with_source(mut self, source: HealthSource) -> Self {
         self.source = source;
+        self
+    }
+
+    /// Sets the tier that decided it.
+    pub fn with_tier(mut self, tier: Option<ProbeTier>) -> Self {
+        self.tier = tier;
         self
     }
 }

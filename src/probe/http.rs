@@ -29,7 +29,8 @@ use crate::{
     classify::{Class, Classify, DefaultClassifier},
     deployment::Deployment,
     error::ConfigError,
-    provider::{Endpoint, ProviderError, Wire},
+    health::ProbeTier,
+    provider::{CheapCheck, Endpoint, ProviderError, Wire},
     secret::Scrubber,
 };
 
@@ -114,6 +115,8 @@ const DRAIN_LIMIT: usize = 64 * 1024;
 /// deployment's secrets (and the loop scrubs every configured secret again).
 pub struct HttpProber {
     client: HttpClient,
+    /// For the cheap tier's TCP/TLS connect.
+    connector: Connector,
     /// HTTP/1.1 only: WebSocket handshakes cannot ride an HTTP/2 connection.
     ws_client: HttpClient,
     defaults: ProbeDefaults,
@@ -204,6 +207,7 @@ impl HttpProberBuilder {
         let ws_client = client_h1(self.pool_idle_timeout)?;
         Ok(HttpProber {
             client,
+            connector: connector(false)?,
             ws_client,
             defaults: self.defaults,
             classifier: self.classifier,
@@ -223,6 +227,15 @@ fn client_h1(idle: Duration) -> Result<HttpClient, ConfigError> {
 }
 
 fn client(h2_only: bool, h2_alpn: bool, idle: Duration) -> Result<HttpClient, ConfigError> {
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(idle)
+        .http2_only(h2_only)
+        .build(connector(h2_alpn)?))
+}
+
+fn connector(h2_alpn: bool) -> Result<Connector, ConfigError> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.enforce_http(false);
@@ -248,12 +261,7 @@ fn client(h2_only: bool, h2_alpn: bool, idle: Duration) -> Result<HttpClient, Co
         let _ = h2_alpn;
         http
     };
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .pool_idle_timeout(idle)
-        .http2_only(h2_only)
-        .build(connector))
+    Ok(connector)
 }
 
 impl HttpProber {
@@ -397,9 +405,83 @@ impl HttpProber {
     }
 }
 
+impl HttpProber {
+    /// The cheap tier: the catalog's token-free call, else a TCP/TLS connect.
+    async fn run_cheap(&self, check: CheapCheck, d: Arc<Deployment>) -> ProbeOutcome {
+        let tier = |o: ProbeOutcome| o.with_tier(ProbeTier::Cheap);
+        match check {
+            CheapCheck::Request(ep) => {
+                let mut req = Request::get(ep.url.as_str());
+                if let Some(h) = req.headers_mut() {
+                    h.extend(ep.headers);
+                }
+                let req = match req.body(Full::new(Bytes::new())) {
+                    Ok(r) => r,
+                    Err(e) => return tier(ProbeOutcome::unhealthy(format!("unsupported: {e}"))),
+                };
+                match self.client.request(req).await {
+                    Ok(resp) => {
+                        let status = resp.status().as_u16();
+                        let out = classify(resp, false, &d, &*self.classifier).await;
+                        // An answer proves the upstream is reachable; a provider without a
+                        // model list at that path, or a key scoped away from listing models
+                        // (403), says no more than a connect would.
+                        if matches!(status, 403 | 404 | 405 | 501) {
+                            return tier(
+                                ProbeOutcome::healthy()
+                                    .with_status(status)
+                                    .with_class(Class::Success),
+                            );
+                        }
+                        tier(out)
+                    }
+                    Err(e) => tier(error_outcome(&e, &*self.classifier)),
+                }
+            }
+            CheapCheck::Connect(origin) => {
+                let uri: http::Uri = match origin.parse() {
+                    Ok(u) => u,
+                    Err(e) => return tier(ProbeOutcome::unhealthy(format!("unsupported: {e}"))),
+                };
+                let mut c = self.connector.clone();
+                let connected = match tower::ServiceExt::ready(&mut c).await {
+                    Ok(c) => tower::Service::call(c, uri).await,
+                    Err(e) => Err(e),
+                };
+                match connected {
+                    Ok(_) => tier(ProbeOutcome::healthy().with_class(Class::Success)),
+                    Err(e) => {
+                        let detail = shorten(&e.to_string());
+                        let lower = detail.to_ascii_lowercase();
+                        let kind = if lower.contains("certificate") || lower.contains("tls") {
+                            "tls"
+                        } else {
+                            "connect"
+                        };
+                        tier(
+                            ProbeOutcome::unhealthy(format!("{kind}: {detail}"))
+                                .with_class(Class::Connection),
+                        )
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl Prober for HttpProber {
     fn probe(&self, deployment: Arc<Deployment>) -> ProbeFuture<'_> {
         Box::pin(self.run(deployment))
+    }
+
+    /// `GET {base}/models` (Azure: `/openai/models?api-version=`, Anthropic and Cohere:
+    /// `/v1/models`) with the deployment's credentials, or a TCP/TLS connect where the
+    /// provider lists no models (`perplexity`, `voyage`); none for Bedrock and Vertex AI.
+    /// A 403, 404, 405 or 501 answer passes: the upstream answered, it only has no list
+    /// there (or the key may not list models); a 401 fails.
+    fn probe_cheap(&self, deployment: Arc<Deployment>) -> Option<ProbeFuture<'_>> {
+        let check = provider::resolve_cheap(&deployment).ok()?;
+        Some(Box::pin(self.run_cheap(check, deployment)))
     }
 
     /// The catalog's answer for `deployment`'s probe (and the probe request built from

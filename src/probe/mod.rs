@@ -40,6 +40,29 @@
 //!   thresholds, moves routing (an endpoint hit every second would otherwise defeat the
 //!   hysteresis). Publish them yourself with `state.record(report.records())` if you want.
 //!
+//! # Tiers, budgets and spread (opt-in)
+//!
+//! * **Tiers.** With `health_check_billed_every: N` above 1 (or a budget below), a
+//!   background round first runs each deployment's **cheap tier**
+//!   ([`Prober::probe_cheap`]: for the [`HttpProber`], `GET {base}/models` or the
+//!   provider's own model list, else a TCP/TLS connect; no tokens), and sends the **billed**
+//!   probe only every N rounds, or at once when its cheap tier went from fail to pass, its
+//!   traffic failed since the last round, or its last billed probe failed. A failed cheap
+//!   tier is the result: unhealthy, nothing billed. Records carry the tier
+//!   ([`HealthRecord::tier`](crate::health::HealthRecord::tier)); `/health` shows `"tier"`.
+//! * **Budgets.** `health_check_max_probes_per_minute` (global, and per deployment in
+//!   `model_info`) and `health_check_max_cost_per_day` (estimated from the deployment's
+//!   `input_cost_per_token`/`output_cost_per_token`, the prompt and `max_tokens`) bound
+//!   the billed probes of background rounds; a refused one is not sent and the deployment
+//!   keeps its last state. One warning per exhaustion (`probe budget spent`);
+//!   [`ProbeLoop::budget_status`] and `/health`'s `probe_budget` say until when.
+//! * **Spread.** `health_check_spread: f` starts each probe of a round at a random offset
+//!   in `[0, f × interval)` (seeded: [`ProbeLoopBuilder::seed`] or
+//!   `health_check_jitter_seed`); a delayed probe asks traffic again when it is due.
+//!
+//! On-demand rounds (`/health` without background checks, `test_connection`) are not
+//! tiered nor budgeted: they probe as asked.
+//!
 //! # Hysteresis, transient errors and logs
 //!
 //! A deployment flips only after `unhealthy_threshold` / `healthy_threshold` consecutive
@@ -73,6 +96,7 @@
 //! # }
 //! ```
 
+mod budget;
 mod defaults;
 mod handle;
 mod history;
@@ -89,6 +113,7 @@ mod provider;
 #[cfg(feature = "http-prober")]
 mod request;
 mod round;
+mod tiers;
 mod traffic;
 
 use std::{
@@ -110,6 +135,7 @@ pub use self::http::{HttpProber, HttpProberBuilder};
 #[cfg(feature = "endpoints")]
 pub(crate) use self::round::on_demand_targets as targets;
 pub use self::{
+    budget::{BudgetStatus, SkippedProbe},
     defaults::{DEFAULT_MAX_TOKENS, DEFAULT_PROMPT, ProbeDefaults},
     handle::ProbeHandle,
     history::{HealthHistory, HistoryRecord, HistorySource, LOCAL},
@@ -160,6 +186,12 @@ struct Inner {
     /// Runs the rounds in place of the local schedule: the shared-state coordinator
     /// (see [`crate::shared`]) when the loop shares a store, `None` otherwise.
     driver: Option<Arc<dyn Driver>>,
+    /// Tier states, budgets and the spread generator of background rounds. Locked only
+    /// around bookkeeping, never across an await (not on a request path).
+    #[allow(clippy::disallowed_types)] // see above
+    plan: std::sync::Mutex<tiers::Plan>,
+    /// The probe defaults, for the cost estimate of a billed probe.
+    defaults: ProbeDefaults,
     /// On-demand rounds running now, by target; callers of the same target share one.
     /// Locked only around a map lookup, never across an await (not on a request path).
     #[allow(clippy::disallowed_types)] // see above
@@ -294,21 +326,20 @@ impl ProbeLoopBuilder {
             &HealthCheckSettings,
         ) -> Result<Option<Arc<dyn Driver>>, ConfigError>,
     ) -> Result<ProbeLoop, ConfigError> {
+        let defaults = match self.defaults.take() {
+            Some(d) => d,
+            None if self.prober.is_none() => ProbeDefaults::from_env()?,
+            None => ProbeDefaults::from_env().unwrap_or_default(),
+        };
         let prober: Arc<dyn Prober> = match self.prober {
             Some(p) => p,
             #[cfg(feature = "http-prober")]
-            None => {
-                let defaults = match self.defaults {
-                    Some(d) => d,
-                    None => ProbeDefaults::from_env()?,
-                };
-                Arc::new(
-                    HttpProber::builder()
-                        .defaults(defaults)
-                        .classifier(self.state.config().classifier())
-                        .build()?,
-                )
-            }
+            None => Arc::new(
+                HttpProber::builder()
+                    .defaults(defaults.clone())
+                    .classifier(self.state.config().classifier())
+                    .build()?,
+            ),
             #[cfg(not(feature = "http-prober"))]
             None => {
                 return Err(ConfigError::invalid(
@@ -355,6 +386,10 @@ impl ProbeLoopBuilder {
             settings.concurrency.map(|n| n.get()),
             self.default_timeout,
         );
+        let seed = self.seed.or(settings.seed);
+        let spread_rng =
+            SmallRng::seed_from_u64(seed.map_or_else(rand::random, |s| s ^ 0x5eed_5eed_5eed_5eed));
+        let plan = tiers::Plan::new(budget::Budget::new(&settings), spread_rng);
         Ok(ProbeLoop {
             inner: Arc::new(Inner {
                 state: self.state.downgrade(),
@@ -362,7 +397,9 @@ impl ProbeLoopBuilder {
                 runner,
                 settings,
                 rules,
-                seed: self.seed,
+                plan: plan_lock(plan),
+                defaults,
+                seed,
                 feed_cooldown: self.feed_cooldown,
                 tracker: Mutex::new(Tracker::default()),
                 driver,
@@ -514,6 +551,13 @@ fn on_demand_map() -> std::sync::Mutex<std::collections::HashMap<ProbeTarget, Sh
     std::sync::Mutex::default()
 }
 
+/// The lock of a loop's [`tiers::Plan`] (probe loop only, never on a request path, never
+/// across an await).
+#[allow(clippy::disallowed_types)]
+fn plan_lock(plan: tiers::Plan) -> std::sync::Mutex<tiers::Plan> {
+    std::sync::Mutex::new(plan)
+}
+
 /// Removes an on-demand round from the running map when its last caller drops it unfinished.
 struct ForgetAbandoned<'a> {
     inner: &'a Inner,
@@ -561,6 +605,40 @@ impl Inner {
 }
 
 impl ProbeLoop {
+    /// The state of the probe budgets (`health_check_max_probes_per_minute`, per deployment
+    /// too, and `health_check_max_cost_per_day`) at `now`, for `/health`; `None` when no
+    /// budget is configured.
+    pub fn budget_status(&self) -> Option<BudgetStatus> {
+        let state = HealthState::upgrade(&self.inner.state)?;
+        let plan = self.inner.plan();
+        if !plan.budget.configured(state.config().deployments.iter()) {
+            return None;
+        }
+        let now = Instant::now();
+        let (billed, cost) = plan.budget.used();
+        let spent = plan.budget.spent.filter(|r| r.until > now);
+        let mut skipped: Vec<SkippedProbe> = plan
+            .skipped()
+            .filter(|(_, r)| r.until > now)
+            .map(|(id, r)| SkippedProbe {
+                model_id: id.clone(),
+                limit: r.limit,
+                until: r.until,
+            })
+            .collect();
+        skipped.sort_by(|a, b| a.model_id.as_str().cmp(b.model_id.as_str()));
+        Some(BudgetStatus {
+            spent: spent.is_some(),
+            limit: spent.map(|r| r.limit),
+            until: spent.map(|r| r.until),
+            billed_probes_this_minute: billed,
+            max_probes_per_minute: self.inner.settings.max_probes_per_minute.map(|n| n.get()),
+            cost_today: cost,
+            max_cost_per_day: self.inner.settings.max_cost_per_day,
+            skipped,
+        })
+    }
+
     /// Probes one deployment now, which need not be in the config (what
     /// `POST /health/test_connection` runs): the loop's prober, concurrency bound and
     /// timeouts, its reason scrubbed with the state's secrets and `scrubber`'s. Nothing is
@@ -592,7 +670,8 @@ impl Inner {
 
     /// Probes the background targets, publishing nothing. `None` when the state is gone.
     pub(crate) async fn probe_round(&self) -> Option<RoundReport> {
-        let (targets, scrubber, saved) = {
+        let started_at = Instant::now();
+        let (targets, scrubber, saved, tiered, failed) = {
             let state = HealthState::upgrade(&self.state)?;
             let snap = state.load();
             let groups = self.settings.background_model_groups.as_deref();
@@ -602,16 +681,143 @@ impl Inner {
             } else {
                 Vec::new()
             };
-            (targets, state.scrubber().clone(), saved)
+            let mut plan = self.plan();
+            plan.retain(|id| snap.deployment(id).is_some());
+            for r in &saved {
+                plan.vouched(&r.deployment, started_at);
+            }
+            let tiered =
+                self.settings.tiered() || plan.budget.configured(snap.deployments().map(|d| &**d));
+            // Traffic that failed since the previous round calls for a billed probe.
+            let since = plan.last_round.replace(state.now_nanos());
+            let failed: Vec<bool> = targets
+                .iter()
+                .map(|d| {
+                    since.is_some_and(|t| {
+                        snap.entry_by_id(d.id().as_str())
+                            .is_some_and(|e| e.stats.traffic_failed_since(t))
+                    })
+                })
+                .collect();
+            (targets, state.scrubber().clone(), saved, tiered, failed)
         };
         let span = tracing::debug_span!(
             "health_check_round",
             deployments = targets.len(),
-            saved = saved.len()
+            saved = saved.len(),
+            tiered
         );
-        let mut report = self.runner.run(targets, &scrubber).instrument(span).await;
-        report.results.extend(saved);
-        Some(report)
+        let window = self.settings.interval.mul_f64(self.settings.spread);
+        let vouch = |d: &Arc<crate::deployment::Deployment>| {
+            let state = HealthState::upgrade(&self.state)?;
+            if !state.config().health.skip_when_traffic_healthy {
+                return None;
+            }
+            traffic::vouch(&state, &state.load(), d, self.settings.interval)
+        };
+        let mut results = if tiered {
+            self.tiered_round(targets, failed, &scrubber, started_at, window, &vouch)
+                .instrument(span)
+                .await?
+        } else {
+            let at = self.plan().offsets(targets.len(), started_at, window);
+            let targets = targets.into_iter().zip(at).collect();
+            self.runner
+                .run_at(targets, &scrubber, None, &vouch)
+                .instrument(span)
+                .await
+                .into_iter()
+                .flatten()
+                .collect()
+        };
+        results.extend(saved);
+        Some(RoundReport {
+            results,
+            started_at,
+            elapsed: started_at.elapsed(),
+            checked_by: None,
+        })
+    }
+
+    #[allow(clippy::disallowed_types)] // `Plan`'s lock: see the field
+    fn plan(&self) -> std::sync::MutexGuard<'_, tiers::Plan> {
+        self.plan.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The two phases of a tiered round (see [`tiers`]): cheap tier, budget, billed tier.
+    async fn tiered_round(
+        &self,
+        targets: Vec<Arc<crate::deployment::Deployment>>,
+        failed: Vec<bool>,
+        scrubber: &crate::secret::Scrubber,
+        started_at: Instant,
+        window: Duration,
+        vouch: &(dyn Fn(&Arc<crate::deployment::Deployment>) -> Option<ProbeReport> + Sync),
+    ) -> Option<Vec<ProbeReport>> {
+        use crate::health::ProbeTier;
+        let half = window / 2;
+        let at = self.plan().offsets(targets.len(), started_at, half);
+        let cheap = self
+            .runner
+            .run_at(
+                targets.iter().cloned().zip(at).collect(),
+                scrubber,
+                Some(ProbeTier::Cheap),
+                vouch,
+            )
+            .await;
+        let mut slots: Vec<Option<ProbeReport>> = Vec::new();
+        slots.resize_with(targets.len(), || None);
+        let candidates = {
+            let mut plan = self.plan();
+            let every = self.settings.billed_every.get();
+            let mut candidates = Vec::new();
+            for (i, (c, d)) in cheap.into_iter().zip(&targets).enumerate() {
+                match plan.after_cheap(i, d, c, every, failed[i]) {
+                    tiers::Decision::Publish(r) => slots[i] = r,
+                    tiers::Decision::Bill(c) => candidates.push(c),
+                }
+            }
+            let state = HealthState::upgrade(&self.state)?;
+            let snap = state.load();
+            let (admitted, kept) = plan.admit(
+                candidates,
+                |id| snap.health(id).is_some(),
+                |d| budget::billed_cost(d, &self.defaults),
+                Instant::now(),
+            );
+            for (i, r) in kept {
+                slots[i] = Some(r);
+            }
+            admitted
+        };
+        let at = self
+            .plan()
+            .offsets(candidates.len(), started_at + half, window - half);
+        let (index, billed): (Vec<usize>, Vec<_>) = candidates
+            .into_iter()
+            .zip(at)
+            .map(|(c, at)| (c.index, (c.deployment, at)))
+            .unzip();
+        let billed = self
+            .runner
+            .run_at(billed, scrubber, Some(ProbeTier::Billed), vouch)
+            .await;
+        {
+            let mut plan = self.plan();
+            let now = Instant::now();
+            for (i, r) in index.into_iter().zip(billed) {
+                if let Some(r) = r {
+                    if r.outcome.source == crate::health::HealthSource::Traffic {
+                        plan.vouched(&r.deployment, now);
+                    } else {
+                        plan.billed(&r, now);
+                    }
+                    slots[i] = Some(r);
+                }
+            }
+        }
+        Some(slots.into_iter().flatten().collect())
     }
 
     /// Publishes a round's raw results through this loop's hysteresis, transient-error rule

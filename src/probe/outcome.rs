@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use crate::{
     classify::{Class, Classify, DefaultClassifier, ProbeVerdict},
     deployment::{Deployment, DeploymentId},
-    health::{HealthRecord, HealthSource},
+    health::{HealthRecord, HealthSource, ProbeTier},
     secret::Scrubber,
 };
 
@@ -41,6 +41,8 @@ pub struct ProbeOutcome {
     /// Where it came from ([`HealthSource::Traffic`]: a probe saved because real traffic
     /// succeeded within the interval).
     pub source: HealthSource,
+    /// Which tier of a tiered round decided it (`None`: the round was not tiered).
+    pub tier: Option<ProbeTier>,
 }
 
 impl ProbeOutcome {
@@ -53,6 +55,7 @@ impl ProbeOutcome {
             retry_after: None,
             class: None,
             source: HealthSource::Probe,
+            tier: None,
         }
     }
 
@@ -65,6 +68,7 @@ impl ProbeOutcome {
             retry_after: None,
             class: None,
             source: HealthSource::Probe,
+            tier: None,
         }
     }
 
@@ -82,6 +86,13 @@ impl ProbeOutcome {
     /// Sets the `Retry-After` of a 429.
     pub fn with_retry_after(mut self, retry_after: Duration) -> Self {
         self.retry_after = Some(retry_after);
+        self
+    }
+
+    /// Sets the tier that produced it (a [`Prober::probe_cheap`](super::Prober::probe_cheap)
+    /// outcome is [`ProbeTier::Cheap`]; the loop marks billed ones).
+    pub fn with_tier(mut self, tier: ProbeTier) -> Self {
+        self.tier = Some(tier);
         self
     }
 
@@ -157,7 +168,7 @@ impl ProbeOutcome {
                 self.status,
             )
         };
-        let rec = rec.with_source(self.source);
+        let rec = rec.with_source(self.source).with_tier(self.tier);
         match self.status {
             Some(s) => rec.with_status(s),
             None => rec,

@@ -56,6 +56,15 @@ pub trait Prober: Send + Sync + 'static {
         let _ = deployment;
         None
     }
+
+    /// The cheap tier of a tiered health check (`health_check_billed_every` above 1, or a
+    /// probe budget): a check of `deployment` that spends no tokens, such as a model list
+    /// or a TCP/TLS connect. Its outcome is read as [`probe`](Self::probe)'s is. `None`
+    /// (the default): this prober has no cheap tier for it, and each of its rounds is billed.
+    fn probe_cheap(&self, deployment: Arc<Deployment>) -> Option<ProbeFuture<'_>> {
+        let _ = deployment;
+        None
+    }
 }
 
 impl<P: Prober + ?Sized> Prober for Arc<P> {
@@ -69,6 +78,10 @@ impl<P: Prober + ?Sized> Prober for Arc<P> {
 
     fn unsupported(&self, deployment: &Deployment) -> Option<String> {
         (**self).unsupported(deployment)
+    }
+
+    fn probe_cheap(&self, deployment: Arc<Deployment>) -> Option<ProbeFuture<'_>> {
+        (**self).probe_cheap(deployment)
     }
 }
 

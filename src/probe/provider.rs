@@ -6,8 +6,14 @@
 use crate::{
     deployment::Deployment,
     probe::mode::{is_wildcard, probe_model_full, resolve_mode},
-    provider::{self, Endpoint, ProviderError, Purpose},
+    provider::{self, CheapCheck, Endpoint, ProviderError, Purpose},
 };
+
+/// Resolves the cheap tier of `d` (see [`provider::cheap_check`]).
+pub(crate) fn resolve_cheap(d: &Deployment) -> Result<CheapCheck, ProviderError> {
+    resolve(d)?;
+    provider::cheap_check(d, probe_model_full(d), resolve_mode(d))
+}
 
 /// Resolves where and how `d` is probed.
 pub(crate) fn resolve(d: &Deployment) -> Result<Endpoint, ProviderError> {

@@ -17,7 +17,11 @@ use super::{
     Prober,
     outcome::{ProbeOutcome, ProbeReport, ProbeTarget, RoundReport},
 };
-use crate::{deployment::Deployment, health::HealthSnapshot, secret::Scrubber};
+use crate::{
+    deployment::Deployment,
+    health::{HealthSnapshot, ProbeTier},
+    secret::Scrubber,
+};
 
 /// Runs rounds with one prober, one concurrency bound and one default timeout.
 pub(crate) struct Runner {
@@ -68,6 +72,41 @@ impl Runner {
         }
     }
 
+    /// Probes each target with `tier`, each starting no earlier than its instant (earliest
+    /// first; the wait holds no permit); the results in the given order, `None` where the
+    /// prober has no cheap tier.
+    /// `vouch`, asked when a delayed probe is due, may answer for it instead (traffic
+    /// seen since the round began).
+    pub(crate) async fn run_at(
+        &self,
+        targets: Vec<(Arc<Deployment>, Instant)>,
+        scrubber: &Scrubber,
+        tier: Option<ProbeTier>,
+        vouch: &(dyn Fn(&Arc<Deployment>) -> Option<ProbeReport> + Sync),
+    ) -> Vec<Option<ProbeReport>> {
+        let mut slots: Vec<Option<ProbeReport>> = Vec::new();
+        slots.resize_with(targets.len(), || None);
+        let mut order: Vec<(usize, (Arc<Deployment>, Instant))> =
+            targets.into_iter().enumerate().collect();
+        order.sort_by_key(|(_, (_, at))| *at);
+        let now = Instant::now();
+        let mut done = stream::iter(order)
+            .map(|(i, (d, at))| async move {
+                if at > now {
+                    tokio::time::sleep_until(at).await;
+                    if let Some(r) = vouch(&d) {
+                        return (i, Some(r));
+                    }
+                }
+                (i, self.probe_tier(d, scrubber, true, tier).await)
+            })
+            .buffer_unordered(self.limit);
+        while let Some((i, report)) = done.next().await {
+            slots[i] = report;
+        }
+        slots
+    }
+
     /// Probes `d` once within its timeout. `record`: count it in the metrics (not for
     /// deployments outside the config, whose labels would be unbounded).
     pub(crate) async fn probe_one(
@@ -76,6 +115,33 @@ impl Runner {
         scrubber: &Scrubber,
         record: bool,
     ) -> ProbeReport {
+        match self.probe_tier(d.clone(), scrubber, record, None).await {
+            Some(r) => r,
+            // Only a cheap tier can be missing.
+            None => ProbeReport {
+                deployment: d,
+                outcome: ProbeOutcome::unhealthy("no probe"),
+                latency: Duration::ZERO,
+                checked_at: Instant::now(),
+            },
+        }
+    }
+
+    /// [`probe_one`](Self::probe_one) with a tier: `Some(Cheap)` asks the prober's cheap
+    /// tier (`None` when it has none; cheap probes are not counted in the metrics),
+    /// `Some(Billed)` marks the outcome billed, `None` probes as an untiered round does.
+    pub(crate) async fn probe_tier(
+        &self,
+        d: Arc<Deployment>,
+        scrubber: &Scrubber,
+        record: bool,
+        tier: Option<ProbeTier>,
+    ) -> Option<ProbeReport> {
+        let fut = match tier {
+            Some(ProbeTier::Cheap) => self.prober.probe_cheap(Arc::clone(&d))?,
+            _ => self.prober.probe(Arc::clone(&d)),
+        };
+        let record = record && tier != Some(ProbeTier::Cheap);
         // `acquire` fails only on a closed semaphore, which this one never is.
         let _permit = match &self.permits {
             Some(s) => s.acquire().await.ok(),
@@ -86,12 +152,15 @@ impl Runner {
             .health_check_timeout
             .unwrap_or(self.default_timeout);
         let started = Instant::now();
-        let probe = AssertUnwindSafe(self.prober.probe(Arc::clone(&d))).catch_unwind();
-        let outcome = match tokio::time::timeout(timeout, probe).await {
+        let probe = AssertUnwindSafe(fut).catch_unwind();
+        let mut outcome = match tokio::time::timeout(timeout, probe).await {
             Ok(Ok(outcome)) => outcome.scrubbed(scrubber),
             Ok(Err(_)) => ProbeOutcome::unhealthy("prober panicked"),
             Err(_) => ProbeOutcome::timeout(),
         };
+        if let Some(t) = tier {
+            outcome.tier.get_or_insert(t);
+        }
         let checked_at = Instant::now();
         let latency = checked_at.saturating_duration_since(started);
         let reason = crate::telemetry::probe_reason(
@@ -109,14 +178,15 @@ impl Runner {
             status = ?outcome.status,
             latency_ms = latency.as_secs_f64() * 1e3,
             reason = ?outcome.reason,
+            tier = outcome.tier.map(ProbeTier::as_str),
             "health_check_probe"
         );
-        ProbeReport {
+        Some(ProbeReport {
             deployment: d,
             outcome,
             latency,
             checked_at,
-        }
+        })
     }
 }
 

@@ -110,6 +110,47 @@ pub enum Purpose {
     Probe,
     /// A forwarded OpenAI-shaped client request.
     Forward,
+    /// The cheap tier of a tiered health check: the provider's cheapest authenticated call,
+    /// one that spends no tokens (`GET {base}/models`, Azure's `GET /openai/models`,
+    /// Anthropic's and Cohere's `GET /v1/models`); see [`cheap_check`].
+    Cheap,
+}
+
+/// The cheap tier of a deployment's health check ([`cheap_check`]).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum CheapCheck {
+    /// An authenticated `GET` that costs no tokens; its URL and auth headers.
+    Request(Endpoint),
+    /// No such call is known for the provider: a TCP connect (and a TLS handshake for
+    /// `https`) to this origin (`scheme://host:port`).
+    Connect(String),
+}
+
+/// OpenAI-compatible providers without a model list: their cheap tier is a connect.
+const CONNECT_ONLY: &[&str] = &["perplexity", "voyage"];
+
+/// The cheap tier of `deployment` probed as `model` in `mode`: where the catalog knows a
+/// call that spends no tokens, that call ([`Purpose::Cheap`]), else a TCP/TLS connect to
+/// the upstream's origin. Native cloud wires (Bedrock, Vertex AI) have none yet
+/// ([`ProviderError::Unsupported`]): every round of theirs is billed.
+pub fn cheap_check(
+    deployment: &Deployment,
+    model: &str,
+    mode: Mode,
+) -> Result<CheapCheck, ProviderError> {
+    let ep = endpoint(deployment, model, mode, Purpose::Cheap)?;
+    if CONNECT_ONLY.contains(&ep.provider.as_str()) {
+        let origin = match ep.url.split_once("://") {
+            Some((scheme, rest)) => {
+                let host = rest.split(['/', '?']).next().unwrap_or(rest);
+                format!("{scheme}://{host}")
+            }
+            None => ep.url.clone(),
+        };
+        return Ok(CheapCheck::Connect(origin));
+    }
+    Ok(CheapCheck::Request(ep))
 }
 
 /// One catalog entry.
@@ -340,6 +381,11 @@ fn native_endpoint(
         provider: name.to_owned(),
         reason,
     };
+    if purpose == Purpose::Cheap {
+        return Err(unsupported(format!(
+            "{api} has no cheap health check here: every round of it is billed"
+        )));
+    }
     if purpose == Purpose::Forward {
         return Err(unsupported(format!(
             "{api}'s native API is probed but not forwarded: serve it from a deployment that \

@@ -126,6 +126,22 @@ pub(super) fn path(
         reason: why.to_owned(),
     };
     Ok(match (wire, purpose) {
+        (Wire::OpenAi, Purpose::Cheap) => (Wire::OpenAi, "/models".to_owned(), Vec::new()),
+        (Wire::Azure, Purpose::Cheap) => {
+            let version = d
+                .params()
+                .api_version
+                .as_deref()
+                .unwrap_or(AZURE_DEFAULT_API_VERSION);
+            (
+                Wire::Azure,
+                "/openai/models".to_owned(),
+                vec![("api-version", encode(version))],
+            )
+        }
+        (Wire::Anthropic | Wire::Cohere, Purpose::Cheap) => {
+            (wire, "/v1/models".to_owned(), Vec::new())
+        }
         (Wire::OpenAi, _) => {
             let p = openai_path(mode);
             let q = match (mode, purpose) {

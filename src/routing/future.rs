@@ -21,7 +21,10 @@ use crate::{
     cooldown::{CooldownPolicy, CooldownSink},
     ejection,
     health::HealthState,
-    routing::select::PickSettings,
+    routing::{
+        select::PickSettings,
+        stall::{Stall, is_event_stream},
+    },
     stats::DeploymentStats,
     time::nanos_since,
 };
@@ -37,7 +40,7 @@ impl InFlight {
         Self(stats, None)
     }
 
-    fn first_byte(&mut self) {
+    pub(super) fn first_byte(&mut self) {
         if let Some(f) = self.1.take() {
             let now = Instant::now();
             self.0.observe_latency(
@@ -46,6 +49,11 @@ impl InFlight {
                 f.tau_nanos,
             );
         }
+    }
+
+    /// Takes no time-to-first-frame sample (a failed stream's penalty stands instead).
+    pub(super) fn forget_first_byte(&mut self) {
+        self.1 = None;
     }
 }
 
@@ -73,7 +81,7 @@ fn nanos(d: Duration) -> u64 {
 
 impl Observer {
     /// Records an answer's class (`status`: the answer's status, `None` for an error).
-    fn record(&self, class: &Class, status: Option<u16>) {
+    pub(super) fn record(&self, class: &Class, status: Option<u16>) {
         let now = Instant::now();
         let shared = &self.state.shared;
         let stats = &self.guard.0;
@@ -87,7 +95,9 @@ impl Observer {
                 self.settings.tau_nanos,
             );
         }
-        if shared.config.health.skip_when_traffic_healthy && class.is_counted() {
+        // Traffic as a probe, and tiered rounds (a failure calls for a billed probe).
+        let h = &shared.config.health;
+        if (h.skip_when_traffic_healthy || h.tiered()) && class.is_counted() {
             stats.observe_traffic(*class == Class::Success, nanos_since(shared.epoch, now));
         }
         let d = self.selected.deployment();
@@ -110,12 +120,18 @@ impl Observer {
             );
             // Shared cooldowns (opt-in): a `try_send` to the coordinator, never a wait.
             if let Some(sink) = self.state.hooks().get::<CooldownSink>() {
-                sink.announce(&d.id);
+                sink.announce(&d.id, false, class.as_str());
             }
         }
         if let Some(od) = &shared.config.router.outlier_detection {
             self.record_ejection(class, status, nanos_since(shared.epoch, now), od);
         }
+    }
+
+    /// `stream_stall_timeout`, when it applies to an answer: on, and a successful stream.
+    fn stall_timeout(&self, class: &Class, headers: &http::HeaderMap) -> Option<Duration> {
+        let t = self.state.shared.config.router.stream_stall_timeout?;
+        (*class == Class::Success && is_event_stream(headers)).then_some(t)
     }
 
     /// Feeds outlier detection; `now` in nanos since the state's epoch.
@@ -151,6 +167,10 @@ impl Observer {
                 ejection_secs = dur.as_secs_f64(),
                 "deployment ejected"
             );
+            // Shared like a cooldown (opt-in): a `try_send`, never a wait.
+            if let Some(sink) = self.state.hooks().get::<CooldownSink>() {
+                sink.announce(&d.id, true, class.as_str());
+            }
         }
     }
 }
@@ -210,7 +230,8 @@ where
                 let observer = observer.take();
                 match res {
                     Ok(mut resp) => {
-                        let guard = observer.map(|mut o| {
+                        let mut stall = None;
+                        let guard = observer.and_then(|mut o| {
                             // A service that read the body may have classified it already.
                             let class =
                                 resp.extensions()
@@ -223,7 +244,12 @@ where
                                             None,
                                         )
                                     });
-                            o.record(&class, Some(resp.status().as_u16()));
+                            let status = resp.status().as_u16();
+                            // Opt-in: a successful stream's outcome waits for its end.
+                            let timed = o.stall_timeout(&class, resp.headers());
+                            if timed.is_none() {
+                                o.record(&class, Some(status));
+                            }
                             if let Some(u) = resp.extensions().get::<TokenUsage>() {
                                 o.selected.record_tokens(u.total());
                             }
@@ -234,12 +260,18 @@ where
                                     tau_nanos: o.settings.tau_nanos,
                                 });
                             }
+                            if let Some(t) = timed {
+                                resp.extensions_mut().insert(o.selected.clone());
+                                stall = Some(Stall::new(o, t, status));
+                                return None;
+                            }
                             resp.extensions_mut().insert(o.selected);
-                            o.guard
+                            Some(o.guard)
                         });
                         Poll::Ready(Ok(resp.map(|inner| ResponseBody {
                             inner,
                             _guard: guard,
+                            stall,
                         })))
                     }
                     Err(e) => {
@@ -290,12 +322,20 @@ struct FirstByte {
 /// Its first frame is when the latency of a successful response is measured (time to
 /// first token for a stream); a body that ends or is dropped without a frame is measured
 /// then.
+///
+/// With `router_settings.stream_stall_timeout`, a successful `text/event-stream` body
+/// that waits longer than that for a frame yields a
+/// [`StreamStalled`](crate::StreamStalled) error and ends; the stall counts as a failure
+/// of the deployment. Its errors are the inner body's, boxed.
 #[pin_project]
 #[derive(Debug)]
 pub struct ResponseBody<B> {
     #[pin]
     inner: B,
     _guard: Option<InFlight>,
+    /// The stall timer; `None` unless `stream_stall_timeout` is set and this is a
+    /// successful stream.
+    stall: Option<Pin<Box<Stall>>>,
 }
 
 impl<B> ResponseBody<B> {
@@ -310,16 +350,23 @@ impl<B> ResponseBody<B> {
     }
 }
 
-impl<B: Body> Body for ResponseBody<B> {
+impl<B> Body for ResponseBody<B>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
     type Data = B::Data;
-    type Error = B::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
-        let res = ready!(this.inner.poll_frame(cx));
+        if let Some(stall) = this.stall {
+            return stall.as_mut().poll_frame(this.inner, cx);
+        }
+        let res = ready!(this.inner.poll_frame(cx)).map(|r| r.map_err(Into::into));
         if let Some(g) = this._guard.as_mut() {
             g.first_byte();
         }
@@ -331,7 +378,7 @@ impl<B: Body> Body for ResponseBody<B> {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.stall.as_ref().is_some_and(|s| s.settled()) || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

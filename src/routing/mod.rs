@@ -53,6 +53,7 @@ pub mod fallback;
 pub(crate) mod future;
 mod layer;
 pub(crate) mod select;
+mod stall;
 
 use std::{
     sync::Arc,

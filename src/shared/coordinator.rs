@@ -15,6 +15,7 @@ use super::{
     cooldowns::CooldownSync,
     round::{age, to_report, to_shared},
     store::{HealthStore, Observation, StoreError},
+    usage::UsageSync,
 };
 use crate::{
     cooldown::CooldownSink,
@@ -56,7 +57,13 @@ impl Sharing {
             share_cooldowns = self.cfg.share_cooldowns,
             "health_check_loop_started shared=true"
         );
-        let sync = CooldownSync::new(Arc::clone(&self.store), self.cfg, inner.state().clone());
+        let sync = CooldownSync::new(
+            Arc::clone(&self.store),
+            self.cfg,
+            inner.state().clone(),
+            Arc::clone(&me),
+        );
+        let usage = UsageSync::new(Arc::clone(&self.store), self.cfg, inner.state().clone());
         let mut closed = inner.closed();
         let mut c = Coordinator::new(self, inner, me);
         tokio::pin!(shutdown);
@@ -66,6 +73,7 @@ impl Sharing {
             _ = closed.changed() => "state_dropped",
             why = c.run() => why,
             () = sync.run(announcements) => "state_dropped",
+            () = usage.run() => "state_dropped",
         };
         if c.leading {
             let released = c.call(c.store.release(&c.me)).await;

@@ -8,14 +8,26 @@ use std::{
 
 use tokio::{sync::Mutex, time::Instant};
 
-use super::store::{HealthStore, Observation, SharedRound, StoreError, StoreFuture, unix_ms};
+use std::sync::Arc;
+
+use futures_util::StreamExt as _;
+
+use super::{
+    push::{EventStream, OutageEvent},
+    store::{HealthStore, Observation, SharedRound, StoreError, StoreFuture, unix_ms},
+    usage::UsageCount,
+};
+
+/// Events a slow subscriber may lag behind by before it misses some (it catches up by polling).
+const EVENT_BACKLOG: usize = 1024;
 
 /// A [`HealthStore`] in memory, for loops in one process.
 ///
 /// Without any store a probe loop probes on its own, which is the default. A
 /// `MemoryStore` shared by several loops in one process (several layers in one binary, or
 /// tests) makes them coordinate exactly as Redis makes processes coordinate: same lease,
-/// same fencing, same cooldown sharing. Its clock follows tokio's, so paused-time tests
+/// same fencing, same cooldown and ejection sharing (pushed, too), same usage counters.
+/// Its clock follows tokio's, so paused-time tests
 /// drive leases, staleness and takeovers without sleeping.
 ///
 /// Its lock is held only inside each operation, never across an `await` of anything
@@ -25,7 +37,8 @@ pub struct MemoryStore {
     /// Wall time at `anchor`; [`now`](HealthStore::now) moves with tokio's clock from there.
     anchor_wall: SystemTime,
     anchor: Instant,
-    reachable: AtomicBool,
+    reachable: Arc<AtomicBool>,
+    events: tokio::sync::broadcast::Sender<OutageEvent>,
 }
 
 #[derive(Default)]
@@ -35,6 +48,9 @@ struct Mem {
     written: u64,
     round: Option<(SharedRound, Instant)>,
     cooldowns: HashMap<String, u64>,
+    ejections: HashMap<String, u64>,
+    /// (minute, id) -> (requests, tokens).
+    usage: HashMap<(u64, String), (u64, u64)>,
 }
 
 impl Mem {
@@ -53,12 +69,14 @@ impl MemoryStore {
             inner: Mutex::new(Mem::default()),
             anchor_wall: SystemTime::now(),
             anchor: Instant::now(),
-            reachable: AtomicBool::new(true),
+            reachable: Arc::new(AtomicBool::new(true)),
+            events: tokio::sync::broadcast::Sender::new(EVENT_BACKLOG),
         }
     }
 
     /// Makes every operation fail (`false`) or work again (`true`), as an unreachable
-    /// Redis would: to try out, or test, the fallback to local probing.
+    /// Redis would: to try out, or test, the fallback to local probing. Subscriptions end
+    /// at their next event while unreachable.
     pub fn set_reachable(&self, on: bool) {
         self.reachable.store(on, Relaxed);
     }
@@ -177,5 +195,69 @@ impl HealthStore for MemoryStore {
 
     fn ping(&self) -> StoreFuture<'_, Duration> {
         self.op(|_, _| Duration::ZERO)
+    }
+
+    fn ejections(&self) -> StoreFuture<'_, Vec<(String, u64)>> {
+        let now_ms = unix_ms(self.now());
+        self.op(move |m, _| {
+            m.ejections.retain(|_, until| *until > now_ms);
+            m.ejections.iter().map(|(k, v)| (k.clone(), *v)).collect()
+        })
+    }
+
+    fn enter_ejection<'a>(&'a self, id: &'a str, until_ms: u64) -> StoreFuture<'a, ()> {
+        self.op(move |m, _| {
+            let e = m.ejections.entry(id.to_owned()).or_default();
+            *e = (*e).max(until_ms);
+        })
+    }
+
+    fn push<'a>(&'a self, event: &'a OutageEvent) -> StoreFuture<'a, ()> {
+        self.op(move |_, _| {
+            // No subscriber is no error (as a Redis PUBLISH to nobody).
+            let _ = self.events.send(event.clone());
+        })
+    }
+
+    fn subscribe(&self) -> StoreFuture<'_, Option<EventStream>> {
+        self.op(|_, _| {
+            let rx = self.events.subscribe();
+            let reachable = Arc::clone(&self.reachable);
+            let stream = futures_util::stream::unfold(rx, move |mut rx| {
+                let reachable = Arc::clone(&reachable);
+                async move {
+                    loop {
+                        match rx.recv().await {
+                            Ok(e) if reachable.load(Relaxed) => return Some((e, rx)),
+                            Ok(_) => return None,
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                        }
+                    }
+                }
+            });
+            Some(stream.boxed())
+        })
+    }
+
+    fn exchange_usage<'a>(
+        &'a self,
+        minute: u64,
+        deltas: &'a [UsageCount],
+    ) -> StoreFuture<'a, Option<Vec<UsageCount>>> {
+        self.op(move |m, _| {
+            // Two minutes are kept, as Redis keeps each for 120 s.
+            m.usage.retain(|(k, _), _| k + 1 >= minute);
+            let totals = deltas
+                .iter()
+                .map(|d| {
+                    let c = m.usage.entry((minute, d.id.clone())).or_default();
+                    c.0 += d.requests;
+                    c.1 += d.tokens;
+                    UsageCount::new(d.id.clone(), c.0, c.1)
+                })
+                .collect();
+            Some(totals)
+        })
     }
 }

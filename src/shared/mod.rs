@@ -40,9 +40,15 @@
 //!   [`command_timeout`](SharingSettings::command_timeout); on failure the loop reports
 //!   [`SharedMode::Degraded`] and probes on its own schedule, and it rejoins as soon as a
 //!   poll succeeds again.
-//! * **Cooldowns** (opt-in, [`SharingSettings::share_cooldowns`]): a cooldown entered by
+//! * **Cooldowns and ejections** ([`SharingSettings::share_cooldowns`]; on by default for
+//!   the store `use_shared_health_check` makes): a cooldown or outlier ejection entered by
 //!   a request in one process is announced by a `try_send` from the response future
-//!   (never a wait), written to the store, and applied by the others at their next poll.
+//!   (never a wait), **pushed** to the others ([`HealthStore::push`], Redis pub/sub), who
+//!   apply it within milliseconds, and written to the store, where the others' polls find
+//!   it if the push was lost (see [`OutageEvent`]).
+//! * **Usage** (`usage-based-routing-v2`): each process's per-minute counters are
+//!   exchanged with the store in batches ([`HealthStore::exchange_usage`], every
+//!   [`SharingSettings::usage_flush_interval`]), so `rpm`/`tpm` limits hold across processes.
 //!
 //! [`SharedStatus`] is what `/health/shared-status` shows; the coordinator publishes it
 //! through [`HealthState::set_shared_status`](crate::HealthState::set_shared_status).
@@ -79,11 +85,13 @@
 mod cooldowns;
 mod coordinator;
 mod memory;
+mod push;
 #[cfg(feature = "redis")]
 mod redis;
 mod round;
 mod settings;
 mod store;
+mod usage;
 
 use std::sync::Arc;
 
@@ -99,10 +107,13 @@ pub use self::redis::{DEFAULT_KEY_PREFIX, RedisStore, RedisStoreBuilder};
 pub(crate) use self::settings::Resolved;
 pub use self::{
     memory::MemoryStore,
+    push::{BACKOFF_MAX, BACKOFF_MIN, EventStream, OutageEvent, OutageKind},
     settings::{
-        DEFAULT_POLL_INTERVAL, MAX_DEFAULT_COMMAND_TIMEOUT, MAX_DEFAULT_LEASE, SharingSettings,
+        DEFAULT_POLL_INTERVAL, DEFAULT_USAGE_FLUSH_INTERVAL, MAX_DEFAULT_COMMAND_TIMEOUT,
+        MAX_DEFAULT_LEASE, SharingSettings,
     },
     store::{HealthStore, Observation, SharedResult, SharedRound, StoreError, StoreFuture},
+    usage::UsageCount,
 };
 use crate::{
     config::Config,
@@ -251,7 +262,7 @@ pub fn store_from_config(config: &Config) -> Result<Option<Arc<dyn HealthStore>>
 #[derive(Debug, Default)]
 struct Plan {
     store: Option<Arc<dyn HealthStore>>,
-    settings: SharingSettings,
+    settings: Option<SharingSettings>,
 }
 
 impl crate::probe::Extension for Plan {
@@ -284,8 +295,11 @@ impl ProbeLoopBuilder {
     }
 
     /// The knobs of sharing (defaults in [`SharingSettings`]); used only with a store.
+    /// Without this call, the store `use_shared_health_check` asks for shares cooldowns
+    /// and ejections ([`SharingSettings::share_cooldowns`]); a store given to
+    /// [`store`](Self::store) does not.
     pub fn sharing(mut self, settings: SharingSettings) -> Self {
-        self.plan().settings = settings;
+        self.plan().settings = Some(settings);
         self
     }
 
@@ -302,15 +316,19 @@ impl ProbeLoopBuilder {
                     plan = std::mem::take(p);
                 }
             }
-            let store = match plan.store {
-                Some(s) => Some(s),
-                None => store_from_config(cfg)?,
+            let (store, from_config) = match plan.store {
+                Some(s) => (Some(s), false),
+                None => (store_from_config(cfg)?, true),
+            };
+            // The store `use_shared_health_check` asks for shares cooldowns too, as
+            // LiteLLM's Redis-backed cooldown cache does (unless `sharing` said otherwise).
+            let knobs = match plan.settings {
+                Some(k) => k,
+                None => SharingSettings::new().share_cooldowns(from_config),
             };
             Ok(match store {
-                Some(store) => Some(
-                    Arc::new(Sharing::new(store, plan.settings.resolve(settings)?))
-                        as Arc<dyn crate::probe::Driver>,
-                ),
+                Some(store) => Some(Arc::new(Sharing::new(store, knobs.resolve(settings)?))
+                    as Arc<dyn crate::probe::Driver>),
                 None => None,
             })
         })

@@ -8,8 +8,12 @@ use redis::{
 };
 use tokio::{sync::OnceCell, time::Instant};
 
-use super::store::{
-    HealthStore, Observation, SharedRound, StoreError, StoreFuture, millis, unix_ms,
+use futures_util::StreamExt as _;
+
+use super::{
+    push::{EventStream, OutageEvent},
+    store::{HealthStore, Observation, SharedRound, StoreError, StoreFuture, millis, unix_ms},
+    usage::UsageCount,
 };
 use crate::{
     config::RedisSettings,
@@ -19,6 +23,13 @@ use crate::{
 
 /// The default key prefix.
 pub const DEFAULT_KEY_PREFIX: &str = "tower-health-routing";
+
+/// How often a subscription pings Redis, so a connection that went silent (a partition
+/// rather than a close) is noticed and remade.
+const KEEPALIVE: Duration = Duration::from_secs(5);
+
+/// How long a minute's usage counts are kept (the minute, and one more to read it late).
+const USAGE_TTL_SECS: i64 = 120;
 
 /// The default bound of a connection attempt and of one reply, inside the manager (the
 /// probe loop bounds each call on its own as well).
@@ -77,6 +88,9 @@ struct Keys {
     results: String,
     results_token: String,
     cooldowns: String,
+    ejections: String,
+    events: String,
+    usage: String,
 }
 
 impl Keys {
@@ -88,6 +102,9 @@ impl Keys {
             results: k("results"),
             results_token: k("results_token"),
             cooldowns: k("cooldowns"),
+            ejections: k("ejections"),
+            events: k("events"),
+            usage: k("usage"),
         }
     }
 }
@@ -115,6 +132,9 @@ struct Scripts {
 /// | `{prefix}:results` | string, `PX` staleness threshold | the latest [`SharedRound`] as JSON |
 /// | `{prefix}:results_token` | string | the token of the latest round kept (outlives it) |
 /// | `{prefix}:cooldowns` | sorted set | deployment id → cooldown end (Unix ms) |
+/// | `{prefix}:ejections` | sorted set | deployment id → outlier ejection end (Unix ms) |
+/// | `{prefix}:usage:{minute}` | hash, 120 s expiry | `{id}:requests`, `{id}:tokens` → the minute's counts (`usage-based-routing-v2`; minute = Unix ms / 60000) |
+/// | `{prefix}:events` | pub/sub channel | [`OutageEvent`]s as JSON: cooldowns and ejections pushed as they happen |
 ///
 /// Acquire (`SET NX PX` + `INCR`, only if the latest round is the one the caller saw),
 /// renew and release (compare-and-`PEXPIRE` / compare-and-`DEL` on the holder), publish
@@ -473,6 +493,131 @@ impl HealthStore for RedisStore {
             let started = Instant::now();
             let _: String = redis::cmd("PING").query_async(&mut c).await?;
             Ok(started.elapsed())
+        })
+    }
+
+    fn ejections(&self) -> StoreFuture<'_, Vec<(String, u64)>> {
+        let now = unix_ms(self.now());
+        self.with(move |mut c, i| async move {
+            let list: Vec<(String, f64)> = c
+                .zrangebyscore_withscores(&i.keys.ejections, now, "+inf")
+                .await?;
+            Ok(list
+                .into_iter()
+                .map(|(id, until)| (id, until.max(0.0) as u64))
+                .collect())
+        })
+    }
+
+    fn enter_ejection<'a>(&'a self, id: &'a str, until_ms: u64) -> StoreFuture<'a, ()> {
+        let now = unix_ms(self.now());
+        self.with(move |mut c, i| async move {
+            // The same "keep the later end" script as cooldowns, on the ejections set.
+            let _: i64 = i
+                .scripts
+                .enter_cooldown
+                .key(&i.keys.ejections)
+                .arg(id)
+                .arg(until_ms)
+                .arg(now)
+                .invoke_async(&mut c)
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn push<'a>(&'a self, event: &'a OutageEvent) -> StoreFuture<'a, ()> {
+        self.with(move |mut c, i| async move {
+            let _: i64 = c.publish(&i.keys.events, event.to_json()).await?;
+            Ok(())
+        })
+    }
+
+    fn subscribe(&self) -> StoreFuture<'_, Option<EventStream>> {
+        Box::pin(async move {
+            let i = &self.inner;
+            let connect = async {
+                let mut ps = i.client.get_async_pubsub().await?;
+                ps.subscribe(&i.keys.events).await?;
+                Ok::<_, redis::RedisError>(ps)
+            };
+            let ps = match tokio::time::timeout(i.timeout, connect).await {
+                Ok(r) => r.map_err(|e| self.err(&e))?,
+                Err(_) => return Err(StoreError::timeout(i.timeout)),
+            };
+            let (sink, stream) = ps.split();
+            let timeout = i.timeout;
+            let mut tick = tokio::time::interval_at(Instant::now() + KEEPALIVE, KEEPALIVE);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let events = futures_util::stream::unfold(
+                (sink, stream, tick),
+                move |(mut sink, mut stream, mut tick)| async move {
+                    loop {
+                        tokio::select! {
+                            msg = stream.next() => {
+                                let msg = msg?;
+                                if let Some(e) = OutageEvent::from_json(msg.get_payload_bytes()) {
+                                    return Some((e, (sink, stream, tick)));
+                                }
+                            }
+                            _ = tick.tick() => {
+                                let pong = tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await;
+                                if !matches!(pong, Ok(Ok(_))) {
+                                    return None;
+                                }
+                            }
+                        }
+                    }
+                },
+            );
+            Ok(Some(events.boxed()))
+        })
+    }
+
+    fn exchange_usage<'a>(
+        &'a self,
+        minute: u64,
+        deltas: &'a [UsageCount],
+    ) -> StoreFuture<'a, Option<Vec<UsageCount>>> {
+        self.with(move |mut c, i| async move {
+            if deltas.is_empty() {
+                return Ok(Some(Vec::new()));
+            }
+            let key = format!("{}:{minute}", i.keys.usage);
+            let fields: Vec<[String; 2]> = deltas
+                .iter()
+                .map(|d| [format!("{}:requests", d.id), format!("{}:tokens", d.id)])
+                .collect();
+            let mut pipe = redis::pipe();
+            let mut wrote = false;
+            for (d, [r, t]) in deltas.iter().zip(&fields) {
+                if d.requests > 0 {
+                    pipe.hincr(&key, r, d.requests).ignore();
+                    wrote = true;
+                }
+                if d.tokens > 0 {
+                    pipe.hincr(&key, t, d.tokens).ignore();
+                    wrote = true;
+                }
+            }
+            if wrote {
+                pipe.expire(&key, USAGE_TTL_SECS).ignore();
+            }
+            pipe.cmd("HMGET").arg(&key);
+            for [r, t] in &fields {
+                pipe.arg(r).arg(t);
+            }
+            let (counts,): (Vec<Option<u64>>,) = pipe.query_async(&mut c).await?;
+            Ok(Some(
+                deltas
+                    .iter()
+                    .zip(counts.chunks(2))
+                    .map(|(d, rt)| {
+                        let get = |k: usize| rt.get(k).copied().flatten().unwrap_or(0);
+                        UsageCount::new(d.id.clone(), get(0), get(1))
+                    })
+                    .collect(),
+            ))
         })
     }
 }

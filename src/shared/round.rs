@@ -93,6 +93,7 @@ pub(crate) fn to_report(
                 // Derived from the status (the store keeps no class).
                 class: None,
                 source: Default::default(),
+                tier: None,
             }
             .scrubbed(state.scrubber());
             Some(ProbeReport {

@@ -11,17 +11,20 @@ pub const MAX_DEFAULT_LEASE: Duration = Duration::from_secs(10);
 pub const MAX_DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 /// The default time between two polls of the store.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// The default time between two exchanges of `usage-based-routing-v2` counters.
+pub const DEFAULT_USAGE_FLUSH_INTERVAL: Duration = Duration::from_millis(200);
 
 /// How processes coordinate through a [`HealthStore`](super::HealthStore); see
 /// [`ProbeLoopBuilder::store`](crate::probe::ProbeLoopBuilder::store).
 ///
 /// | knob | default |
 /// |---|---|
-/// | [`poll_interval`](Self::poll_interval) | 500 ms: followers see a new round, and shared cooldowns, within that plus one round trip |
+/// | [`poll_interval`](Self::poll_interval) | 500 ms: followers see a new round within that plus one round trip (shared cooldowns arrive by push at once; the poll catches up on lost ones) |
 /// | [`lease_ttl`](Self::lease_ttl) | interval / 2, at most 10 s; renewed every third of it while probing |
 /// | [`command_timeout`](Self::command_timeout) | lease / 2, at most 1 s: the bound on every store call |
 /// | [`takeover_after`](Self::takeover_after) | one interval past the due time of the next round (so about two intervals after the last one) |
-/// | [`share_cooldowns`](Self::share_cooldowns) | off |
+/// | [`share_cooldowns`](Self::share_cooldowns) | off (on for the store `use_shared_health_check` asks for): cooldowns and ejections are pushed to the other processes at once, and polled as a fallback |
+/// | [`usage_flush_interval`](Self::usage_flush_interval) | 200 ms: how often `usage-based-routing-v2` counters are exchanged with the store |
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SharingSettings {
@@ -34,8 +37,11 @@ pub struct SharingSettings {
     /// How long past a round's due time a follower waits for it before it probes on its
     /// own. `None`: one interval.
     pub takeover_after: Option<Duration>,
-    /// Whether a cooldown entered in one process is applied in the others.
+    /// Whether a cooldown (or outlier ejection) entered in one process is applied in the others.
     pub share_cooldowns: bool,
+    /// Time between two exchanges of `usage-based-routing-v2` counters with the store.
+    /// `None`: [`DEFAULT_USAGE_FLUSH_INTERVAL`].
+    pub usage_flush_interval: Option<Duration>,
 }
 
 impl SharingSettings {
@@ -74,6 +80,12 @@ impl SharingSettings {
         self
     }
 
+    /// Sets [`usage_flush_interval`](Self::usage_flush_interval).
+    pub fn usage_flush_interval(mut self, d: Duration) -> Self {
+        self.usage_flush_interval = Some(d);
+        self
+    }
+
     /// The effective values for `health`, checked.
     pub(crate) fn resolve(&self, health: &HealthCheckSettings) -> Result<Resolved, ConfigError> {
         let interval = health.interval;
@@ -102,6 +114,11 @@ impl SharingSettings {
             "command_timeout",
         )?;
         let takeover = self.takeover_after.unwrap_or(interval);
+        let usage_flush = nonzero(
+            self.usage_flush_interval
+                .unwrap_or(DEFAULT_USAGE_FLUSH_INTERVAL),
+            "usage_flush_interval",
+        )?;
         Ok(Resolved {
             interval,
             poll,
@@ -111,6 +128,7 @@ impl SharingSettings {
             takeover,
             keep_results: health.staleness_threshold(),
             share_cooldowns: self.share_cooldowns,
+            usage_flush,
         })
     }
 }
@@ -128,6 +146,7 @@ pub(crate) struct Resolved {
     /// ignored anyway.
     pub(crate) keep_results: Duration,
     pub(crate) share_cooldowns: bool,
+    pub(crate) usage_flush: Duration,
 }
 
 #[cfg(test)]

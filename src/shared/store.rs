@@ -10,6 +10,11 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+use super::{
+    push::{EventStream, OutageEvent},
+    usage::UsageCount,
+};
+
 /// The future a [`HealthStore`] operation returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
@@ -188,6 +193,46 @@ pub trait HealthStore: fmt::Debug + Send + Sync + 'static {
 
     /// Checks the store answers; returns how long it took.
     fn ping(&self) -> StoreFuture<'_, Duration>;
+
+    /// The deployments ejected by outlier detection, as [`cooldowns`](Self::cooldowns)
+    /// lists those in cooldown. The default keeps none (a store without it shares
+    /// ejections by [`push`](Self::push) only, if at all).
+    fn ejections(&self) -> StoreFuture<'_, Vec<(String, u64)>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// Records that `id` is ejected until `until_ms`; a later end wins over an earlier one.
+    /// The default keeps nothing.
+    fn enter_ejection<'a>(&'a self, _id: &'a str, _until_ms: u64) -> StoreFuture<'a, ()> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Pushes `event` to every process [`subscribe`](Self::subscribe)d to this store
+    /// (the sender's own subscription included: receivers skip their own events). The
+    /// default pushes nothing: the others see the cooldown at their next poll.
+    fn push<'a>(&'a self, _event: &'a OutageEvent) -> StoreFuture<'a, ()> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// A stream of the events [`push`](Self::push)ed by any process, from now on; it ends
+    /// when the connection behind it is lost (the caller subscribes again, and catches up
+    /// on what it missed by polling). `None`: this store has no push channel (the default).
+    fn subscribe(&self) -> StoreFuture<'_, Option<EventStream>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Adds this process's usage `deltas` (requests and tokens since its last call) to the
+    /// counts of wall-clock `minute` (minutes since the Unix epoch) and returns every
+    /// process's totals for the same deployments, in the same order, for
+    /// `usage-based-routing-v2` across processes. `None`: this store does not share usage
+    /// (the default).
+    fn exchange_usage<'a>(
+        &'a self,
+        _minute: u64,
+        _deltas: &'a [UsageCount],
+    ) -> StoreFuture<'a, Option<Vec<UsageCount>>> {
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// Milliseconds since the Unix epoch (0 before it).

@@ -9,7 +9,9 @@ mod ejection_settings;
 mod health_surface_keys;
 mod invalid;
 mod litellm_configs;
+mod probe_budget_keys;
 mod server_settings;
+mod stall_settings;
 mod unknown_keys;
 mod yaml_compat;
 

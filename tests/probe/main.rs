@@ -12,5 +12,7 @@ mod probe_logs;
 mod probe_loop;
 mod probe_providers;
 mod probe_rounds;
+mod probe_savings;
 mod probe_shapes;
+mod tiers_budget;
 mod traffic_probe;

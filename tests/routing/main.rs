@@ -12,6 +12,7 @@ mod invariants;
 mod retry;
 mod routing;
 mod slow_start;
+mod stalls;
 mod strategies;
 mod tower_contract;
 mod unsupported;

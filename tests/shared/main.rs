@@ -5,6 +5,11 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod push_memory;
 mod shared_memory;
 #[cfg(feature = "redis")]
+mod shared_push;
+#[cfg(feature = "redis")]
 mod shared_redis;
+#[cfg(feature = "redis")]
+mod shared_usage;

@@ -2,6 +2,7 @@
 //! translations, by wire.
 
 pub mod anthropic;
+pub mod sse;
 
 use axum::body::Body;
 use bytes::Bytes;

@@ -134,6 +134,10 @@ impl ModelEntry {
             max_input_tokens: positive(m.max_input_tokens, &at("model_info.max_input_tokens"))?,
             input_cost_per_token: m.input_cost_per_token.map(|f| f.0),
             output_cost_per_token: m.output_cost_per_token.map(|f| f.0),
+            health_check_max_probes_per_minute: positive(
+                m.health_check_max_probes_per_minute,
+                &at("model_info.health_check_max_probes_per_minute"),
+            )?,
             extra: extra.info,
         };
         Ok(Deployment::new(route, params, info))
@@ -254,6 +258,27 @@ impl GeneralSettings {
                 self.model_list_healthy_only,
                 Some(Value::Bool(true))
             ),
+            billed_every: positive::<u32>(
+                self.health_check_billed_every,
+                &at("health_check_billed_every"),
+            )?
+            .and_then(NonZeroU32::new)
+            .unwrap_or(d.billed_every),
+            max_probes_per_minute: positive::<u32>(
+                self.health_check_max_probes_per_minute,
+                &at("health_check_max_probes_per_minute"),
+            )?
+            .and_then(NonZeroU32::new),
+            max_cost_per_day: non_negative(
+                self.health_check_max_cost_per_day,
+                &at("health_check_max_cost_per_day"),
+            )?,
+            spread: fraction(self.health_check_spread, &at("health_check_spread"))?
+                .unwrap_or(d.spread),
+            seed: count::<u64>(
+                self.health_check_jitter_seed,
+                &at("health_check_jitter_seed"),
+            )?,
         })
     }
 }
@@ -383,6 +408,10 @@ impl RouterSection {
                 "router_settings.slow_start_window",
             )?
             .filter(|d| !d.is_zero()),
+            stream_stall_timeout: positive_seconds(
+                self.stream_stall_timeout,
+                "router_settings.stream_stall_timeout",
+            )?,
         })
     }
 }
@@ -640,6 +669,28 @@ fn at_least_the_floor(d: Duration, field: &str) -> Duration {
         floor
     } else {
         d
+    }
+}
+
+/// A finite number, zero or more (`health_check_max_cost_per_day`).
+fn non_negative(v: Option<Float>, field: &str) -> Result<Option<f64>, ConfigError> {
+    match v.map(|f| f.0) {
+        Some(x) if !(x.is_finite() && x >= 0.0) => Err(ConfigError::invalid(
+            field,
+            format!("must be a finite number >= 0, got {x}"),
+        )),
+        x => Ok(x),
+    }
+}
+
+/// A fraction from 0 to 1 (`health_check_spread`).
+fn fraction(v: Option<Float>, field: &str) -> Result<Option<f64>, ConfigError> {
+    match v.map(|f| f.0) {
+        Some(x) if !(x.is_finite() && (0.0..=1.0).contains(&x)) => Err(ConfigError::invalid(
+            field,
+            format!("must be a fraction of the interval from 0 to 1, got {x}"),
+        )),
+        x => Ok(x),
     }
 }
 
