@@ -67,10 +67,25 @@ pub(crate) struct CooldownState {
     until: AtomicU64,
     /// Packed [`Window`].
     window: AtomicU64,
+    /// The window of the minute before, packed; written only when a minute turns (for
+    /// [`recent`](Self::recent), which the dashboard shows).
+    previous: AtomicU64,
     /// Whether the current cooldown was lengthened by an upstream's `Retry-After`.
     upstream_set: AtomicBool,
     /// End of the last cooldown (nanos since the epoch; 0: never), for slow start.
     last_end: AtomicU64,
+}
+
+/// Answers counted over the last minute; see [`CooldownState::recent`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(not(feature = "endpoints"), allow(dead_code))] // read by the dashboard only
+pub(crate) struct RecentAnswers {
+    /// Answers (an estimate: part of the previous minute's count is pro-rated).
+    pub(crate) requests: f64,
+    /// Of which the deployment's faults.
+    pub(crate) failures: f64,
+    /// The span they were counted over, in seconds (60, less in the first minute).
+    pub(crate) seconds: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,6 +138,39 @@ impl CooldownState {
         // Expired: clear it unless a new cooldown was recorded meanwhile.
         let _ = self.until.compare_exchange(until, 0, Relaxed, Relaxed);
         true
+    }
+
+    /// The answers counted over the last minute at `now` (nanos since the epoch), for
+    /// display: this minute's window plus the share of the previous minute's that still
+    /// lies within the last 60 s (a sliding-window estimate). Counts what cooldown counts:
+    /// successes and the deployment's faults, not the caller's.
+    #[cfg_attr(not(feature = "endpoints"), allow(dead_code))]
+    pub(crate) fn recent(&self, now: u64) -> RecentAnswers {
+        let minute = now / NANOS_PER_MINUTE;
+        let cur = Window::unpack(self.window.load(Relaxed));
+        let prev = Window::unpack(self.previous.load(Relaxed));
+        let last = minute.checked_sub(1);
+        let (this, before) = if cur.minute == minute {
+            (Some(cur), (Some(prev.minute) == last).then_some(prev))
+        } else {
+            (None, (Some(cur.minute) == last).then_some(cur))
+        };
+        let into = (now % NANOS_PER_MINUTE) as f64 / NANOS_PER_MINUTE as f64;
+        let (mut requests, mut failures) = (0.0, 0.0);
+        if let Some(w) = this {
+            requests += f64::from(w.requests);
+            failures += f64::from(w.failures);
+        }
+        if let Some(w) = before {
+            requests += f64::from(w.requests) * (1.0 - into);
+            failures += f64::from(w.failures) * (1.0 - into);
+        }
+        RecentAnswers {
+            requests,
+            failures,
+            // The first minute after the epoch is shorter.
+            seconds: (now.min(NANOS_PER_MINUTE) as f64 / 1e9).max(1.0),
+        }
     }
 
     /// Applies a cooldown entered elsewhere (another process, through the shared store):
@@ -179,7 +227,7 @@ impl CooldownState {
             requests: 0,
             failures: 0,
         };
-        let _ = self.window.fetch_update(Relaxed, Relaxed, |v| {
+        let turned = self.window.fetch_update(Relaxed, Relaxed, |v| {
             let old = Window::unpack(v);
             w = if old.minute == minute {
                 old
@@ -196,6 +244,13 @@ impl CooldownState {
             }
             Some(w.pack())
         });
+        // The first answer of a new minute keeps the last one for `recent` (one store,
+        // once a minute).
+        if let Ok(v) = turned {
+            if Window::unpack(v).minute != minute {
+                self.previous.store(v, Relaxed);
+            }
+        }
         if !failed || !policy.should_cool(w, class, route_len) {
             return None;
         }
@@ -283,6 +338,33 @@ mod tests {
         );
         assert!(st.end_upstream_set(2 * S));
         assert_eq!(st.remaining(2 * S), None);
+    }
+
+    #[test]
+    fn recent_answers_slide_over_the_last_minute() {
+        let st = CooldownState::default();
+        let p = policy(Some(1000));
+        let m = 60 * S;
+        assert_eq!(st.recent(0).requests, 0.0);
+        for i in 0..40 {
+            let class = if i < 10 { ERROR } else { SUCCESS };
+            st.record(class, 10 * S, 2, &p, None);
+        }
+        st.record(CLIENT_ERROR, 10 * S, 2, &p, None);
+        let r = st.recent(20 * S);
+        assert_eq!((r.requests, r.failures, r.seconds), (40.0, 10.0, 20.0));
+        // Nothing yet in minute 1: minute 0 is "the one before", a quarter of it gone.
+        let r = st.recent(m + 15 * S);
+        assert_eq!((r.requests, r.failures, r.seconds), (30.0, 7.5, 60.0));
+        for _ in 0..20 {
+            st.record(SUCCESS, m + 15 * S, 2, &p, None);
+        }
+        let r = st.recent(m + 15 * S);
+        assert_eq!((r.requests, r.failures), (50.0, 7.5));
+        // Two minutes on, the old counts are gone.
+        assert_eq!(st.recent(3 * m).requests, 0.0);
+        let r = st.recent(2 * m + 30 * S);
+        assert_eq!((r.requests, r.failures), (10.0, 0.0));
     }
 
     #[test]

@@ -671,6 +671,12 @@ impl Gateway {
             .merge(crate::models::test_connection_route(endpoints.clone()))
             .route_service("/health", endpoints.clone())
             .route_service("/health/{*rest}", endpoints);
+        // The health page (its own Service: it reads a login form's body); exact paths win
+        // over the wildcard above.
+        let dashboard = tower_health_routing::endpoints::HealthDashboard::new(state.clone());
+        for path in tower_health_routing::endpoints::DASHBOARD_PATHS {
+            router = router.route_service(path, dashboard.clone());
+        }
         if let Some(handle) = options.metrics.clone() {
             let key = state
                 .config()

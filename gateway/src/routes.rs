@@ -39,11 +39,16 @@ pub const HEALTH_ROUTES: &[(&str, Access)] = &[
     ("/health/latest", Access::Key),
     ("/health/history", Access::Key),
     ("/health/backlog", Access::Key),
+    // The health page: without the key a 401 whose body is only the login form.
+    ("/health/dashboard", Access::Key),
+    ("/health/dashboard/data", Access::Key),
 ];
 
 /// Every route: the API (`POST`, with and without `/v1`), `GET /v1/models`, the health
-/// endpoints, `GET /health/drain`, and `GET /metrics` when `metrics` is served
-/// (key-guarded when `metrics_require_auth`, else open).
+/// endpoints, the health page, `GET /health/drain`, and `GET /metrics` when `metrics` is
+/// served (key-guarded when `metrics_require_auth`, else open). Not listed: the page's
+/// script and style (`/health/dashboard/app.js`, `/health/dashboard/app.css`), constant
+/// files served to anyone (the login form needs them before any key is given).
 pub fn table(metrics: bool, metrics_require_auth: bool) -> Vec<Route> {
     let route = |method: Method, path: String, access| Route {
         method,
@@ -65,6 +70,8 @@ pub fn table(metrics: bool, metrics_require_auth: bool) -> Vec<Route> {
         "/health/test_connection".into(),
         Access::Key,
     ));
+    // The dashboard's login form posts here (the key as a form field; no cookie).
+    v.push(route(Method::POST, "/health/dashboard".into(), Access::Key));
     v.push(route(
         Method::GET,
         "/health/drain".into(),

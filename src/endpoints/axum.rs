@@ -3,8 +3,9 @@
 use super::HealthEndpoints;
 
 /// The health endpoints as an axum [`Router`](::axum::Router) (feature `axum`): every path
-/// of the [module table](super) served by `endpoints`, ready to `.merge()` into an app of
-/// any state type.
+/// of the [module table](super) served by `endpoints`, and the
+/// [`HealthDashboard`](super::HealthDashboard) of the same state on its paths, ready to
+/// `.merge()` into an app of any state type.
 ///
 /// ```
 /// use axum::{Router, routing::get};
@@ -57,10 +58,14 @@ where
             }
         }
     });
-    PATHS
+    let dashboard = super::HealthDashboard::new(endpoints.state().clone());
+    let router = PATHS
         .iter()
         .fold(::axum::Router::new(), |router, path| {
             router.route_service(path, endpoints.clone())
         })
-        .route("/health/test_connection", test_connection)
+        .route("/health/test_connection", test_connection);
+    super::DASHBOARD_PATHS.iter().fold(router, |router, path| {
+        router.route_service(path, dashboard.clone())
+    })
 }

@@ -32,6 +32,7 @@
 //! | `GET /health/history` | key | `model`, `status_filter` (`healthy`/`unhealthy`), `limit` (1–[`MAX_HISTORY_LIMIT`], default [`DEFAULT_HISTORY_LIMIT`]), `offset`: `{"health_checks", "total_records", "total_matching", "limit", "offset", "history_size"}`, newest first; 400 naming a bad parameter |
 //! | `GET /health/backlog` | key | `{"in_flight_requests", "admitted_requests", "queued_requests", "rejected_requests", "deployments_at_max_parallel_requests", "in_flight_by_model_id"}` |
 //! | `POST /health/test_connection` | key | LiteLLM's body (`litellm_params`, `mode`, `model_info`): `{"status": "success" \| "error", "result"}`, never stored; served by [`HealthEndpoints::call_with_body`] |
+//! | `GET`/`POST /health/dashboard`, `GET /health/dashboard/data` | key | the health page and its JSON, served by [`HealthDashboard`] (a Service of its own; `health_router` mounts it); its script and style (`/health/dashboard/app.js`, `app.css`) are open |
 //!
 //! `HEAD` is answered like `GET` without a body; other methods get 405.
 //! `Accept: application/health+json` on `/health` and `/health/readiness` gives the IETF
@@ -59,6 +60,7 @@
 //! surface. Set `health_check_details: false` to show only `model`, `model_id` and
 //! `exception_status` to anyone. `api_base` never shows `user:password@` or a query string.
 
+mod dashboard;
 mod future;
 mod history;
 mod report;
@@ -88,6 +90,7 @@ use tower_service::Service;
 #[cfg(feature = "axum")]
 pub use self::axum::health_router;
 pub use self::{
+    dashboard::{DASHBOARD_PATHS, HealthDashboard},
     future::ResponseFuture,
     history::{DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT},
     report::{EndpointEntry, HealthReport, REGION_FIELDS},

@@ -96,6 +96,15 @@ pub fn has_key(headers: &HeaderMap, key: &Secret) -> bool {
     bool::from(ok)
 }
 
+/// Whether `given` (a key typed into a form) is `key`, compared as [`has_key`] does.
+pub(crate) fn key_matches(given: &str, key: &Secret) -> bool {
+    let given = given.trim();
+    !given.is_empty()
+        && bool::from(
+            Sha256::digest(given.as_bytes()).ct_eq(&Sha256::digest(key.expose().as_bytes())),
+        )
+}
+
 fn strip_bearer(v: &str) -> Option<&str> {
     let (scheme, rest) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then_some(rest.trim())
