@@ -4,6 +4,8 @@
 //! `faults.rs` stays a binary of its own: it counts the whole process's open file
 //! descriptors and live tasks before and after 10,800 requests to find leaks, and holds
 //! latency bounds under load, so no other test may share its process.
+//! `dashboard.rs` is one too: its one test reruns its own binary in new network and PID
+//! namespaces (`unshare`) and drives a headless Chromium process.
 //!
 //! **Adding tests**: put them in `gateway/tests/gateway/NAME.rs`, add `mod NAME;` below (in
 //! order), and take the shared helpers from `crate::support` (`use crate::support::{self,
@@ -24,6 +26,7 @@ mod dropin;
 mod ejection;
 mod gateway;
 mod hardening;
+mod headers;
 mod health_surface;
 mod providers;
 mod routing;

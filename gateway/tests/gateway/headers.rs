@@ -1,0 +1,55 @@
+//! The response header allowlist (`thr_gateway::headers`): what is forwarded, what the
+//! upstream's `Connection` names, scrubbed values.
+
+use http::{HeaderMap, HeaderValue, header};
+use thr_gateway::headers::{FORWARDED, NEVER, is_forwarded, response_headers};
+use tower_health_routing::secret::{Scrubber, Secret, looks_secret};
+
+#[test]
+fn exact_names_are_neither_hop_by_hop_nor_credential_like() {
+    // `is_forwarded` lets these through without the slower checks.
+    for n in FORWARDED {
+        assert!(!NEVER.contains(n), "{n} is hop-by-hop or a credential");
+        assert!(!looks_secret(n), "{n} looks like a credential");
+    }
+}
+
+#[test]
+fn prefixed_names_still_get_the_credential_checks() {
+    assert!(is_forwarded("content-type"));
+    assert!(is_forwarded("openai-processing-ms"));
+    assert!(is_forwarded("x-ratelimit-remaining-tokens"));
+    assert!(!is_forwarded("openai-api-key"));
+    assert!(!is_forwarded("anthropic-session-token"));
+    assert!(!is_forwarded("x-served-by"));
+    assert!(!is_forwarded("set-cookie"));
+}
+
+#[test]
+fn a_header_the_connection_header_names_is_dropped() {
+    let mut up = HeaderMap::new();
+    up.insert(
+        header::CONNECTION,
+        HeaderValue::from_static("keep-alive, X-Request-Id"),
+    );
+    up.insert("x-request-id", HeaderValue::from_static("req-1"));
+    up.insert("openai-processing-ms", HeaderValue::from_static("12"));
+    let out = response_headers(&up, &Scrubber::new([]), true);
+    assert!(out.get("x-request-id").is_none());
+    assert_eq!(out.get("openai-processing-ms").unwrap(), "12");
+    assert!(out.get(header::CONNECTION).is_none());
+}
+
+#[test]
+fn a_secret_in_a_forwarded_value_is_scrubbed() {
+    let secret = "sk-upstream-0123456789abcdef";
+    let mut up = HeaderMap::new();
+    up.insert(
+        "x-request-id",
+        HeaderValue::from_str(&format!("id-{secret}")).unwrap(),
+    );
+    let scrubber = Scrubber::new([Secret::new(secret)]);
+    let out = response_headers(&up, &scrubber, false);
+    let v = out.get("x-request-id").unwrap().to_str().unwrap();
+    assert!(!v.contains(secret), "{v}");
+}
