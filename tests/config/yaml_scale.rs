@@ -27,7 +27,7 @@ fn an_alias_bomb_is_refused_not_expanded() {
     let mut yaml = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
     for level in 1..9 {
         let prev = format!("*a{}", level - 1);
-        let items = vec![prev.as_str(); 10].join(", ");
+        let items = [prev.as_str(); 10].join(", ");
         yaml.push_str(&format!("a{level}: &a{level} [{items}]\n"));
     }
     yaml.push_str("model_list: *a8\n");
