@@ -272,10 +272,23 @@ fn layer(c: &mut Criterion) {
             b.iter(|| through(&mut svc, black_box(request())))
         });
         // Without the response's `SelectedDeployment` copy (no response extension map).
-        let mut lean = tower::Layer::layer(&layer.without_response_extension(), Trivial);
+        let mut lean = tower::Layer::layer(&layer.clone().without_response_extension(), Trivial);
         g.bench_with_input(BenchmarkId::new("routed-lean", n), &n, |b, _| {
             b.iter(|| through(&mut lean, black_box(request())))
         });
+        // What each strategy costs a request (the layer reads the clock once per request
+        // whatever the strategy, so usage-based's minute comes at no extra read here).
+        for strategy in [
+            RoutingStrategy::SimpleShuffle,
+            RoutingStrategy::UsageBasedV2,
+            RoutingStrategy::CostBased,
+        ] {
+            let mut svc = tower::Layer::layer(&layer.clone().with_strategy(strategy), Trivial);
+            let id = format!("routed/{}", strategy.as_str());
+            g.bench_with_input(BenchmarkId::new(id, n), &n, |b, _| {
+                b.iter(|| through(&mut svc, black_box(request())))
+            });
+        }
     }
     g.finish();
 }

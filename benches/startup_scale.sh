@@ -15,7 +15,11 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 cargo build -q --release -p thr-gateway
 WORK=$(mktemp -d /tmp/thr-startup.XXXXXX)
 GW_PID=""
-cleanup() { [ -n "$GW_PID" ] && kill "$GW_PID" 2>/dev/null; [ -f "$WORK/up/nginx.pid" ] && kill "$(cat "$WORK/up/nginx.pid")" 2>/dev/null; rm -rf "$WORK"; }
+cleanup() {
+  [ -n "$GW_PID" ] && kill "$GW_PID" 2>/dev/null || true
+  [ -f "$WORK/up/nginx.pid" ] && kill "$(cat "$WORK/up/nginx.pid")" 2>/dev/null || true
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
 UP=18181; GW=18183
 KEY="sk-startup-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
