@@ -15,6 +15,8 @@
 //! rounds, default 5), `PROBE_ROUND_DELAY_MS` (upstream delay, default 20; 0 shows the
 //! machinery's own cost), `PROBE_ROUND_WORKERS` (client runtime workers, default tokio's),
 //! `PROBE_ROUND_NO_PICKS` (skip the routing-latency phase, e.g. for profiling),
+//! `PROBE_ROUND_TIERED` (tiered rounds and a probe budget on: `health_check_billed_every: 5`,
+//! a per-minute budget that never refuses),
 //! `PROBE_ROUND_N` / `PROBE_ROUND_CONCURRENCY` (deployments, default 10,000; bound, default
 //! 500). `benches/probe_scale.sh` runs 100, 1,000 and 10,000 and LiteLLM's `/health` beside.
 //!
@@ -167,13 +169,21 @@ fn state(n: usize, concurrency: usize, base: &str) -> HealthState {
             .api_key("sk-bench")
             .build()
     });
-    let cfg = Config::builder()
+    let mut b = Config::builder()
         .deployments(deployments)
         .enable_health_check_routing(true)
-        .health_check_concurrency(NonZeroUsize::new(concurrency).expect("non-zero"))
-        .build()
-        .expect("config");
-    HealthState::new(cfg)
+        .health_check_concurrency(NonZeroUsize::new(concurrency).expect("non-zero"));
+    if std::env::var_os("PROBE_ROUND_TIERED").is_some() {
+        // Tiers and a budget on: a cheap `GET /models` every round, the billed probe every
+        // fifth, and a per-minute budget counted (large enough never to refuse).
+        let budget = u32::try_from(n.saturating_mul(10)).unwrap_or(u32::MAX);
+        b = b
+            .health_check_billed_every(std::num::NonZeroU32::new(5).expect("non-zero"))
+            .health_check_max_probes_per_minute(
+                std::num::NonZeroU32::new(budget.max(1)).expect("non-zero"),
+            );
+    }
+    HealthState::new(b.build().expect("config"))
 }
 
 /// Per-pick latency percentiles while `during` runs on this thread. Samples go into a
