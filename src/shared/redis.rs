@@ -339,6 +339,44 @@ impl RedisStore {
     }
 
     /// Runs `f` on a connection, bounded by the store's timeout.
+    /// The entries of an outage set (`Keys::cooldowns` or `Keys::ejections`) that have not
+    /// ended: each deployment id with its end (Unix ms).
+    fn live_outages(&self, set: fn(&Keys) -> &str) -> StoreFuture<'_, Vec<(String, u64)>> {
+        let now = unix_ms(self.now());
+        self.with(move |mut c, i| async move {
+            let list: Vec<(String, f64)> = c
+                .zrangebyscore_withscores(set(&i.keys), now, "+inf")
+                .await?;
+            Ok(list
+                .into_iter()
+                .map(|(id, until)| (id, until.max(0.0) as u64))
+                .collect())
+        })
+    }
+
+    /// Puts `id` into an outage set until `until_ms`, keeping the later end if it is there
+    /// already (one script for cooldowns and ejections alike).
+    fn enter_outage<'a>(
+        &'a self,
+        set: fn(&Keys) -> &str,
+        id: &'a str,
+        until_ms: u64,
+    ) -> StoreFuture<'a, ()> {
+        let now = unix_ms(self.now());
+        self.with(move |mut c, i| async move {
+            let _: i64 = i
+                .scripts
+                .enter_cooldown
+                .key(set(&i.keys))
+                .arg(id)
+                .arg(until_ms)
+                .arg(now)
+                .invoke_async(&mut c)
+                .await?;
+            Ok(())
+        })
+    }
+
     fn with<'a, T: Send + 'a, F>(
         &'a self,
         f: impl FnOnce(ConnectionManager, &'a Inner) -> F + Send + 'a,
@@ -460,32 +498,11 @@ impl HealthStore for RedisStore {
     }
 
     fn cooldowns(&self) -> StoreFuture<'_, Vec<(String, u64)>> {
-        let now = unix_ms(self.now());
-        self.with(move |mut c, i| async move {
-            let list: Vec<(String, f64)> = c
-                .zrangebyscore_withscores(&i.keys.cooldowns, now, "+inf")
-                .await?;
-            Ok(list
-                .into_iter()
-                .map(|(id, until)| (id, until.max(0.0) as u64))
-                .collect())
-        })
+        self.live_outages(|k| &k.cooldowns)
     }
 
     fn enter_cooldown<'a>(&'a self, id: &'a str, until_ms: u64) -> StoreFuture<'a, ()> {
-        let now = unix_ms(self.now());
-        self.with(move |mut c, i| async move {
-            let _: i64 = i
-                .scripts
-                .enter_cooldown
-                .key(&i.keys.cooldowns)
-                .arg(id)
-                .arg(until_ms)
-                .arg(now)
-                .invoke_async(&mut c)
-                .await?;
-            Ok(())
-        })
+        self.enter_outage(|k| &k.cooldowns, id, until_ms)
     }
 
     fn ping(&self) -> StoreFuture<'_, Duration> {
@@ -497,33 +514,11 @@ impl HealthStore for RedisStore {
     }
 
     fn ejections(&self) -> StoreFuture<'_, Vec<(String, u64)>> {
-        let now = unix_ms(self.now());
-        self.with(move |mut c, i| async move {
-            let list: Vec<(String, f64)> = c
-                .zrangebyscore_withscores(&i.keys.ejections, now, "+inf")
-                .await?;
-            Ok(list
-                .into_iter()
-                .map(|(id, until)| (id, until.max(0.0) as u64))
-                .collect())
-        })
+        self.live_outages(|k| &k.ejections)
     }
 
     fn enter_ejection<'a>(&'a self, id: &'a str, until_ms: u64) -> StoreFuture<'a, ()> {
-        let now = unix_ms(self.now());
-        self.with(move |mut c, i| async move {
-            // The same "keep the later end" script as cooldowns, on the ejections set.
-            let _: i64 = i
-                .scripts
-                .enter_cooldown
-                .key(&i.keys.ejections)
-                .arg(id)
-                .arg(until_ms)
-                .arg(now)
-                .invoke_async(&mut c)
-                .await?;
-            Ok(())
-        })
+        self.enter_outage(|k| &k.ejections, id, until_ms)
     }
 
     fn push<'a>(&'a self, event: &'a OutageEvent) -> StoreFuture<'a, ()> {

@@ -13,7 +13,10 @@
 
 use std::{convert::Infallible, num::NonZeroU32, time::Duration};
 
-use crate::support::{request, state_with, upstream::Upstream};
+use crate::{
+    support::{request, state_with, upstream::Upstream},
+    tiers_budget::held,
+};
 use http::{Request, Response};
 use tokio::time::{Instant, advance};
 use tower::{Service, ServiceExt};
@@ -38,17 +41,6 @@ struct Figures {
     saved: usize,
     /// Billed probes of the idle deployments.
     billed_idle: usize,
-}
-
-async fn held<F: Future>(f: F) -> F::Output {
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    let hold = tokio::task::spawn_blocking(move || {
-        let _ = rx.recv();
-    });
-    let out = f.await;
-    drop(tx);
-    hold.await.expect("hold");
-    out
 }
 
 /// Runs the scenario: `idle` of the 20 routes get no traffic; `tweak` sets the features.

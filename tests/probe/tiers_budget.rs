@@ -41,7 +41,7 @@ const INTERVAL: Duration = Duration::from_secs(10);
 
 /// Runs `f` with the paused clock held still: a blocking task in the current-thread test
 /// runtime stops auto-advance until `f` is done (tokio's `test-util`).
-async fn held<F: Future>(f: F) -> F::Output {
+pub(crate) async fn held<F: Future>(f: F) -> F::Output {
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let hold = tokio::task::spawn_blocking(move || {
         let _ = rx.recv();
