@@ -24,7 +24,12 @@ use std::{
     time::Duration,
 };
 
-use crate::{classify::Class, config::Config, deployment::DeploymentId};
+use crate::{
+    classify::Class,
+    config::Config,
+    deployment::DeploymentId,
+    time::{Counts, PeriodCounts},
+};
 
 /// When a deployment is cooled down; built from `router_settings`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,7 +54,7 @@ impl CooldownPolicy {
     }
 
     /// Whether a deployment with this window should be cooled down after a failure.
-    fn should_cool(&self, w: Window, class: &Class, route_len: usize) -> bool {
+    fn should_cool(&self, w: Counts, class: &Class, route_len: usize) -> bool {
         if let Some(allowed) = self.allowed_fails {
             return w.failures > allowed;
         }
@@ -65,11 +70,11 @@ impl CooldownPolicy {
 pub(crate) struct CooldownState {
     /// End of the current cooldown, nanos since the state's epoch; 0 = none.
     until: AtomicU64,
-    /// Packed [`Window`].
-    window: AtomicU64,
-    /// The window of the minute before, packed; written only when a minute turns (for
+    /// Answers and faults of the current minute.
+    window: PeriodCounts,
+    /// Those of the minute before; written only when a minute turns (for
     /// [`recent`](Self::recent), which the dashboard shows).
-    previous: AtomicU64,
+    previous: PeriodCounts,
     /// Whether the current cooldown was lengthened by an upstream's `Retry-After`.
     upstream_set: AtomicBool,
     /// End of the last cooldown (nanos since the epoch; 0: never), for slow start.
@@ -88,32 +93,7 @@ pub(crate) struct RecentAnswers {
     pub(crate) seconds: f64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Window {
-    minute: u64,
-    requests: u32,
-    failures: u32,
-}
-
-const COUNT_BITS: u32 = 20;
-const COUNT_MAX: u32 = (1 << COUNT_BITS) - 1;
 const NANOS_PER_MINUTE: u64 = 60_000_000_000;
-
-impl Window {
-    fn unpack(v: u64) -> Self {
-        Self {
-            minute: v >> (2 * COUNT_BITS),
-            requests: (v & u64::from(COUNT_MAX)) as u32,
-            failures: ((v >> COUNT_BITS) & u64::from(COUNT_MAX)) as u32,
-        }
-    }
-
-    fn pack(self) -> u64 {
-        (self.minute << (2 * COUNT_BITS))
-            | (u64::from(self.failures) << COUNT_BITS)
-            | u64::from(self.requests)
-    }
-}
 
 impl CooldownState {
     /// `None` when not cooling down at `now`, else the time left.
@@ -147,13 +127,13 @@ impl CooldownState {
     #[cfg_attr(not(feature = "endpoints"), allow(dead_code))]
     pub(crate) fn recent(&self, now: u64) -> RecentAnswers {
         let minute = now / NANOS_PER_MINUTE;
-        let cur = Window::unpack(self.window.load(Relaxed));
-        let prev = Window::unpack(self.previous.load(Relaxed));
+        let cur = self.window.load();
+        let prev = self.previous.load();
         let last = minute.checked_sub(1);
-        let (this, before) = if cur.minute == minute {
-            (Some(cur), (Some(prev.minute) == last).then_some(prev))
+        let (this, before) = if cur.period == minute {
+            (Some(cur), (Some(prev.period) == last).then_some(prev))
         } else {
-            (None, (Some(cur.minute) == last).then_some(cur))
+            (None, (Some(cur.period) == last).then_some(cur))
         };
         let into = (now % NANOS_PER_MINUTE) as f64 / NANOS_PER_MINUTE as f64;
         let (mut requests, mut failures) = (0.0, 0.0);
@@ -222,34 +202,11 @@ impl CooldownState {
         let failed = class.counts_toward_cooldown();
         let retry_after = class.retry_after();
         let minute = now / NANOS_PER_MINUTE;
-        let mut w = Window {
-            minute,
-            requests: 0,
-            failures: 0,
-        };
-        let turned = self.window.fetch_update(Relaxed, Relaxed, |v| {
-            let old = Window::unpack(v);
-            w = if old.minute == minute {
-                old
-            } else {
-                Window {
-                    minute,
-                    requests: 0,
-                    failures: 0,
-                }
-            };
-            w.requests = (w.requests + 1).min(COUNT_MAX);
-            if failed {
-                w.failures = (w.failures + 1).min(COUNT_MAX);
-            }
-            Some(w.pack())
-        });
+        let (w, replaced) = self.window.count(minute, failed);
         // The first answer of a new minute keeps the last one for `recent` (one store,
         // once a minute).
-        if let Ok(v) = turned {
-            if Window::unpack(v).minute != minute {
-                self.previous.store(v, Relaxed);
-            }
+        if let Some(before) = replaced {
+            self.previous.store(before);
         }
         if !failed || !policy.should_cool(w, class, route_len) {
             return None;
@@ -444,16 +401,6 @@ mod tests {
         for _ in 0..2000 {
             assert_eq!(st.record(CLIENT_ERROR, S, 2, &policy(Some(0)), None), None);
         }
-        assert_eq!(Window::unpack(st.window.load(Relaxed)).requests, 0);
-    }
-
-    #[test]
-    fn window_packing_round_trips() {
-        let w = Window {
-            minute: 12345,
-            requests: COUNT_MAX,
-            failures: 7,
-        };
-        assert_eq!(Window::unpack(w.pack()), w);
+        assert_eq!(st.window.load().requests, 0);
     }
 }

@@ -33,7 +33,11 @@ use std::{
     time::Duration,
 };
 
-use crate::{classify::Class, config::OutlierDetection};
+use crate::{
+    classify::Class,
+    config::OutlierDetection,
+    time::{Counts, PeriodCounts},
+};
 
 /// Per-deployment ejection state.
 #[derive(Debug, Default)]
@@ -42,38 +46,12 @@ pub(crate) struct EjectionState {
     until: AtomicU64,
     /// Deployment faults in a row.
     consecutive: AtomicU32,
-    /// Packed [`Window`] of the current interval.
-    window: AtomicU64,
+    /// Answers and faults of the current interval.
+    window: PeriodCounts,
     /// The ejection multiplier: how many times it was ejected (decayed, see module docs).
     ejections: AtomicU32,
     /// End of the last ejection entered (nanos since the epoch), for the decay.
     last_end: AtomicU64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Window {
-    interval: u64,
-    requests: u32,
-    failures: u32,
-}
-
-const COUNT_BITS: u32 = 20;
-const COUNT_MAX: u32 = (1 << COUNT_BITS) - 1;
-
-impl Window {
-    fn unpack(v: u64) -> Self {
-        Self {
-            interval: v >> (2 * COUNT_BITS),
-            requests: (v & u64::from(COUNT_MAX)) as u32,
-            failures: ((v >> COUNT_BITS) & u64::from(COUNT_MAX)) as u32,
-        }
-    }
-
-    fn pack(self) -> u64 {
-        (self.interval << (2 * COUNT_BITS))
-            | (u64::from(self.failures) << COUNT_BITS)
-            | u64::from(self.requests)
-    }
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -187,28 +165,7 @@ impl EjectionState {
             0
         };
         let interval = now / nanos(p.interval).max(1);
-        let mut w = Window {
-            interval,
-            requests: 0,
-            failures: 0,
-        };
-        let _ = self.window.fetch_update(Relaxed, Relaxed, |v| {
-            let old = Window::unpack(v);
-            w = if old.interval == interval {
-                old
-            } else {
-                Window {
-                    interval,
-                    requests: 0,
-                    failures: 0,
-                }
-            };
-            w.requests = (w.requests + 1).min(COUNT_MAX);
-            if failed {
-                w.failures = (w.failures + 1).min(COUNT_MAX);
-            }
-            Some(w.pack())
-        });
+        let (w, _) = self.window.count(interval, failed);
         if !failed || self.remaining(now).is_some() {
             return None;
         }
@@ -254,15 +211,10 @@ impl EjectionState {
         self.ejections.store(n, Relaxed);
         self.last_end.store(until, Relaxed);
         self.consecutive.store(0, Relaxed);
-        self.window.store(
-            Window {
-                interval,
-                requests: 0,
-                failures: 0,
-            }
-            .pack(),
-            Relaxed,
-        );
+        self.window.store(Counts {
+            period: interval,
+            ..Counts::default()
+        });
         Some(dur)
     }
 }

@@ -23,3 +23,135 @@ impl<F: FnMut() -> u64> LazyNow<F> {
         *self.value.get_or_insert_with(&mut self.read)
     }
 }
+
+/// Answers and failures counted in one period (a minute, an interval): see
+/// [`PeriodCounts`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    /// The period's index (time divided by the period's length).
+    pub(crate) period: u64,
+    pub(crate) requests: u32,
+    pub(crate) failures: u32,
+}
+
+/// Bits of each count; counts stop at [`Counts::MAX`].
+const COUNT_BITS: u32 = 20;
+
+impl Counts {
+    /// The most either count holds.
+    pub(crate) const MAX: u32 = (1 << COUNT_BITS) - 1;
+
+    fn unpack(v: u64) -> Self {
+        Self {
+            period: v >> (2 * COUNT_BITS),
+            requests: (v & u64::from(Self::MAX)) as u32,
+            failures: ((v >> COUNT_BITS) & u64::from(Self::MAX)) as u32,
+        }
+    }
+
+    fn pack(self) -> u64 {
+        (self.period << (2 * COUNT_BITS))
+            | (u64::from(self.failures) << COUNT_BITS)
+            | u64::from(self.requests)
+    }
+}
+
+/// [`Counts`] of the current period in one atomic, lock-free: the period's index in the
+/// high bits, the two counts below. An answer in a later period starts it again empty.
+#[derive(Debug, Default)]
+pub(crate) struct PeriodCounts(std::sync::atomic::AtomicU64);
+
+impl PeriodCounts {
+    /// The counts as they are.
+    pub(crate) fn load(&self) -> Counts {
+        Counts::unpack(self.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Replaces the counts.
+    pub(crate) fn store(&self, c: Counts) {
+        self.0.store(c.pack(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Counts one answer (`failed` or not) in `period`. Returns the counts after it and,
+    /// when this answer opened the period, the counts it replaced (the period before).
+    pub(crate) fn count(&self, period: u64, failed: bool) -> (Counts, Option<Counts>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut now = Counts {
+            period,
+            ..Counts::default()
+        };
+        let before = self.0.fetch_update(Relaxed, Relaxed, |v| {
+            let old = Counts::unpack(v);
+            now = if old.period == period {
+                old
+            } else {
+                Counts {
+                    period,
+                    ..Counts::default()
+                }
+            };
+            now.requests = (now.requests + 1).min(Counts::MAX);
+            if failed {
+                now.failures = (now.failures + 1).min(Counts::MAX);
+            }
+            Some(now.pack())
+        });
+        let replaced = before
+            .ok()
+            .map(Counts::unpack)
+            .filter(|old| old.period != period);
+        (now, replaced)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_pack_round_trips() {
+        let c = Counts {
+            period: 12345,
+            requests: Counts::MAX,
+            failures: 7,
+        };
+        assert_eq!(Counts::unpack(c.pack()), c);
+    }
+
+    #[test]
+    fn a_new_period_starts_empty_and_hands_back_the_one_before() {
+        let w = PeriodCounts::default();
+        assert_eq!(
+            w.count(3, true).0,
+            Counts {
+                period: 3,
+                requests: 1,
+                failures: 1
+            }
+        );
+        let (now, replaced) = w.count(3, false);
+        assert_eq!((now.requests, now.failures, replaced), (2, 1, None));
+        let (now, replaced) = w.count(4, false);
+        assert_eq!((now.requests, now.failures), (1, 0));
+        assert_eq!(
+            replaced,
+            Some(Counts {
+                period: 3,
+                requests: 2,
+                failures: 1
+            })
+        );
+    }
+
+    #[test]
+    fn counts_stop_at_their_maximum() {
+        let w = PeriodCounts::default();
+        w.store(Counts {
+            period: 1,
+            requests: Counts::MAX,
+            failures: Counts::MAX,
+        });
+        assert_eq!(w.count(1, true).0.requests, Counts::MAX);
+        assert_eq!(w.load().failures, Counts::MAX);
+    }
+}
