@@ -230,11 +230,7 @@ impl HealthState {
         };
         let now = self.now_nanos();
         if e.stats.ejection.remaining(now).is_none() {
-            let (mut len, mut out) = (0, 0);
-            for m in snap.routable_members(&e.deployment.route) {
-                len += 1;
-                out += usize::from(m.stats.ejection.remaining(now).is_some());
-            }
+            let (len, out) = snap.ejected_in(&e.deployment.route, now);
             if !crate::ejection::room_for_one_more(od, len, out) {
                 return false;
             }

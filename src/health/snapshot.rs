@@ -401,6 +401,17 @@ impl HealthSnapshot {
             .filter(|e| e.routable())
     }
 
+    /// How many of `route`'s routable deployments there are, and how many of them are
+    /// ejected at `now` (nanos since the epoch): what `max_ejection_percent` weighs.
+    pub(crate) fn ejected_in(&self, route: &str, now: u64) -> (usize, usize) {
+        self.routable_members(route).fold((0, 0), |(all, out), e| {
+            (
+                all + 1,
+                out + usize::from(e.stats.ejection.remaining(now).is_some()),
+            )
+        })
+    }
+
     fn count(&mut self) {
         // Routable deployments whose failed result was fresh at build time: the derived
         // lists exclude them until the earliest of these goes stale.

@@ -146,11 +146,7 @@ impl Observer {
         let d = self.selected.deployment();
         // Only when a rule says eject: how much of the route is out now.
         let room = || {
-            let snap = self.state.load();
-            let ejected = snap
-                .routable_members(&d.route)
-                .filter(|e| e.stats.ejection.remaining(now).is_some())
-                .count();
+            let (_, ejected) = self.state.load().ejected_in(&d.route, now);
             ejection::room_for_one_more(od, self.route_len, ejected)
         };
         let stats = &self.guard.0;
