@@ -555,6 +555,32 @@ mod tests {
     }
 
     #[test]
+    fn push_bytes_passes_clean_chunks_uncopied_and_still_catches_cut_secrets() {
+        let key = "sk-stream-0123456789";
+        let sc = Scrubber::new([Secret::new(key)]);
+        // A clean chunk is the same buffer, not a copy.
+        let mut s = sc.stream();
+        let clean = bytes::Bytes::from_static(b"data: {\"ok\": true}\n\n");
+        let out = s.push_bytes(clean.clone());
+        assert_eq!(out.as_ptr(), clean.as_ptr());
+        // Cut anywhere, a secret is still removed (the slow path takes over).
+        let body = format!("x {key} y");
+        for at in 0..=body.len() {
+            let mut s = sc.stream();
+            let mut out = s
+                .push_bytes(bytes::Bytes::copy_from_slice(&body.as_bytes()[..at]))
+                .to_vec();
+            out.extend(s.push_bytes(bytes::Bytes::copy_from_slice(&body.as_bytes()[at..])));
+            out.extend(s.finish());
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                "x [redacted] y",
+                "cut at {at}"
+            );
+        }
+    }
+
+    #[test]
     fn streams_lose_secrets_cut_anywhere() {
         let key = "sk-stream-0123456789";
         let sc = Scrubber::new([Secret::new(key), Secret::new("sk-stream-0123456789-long")]);
