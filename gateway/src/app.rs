@@ -259,14 +259,17 @@ async fn api(State(app): State<App>, req: Request) -> Response {
         Err(msg) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", msg),
     };
     let mut req = http::Request::from_parts(parts, body);
-    req.extensions_mut().insert(ModelGroup::new(model.as_str()));
+    // One shared name for the route and the body's model (cloned, not copied).
+    let model: std::sync::Arc<str> = model.into();
+    req.extensions_mut()
+        .insert(ModelGroup::new(std::sync::Arc::clone(&model)));
     if app.state.config().router.enable_pre_call_checks
         && let Some(t) = crate::usage::estimate_request_tokens(req.body())
     {
         req.extensions_mut().insert(t);
     }
     req.extensions_mut()
-        .insert(crate::fallback::BodyModel(model.as_str().into()));
+        .insert(crate::fallback::BodyModel(std::sync::Arc::clone(&model)));
     if stream {
         req.extensions_mut().insert(Streaming);
     }
@@ -386,7 +389,7 @@ pub struct Forwarder {
     inner: std::sync::Arc<ForwarderInner>,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct ForwarderInner {
     client: Client<HttpsOrHttp, Full<Bytes>>,
     scrubber: Scrubber,
@@ -432,17 +435,7 @@ impl Forwarder {
     /// `litellm_settings.request_timeout`), used for deployments without their own
     /// `timeout`/`stream_timeout`, before the forwarder's own.
     pub fn router_timeout(mut self, timeout: Option<Duration>) -> Self {
-        if let Some(inner) = std::sync::Arc::get_mut(&mut self.inner) {
-            inner.router_timeout = timeout;
-        } else {
-            let i = &self.inner;
-            self.inner = std::sync::Arc::new(ForwarderInner {
-                client: i.client.clone(),
-                scrubber: i.scrubber.clone(),
-                timeout: i.timeout,
-                router_timeout: timeout,
-            });
-        }
+        std::sync::Arc::make_mut(&mut self.inner).router_timeout = timeout;
         self
     }
 }
