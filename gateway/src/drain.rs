@@ -27,9 +27,8 @@ use std::{
 
 use axum::{
     body::Body,
-    extract::{Request, State},
+    extract::State,
     http::{HeaderMap, StatusCode},
-    middleware::Next,
     response::{IntoResponse, Response},
 };
 use bytes::Bytes;
@@ -42,7 +41,7 @@ use tower_health_routing::secret::Secret;
 /// LiteLLM's default grace time (`DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT`).
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 
-/// The drain state shared by the middleware, the endpoint and the signal handler.
+/// The drain state shared by the request gate (`crate::gate`), the endpoint and the signal handler.
 #[derive(Clone, Debug, Default)]
 pub struct Drain(Arc<Inner>);
 
@@ -150,16 +149,6 @@ fn is_probe(path: &str) -> bool {
 /// Whether `path` is an API route (counted in flight and refused while draining).
 fn is_api(path: &str) -> bool {
     !(path == "/metrics" || path == "/health" || path.starts_with("/health/"))
-}
-
-/// The middleware: probes answer 503 while draining, API requests are refused (503) or
-/// counted in flight until their response body ends.
-pub async fn middleware(State(drain): State<Drain>, req: Request, next: Next) -> Response {
-    match admit(&drain, req.uri().path()) {
-        Admission::Refused(refused) => refused,
-        Admission::Passed => next.run(req).await,
-        Admission::Counted(guard) => guarded(next.run(req).await, guard),
-    }
 }
 
 /// What [`admit`] decides for a request.

@@ -21,9 +21,7 @@ use std::{
 
 use axum::{
     Router,
-    extract::{Request, State},
     http::{StatusCode, Version, header},
-    middleware::Next,
     response::Response,
 };
 use hyper_util::{
@@ -78,15 +76,6 @@ pub fn size_bytes(value: f64, unit: usize, field: &str) -> Result<usize, String>
         return Err(format!("{field}: too large"));
     }
     Ok(bytes as usize)
-}
-
-/// The request middleware: `Host` strictness and the body limit checked against
-/// `Content-Length` before anything is read.
-pub async fn middleware(State(max_body): State<usize>, req: Request, next: Next) -> Response {
-    match check(&req, max_body) {
-        Some(refused) => refused,
-        None => next.run(req).await,
-    }
 }
 
 /// The answer to a request that fails the `Host` rule or declares a body over `max_body`
