@@ -111,19 +111,22 @@ fn count_in(bucket: &AtomicU64, minute: u64) -> u64 {
 }
 
 /// Adds `n` to the minute's count if the result stays within `limit`; `false` otherwise.
+/// Adds `n` to `bucket`'s count for `minute`, unless the count is at `limit`. A bucket
+/// already in the next minute stays in it and counts `n` there: a caller whose minute
+/// lags (a kept minute turns a timer tick after the clock's) never takes a bucket back.
 fn add_in(bucket: &AtomicU64, minute: u64, n: u64, limit: Option<u64>) -> bool {
     bucket
         .fetch_update(Relaxed, Relaxed, |v| {
-            let cur = if v >> COUNT_BITS == minute {
-                v & COUNT_MASK
-            } else {
-                0
+            let (at, cur) = match v >> COUNT_BITS {
+                m if m == minute => (minute, v & COUNT_MASK),
+                m if m == minute + 1 => (m, v & COUNT_MASK),
+                _ => (minute, 0),
             };
             let next = cur.saturating_add(n).min(COUNT_MASK);
             if limit.is_some_and(|l| cur >= l) {
                 return None;
             }
-            Some(minute << COUNT_BITS | next)
+            Some(at << COUNT_BITS | next)
         })
         .is_ok()
 }
@@ -293,6 +296,23 @@ impl DeploymentStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lagging_minute_counts_in_the_next_minute_s_bucket_and_never_takes_it_back() {
+        let s = DeploymentStats::default();
+        assert!(s.try_count_request(5, Some(2)));
+        // Minute 5 was left behind by a caller in minute 6 (it counts one there)...
+        assert!(s.try_count_request(6, Some(2)));
+        // ...a caller still in minute 5 counts in minute 6 against its limit,
+        assert!(s.try_count_request(5, Some(2)));
+        assert_eq!(s.requests_in(6), 2);
+        // and is refused once minute 6 is full.
+        assert!(!s.try_count_request(5, Some(2)));
+        assert_eq!(s.requests_in(6), 2);
+        // Two minutes behind is not a lag: it starts that minute again.
+        assert!(s.try_count_request(4, None));
+        assert_eq!(s.requests_in(4), 1);
+    }
 
     const TAU: f64 = 10e9;
 

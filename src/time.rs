@@ -22,6 +22,11 @@ impl<F: FnMut() -> u64> LazyNow<F> {
     pub(crate) fn get(&mut self) -> u64 {
         *self.value.get_or_insert_with(&mut self.read)
     }
+
+    /// The time if it was read already.
+    pub(crate) fn peek(&self) -> Option<u64> {
+        self.value
+    }
 }
 
 /// Answers and failures counted in one period (a minute, an interval): see

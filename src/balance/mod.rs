@@ -116,13 +116,13 @@ pub(crate) fn pick<R: Rng + ?Sized>(
 
 /// Scans every eligible entry, keeping one with the lowest `key`; ties are broken
 /// uniformly at random (reservoir sampling over the tied ones).
-fn scan_min_uniform<R: Rng + ?Sized>(
+fn scan_min_uniform<R: Rng + ?Sized, K: PartialOrd + Copy>(
     view: View<'_>,
     rng: &mut R,
     eligible: &mut dyn FnMut(u32) -> bool,
-    key: impl Fn(u32) -> f64,
+    key: impl Fn(u32) -> K,
 ) -> Option<u32> {
-    let mut best: Option<(u32, f64)> = None;
+    let mut best: Option<(u32, K)> = None;
     let mut ties = 0u32;
     for &i in view.idx {
         if !eligible(i) {

@@ -20,9 +20,10 @@ const EXACT: usize = 4;
 const PAIRS: usize = 2;
 
 /// A deployment's usage in `minute`, as the strategy orders it: tokens first, requests as
-/// the tie-break (exact as f64 below 2^53). The one place the strategy reads usage.
-pub(crate) fn used(s: &DeploymentStats, minute: u64) -> f64 {
-    (s.tokens_in(minute) as f64).mul_add(1e6, s.requests_in(minute) as f64)
+/// the tie-break (compared as a pair: exact, and no float arithmetic). The one place the
+/// strategy reads usage.
+pub(crate) fn used(s: &DeploymentStats, minute: u64) -> (u64, u64) {
+    (s.tokens_in(minute), s.requests_in(minute))
 }
 
 pub(super) fn pick<R: Rng + ?Sized>(

@@ -66,6 +66,12 @@ pub(crate) struct Shared {
     hooks: Hooks,
     /// Wakes the staleness watchdog (see `watchdog.rs`).
     watchdog: ArcSwapOption<tokio::sync::watch::Sender<()>>,
+    /// The current usage minute plus one, kept by the watchdog while some picker counts
+    /// usage and the watchdog runs; 0 = not kept (read the clock). See `watchdog.rs`.
+    pub(crate) minute: std::sync::atomic::AtomicU64,
+    /// Whether some picker of this state counts usage per minute (the watchdog then keeps
+    /// [`minute`](Self::minute)).
+    pub(crate) minute_wanted: std::sync::atomic::AtomicBool,
     /// Derives the request path's value for each new snapshot (its slot), installed once by
     /// `routing`; `health` calls it and does not interpret what it returns.
     deriver: std::sync::OnceLock<Deriver>,
@@ -93,6 +99,8 @@ impl HealthState {
                 config: Arc::new(config),
                 epoch,
                 watchdog: ArcSwapOption::empty(),
+                minute: std::sync::atomic::AtomicU64::new(0),
+                minute_wanted: std::sync::atomic::AtomicBool::new(false),
                 hooks: Hooks::default(),
                 deriver: std::sync::OnceLock::new(),
                 closed: tokio::sync::watch::Sender::new(()),
@@ -321,6 +329,25 @@ impl HealthState {
     /// Nanoseconds since this state's epoch (the time base of cooldowns and results).
     pub(crate) fn now_nanos(&self) -> u64 {
         nanos_since(self.shared.epoch, Instant::now())
+    }
+
+    /// The current usage minute (see [`crate::stats::minute_of`]) without a clock read,
+    /// while the watchdog keeps it (after [`want_minute`](Self::want_minute), inside a
+    /// runtime). It turns when the watchdog's timer fires, a timer tick after the minute
+    /// does; `None` when not kept.
+    pub(crate) fn minute(&self) -> Option<u64> {
+        self.shared
+            .minute
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .checked_sub(1)
+    }
+
+    /// Asks the watchdog to keep [`minute`](Self::minute) (a picker counting usage).
+    pub(crate) fn want_minute(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if !self.shared.minute_wanted.swap(true, Relaxed) {
+            watchdog::notify(&self.shared);
+        }
     }
 
     pub(crate) fn downgrade(&self) -> std::sync::Weak<Shared> {

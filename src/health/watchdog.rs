@@ -11,12 +11,17 @@
 //! are unwatched and the request path falls back to comparing the clock itself: the result
 //! is the same either way, only the cost differs.
 //!
+//! The same task keeps the state's usage minute (`HealthState::minute`) for
+//! `usage-based-routing` pickers, so their decisions read an atomic instead of the clock:
+//! it stores the minute each time it wakes and sleeps until the next one starts. When the
+//! task ends the minute is cleared and decisions read the clock again.
+//!
 //! The task holds only a `Weak` to the state and ends when the state is dropped (its
 //! `watch::Sender` goes with it) or when its runtime shuts down (the next publication
 //! notices the closed channel and starts a new one).
 
 use std::{
-    sync::{Arc, Weak},
+    sync::{Arc, Weak, atomic::Ordering::Relaxed},
     time::Duration,
 };
 
@@ -24,6 +29,10 @@ use tokio::{sync::watch, time::Instant};
 use tracing::Instrument;
 
 use super::Shared;
+use crate::{
+    stats::{MINUTE_NANOS, minute_of},
+    time::nanos_since,
+};
 
 /// Makes sure a live watchdog serves `shared`; returns whether one does.
 pub(super) fn ensure(shared: &Arc<Shared>) -> bool {
@@ -52,15 +61,33 @@ pub(super) fn notify(shared: &Shared) {
     }
 }
 
+/// Clears the kept minute when the task ends (returns, or is dropped with its runtime).
+struct ClearMinute(Weak<Shared>);
+
+impl Drop for ClearMinute {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.minute.store(0, Relaxed);
+        }
+    }
+}
+
 async fn run(weak: Weak<Shared>, mut rx: watch::Receiver<()>) {
+    let _clear = ClearMinute(weak.clone());
     loop {
         rx.borrow_and_update();
-        let deadline = {
+        let (deadline, minute_ends) = {
             let Some(shared) = weak.upgrade() else { return };
             let next = shared.snapshot.load().next_expiry();
             // Stale means strictly older than the threshold: wake one nanosecond after.
-            (next != u64::MAX)
-                .then(|| shared.epoch + Duration::from_nanos(next) + Duration::from_nanos(1))
+            let deadline = (next != u64::MAX)
+                .then(|| shared.epoch + Duration::from_nanos(next) + Duration::from_nanos(1));
+            let minute_ends = shared.minute_wanted.load(Relaxed).then(|| {
+                let t = nanos_since(shared.epoch, Instant::now());
+                shared.minute.store(minute_of(t) + 1, Relaxed);
+                shared.epoch + Duration::from_nanos((t / MINUTE_NANOS + 1) * MINUTE_NANOS)
+            });
+            (deadline, minute_ends)
         };
         let expiry = async {
             match deadline {
@@ -68,8 +95,15 @@ async fn run(weak: Weak<Shared>, mut rx: watch::Receiver<()>) {
                 None => std::future::pending().await,
             }
         };
+        let minute_turns = async {
+            match minute_ends {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             changed = rx.changed() => if changed.is_err() { return },
+            () = minute_turns => {} // the loop stores the new minute
             () = expiry => {
                 let Some(shared) = weak.upgrade() else { return };
                 let now = Instant::now();

@@ -86,6 +86,9 @@ pub(crate) struct Ask<'a> {
     pub(crate) exclude: &'a [u32],
     /// The request's estimated input tokens, for pre-call checks.
     pub(crate) tokens: Option<u32>,
+    /// The usage minute when known without a clock read (the state's kept minute);
+    /// `None`: from the decision's time.
+    pub(crate) minute: Option<u64>,
 }
 
 /// Why no deployment was picked.
@@ -202,6 +205,9 @@ impl Picker {
         let rng = seeds.rng();
         let routes = table::install(&state);
         routes.note_strategy(strategy);
+        if balance::counts_usage(strategy) {
+            state.want_minute();
+        }
         // The current snapshot may predate the deriver: give it its table now, not on a request.
         let _ = table::get(&state.load(), &routes);
         Self {
@@ -226,6 +232,9 @@ impl Picker {
     pub fn with_strategy(mut self, strategy: RoutingStrategy) -> Self {
         self.strategy = strategy;
         self.routes.note_strategy(strategy);
+        if balance::counts_usage(strategy) {
+            self.state.want_minute();
+        }
         self
     }
 
@@ -278,7 +287,13 @@ impl Picker {
     ) -> Result<Pick<'s>, PickError> {
         let epoch = snap.epoch;
         let mut now = LazyNow::new(|| nanos_since(epoch, tokio::time::Instant::now()));
-        self.pick_at(snap, route, exclude, tokens, &mut now)
+        // A usage-based decision needs the minute, not the time: the watchdog keeps it.
+        let minute = if snap.watched && balance::counts_usage(self.strategy) {
+            self.state.minute()
+        } else {
+            None
+        };
+        self.pick_in(snap, route, exclude, tokens, &mut now, minute)
     }
 
     /// [`pick_for`](Self::pick_for) at a time the caller may already know (the service
@@ -290,6 +305,19 @@ impl Picker {
         exclude: &[DeploymentId],
         tokens: Option<u32>,
         now: &mut LazyNow<F>,
+    ) -> Result<Pick<'s>, PickError> {
+        self.pick_in(snap, route, exclude, tokens, now, None)
+    }
+
+    /// [`pick_at`](Self::pick_at), with the usage minute when the caller knows it.
+    fn pick_in<'s, F: FnMut() -> u64>(
+        &mut self,
+        snap: &'s HealthSnapshot,
+        route: &str,
+        exclude: &[DeploymentId],
+        tokens: Option<u32>,
+        now: &mut LazyNow<F>,
+        minute: Option<u64>,
     ) -> Result<Pick<'s>, PickError> {
         let tbl = table::get(snap, &self.routes);
         let r = tbl.routes.get(route).or_else(|| {
@@ -318,6 +346,7 @@ impl Picker {
         let ask = Ask {
             exclude: &excluded,
             tokens: tokens.filter(|_| self.settings.pre_call_checks),
+            minute,
         };
         match select(
             snap,
@@ -411,15 +440,19 @@ pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
         }
     };
     let usage = balance::counts_usage(strategy);
-    let t = if balance::needs_time(strategy) {
+    let t = if balance::needs_time(strategy) && (!usage || ask.minute.is_none()) {
         now.get()
     } else {
-        0
+        now.peek().unwrap_or(0)
+    };
+    let minute = match ask.minute {
+        Some(m) if now.peek().is_none() => m,
+        _ => minute_of(t),
     };
     let ctx = Ctx {
         next: &route.state.next,
         now: t,
-        minute: minute_of(t),
+        minute,
         tau_nanos: settings.tau_nanos,
         buffer: settings.buffer,
     };
@@ -490,7 +523,7 @@ pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
         if !usage
             || entries[i as usize]
                 .stats
-                .try_count_request(ctx.minute, entries[i as usize].deployment.params.rpm)
+                .try_count_request(minute, entries[i as usize].deployment.params.rpm)
         {
             return Ok((i, bypassed));
         }
@@ -502,6 +535,24 @@ pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
         lost_n += 1;
     }
     let t = now.get();
+    if usage && minute != minute_of(t) {
+        // The kept minute lagged the clock's (its timer had not fired yet): decide again
+        // in the clock's minute before refusing anyone.
+        let ask = Ask {
+            minute: None,
+            ..ask
+        };
+        return select(
+            snap,
+            route,
+            strategy,
+            health_filter,
+            settings,
+            rng,
+            now,
+            ask,
+        );
+    }
     let wait = route
         .all
         .idx
@@ -595,5 +646,95 @@ fn warn_bypass(snap: &HealthSnapshot, route: &Route) {
         tracing::warn!(route = %route.name, "All deployments marked unhealthy by health checks, bypassing health filter");
     } else {
         tracing::debug!(route = %route.name, "bypassing health filter (all deployments unhealthy)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::{Instant, advance};
+
+    use super::{PickError, Picker};
+    use crate::{
+        Config, Deployment, DeploymentId, HealthState, config::RoutingStrategy,
+        health::HealthRecord,
+    };
+
+    fn usage_state(rpm: u64) -> HealthState {
+        let d = Deployment::builder("r", "openai/m")
+            .id("d0")
+            .rpm(rpm)
+            .build();
+        HealthState::new(
+            Config::builder()
+                .deployments([d])
+                .routing_strategy(RoutingStrategy::UsageBasedV2)
+                .build()
+                .unwrap(),
+        )
+    }
+
+    /// Publishes a result, which starts the watchdog, and lets it run once.
+    async fn watch(state: &HealthState) {
+        state.record([(
+            DeploymentId::new("d0"),
+            HealthRecord::healthy(Instant::now()),
+        )]);
+        tokio::task::yield_now().await;
+    }
+
+    #[test]
+    fn the_watchdog_keeps_the_minute_while_its_runtime_runs() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let state = usage_state(10);
+        rt.block_on(async {
+            assert_eq!(state.minute(), None, "not kept before anyone asks");
+            let _picker = Picker::new(state.clone());
+            watch(&state).await;
+            assert_eq!(state.minute(), Some(0));
+            advance(Duration::from_secs(61)).await;
+            tokio::task::yield_now().await;
+            assert_eq!(state.minute(), Some(1), "the minute turned");
+        });
+        drop(rt);
+        assert_eq!(
+            state.minute(),
+            None,
+            "no runtime, no kept minute: read the clock"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lagging_kept_minute_never_refuses_what_the_clock_s_minute_has_room_for() {
+        let state = usage_state(1);
+        let mut picker = Picker::new(state.clone());
+        watch(&state).await;
+        assert!(picker.pick(&state.load(), "r", &[]).is_ok());
+        assert!(matches!(
+            picker.pick(&state.load(), "r", &[]),
+            Err(PickError::NoDeploymentAvailable(_))
+        ));
+        // The next minute, before the watchdog's timer has turned the kept minute.
+        advance(Duration::from_secs(60)).await;
+        state
+            .shared
+            .minute
+            .store(1, std::sync::atomic::Ordering::Relaxed); // minute 0
+        assert!(
+            picker.pick(&state.load(), "r", &[]).is_ok(),
+            "the clock's minute has room"
+        );
+        // That request counted in the clock's minute, which the lagging one cannot undo.
+        match picker.pick(&state.load(), "r", &[]) {
+            Err(PickError::NoDeploymentAvailable(e)) => {
+                assert_eq!(e.retry_after(), Duration::from_secs(60));
+            }
+            other => panic!("expected a refusal until the next minute, got {other:?}"),
+        }
     }
 }
