@@ -889,6 +889,9 @@ fn set_content_length(resp: &mut Response) {
 }
 
 /// The future of [`Front`].
+// Kept inline, not boxed: it sits in the connection's task, pinned once, and a boxed
+// router future would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
 #[pin_project::pin_project(project = FrontProj)]
 pub enum FrontFuture {
     /// An API request's handler.

@@ -101,17 +101,21 @@ impl std::fmt::Debug for KeyDigest {
 /// [`has_key`] against a key's [`KeyDigest`]: the same headers, the same constant-time
 /// comparison.
 pub fn has_key_digest(headers: &HeaderMap, want: &KeyDigest) -> bool {
+    // Built once: a `&str` name is parsed again on every lookup.
+    const LITELLM_API_KEY: header::HeaderName =
+        header::HeaderName::from_static("x-litellm-api-key");
+    const API_KEY: header::HeaderName = header::HeaderName::from_static("api-key");
     let want = &want.0[..];
     let mut ok = subtle::Choice::from(0);
-    for name in [
-        header::AUTHORIZATION.as_str(),
-        "x-litellm-api-key",
-        "api-key",
-    ] {
+    for name in [&header::AUTHORIZATION, &LITELLM_API_KEY, &API_KEY] {
         for v in headers.get_all(name) {
             let Ok(v) = v.to_str() else { continue };
             let v = v.trim();
-            let given = strip_bearer(v).unwrap_or(if name == "authorization" { "" } else { v });
+            let given = strip_bearer(v).unwrap_or(if *name == header::AUTHORIZATION {
+                ""
+            } else {
+                v
+            });
             if given.is_empty() {
                 continue;
             }
