@@ -691,6 +691,18 @@ impl ForwardEndpoint {
         })
     }
 
+    /// A `POST` of `body` to this endpoint, without headers yet.
+    fn request<B>(&self, body: B) -> Result<http::Request<B>, http::Error> {
+        let uri = match &self.uri {
+            Some(u) => u.clone(),
+            None => http::Uri::try_from(self.url.as_str())?,
+        };
+        let mut req = http::Request::new(body);
+        *req.method_mut() = http::Method::POST;
+        *req.uri_mut() = uri;
+        Ok(req)
+    }
+
     /// A `POST` to this endpoint.
     fn post(&self) -> http::request::Builder {
         match &self.uri {
@@ -791,24 +803,31 @@ async fn upstream_request(
             .await
             .map_err(|e| LocalError::new(format!("the request body cannot be rewritten: {e}")))?
     };
-    // The gateway scrubs answers, which it cannot do to a compressed body.
-    let mut up = ep.post().header(
+    // The gateway scrubs answers, which it cannot do to a compressed body. Built in place
+    // (a request builder moves its whole head on every header).
+    let mut up = ep.request(Full::new(body))?;
+    let h = up.headers_mut();
+    h.try_append(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
-    );
+    )
+    .map_err(http::Error::from)?;
     if let Some(ct) = ctype {
-        up = up.header(header::CONTENT_TYPE, ct.clone());
+        h.try_append(header::CONTENT_TYPE, ct.clone())
+            .map_err(http::Error::from)?;
     }
     for (name, value) in parts.headers.iter() {
         // Pass the client's own negotiation headers; never its credentials.
         if name == header::ACCEPT || name.as_str().starts_with("openai-") {
-            up = up.header(name, value);
+            h.try_append(name.clone(), value.clone())
+                .map_err(http::Error::from)?;
         }
     }
     for (name, value) in &ep.headers {
-        up = up.header(name, value);
+        h.try_append(name.clone(), value.clone())
+            .map_err(http::Error::from)?;
     }
-    Ok((up.body(Full::new(body))?, None))
+    Ok((up, None))
 }
 
 /// The body with `model` set to the deployment's model (JSON, or the multipart `model` field).
