@@ -1,5 +1,7 @@
-//! The gateway's application: an axum router with the OpenAI-compatible API routes behind
-//! `HealthRoutingLayer`, forwarding each request to the chosen deployment.
+//! The gateway's application: the OpenAI-compatible API routes behind
+//! `HealthRoutingLayer`, forwarding each request to the chosen deployment. [`Front`] sends an
+//! API `POST` straight to its handler and everything else (health, metrics, `/v1/models`, other
+//! methods) through an axum router.
 //!
 //! Request flow for `POST /v1/chat/completions` (and the other API routes):
 //!
