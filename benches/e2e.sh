@@ -7,18 +7,21 @@
 # at concurrency 1, 16 and 64: requests/s, p50/p99 latency, and CPU time per request of the proxy
 # process (utime+stime from /proc, divided by the requests it served).
 #
-# Usage: benches/e2e.sh [--duration SECS] [--conns "1 16 64"] [--litellm]
+# Usage: benches/e2e.sh [--duration SECS] [--conns "1 16 64"] [--litellm] [--base-gateway BIN]
+# --base-gateway runs a second thr-gateway binary (e.g. main's build) the same way, as the
+# row `gateway-base`, to compare two builds in one run.
 # Installs wrk and nginx from Debian's packages when missing; --litellm installs
 # 'litellm[proxy]' from PyPI into a throw-away venv under target/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DUR=10; CONNS="1 16 64"; LITELLM=0
+DUR=10; CONNS="1 16 64"; LITELLM=0; BASE_GW=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DUR=$2; shift 2 ;;
     --conns) CONNS=$2; shift 2 ;;
     --litellm) LITELLM=1; shift ;;
+    --base-gateway) BASE_GW=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -37,7 +40,7 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; [ -f "$WORK/up/nginx.pid" ] && kill "$(cat "$WORK/up/nginx.pid")" 2>/dev/null; [ -f "$WORK/px/nginx.pid" ] && kill "$(cat "$WORK/px/nginx.pid")" 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-UP=18081; PX=18082; GW=18083; LL=18084
+UP=18081; PX=18082; GW=18083; LL=18084; GB=18085
 # Both gateways check the same master key (LiteLLM refuses to start without one).
 KEY="sk-bench-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
 REPLY='{"id":"chatcmpl-1","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"hello"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}'
@@ -75,6 +78,10 @@ cargo build -q --release -p thr-gateway
 # One worker thread, like the one nginx worker process it is compared with.
 RUST_LOG=warn target/release/thr-gateway --config "$WORK/gateway.yaml" --host 127.0.0.1 --port $GW --workers 1 & PIDS+=($!)
 GW_PID=$!
+if [ -n "$BASE_GW" ]; then
+  RUST_LOG=warn "$BASE_GW" --config "$WORK/gateway.yaml" --host 127.0.0.1 --port $GB --workers 1 & PIDS+=($!)
+  GB_PID=$!
+fi
 
 if [ "$LITELLM" = 1 ]; then
   VENV=target/litellm-venv
@@ -105,7 +112,7 @@ wait_up() {
   done
   echo "port $1 never answered 200 (last: $code)" >&2; [ -f "$WORK/litellm.log" ] && tail -20 "$WORK/litellm.log" >&2; return 1
 }
-wait_up $UP; wait_up $PX; wait_up $GW; [ "$LITELLM" = 1 ] && wait_up $LL
+wait_up $UP; wait_up $PX; wait_up $GW; [ -n "$BASE_GW" ] && wait_up $GB; [ "$LITELLM" = 1 ] && wait_up $LL
 
 cpu_ticks() { # sum of utime+stime over pids
   local t=0; for p in "$@"; do [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo $t
@@ -131,5 +138,6 @@ run() { # name port pids...
 run direct $UP
 run nginx-proxy $PX $(nginx_pids "$WORK/px")
 run gateway $GW $GW_PID
+[ -n "$BASE_GW" ] && run gateway-base $GB $GB_PID
 [ "$LITELLM" = 1 ] && run litellm $LL $(pgrep -P "$LL_PID" | tr '\n' ' ') "$LL_PID"
 printf '\nmachine: %s cores, %s; date: %s\n' "$(nproc)" "$(uname -m)" "$(date -u +%F)"

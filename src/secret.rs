@@ -252,21 +252,24 @@ impl Scrubber {
     /// beginning, but not the whole, of some form: bytes that may still become a secret.
     fn pending_len(&self, buf: &[u8]) -> usize {
         let max = self.longest.saturating_sub(1).min(buf.len());
-        (1..=max)
-            .rev()
-            .find(|&k| {
-                let tail = &buf[buf.len() - k..];
-                let b = tail[0];
-                if self.starts[usize::from(b >> 6)] & (1 << (b & 63)) == 0 {
-                    return false;
-                }
-                let at = self.forms.partition_point(|f| f.as_ref() < tail);
-                self.forms[at..]
-                    .iter()
-                    .take_while(|f| f.starts_with(tail))
-                    .any(|f| f.len() > k)
-            })
-            .unwrap_or(0)
+        let from = buf.len() - max;
+        // Longest end first; only an end whose first byte begins some form is looked up.
+        for (i, &b) in buf[from..].iter().enumerate() {
+            if self.starts[usize::from(b >> 6)] & (1 << (b & 63)) == 0 {
+                continue;
+            }
+            let tail = &buf[from + i..];
+            let k = tail.len();
+            let at = self.forms.partition_point(|f| f.as_ref() < tail);
+            if self.forms[at..]
+                .iter()
+                .take_while(|f| f.starts_with(tail))
+                .any(|f| f.len() > k)
+            {
+                return k;
+            }
+        }
+        0
     }
 
     /// `text` with every form of every secret replaced by `[redacted]`.

@@ -1,5 +1,7 @@
-//! The gateway's application: an axum router with the OpenAI-compatible API routes behind
-//! `HealthRoutingLayer`, forwarding each request to the chosen deployment.
+//! The gateway's application: the OpenAI-compatible API routes behind
+//! `HealthRoutingLayer`, forwarding each request to the chosen deployment. [`Front`] sends an
+//! API `POST` straight to its handler and everything else (health, metrics, `/v1/models`, other
+//! methods) through an axum router.
 //!
 //! Request flow for `POST /v1/chat/completions` (and the other API routes):
 //!
@@ -104,21 +106,42 @@ const MODEL_ID: http::HeaderName = http::HeaderName::from_static("x-litellm-mode
 
 type Routed = BoxCloneSyncService<http::Request<Bytes>, Response, BoxError>;
 
+/// What the API handler needs, behind one `Arc` (the handler gets a clone per request).
 #[derive(Clone)]
-struct App {
+struct App(std::sync::Arc<AppInner>);
+
+struct AppInner {
     state: HealthState,
+    /// The master key's digest (hashed once, not on every request).
+    master_key: Option<tower_health_routing::endpoints::KeyDigest>,
     max_body: usize,
     routed: Routed,
     scrubber: Scrubber,
     budget: BodyBudget,
 }
 
+impl std::ops::Deref for App {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
 /// Builds the API router (health endpoints are merged in by the caller).
 pub fn api_router(state: HealthState, routing: HealthRoutingLayer, options: &Options) -> Router {
+    let app = api_app(state, routing, options);
+    api_routes(app)
+}
+
+/// The API handler's state: the routed forwarding stack and what `api` checks.
+fn api_app(state: HealthState, routing: HealthRoutingLayer, options: &Options) -> App {
     let scrubber = state.scrubber().clone();
     let forwarder = Forwarder::new(scrubber.clone(), options.upstream_timeout)
-        .router_timeout(state.config().router.timeout);
+        .router_timeout(state.config().router.timeout)
+        .endpoints_of(state.config());
     let sse_scrubber = scrubber.clone();
+    // Behind an `Arc`: the closure is cloned with the service, for every request.
+    let values = std::sync::Arc::new(crate::fallback::HeaderValues::of(state.config()));
     let routed = ServiceBuilder::new()
         .map_response(
             move |resp: http::Response<
@@ -127,10 +150,10 @@ pub fn api_router(state: HealthState, routing: HealthRoutingLayer, options: &Opt
                 >,
             >| {
                 let (mut parts, body) = resp.into_parts();
-                crate::fallback::served_headers(&mut parts);
+                crate::fallback::served_headers_with(&mut parts, &values);
                 // Tell the client which deployment answered, as LiteLLM does.
                 if let Some(d) = parts.extensions.get::<SelectedDeployment>()
-                    && let Ok(v) = HeaderValue::from_str(d.id().as_str())
+                    && let Some(v) = values.get(d.id().as_str())
                 {
                     parts.headers.insert(MODEL_ID, v);
                 }
@@ -150,20 +173,30 @@ pub fn api_router(state: HealthState, routing: HealthRoutingLayer, options: &Opt
         .layer(tower_health_routing::retry::RetryLayer::new(state.config()))
         .layer(routing)
         .service(forwarder);
-    let app = App {
+    App(std::sync::Arc::new(AppInner {
+        master_key: state
+            .config()
+            .master_key
+            .as_ref()
+            .map(tower_health_routing::endpoints::KeyDigest::new),
         state,
         max_body: options.max_body,
         routed: BoxCloneSyncService::new(routed),
         scrubber,
         budget: BodyBudget::new(options.max_body.saturating_mul(4)),
-    };
+    }))
+}
+
+/// The axum routes of the API (`GET /models`, and the `POST` API routes, which [`Front`]
+/// serves without the router; here they also answer 405 to other methods).
+fn api_routes(app: App) -> Router {
     let mut router = Router::new()
         .route("/v1/models", get(models))
         .route("/models", get(models));
     for r in API_ROUTES {
         router = router
-            .route(&format!("/v1/{r}"), post(api))
-            .route(&format!("/{r}"), post(api));
+            .route(&format!("/v1/{r}"), post(api_handler))
+            .route(&format!("/{r}"), post(api_handler));
     }
     router.with_state(app)
 }
@@ -184,8 +217,8 @@ fn unauthorized() -> Response {
 
 /// 401 unless the request carries the master key (when one is configured).
 fn check_key(app: &App, headers: &HeaderMap) -> Result<(), Box<Response>> {
-    match &app.state.config().master_key {
-        Some(key) if !tower_health_routing::endpoints::has_key(headers, key) => {
+    match &app.master_key {
+        Some(key) if !tower_health_routing::endpoints::has_key_digest(headers, key) => {
             Err(Box::new(error(
                 StatusCode::UNAUTHORIZED,
                 "auth_error",
@@ -215,7 +248,20 @@ async fn models(State(app): State<App>, uri: axum::http::Uri, headers: HeaderMap
     axum::Json(json!({"object": "list", "data": data})).into_response()
 }
 
-async fn api(State(app): State<App>, req: Request) -> Response {
+async fn api_handler(State(app): State<App>, req: Request) -> Response {
+    api(app, req).await
+}
+
+/// Whether `path` is one of the API routes ([`API_ROUTES`], with or without `/v1`).
+pub fn is_api_path(path: &str) -> bool {
+    let Some(p) = path.strip_prefix('/') else {
+        return false;
+    };
+    let p = p.strip_prefix("v1/").unwrap_or(p);
+    API_ROUTES.contains(&p)
+}
+
+async fn api(app: App, req: Request) -> Response {
     if let Err(r) = check_key(&app, req.headers()) {
         return *r;
     }
@@ -260,7 +306,6 @@ async fn api(State(app): State<App>, req: Request) -> Response {
     };
     let mut req = http::Request::from_parts(parts, body);
     // One shared name for the route and the body's model (cloned, not copied).
-    let model: std::sync::Arc<str> = model.into();
     req.extensions_mut()
         .insert(ModelGroup::new(std::sync::Arc::clone(&model)));
     if app.state.config().router.enable_pre_call_checks
@@ -273,7 +318,8 @@ async fn api(State(app): State<App>, req: Request) -> Response {
     if stream {
         req.extensions_mut().insert(Streaming);
     }
-    match app.routed.clone().oneshot(req).await {
+    let routed = app.routed.clone();
+    match routed.oneshot(req).await {
         Ok(resp) => resp,
         Err(e) => error_response(&app, &model, &e),
     }
@@ -281,20 +327,24 @@ async fn api(State(app): State<App>, req: Request) -> Response {
 
 /// The `model` a request asks for (from the JSON body, or the `model` field of a multipart
 /// form) and whether it asks for a stream (`"stream": true` in a JSON body).
-async fn request_head(headers: &HeaderMap, body: &Bytes) -> Result<(String, bool), String> {
+async fn request_head(
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(std::sync::Arc<str>, bool), String> {
     let ctype = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if ctype.starts_with("multipart/form-data") {
-        return Ok((multipart::model(ctype, body).await?, false));
+        return Ok((multipart::model(ctype, body).await?.into(), false));
     }
     // One pass: `model` and `stream` are read; the rest is validated as JSON but not built
     // into a tree.
-    let h: Head = serde_json::from_slice(body).map_err(|e| format!("malformed JSON body: {e}"))?;
+    let h: Head<'_> =
+        serde_json::from_slice(body).map_err(|e| format!("malformed JSON body: {e}"))?;
     let stream = h.stream == Some(Value::Bool(true)) && !ctype.starts_with("multipart/");
     match h.model {
-        Some(Value::String(s)) if !s.is_empty() => Ok((s, stream)),
+        Some(ModelField::Str(s)) if !s.is_empty() => Ok((std::sync::Arc::from(&*s), stream)),
         Some(_) => Err("`model` must be a non-empty string".to_owned()),
         None => Err("the body has no `model`".to_owned()),
     }
@@ -307,9 +357,73 @@ struct Streaming;
 
 /// The fields of a JSON body the gateway reads; every other field is checked and skipped.
 #[derive(serde::Deserialize)]
-struct Head {
-    model: Option<Value>,
+struct Head<'a> {
+    #[serde(borrow)]
+    model: Option<ModelField<'a>>,
     stream: Option<Value>,
+}
+
+/// The value of a body's `model`: a string (borrowed from the body unless it has escapes),
+/// or any other JSON value (checked and skipped, as a `Value` would be, but not built).
+enum ModelField<'a> {
+    Str(std::borrow::Cow<'a, str>),
+    Other,
+}
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for ModelField<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ModelField<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(ModelField::Str(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(ModelField::Str(std::borrow::Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(ModelField::Str(std::borrow::Cow::Owned(v)))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(ModelField::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(ModelField::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(ModelField::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(ModelField::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(ModelField::Other)
+            }
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok(ModelField::Other)
+            }
+            fn visit_some<D2: serde::Deserializer<'de>>(
+                self,
+                d: D2,
+            ) -> Result<Self::Value, D2::Error> {
+                <IgnoredAny as serde::Deserialize>::deserialize(d)?;
+                Ok(ModelField::Other)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(ModelField::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(ModelField::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 fn error_response(app: &App, model: &str, e: &BoxError) -> Response {
@@ -395,6 +509,8 @@ struct ForwarderInner {
     scrubber: Scrubber,
     timeout: Duration,
     router_timeout: Option<Duration>,
+    /// Resolved at start-up ([`Forwarder::endpoints_of`]); the rest per request.
+    endpoints: std::sync::Arc<ForwardEndpoints>,
 }
 
 #[cfg(feature = "rustls")]
@@ -427,6 +543,7 @@ impl Forwarder {
                 scrubber,
                 timeout,
                 router_timeout: None,
+                endpoints: std::sync::Arc::default(),
             }),
         }
     }
@@ -436,6 +553,15 @@ impl Forwarder {
     /// `timeout`/`stream_timeout`, before the forwarder's own.
     pub fn router_timeout(mut self, timeout: Option<Duration>) -> Self {
         std::sync::Arc::make_mut(&mut self.inner).router_timeout = timeout;
+        self
+    }
+
+    /// Resolves the forward endpoint (URL, auth headers, model) of every deployment of
+    /// `config` for every API route once, now, instead of on every request. A request
+    /// routed to a deployment that is not one of `config`'s is resolved as it comes.
+    pub fn endpoints_of(mut self, config: &Config) -> Self {
+        std::sync::Arc::make_mut(&mut self.inner).endpoints =
+            std::sync::Arc::new(ForwardEndpoints::of(config));
         self
     }
 }
@@ -467,7 +593,7 @@ impl Service<http::Request<Bytes>> for Forwarder {
                 .clone();
             let stream = req.extensions().get::<Streaming>().is_some();
             let timeout = this.timeout_for(chosen.deployment(), stream);
-            let (upstream, translation) = upstream_request(&chosen, req).await?;
+            let (upstream, translation) = upstream_request(&this.endpoints, &chosen, req).await?;
             // A timeout is `Elapsed`: the classifier's `Timeout` (cooldown, retries).
             let resp = tokio::time::timeout(timeout, this.client.request(upstream)).await??;
             if let Some(t) = translation {
@@ -511,21 +637,15 @@ impl Service<http::Request<Bytes>> for Forwarder {
             // Byte for byte only when there is nothing to scrub.
             let same = this.scrubber.is_empty();
             parts.headers = fwd::response_headers(&parts.headers, &this.scrubber, same);
-            let body = Body::new(body);
             if parts.status.is_success() {
                 // Stream through, chunk by chunk (SSE included), scrubbed as it goes and
-                // counting its `usage`.
-                let body = if same {
-                    body
-                } else {
-                    Body::new(fwd::ScrubbedBody::new(body, &this.scrubber))
-                };
-                if crate::usage::may_carry_usage(parts.headers.get(header::CONTENT_TYPE)) {
-                    let body = crate::usage::UsageBody::new(body, chosen);
-                    return Ok(http::Response::from_parts(parts, Body::new(body)));
-                }
-                return Ok(http::Response::from_parts(parts, body));
+                // counting its `usage`: one body, boxed once.
+                let usage = crate::usage::may_carry_usage(parts.headers.get(header::CONTENT_TYPE))
+                    .then_some(chosen);
+                let body = fwd::ForwardBody::new(body, &this.scrubber, same, usage);
+                return Ok(http::Response::from_parts(parts, Body::new(body)));
             }
+            let body = Body::new(body);
             // An error: read a bounded amount, scrub it, keep the upstream's status.
             let (text, cut) = fwd::read_error_body(body, &this.scrubber, MAX_ERROR_BODY).await;
             parts.headers.remove(header::CONTENT_LENGTH);
@@ -543,9 +663,105 @@ impl Service<http::Request<Bytes>> for Forwarder {
     }
 }
 
+/// A deployment's forward endpoint for one API route, with its URL parsed: resolved once,
+/// at start-up, for every deployment of the config ([`ForwardEndpoints`]), or per request
+/// for one that is not there.
+#[derive(Debug)]
+struct ForwardEndpoint {
+    /// The id of the deployment it was resolved for (the same allocation as the config's:
+    /// a request's deployment matches only if it was cloned from that one).
+    id: tower_health_routing::DeploymentId,
+    wire: provider::Wire,
+    /// The URL, parsed (`None`: it does not parse, and the request builder says why).
+    uri: Option<http::Uri>,
+    url: String,
+    headers: HeaderMap,
+    model: String,
+}
+
+impl ForwardEndpoint {
+    /// Where and how: the provider catalog, the same the prober builds its probes from.
+    fn resolve(d: &tower_health_routing::Deployment, path: &str) -> Result<Self, BoxError> {
+        let ep = provider::forward_endpoint(d, path).map_err(|e| LocalError::new(e.to_string()))?;
+        Ok(Self {
+            id: d.id().clone(),
+            wire: ep.wire,
+            uri: http::Uri::try_from(ep.url.as_str()).ok(),
+            url: ep.url,
+            headers: ep.headers,
+            model: ep.model,
+        })
+    }
+
+    /// A `POST` of `body` to this endpoint, without headers yet.
+    fn request<B>(&self, body: B) -> Result<http::Request<B>, http::Error> {
+        let uri = match &self.uri {
+            Some(u) => u.clone(),
+            None => http::Uri::try_from(self.url.as_str())?,
+        };
+        let mut req = http::Request::new(body);
+        *req.method_mut() = http::Method::POST;
+        *req.uri_mut() = uri;
+        Ok(req)
+    }
+
+    /// A `POST` to this endpoint.
+    fn post(&self) -> http::request::Builder {
+        match &self.uri {
+            Some(u) => http::Request::post(u.clone()),
+            None => http::Request::post(self.url.as_str()),
+        }
+    }
+}
+
+/// The forward endpoints of a config's deployments, by deployment id and API route
+/// ([`API_ROUTES`] index; the same endpoint serves the route with and without `/v1`).
+#[derive(Debug, Default)]
+struct ForwardEndpoints(
+    std::collections::HashMap<tower_health_routing::DeploymentId, Vec<Option<ForwardEndpoint>>>,
+);
+
+impl ForwardEndpoints {
+    /// Every deployment of `config` (the first of a repeated id, as the routing snapshot
+    /// keeps), for every API route it can be forwarded; what cannot be resolved is left to
+    /// the request (whose error it then is).
+    fn of(config: &Config) -> Self {
+        let mut map = std::collections::HashMap::new();
+        for d in &config.deployments {
+            map.entry(d.id().clone()).or_insert_with(|| {
+                API_ROUTES
+                    .iter()
+                    .map(|r| {
+                        ForwardEndpoint::resolve(d, &format!("/v1/{r}"))
+                            .ok()
+                            .filter(|e| e.uri.is_some())
+                    })
+                    .collect()
+            });
+        }
+        Self(map)
+    }
+
+    /// The endpoint resolved at start-up for `d` and `path`, if `d` is the config's.
+    fn get(&self, d: &tower_health_routing::Deployment, path: &str) -> Option<&ForwardEndpoint> {
+        let i = api_route_index(path)?;
+        let ep = self.0.get(d.id().as_str())?.get(i)?.as_ref()?;
+        // The same id allocation: `d` is a clone of the deployment it was resolved for.
+        std::ptr::eq(ep.id.as_str(), d.id().as_str()).then_some(ep)
+    }
+}
+
+/// The index in [`API_ROUTES`] of an API path (with or without `/v1`).
+fn api_route_index(path: &str) -> Option<usize> {
+    let p = path.strip_prefix('/')?;
+    let p = p.strip_prefix("v1/").unwrap_or(p);
+    API_ROUTES.iter().position(|r| *r == p)
+}
+
 /// The upstream request: URL by provider, the deployment's model in the body, its
 /// credentials; and, for Anthropic, how to translate its answer back.
 async fn upstream_request(
+    endpoints: &ForwardEndpoints,
     chosen: &SelectedDeployment,
     req: http::Request<Bytes>,
 ) -> Result<
@@ -555,21 +771,23 @@ async fn upstream_request(
     ),
     BoxError,
 > {
-    // Where and how: the provider catalog, the same the prober builds its probes from.
-    let ep = provider::forward_endpoint(chosen.deployment(), req.uri().path())
-        .map_err(|e| LocalError::new(e.to_string()))?;
-    let model = ep.model.clone();
+    let resolved;
+    let ep = match endpoints.get(chosen.deployment(), req.uri().path()) {
+        Some(ep) => ep,
+        None => {
+            resolved = ForwardEndpoint::resolve(chosen.deployment(), req.uri().path())?;
+            &resolved
+        }
+    };
+    let model = ep.model.as_str();
     // The model the client's body names, set by `api` (not the group: a fallback changes it).
-    let requested = req
-        .extensions()
-        .get::<crate::fallback::BodyModel>()
-        .cloned();
     let (parts, body) = req.into_parts();
     if ep.wire == tower_health_routing::provider::Wire::Anthropic {
         // OpenAI chat completions translated to the Messages API; no client header goes.
-        let (body, t) = crate::forward::anthropic::to_messages_request(&body, &model)
+        let (body, t) = crate::forward::anthropic::to_messages_request(&body, model)
             .map_err(|e| LocalError::new(e.to_string()))?;
-        let mut up = http::Request::post(ep.url)
+        let mut up = ep
+            .post()
             .header(header::CONTENT_TYPE, "application/json")
             .header(header::ACCEPT_ENCODING, "identity");
         for (name, value) in &ep.headers {
@@ -577,30 +795,41 @@ async fn upstream_request(
         }
         return Ok((up.body(Full::new(body))?, Some(t)));
     }
-    let ctype = parts.headers.get(header::CONTENT_TYPE).cloned();
+    let requested = parts.extensions.get::<crate::fallback::BodyModel>();
+    let ctype = parts.headers.get(header::CONTENT_TYPE);
     // Most deployments serve the model the client named: then the body goes as it came.
-    let body = if requested.as_ref().map(|m| &*m.0) == Some(model.as_str()) {
+    let body = if requested.map(|m| &*m.0) == Some(model) {
         body
     } else {
-        rewrite_model(ctype.as_ref().and_then(|v| v.to_str().ok()), body, &model)
+        rewrite_model(ctype.and_then(|v| v.to_str().ok()), body, model)
             .await
             .map_err(|e| LocalError::new(format!("the request body cannot be rewritten: {e}")))?
     };
-    // The gateway scrubs answers, which it cannot do to a compressed body.
-    let mut up = http::Request::post(ep.url).header(header::ACCEPT_ENCODING, "identity");
+    // The gateway scrubs answers, which it cannot do to a compressed body. Built in place
+    // (a request builder moves its whole head on every header).
+    let mut up = ep.request(Full::new(body))?;
+    let h = up.headers_mut();
+    h.try_append(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    )
+    .map_err(http::Error::from)?;
     if let Some(ct) = ctype {
-        up = up.header(header::CONTENT_TYPE, ct);
+        h.try_append(header::CONTENT_TYPE, ct.clone())
+            .map_err(http::Error::from)?;
     }
     for (name, value) in parts.headers.iter() {
         // Pass the client's own negotiation headers; never its credentials.
         if name == header::ACCEPT || name.as_str().starts_with("openai-") {
-            up = up.header(name, value);
+            h.try_append(name.clone(), value.clone())
+                .map_err(http::Error::from)?;
         }
     }
     for (name, value) in &ep.headers {
-        up = up.header(name, value);
+        h.try_append(name.clone(), value.clone())
+            .map_err(http::Error::from)?;
     }
-    Ok((up.body(Full::new(body))?, None))
+    Ok((up, None))
 }
 
 /// The body with `model` set to the deployment's model (JSON, or the multipart `model` field).
@@ -617,6 +846,101 @@ async fn rewrite_model(ctype: Option<&str>, body: Bytes, model: &str) -> Result<
     }
 }
 
+/// The gateway's whole service: the request gate around [`Front`].
+pub type Gated = crate::gate::Gate<Front>;
+
+/// The gateway's front service: an API request (`POST` to an [`API_ROUTES`] path) goes
+/// straight to its handler; anything else through the axum router (which also has the API
+/// routes, so another method gets its 405). One route match and no boxed route clone per
+/// API request.
+#[derive(Clone)]
+pub struct Front {
+    app: App,
+    router: Router,
+}
+
+impl std::fmt::Debug for Front {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Front").finish_non_exhaustive()
+    }
+}
+
+impl<B> Service<http::Request<B>> for Front
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = FrontFuture;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut task::Context<'_>,
+    ) -> task::Poll<Result<(), std::convert::Infallible>> {
+        // The router is always ready; so is the handler.
+        task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> FrontFuture {
+        let req = req.map(Body::new);
+        if req.method() == http::Method::POST && is_api_path(req.uri().path()) {
+            let app = self.app.clone();
+            return FrontFuture::Api(Box::pin(async move {
+                let mut resp = api(app, req).await;
+                // As axum's route does: an exact-size body gets its `content-length`.
+                set_content_length(&mut resp);
+                Ok(resp)
+            }));
+        }
+        FrontFuture::Router(Service::call(&mut self.router, req))
+    }
+}
+
+/// `content-length` from an exact size hint, unless the response has one.
+fn set_content_length(resp: &mut Response) {
+    use http_body::Body as _;
+    if resp.headers().contains_key(header::CONTENT_LENGTH) {
+        return;
+    }
+    if let Some(n) = resp.body().size_hint().exact() {
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+}
+
+/// The future of [`Front`].
+// Kept inline, not boxed: it sits in the connection's task, pinned once, and a boxed
+// router future would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
+#[pin_project::pin_project(project = FrontProj)]
+pub enum FrontFuture {
+    /// An API request's handler.
+    Api(Pin<Box<dyn Future<Output = Result<Response, std::convert::Infallible>> + Send>>),
+    /// Anything else, through the router.
+    Router(#[pin] axum::routing::future::RouteFuture<std::convert::Infallible>),
+}
+
+impl std::fmt::Debug for FrontFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Api(_) => "FrontFuture::Api",
+            Self::Router(_) => "FrontFuture::Router",
+        })
+    }
+}
+
+impl Future for FrontFuture {
+    type Output = Result<Response, std::convert::Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> task::Poll<Self::Output> {
+        match self.project() {
+            FrontProj::Api(f) => f.as_mut().poll(cx),
+            FrontProj::Router(f) => f.poll(cx),
+        }
+    }
+}
+
 /// The whole gateway: routing state, probe loop and router.
 #[derive(Debug)]
 pub struct Gateway {
@@ -626,7 +950,7 @@ pub struct Gateway {
     pub probes: tower_health_routing::ProbeLoop,
     /// The drain state (`/health/drain`, SIGTERM).
     pub drain: crate::drain::Drain,
-    router: Router,
+    service: Gated,
     limits: crate::limits::Limits,
     grace: Duration,
     routes: Vec<crate::routes::Route>,
@@ -660,7 +984,8 @@ impl Gateway {
         }
         // The endpoints are a plain tower Service (no framework feature needed): mount it on
         // the paths it serves. With the `axum` feature, `health_router(endpoints)` does the same.
-        let mut router = api_router(state.clone(), layer, options)
+        let app = api_app(state.clone(), layer, options);
+        let mut router = api_routes(app.clone())
             .merge(crate::models::test_connection_route(endpoints.clone()))
             .route_service("/health", endpoints.clone())
             .route_service("/health/{*rest}", endpoints);
@@ -691,18 +1016,20 @@ impl Gateway {
             );
         }
         let drain = crate::drain::Drain::default();
-        let router = router
-            .route(
-                "/health/drain",
-                get(crate::drain::endpoint)
-                    .with_state((drain.clone(), std::sync::Arc::new(options.drain.clone()))),
-            )
-            .layer(crate::gate::GateLayer::new(drain.clone(), options.max_body));
+        let router = router.route(
+            "/health/drain",
+            get(crate::drain::endpoint)
+                .with_state((drain.clone(), std::sync::Arc::new(options.drain.clone()))),
+        );
+        let service = tower::Layer::layer(
+            &crate::gate::GateLayer::new(drain.clone(), options.max_body),
+            Front { app, router },
+        );
         Ok(Self {
             state,
             probes,
             drain,
-            router,
+            service,
             limits: options.limits.clone(),
             grace: options.drain.grace,
             routes: crate::routes::table(options.metrics.is_some(), options.metrics_require_auth),
@@ -716,7 +1043,13 @@ impl Gateway {
 
     /// The router (API routes and health endpoints).
     pub fn router(&self) -> Router {
-        self.router.clone()
+        Router::new().fallback_service(self.service.clone())
+    }
+
+    /// The service [`serve`](Self::serve) runs: the request gate, then [`Front`] (API
+    /// requests straight to their handler, the rest through the router).
+    pub fn service(&self) -> Gated {
+        self.service.clone()
     }
 
     /// Serves on `listener` until `shutdown` completes; in-flight requests finish, then the
@@ -734,7 +1067,7 @@ impl Gateway {
             shutdown.await;
             drain.drain(grace).await;
         };
-        crate::limits::serve(listener, self.router, &self.limits, shutdown).await?;
+        crate::limits::serve(listener, self.service, &self.limits, shutdown).await?;
         if let Some(p) = probes {
             p.shutdown().await;
         }

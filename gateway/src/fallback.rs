@@ -38,10 +38,50 @@ pub struct BodyModel(pub Arc<str>);
 
 /// Sets the served-by headers from the response's [`ServedBy`] extension.
 pub fn served_headers(parts: &mut Parts) {
+    served_headers_with(parts, &HeaderValues::default());
+}
+
+/// The header values of a config's group names and deployment ids, built once: a response
+/// clones one (a reference count) instead of copying the name into a new value.
+#[derive(Debug, Default)]
+pub struct HeaderValues(std::collections::HashMap<Box<str>, HeaderValue>);
+
+impl HeaderValues {
+    /// The values of every route (`model_name`) and deployment id of `config`.
+    pub fn of(config: &tower_health_routing::Config) -> Self {
+        let mut map = std::collections::HashMap::new();
+        for d in &config.deployments {
+            for name in [d.route(), d.id().as_str()] {
+                if map.contains_key(name) {
+                    continue;
+                }
+                let bytes = bytes::Bytes::from(name.to_owned());
+                if let Ok(v) = HeaderValue::from_maybe_shared(bytes) {
+                    // A first clone makes the bytes shared: later clones only count.
+                    drop(v.clone());
+                    map.insert(Box::from(name), v);
+                }
+            }
+        }
+        Self(map)
+    }
+
+    /// The value of `name`: the one built at start-up, else a new one (`None` when `name`
+    /// cannot be a header value).
+    pub fn get(&self, name: &str) -> Option<HeaderValue> {
+        match self.0.get(name) {
+            Some(v) => Some(v.clone()),
+            None => HeaderValue::from_str(name).ok(),
+        }
+    }
+}
+
+/// [`served_headers`], with the values of `values`.
+pub fn served_headers_with(parts: &mut Parts, values: &HeaderValues) {
     let Some(served) = parts.extensions.get::<ServedBy>() else {
         return;
     };
-    if let Ok(v) = HeaderValue::from_str(served.group().as_str()) {
+    if let Some(v) = values.get(served.group().as_str()) {
         parts.headers.insert(MODEL_GROUP_NAME, v);
     }
     let n = served.attempted_fallbacks();

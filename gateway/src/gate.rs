@@ -12,7 +12,7 @@ use std::{
     task::{Context, Poll, ready},
 };
 
-use axum::{extract::Request, response::Response};
+use axum::response::Response;
 use tower::{Layer, Service};
 
 use crate::drain::{Admission, Drain, InFlight};
@@ -51,9 +51,9 @@ pub struct Gate<S> {
     max_body: usize,
 }
 
-impl<S> Service<Request> for Gate<S>
+impl<S, B> Service<http::Request<B>> for Gate<S>
 where
-    S: Service<Request, Response = Response, Error = Infallible>,
+    S: Service<http::Request<B>, Response = Response, Error = Infallible>,
 {
     type Response = Response;
     type Error = Infallible;
@@ -63,7 +63,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request) -> Self::Future {
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
         if let Some(refused) = crate::limits::check(&req, self.max_body) {
             return GateFuture::Refused {
                 response: Some(refused),

@@ -245,3 +245,119 @@ pub fn truncated_error(status: http::StatusCode, head: &[u8], limit: usize) -> B
     }});
     Bytes::from(v.to_string())
 }
+
+/// A proxied 2xx body, boxed once: the upstream's body, scrubbed chunk by chunk as
+/// [`ScrubbedBody`] does when there is something to scrub (then its trailers are dropped
+/// and its size is unknown), and its `usage` counted on the scrubbed bytes as
+/// [`UsageBody`](crate::usage::UsageBody) does when it may carry one. The same as
+/// `UsageBody<ScrubbedBody<Body>>`, without a box for each layer.
+#[derive(Debug)]
+pub struct ForwardBody {
+    inner: hyper::body::Incoming,
+    scrub: Option<StreamScrubber>,
+    done: bool,
+    usage: Option<(
+        crate::usage::UsageScanner,
+        tower_health_routing::SelectedDeployment,
+    )>,
+}
+
+impl ForwardBody {
+    /// `inner`, scrubbed by `scrubber` unless `same` (nothing to scrub), its `usage`
+    /// reported to `usage`'s deployment when given.
+    pub fn new(
+        inner: hyper::body::Incoming,
+        scrubber: &Scrubber,
+        same: bool,
+        usage: Option<tower_health_routing::SelectedDeployment>,
+    ) -> Self {
+        Self {
+            inner,
+            scrub: (!same).then(|| scrubber.stream()),
+            done: false,
+            usage: usage.map(|d| (crate::usage::UsageScanner::new(), d)),
+        }
+    }
+
+    /// Counts the `usage` of an outgoing data chunk.
+    fn count(&mut self, data: &Bytes) {
+        if let Some((scanner, selected)) = &mut self.usage
+            && !scanner.is_done()
+            && let Some(tokens) = scanner.push(data)
+        {
+            selected.record_tokens(tokens);
+        }
+    }
+}
+
+impl hyper::body::Body for ForwardBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = &mut *self;
+        if this.scrub.is_none() {
+            // Byte for byte (trailers included).
+            let res = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+            return Poll::Ready(match res {
+                Some(Ok(frame)) => {
+                    if let Some(data) = frame.data_ref() {
+                        this.count(data);
+                    }
+                    Some(Ok(frame))
+                }
+                Some(Err(e)) => Some(Err(axum::Error::new(e))),
+                None => None,
+            });
+        }
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            let Some(scrub) = this.scrub.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue; // trailers
+                    };
+                    let out = scrub.push_bytes(data);
+                    if !out.is_empty() {
+                        this.count(&out);
+                        return Poll::Ready(Some(Ok(Frame::data(out))));
+                    }
+                }
+                Some(Err(e)) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(axum::Error::new(e))));
+                }
+                None => {
+                    this.done = true;
+                    let rest = scrub.finish();
+                    if !rest.is_empty() {
+                        let rest = Bytes::from(rest);
+                        this.count(&rest);
+                        return Poll::Ready(Some(Ok(Frame::data(rest))));
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        // A scrubbed body may still hold back a tail until its end is polled.
+        self.scrub.is_none() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        if self.scrub.is_some() {
+            http_body::SizeHint::default()
+        } else {
+            self.inner.size_hint()
+        }
+    }
+}

@@ -20,7 +20,6 @@ use std::{
 };
 
 use axum::{
-    Router,
     http::{StatusCode, Version, header},
     response::Response,
 };
@@ -115,14 +114,25 @@ pub fn check<B>(req: &http::Request<B>, max_body: usize) -> Option<Response> {
     None
 }
 
-/// Serves `router` on `listener` with `limits` until `shutdown` completes, then lets open
+/// Serves `router` (an axum `Router`, or the gateway's [`Gated`](crate::app::Gated)
+/// service) on `listener` with `limits` until `shutdown` completes, then lets open
 /// connections finish their requests.
-pub async fn serve(
+pub async fn serve<S>(
     listener: tokio::net::TcpListener,
-    router: Router,
+    router: S,
     limits: &Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), BoxError> {
+) -> Result<(), BoxError>
+where
+    S: tower::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

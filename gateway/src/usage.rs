@@ -127,9 +127,11 @@ impl UsageScanner {
                             b' ' | b'\t' | b'\r' | b'\n' => {}
                             b':' if !*colon => *colon = true,
                             b'{' if *colon => {
+                                // The brace is scanned with the object: one that closes in
+                                // this frame is parsed where it lies, uncopied.
                                 next = Some(Scan::Capture(Capture {
-                                    buf: vec![b'{'],
-                                    depth: 1,
+                                    buf: Vec::new(),
+                                    depth: 0,
                                     in_str: false,
                                     escaped: false,
                                 }));
@@ -146,8 +148,13 @@ impl UsageScanner {
                     match next {
                         None => return None,
                         Some(s) => {
+                            let at = if matches!(s, Scan::Capture(_)) {
+                                i
+                            } else {
+                                i + 1
+                            };
                             self.state = s;
-                            data = &data[i + 1..];
+                            data = &data[at..];
                         }
                     }
                 }
@@ -170,8 +177,12 @@ impl UsageScanner {
                             }
                         }
                         if c.depth == 0 {
-                            c.buf.extend_from_slice(&data[..=i]);
-                            let total = total_tokens(&c.buf);
+                            let total = if c.buf.is_empty() {
+                                total_tokens(&data[..=i])
+                            } else {
+                                c.buf.extend_from_slice(&data[..=i]);
+                                total_tokens(&c.buf)
+                            };
                             self.state = Scan::Done;
                             return total;
                         }

@@ -97,7 +97,7 @@ pub use self::{
     services::{
         DEFAULT_SERVICE_TIMEOUT, ServiceCheck, ServiceCheckFn, ServiceCheckFuture, service_check_fn,
     },
-    wire::has_key,
+    wire::{KeyDigest, has_key, has_key_digest},
 };
 use self::{
     future::{Kind, strip},

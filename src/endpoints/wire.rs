@@ -76,21 +76,50 @@ pub(crate) fn unauthorized() -> Resp {
 /// `api-key` (the last two with or without `Bearer `). Compared in constant time over
 /// SHA-256 digests, so neither the key's bytes nor its length leak through timing.
 pub fn has_key(headers: &HeaderMap, key: &Secret) -> bool {
-    let want = Sha256::digest(key.expose().as_bytes());
+    has_key_digest(headers, &KeyDigest::new(key))
+}
+
+/// A key's SHA-256 digest, computed once, for [`has_key_digest`]: a server that checks
+/// every request against one master key need not hash the key each time. Its `Debug`
+/// shows nothing of it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyDigest([u8; 32]);
+
+impl KeyDigest {
+    /// The digest of `key`.
+    pub fn new(key: &Secret) -> Self {
+        Self(Sha256::digest(key.expose().as_bytes()).into())
+    }
+}
+
+impl std::fmt::Debug for KeyDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyDigest(..)")
+    }
+}
+
+/// [`has_key`] against a key's [`KeyDigest`]: the same headers, the same constant-time
+/// comparison.
+pub fn has_key_digest(headers: &HeaderMap, want: &KeyDigest) -> bool {
+    // Built once: a `&str` name is parsed again on every lookup.
+    const LITELLM_API_KEY: header::HeaderName =
+        header::HeaderName::from_static("x-litellm-api-key");
+    const API_KEY: header::HeaderName = header::HeaderName::from_static("api-key");
+    let want = &want.0[..];
     let mut ok = subtle::Choice::from(0);
-    for name in [
-        header::AUTHORIZATION.as_str(),
-        "x-litellm-api-key",
-        "api-key",
-    ] {
+    for name in [&header::AUTHORIZATION, &LITELLM_API_KEY, &API_KEY] {
         for v in headers.get_all(name) {
             let Ok(v) = v.to_str() else { continue };
             let v = v.trim();
-            let given = strip_bearer(v).unwrap_or(if name == "authorization" { "" } else { v });
+            let given = strip_bearer(v).unwrap_or(if *name == header::AUTHORIZATION {
+                ""
+            } else {
+                v
+            });
             if given.is_empty() {
                 continue;
             }
-            ok |= Sha256::digest(given.as_bytes()).ct_eq(&want);
+            ok |= Sha256::digest(given.as_bytes()).as_slice().ct_eq(want);
         }
     }
     bool::from(ok)

@@ -234,8 +234,14 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        // Any record the caller set is replaced: it belongs to another logical request.
-        req.extensions_mut().insert(TriedDeployments::new());
+        if self.settings.num_retries == 0 {
+            // One attempt, never re-sent: nothing to exclude on a next one, so no record
+            // (and none the caller set: it belongs to another logical request).
+            req.extensions_mut().remove::<TriedDeployments>();
+        } else {
+            // Any record the caller set is replaced: it belongs to another logical request.
+            req.extensions_mut().insert(TriedDeployments::new());
+        }
         // The ready service takes this request; a clone stays for the next poll_ready.
         let clone = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, clone);

@@ -24,6 +24,7 @@ mod provider_table;
 
 mod dropin;
 mod ejection;
+mod front;
 mod gateway;
 mod hardening;
 mod headers;
