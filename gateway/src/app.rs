@@ -148,7 +148,8 @@ pub fn api_router(state: HealthState, routing: HealthRoutingLayer, options: &Opt
         ))
         // Failed requests are re-sent to another deployment (`num_retries`), within a budget.
         .layer(tower_health_routing::retry::RetryLayer::new(state.config()))
-        .layer(routing)
+        // The response names its deployment (the `x-litellm-model-id` header, the retry log).
+        .layer(routing.with_response_extension())
         .service(forwarder);
     let app = App {
         state,
