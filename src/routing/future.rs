@@ -100,6 +100,8 @@ pub(crate) struct Observer {
     pub(crate) route_len: usize,
     /// When the request was routed: the request's one clock read.
     pub(crate) started: Instant,
+    /// `started` in nanos since the state's epoch.
+    pub(crate) started_nanos: u64,
     /// Whether to take latency samples (some picker uses `latency-based-routing`).
     pub(crate) latency: bool,
     /// The latency estimate's time constant, in nanos.
@@ -124,23 +126,28 @@ impl Observer {
         let exact = class.is_deployment_fault()
             || cfg.health.skip_when_traffic_healthy
             || cfg.router.outlier_detection.is_some();
-        let now = if exact { Instant::now() } else { self.started };
+        let (now, at) = if exact {
+            let now = Instant::now();
+            (now, nanos_since(shared.epoch, now))
+        } else {
+            (self.started, self.started_nanos)
+        };
         let stats = self.guard.stats();
         if self.latency && class.is_deployment_fault() {
             // A failure counts as a high latency, so the latency strategy moves away
             // until the estimate has decayed (then the deployment is tried again).
             let took = nanos(now - self.started).max(nanos(self.penalty));
-            stats.observe_latency(took, nanos_since(shared.epoch, now), self.tau_nanos);
+            stats.observe_latency(took, at, self.tau_nanos);
         }
         // Traffic as a probe, and tiered rounds (a failure calls for a billed probe).
         let h = &shared.config.health;
         if (h.skip_when_traffic_healthy || h.tiered()) && class.is_counted() {
-            stats.observe_traffic(*class == Class::Success, nanos_since(shared.epoch, now));
+            stats.observe_traffic(*class == Class::Success, at);
         }
         let d = self.guard.selected().deployment();
         let entered = stats.cooldown.record(
             class,
-            nanos_since(shared.epoch, now),
+            at,
             self.route_len,
             &CooldownPolicy::from_config(&shared.config),
             d.params.cooldown_time,
@@ -161,7 +168,7 @@ impl Observer {
             }
         }
         if let Some(od) = &shared.config.router.outlier_detection {
-            self.record_ejection(class, status, nanos_since(shared.epoch, now), od);
+            self.record_ejection(class, status, at, od);
         }
     }
 

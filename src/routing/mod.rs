@@ -247,6 +247,7 @@ where
         // start, and the outcome of a success (see `future::Observer`).
         let started = tokio::time::Instant::now();
         let epoch = self.picker.state().shared.epoch;
+        let at = crate::time::nanos_since(epoch, started);
         let snap = self.picker.state().load();
         let picked = {
             let Some(route) = self.extractor.extract(&req) else {
@@ -268,7 +269,6 @@ where
                 }
             };
             let tokens = req.extensions().get::<RequestTokens>().map(|t| t.0);
-            let at = crate::time::nanos_since(epoch, started);
             let mut now = crate::time::LazyNow::new(|| at);
             match self
                 .picker
@@ -300,6 +300,7 @@ where
             state: self.picker.state().clone(),
             route_len,
             started,
+            started_nanos: at,
             latency: self.picker.wants_latency(),
             tau_nanos: settings.tau_nanos,
             penalty: settings.penalty,
