@@ -405,7 +405,7 @@ fn service(c: &mut Criterion) {
                 )
             })
             .collect();
-        let mut balance = Balance::new(ServiceList::new(services));
+        let mut balance = Balance::new(ServiceList::new::<http::Request<()>>(services));
         g.bench_with_input(BenchmarkId::new("tower-p2c", n), &n, |b, _| {
             b.iter(|| through(&mut balance, black_box(request())))
         });
