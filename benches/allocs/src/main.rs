@@ -196,9 +196,7 @@ fn main() {
             .collect();
         println!("{:<24} {}", strategy.as_str(), row.join("  "));
     }
-    println!(
-        "worst with the defaults: {worst:.2} per request (max {MAX_PER_REQUEST})"
-    );
+    println!("worst with the defaults: {worst:.2} per request (max {MAX_PER_REQUEST})");
     if worst > MAX_PER_REQUEST {
         std::process::exit(1);
     }

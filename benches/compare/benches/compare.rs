@@ -42,17 +42,17 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
+use http_body::Body;
+use http_body_util::Empty;
+use pingora_load_balancing::Backend;
 use pingora_load_balancing::{
     LoadBalancer,
     selection::{Random, RoundRobin},
 };
 use rand::{Rng, SeedableRng, rngs::SmallRng};
-use bytes::Bytes;
-use http_body::Body;
-use http_body_util::Empty;
-use pingora_load_balancing::Backend;
 use tower::{
     Service, ServiceExt,
     balance::p2c::Balance,
