@@ -169,6 +169,10 @@ fn decision(c: &mut Criterion) {
     g.finish();
 }
 
+/// Decisions while another thread publishes whole snapshots back to back: `simple-shuffle`
+/// republishes the same verdicts (new timestamps), as a probe loop mostly does;
+/// `simple-shuffle-alternating` flips one deployment between healthy and unhealthy at every
+/// publication, so every snapshot has new candidate lists.
 fn under_writer(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -179,36 +183,60 @@ fn under_writer(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(2))
         .warm_up_time(Duration::from_millis(500));
     for n in [8, 1024] {
-        let st = state(n, &rt);
-        let stop = Arc::new(AtomicBool::new(false));
-        let writer = {
-            let (st, stop) = (st.clone(), Arc::clone(&stop));
-            std::thread::spawn(move || {
-                let mut published = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    publish(&st, n);
-                    published += 1;
-                    std::thread::yield_now();
-                }
-                published
-            })
-        };
-        let mut picker = Picker::new(st.clone()).with_seed(9);
-        g.bench_with_input(BenchmarkId::new("simple-shuffle", n), &n, |b, _| {
-            b.iter(|| {
-                let snap = st.load();
-                black_box(Arc::as_ptr(
-                    picker.pick(&snap, ROUTE, &[]).unwrap().deployment(),
-                ));
-            })
-        });
-        stop.store(true, Ordering::Relaxed);
-        let published = writer.join().unwrap();
-        eprintln!(
-            "decision-under-writer/{n}: the writer published {published} snapshots meanwhile"
-        );
+        for alternate in [false, true] {
+            let st = state(n, &rt);
+            let stop = Arc::new(AtomicBool::new(false));
+            let writer = {
+                let (st, stop) = (st.clone(), Arc::clone(&stop));
+                std::thread::spawn(move || {
+                    let mut published = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        if alternate {
+                            publish_flipping(&st, n, published % 2 == 1);
+                        } else {
+                            publish(&st, n);
+                        }
+                        published += 1;
+                        std::thread::yield_now();
+                    }
+                    published
+                })
+            };
+            let mut picker = Picker::new(st.clone()).with_seed(9);
+            let id = if alternate {
+                "simple-shuffle-alternating"
+            } else {
+                "simple-shuffle"
+            };
+            g.bench_with_input(BenchmarkId::new(id, n), &n, |b, _| {
+                b.iter(|| {
+                    let snap = st.load();
+                    black_box(Arc::as_ptr(
+                        picker.pick(&snap, ROUTE, &[]).unwrap().deployment(),
+                    ));
+                })
+            });
+            stop.store(true, Ordering::Relaxed);
+            let published = writer.join().unwrap();
+            eprintln!(
+                "decision-under-writer/{id}/{n}: the writer published {published} snapshots meanwhile"
+            );
+        }
     }
     g.finish();
+}
+
+/// Like [`publish`], with deployment 0 unhealthy too when `flip`.
+fn publish_flipping(state: &HealthState, n: usize, flip: bool) {
+    let now = Instant::now();
+    state.record((0..n).map(|i| {
+        let rec = if unhealthy(i) || (flip && i == 0) {
+            HealthRecord::unhealthy(now, "status 500", Some(500))
+        } else {
+            HealthRecord::healthy(now)
+        };
+        (DeploymentId::new(format!("d{i}")), rec)
+    }));
 }
 
 /// The inner service: always ready, answers 200 with an empty body at once.
@@ -273,10 +301,10 @@ fn layer(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("routed", n), &n, |b, _| {
             b.iter(|| through(&mut svc, black_box(request())))
         });
-        // Without the response's `SelectedDeployment` copy (no response extension map).
-        let mut lean = tower::Layer::layer(&layer.clone().without_response_extension(), Trivial);
-        g.bench_with_input(BenchmarkId::new("routed-lean", n), &n, |b, _| {
-            b.iter(|| through(&mut lean, black_box(request())))
+        // With the response's `SelectedDeployment` copy (an extension map per response).
+        let mut ext = tower::Layer::layer(&layer.clone().with_response_extension(), Trivial);
+        g.bench_with_input(BenchmarkId::new("routed-ext", n), &n, |b, _| {
+            b.iter(|| through(&mut ext, black_box(request())))
         });
         // What each strategy costs a request (the layer reads the clock once per request
         // whatever the strategy, so usage-based's minute comes at no extra read here).

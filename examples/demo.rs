@@ -117,7 +117,7 @@ async fn main() -> Result<(), BoxError> {
         .allowed_fails(3)
         .cooldown_time(Duration::from_secs(2))
         .build()?;
-    let routing = HealthRoutingLayer::new(cfg);
+    let routing = HealthRoutingLayer::new(cfg).with_response_extension();
     let state = routing.state().clone();
     let probes = ProbeLoop::new(&state)?.spawn();
 

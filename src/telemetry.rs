@@ -30,9 +30,11 @@
 //! # Cost on the request path
 //!
 //! The per-route counters of routing decisions keep their [`metrics::Key`] (name and
-//! labels) in the route's state, built once, so a decision allocates nothing for metrics:
-//! it asks the current recorder for the handle and increments it (with no recorder
-//! installed, that is a no-op).
+//! labels) in the route's state, built once, and the handle the recorder gave for it, so
+//! a decision neither allocates nor looks the counter up: it increments the cached handle
+//! (with no recorder installed, that is a no-op). A decision recorded through a recorder
+//! other than the first one that counted the route (a test's local recorder) looks the
+//! key up instead.
 
 #[cfg(feature = "metrics")]
 use std::sync::Arc;
@@ -231,22 +233,22 @@ pub(crate) fn record_unknown_route() {
 }
 
 #[cfg(feature = "metrics")]
-/// The routing counters of one route, with their keys built once.
+/// The routing counters of one route, with their keys built once and their handles cached.
 #[derive(Debug)]
 pub(crate) struct RouteMetrics {
-    decisions: Key,
-    bypasses: Key,
-    no_deployment: Key,
+    decisions: CachedCounter,
+    bypasses: CachedCounter,
+    no_deployment: CachedCounter,
 }
 
 #[cfg(feature = "metrics")]
 impl RouteMetrics {
     pub(crate) fn new(route: &Arc<str>) -> Self {
         let key = |name: &'static str| {
-            Key::from_parts(
+            CachedCounter::new(Key::from_parts(
                 name,
                 vec![Label::new("route", SharedString::from(Arc::clone(route)))],
-            )
+            ))
         };
         Self {
             decisions: key(ROUTING_DECISIONS),
@@ -257,15 +259,52 @@ impl RouteMetrics {
 
     /// A request was routed; `bypassed`: with the health filter skipped.
     pub(crate) fn decided(&self, bypassed: bool) {
-        increment(&self.decisions);
+        self.decisions.increment();
         if bypassed {
-            increment(&self.bypasses);
+            self.bypasses.increment();
         }
     }
 
     /// A request was refused: no deployment available.
     pub(crate) fn refused(&self) {
-        increment(&self.no_deployment);
+        self.no_deployment.increment();
+    }
+}
+
+#[cfg(feature = "metrics")]
+/// A counter's key and its handle from the first recorder that counted it: later
+/// increments through that same recorder use the handle (no registry look-up per
+/// request); through any other (a test's local recorder, one installed later) they look
+/// the key up as before.
+#[derive(Debug)]
+struct CachedCounter {
+    key: Key,
+    handle: std::sync::OnceLock<(usize, metrics::Counter)>,
+}
+
+#[cfg(feature = "metrics")]
+impl CachedCounter {
+    fn new(key: Key) -> Self {
+        Self {
+            key,
+            handle: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn increment(&self) {
+        metrics::with_recorder(|r| {
+            // The recorder's identity: its address (the global one lives forever).
+            let id = std::ptr::from_ref(r).cast::<()>() as usize;
+            match self.handle.get() {
+                Some((at, c)) if *at == id => c.increment(1),
+                Some(_) => r.register_counter(&self.key, &METADATA).increment(1),
+                None => self
+                    .handle
+                    .get_or_init(|| (id, r.register_counter(&self.key, &METADATA)))
+                    .1
+                    .increment(1),
+            }
+        });
     }
 }
 

@@ -243,7 +243,7 @@ async fn run(script: Script) {
     let all: Vec<Deployment> = cfg.deployments.clone();
     let filter_on = cfg.health.routing_enabled;
     let retry = RetryLayer::new(&cfg);
-    let layer = HealthRoutingLayer::new(cfg).with_seed(7);
+    let layer = HealthRoutingLayer::new(cfg).with_seed(7).with_response_extension();
     let state = layer.state().clone();
     let inner = tower::service_fn(upstream);
     let header = HeaderName::from_static("x-model");

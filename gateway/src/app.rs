@@ -171,7 +171,8 @@ fn api_app(state: HealthState, routing: HealthRoutingLayer, options: &Options) -
         ))
         // Failed requests are re-sent to another deployment (`num_retries`), within a budget.
         .layer(tower_health_routing::retry::RetryLayer::new(state.config()))
-        .layer(routing)
+        // The response names its deployment (the `x-litellm-model-id` header, the retry log).
+        .layer(routing.with_response_extension())
         .service(forwarder);
     App(std::sync::Arc::new(AppInner {
         master_key: state

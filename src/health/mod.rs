@@ -36,7 +36,7 @@ use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 use tokio::time::Instant;
 
 pub(crate) use hooks::Hooks;
-pub(crate) use snapshot::Entry;
+pub(crate) use snapshot::{Entry, EntryCore};
 pub use snapshot::{HealthRecord, HealthSnapshot, HealthSource, ProbeTier, Unsupported};
 
 use crate::{
@@ -53,9 +53,13 @@ pub struct HealthState {
     pub(crate) shared: Arc<Shared>,
 }
 
-/// What the request path derives from a snapshot (see [`HealthState::set_deriver`]).
-pub(crate) type Deriver =
-    Box<dyn Fn(&HealthSnapshot) -> Box<dyn std::any::Any + Send + Sync> + Send + Sync>;
+/// What the request path derives from a snapshot (see [`HealthState::set_deriver`]): from
+/// the new snapshot and the one it replaces (whose derived value it may share parts of).
+pub(crate) type Deriver = Box<
+    dyn Fn(&HealthSnapshot, Option<&HealthSnapshot>) -> Box<dyn std::any::Any + Send + Sync>
+        + Send
+        + Sync,
+>;
 
 pub(crate) struct Shared {
     pub(crate) snapshot: ArcSwap<HealthSnapshot>,
@@ -191,7 +195,7 @@ impl HealthState {
             if watched {
                 snap.set_watched();
             }
-            self.shared.derive(&snap);
+            self.shared.derive(&snap, cur);
             snap
         });
         watchdog::notify(&self.shared);
@@ -366,10 +370,10 @@ impl HealthState {
 }
 
 impl Shared {
-    /// Fills the slot of a snapshot about to be published, when a deriver is installed.
-    pub(crate) fn derive(&self, snap: &HealthSnapshot) {
+    /// Fills the slot of a snapshot about to replace `prev`, when a deriver is installed.
+    pub(crate) fn derive(&self, snap: &HealthSnapshot, prev: &HealthSnapshot) {
         if let Some(d) = self.deriver.get() {
-            let _ = snap.slot().set(d(snap));
+            let _ = snap.slot().set(d(snap, Some(prev)));
         }
     }
 }

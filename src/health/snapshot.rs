@@ -131,15 +131,34 @@ impl HealthRecord {
     }
 }
 
+/// What a deployment's entry keeps unchanged from one snapshot to the next (until the
+/// deployment list changes): one `Arc`, so a publication clones one pointer per entry and a
+/// request's [`SelectedDeployment`](crate::SelectedDeployment) one. Aligned to a cache
+/// line so that the `Arc`'s counts (written by every clone and drop) share no line with
+/// the two pointers every decision reads.
+#[derive(Debug)]
+#[repr(align(64))]
+pub(crate) struct EntryCore {
+    pub(crate) deployment: Arc<Deployment>,
+    pub(crate) stats: Arc<DeploymentStats>,
+}
+
+/// One deployment of a snapshot; derefs to its [`EntryCore`].
 #[derive(Debug)]
 pub(crate) struct Entry {
-    pub(crate) deployment: Arc<Deployment>,
+    pub(crate) core: Arc<EntryCore>,
     pub(crate) health: Option<HealthRecord>,
-    pub(crate) stats: Arc<DeploymentStats>,
     /// `health.checked_at` as nanoseconds since the state's epoch.
     pub(crate) checked_nanos: u64,
     /// Set once at start-up when the deployment cannot be probed or forwarded.
     pub(crate) unsupported: Option<Unsupported>,
+}
+
+impl std::ops::Deref for Entry {
+    type Target = EntryCore;
+    fn deref(&self) -> &EntryCore {
+        &self.core
+    }
 }
 
 /// Why a deployment is `unsupported`: decided once at start-up (when the probe loop or a
@@ -242,9 +261,11 @@ impl HealthSnapshot {
             let idx = *by_id.entry(d.id.clone()).or_insert_with(|| {
                 let old = prev.and_then(|p| p.entry_by_id(d.id.as_str()));
                 entries.push(Entry {
-                    deployment: Arc::new(d.clone()),
+                    core: Arc::new(EntryCore {
+                        deployment: Arc::new(d.clone()),
+                        stats: old.map_or_else(Default::default, |e| Arc::clone(&e.stats)),
+                    }),
                     health: old.and_then(|e| e.health.clone()),
-                    stats: old.map_or_else(Default::default, |e| Arc::clone(&e.stats)),
                     checked_nanos: old.map_or(0, |e| e.checked_nanos),
                     unsupported: old.and_then(|e| e.unsupported.clone()),
                 });
@@ -337,9 +358,8 @@ impl HealthSnapshot {
         self.entries
             .iter()
             .map(|e| Entry {
-                deployment: Arc::clone(&e.deployment),
+                core: Arc::clone(&e.core),
                 health: e.health.clone(),
-                stats: Arc::clone(&e.stats),
                 checked_nanos: e.checked_nanos,
                 unsupported: e.unsupported.clone(),
             })

@@ -110,7 +110,7 @@ async fn run(weak: Weak<Shared>, mut rx: watch::Receiver<()>) {
                 shared.snapshot.rcu(|cur| {
                     let mut next = cur.expired(now);
                     next.set_watched();
-                    shared.derive(&next);
+                    shared.derive(&next, cur);
                     next
                 });
                 tracing::info!("health check results went stale; their deployments are eligible again");

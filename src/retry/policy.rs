@@ -153,16 +153,18 @@ impl<B: Clone, RB> Policy<Request<B>, Response<RB>, BoxError> for RetryPolicy<RB
                     return None;
                 }
                 self.retries += 1;
-                let failed = match result {
-                    Ok(resp) => resp
-                        .extensions()
-                        .get::<SelectedDeployment>()
-                        .map(|d| d.id().to_string()),
-                    Err(_) => req
-                        .extensions()
-                        .get::<TriedDeployments>()
-                        .and_then(|t| t.ids().last().map(ToString::to_string)),
-                };
+                // The deployment just tried: the response's extension when the routing
+                // layer attaches one, else the last one the request's record lists.
+                let failed = result
+                    .as_ref()
+                    .ok()
+                    .and_then(|resp| resp.extensions().get::<SelectedDeployment>())
+                    .map(|d| d.id().to_string())
+                    .or_else(|| {
+                        req.extensions()
+                            .get::<TriedDeployments>()
+                            .and_then(|t| t.ids().last().map(ToString::to_string))
+                    });
                 tracing::debug!(
                     deployment = failed.as_deref().unwrap_or("?"),
                     status = result.as_ref().ok().map(|r| r.status().as_u16()),

@@ -4,7 +4,6 @@
 use std::{
     future::Future,
     pin::Pin,
-    sync::Arc,
     task::{Context, Poll, ready},
     time::Duration,
 };
@@ -21,28 +20,51 @@ use crate::{
     cooldown::{CooldownPolicy, CooldownSink},
     ejection,
     health::HealthState,
-    routing::stall::{Stall, is_event_stream},
+    routing::{
+        SelectedDeployment,
+        stall::{Stall, is_event_stream},
+    },
     stats::DeploymentStats,
     time::nanos_since,
 };
 
-/// Counts one request in flight to a deployment while it lives, and takes the latency
-/// sample of a successful response at its first body frame (or when dropped before one).
+/// Counts one request in flight to a deployment until the response ends (or is dropped),
+/// and takes the latency sample of a successful response at its first body frame (or
+/// when it ends before one). Holds the [`SelectedDeployment`] the response came from.
 #[derive(Debug)]
-pub(crate) struct InFlight(Arc<DeploymentStats>, Option<FirstByte>);
+pub(crate) struct InFlight {
+    selected: SelectedDeployment,
+    first: Option<FirstByte>,
+    /// Still counted in flight.
+    live: bool,
+}
 
 impl InFlight {
-    pub(crate) fn new(stats: Arc<DeploymentStats>) -> Self {
-        stats.start();
-        Self(stats, None)
+    pub(crate) fn new(selected: SelectedDeployment) -> Self {
+        selected.stats().start();
+        Self {
+            selected,
+            first: None,
+            live: true,
+        }
+    }
+
+    /// The deployment's statistics.
+    pub(crate) fn stats(&self) -> &DeploymentStats {
+        self.selected.stats()
+    }
+
+    /// The deployment the request went to.
+    pub(crate) fn selected(&self) -> &SelectedDeployment {
+        &self.selected
     }
 
     pub(super) fn first_byte(&mut self) {
-        if let Some(f) = self.1.take() {
+        if let Some(f) = self.first.take() {
             let now = Instant::now();
-            self.0.observe_latency(
+            self.selected.stats().observe_latency(
                 nanos(now - f.started),
-                nanos_since(f.epoch, now),
+                nanos_since(self.selected.epoch, now),
                 f.tau_nanos,
             );
         }
@@ -50,14 +72,23 @@ impl InFlight {
 
     /// Takes no time-to-first-frame sample (a failed stream's penalty stands instead).
     pub(super) fn forget_first_byte(&mut self) {
-        self.1 = None;
+        self.first = None;
+    }
+
+    /// The response is over: takes the pending sample and stops counting it in flight
+    /// (once; the selected deployment stays readable).
+    pub(super) fn end(&mut self) {
+        if self.live {
+            self.live = false;
+            self.first_byte();
+            self.selected.stats().finish();
+        }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.first_byte();
-        self.0.finish();
+        self.end();
     }
 }
 
@@ -66,10 +97,11 @@ impl Drop for InFlight {
 pub(crate) struct Observer {
     pub(crate) guard: InFlight,
     pub(crate) state: HealthState,
-    pub(crate) selected: super::SelectedDeployment,
     pub(crate) route_len: usize,
     /// When the request was routed: the request's one clock read.
     pub(crate) started: Instant,
+    /// `started` in nanos since the state's epoch.
+    pub(crate) started_nanos: u64,
     /// Whether to take latency samples (some picker uses `latency-based-routing`).
     pub(crate) latency: bool,
     /// The latency estimate's time constant, in nanos.
@@ -94,23 +126,28 @@ impl Observer {
         let exact = class.is_deployment_fault()
             || cfg.health.skip_when_traffic_healthy
             || cfg.router.outlier_detection.is_some();
-        let now = if exact { Instant::now() } else { self.started };
-        let stats = &self.guard.0;
+        let (now, at) = if exact {
+            let now = Instant::now();
+            (now, nanos_since(shared.epoch, now))
+        } else {
+            (self.started, self.started_nanos)
+        };
+        let stats = self.guard.stats();
         if self.latency && class.is_deployment_fault() {
             // A failure counts as a high latency, so the latency strategy moves away
             // until the estimate has decayed (then the deployment is tried again).
             let took = nanos(now - self.started).max(nanos(self.penalty));
-            stats.observe_latency(took, nanos_since(shared.epoch, now), self.tau_nanos);
+            stats.observe_latency(took, at, self.tau_nanos);
         }
         // Traffic as a probe, and tiered rounds (a failure calls for a billed probe).
         let h = &shared.config.health;
         if (h.skip_when_traffic_healthy || h.tiered()) && class.is_counted() {
-            stats.observe_traffic(*class == Class::Success, nanos_since(shared.epoch, now));
+            stats.observe_traffic(*class == Class::Success, at);
         }
-        let d = self.selected.deployment();
+        let d = self.guard.selected().deployment();
         let entered = stats.cooldown.record(
             class,
-            nanos_since(shared.epoch, now),
+            at,
             self.route_len,
             &CooldownPolicy::from_config(&shared.config),
             d.params.cooldown_time,
@@ -131,7 +168,7 @@ impl Observer {
             }
         }
         if let Some(od) = &shared.config.router.outlier_detection {
-            self.record_ejection(class, status, nanos_since(shared.epoch, now), od);
+            self.record_ejection(class, status, at, od);
         }
     }
 
@@ -143,13 +180,13 @@ impl Observer {
 
     /// Feeds outlier detection; `now` in nanos since the state's epoch.
     fn record_ejection(&self, class: &Class, status: Option<u16>, now: u64, od: &OutlierDetection) {
-        let d = self.selected.deployment();
+        let d = self.guard.selected().deployment();
         // Only when a rule says eject: how much of the route is out now.
         let room = || {
             let (_, ejected) = self.state.load().ejected_in(&d.route, now);
             ejection::room_for_one_more(od, self.route_len, ejected)
         };
-        let stats = &self.guard.0;
+        let stats = self.guard.stats();
         if let Some(dur) = stats.ejection.record(class, now, od, room) {
             crate::telemetry::record_ejection(d);
             tracing::info!(
@@ -245,30 +282,26 @@ where
                                 o.record(&class, Some(status));
                             }
                             if let Some(u) = resp.extensions().get::<TokenUsage>() {
-                                o.selected.record_tokens(u.total());
+                                o.guard.selected().record_tokens(u.total());
+                            }
+                            if o.respond_with_selected {
+                                resp.extensions_mut().insert(o.guard.selected().clone());
                             }
                             if o.latency && matches!(class, Class::Success) {
-                                o.guard.1 = Some(FirstByte {
+                                o.guard.first = Some(FirstByte {
                                     started: o.started,
-                                    epoch: o.state.shared.epoch,
                                     tau_nanos: o.tau_nanos,
                                 });
                             }
                             if let Some(t) = timed {
-                                if o.respond_with_selected {
-                                    resp.extensions_mut().insert(o.selected.clone());
-                                }
                                 stall = Some(Stall::new(o, t, status));
                                 return None;
-                            }
-                            if o.respond_with_selected {
-                                resp.extensions_mut().insert(o.selected);
                             }
                             Some(o.guard)
                         });
                         Poll::Ready(Ok(resp.map(|inner| ResponseBody {
                             inner,
-                            _guard: guard,
+                            guard,
                             stall,
                         })))
                     }
@@ -310,7 +343,6 @@ impl TokenUsage {
 #[derive(Debug, Clone, Copy)]
 struct FirstByte {
     started: Instant,
-    epoch: Instant,
     tau_nanos: f64,
 }
 
@@ -330,7 +362,7 @@ struct FirstByte {
 pub struct ResponseBody<B> {
     #[pin]
     inner: B,
-    _guard: Option<InFlight>,
+    guard: Option<InFlight>,
     /// The stall timer; `None` unless `stream_stall_timeout` is set and this is a
     /// successful stream.
     stall: Option<Pin<Box<Stall>>>,
@@ -340,6 +372,19 @@ impl<B> ResponseBody<B> {
     /// The inner body, borrowed.
     pub fn get_ref(&self) -> &B {
         &self.inner
+    }
+
+    /// The deployment that answered: what the response's
+    /// [`SelectedDeployment`] extension holds with
+    /// [`HealthRoutingLayer::with_response_extension`](crate::HealthRoutingLayer::with_response_extension),
+    /// here at no cost (no extension map). `None` only for a body not built by
+    /// [`HealthRouting`](crate::HealthRouting) from a routed request (never in practice).
+    pub fn selected_deployment(&self) -> Option<&SelectedDeployment> {
+        match (&self.guard, &self.stall) {
+            (Some(g), _) => Some(g.selected()),
+            (None, Some(s)) => Some(s.selected()),
+            (None, None) => None,
+        }
     }
 
     /// The inner body.
@@ -365,12 +410,13 @@ where
             return stall.as_mut().poll_frame(this.inner, cx);
         }
         let res = ready!(this.inner.poll_frame(cx)).map(|r| r.map_err(Into::into));
-        if let Some(g) = this._guard.as_mut() {
-            g.first_byte();
-        }
-        if res.is_none() {
-            // The stream is over: stop counting it as in flight now, not when dropped.
-            this._guard.take();
+        if let Some(g) = this.guard.as_mut() {
+            if res.is_none() {
+                // The stream is over: stop counting it as in flight now, not when dropped.
+                g.end();
+            } else {
+                g.first_byte();
+            }
         }
         Poll::Ready(res)
     }

@@ -50,7 +50,7 @@ impl HealthRoutingLayer {
         Self {
             picker: Picker::new(state),
             extractor: FromExtension,
-            respond_with_selected: true,
+            respond_with_selected: false,
         }
     }
 }
@@ -70,10 +70,21 @@ impl<E> HealthRoutingLayer<E> {
         }
     }
 
+    /// Also attaches the [`SelectedDeployment`](crate::SelectedDeployment) to each
+    /// response as an extension (the request always carries it), for code that reads it
+    /// from `Response::extensions` (a `map_response` after other layers, a retry policy).
+    ///
+    /// Off by default (before 0.2 it was on): it costs a response with no extension map yet three small
+    /// allocations (the map and the entry), the layer's only ones besides the request's
+    /// extension. The response's body tells the same for free:
+    /// [`ResponseBody::selected_deployment`](crate::routing::ResponseBody::selected_deployment).
+    pub fn with_response_extension(mut self) -> Self {
+        self.respond_with_selected = true;
+        self
+    }
+
     /// Leaves the [`SelectedDeployment`](crate::SelectedDeployment) extension off the
-    /// responses (the request still carries it): saves each response its extension map,
-    /// the layer's only allocations besides the request's own extension. For services that
-    /// do not read the chosen deployment from the response.
+    /// responses: the default (see [`with_response_extension`](Self::with_response_extension)).
     pub fn without_response_extension(mut self) -> Self {
         self.respond_with_selected = false;
         self

@@ -76,16 +76,16 @@ use crate::{
     BoxError,
     deployment::{Deployment, DeploymentId},
     error::MissingRoute,
-    health::HealthState,
+    health::{EntryCore, HealthState},
     stats::DeploymentStats,
 };
 use future::{InFlight, Observer};
 
 /// The deployment chosen for a request, attached to the request (for the inner service)
-/// and to its response (for logging or an `x-litellm-model-id` header) as an extension.
-/// The response's copy costs the response an extension map (three small allocations); a
-/// service that does not read it turns it off with
-/// [`HealthRoutingLayer::without_response_extension`].
+/// as an extension. The response tells it too (for logging or an `x-litellm-model-id`
+/// header): [`ResponseBody::selected_deployment`], at no cost, or, with
+/// [`HealthRoutingLayer::with_response_extension`], as a response extension (which costs a
+/// response that has none its extension map: three small allocations).
 ///
 /// ```
 /// # use tower_health_routing::SelectedDeployment;
@@ -97,16 +97,16 @@ use future::{InFlight, Observer};
 /// ```
 #[derive(Clone)]
 pub struct SelectedDeployment {
-    deployment: Arc<Deployment>,
+    /// The deployment and its statistics, as the snapshot holds them (one `Arc`).
+    core: Arc<EntryCore>,
     bypassed: bool,
-    stats: Arc<DeploymentStats>,
     epoch: tokio::time::Instant,
 }
 
 impl std::fmt::Debug for SelectedDeployment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SelectedDeployment")
-            .field("deployment", &self.deployment.id)
+            .field("deployment", &self.core.deployment.id)
             .field("bypassed", &self.bypassed)
             .finish_non_exhaustive()
     }
@@ -120,12 +120,19 @@ impl SelectedDeployment {
     /// [`TokenUsage`] response extension.
     pub fn record_tokens(&self, tokens: u64) {
         let now = crate::time::nanos_since(self.epoch, tokio::time::Instant::now());
-        self.stats.add_tokens(crate::stats::minute_of(now), tokens);
+        self.core
+            .stats
+            .add_tokens(crate::stats::minute_of(now), tokens);
     }
 
     /// The deployment to forward to.
     pub fn deployment(&self) -> &Arc<Deployment> {
-        &self.deployment
+        &self.core.deployment
+    }
+
+    /// The deployment's statistics.
+    pub(crate) fn stats(&self) -> &DeploymentStats {
+        &self.core.stats
     }
 
     /// Whether the health filter was skipped because every deployment of the route had failed its check.
@@ -137,7 +144,7 @@ impl SelectedDeployment {
 impl std::ops::Deref for SelectedDeployment {
     type Target = Deployment;
     fn deref(&self) -> &Deployment {
-        &self.deployment
+        &self.core.deployment
     }
 }
 
@@ -186,7 +193,7 @@ pub struct HealthRouting<S, E = FromExtension> {
     inner: S,
     picker: Picker,
     extractor: E,
-    /// Whether responses carry the [`SelectedDeployment`] extension.
+    /// Whether responses carry the [`SelectedDeployment`] extension (opt-in).
     respond_with_selected: bool,
 }
 
@@ -240,6 +247,7 @@ where
         // start, and the outcome of a success (see `future::Observer`).
         let started = tokio::time::Instant::now();
         let epoch = self.picker.state().shared.epoch;
+        let at = crate::time::nanos_since(epoch, started);
         let snap = self.picker.state().load();
         let picked = {
             let Some(route) = self.extractor.extract(&req) else {
@@ -261,7 +269,6 @@ where
                 }
             };
             let tokens = req.extensions().get::<RequestTokens>().map(|t| t.0);
-            let at = crate::time::nanos_since(epoch, started);
             let mut now = crate::time::LazyNow::new(|| at);
             match self
                 .picker
@@ -272,8 +279,7 @@ where
                         tried.push(p.deployment().id.clone());
                     }
                     (
-                        Arc::clone(p.deployment()),
-                        Arc::clone(&p.entry.stats),
+                        Arc::clone(&p.entry.core),
                         p.route_len,
                         p.bypassed_health_filter(),
                     )
@@ -282,20 +288,19 @@ where
             }
         };
         drop(snap);
-        let (deployment, stats, route_len, bypassed) = picked;
+        let (core, route_len, bypassed) = picked;
         let selected = SelectedDeployment {
-            deployment,
+            core,
             bypassed,
-            stats,
             epoch,
         };
         let settings = self.picker.settings();
         let observer = Observer {
-            guard: InFlight::new(Arc::clone(&selected.stats)),
+            guard: InFlight::new(selected.clone()),
             state: self.picker.state().clone(),
-            selected: selected.clone(),
             route_len,
             started,
+            started_nanos: at,
             latency: self.picker.wants_latency(),
             tau_nanos: settings.tau_nanos,
             penalty: settings.penalty,

@@ -320,11 +320,11 @@ impl Picker {
         minute: Option<u64>,
     ) -> Result<Pick<'s>, PickError> {
         let tbl = table::get(snap, &self.routes);
-        let r = tbl.routes.get(route).or_else(|| {
+        let r = tbl.route(route).or_else(|| {
             self.settings
                 .aliases
                 .get(route)
-                .and_then(|g| tbl.routes.get(g.as_str()))
+                .and_then(|g| tbl.route(g.as_str()))
         });
         let Some(r) = r else {
             crate::telemetry::record_unknown_route();
@@ -351,6 +351,7 @@ impl Picker {
         match select(
             snap,
             r,
+            tbl.fresh_until(r),
             self.strategy,
             self.health_filter,
             &self.settings,
@@ -408,6 +409,7 @@ impl fmt::Debug for Picker {
 pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
     snap: &HealthSnapshot,
     route: &Route,
+    fresh_until: u64,
     strategy: RoutingStrategy,
     health_filter: bool,
     settings: &PickSettings,
@@ -421,7 +423,7 @@ pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
         &route.all
     } else {
         // A watched snapshot is republished when a result goes stale: trust its lists.
-        let healthy = if snap.watched || now.get() <= route.fresh_until {
+        let healthy = if snap.watched || now.get() <= fresh_until {
             &route.healthy
         } else {
             recomputed = fresh_candidates(snap, route, now.get());

@@ -54,6 +54,8 @@ pub(crate) struct Stall {
     start_wait: bool,
     gap: StallGap,
     outcome: Outcome,
+    /// The deployment streaming (the observer is gone once settled).
+    selected: super::SelectedDeployment,
 }
 
 /// The observer until the outcome is recorded; recorded as the head's success if the
@@ -95,7 +97,9 @@ impl Stall {
     /// A timer of `timeout` for a response with status `status` whose outcome `observer`
     /// records. Needs a Tokio runtime with time enabled.
     pub(crate) fn new(observer: Observer, timeout: Duration, status: u16) -> Pin<Box<Self>> {
+        let selected = observer.guard.selected().clone();
         Box::pin(Self {
+            selected,
             sleep: tokio::time::sleep_until(deadline(timeout)),
             timeout,
             start_wait: true,
@@ -108,6 +112,11 @@ impl Stall {
     }
 
     /// Whether the outcome is recorded (the stream ended, failed or stalled).
+    /// The deployment streaming.
+    pub(crate) fn selected(&self) -> &super::SelectedDeployment {
+        &self.selected
+    }
+
     pub(crate) fn settled(&self) -> bool {
         self.outcome.observer.is_none()
     }
@@ -152,7 +161,7 @@ impl Stall {
                 if s.sleep.poll(cx).is_pending() {
                     return Poll::Pending;
                 }
-                let d = o.selected.deployment();
+                let d = o.guard.selected().deployment();
                 let err = StreamStalled {
                     deployment: d.id.clone(),
                     gap: *s.gap,

@@ -131,7 +131,8 @@ impl RouteState {
     }
 }
 
-/// One route of the table.
+/// One route of the table: what stays the same while its members' health does (shared
+/// between the tables of successive snapshots when it did not change, see [`build`]).
 #[derive(Debug)]
 pub(crate) struct Route {
     pub(crate) name: Arc<str>,
@@ -144,16 +145,39 @@ pub(crate) struct Route {
     pub(crate) weight_kind: WeightKind,
     /// Members whose last check failed and was fresh at publication.
     pub(crate) unhealthy: u32,
-    /// Earliest instant (nanos since epoch) at which a failed result goes stale;
-    /// `u64::MAX` when none failed. Before it, `healthy` is exact.
-    pub(crate) fresh_until: u64,
+    /// Its place in [`RoutingTable::fresh_until`].
+    pos: usize,
     pub(crate) state: Arc<RouteState>,
 }
 
+/// Every route, by name: shared by successive tables while no route changed.
+type Routes = HashMap<Arc<str>, Arc<Route>, RandomState>;
+
 /// Every route of one snapshot, as the balancer sees it.
+///
+/// A publication that changes no route's lists (a probe round confirming what was known)
+/// shares the previous table's routes, so decisions keep reading memory they have in cache
+/// rather than a fresh copy; only the instants below are the snapshot's own.
 #[derive(Debug)]
 pub(crate) struct RoutingTable {
-    pub(crate) routes: HashMap<Arc<str>, Route, RandomState>,
+    routes: Arc<Routes>,
+    /// Per route (by its `pos`): the earliest instant (nanos since epoch) at which one of
+    /// its failed results goes stale, `u64::MAX` when none failed. Before it, the route's
+    /// `healthy` list is exact.
+    fresh_until: Box<[u64]>,
+}
+
+impl RoutingTable {
+    /// The route named `name`.
+    pub(crate) fn route(&self, name: &str) -> Option<&Route> {
+        self.routes.get(name).map(|r| &**r)
+    }
+
+    /// Until when `route`'s `healthy` list is exact (0, i.e. never, for a route of
+    /// another table).
+    pub(crate) fn fresh_until(&self, route: &Route) -> u64 {
+        self.fresh_until.get(route.pos).copied().unwrap_or(0)
+    }
 }
 
 /// The per-route state of one [`HealthState`], by route name, shared by every table
@@ -204,13 +228,17 @@ impl RouteStates {
 pub(crate) fn install(state: &HealthState) -> Arc<RouteStates> {
     let states = state.hooks().get_or_init(RouteStates::default);
     let for_deriver = Arc::clone(&states);
-    state.set_deriver(Box::new(move |snap| Box::new(build(snap, &for_deriver))));
+    state.set_deriver(Box::new(move |snap, prev| {
+        Box::new(build(snap, prev, &for_deriver))
+    }));
     states
 }
 
 /// The table of `snap`: the one derived at publication, else built now (once).
 pub(crate) fn get<'s>(snap: &'s HealthSnapshot, states: &RouteStates) -> &'s RoutingTable {
-    let slot = snap.slot().get_or_init(|| Box::new(build(snap, states)));
+    let slot = snap
+        .slot()
+        .get_or_init(|| Box::new(build(snap, None, states)));
     match slot.downcast_ref::<RoutingTable>() {
         Some(t) => t,
         // Only this module fills the slot, always with a `RoutingTable`.
@@ -218,35 +246,148 @@ pub(crate) fn get<'s>(snap: &'s HealthSnapshot, states: &RouteStates) -> &'s Rou
     }
 }
 
-fn build(snap: &HealthSnapshot, states: &RouteStates) -> RoutingTable {
-    let states = states.for_routes(snap.routes.keys());
-    let routes = snap
+/// The table of `snap`, sharing the routes of `prev`'s table that did not change.
+///
+/// Sharing needs the same deployments at the same places (a publication of health results
+/// or marks, or a republication of stale results; not a new deployment list, whose weights,
+/// costs and members may differ). A route is then the same when its routable and healthy
+/// lists are: everything else in it follows from those and the deployments.
+fn build(
+    snap: &HealthSnapshot,
+    prev: Option<&HealthSnapshot>,
+    states: &RouteStates,
+) -> RoutingTable {
+    let prev = prev
+        .filter(|p| same_deployments(p, snap))
+        .and_then(|p| p.slot().get())
+        .and_then(|t| t.downcast_ref::<RoutingTable>());
+    let lists: Vec<(&Arc<str>, Lists)> = snap
         .routes
         .iter()
-        .map(|(name, r)| {
-            let state = states
-                .get(name)
-                .map_or_else(|| Arc::new(RouteState::new(name)), Arc::clone);
-            let route = build_route(Arc::clone(name), &r.members, snap, state);
+        .map(|(name, r)| (name, Lists::new(&r.members, snap)))
+        .collect();
+    // Routes keep their places in `fresh_until` from the table they share routes with.
+    let prev = prev.filter(|t| {
+        t.routes.len() == lists.len() && lists.iter().all(|(n, _)| t.routes.contains_key(&***n))
+    });
+    let reused = |name: &str, l: &Lists| {
+        prev.and_then(|t| t.routes.get(name))
+            .filter(|r| *r.all.idx == *l.all && *r.healthy.idx == *l.healthy)
+    };
+    let mut fresh_until = vec![0; prev.map_or(lists.len(), |t| t.fresh_until.len())];
+    if let Some(t) = prev
+        && lists.iter().all(|(name, l)| reused(name, l).is_some())
+    {
+        // Nothing changed but the instants: share every route.
+        for (name, l) in &lists {
+            if let Some(f) = t
+                .routes
+                .get(&***name)
+                .and_then(|r| fresh_until.get_mut(r.pos))
+            {
+                *f = l.fresh_until;
+            }
+        }
+        return RoutingTable {
+            routes: Arc::clone(&t.routes),
+            fresh_until: fresh_until.into_boxed_slice(),
+        };
+    }
+    let states = states.for_routes(snap.routes.keys());
+    let routes = lists
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, l))| {
+            let old = prev.and_then(|t| t.routes.get(&**name));
+            let pos = old.map_or(i, |r| r.pos);
+            if let Some(f) = fresh_until.get_mut(pos) {
+                *f = l.fresh_until;
+            }
+            let route = match reused(name, &l) {
+                Some(r) => Arc::clone(r),
+                None => {
+                    let state = states
+                        .get(name)
+                        .map_or_else(|| Arc::new(RouteState::new(name)), Arc::clone);
+                    Arc::new(build_route(Arc::clone(name), l, snap, state, pos))
+                }
+            };
             (Arc::clone(name), route)
         })
         .collect();
-    RoutingTable { routes }
+    RoutingTable {
+        routes: Arc::new(routes),
+        fresh_until: fresh_until.into_boxed_slice(),
+    }
+}
+
+/// Whether `a` and `b` hold the same deployments at the same places.
+fn same_deployments(a: &HealthSnapshot, b: &HealthSnapshot) -> bool {
+    a.entries.len() == b.entries.len()
+        && a.routes.len() == b.routes.len()
+        && a.entries
+            .iter()
+            .zip(b.entries.iter())
+            .all(|(x, y)| Arc::ptr_eq(&x.deployment, &y.deployment))
+}
+
+/// A route's lists at one snapshot, before they become [`Candidates`].
+struct Lists {
+    all: Box<[u32]>,
+    healthy: Box<[u32]>,
+    unhealthy: u32,
+    fresh_until: u64,
+}
+
+impl Lists {
+    fn new(members: &[u32], snap: &HealthSnapshot) -> Self {
+        let entries = &snap.entries;
+        let (staleness_nanos, now) = (snap.staleness_nanos, snap.built_at);
+        let all: Box<[u32]> = members
+            .iter()
+            .copied()
+            .filter(|&i| entries[i as usize].routable())
+            .collect();
+        let mut fresh_until = u64::MAX;
+        let mut unhealthy = 0;
+        let healthy: Box<[u32]> = all
+            .iter()
+            .copied()
+            .filter(|&i| {
+                let e = &entries[i as usize];
+                if e.failed_fresh(now, staleness_nanos) {
+                    unhealthy += 1;
+                    fresh_until = fresh_until.min(e.checked_nanos.saturating_add(staleness_nanos));
+                    false
+                } else {
+                    true
+                }
+            })
+            .collect();
+        Self {
+            all,
+            healthy,
+            unhealthy,
+            fresh_until,
+        }
+    }
 }
 
 fn build_route(
     name: Arc<str>,
-    members: &[u32],
+    lists: Lists,
     snap: &HealthSnapshot,
     state: Arc<RouteState>,
+    pos: usize,
 ) -> Route {
     let entries = &snap.entries;
-    let (staleness_nanos, now) = (snap.staleness_nanos, snap.built_at);
-    let all: Box<[u32]> = members
-        .iter()
-        .copied()
-        .filter(|&i| entries[i as usize].routable())
-        .collect();
+    let members = snap.routes.get(&name).map_or(&[][..], |r| &r.members[..]);
+    let Lists {
+        all,
+        healthy,
+        unhealthy,
+        fresh_until: _,
+    } = lists;
     let unsupported = (all.is_empty() && !members.is_empty()).then(|| {
         let mut why: Vec<&str> = members
             .iter()
@@ -261,22 +402,6 @@ fn build_route(
         ))
     });
     let weight_kind = WeightKind::for_members(entries, &all);
-    let mut fresh_until = u64::MAX;
-    let mut unhealthy = 0;
-    let healthy: Box<[u32]> = all
-        .iter()
-        .copied()
-        .filter(|&i| {
-            let e = &entries[i as usize];
-            if e.failed_fresh(now, staleness_nanos) {
-                unhealthy += 1;
-                fresh_until = fresh_until.min(e.checked_nanos.saturating_add(staleness_nanos));
-                false
-            } else {
-                true
-            }
-        })
-        .collect();
     Route {
         name,
         unsupported,
@@ -284,7 +409,102 @@ fn build_route(
         all: Candidates::ordered(all, entries, weight_kind),
         weight_kind,
         unhealthy,
-        fresh_until,
+        pos,
         state,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{Config, Deployment, DeploymentId, health::HealthRecord};
+
+    fn state(n: usize) -> (HealthState, Arc<RouteStates>) {
+        let ds = (0..n).map(|i| {
+            Deployment::builder("r", "openai/m")
+                .id(format!("d{i}"))
+                .build()
+        });
+        let cfg = Config::builder()
+            .deployments(ds)
+            .enable_health_check_routing(true)
+            .health_check_interval(Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        let state = HealthState::new(cfg);
+        let states = install(&state);
+        (state, states)
+    }
+
+    fn record(state: &HealthState, failed: &[usize], n: usize) {
+        let now = tokio::time::Instant::now();
+        state.record((0..n).map(|i| {
+            let rec = if failed.contains(&i) {
+                HealthRecord::unhealthy(now, "status 500", Some(500))
+            } else {
+                HealthRecord::healthy(now)
+            };
+            (DeploymentId::new(format!("d{i}")), rec)
+        }));
+    }
+
+    fn routes_of(state: &HealthState, states: &RouteStates) -> (Arc<Routes>, Vec<u32>, u64) {
+        let snap = state.load();
+        let t = get(&snap, states);
+        let r = t.route("r").unwrap();
+        (
+            Arc::clone(&t.routes),
+            r.healthy.idx.to_vec(),
+            t.fresh_until(r),
+        )
+    }
+
+    #[test]
+    fn a_publication_that_changes_no_list_shares_the_routes_and_a_change_rebuilds_them() {
+        let (state, states) = state(4);
+        record(&state, &[1], 4);
+        let (a, healthy_a, fresh_a) = routes_of(&state, &states);
+        assert_eq!(healthy_a, [0, 2, 3]);
+        assert_ne!(fresh_a, u64::MAX, "a failed result bounds the list");
+        // The same verdicts again: the same routes, shared.
+        record(&state, &[1], 4);
+        let (b, healthy_b, _) = routes_of(&state, &states);
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(healthy_b, healthy_a);
+        // Another verdict: new lists.
+        record(&state, &[2], 4);
+        let (c, healthy_c, _) = routes_of(&state, &states);
+        assert!(!Arc::ptr_eq(&b, &c));
+        assert_eq!(healthy_c, [0, 1, 3]);
+        // All healthy: nothing bounds the list.
+        record(&state, &[], 4);
+        let (_, healthy_d, fresh_d) = routes_of(&state, &states);
+        assert_eq!(healthy_d, [0, 1, 2, 3]);
+        assert_eq!(fresh_d, u64::MAX);
+    }
+
+    #[test]
+    fn a_new_deployment_list_never_shares_the_old_routes() {
+        let (state, states) = state(3);
+        record(&state, &[], 3);
+        let (a, _, _) = routes_of(&state, &states);
+        let ds: Vec<Deployment> = (0..3)
+            .map(|i| {
+                Deployment::builder("r", "openai/m")
+                    .id(format!("d{i}"))
+                    .weight(if i == 0 { 5.0 } else { 1.0 })
+                    .build()
+            })
+            .collect();
+        state.set_deployments(&ds);
+        let snap = state.load();
+        let t = get(&snap, &states);
+        assert!(!Arc::ptr_eq(&a, &t.routes));
+        assert!(
+            t.route("r").unwrap().all.cum.is_some(),
+            "the new weights count"
+        );
     }
 }

@@ -45,7 +45,11 @@ macro_rules! stack {
         ServiceBuilder::new()
             .layer(FallbackLayer::new(&cfg))
             .layer(RetryLayer::new(&cfg))
-            .layer(HealthRoutingLayer::new(cfg).with_seed(1))
+            .layer(
+                HealthRoutingLayer::new(cfg)
+                    .with_seed(1)
+                    .with_response_extension(),
+            )
             .service($inner)
     }};
 }

@@ -37,7 +37,11 @@ fn stack_with(
 ) -> Retry<HealthRouting<BoxInner>> {
     let cfg = cfg.build().unwrap();
     let retry = knobs(RetryLayer::new(&cfg));
-    retry.layer(HealthRoutingLayer::new(cfg).layer(up.service()))
+    retry.layer(
+        HealthRoutingLayer::new(cfg)
+            .with_response_extension()
+            .layer(up.service()),
+    )
 }
 
 fn total_hits(up: &Upstreams, n: usize) -> u64 {

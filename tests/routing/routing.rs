@@ -557,6 +557,7 @@ impl LayerExt for HealthRoutingLayer {
 async fn tried_deployments_send_each_clone_elsewhere_and_responses_name_the_deployment() {
     let state = HealthState::new(config(ROUTE, 3).build().unwrap());
     let svc = HealthRoutingLayer::from_state(state)
+        .with_response_extension()
         .with_seed(17)
         .layer_service(Upstreams::new().service());
     let mut req = request(ROUTE);
@@ -583,4 +584,43 @@ async fn tried_deployments_send_each_clone_elsewhere_and_responses_name_the_depl
     assert_eq!(tried.ids().len(), 3);
     let err = svc.oneshot(req).await.unwrap_err();
     assert!(err.is::<NoDeploymentAvailable>(), "all tried: {err}");
+}
+
+#[tokio::test]
+async fn responses_name_their_deployment_through_the_body_and_carry_no_extension_by_default() {
+    let state = HealthState::new(config(ROUTE, 3).build().unwrap());
+    let svc = HealthRoutingLayer::from_state(state)
+        .with_seed(3)
+        .layer_service(Upstreams::new().service());
+    for _ in 0..6 {
+        let mut resp = svc.clone().oneshot(request(ROUTE)).await.unwrap();
+        assert!(
+            resp.extensions()
+                .get::<tower_health_routing::SelectedDeployment>()
+                .is_none(),
+            "no response extension unless asked for"
+        );
+        // The upstream answers with the id it was sent: the body names the same one,
+        // before and after the body ends.
+        let chosen = resp
+            .body()
+            .selected_deployment()
+            .expect("routed")
+            .id()
+            .to_string();
+        assert_eq!(chosen, *resp.body().get_ref());
+        while let Some(frame) = std::future::poll_fn(|cx| {
+            http_body::Body::poll_frame(std::pin::Pin::new(resp.body_mut()), cx)
+        })
+        .await
+        {
+            frame.unwrap();
+        }
+        assert_eq!(
+            resp.body()
+                .selected_deployment()
+                .map(|d| d.id().to_string()),
+            Some(chosen)
+        );
+    }
 }

@@ -88,6 +88,7 @@ fn service(state: &HealthState, plan: impl Fn(&str) -> Plan + Send + Sync + 'sta
         }
     });
     HealthRoutingLayer::from_state(state.clone())
+        .with_response_extension()
         .with_seed(7)
         .layer(BoxCloneService::new(inner))
 }

@@ -45,12 +45,7 @@ where
     let mut counts = HashMap::new();
     for _ in 0..n {
         let resp = svc.clone().oneshot(request(ROUTE)).await.unwrap();
-        let id = resp
-            .extensions()
-            .get::<SelectedDeployment>()
-            .unwrap()
-            .id()
-            .to_string();
+        let id = resp.body().selected_deployment().unwrap().id().to_string();
         *counts.entry(id).or_default() += 1;
     }
     counts
@@ -426,14 +421,7 @@ async fn max_parallel_requests_skips_a_busy_deployment() {
     // Hold one response of d0 open: its body keeps the request in flight.
     let held = loop {
         let resp = svc.clone().oneshot(request(ROUTE)).await.unwrap();
-        if resp
-            .extensions()
-            .get::<SelectedDeployment>()
-            .unwrap()
-            .id()
-            .as_str()
-            == "d0"
-        {
+        if resp.body().selected_deployment().unwrap().id().as_str() == "d0" {
             break resp;
         }
     };
@@ -452,13 +440,7 @@ async fn a_group_alias_routes_to_its_group() {
         .unwrap();
     let svc = layered(cfg, 11, Upstreams::new().service());
     let resp = svc.clone().oneshot(request("gpt4")).await.unwrap();
-    assert_eq!(
-        resp.extensions()
-            .get::<SelectedDeployment>()
-            .unwrap()
-            .route(),
-        ROUTE
-    );
+    assert_eq!(resp.body().selected_deployment().unwrap().route(), ROUTE);
     let err = svc.oneshot(request("gpt5")).await.unwrap_err();
     assert!(err.is::<tower_health_routing::UnknownRoute>());
 }
@@ -486,11 +468,7 @@ async fn pre_call_checks_skip_deployments_whose_window_is_too_small() {
     for _ in 0..30 {
         let resp = svc.clone().oneshot(sized(5_000)).await.unwrap();
         assert_eq!(
-            resp.extensions()
-                .get::<SelectedDeployment>()
-                .unwrap()
-                .id()
-                .as_str(),
+            resp.body().selected_deployment().unwrap().id().as_str(),
             "d1"
         );
         served.fetch_add(1, Relaxed);
@@ -501,13 +479,7 @@ async fn pre_call_checks_skip_deployments_whose_window_is_too_small() {
     for _ in 0..40 {
         let resp = svc.clone().oneshot(sized(500)).await.unwrap();
         *small
-            .entry(
-                resp.extensions()
-                    .get::<SelectedDeployment>()
-                    .unwrap()
-                    .id()
-                    .to_string(),
-            )
+            .entry(resp.body().selected_deployment().unwrap().id().to_string())
             .or_default() += 1;
     }
     assert!(
@@ -520,13 +492,7 @@ async fn pre_call_checks_skip_deployments_whose_window_is_too_small() {
     let mut seen_d0 = false;
     for _ in 0..40 {
         let resp = svc.clone().oneshot(sized(5_000)).await.unwrap();
-        seen_d0 |= resp
-            .extensions()
-            .get::<SelectedDeployment>()
-            .unwrap()
-            .id()
-            .as_str()
-            == "d0";
+        seen_d0 |= resp.body().selected_deployment().unwrap().id().as_str() == "d0";
     }
     assert!(seen_d0);
 }

@@ -9,6 +9,19 @@
 //!   `ready` + `call` measured alongside so it can be subtracted;
 //! * the floor: a bare `ArcSwap` load + uniform pick of a healthy entry.
 //!
+//! The `service` group measures what a user pays per request instead of the decision
+//! alone: ready + call + the response + its body to the end, each over the same trivial
+//! inner service (an `http` service answering an empty 200 at once), for
+//!
+//! * `ours`: the whole `HealthRouting` layer (defaults) over it;
+//! * `tower-p2c`: `tower::balance::p2c::Balance` over N such services, each wrapped in
+//!   `PendingRequests` (the in-flight load tower's p2c is meant for; the unhealthy ones
+//!   never ready);
+//! * `pingora`: a `Service` that asks `LoadBalancer<RoundRobin>::select` for a backend,
+//!   attaches it to the request as an extension (as ours attaches the chosen deployment)
+//!   and calls the inner service;
+//! * `bare`: the inner service alone (subtract it for each one's own cost).
+//!
 //! Plus this crate's decision under a concurrent snapshot writer (publishing whole snapshots
 //! back to back, far more often than any probe loop), and with two threads deciding at once
 //! (`threads/N`: the time for each thread to make one decision while N decide; throughput
@@ -29,17 +42,26 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
+use http_body::Body;
+use http_body_util::Empty;
+use pingora_load_balancing::Backend;
 use pingora_load_balancing::{
     LoadBalancer,
     selection::{Random, RoundRobin},
 };
 use rand::{Rng, SeedableRng, rngs::SmallRng};
-use tower::{Service, ServiceExt, balance::p2c::Balance, discover::ServiceList, load::Constant};
+use tower::{
+    Service, ServiceExt,
+    balance::p2c::Balance,
+    discover::ServiceList,
+    load::{CompleteOnResponse, Constant, PendingRequests},
+};
 use tower_health_routing::{
-    Config, Deployment, DeploymentId, HealthState, config::RoutingStrategy, health::HealthRecord,
-    routing::Picker,
+    Config, Deployment, DeploymentId, HealthRoutingLayer, HealthState, ModelGroup,
+    config::RoutingStrategy, health::HealthRecord, routing::Picker,
 };
 
 const SIZES: [usize; 4] = [2, 8, 64, 1024];
@@ -281,5 +303,127 @@ fn concurrency(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decision, concurrency);
+/// The inner service of the `service` group: ready (or never, for an unhealthy upstream),
+/// answers an empty 200 at once.
+#[derive(Clone, Copy)]
+struct Trivial {
+    ready: bool,
+}
+
+impl<B> Service<http::Request<B>> for Trivial {
+    type Response = http::Response<Empty<Bytes>>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        if self.ready {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    }
+    fn call(&mut self, _: http::Request<B>) -> Self::Future {
+        std::future::ready(Ok(http::Response::new(Empty::new())))
+    }
+}
+
+/// pingora's balancer as a tower service: select, attach the backend, call the inner service.
+struct Pingora<S> {
+    lb: Arc<LoadBalancer<RoundRobin>>,
+    inner: S,
+}
+
+impl<S, B> Service<http::Request<B>> for Pingora<S>
+where
+    S: Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let backend: Option<Backend> = self.lb.select(b"", 256);
+        req.extensions_mut().insert(backend);
+        self.inner.call(req)
+    }
+}
+
+/// One request through `svc`: ready, call, the response, its body to the end.
+fn through<S, B>(svc: &mut S, req: http::Request<()>)
+where
+    S: Service<http::Request<()>, Response = http::Response<B>>,
+    S::Error: std::fmt::Debug,
+    B: Body,
+{
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let Poll::Ready(ready) = svc.poll_ready(&mut cx) else {
+        panic!("a ready upstream exists")
+    };
+    ready.unwrap();
+    let fut = std::pin::pin!(svc.call(req));
+    let Poll::Ready(res) = std::future::Future::poll(fut, &mut cx) else {
+        panic!("the trivial service answers at once")
+    };
+    let mut body = std::pin::pin!(res.unwrap().into_body());
+    while let Poll::Ready(Some(_)) = body.as_mut().poll_frame(&mut cx) {}
+}
+
+fn request() -> http::Request<()> {
+    let mut req = http::Request::new(());
+    req.extensions_mut().insert(ModelGroup::new(ROUTE));
+    req
+}
+
+fn service(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _enter = rt.enter();
+    let mut g = c.benchmark_group("service");
+    g.measurement_time(Duration::from_secs(2))
+        .warm_up_time(Duration::from_millis(500));
+    let mut bare = Trivial { ready: true };
+    g.bench_function("bare", |b| {
+        b.iter(|| through(&mut bare, black_box(request())))
+    });
+    for n in SIZES {
+        let layer = HealthRoutingLayer::from_state(ours(n)).with_seed(5);
+        let mut svc = tower::Layer::layer(&layer, Trivial { ready: true });
+        g.bench_with_input(BenchmarkId::new("ours", n), &n, |b, _| {
+            b.iter(|| through(&mut svc, black_box(request())))
+        });
+
+        let services: Vec<_> = (0..n)
+            .map(|i| {
+                PendingRequests::new(
+                    Trivial {
+                        ready: !unhealthy(i),
+                    },
+                    CompleteOnResponse::default(),
+                )
+            })
+            .collect();
+        let mut balance = Balance::new(ServiceList::new::<http::Request<()>>(services));
+        g.bench_with_input(BenchmarkId::new("tower-p2c", n), &n, |b, _| {
+            b.iter(|| through(&mut balance, black_box(request())))
+        });
+
+        let lb: LoadBalancer<RoundRobin> = LoadBalancer::try_from_iter(addrs(n)).unwrap();
+        for (i, b) in lb.backends().get_backend().iter().enumerate() {
+            lb.backends().set_enable(b, !unhealthy(i));
+        }
+        let mut pingora = Pingora {
+            lb: Arc::new(lb),
+            inner: Trivial { ready: true },
+        };
+        g.bench_with_input(BenchmarkId::new("pingora", n), &n, |b, _| {
+            b.iter(|| through(&mut pingora, black_box(request())))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, decision, concurrency, service);
 criterion_main!(benches);
