@@ -547,6 +547,7 @@ pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
         return select(
             snap,
             route,
+            fresh_until,
             strategy,
             health_filter,
             settings,
