@@ -484,8 +484,8 @@ impl Prober for HttpProber {
         Some(Box::pin(self.run_cheap(check, deployment)))
     }
 
-    /// The catalog's answer for `deployment`'s probe (and the probe request built from
-    /// it): a provider it does not speak, a wildcard without `health_check_model`, a
+    /// The catalog's answer for `deployment`'s probe (and whether its request URL is
+    /// valid; the request itself is built only when probing): a provider it does not speak, a wildcard without `health_check_model`, a
     /// missing `api_base` or a mode the provider lacks make the deployment unsupported,
     /// with the catalog's reason (and the field at fault, when there is one). Native cloud
     /// probes (Bedrock, Vertex AI) are built per probe; one that cannot be made says why
@@ -493,7 +493,7 @@ impl Prober for HttpProber {
     fn unsupported(&self, d: &Deployment) -> Option<String> {
         match provider::resolve(d).and_then(|ep| match ep.wire {
             Wire::Bedrock | Wire::Vertex => Ok(()),
-            _ => request::build(d, &ep, &self.defaults, request::QUESTIONS[0]).map(drop),
+            _ => request::check(&ep),
         }) {
             Ok(()) => None,
             Err(ProviderError::Invalid { field, why }) => Some(format!("{field}: {why}")),

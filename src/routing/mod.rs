@@ -106,7 +106,7 @@ pub struct SelectedDeployment {
 impl std::fmt::Debug for SelectedDeployment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SelectedDeployment")
-            .field("deployment", &self.deployment.id)
+            .field("deployment", &self.deployment.id())
             .field("bypassed", &self.bypassed)
             .finish_non_exhaustive()
     }
@@ -269,7 +269,7 @@ where
             {
                 Ok(p) => {
                     if let Some(tried) = tried {
-                        tried.push(p.deployment().id.clone());
+                        tried.push(p.deployment().id().clone());
                     }
                     (
                         Arc::clone(p.deployment()),

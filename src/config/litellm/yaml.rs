@@ -51,35 +51,48 @@ struct Tree(Value);
 
 impl<'de> de::Deserialize<'de> for Tree {
     fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Node {
-            path: String::new(),
-        }
-        .deserialize(d)
-        .map(Tree)
+        Node { at: At::Root }.deserialize(d).map(Tree)
     }
 }
 
-/// The node at `path` (for the duplicate-key warning).
-struct Node {
-    path: String,
+/// Where a node sits: a chain up to the root, spelled out as a path (`a.b[2].c`) only when
+/// a duplicate key is reported, so reading a node costs no allocation for its path.
+#[derive(Clone, Copy)]
+enum At<'p> {
+    Root,
+    Key(&'p At<'p>, &'p str),
+    Index(&'p At<'p>, usize),
 }
 
-impl<'de> DeserializeSeed<'de> for Node {
+impl fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            At::Root => Ok(()),
+            At::Key(parent, key) => {
+                if matches!(parent, At::Root) {
+                    f.write_str(key)
+                } else {
+                    write!(f, "{parent}.{key}")
+                }
+            }
+            At::Index(parent, i) => write!(f, "{parent}[{i}]"),
+        }
+    }
+}
+
+/// The node at `at` (for the duplicate-key warning).
+struct Node<'p> {
+    at: At<'p>,
+}
+
+impl<'de> DeserializeSeed<'de> for Node<'_> {
     type Value = Value;
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
         d.deserialize_any(self)
     }
 }
 
-fn child(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{path}.{key}")
-    }
-}
-
-impl<'de> Visitor<'de> for Node {
+impl<'de> Visitor<'de> for Node<'_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -136,7 +149,7 @@ impl<'de> Visitor<'de> for Node {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut out = Vec::new();
         while let Some(v) = seq.next_element_seed(Node {
-            path: format!("{}[{}]", self.path, out.len()),
+            at: At::Index(&self.at, out.len()),
         })? {
             out.push(v);
         }
@@ -146,14 +159,18 @@ impl<'de> Visitor<'de> for Node {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
         while let Some(key) = map.next_key::<Spanned<String>>()? {
-            let path = child(&self.path, &key.value);
-            let value = map.next_value_seed(Node { path: path.clone() })?;
-            if out.insert(key.value, value).is_some() {
+            let value = map.next_value_seed(Node {
+                at: At::Key(&self.at, &key.value),
+            })?;
+            if let Some(old) = out.get_mut(&key.value) {
+                *old = value;
                 tracing::warn!(
-                    key = %path,
+                    key = %At::Key(&self.at, &key.value),
                     line = key.referenced.line(),
                     "duplicate key in config.yaml: the last value is used (as LiteLLM does)"
                 );
+            } else {
+                out.insert(key.value, value);
             }
         }
         Ok(Value::Object(out))
