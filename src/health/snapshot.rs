@@ -235,7 +235,8 @@ impl HealthSnapshot {
     ) -> Self {
         let now_nanos = nanos_since(epoch, now);
         let mut entries: Vec<Entry> = Vec::with_capacity(deployments.len());
-        let mut by_id: HashMap<DeploymentId, u32, RandomState> = HashMap::default();
+        let mut by_id: HashMap<DeploymentId, u32, RandomState> =
+            HashMap::with_capacity_and_hasher(deployments.len(), RandomState::default());
         let mut members: Vec<(Arc<str>, Vec<u32>)> = Vec::new();
         let mut route_pos: HashMap<Arc<str>, usize, RandomState> = HashMap::default();
         for d in deployments {
