@@ -19,7 +19,10 @@ const ENV_PREFIX: &str = "os.environ/";
 pub(super) struct Resolver<'a> {
     env: &'a dyn Fn(&str) -> Option<String>,
     secrets: Vec<Secret>,
-    seen: std::collections::HashSet<String>,
+    seen: std::collections::HashSet<String, foldhash::fast::RandomState>,
+    /// [`is_secret_key`]'s answer per key name met: a config repeats a handful of names
+    /// (`model`, `api_base`, ...) once per deployment.
+    secret_keys: std::collections::HashMap<String, bool, foldhash::fast::RandomState>,
 }
 
 /// Whether a key's values are credentials. `redis_url` may embed a password.
@@ -41,8 +44,18 @@ impl<'a> Resolver<'a> {
         Self {
             env,
             secrets: Vec::new(),
-            seen: std::collections::HashSet::new(),
+            seen: Default::default(),
+            secret_keys: Default::default(),
         }
+    }
+
+    fn is_secret_key(&mut self, key: &str) -> bool {
+        if let Some(&s) = self.secret_keys.get(key) {
+            return s;
+        }
+        let s = is_secret_key(key);
+        self.secret_keys.insert(key.to_owned(), s);
+        s
     }
 
     /// Looks up one variable.
@@ -107,7 +120,7 @@ impl<'a> Resolver<'a> {
             Value::Object(map) => {
                 let mut any = false;
                 for (k, item) in map.iter_mut() {
-                    let secret = secret || is_secret_key(k);
+                    let secret = secret || self.is_secret_key(k);
                     any |= self.resolve_at(item, At::Key(&path, k), secret)?;
                 }
                 Ok(any)
