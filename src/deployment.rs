@@ -440,6 +440,52 @@ impl Deployment {
             }))
     }
 
+    /// Whether the provider catalog sees the two alike: the same `litellm_params` and the
+    /// same `model_info` but for its `id` (route and id aside). Whatever the catalog derives
+    /// from a deployment alone (its endpoint, its probe request, why it cannot be probed or
+    /// forwarded) is then the same for both: a check over many deployments listed alike can
+    /// reuse one answer.
+    pub fn same_upstream(&self, other: &Self) -> bool {
+        if Arc::ptr_eq(&self.0, &other.0) {
+            return true;
+        }
+        let ModelInfo {
+            id: _,
+            mode,
+            health_check_model,
+            health_check_timeout,
+            health_check_max_tokens,
+            health_check_max_tokens_reasoning,
+            health_check_max_tokens_non_reasoning,
+            health_check_supports_max_tokens,
+            health_check_voice,
+            health_check_reasoning_effort,
+            disable_background_health_check,
+            max_input_tokens,
+            input_cost_per_token,
+            output_cost_per_token,
+            health_check_max_probes_per_minute,
+            extra,
+        } = &self.0.info;
+        let o = &other.0.info;
+        self.0.params == other.0.params
+            && *mode == o.mode
+            && *health_check_model == o.health_check_model
+            && *health_check_timeout == o.health_check_timeout
+            && *health_check_max_tokens == o.health_check_max_tokens
+            && *health_check_max_tokens_reasoning == o.health_check_max_tokens_reasoning
+            && *health_check_max_tokens_non_reasoning == o.health_check_max_tokens_non_reasoning
+            && *health_check_supports_max_tokens == o.health_check_supports_max_tokens
+            && *health_check_voice == o.health_check_voice
+            && *health_check_reasoning_effort == o.health_check_reasoning_effort
+            && *disable_background_health_check == o.disable_background_health_check
+            && *max_input_tokens == o.max_input_tokens
+            && *input_cost_per_token == o.input_cost_per_token
+            && *output_cost_per_token == o.output_cost_per_token
+            && *health_check_max_probes_per_minute == o.health_check_max_probes_per_minute
+            && *extra == o.extra
+    }
+
     /// Whether two deployments describe the same upstream (id aside).
     pub(crate) fn same_params(&self, other: &Self) -> bool {
         self.params() == other.params() && self.info().mode == other.info().mode
@@ -643,6 +689,21 @@ pub(crate) fn disambiguate_derived_ids(ds: &mut [Deployment]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_upstream_ignores_route_and_id_only() {
+        let d = |route: &str, id: &str| {
+            Deployment::builder(route, "openai/gpt-4o")
+                .api_base("http://127.0.0.1:9/v1")
+                .api_key("k1")
+                .id(id)
+        };
+        let a = d("a", "1").build();
+        assert!(a.same_upstream(&d("b", "2").build()));
+        assert!(!a.same_upstream(&d("a", "1").api_key("k2").build()));
+        assert!(!a.same_upstream(&d("a", "1").mode(Mode::Embedding).build()));
+        assert!(!a.same_upstream(&d("a", "1").param("region_name", "eu".into()).build()));
+    }
 
     #[test]
     fn derived_id_is_stable_and_param_sensitive() {

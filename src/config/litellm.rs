@@ -416,19 +416,31 @@ fn entry_extras(
 ) -> Result<Extras, ConfigError> {
     drop_unknown_in(e, field_names::<ModelEntry>(), at, &mut Vec::new());
     let mut extras = Extras::default();
-    if let Some(p) = e.get_mut("litellm_params") {
-        let path = child_path(at, "litellm_params");
-        if let Some(p) = mapping(p, &path)? {
-            extras.params = keep_unknown::<LitellmParams>(p, &path, r)?;
-        }
+    // The sections' paths are spelled out only for an error or an unknown key.
+    if let Some(p) = e.get_mut("litellm_params")
+        && let Some(p) = section(p, at, "litellm_params")?
+    {
+        extras.params = keep_unknown::<LitellmParams>(p, at, "litellm_params", r)?;
     }
-    if let Some(m) = e.get_mut("model_info") {
-        let path = child_path(at, "model_info");
-        if let Some(m) = mapping(m, &path)? {
-            extras.info = keep_unknown::<RawModelInfo>(m, &path, r)?;
-        }
+    if let Some(m) = e.get_mut("model_info")
+        && let Some(m) = section(m, at, "model_info")?
+    {
+        extras.info = keep_unknown::<RawModelInfo>(m, at, "model_info", r)?;
     }
     Ok(extras)
+}
+
+/// [`mapping`] for the section `key` of the entry at `at`.
+fn section<'v>(
+    v: &'v mut Value,
+    at: &str,
+    key: &str,
+) -> Result<Option<&'v mut Map<String, Value>>, ConfigError> {
+    match v {
+        Value::Object(m) => Ok(Some(m)),
+        Value::Null => Ok(None),
+        other => mapping(other, &child_path(at, key)),
+    }
 }
 
 /// The mapping `v` is; `None` when it is empty (null); an error naming `path` otherwise.
@@ -485,12 +497,14 @@ fn is_set(v: &Value) -> bool {
     }
 }
 
-/// Moves the unknown keys of `m` out, env-resolved, as [`ParamValue`]s. Null values mean
+/// Moves the unknown keys of `m` (the section `key` of the entry at `at`) out,
+/// env-resolved, as [`ParamValue`]s. Null values mean
 /// "unset" in LiteLLM and are dropped. A value read from a secret-looking variable is a
 /// secret even when its key's name is not.
 fn keep_unknown<T: DeserializeOwned>(
     m: &mut Map<String, Value>,
-    path: &str,
+    at: &str,
+    key: &str,
     r: &mut Resolver<'_>,
 ) -> Result<BTreeMap<String, ParamValue>, ConfigError> {
     let known = field_names::<T>();
@@ -500,6 +514,10 @@ fn keep_unknown<T: DeserializeOwned>(
         .cloned()
         .collect();
     let mut out = BTreeMap::new();
+    if unknown.is_empty() {
+        return Ok(out);
+    }
+    let path = &child_path(at, key);
     for k in unknown {
         let Some(mut v) = m.remove(&k) else { continue };
         if v.is_null() {

@@ -122,6 +122,10 @@ pub struct HttpProber {
     defaults: ProbeDefaults,
     classifier: Arc<dyn Classify>,
     turn: AtomicUsize,
+    /// The last [`Prober::unsupported`] answer and the deployment it was for: deployments
+    /// listed alike ([`Deployment::same_upstream`]; thousands in a large config, checked in
+    /// a row at start-up) share it.
+    last_unsupported: std::sync::Mutex<Option<(Deployment, Option<String>)>>,
     /// The AWS environment, read when the prober is built.
     #[cfg(feature = "bedrock")]
     aws: crate::provider::aws::AwsEnv,
@@ -212,6 +216,7 @@ impl HttpProberBuilder {
             defaults: self.defaults,
             classifier: self.classifier,
             turn: AtomicUsize::new(0),
+            last_unsupported: std::sync::Mutex::new(None),
             #[cfg(feature = "bedrock")]
             aws: crate::provider::aws::AwsEnv::from_env(),
             #[cfg(feature = "vertex")]
@@ -491,6 +496,23 @@ impl Prober for HttpProber {
     /// probes (Bedrock, Vertex AI) are built per probe; one that cannot be made says why
     /// in its result.
     fn unsupported(&self, d: &Deployment) -> Option<String> {
+        if let Ok(last) = self.last_unsupported.lock()
+            && let Some((seen, why)) = &*last
+            && seen.same_upstream(d)
+        {
+            return why.clone();
+        }
+        let why = self.decide_unsupported(d);
+        if let Ok(mut last) = self.last_unsupported.lock() {
+            *last = Some((d.clone(), why.clone()));
+        }
+        why
+    }
+}
+
+impl HttpProber {
+    /// [`Prober::unsupported`], decided afresh.
+    fn decide_unsupported(&self, d: &Deployment) -> Option<String> {
         match provider::resolve(d).and_then(|ep| match ep.wire {
             Wire::Bedrock | Wire::Vertex => Ok(()),
             _ => request::check(&ep),

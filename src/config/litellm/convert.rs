@@ -78,8 +78,8 @@ impl LiteLlmConfig {
 /// deployments that use it (100,000 deployments often have a few keys between them).
 #[derive(Default)]
 struct Shared {
-    routes: HashMap<Arc<str>, ()>,
-    secrets: HashMap<Arc<str>, Secret>,
+    routes: HashMap<Arc<str>, (), foldhash::fast::RandomState>,
+    secrets: HashMap<Arc<str>, Secret, foldhash::fast::RandomState>,
 }
 
 impl Shared {
