@@ -36,15 +36,20 @@ use crate::app::API_ROUTES;
 pub fn mark_unforwardable(state: &HealthState) -> usize {
     let marks: Vec<_> = {
         let snap = state.load();
-        // Deployments listed alike (thousands, in a large config) get one answer.
-        let mut last: Option<(&Deployment, Option<Unsupported>)> = None;
+        // Deployments listed alike (thousands, in a large config, often a few keys in
+        // turn) get one answer: the last few are kept.
+        const RECENT: usize = 8;
+        let mut recent: Vec<(&Deployment, Option<Unsupported>)> = Vec::with_capacity(RECENT);
         snap.deployments()
             .filter_map(|d| {
-                let mark = match &last {
-                    Some((seen, mark)) if seen.same_upstream(d) => mark.clone(),
-                    _ => {
+                let mark = match recent.iter().find(|(seen, _)| seen.same_upstream(d)) {
+                    Some((_, mark)) => mark.clone(),
+                    None => {
                         let mark = unforwardable(state, d);
-                        last = Some((d, mark.clone()));
+                        if recent.len() == RECENT {
+                            recent.remove(0);
+                        }
+                        recent.push((d, mark.clone()));
                         mark
                     }
                 }?;

@@ -122,10 +122,10 @@ pub struct HttpProber {
     defaults: ProbeDefaults,
     classifier: Arc<dyn Classify>,
     turn: AtomicUsize,
-    /// The last [`Prober::unsupported`] answer and the deployment it was for: deployments
-    /// listed alike ([`Deployment::same_upstream`]; thousands in a large config, checked in
-    /// a row at start-up) share it.
-    last_unsupported: std::sync::Mutex<Option<(Deployment, Option<String>)>>,
+    /// The last few [`Prober::unsupported`] answers and the deployments they were for:
+    /// deployments listed alike ([`Deployment::same_upstream`]; thousands in a large config,
+    /// checked in a row at start-up, often a few keys in turn) share one.
+    recent_unsupported: std::sync::Mutex<Vec<(Deployment, Option<String>)>>,
     /// The AWS environment, read when the prober is built.
     #[cfg(feature = "bedrock")]
     aws: crate::provider::aws::AwsEnv,
@@ -216,7 +216,7 @@ impl HttpProberBuilder {
             defaults: self.defaults,
             classifier: self.classifier,
             turn: AtomicUsize::new(0),
-            last_unsupported: std::sync::Mutex::new(None),
+            recent_unsupported: std::sync::Mutex::new(Vec::new()),
             #[cfg(feature = "bedrock")]
             aws: crate::provider::aws::AwsEnv::from_env(),
             #[cfg(feature = "vertex")]
@@ -496,15 +496,19 @@ impl Prober for HttpProber {
     /// probes (Bedrock, Vertex AI) are built per probe; one that cannot be made says why
     /// in its result.
     fn unsupported(&self, d: &Deployment) -> Option<String> {
-        if let Ok(last) = self.last_unsupported.lock()
-            && let Some((seen, why)) = &*last
-            && seen.same_upstream(d)
+        /// How many answers are kept.
+        const RECENT: usize = 8;
+        if let Ok(recent) = self.recent_unsupported.lock()
+            && let Some((_, why)) = recent.iter().find(|(seen, _)| seen.same_upstream(d))
         {
             return why.clone();
         }
         let why = self.decide_unsupported(d);
-        if let Ok(mut last) = self.last_unsupported.lock() {
-            *last = Some((d.clone(), why.clone()));
+        if let Ok(mut recent) = self.recent_unsupported.lock() {
+            if recent.len() == RECENT {
+                recent.remove(0);
+            }
+            recent.push((d.clone(), why.clone()));
         }
         why
     }
