@@ -668,7 +668,7 @@ pub(crate) fn disambiguate_derived_ids(ds: &mut [Deployment]) {
         if ds[i].info().id.is_some() {
             continue;
         }
-        let base = derive_id(&ds[i].route(), &ds[i].params());
+        let base = derive_id(ds[i].route(), ds[i].params());
         let group = groups.entry(base.clone()).or_default();
         match group.iter().position(|&j| ds[j].same_params(&ds[i])) {
             Some(0) => ds[i].parts_mut().id = base,

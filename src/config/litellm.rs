@@ -325,11 +325,15 @@ fn read_entry(
     Ok((entry, extras))
 }
 
+/// The `model_list` entries streamed (typed, with their extras), and the first error
+/// among them.
+type StreamedList = ((Vec<ModelEntry>, Vec<Extras>), Option<ConfigError>);
+
 /// Steps 2 to 5 for the rest of the tree. `streamed`: the `model_list` entries read while
 /// parsing (and the first error among them), when it was a sequence.
 fn convert(
     mut tree: Value,
-    streamed: Option<((Vec<ModelEntry>, Vec<Extras>), Option<ConfigError>)>,
+    streamed: Option<StreamedList>,
     resolver: &mut Resolver<'_>,
 ) -> Result<Config, ConfigError> {
     // The list streamed is the one in the tree (left empty there) unless a later duplicate

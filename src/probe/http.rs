@@ -124,7 +124,9 @@ pub struct HttpProber {
     turn: AtomicUsize,
     /// The last few [`Prober::unsupported`] answers and the deployments they were for:
     /// deployments listed alike ([`Deployment::same_upstream`]; thousands in a large config,
-    /// checked in a row at start-up, often a few keys in turn) share one.
+    /// checked in a row at start-up, often a few keys in turn) share one. Locked only at
+    /// start-up, by the probe loop's builder (never on the request path).
+    #[allow(clippy::disallowed_types)]
     recent_unsupported: std::sync::Mutex<Vec<(Deployment, Option<String>)>>,
     /// The AWS environment, read when the prober is built.
     #[cfg(feature = "bedrock")]
@@ -216,6 +218,7 @@ impl HttpProberBuilder {
             defaults: self.defaults,
             classifier: self.classifier,
             turn: AtomicUsize::new(0),
+            #[allow(clippy::disallowed_types)]
             recent_unsupported: std::sync::Mutex::new(Vec::new()),
             #[cfg(feature = "bedrock")]
             aws: crate::provider::aws::AwsEnv::from_env(),

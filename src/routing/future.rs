@@ -127,7 +127,7 @@ impl Observer {
             );
             // Shared cooldowns (opt-in): a `try_send` to the coordinator, never a wait.
             if let Some(sink) = self.state.hooks().get::<CooldownSink>() {
-                sink.announce(&d.id(), false, class.as_str());
+                sink.announce(d.id(), false, class.as_str());
             }
         }
         if let Some(od) = &shared.config.router.outlier_detection {
@@ -146,7 +146,7 @@ impl Observer {
         let d = self.selected.deployment();
         // Only when a rule says eject: how much of the route is out now.
         let room = || {
-            let (_, ejected) = self.state.load().ejected_in(&d.route(), now);
+            let (_, ejected) = self.state.load().ejected_in(d.route(), now);
             ejection::room_for_one_more(od, self.route_len, ejected)
         };
         let stats = &self.guard.0;
@@ -163,7 +163,7 @@ impl Observer {
             );
             // Shared like a cooldown (opt-in): a `try_send`, never a wait.
             if let Some(sink) = self.state.hooks().get::<CooldownSink>() {
-                sink.announce(&d.id(), true, class.as_str());
+                sink.announce(d.id(), true, class.as_str());
             }
         }
     }
