@@ -330,8 +330,14 @@ pub struct ModelInfo {
 }
 
 /// One upstream deployment of a route.
+///
+/// Its parts sit behind one `Arc`: a clone (the config keeps the deployments it read, each
+/// health snapshot lists them) costs a count, not a copy of every param.
 #[derive(Clone, PartialEq)]
-pub struct Deployment {
+pub struct Deployment(Arc<Parts>);
+
+#[derive(Clone, PartialEq)]
+pub(crate) struct Parts {
     pub(crate) id: DeploymentId,
     pub(crate) route: Arc<str>,
     pub(crate) params: DeploymentParams,
@@ -366,39 +372,50 @@ impl Deployment {
             Some(id) => DeploymentId::new(id.as_str()),
             None => derive_id(&route, &params),
         };
-        Self {
+        Self(Arc::new(Parts {
             id,
             route,
             params,
             info,
-        }
+        }))
+    }
+
+    /// The route's name as shared (one allocation per route name in a config).
+    pub(crate) fn route_name(&self) -> &Arc<str> {
+        &self.0.route
+    }
+
+    /// Its parts, for the few changes made after it is built (derived ids, a test
+    /// connection's deployment); copied first if shared.
+    pub(crate) fn parts_mut(&mut self) -> &mut Parts {
+        Arc::make_mut(&mut self.0)
     }
 
     /// The deployment's id.
     pub fn id(&self) -> &DeploymentId {
-        &self.id
+        &self.0.id
     }
 
     /// The route it serves (`model_name`).
     pub fn route(&self) -> &str {
-        &self.route
+        &self.0.route
     }
 
     /// Its `litellm_params`.
     pub fn params(&self) -> &DeploymentParams {
-        &self.params
+        &self.0.params
     }
 
     /// Its `model_info`.
     pub fn info(&self) -> &ModelInfo {
-        &self.info
+        &self.0.info
     }
 
     /// `input_cost_per_token + output_cost_per_token`, each from `litellm_params`, else
     /// `model_info`, else LiteLLM's default for an unknown cost (5.0, i.e. last).
     pub fn cost_per_token(&self) -> f64 {
         const UNKNOWN: f64 = 5.0;
-        let (p, i) = (&self.params, &self.info);
+        let (p, i) = (&self.0.params, &self.0.info);
         p.input_cost_per_token
             .or(i.input_cost_per_token)
             .unwrap_or(UNKNOWN)
@@ -409,8 +426,12 @@ impl Deployment {
 
     /// Every credential it holds: the `api_key` and each secret-looking extra param.
     pub fn secrets(&self) -> impl Iterator<Item = &Secret> {
-        let extra = self.params.extra.values().chain(self.info.extra.values());
-        self.params
+        let extra = self
+            .params()
+            .extra
+            .values()
+            .chain(self.info().extra.values());
+        self.params()
             .api_key
             .iter()
             .chain(extra.filter_map(|v| match v {
@@ -419,19 +440,65 @@ impl Deployment {
             }))
     }
 
+    /// Whether the provider catalog sees the two alike: the same `litellm_params` and the
+    /// same `model_info` but for its `id` (route and id aside). Whatever the catalog derives
+    /// from a deployment alone (its endpoint, its probe request, why it cannot be probed or
+    /// forwarded) is then the same for both: a check over many deployments listed alike can
+    /// reuse one answer.
+    pub fn same_upstream(&self, other: &Self) -> bool {
+        if Arc::ptr_eq(&self.0, &other.0) {
+            return true;
+        }
+        let ModelInfo {
+            id: _,
+            mode,
+            health_check_model,
+            health_check_timeout,
+            health_check_max_tokens,
+            health_check_max_tokens_reasoning,
+            health_check_max_tokens_non_reasoning,
+            health_check_supports_max_tokens,
+            health_check_voice,
+            health_check_reasoning_effort,
+            disable_background_health_check,
+            max_input_tokens,
+            input_cost_per_token,
+            output_cost_per_token,
+            health_check_max_probes_per_minute,
+            extra,
+        } = &self.0.info;
+        let o = &other.0.info;
+        self.0.params == other.0.params
+            && *mode == o.mode
+            && *health_check_model == o.health_check_model
+            && *health_check_timeout == o.health_check_timeout
+            && *health_check_max_tokens == o.health_check_max_tokens
+            && *health_check_max_tokens_reasoning == o.health_check_max_tokens_reasoning
+            && *health_check_max_tokens_non_reasoning == o.health_check_max_tokens_non_reasoning
+            && *health_check_supports_max_tokens == o.health_check_supports_max_tokens
+            && *health_check_voice == o.health_check_voice
+            && *health_check_reasoning_effort == o.health_check_reasoning_effort
+            && *disable_background_health_check == o.disable_background_health_check
+            && *max_input_tokens == o.max_input_tokens
+            && *input_cost_per_token == o.input_cost_per_token
+            && *output_cost_per_token == o.output_cost_per_token
+            && *health_check_max_probes_per_minute == o.health_check_max_probes_per_minute
+            && *extra == o.extra
+    }
+
     /// Whether two deployments describe the same upstream (id aside).
     pub(crate) fn same_params(&self, other: &Self) -> bool {
-        self.params == other.params && self.info.mode == other.info.mode
+        self.params() == other.params() && self.info().mode == other.info().mode
     }
 }
 
 impl fmt::Debug for Deployment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Deployment")
-            .field("id", &self.id)
-            .field("route", &self.route)
-            .field("params", &self.params)
-            .field("info", &self.info)
+            .field("id", &self.0.id)
+            .field("route", &self.0.route)
+            .field("params", &self.0.params)
+            .field("info", &self.0.info)
             .finish()
     }
 }
@@ -598,18 +665,18 @@ pub(crate) fn disambiguate_derived_ids(ds: &mut [Deployment]) {
     // derived id -> the distinct deployments seen with it, in order.
     let mut groups: std::collections::HashMap<DeploymentId, Vec<usize>> = Default::default();
     for i in 0..ds.len() {
-        if ds[i].info.id.is_some() {
+        if ds[i].info().id.is_some() {
             continue;
         }
-        let base = derive_id(&ds[i].route, &ds[i].params);
+        let base = derive_id(ds[i].route(), ds[i].params());
         let group = groups.entry(base.clone()).or_default();
         match group.iter().position(|&j| ds[j].same_params(&ds[i])) {
-            Some(0) => ds[i].id = base,
-            Some(k) => ds[i].id = DeploymentId::new(format!("{base}-{k}")),
+            Some(0) => ds[i].parts_mut().id = base,
+            Some(k) => ds[i].parts_mut().id = DeploymentId::new(format!("{base}-{k}")),
             None => {
                 let k = group.len();
                 group.push(i);
-                ds[i].id = if k == 0 {
+                ds[i].parts_mut().id = if k == 0 {
                     base
                 } else {
                     DeploymentId::new(format!("{base}-{k}"))
@@ -622,6 +689,21 @@ pub(crate) fn disambiguate_derived_ids(ds: &mut [Deployment]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_upstream_ignores_route_and_id_only() {
+        let d = |route: &str, id: &str| {
+            Deployment::builder(route, "openai/gpt-4o")
+                .api_base("http://127.0.0.1:9/v1")
+                .api_key("k1")
+                .id(id)
+        };
+        let a = d("a", "1").build();
+        assert!(a.same_upstream(&d("b", "2").build()));
+        assert!(!a.same_upstream(&d("a", "1").api_key("k2").build()));
+        assert!(!a.same_upstream(&d("a", "1").mode(Mode::Embedding).build()));
+        assert!(!a.same_upstream(&d("a", "1").param("region_name", "eu".into()).build()));
+    }
 
     #[test]
     fn derived_id_is_stable_and_param_sensitive() {

@@ -177,11 +177,11 @@ fn deployment_labels(d: &Deployment) -> Vec<Label> {
     let mut v = Vec::with_capacity(3);
     v.push(Label::new(
         "route",
-        SharedString::from(Arc::clone(&d.route)),
+        SharedString::from(Arc::clone(d.route_name())),
     ));
     v.push(Label::new(
         "model_id",
-        SharedString::from(Arc::clone(&d.id.0)),
+        SharedString::from(Arc::clone(&d.id().0)),
     ));
     v
 }

@@ -36,29 +36,49 @@ use crate::app::API_ROUTES;
 pub fn mark_unforwardable(state: &HealthState) -> usize {
     let marks: Vec<_> = {
         let snap = state.load();
+        // Deployments listed alike (thousands, in a large config, often a few keys in
+        // turn) get one answer: the last few are kept.
+        const RECENT: usize = 8;
+        let mut recent: Vec<(&Deployment, Option<Unsupported>)> = Vec::with_capacity(RECENT);
         snap.deployments()
             .filter_map(|d| {
-                let mode = resolve_mode(d);
-                // A mode no API route serves (batch, realtime, ...) gets no traffic anyway.
-                let path = API_ROUTES
-                    .iter()
-                    .find(|p| provider::mode_for_path(p) == Some(mode))?;
-                let why = match provider::forward_endpoint(d, path) {
-                    Ok(_) => return None,
-                    Err(ProviderError::Invalid { field, why }) => format!("{field}: {why}"),
-                    Err(e) => e.to_string(),
-                };
-                let reason = state.scrubber().scrub(&why).into_owned();
-                Some((
-                    d.id().clone(),
-                    Unsupported::new(format!("the gateway cannot forward to it: {reason}"), false),
-                ))
+                let mark = match recent.iter().find(|(seen, _)| seen.same_upstream(d)) {
+                    Some((_, mark)) => mark.clone(),
+                    None => {
+                        let mark = unforwardable(state, d);
+                        if recent.len() == RECENT {
+                            recent.remove(0);
+                        }
+                        recent.push((d, mark.clone()));
+                        mark
+                    }
+                }?;
+                Some((d.id().clone(), mark))
             })
             .collect()
     };
     let n = marks.len();
     state.mark_unsupported(marks);
     n
+}
+
+/// Why the forwarder cannot send `d` traffic, if it cannot.
+fn unforwardable(state: &HealthState, d: &Deployment) -> Option<Unsupported> {
+    let mode = resolve_mode(d);
+    // A mode no API route serves (batch, realtime, ...) gets no traffic anyway.
+    let path = API_ROUTES
+        .iter()
+        .find(|p| provider::mode_for_path(p) == Some(mode))?;
+    let why = match provider::forward_endpoint(d, path) {
+        Ok(_) => return None,
+        Err(ProviderError::Invalid { field, why }) => format!("{field}: {why}"),
+        Err(e) => e.to_string(),
+    };
+    let reason = state.scrubber().scrub(&why).into_owned();
+    Some(Unsupported::new(
+        format!("the gateway cannot forward to it: {reason}"),
+        false,
+    ))
 }
 
 /// Logs the config's unimplemented settings (warn) and its auth settings (error), once.

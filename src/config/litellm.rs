@@ -19,6 +19,9 @@
 //! 4. The tree → the typed model below (`serde_path_to_error`, so a wrong type names its path).
 //! 5. The model → [`Config`], then [`Config::validate`].
 //!
+//! The entries of a `model_list` sequence go through steps 2 to 4 one at a time, as the
+//! parser reads them: a list of 100,000 entries never exists as one value tree.
+//!
 //! Every error text passes through a [`Scrubber`] holding each secret seen on the way, so no
 //! error message carries a credential.
 
@@ -237,14 +240,21 @@ pub(super) fn parse(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
-    let tree = yaml::load(text).map_err(|e| {
+    let mut resolver = Resolver::new(env);
+    let mut streamed = Streamed {
+        resolver: &mut resolver,
+        list: None,
+        error: None,
+    };
+    let loaded = yaml::load_streaming(text, &mut streamed);
+    let Streamed { list, error, .. } = streamed;
+    let tree = loaded.map_err(|e| {
         let scrubber = Scrubber::new(secrets_in_text(text));
         ConfigError::new(
             "",
             ConfigErrorKind::Syntax(scrubber.scrub(&e.to_string()).into_owned()),
         )
     })?;
-    let mut resolver = Resolver::new(env);
     // An empty file (or one holding only comments) is a mistake: a wrong path, a file
     // truncated by a deploy. A file with only `model_list: []` is allowed (and warned).
     let Some(tree) = tree.filter(|t| !t.is_null()) else {
@@ -254,15 +264,96 @@ pub(super) fn parse(
              expected a mapping with at least `model_list`",
         ));
     };
-    let result = convert(tree, &mut resolver);
+    let result = convert(tree, list.map(|l| (l, error)), &mut resolver);
     result.map_err(|e| scrub_error(e, &Scrubber::new(resolver.into_secrets())))
 }
 
-fn convert(mut tree: Value, resolver: &mut Resolver<'_>) -> Result<Config, ConfigError> {
+/// The `model_list` entries, read one by one as the parser meets them (steps 2 to 4 of the
+/// pipeline, per entry): only one entry's value tree exists at a time. `error`: the first
+/// entry that failed (the others are skipped; the parse goes on, so broken YAML further
+/// down is still reported first).
+struct Streamed<'r, 'e> {
+    resolver: &'r mut Resolver<'e>,
+    list: Option<(Vec<ModelEntry>, Vec<Extras>)>,
+    error: Option<ConfigError>,
+}
+
+impl yaml::Entries for Streamed<'_, '_> {
+    fn start(&mut self) {
+        self.list = Some((Vec::new(), Vec::new()));
+        self.error = None;
+    }
+
+    fn entry(&mut self, i: usize, mut entry: Value) {
+        if self.error.is_some() {
+            // Skipped, but its secrets are still learnt: the error is scrubbed of them all.
+            let _ = self.resolver.resolve(&mut entry, "", false);
+            return;
+        }
+        match read_entry(i, entry, self.resolver) {
+            Ok((e, x)) => {
+                if let Some((list, extras)) = &mut self.list {
+                    list.push(e);
+                    extras.push(x);
+                }
+            }
+            Err(e) => self.error = Some(e),
+        }
+    }
+}
+
+/// One `model_list` entry: its unknown keys kept as extras, `os.environ/` resolved, typed.
+fn read_entry(
+    i: usize,
+    mut v: Value,
+    r: &mut Resolver<'_>,
+) -> Result<(ModelEntry, Extras), ConfigError> {
+    let at = format!("model_list[{i}]");
+    let Some(e) = mapping(&mut v, &at)? else {
+        return Err(not_a_mapping(&at, "nothing (null)"));
+    };
+    let extras = entry_extras(e, &at, r)?;
+    r.resolve(&mut v, &at, false)?;
+    let entry = serde_path_to_error::deserialize(v).map_err(|e| {
+        let field = if e.path().iter().next().is_some() {
+            format!("{at}.{}", e.path())
+        } else {
+            at.clone()
+        };
+        ConfigError::new(field, ConfigErrorKind::Syntax(e.into_inner().to_string()))
+    })?;
+    Ok((entry, extras))
+}
+
+/// The `model_list` entries streamed (typed, with their extras), and the first error
+/// among them.
+type StreamedList = ((Vec<ModelEntry>, Vec<Extras>), Option<ConfigError>);
+
+/// Steps 2 to 5 for the rest of the tree. `streamed`: the `model_list` entries read while
+/// parsing (and the first error among them), when it was a sequence.
+fn convert(
+    mut tree: Value,
+    streamed: Option<StreamedList>,
+    resolver: &mut Resolver<'_>,
+) -> Result<Config, ConfigError> {
+    // The list streamed is the one in the tree (left empty there) unless a later duplicate
+    // `model_list` key replaced it with something that is not a sequence.
+    let streamed = streamed
+        .filter(|_| matches!(tree.get("model_list"), Some(Value::Array(a)) if a.is_empty()));
     let mut unimplemented = Vec::new();
-    let extras = take_unknown_keys(&mut tree, resolver, &mut unimplemented)?;
+    let mut extras = take_unknown_keys(&mut tree, resolver, &mut unimplemented)?;
+    let streamed = match streamed {
+        Some((_, Some(e))) => {
+            // The rest of the tree is resolved all the same, for its secrets (the master
+            // key, say): the error is scrubbed of every one.
+            let _ = resolver.resolve(&mut tree, "", false);
+            return Err(e);
+        }
+        Some((list, None)) => Some(list),
+        None => None,
+    };
     resolver.resolve(&mut tree, "", false)?;
-    let model: LiteLlmConfig = serde_path_to_error::deserialize(tree).map_err(|e| {
+    let mut model: LiteLlmConfig = serde_path_to_error::deserialize(tree).map_err(|e| {
         let field = if e.path().iter().next().is_some() {
             e.path().to_string()
         } else {
@@ -270,6 +361,10 @@ fn convert(mut tree: Value, resolver: &mut Resolver<'_>) -> Result<Config, Confi
         };
         ConfigError::new(field, ConfigErrorKind::Syntax(e.into_inner().to_string()))
     })?;
+    if let Some((list, x)) = streamed {
+        model.model_list = list;
+        extras = x;
+    }
     let mut cfg = model.into_config(extras, resolver)?;
     cfg.unimplemented_settings = unimplemented;
     cfg.validate()?;
@@ -311,23 +406,45 @@ fn take_unknown_keys(
         let Some(e) = mapping(entry, &at)? else {
             return Err(not_a_mapping(&at, "nothing (null)"));
         };
-        drop_unknown_in(e, field_names::<ModelEntry>(), &at, &mut Vec::new());
-        let mut extras = Extras::default();
-        if let Some(p) = e.get_mut("litellm_params") {
-            let path = child_path(&at, "litellm_params");
-            if let Some(p) = mapping(p, &path)? {
-                extras.params = keep_unknown::<LitellmParams>(p, &path, r)?;
-            }
-        }
-        if let Some(m) = e.get_mut("model_info") {
-            let path = child_path(&at, "model_info");
-            if let Some(m) = mapping(m, &path)? {
-                extras.info = keep_unknown::<RawModelInfo>(m, &path, r)?;
-            }
-        }
-        all.push(extras);
+        all.push(entry_extras(e, &at, r)?);
     }
     Ok(all)
+}
+
+/// Step 2 for one `model_list` entry (at `at`): its unknown keys dropped, those of
+/// `litellm_params` and `model_info` returned.
+fn entry_extras(
+    e: &mut Map<String, Value>,
+    at: &str,
+    r: &mut Resolver<'_>,
+) -> Result<Extras, ConfigError> {
+    drop_unknown_in(e, field_names::<ModelEntry>(), at, &mut Vec::new());
+    let mut extras = Extras::default();
+    // The sections' paths are spelled out only for an error or an unknown key.
+    if let Some(p) = e.get_mut("litellm_params")
+        && let Some(p) = section(p, at, "litellm_params")?
+    {
+        extras.params = keep_unknown::<LitellmParams>(p, at, "litellm_params", r)?;
+    }
+    if let Some(m) = e.get_mut("model_info")
+        && let Some(m) = section(m, at, "model_info")?
+    {
+        extras.info = keep_unknown::<RawModelInfo>(m, at, "model_info", r)?;
+    }
+    Ok(extras)
+}
+
+/// [`mapping`] for the section `key` of the entry at `at`.
+fn section<'v>(
+    v: &'v mut Value,
+    at: &str,
+    key: &str,
+) -> Result<Option<&'v mut Map<String, Value>>, ConfigError> {
+    match v {
+        Value::Object(m) => Ok(Some(m)),
+        Value::Null => Ok(None),
+        other => mapping(other, &child_path(at, key)),
+    }
 }
 
 /// The mapping `v` is; `None` when it is empty (null); an error naming `path` otherwise.
@@ -384,12 +501,14 @@ fn is_set(v: &Value) -> bool {
     }
 }
 
-/// Moves the unknown keys of `m` out, env-resolved, as [`ParamValue`]s. Null values mean
+/// Moves the unknown keys of `m` (the section `key` of the entry at `at`) out,
+/// env-resolved, as [`ParamValue`]s. Null values mean
 /// "unset" in LiteLLM and are dropped. A value read from a secret-looking variable is a
 /// secret even when its key's name is not.
 fn keep_unknown<T: DeserializeOwned>(
     m: &mut Map<String, Value>,
-    path: &str,
+    at: &str,
+    key: &str,
     r: &mut Resolver<'_>,
 ) -> Result<BTreeMap<String, ParamValue>, ConfigError> {
     let known = field_names::<T>();
@@ -399,6 +518,10 @@ fn keep_unknown<T: DeserializeOwned>(
         .cloned()
         .collect();
     let mut out = BTreeMap::new();
+    if unknown.is_empty() {
+        return Ok(out);
+    }
+    let path = &child_path(at, key);
     for k in unknown {
         let Some(mut v) = m.remove(&k) else { continue };
         if v.is_null() {

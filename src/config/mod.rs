@@ -736,19 +736,21 @@ impl Config {
             ));
         }
         self.validate_ejection()?;
-        let mut seen: HashMap<&str, usize> = HashMap::new();
+        let mut seen: HashMap<&str, usize> = HashMap::with_capacity(self.deployments.len());
+        // The last `api_base` that passed: deployments listed together often share one.
+        let mut base_ok: Option<&str> = None;
         for (i, d) in self.deployments.iter().enumerate() {
             let at = |f: &str| format!("model_list[{i}].{f}");
-            if d.route.is_empty() {
+            if d.route().is_empty() {
                 return Err(ConfigError::new(at("model_name"), ConfigErrorKind::Missing));
             }
-            if d.params.model.is_empty() {
+            if d.params().model.is_empty() {
                 return Err(ConfigError::new(
                     at("litellm_params.model"),
                     ConfigErrorKind::Missing,
                 ));
             }
-            if let Some(w) = d.params.weight
+            if let Some(w) = d.params().weight
                 && !(w.is_finite() && w >= 0.0)
             {
                 return Err(ConfigError::invalid(
@@ -756,32 +758,35 @@ impl Config {
                     format!("must be a finite number >= 0, got {w}"),
                 ));
             }
-            if d.info.health_check_max_probes_per_minute == Some(0) {
+            if d.info().health_check_max_probes_per_minute == Some(0) {
                 return Err(ConfigError::invalid(
                     at("model_info.health_check_max_probes_per_minute"),
                     "must be greater than zero (leave it out for no limit)",
                 ));
             }
-            if let Some(base) = &d.params.api_base {
+            if let Some(base) = d.params().api_base.as_deref()
+                && base_ok != Some(base)
+            {
                 check_api_base(base)
                     .map_err(|why| ConfigError::invalid(at("litellm_params.api_base"), why))?;
+                base_ok = Some(base);
             }
             for (f, c) in [
                 (
                     "litellm_params.input_cost_per_token",
-                    d.params.input_cost_per_token,
+                    d.params().input_cost_per_token,
                 ),
                 (
                     "litellm_params.output_cost_per_token",
-                    d.params.output_cost_per_token,
+                    d.params().output_cost_per_token,
                 ),
                 (
                     "model_info.input_cost_per_token",
-                    d.info.input_cost_per_token,
+                    d.info().input_cost_per_token,
                 ),
                 (
                     "model_info.output_cost_per_token",
-                    d.info.output_cost_per_token,
+                    d.info().output_cost_per_token,
                 ),
             ] {
                 if let Some(c) = c
@@ -793,13 +798,13 @@ impl Config {
                     ));
                 }
             }
-            if d.params.max_parallel_requests == Some(0) {
+            if d.params().max_parallel_requests == Some(0) {
                 return Err(ConfigError::invalid(
                     at("litellm_params.max_parallel_requests"),
                     "must be greater than zero",
                 ));
             }
-            if let Some(t) = d.info.health_check_timeout
+            if let Some(t) = d.info().health_check_timeout
                 && t.is_zero()
             {
                 return Err(ConfigError::invalid(
@@ -807,18 +812,18 @@ impl Config {
                     "must be greater than zero",
                 ));
             }
-            match seen.get(d.id.as_str()) {
+            match seen.get(d.id().as_str()) {
                 Some(&j) if !self.deployments[j].same_params(d) => {
                     return Err(ConfigError::new(
                         at("model_info.id"),
                         ConfigErrorKind::DuplicateId {
-                            id: d.id.to_string(),
+                            id: d.id().to_string(),
                         },
                     ));
                 }
                 Some(_) => {}
                 None => {
-                    seen.insert(d.id.as_str(), i);
+                    seen.insert(d.id().as_str(), i);
                 }
             }
         }
@@ -847,24 +852,27 @@ impl Config {
 /// refused rather than stripped: it would never be sent (keys go in `api_key` or headers),
 /// and HTTP client logs print a URL's authority. No message quotes the userinfo.
 fn check_api_base(base: &str) -> Result<(), String> {
-    let shown = crate::secret::redact_userinfo(base.trim());
+    let shown = || crate::secret::redact_userinfo(base.trim());
     if base.trim().is_empty() {
         // `os.environ/X` with X set empty: LiteLLM reads it as unset; the prober decides.
         return Ok(());
     }
     if crate::secret::has_userinfo(base) {
         return Err(format!(
-            "`{shown}` carries credentials (user:password@); they are not sent upstream. \
-             Remove them and put the key in api_key (or a header param)"
+            "`{}` carries credentials (user:password@); they are not sent upstream. \
+             Remove them and put the key in api_key (or a header param)",
+            shown()
         ));
     }
     match base.trim().parse::<http::Uri>() {
         Ok(u) if u.scheme().is_some() && u.authority().is_some() => Ok(()),
         Ok(_) => Err(format!(
-            "`{shown}` is not an absolute URL (expected scheme://host[:port]/path)"
+            "`{}` is not an absolute URL (expected scheme://host[:port]/path)",
+            shown()
         )),
         Err(_) => Err(format!(
-            "`{shown}` is not a valid URL (spaces and other unescaped characters are not allowed)"
+            "`{}` is not a valid URL (spaces and other unescaped characters are not allowed)",
+            shown()
         )),
     }
 }

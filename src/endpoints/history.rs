@@ -147,7 +147,7 @@ pub(crate) fn backlog(state: &HealthState) -> Resp {
             by_id.insert(e.deployment.id().as_str().to_owned(), n.into());
         }
         if e.deployment
-            .params
+            .params()
             .max_parallel_requests
             .is_some_and(|m| n >= m)
         {

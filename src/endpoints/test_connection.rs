@@ -168,7 +168,7 @@ fn target(state: &HealthState, ask: &Ask) -> Result<(Deployment, Scrubber), Stri
     let Some((base, by_id)) = base else {
         let mut d = req;
         if let Some(m) = ask.mode {
-            d.info.mode = Some(m);
+            d.parts_mut().info.mode = Some(m);
         }
         return Ok((d, scrubber));
     };
@@ -176,38 +176,44 @@ fn target(state: &HealthState, ask: &Ask) -> Result<(Deployment, Scrubber), Stri
     let own_connection = has("api_base") || has("base_url") || (has("api_key") && !by_id);
     let mut d = Deployment::clone(&base);
     if own_connection {
-        d.params.api_key = None;
-        d.params
+        d.parts_mut().params.api_key = None;
+        d.parts_mut()
+            .params
             .extra
             .retain(|_, v| !matches!(v, ParamValue::Secret(_)));
     }
-    let stored_model = d.params.model.clone();
+    let stored_model = d.params().model.clone();
     for k in ask.params.keys() {
         match k.as_str() {
             // Matched by route or upstream model, `model` named the deployment: keep its own.
-            "model" if by_id => d.params.model = req.params.model.clone(),
+            "model" if by_id => d.parts_mut().params.model = req.params().model.clone(),
             "model" => {}
-            "api_base" | "base_url" => d.params.api_base = req.params.api_base.clone(),
-            "api_key" => d.params.api_key = req.params.api_key.clone(),
-            "api_version" => d.params.api_version = req.params.api_version.clone(),
-            other => match req.params.extra.get(other) {
+            "api_base" | "base_url" => {
+                d.parts_mut().params.api_base = req.params().api_base.clone()
+            }
+            "api_key" => d.parts_mut().params.api_key = req.params().api_key.clone(),
+            "api_version" => d.parts_mut().params.api_version = req.params().api_version.clone(),
+            other => match req.params().extra.get(other) {
                 Some(v) => {
-                    d.params.extra.insert(other.to_owned(), v.clone());
+                    d.parts_mut()
+                        .params
+                        .extra
+                        .insert(other.to_owned(), v.clone());
                 }
                 None => {
-                    d.params.extra.remove(other);
+                    d.parts_mut().params.extra.remove(other);
                 }
             },
         }
     }
     // LiteLLM's `_model_info_for_mode_resolution`: the stored mode describes the stored model.
-    if d.params.model != stored_model {
-        d.info.mode = None;
+    if d.params().model != stored_model {
+        d.parts_mut().info.mode = None;
     }
     if let Some(m) = ask.mode {
-        d.info.mode = Some(m);
+        d.parts_mut().info.mode = Some(m);
     }
-    d.route = TEST_ROUTE.into();
+    d.parts_mut().route = TEST_ROUTE.into();
     Ok((d, scrubber))
 }
 

@@ -242,7 +242,7 @@ impl HealthState {
         };
         let now = self.now_nanos();
         if e.stats.ejection.remaining(now).is_none() {
-            let (len, out) = snap.ejected_in(&e.deployment.route, now);
+            let (len, out) = snap.ejected_in(e.deployment.route(), now);
             if !crate::ejection::room_for_one_more(od, len, out) {
                 return false;
             }

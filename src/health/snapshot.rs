@@ -254,12 +254,14 @@ impl HealthSnapshot {
     ) -> Self {
         let now_nanos = nanos_since(epoch, now);
         let mut entries: Vec<Entry> = Vec::with_capacity(deployments.len());
-        let mut by_id: HashMap<DeploymentId, u32, RandomState> = HashMap::default();
+        let mut by_id: HashMap<DeploymentId, u32, RandomState> =
+            HashMap::with_capacity_and_hasher(deployments.len(), RandomState::default());
         let mut members: Vec<(Arc<str>, Vec<u32>)> = Vec::new();
         let mut route_pos: HashMap<Arc<str>, usize, RandomState> = HashMap::default();
         for d in deployments {
-            let idx = *by_id.entry(d.id.clone()).or_insert_with(|| {
-                let old = prev.and_then(|p| p.entry_by_id(d.id.as_str()));
+            let before = entries.len();
+            let idx = *by_id.entry(d.id().clone()).or_insert_with(|| {
+                let old = prev.and_then(|p| p.entry_by_id(d.id().as_str()));
                 entries.push(Entry {
                     core: Arc::new(EntryCore {
                         deployment: Arc::new(d.clone()),
@@ -271,11 +273,15 @@ impl HealthSnapshot {
                 });
                 (entries.len() - 1) as u32
             });
-            let pos = *route_pos.entry(Arc::clone(&d.route)).or_insert_with(|| {
-                members.push((Arc::clone(&d.route), Vec::new()));
-                members.len() - 1
-            });
-            if !members[pos].1.contains(&idx) {
+            let pos = *route_pos
+                .entry(Arc::clone(d.route_name()))
+                .or_insert_with(|| {
+                    members.push((Arc::clone(d.route_name()), Vec::new()));
+                    members.len() - 1
+                });
+            // A new entry is in no route yet; only an id seen before (one deployment
+            // listed under two routes, or twice) needs the look (linear in the route's size).
+            if entries.len() > before || !members[pos].1.contains(&idx) {
                 members[pos].1.push(idx);
             }
         }

@@ -120,7 +120,7 @@ impl HealthHistory {
             let d = &r.deployment;
             let rec = HistoryRecord {
                 seq: self.seq.fetch_add(1, Ordering::Relaxed),
-                model_name: Arc::clone(&d.route),
+                model_name: Arc::clone(d.route_name()),
                 model: d.params().model.as_str().into(),
                 model_id: d.id().clone(),
                 healthy: r.outcome.healthy,

@@ -122,6 +122,12 @@ pub struct HttpProber {
     defaults: ProbeDefaults,
     classifier: Arc<dyn Classify>,
     turn: AtomicUsize,
+    /// The last few [`Prober::unsupported`] answers and the deployments they were for:
+    /// deployments listed alike ([`Deployment::same_upstream`]; thousands in a large config,
+    /// checked in a row at start-up, often a few keys in turn) share one. Locked only at
+    /// start-up, by the probe loop's builder (never on the request path).
+    #[allow(clippy::disallowed_types)]
+    recent_unsupported: std::sync::Mutex<Vec<(Deployment, Option<String>)>>,
     /// The AWS environment, read when the prober is built.
     #[cfg(feature = "bedrock")]
     aws: crate::provider::aws::AwsEnv,
@@ -212,6 +218,8 @@ impl HttpProberBuilder {
             defaults: self.defaults,
             classifier: self.classifier,
             turn: AtomicUsize::new(0),
+            #[allow(clippy::disallowed_types)]
+            recent_unsupported: std::sync::Mutex::new(Vec::new()),
             #[cfg(feature = "bedrock")]
             aws: crate::provider::aws::AwsEnv::from_env(),
             #[cfg(feature = "vertex")]
@@ -484,16 +492,37 @@ impl Prober for HttpProber {
         Some(Box::pin(self.run_cheap(check, deployment)))
     }
 
-    /// The catalog's answer for `deployment`'s probe (and the probe request built from
-    /// it): a provider it does not speak, a wildcard without `health_check_model`, a
+    /// The catalog's answer for `deployment`'s probe (and whether its request URL is
+    /// valid; the request itself is built only when probing): a provider it does not speak, a wildcard without `health_check_model`, a
     /// missing `api_base` or a mode the provider lacks make the deployment unsupported,
     /// with the catalog's reason (and the field at fault, when there is one). Native cloud
     /// probes (Bedrock, Vertex AI) are built per probe; one that cannot be made says why
     /// in its result.
     fn unsupported(&self, d: &Deployment) -> Option<String> {
+        /// How many answers are kept.
+        const RECENT: usize = 8;
+        if let Ok(recent) = self.recent_unsupported.lock()
+            && let Some((_, why)) = recent.iter().find(|(seen, _)| seen.same_upstream(d))
+        {
+            return why.clone();
+        }
+        let why = self.decide_unsupported(d);
+        if let Ok(mut recent) = self.recent_unsupported.lock() {
+            if recent.len() == RECENT {
+                recent.remove(0);
+            }
+            recent.push((d.clone(), why.clone()));
+        }
+        why
+    }
+}
+
+impl HttpProber {
+    /// [`Prober::unsupported`], decided afresh.
+    fn decide_unsupported(&self, d: &Deployment) -> Option<String> {
         match provider::resolve(d).and_then(|ep| match ep.wire {
             Wire::Bedrock | Wire::Vertex => Ok(()),
-            _ => request::build(d, &ep, &self.defaults, request::QUESTIONS[0]).map(drop),
+            _ => request::check(&ep),
         }) {
             Ok(()) => None,
             Err(ProviderError::Invalid { field, why }) => Some(format!("{field}: {why}")),

@@ -78,16 +78,24 @@ pub(crate) fn build(
             b
         }
     };
-    let mut req = Request::builder()
-        .method(method)
-        .uri(ep.url.as_str())
-        .body(body)
-        .map_err(|_| ProviderError::Invalid {
-            field: "litellm_params.api_base",
-            why: "does not make a valid request URL".into(),
-        })?;
+    let mut req = Request::new(body);
+    *req.method_mut() = method;
+    *req.uri_mut() = uri(ep)?;
     *req.headers_mut() = headers;
     Ok(req)
+}
+
+/// Whether [`build`] can make `ep`'s probe request, without building it: the shapes
+/// themselves cannot fail, so only the URL can (and native wires, built per probe).
+pub(crate) fn check(ep: &Endpoint) -> Result<(), ProviderError> {
+    uri(ep).map(drop)
+}
+
+fn uri(ep: &Endpoint) -> Result<http::Uri, ProviderError> {
+    http::Uri::try_from(ep.url.as_str()).map_err(|_| ProviderError::Invalid {
+        field: "litellm_params.api_base",
+        why: "does not make a valid request URL".into(),
+    })
 }
 
 /// The keys of `model_info.health_check_params` that are connection settings in LiteLLM

@@ -199,7 +199,7 @@ pub(crate) fn background_targets(
 ) -> Vec<Arc<Deployment>> {
     snap.deployments()
         .filter(|d| !d.info().disable_background_health_check)
-        .filter(|d| groups.is_none_or(|g| g.iter().any(|g| **g == *d.route)))
+        .filter(|d| groups.is_none_or(|g| g.iter().any(|g| **g == *d.route())))
         .filter(|d| snap.unsupported(d.id().as_str()).is_none())
         .cloned()
         .collect()

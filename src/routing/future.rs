@@ -150,13 +150,13 @@ impl Observer {
             at,
             self.route_len,
             &CooldownPolicy::from_config(&shared.config),
-            d.params.cooldown_time,
+            d.params().cooldown_time,
         );
         if let Some(dur) = entered {
             crate::telemetry::record_cooldown(d, "request");
             tracing::info!(
-                deployment = %d.id,
-                route = %d.route,
+                deployment = %d.id(),
+                route = %d.route(),
                 status,
                 class = class.as_str(),
                 cooldown_secs = dur.as_secs_f64(),
@@ -164,7 +164,7 @@ impl Observer {
             );
             // Shared cooldowns (opt-in): a `try_send` to the coordinator, never a wait.
             if let Some(sink) = self.state.hooks().get::<CooldownSink>() {
-                sink.announce(&d.id, false, class.as_str());
+                sink.announce(d.id(), false, class.as_str());
             }
         }
         if let Some(od) = &shared.config.router.outlier_detection {
@@ -183,15 +183,15 @@ impl Observer {
         let d = self.guard.selected().deployment();
         // Only when a rule says eject: how much of the route is out now.
         let room = || {
-            let (_, ejected) = self.state.load().ejected_in(&d.route, now);
+            let (_, ejected) = self.state.load().ejected_in(d.route(), now);
             ejection::room_for_one_more(od, self.route_len, ejected)
         };
         let stats = self.guard.stats();
         if let Some(dur) = stats.ejection.record(class, now, od, room) {
             crate::telemetry::record_ejection(d);
             tracing::info!(
-                deployment = %d.id,
-                route = %d.route,
+                deployment = %d.id(),
+                route = %d.route(),
                 status,
                 class = class.as_str(),
                 ejections = stats.ejection.ejections(),
@@ -200,7 +200,7 @@ impl Observer {
             );
             // Shared like a cooldown (opt-in): a `try_send`, never a wait.
             if let Some(sink) = self.state.hooks().get::<CooldownSink>() {
-                sink.announce(&d.id, true, class.as_str());
+                sink.announce(d.id(), true, class.as_str());
             }
         }
     }

@@ -106,7 +106,7 @@ pub struct SelectedDeployment {
 impl std::fmt::Debug for SelectedDeployment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SelectedDeployment")
-            .field("deployment", &self.core.deployment.id)
+            .field("deployment", &self.core.deployment.id())
             .field("bypassed", &self.bypassed)
             .finish_non_exhaustive()
     }
@@ -276,7 +276,7 @@ where
             {
                 Ok(p) => {
                     if let Some(tried) = tried {
-                        tried.push(p.deployment().id.clone());
+                        tried.push(p.deployment().id().clone());
                     }
                     (
                         Arc::clone(&p.entry.core),

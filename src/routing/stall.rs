@@ -163,13 +163,13 @@ impl Stall {
                 }
                 let d = o.guard.selected().deployment();
                 let err = StreamStalled {
-                    deployment: d.id.clone(),
+                    deployment: d.id().clone(),
                     gap: *s.gap,
                     timeout: *s.timeout,
                 };
                 tracing::warn!(
-                    deployment = %d.id,
-                    route = %d.route,
+                    deployment = %d.id(),
+                    route = %d.route(),
                     gap = match err.gap {
                         StallGap::FirstFrame => "first_frame",
                         StallGap::BetweenFrames => "between_frames",

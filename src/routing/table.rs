@@ -40,7 +40,7 @@ impl WeightKind {
         let ps = || {
             members
                 .iter()
-                .map(|&i| &entries[i as usize].deployment.params)
+                .map(|&i| entries[i as usize].deployment.params())
         };
         if ps().any(|p| p.weight.is_some()) {
             Self::Weight
@@ -54,7 +54,7 @@ impl WeightKind {
     }
 
     pub(crate) fn weight(self, d: &Deployment) -> f64 {
-        let p = &d.params;
+        let p = d.params();
         match self {
             Self::Uniform => 1.0,
             Self::Weight => p.weight.unwrap_or(0.0),

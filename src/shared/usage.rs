@@ -141,7 +141,7 @@ impl UsageSync {
             .entries
             .iter()
             .map(|e| {
-                let id = e.deployment.id.as_str();
+                let id = e.deployment.id().as_str();
                 let (r, t) = e.stats.local_usage_in(minute);
                 local.push((r, t));
                 let (fr, ft) = match self.flushed.get(id) {
@@ -175,7 +175,7 @@ impl UsageSync {
             );
         }
         for ((e, (r, t)), total) in snap.entries.iter().zip(local).zip(totals) {
-            if total.id != e.deployment.id.as_str() {
+            if total.id != e.deployment.id().as_str() {
                 continue;
             }
             self.flushed.insert(total.id.clone(), (minute, r, t));

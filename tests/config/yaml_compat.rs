@@ -183,3 +183,21 @@ fn userinfo_in_api_base_never_reaches_a_log_line_at_any_level() {
     );
     assert!(!text.contains(pw), "{text}");
 }
+
+#[test]
+fn a_duplicate_model_list_keeps_the_last_list() {
+    // `model_list` entries are read one at a time as the parser meets them; a second list
+    // still replaces the first, as PyYAML does, and an error in the first one is forgotten.
+    let cfg = parse(
+        "model_list:\n  - model_name: first\n    litellm_params: { model: openai/a, rpm: -1 }\n\
+         model_list:\n  - model_name: second\n    litellm_params: { model: openai/b }\n",
+    );
+    assert_eq!(cfg.deployments.len(), 1);
+    assert_eq!(cfg.deployments[0].route(), "second");
+    let err = Config::from_yaml_str_with_env(
+        "model_list:\n  - model_name: a\n    litellm_params: { model: openai/a }\nmodel_list: oops\n",
+        &|_| None,
+    )
+    .unwrap_err();
+    assert_eq!(err.field(), "model_list", "{err}");
+}

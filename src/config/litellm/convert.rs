@@ -3,7 +3,9 @@
 //! environment) and this crate's defaults.
 
 use std::{
+    collections::HashMap,
     num::{NonZeroU32, NonZeroUsize},
+    sync::Arc,
     time::Duration,
 };
 
@@ -22,6 +24,7 @@ use crate::{
     },
     deployment::{Deployment, DeploymentParams, Mode, ModelInfo},
     error::{ConfigError, ConfigErrorKind},
+    secret::Secret,
 };
 
 impl LiteLlmConfig {
@@ -31,12 +34,18 @@ impl LiteLlmConfig {
         r: &Resolver<'_>,
     ) -> Result<Config, ConfigError> {
         let mut extras = extras.into_iter();
-        let mut deployments = self
-            .model_list
-            .into_iter()
-            .enumerate()
-            .map(|(i, e)| e.into_deployment(i, extras.next().unwrap_or_default()))
-            .collect::<Result<Vec<_>, _>>()?;
+        // Exactly as many as there are (a `collect` into a `Result` could not know, and
+        // doubled its way up: at 100,000 deployments, a third more room than needed).
+        let mut deployments = Vec::with_capacity(self.model_list.len());
+        let mut shared = Shared::default();
+        for (i, e) in self.model_list.into_iter().enumerate() {
+            deployments.push(e.into_deployment(
+                i,
+                extras.next().unwrap_or_default(),
+                &mut shared,
+            )?);
+        }
+        drop(shared);
         let g = self.general_settings;
         let health = g.health()?;
         let master_key = g.master_key.clone().map(|k| k.0);
@@ -65,12 +74,48 @@ impl LiteLlmConfig {
     }
 }
 
+/// One allocation per distinct route name and per distinct API key, shared by the
+/// deployments that use it (100,000 deployments often have a few keys between them).
+#[derive(Default)]
+struct Shared {
+    routes: HashMap<Arc<str>, (), foldhash::fast::RandomState>,
+    secrets: HashMap<Arc<str>, Secret, foldhash::fast::RandomState>,
+}
+
+impl Shared {
+    fn route(&mut self, name: String) -> Arc<str> {
+        match self.routes.get_key_value(name.as_str()) {
+            Some((k, ())) => Arc::clone(k),
+            None => {
+                let k: Arc<str> = name.into();
+                self.routes.insert(Arc::clone(&k), ());
+                k
+            }
+        }
+    }
+
+    fn secret(&mut self, s: Secret) -> Secret {
+        match self.secrets.get(s.expose()) {
+            Some(same) => same.clone(),
+            None => {
+                self.secrets.insert(s.expose().into(), s.clone());
+                s
+            }
+        }
+    }
+}
+
 impl ModelEntry {
-    fn into_deployment(self, i: usize, extra: Extras) -> Result<Deployment, ConfigError> {
+    fn into_deployment(
+        self,
+        i: usize,
+        extra: Extras,
+        shared: &mut Shared,
+    ) -> Result<Deployment, ConfigError> {
         let at = |f: &str| format!("model_list[{i}].{f}");
         let route = self
             .model_name
-            .map(|t| t.0)
+            .map(|t| shared.route(t.0))
             .ok_or_else(|| ConfigError::new(at("model_name"), ConfigErrorKind::Missing))?;
         let p = self.litellm_params;
         let model = p.model.map(|t| t.0).ok_or_else(|| {
@@ -78,21 +123,37 @@ impl ModelEntry {
         })?;
         let mut params = DeploymentParams::new(model);
         params.api_base = p.api_base.map(|t| t.0);
-        params.api_key = p.api_key.map(|s| s.0);
+        params.api_key = p.api_key.map(|s| shared.secret(s.0));
         params.api_version = p.api_version.map(|t| t.0);
         params.weight = p.weight.map(|f| f.0);
-        params.rpm = count(p.rpm, &at("litellm_params.rpm"))?.or(count(self.rpm, &at("rpm"))?);
-        params.tpm = count(p.tpm, &at("litellm_params.tpm"))?.or(count(self.tpm, &at("tpm"))?);
-        params.max_parallel_requests = positive(
+        params.rpm = lazily(p.rpm, || at("litellm_params.rpm"), count)?.or(lazily(
+            self.rpm,
+            || at("rpm"),
+            count,
+        )?);
+        params.tpm = lazily(p.tpm, || at("litellm_params.tpm"), count)?.or(lazily(
+            self.tpm,
+            || at("tpm"),
+            count,
+        )?);
+        params.max_parallel_requests = lazily(
             p.max_parallel_requests,
-            &at("litellm_params.max_parallel_requests"),
+            || at("litellm_params.max_parallel_requests"),
+            positive,
         )?;
         params.input_cost_per_token = p.input_cost_per_token.map(|f| f.0);
         params.output_cost_per_token = p.output_cost_per_token.map(|f| f.0);
-        params.cooldown_time = seconds(p.cooldown_time, &at("litellm_params.cooldown_time"))?;
-        params.timeout = positive_seconds(p.timeout, &at("litellm_params.timeout"))?;
-        params.stream_timeout =
-            positive_seconds(p.stream_timeout, &at("litellm_params.stream_timeout"))?;
+        params.cooldown_time = lazily(
+            p.cooldown_time,
+            || at("litellm_params.cooldown_time"),
+            seconds,
+        )?;
+        params.timeout = lazily(p.timeout, || at("litellm_params.timeout"), positive_seconds)?;
+        params.stream_timeout = lazily(
+            p.stream_timeout,
+            || at("litellm_params.stream_timeout"),
+            positive_seconds,
+        )?;
         params.extra = extra.params;
 
         let m = self.model_info;
@@ -111,32 +172,41 @@ impl ModelEntry {
             id: m.id.map(|t| t.0),
             mode,
             health_check_model: m.health_check_model.map(|t| t.0),
-            health_check_timeout: positive_seconds(
+            health_check_timeout: lazily(
                 m.health_check_timeout,
-                &at("model_info.health_check_timeout"),
+                || at("model_info.health_check_timeout"),
+                positive_seconds,
             )?,
-            health_check_max_tokens: positive(
+            health_check_max_tokens: lazily(
                 m.health_check_max_tokens,
-                &at("model_info.health_check_max_tokens"),
+                || at("model_info.health_check_max_tokens"),
+                positive,
             )?,
-            health_check_max_tokens_reasoning: positive(
+            health_check_max_tokens_reasoning: lazily(
                 m.health_check_max_tokens_reasoning,
-                &at("model_info.health_check_max_tokens_reasoning"),
+                || at("model_info.health_check_max_tokens_reasoning"),
+                positive,
             )?,
-            health_check_max_tokens_non_reasoning: positive(
+            health_check_max_tokens_non_reasoning: lazily(
                 m.health_check_max_tokens_non_reasoning,
-                &at("model_info.health_check_max_tokens_non_reasoning"),
+                || at("model_info.health_check_max_tokens_non_reasoning"),
+                positive,
             )?,
             health_check_supports_max_tokens: m.health_check_supports_max_tokens.map(|f| f.0),
             health_check_voice: m.health_check_voice.map(|t| t.0),
             health_check_reasoning_effort: m.health_check_reasoning_effort.map(|t| t.0),
             disable_background_health_check: m.disable_background_health_check.is_some_and(|f| f.0),
-            max_input_tokens: positive(m.max_input_tokens, &at("model_info.max_input_tokens"))?,
+            max_input_tokens: lazily(
+                m.max_input_tokens,
+                || at("model_info.max_input_tokens"),
+                positive,
+            )?,
             input_cost_per_token: m.input_cost_per_token.map(|f| f.0),
             output_cost_per_token: m.output_cost_per_token.map(|f| f.0),
-            health_check_max_probes_per_minute: positive(
+            health_check_max_probes_per_minute: lazily(
                 m.health_check_max_probes_per_minute,
-                &at("model_info.health_check_max_probes_per_minute"),
+                || at("model_info.health_check_max_probes_per_minute"),
+                positive,
             )?,
             extra: extra.info,
         };
@@ -606,6 +676,19 @@ fn redis(
 }
 
 // === range checks (errors name the field) ===
+
+/// `check(v, field)`, with the field's path spelled out only when there is a value to check
+/// (a deployment has a dozen optional fields, mostly unset).
+fn lazily<V, T>(
+    v: Option<V>,
+    field: impl FnOnce() -> String,
+    check: impl FnOnce(Option<V>, &str) -> Result<Option<T>, ConfigError>,
+) -> Result<Option<T>, ConfigError> {
+    match v {
+        None => Ok(None),
+        v => check(v, &field()),
+    }
+}
 
 /// A count (`rpm`, `num_retries`, ...): an integer from zero up to `T`'s maximum.
 fn count<T: TryFrom<i64>>(v: Option<Int>, field: &str) -> Result<Option<T>, ConfigError> {

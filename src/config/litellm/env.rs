@@ -2,6 +2,8 @@
 //! error messages: every secret met while reading the config is remembered, and every
 //! error is scrubbed of them before it is returned.
 
+use std::fmt;
+
 use serde_json::Value;
 
 use crate::{
@@ -17,6 +19,10 @@ const ENV_PREFIX: &str = "os.environ/";
 pub(super) struct Resolver<'a> {
     env: &'a dyn Fn(&str) -> Option<String>,
     secrets: Vec<Secret>,
+    seen: std::collections::HashSet<String, foldhash::fast::RandomState>,
+    /// [`is_secret_key`]'s answer per key name met: a config repeats a handful of names
+    /// (`model`, `api_base`, ...) once per deployment.
+    secret_keys: std::collections::HashMap<String, bool, foldhash::fast::RandomState>,
 }
 
 /// Whether a key's values are credentials. `redis_url` may embed a password.
@@ -38,7 +44,18 @@ impl<'a> Resolver<'a> {
         Self {
             env,
             secrets: Vec::new(),
+            seen: Default::default(),
+            secret_keys: Default::default(),
         }
+    }
+
+    fn is_secret_key(&mut self, key: &str) -> bool {
+        if let Some(&s) = self.secret_keys.get(key) {
+            return s;
+        }
+        let s = is_secret_key(key);
+        self.secret_keys.insert(key.to_owned(), s);
+        s
     }
 
     /// Looks up one variable.
@@ -55,19 +72,29 @@ impl<'a> Resolver<'a> {
         path: &str,
         secret: bool,
     ) -> Result<bool, ConfigError> {
+        self.resolve_at(v, At::Base(path), secret)
+    }
+
+    /// [`Resolver::resolve`], with the path kept as a chain (spelled out only for an error).
+    fn resolve_at(
+        &mut self,
+        v: &mut Value,
+        path: At<'_>,
+        secret: bool,
+    ) -> Result<bool, ConfigError> {
         match v {
             Value::String(s) => {
                 let mut from_secret_var = false;
                 if let Some(name) = s.strip_prefix(ENV_PREFIX) {
                     if name.is_empty() {
                         return Err(ConfigError::invalid(
-                            path,
+                            path.to_string(),
                             "`os.environ/` names no environment variable",
                         ));
                     }
                     let value = (self.env)(name).ok_or_else(|| {
                         ConfigError::new(
-                            path,
+                            path.to_string(),
                             ConfigErrorKind::EnvVarUnset {
                                 var: name.to_owned(),
                             },
@@ -76,7 +103,9 @@ impl<'a> Resolver<'a> {
                     from_secret_var = looks_secret(name);
                     *s = value;
                 }
-                if secret || from_secret_var {
+                // Remembered once per value (a key listed by thousands of deployments).
+                if (secret || from_secret_var) && !self.seen.contains(s.as_str()) {
+                    self.seen.insert(s.clone());
                     self.secrets.push(Secret::new(s.as_str()));
                 }
                 Ok(from_secret_var)
@@ -84,15 +113,15 @@ impl<'a> Resolver<'a> {
             Value::Array(items) => {
                 let mut any = false;
                 for (i, item) in items.iter_mut().enumerate() {
-                    any |= self.resolve(item, &format!("{path}[{i}]"), secret)?;
+                    any |= self.resolve_at(item, At::Index(&path, i), secret)?;
                 }
                 Ok(any)
             }
             Value::Object(map) => {
                 let mut any = false;
                 for (k, item) in map.iter_mut() {
-                    let secret = secret || is_secret_key(k);
-                    any |= self.resolve(item, &child_path(path, k), secret)?;
+                    let secret = secret || self.is_secret_key(k);
+                    any |= self.resolve_at(item, At::Key(&path, k), secret)?;
                 }
                 Ok(any)
             }
@@ -103,6 +132,26 @@ impl<'a> Resolver<'a> {
     /// Every secret met so far.
     pub(super) fn into_secrets(self) -> Vec<Secret> {
         self.secrets
+    }
+}
+
+/// A value's place in the tree, as a chain up to a base path; [`fmt::Display`] spells it
+/// as [`child_path`] and `path[i]` would.
+#[derive(Clone, Copy)]
+enum At<'p> {
+    Base(&'p str),
+    Key(&'p At<'p>, &'p str),
+    Index(&'p At<'p>, usize),
+}
+
+impl fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            At::Base(p) => f.write_str(p),
+            At::Key(At::Base(""), key) => f.write_str(key),
+            At::Key(parent, key) => write!(f, "{parent}.{key}"),
+            At::Index(parent, i) => write!(f, "{parent}[{i}]"),
+        }
     }
 }
 

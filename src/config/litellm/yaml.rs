@@ -18,8 +18,35 @@ use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 use serde_saphyr::Spanned;
 
+/// Receives the entries of the top-level `model_list` one at a time, as each is read, so
+/// that the tree of a 100,000-entry list is never held whole (see [`load_streaming`]).
+pub(super) trait Entries {
+    /// A top-level `model_list` sequence begins (again, for a duplicate key: the last wins).
+    fn start(&mut self);
+    /// Its entry `i`, as a value tree.
+    fn entry(&mut self, i: usize, entry: Value);
+}
+
 /// Parses `text` into a value tree; `None` for an empty document.
+#[cfg(test)]
 pub(super) fn load(text: &str) -> Result<Option<Value>, serde_saphyr::Error> {
+    load_with(text, None)
+}
+
+/// [`load`], except that the entries of a top-level `model_list` *sequence* go to `entries`
+/// as they are read; in the tree that list is left empty. Anything else under `model_list`
+/// (a mapping, a string) stays in the tree.
+pub(super) fn load_streaming(
+    text: &str,
+    entries: &mut dyn Entries,
+) -> Result<Option<Value>, serde_saphyr::Error> {
+    load_with(text, Some(entries))
+}
+
+fn load_with(
+    text: &str,
+    entries: Option<&mut dyn Entries>,
+) -> Result<Option<Value>, serde_saphyr::Error> {
     let budget = serde_saphyr::budget! {
         // Bounded by the text itself; comments are not emitted (see below) anyway.
         max_buffered_comment_events: usize::MAX,
@@ -42,44 +69,90 @@ pub(super) fn load(text: &str) -> Result<Option<Value>, serde_saphyr::Error> {
         emit_comments: false,
         budget: budget,
     };
-    let tree: Option<Tree> = serde_saphyr::from_str_with_options(text, opts)?;
-    Ok(tree.map(|t| t.0))
+    serde_saphyr::with_deserializer_from_str_with_options(text, opts, |d| {
+        Document { entries }.deserialize(d)
+    })
 }
 
-/// A value tree whose mappings report duplicate keys.
-struct Tree(Value);
+/// The document: `None` when empty, else the tree of its root node.
+struct Document<'s> {
+    entries: Option<&'s mut dyn Entries>,
+}
 
-impl<'de> de::Deserialize<'de> for Tree {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Node {
-            path: String::new(),
-        }
-        .deserialize(d)
-        .map(Tree)
+impl<'de> DeserializeSeed<'de> for Document<'_> {
+    type Value = Option<Value>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Option<Value>, D::Error> {
+        d.deserialize_option(self)
     }
 }
 
-/// The node at `path` (for the duplicate-key warning).
-struct Node {
-    path: String,
+impl<'de> Visitor<'de> for Document<'_> {
+    type Value = Option<Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a YAML document")
+    }
+    fn visit_none<E>(self) -> Result<Option<Value>, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Option<Value>, E> {
+        Ok(None)
+    }
+    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<Option<Value>, D::Error> {
+        let root = Node {
+            at: At::Root,
+            entries: self.entries,
+        };
+        root.deserialize(d).map(Some)
+    }
 }
 
-impl<'de> DeserializeSeed<'de> for Node {
+/// Where a node sits: a chain up to the root, spelled out as a path (`a.b[2].c`) only when
+/// a duplicate key is reported, so reading a node costs no allocation for its path.
+#[derive(Clone, Copy)]
+enum At<'p> {
+    Root,
+    Key(&'p At<'p>, &'p str),
+    Index(&'p At<'p>, usize),
+}
+
+impl fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            At::Root => Ok(()),
+            At::Key(parent, key) => {
+                if matches!(parent, At::Root) {
+                    f.write_str(key)
+                } else {
+                    write!(f, "{parent}.{key}")
+                }
+            }
+            At::Index(parent, i) => write!(f, "{parent}[{i}]"),
+        }
+    }
+}
+
+/// The node at `at` (for the duplicate-key warning). `entries`: at the root, where the
+/// `model_list` entries go; under it, set for the `model_list` node only.
+struct Node<'p, 's> {
+    at: At<'p>,
+    entries: Option<&'s mut dyn Entries>,
+}
+
+impl<'p> Node<'p, '_> {
+    fn at(at: At<'p>) -> Self {
+        Self { at, entries: None }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Node<'_, '_> {
     type Value = Value;
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
         d.deserialize_any(self)
     }
 }
 
-fn child(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{path}.{key}")
-    }
-}
-
-impl<'de> Visitor<'de> for Node {
+impl<'de> Visitor<'de> for Node<'_, '_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -134,26 +207,47 @@ impl<'de> Visitor<'de> for Node {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        if let Some(entries) = self.entries {
+            entries.start();
+            let mut i = 0;
+            while let Some(v) = seq.next_element_seed(Node::at(At::Index(&self.at, i)))? {
+                entries.entry(i, v);
+                i += 1;
+            }
+            return Ok(Value::Array(Vec::new()));
+        }
         let mut out = Vec::new();
-        while let Some(v) = seq.next_element_seed(Node {
-            path: format!("{}[{}]", self.path, out.len()),
-        })? {
+        while let Some(v) = seq.next_element_seed(Node::at(At::Index(&self.at, out.len())))? {
             out.push(v);
         }
         Ok(Value::Array(out))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
+        let root = matches!(self.at, At::Root);
         while let Some(key) = map.next_key::<Spanned<String>>()? {
-            let path = child(&self.path, &key.value);
-            let value = map.next_value_seed(Node { path: path.clone() })?;
-            if out.insert(key.value, value).is_some() {
+            let entries: Option<&mut dyn Entries> = if root && key.value == "model_list" {
+                match &mut self.entries {
+                    Some(e) => Some(&mut **e),
+                    None => None,
+                }
+            } else {
+                None
+            };
+            let value = map.next_value_seed(Node {
+                at: At::Key(&self.at, &key.value),
+                entries,
+            })?;
+            if let Some(old) = out.get_mut(&key.value) {
+                *old = value;
                 tracing::warn!(
-                    key = %path,
+                    key = %At::Key(&self.at, &key.value),
                     line = key.referenced.line(),
                     "duplicate key in config.yaml: the last value is used (as LiteLLM does)"
                 );
+            } else {
+                out.insert(key.value, value);
             }
         }
         Ok(Value::Object(out))
