@@ -135,12 +135,39 @@ impl HealthRecord {
 /// deployment list changes): one `Arc`, so a publication clones one pointer per entry and a
 /// request's [`SelectedDeployment`](crate::SelectedDeployment) one. Aligned to a cache
 /// line so that the `Arc`'s counts (written by every clone and drop) share no line with
-/// the two pointers every decision reads.
+/// what every decision reads: the two pointers and the limits (64 bytes in all).
 #[derive(Debug)]
 #[repr(align(64))]
 pub(crate) struct EntryCore {
     pub(crate) deployment: Arc<Deployment>,
     pub(crate) stats: Arc<DeploymentStats>,
+    /// The deployment's limits every decision checks, copied here so that checking them
+    /// reads this line only (not the deployment's params two pointers away).
+    pub(crate) limits: Limits,
+}
+
+/// The per-deployment limits a decision checks (see [`EntryCore::limits`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// `max_parallel_requests`.
+    pub(crate) max_parallel: Option<u32>,
+    /// `rpm` / `tpm`.
+    pub(crate) rpm: Option<u64>,
+    pub(crate) tpm: Option<u64>,
+    /// `model_info.max_input_tokens`.
+    pub(crate) max_input_tokens: Option<u32>,
+}
+
+impl Limits {
+    fn of(d: &Deployment) -> Self {
+        let p = d.params();
+        Self {
+            max_parallel: p.max_parallel_requests,
+            rpm: p.rpm,
+            tpm: p.tpm,
+            max_input_tokens: d.info().max_input_tokens,
+        }
+    }
 }
 
 /// One deployment of a snapshot; derefs to its [`EntryCore`].
@@ -264,6 +291,7 @@ impl HealthSnapshot {
                 let old = prev.and_then(|p| p.entry_by_id(d.id().as_str()));
                 entries.push(Entry {
                     core: Arc::new(EntryCore {
+                        limits: Limits::of(d),
                         deployment: Arc::new(d.clone()),
                         stats: old.map_or_else(Default::default, |e| Arc::clone(&e.stats)),
                     }),
