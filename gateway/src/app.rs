@@ -557,9 +557,10 @@ impl Forwarder {
         self
     }
 
-    /// Resolves the forward endpoint (URL, auth headers, model) of every deployment of
-    /// `config` for every API route once, now, instead of on every request. A request
-    /// routed to a deployment that is not one of `config`'s is resolved as it comes.
+    /// Resolves the forward endpoint (URL, auth headers, model) of each deployment of
+    /// `config` for every API route once, on the first request routed to it, instead of on
+    /// every request. A request routed to a deployment that is not one of `config`'s is
+    /// resolved as it comes.
     pub fn endpoints_of(mut self, config: &Config) -> Self {
         std::sync::Arc::make_mut(&mut self.inner).endpoints =
             std::sync::Arc::new(ForwardEndpoints::of(config));
@@ -665,13 +666,10 @@ impl Service<http::Request<Bytes>> for Forwarder {
 }
 
 /// A deployment's forward endpoint for one API route, with its URL parsed: resolved once,
-/// at start-up, for every deployment of the config ([`ForwardEndpoints`]), or per request
-/// for one that is not there.
+/// by the first request to a deployment of the config ([`ForwardEndpoints`]), or per
+/// request for one that is not there.
 #[derive(Debug)]
 struct ForwardEndpoint {
-    /// The id of the deployment it was resolved for (the same allocation as the config's:
-    /// a request's deployment matches only if it was cloned from that one).
-    id: tower_health_routing::DeploymentId,
     wire: provider::Wire,
     /// The URL, parsed (`None`: it does not parse, and the request builder says why).
     uri: Option<http::Uri>,
@@ -685,7 +683,6 @@ impl ForwardEndpoint {
     fn resolve(d: &tower_health_routing::Deployment, path: &str) -> Result<Self, BoxError> {
         let ep = provider::forward_endpoint(d, path).map_err(|e| LocalError::new(e.to_string()))?;
         Ok(Self {
-            id: d.id().clone(),
             wire: ep.wire,
             uri: http::Uri::try_from(ep.url.as_str()).ok(),
             url: ep.url,
@@ -717,38 +714,49 @@ impl ForwardEndpoint {
 
 /// The forward endpoints of a config's deployments, by deployment id and API route
 /// ([`API_ROUTES`] index; the same endpoint serves the route with and without `/v1`).
+/// A deployment's endpoints are resolved by the first request routed to it, once (a
+/// `OnceLock`: later requests read them without a lock), so a config of 100,000
+/// deployments costs one empty slot each at start-up, not a resolution per route.
 #[derive(Debug, Default)]
 struct ForwardEndpoints(
-    std::collections::HashMap<tower_health_routing::DeploymentId, Vec<Option<ForwardEndpoint>>>,
+    std::collections::HashMap<
+        tower_health_routing::DeploymentId,
+        std::sync::OnceLock<Box<[Option<ForwardEndpoint>]>>,
+    >,
 );
 
 impl ForwardEndpoints {
-    /// Every deployment of `config` (the first of a repeated id, as the routing snapshot
-    /// keeps), for every API route it can be forwarded; what cannot be resolved is left to
-    /// the request (whose error it then is).
+    /// A slot for every deployment of `config` (the first of a repeated id, as the routing
+    /// snapshot keeps).
     fn of(config: &Config) -> Self {
-        let mut map = std::collections::HashMap::new();
+        let mut map = std::collections::HashMap::with_capacity(config.deployments.len());
         for d in &config.deployments {
-            map.entry(d.id().clone()).or_insert_with(|| {
-                API_ROUTES
-                    .iter()
-                    .map(|r| {
-                        ForwardEndpoint::resolve(d, &format!("/v1/{r}"))
-                            .ok()
-                            .filter(|e| e.uri.is_some())
-                    })
-                    .collect()
-            });
+            map.entry(d.id().clone()).or_default();
         }
         Self(map)
     }
 
-    /// The endpoint resolved at start-up for `d` and `path`, if `d` is the config's.
+    /// The endpoint for `d` and `path`, if `d` is the config's (a clone of the deployment
+    /// its slot was made for): resolved on its first request, then kept. What cannot be
+    /// resolved is left to the request (whose error it then is).
     fn get(&self, d: &tower_health_routing::Deployment, path: &str) -> Option<&ForwardEndpoint> {
         let i = api_route_index(path)?;
-        let ep = self.0.get(d.id().as_str())?.get(i)?.as_ref()?;
-        // The same id allocation: `d` is a clone of the deployment it was resolved for.
-        std::ptr::eq(ep.id.as_str(), d.id().as_str()).then_some(ep)
+        let (id, slot) = self.0.get_key_value(d.id().as_str())?;
+        // The same id allocation: `d` is a clone of the config's deployment.
+        if !std::ptr::eq(id.as_str(), d.id().as_str()) {
+            return None;
+        }
+        let eps = slot.get_or_init(|| {
+            API_ROUTES
+                .iter()
+                .map(|r| {
+                    ForwardEndpoint::resolve(d, &format!("/v1/{r}"))
+                        .ok()
+                        .filter(|e| e.uri.is_some())
+                })
+                .collect()
+        });
+        eps.get(i)?.as_ref()
     }
 }
 
