@@ -608,13 +608,8 @@ impl Service<http::Request<Bytes>> for Forwarder {
                 if !parts.status.is_success() {
                     return Ok(http::Response::from_parts(parts, body));
                 }
-                let body = if same {
-                    body
-                } else {
-                    Body::new(fwd::ScrubbedBody::new(body, &this.scrubber))
-                };
-                let body = Body::new(crate::usage::UsageBody::new(body, chosen));
-                return Ok(http::Response::from_parts(parts, body));
+                let body = fwd::ForwardBody::new(body, &this.scrubber, same, Some(chosen));
+                return Ok(http::Response::from_parts(parts, Body::new(body)));
             }
             let (mut parts, body) = resp.into_parts();
             if parts.status.is_informational() {

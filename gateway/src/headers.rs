@@ -129,66 +129,6 @@ pub fn is_encoded(headers: &HeaderMap) -> bool {
     })
 }
 
-/// A body scrubbed chunk by chunk ([`StreamScrubber`]): a secret split across two chunks is
-/// caught, and a chunk that cannot begin a secret goes out at once (SSE is not delayed).
-/// Trailers are dropped.
-#[derive(Debug)]
-pub struct ScrubbedBody {
-    inner: Body,
-    scrub: StreamScrubber,
-    done: bool,
-}
-
-impl ScrubbedBody {
-    /// `inner`, scrubbed by `scrubber`.
-    pub fn new(inner: Body, scrubber: &Scrubber) -> Self {
-        Self {
-            inner,
-            scrub: scrubber.stream(),
-            done: false,
-        }
-    }
-}
-
-impl hyper::body::Body for ScrubbedBody {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let this = &mut *self;
-        loop {
-            if this.done {
-                return Poll::Ready(None);
-            }
-            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
-                Some(Ok(frame)) => {
-                    let Ok(data) = frame.into_data() else {
-                        continue; // trailers
-                    };
-                    let out = this.scrub.push_bytes(data);
-                    if !out.is_empty() {
-                        return Poll::Ready(Some(Ok(Frame::data(out))));
-                    }
-                }
-                Some(Err(e)) => {
-                    this.done = true;
-                    return Poll::Ready(Some(Err(e)));
-                }
-                None => {
-                    this.done = true;
-                    let rest = this.scrub.finish();
-                    if !rest.is_empty() {
-                        return Poll::Ready(Some(Ok(Frame::data(rest.into()))));
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// The most of an upstream error body passed on; the rest is cut (see [`read_error_body`]).
 pub const MAX_ERROR_BODY: usize = 64 << 10;
 
@@ -246,14 +186,15 @@ pub fn truncated_error(status: http::StatusCode, head: &[u8], limit: usize) -> B
     Bytes::from(v.to_string())
 }
 
-/// A proxied 2xx body, boxed once: the upstream's body, scrubbed chunk by chunk as
-/// [`ScrubbedBody`] does when there is something to scrub (then its trailers are dropped
-/// and its size is unknown), and its `usage` counted on the scrubbed bytes as
-/// [`UsageBody`](crate::usage::UsageBody) does when it may carry one. The same as
-/// `UsageBody<ScrubbedBody<Body>>`, without a box for each layer.
+/// A proxied 2xx body, boxed once: the upstream's body, scrubbed chunk by chunk
+/// ([`StreamScrubber`]: a secret split across two chunks is caught, and a chunk that cannot
+/// begin a secret goes out at once, so SSE is not delayed) when there is something to
+/// scrub (then its trailers are dropped and its size is unknown), and its `usage` counted
+/// on the scrubbed bytes ([`UsageScanner`](crate::usage::UsageScanner)) when it may carry
+/// one. Both in one body type, without a box for each.
 #[derive(Debug)]
-pub struct ForwardBody {
-    inner: hyper::body::Incoming,
+pub struct ForwardBody<B = hyper::body::Incoming> {
+    inner: B,
     scrub: Option<StreamScrubber>,
     done: bool,
     usage: Option<(
@@ -262,11 +203,11 @@ pub struct ForwardBody {
     )>,
 }
 
-impl ForwardBody {
+impl<B> ForwardBody<B> {
     /// `inner`, scrubbed by `scrubber` unless `same` (nothing to scrub), its `usage`
     /// reported to `usage`'s deployment when given.
     pub fn new(
-        inner: hyper::body::Incoming,
+        inner: B,
         scrubber: &Scrubber,
         same: bool,
         usage: Option<tower_health_routing::SelectedDeployment>,
@@ -290,7 +231,11 @@ impl ForwardBody {
     }
 }
 
-impl hyper::body::Body for ForwardBody {
+impl<B> hyper::body::Body for ForwardBody<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<axum::BoxError>,
+{
     type Data = Bytes;
     type Error = axum::Error;
 

@@ -2,11 +2,12 @@
 //! estimate for `enable_pre_call_checks`.
 //!
 //! * **Tokens used.** The forwarder streams every 2xx body through untouched (it buffers
-//!   only error bodies), so the answer's `usage` is read on the way through: [`UsageBody`]
-//!   wraps a JSON or SSE body and a [`UsageScanner`] looks for the `"usage"` key in each
+//!   only error bodies), so the answer's `usage` is read on the way through: the
+//!   forwarder's body ([`ForwardBody`](crate::headers::ForwardBody)) hands each frame of a
+//!   JSON or SSE body to a [`UsageScanner`], which looks for the `"usage"` key in each
 //!   frame (one SIMD substring search per frame; nothing is parsed until the key is found).
 //!   The first `usage` object that is not `null` is parsed (it is only a few dozen bytes)
-//!   and reported with [`SelectedDeployment::record_tokens`]. That covers a buffered JSON
+//!   and reported with [`SelectedDeployment::record_tokens`](tower_health_routing::SelectedDeployment::record_tokens). That covers a buffered JSON
 //!   answer (`usage` near its end) and a stream whose final chunk carries `usage` (OpenAI's
 //!   `stream_options: {"include_usage": true}`, which sends `"usage": null` on the other
 //!   chunks). A stream without `usage` reports nothing: its deployment is counted by
@@ -15,15 +16,8 @@
 //!   estimates it as a quarter of the characters of the prompt's text (see
 //!   [`estimate_request_tokens`]), read only when `enable_pre_call_checks` is on.
 
-use std::{
-    pin::Pin,
-    task::{Context, Poll},
-};
-
-use bytes::Bytes;
-use http_body::{Body, Frame, SizeHint};
 use serde_json::Value;
-use tower_health_routing::{SelectedDeployment, routing::RequestTokens};
+use tower_health_routing::routing::RequestTokens;
 
 const KEY: &[u8] = b"\"usage\"";
 
@@ -240,58 +234,6 @@ pub fn may_carry_usage(content_type: Option<&http::HeaderValue>) -> bool {
     let ct = ct.trim_start().as_bytes();
     let starts = |p: &[u8]| ct.len() >= p.len() && ct[..p.len()].eq_ignore_ascii_case(p);
     starts(b"application/json") || starts(b"text/event-stream")
-}
-
-/// A 2xx body passed through untouched while its `usage` is reported to the routing
-/// layer (see the [module docs](self)).
-#[derive(Debug)]
-pub struct UsageBody<B> {
-    inner: B,
-    scanner: UsageScanner,
-    selected: SelectedDeployment,
-}
-
-impl<B> UsageBody<B> {
-    /// `inner`, whose `usage` is added to `selected`'s tokens this minute.
-    pub fn new(inner: B, selected: SelectedDeployment) -> Self {
-        Self {
-            inner,
-            scanner: UsageScanner::new(),
-            selected,
-        }
-    }
-}
-
-impl<B> Body for UsageBody<B>
-where
-    B: Body<Data = Bytes> + Unpin,
-{
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        let this = &mut *self;
-        let res = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
-        if let Some(Ok(frame)) = &res
-            && !this.scanner.is_done()
-            && let Some(data) = frame.data_ref()
-            && let Some(tokens) = this.scanner.push(data)
-        {
-            this.selected.record_tokens(tokens);
-        }
-        Poll::Ready(res)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
 }
 
 /// The prompt's estimated tokens, for `enable_pre_call_checks`: the characters of its text

@@ -265,6 +265,72 @@ async fn anthropic_chat_is_translated_both_ways() {
     gw.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anthropic_answer_is_scrubbed_and_its_usage_counts_against_tpm() {
+    // The answer echoes the deployment's key: the client must never see it. Its usage
+    // (12 + 7 tokens) is counted, so a `tpm` of 10 refuses the next request this minute.
+    let up = fake_anthropic(|_| {
+        Reply::status(
+            200,
+            json!({
+                "id": "msg_09", "type": "message", "role": "assistant",
+                "model": "claude-3-5-haiku-20241022",
+                "content": [{"type": "text", "text": format!("the key is {KEY}")}],
+                "stop_reason": "end_turn", "stop_sequence": null,
+                "usage": {"input_tokens": 12, "output_tokens": 7}
+            })
+            .to_string(),
+        )
+        .header("content-type", "application/json")
+    });
+    let cfg = Config::builder()
+        .deployments([
+            Deployment::builder("claude", "anthropic/claude-3-5-haiku-20241022")
+                .api_base(up.base())
+                .api_key(KEY)
+                .tpm(10)
+                .build(),
+        ])
+        .routing_strategy(tower_health_routing::config::RoutingStrategy::UsageBasedV2)
+        .build()
+        .unwrap();
+    let gw = start(cfg).await;
+    let body = json!({"model": "claude", "messages": [{"role": "user", "content": "hi"}]});
+    let reply = post(
+        gw.addr,
+        "/v1/chat/completions",
+        "application/json",
+        body.to_string(),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(
+        !reply.text().contains(KEY),
+        "the key reached the client: {}",
+        reply.text()
+    );
+    assert!(
+        reply.json()["choices"][0]["message"]["content"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("the key is "))
+    );
+    let again = post(
+        gw.addr,
+        "/v1/chat/completions",
+        "application/json",
+        body.to_string(),
+    )
+    .await;
+    assert_eq!(
+        again.status,
+        429,
+        "the 19 tokens counted against tpm 10: {}",
+        again.text()
+    );
+    assert_eq!(up.count(), 1);
+    gw.shutdown().await;
+}
+
 const STREAM: &str = "event: message_start\n\
 data: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_02\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-3-5-haiku-20241022\",\"content\":[],\"stop_reason\":null,\"usage\":{\"input_tokens\":20,\"output_tokens\":1}}}\n\n\
 event: ping\n\
