@@ -255,11 +255,7 @@ async fn api_handler(State(app): State<App>, req: Request) -> Response {
 
 /// Whether `path` is one of the API routes ([`API_ROUTES`], with or without `/v1`).
 pub fn is_api_path(path: &str) -> bool {
-    let Some(p) = path.strip_prefix('/') else {
-        return false;
-    };
-    let p = p.strip_prefix("v1/").unwrap_or(p);
-    API_ROUTES.contains(&p)
+    api_route_index(path).is_some()
 }
 
 async fn api(app: App, req: Request) -> Response {

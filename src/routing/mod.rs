@@ -272,7 +272,7 @@ where
             let mut now = crate::time::LazyNow::new(|| at);
             match self
                 .picker
-                .pick_at(&snap, &route, exclude, tokens, &mut now)
+                .pick_at(&snap, &route, exclude, tokens, &mut now, None)
             {
                 Ok(p) => {
                     if let Some(tried) = tried {

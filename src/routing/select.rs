@@ -293,24 +293,13 @@ impl Picker {
         } else {
             None
         };
-        self.pick_in(snap, route, exclude, tokens, &mut now, minute)
+        self.pick_at(snap, route, exclude, tokens, &mut now, minute)
     }
 
     /// [`pick_for`](Self::pick_for) at a time the caller may already know (the service
-    /// reads the clock once per request and shares it with the decision).
+    /// reads the clock once per request and shares it with the decision), and with the
+    /// usage minute when it knows that without a clock read (`None`: from the time).
     pub(crate) fn pick_at<'s, F: FnMut() -> u64>(
-        &mut self,
-        snap: &'s HealthSnapshot,
-        route: &str,
-        exclude: &[DeploymentId],
-        tokens: Option<u32>,
-        now: &mut LazyNow<F>,
-    ) -> Result<Pick<'s>, PickError> {
-        self.pick_in(snap, route, exclude, tokens, now, None)
-    }
-
-    /// [`pick_at`](Self::pick_at), with the usage minute when the caller knows it.
-    fn pick_in<'s, F: FnMut() -> u64>(
         &mut self,
         snap: &'s HealthSnapshot,
         route: &str,
