@@ -50,6 +50,7 @@ use tower_health_routing::{
 
 use crate::{
     budget::{self, BodyBudget},
+    forward::pool::{HostPool, Pools, UpstreamBody},
     headers::{self as fwd, MAX_ERROR_BODY},
     multipart,
 };
@@ -502,7 +503,10 @@ pub struct Forwarder {
 
 #[derive(Clone, Debug)]
 struct ForwarderInner {
+    /// `https://` upstreams (TLS, HTTP/2 by ALPN).
     client: Client<HttpsOrHttp, Full<Bytes>>,
+    /// `http://` upstreams: the forwarder's own HTTP/1 pool.
+    pools: std::sync::Arc<crate::forward::pool::Pools>,
     scrubber: Scrubber,
     timeout: Duration,
     router_timeout: Option<Duration>,
@@ -537,6 +541,7 @@ impl Forwarder {
         Self {
             inner: std::sync::Arc::new(ForwarderInner {
                 client,
+                pools: std::sync::Arc::default(),
                 scrubber,
                 timeout,
                 router_timeout: None,
@@ -558,8 +563,11 @@ impl Forwarder {
     /// every request. A request routed to a deployment that is not one of `config`'s is
     /// resolved as it comes.
     pub fn endpoints_of(mut self, config: &Config) -> Self {
-        std::sync::Arc::make_mut(&mut self.inner).endpoints =
-            std::sync::Arc::new(ForwardEndpoints::of(config));
+        let inner = std::sync::Arc::make_mut(&mut self.inner);
+        inner.endpoints = std::sync::Arc::new(ForwardEndpoints::of(
+            config,
+            std::sync::Arc::clone(&inner.pools),
+        ));
         self
     }
 }
@@ -591,9 +599,15 @@ impl Service<http::Request<Bytes>> for Forwarder {
                 .clone();
             let stream = req.extensions().get::<Streaming>().is_some();
             let timeout = this.timeout_for(chosen.deployment(), stream);
-            let (upstream, translation) = upstream_request(&this.endpoints, &chosen, req).await?;
+            let (upstream, translation, pool) =
+                upstream_request(&this.endpoints, &this.pools, &chosen, req).await?;
             // A timeout is `Elapsed`: the classifier's `Timeout` (cooldown, retries).
-            let resp = tokio::time::timeout(timeout, this.client.request(upstream)).await??;
+            let resp = match pool {
+                Some(pool) => tokio::time::timeout(timeout, pool.send(upstream)).await??,
+                None => tokio::time::timeout(timeout, this.client.request(upstream))
+                    .await??
+                    .map(UpstreamBody::unpooled),
+            };
             if let Some(t) = translation {
                 // Anthropic's Messages API, answered in OpenAI's shapes; then the same
                 // header allowlist, scrubbing and usage counting as any other answer.
@@ -664,6 +678,8 @@ struct ForwardEndpoint {
     wire: provider::Wire,
     /// The URL, parsed (`None`: it does not parse, and the request builder says why).
     uri: Option<http::Uri>,
+    /// For an `http://` URL: its connection pool and the URL's path in origin form.
+    pooled: Option<(std::sync::Arc<HostPool>, http::Uri)>,
     url: String,
     headers: HeaderMap,
     model: String,
@@ -671,22 +687,35 @@ struct ForwardEndpoint {
 
 impl ForwardEndpoint {
     /// Where and how: the provider catalog, the same the prober builds its probes from.
-    fn resolve(d: &tower_health_routing::Deployment, path: &str) -> Result<Self, BoxError> {
+    fn resolve(
+        d: &tower_health_routing::Deployment,
+        path: &str,
+        pools: &Pools,
+    ) -> Result<Self, BoxError> {
         let ep = provider::forward_endpoint(d, path).map_err(|e| LocalError::new(e.to_string()))?;
+        let uri = http::Uri::try_from(ep.url.as_str()).ok();
+        let pooled = uri.as_ref().and_then(|u| {
+            pools
+                .for_uri(u)
+                .map(|p| (p, crate::forward::pool::origin_form(u)))
+        });
         Ok(Self {
             wire: ep.wire,
-            uri: http::Uri::try_from(ep.url.as_str()).ok(),
+            uri,
+            pooled,
             url: ep.url,
             headers: ep.headers,
             model: ep.model,
         })
     }
 
-    /// A `POST` of `body` to this endpoint, without headers yet.
+    /// A `POST` of `body` to this endpoint, without headers yet (its URI in origin form
+    /// when it goes through the pool).
     fn request<B>(&self, body: B) -> Result<http::Request<B>, http::Error> {
-        let uri = match &self.uri {
-            Some(u) => u.clone(),
-            None => http::Uri::try_from(self.url.as_str())?,
+        let uri = match (&self.pooled, &self.uri) {
+            (Some((_, origin)), _) => origin.clone(),
+            (None, Some(u)) => u.clone(),
+            (None, None) => http::Uri::try_from(self.url.as_str())?,
         };
         let mut req = http::Request::new(body);
         *req.method_mut() = http::Method::POST;
@@ -696,6 +725,9 @@ impl ForwardEndpoint {
 
     /// A `POST` to this endpoint.
     fn post(&self) -> http::request::Builder {
+        if let Some((_, origin)) = &self.pooled {
+            return http::Request::post(origin.clone());
+        }
         match &self.uri {
             Some(u) => http::Request::post(u.clone()),
             None => http::Request::post(self.url.as_str()),
@@ -709,22 +741,23 @@ impl ForwardEndpoint {
 /// `OnceLock`: later requests read them without a lock), so a config of 100,000
 /// deployments costs one empty slot each at start-up, not a resolution per route.
 #[derive(Debug, Default)]
-struct ForwardEndpoints(
-    std::collections::HashMap<
+struct ForwardEndpoints {
+    map: std::collections::HashMap<
         tower_health_routing::DeploymentId,
         std::sync::OnceLock<Box<[Option<ForwardEndpoint>]>>,
     >,
-);
+    pools: std::sync::Arc<Pools>,
+}
 
 impl ForwardEndpoints {
     /// A slot for every deployment of `config` (the first of a repeated id, as the routing
     /// snapshot keeps).
-    fn of(config: &Config) -> Self {
+    fn of(config: &Config, pools: std::sync::Arc<Pools>) -> Self {
         let mut map = std::collections::HashMap::with_capacity(config.deployments.len());
         for d in &config.deployments {
             map.entry(d.id().clone()).or_default();
         }
-        Self(map)
+        Self { map, pools }
     }
 
     /// The endpoint for `d` and `path`, if `d` is the config's (a clone of the deployment
@@ -732,7 +765,7 @@ impl ForwardEndpoints {
     /// resolved is left to the request (whose error it then is).
     fn get(&self, d: &tower_health_routing::Deployment, path: &str) -> Option<&ForwardEndpoint> {
         let i = api_route_index(path)?;
-        let (id, slot) = self.0.get_key_value(d.id().as_str())?;
+        let (id, slot) = self.map.get_key_value(d.id().as_str())?;
         // The same id allocation: `d` is a clone of the config's deployment.
         if !std::ptr::eq(id.as_str(), d.id().as_str()) {
             return None;
@@ -741,7 +774,7 @@ impl ForwardEndpoints {
             API_ROUTES
                 .iter()
                 .map(|r| {
-                    ForwardEndpoint::resolve(d, &format!("/v1/{r}"))
+                    ForwardEndpoint::resolve(d, &format!("/v1/{r}"), &self.pools)
                         .ok()
                         .filter(|e| e.uri.is_some())
                 })
@@ -762,12 +795,14 @@ fn api_route_index(path: &str) -> Option<usize> {
 /// credentials; and, for Anthropic, how to translate its answer back.
 async fn upstream_request(
     endpoints: &ForwardEndpoints,
+    pools: &Pools,
     chosen: &SelectedDeployment,
     req: http::Request<Bytes>,
 ) -> Result<
     (
         http::Request<Full<Bytes>>,
         Option<crate::forward::anthropic::Translation>,
+        Option<std::sync::Arc<HostPool>>,
     ),
     BoxError,
 > {
@@ -775,10 +810,11 @@ async fn upstream_request(
     let ep = match endpoints.get(chosen.deployment(), req.uri().path()) {
         Some(ep) => ep,
         None => {
-            resolved = ForwardEndpoint::resolve(chosen.deployment(), req.uri().path())?;
+            resolved = ForwardEndpoint::resolve(chosen.deployment(), req.uri().path(), pools)?;
             &resolved
         }
     };
+    let pool = ep.pooled.as_ref().map(|(p, _)| std::sync::Arc::clone(p));
     let model = ep.model.as_str();
     // The model the client's body names, set by `api` (not the group: a fallback changes it).
     let (parts, body) = req.into_parts();
@@ -793,7 +829,7 @@ async fn upstream_request(
         for (name, value) in &ep.headers {
             up = up.header(name, value);
         }
-        return Ok((up.body(Full::new(body))?, Some(t)));
+        return Ok((up.body(Full::new(body))?, Some(t), pool));
     }
     let requested = parts.extensions.get::<crate::fallback::BodyModel>();
     let ctype = parts.headers.get(header::CONTENT_TYPE);
@@ -829,7 +865,7 @@ async fn upstream_request(
         h.try_append(name.clone(), value.clone())
             .map_err(http::Error::from)?;
     }
-    Ok((up, None))
+    Ok((up, None, pool))
 }
 
 /// The body with `model` set to the deployment's model (JSON, or the multipart `model` field).

@@ -2,6 +2,7 @@
 //! translations, by wire.
 
 pub mod anthropic;
+pub mod pool;
 pub mod sse;
 
 use axum::body::Body;
@@ -9,7 +10,6 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{HeaderValue, header};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use tower_health_routing::{BoxError, secret::Scrubber};
 
 use self::anthropic::{StreamTranslator, Translation};
@@ -22,11 +22,15 @@ const MAX_ERROR_BODY: usize = 64 << 10;
 /// The OpenAI-shaped client response for an Anthropic Messages response: a chat
 /// completion, a stream of `chat.completion.chunk`s, or an OpenAI-shaped error with the
 /// upstream's status (scrubbed by `scrubber`).
-pub async fn anthropic_response(
-    resp: http::Response<Incoming>,
+pub async fn anthropic_response<B>(
+    resp: http::Response<B>,
     t: &Translation,
     scrubber: &Scrubber,
-) -> Result<http::Response<Body>, BoxError> {
+) -> Result<http::Response<Body>, BoxError>
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
     let (mut parts, body) = resp.into_parts();
     for h in [
         header::CONNECTION,

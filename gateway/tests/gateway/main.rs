@@ -29,6 +29,7 @@ mod gateway;
 mod hardening;
 mod headers;
 mod health_surface;
+mod pool;
 mod providers;
 mod routing;
 mod safe_gateway;

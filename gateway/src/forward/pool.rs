@@ -1,0 +1,263 @@
+//! The forwarder's own connection pool for `http://` upstreams, on hyper's HTTP/1 client
+//! connections (`https://` upstreams keep hyper-util's pooled client, which negotiates
+//! HTTP/2 and TLS).
+//!
+//! Each upstream authority (host and port) has one [`HostPool`], found once, when a
+//! deployment's forward endpoint is resolved, and kept in the endpoint: a request takes
+//! it without hashing a pool key. Its idle connections are a LIFO stack (the most
+//! recently used connection first, whose upstream is least likely to have closed it); a
+//! connection goes back to it when its response body has been read to the end, and is
+//! dropped when it closes, when its response was not read to the end, or after
+//! [`IDLE_TIMEOUT`] unused. A request that meets a pooled connection closed before the
+//! request was written is sent again on another one, as hyper-util's client does.
+
+use std::{
+    collections::HashMap,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll, ready},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, Uri, header};
+use http_body_util::Full;
+use hyper::{
+    body::{Frame, Incoming},
+    client::conn::http1,
+};
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+use tower_health_routing::BoxError;
+
+/// How long an idle connection is kept (hyper-util's client default).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// The most idle connections kept per upstream.
+pub const MAX_IDLE_PER_HOST: usize = 256;
+
+type Sender = http1::SendRequest<Full<Bytes>>;
+
+/// The pools of every upstream authority, by `host:port` (looked up when an endpoint is
+/// resolved, not per request).
+#[derive(Debug, Default)]
+pub struct Pools(Mutex<HashMap<String, Arc<HostPool>>>);
+
+impl Pools {
+    /// The pool for `uri`'s authority when it is an `http://` URL with a host; `None` for
+    /// anything else (served by the general client).
+    pub fn for_uri(&self, uri: &Uri) -> Option<Arc<HostPool>> {
+        if uri.scheme() != Some(&http::uri::Scheme::HTTP) {
+            return None;
+        }
+        let host = uri.host().filter(|h| !h.is_empty())?;
+        let port = uri.port_u16().unwrap_or(80);
+        // What hyper-util's client sends as `Host`: the port only when it is not 80.
+        let host_header = match uri.port_u16() {
+            Some(p) if p != 80 => HeaderValue::from_str(&format!("{host}:{p}")).ok()?,
+            _ => HeaderValue::from_str(host).ok()?,
+        };
+        let key = format!("{host}:{port}");
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let pool = map.entry(key).or_insert_with(|| {
+            Arc::new(HostPool {
+                // `[::1]` in a URL; the socket address wants `::1`.
+                host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+                port,
+                host_header,
+                idle: Mutex::new(Vec::new()),
+            })
+        });
+        Some(Arc::clone(pool))
+    }
+}
+
+/// The connections to one upstream authority.
+#[derive(Debug)]
+pub struct HostPool {
+    host: String,
+    port: u16,
+    /// The `Host` header of a request to it.
+    host_header: HeaderValue,
+    /// Idle connections, the most recently used last.
+    idle: Mutex<Vec<Idle>>,
+}
+
+#[derive(Debug)]
+struct Idle {
+    tx: Sender,
+    since: Instant,
+}
+
+/// A request path in origin form (`/v1/chat/completions?x`), as HTTP/1 sends it to an
+/// origin server.
+pub fn origin_form(uri: &Uri) -> Uri {
+    match uri.path_and_query() {
+        Some(p) if p.as_str() != "/" => {
+            let mut parts = http::uri::Parts::default();
+            parts.path_and_query = Some(p.clone());
+            Uri::from_parts(parts).unwrap_or_else(|_| Uri::from_static("/"))
+        }
+        _ => Uri::from_static("/"),
+    }
+}
+
+/// A TCP connect that failed (its `io::Error` is the source, for the classifier).
+#[derive(Debug)]
+struct ConnectError(std::io::Error);
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "tcp connect error: {}", self.0)
+    }
+}
+
+impl std::error::Error for ConnectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+impl HostPool {
+    /// Sends `req` (its URI in origin form) on an idle connection, or a new one; the
+    /// answer's body gives the connection back when it is read to the end.
+    pub async fn send(
+        self: &Arc<Self>,
+        mut req: Request<Full<Bytes>>,
+    ) -> Result<Response<UpstreamBody>, BoxError> {
+        req.headers_mut()
+            .entry(header::HOST)
+            .or_insert_with(|| self.host_header.clone());
+        loop {
+            let (mut tx, reused) = match self.checkout().await {
+                Some(tx) => (tx, true),
+                None => (self.connect().await?, false),
+            };
+            match tx.try_send_request(req).await {
+                Ok(resp) => {
+                    let pool = Arc::clone(self);
+                    return Ok(resp.map(|body| UpstreamBody {
+                        inner: body,
+                        back: Some((tx, pool)),
+                        ended: false,
+                    }));
+                }
+                Err(mut e) => match e.take_message() {
+                    // A pooled connection closed before the request went out: another.
+                    Some(r) if reused => req = r,
+                    _ => return Err(e.into_error().into()),
+                },
+            }
+        }
+    }
+
+    /// The most recently used idle connection that is still open and ready.
+    async fn checkout(&self) -> Option<Sender> {
+        loop {
+            let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+            if idle.tx.is_closed() || idle.since.elapsed() > IDLE_TIMEOUT {
+                continue;
+            }
+            let mut tx = idle.tx;
+            // Its last response was read to the end: the connection is ready at once, or
+            // as soon as its task has seen that end (or it closes).
+            if tx.ready().await.is_ok() {
+                return Some(tx);
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Sender, BoxError> {
+        let stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+            .await
+            .map_err(ConnectError)?;
+        let _ = stream.set_nodelay(true);
+        let (tx, conn) = http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(tx)
+    }
+
+    fn release(&self, tx: Sender) {
+        if tx.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE_PER_HOST {
+            idle.push(Idle {
+                tx,
+                since: Instant::now(),
+            });
+        }
+    }
+}
+
+/// An upstream response body; one from the [`HostPool`] gives its connection back to the
+/// pool once it has been read to the end.
+#[derive(Debug)]
+pub struct UpstreamBody {
+    inner: Incoming,
+    back: Option<(Sender, Arc<HostPool>)>,
+    ended: bool,
+}
+
+impl UpstreamBody {
+    /// A body that belongs to no pool (hyper-util's client keeps its own).
+    pub fn unpooled(inner: Incoming) -> Self {
+        Self {
+            inner,
+            back: None,
+            ended: false,
+        }
+    }
+
+    fn release(&mut self) {
+        if let Some((tx, pool)) = self.back.take() {
+            pool.release(tx);
+        }
+    }
+}
+
+impl hyper::body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let res = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        match &res {
+            None => {
+                this.ended = true;
+                this.release();
+            }
+            Some(Ok(_)) if this.inner.is_end_stream() => {
+                this.ended = true;
+                this.release();
+            }
+            Some(Ok(_)) => {}
+            // A broken body: its connection is not reused.
+            Some(Err(_)) => this.back = None,
+        }
+        Poll::Ready(res)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        // An empty body (`content-length: 0`, a 204) ends before it is polled.
+        if self.ended || hyper::body::Body::is_end_stream(&self.inner) {
+            self.release();
+        }
+    }
+}
