@@ -372,6 +372,23 @@ impl StreamScrubber {
         self.push(&chunk).into()
     }
 
+    /// The last chunk of a body (one known to end with it, as a `Content-Length` body
+    /// does), scrubbed with the held-back end: [`push`](Self::push) then
+    /// [`finish`](Self::finish) in one, and, when nothing is held back and the chunk holds no
+    /// secret, the chunk as it is, without a copy or the look for a secret's beginning at
+    /// its end.
+    pub fn push_last(&mut self, chunk: bytes::Bytes) -> bytes::Bytes {
+        if self.carry.is_empty() {
+            return match self.scrubber.scrub_bytes(&chunk) {
+                Cow::Borrowed(_) => chunk,
+                Cow::Owned(v) => v.into(),
+            };
+        }
+        let mut out = self.push(&chunk);
+        out.extend(self.finish());
+        out.into()
+    }
+
     /// The held-back end, scrubbed: call once the body has ended.
     pub fn finish(&mut self) -> Vec<u8> {
         let carry = std::mem::take(&mut self.carry);
@@ -500,6 +517,38 @@ mod tests {
         assert_eq!(format!("{s:?} {s}"), "[redacted] [redacted]");
         assert_eq!(serde_json::to_string(&s).unwrap(), "\"[redacted]\"");
         assert_eq!(s.expose(), "sk-live-123");
+    }
+
+    #[test]
+    fn a_last_chunk_is_scrubbed_with_the_held_back_end_and_a_clean_one_is_not_copied() {
+        let sc = Scrubber::new([Secret::new("sk-live-123456")]);
+        // A secret split across the last two chunks.
+        let mut st = sc.stream();
+        let mut out = st
+            .push_bytes(bytes::Bytes::from_static(b"key sk-live"))
+            .to_vec();
+        assert!(st.held() > 0);
+        out.extend_from_slice(&st.push_last(bytes::Bytes::from_static(b"-123456 end")));
+        assert_eq!(out, b"key [redacted] end");
+        assert_eq!(st.held(), 0);
+        // A held-back beginning that never becomes a secret comes out as it was.
+        let mut st = sc.stream();
+        let mut out = st
+            .push_bytes(bytes::Bytes::from_static(b"a sk-li"))
+            .to_vec();
+        out.extend_from_slice(&st.push_last(bytes::Bytes::from_static(b"ve!")));
+        assert_eq!(out, b"a sk-live!");
+        // A whole secret in a last chunk, and a chunk that ends as a secret begins.
+        let mut st = sc.stream();
+        assert_eq!(
+            &st.push_last(bytes::Bytes::from_static(b"{\"k\":\"sk-live-123456\"}"))[..],
+            b"{\"k\":\"[redacted]\"}"
+        );
+        let clean = bytes::Bytes::from(b"ends with sk-li".to_vec());
+        let mut st = sc.stream();
+        let back = st.push_last(clean.clone());
+        assert_eq!(back, clean);
+        assert_eq!(back.as_ptr(), clean.as_ptr(), "not copied");
     }
 
     #[test]

@@ -270,6 +270,16 @@ where
                     let Ok(data) = frame.into_data() else {
                         continue; // trailers
                     };
+                    if this.inner.is_end_stream() {
+                        // The last chunk (a `Content-Length` body's): nothing to hold back.
+                        this.done = true;
+                        let out = scrub.push_last(data);
+                        if out.is_empty() {
+                            return Poll::Ready(None);
+                        }
+                        this.count(&out);
+                        return Poll::Ready(Some(Ok(Frame::data(out))));
+                    }
                     let out = scrub.push_bytes(data);
                     if !out.is_empty() {
                         this.count(&out);
@@ -295,7 +305,7 @@ where
 
     fn is_end_stream(&self) -> bool {
         // A scrubbed body may still hold back a tail until its end is polled.
-        self.scrub.is_none() && self.inner.is_end_stream()
+        self.done || (self.scrub.is_none() && self.inner.is_end_stream())
     }
 
     fn size_hint(&self) -> http_body::SizeHint {

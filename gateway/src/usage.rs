@@ -193,17 +193,24 @@ impl UsageScanner {
 }
 
 /// The offset in `data` just past the first key that starts in `tail` or `data`.
+/// The searcher for [`KEY`], built once (building one per frame cost more than the search).
+fn key_finder() -> &'static memchr::memmem::Finder<'static> {
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(KEY));
+    &FINDER
+}
+
 fn find_key(tail: &[u8], data: &[u8]) -> Option<usize> {
     if !tail.is_empty() {
         // The key across the frame boundary: tail + the start of this frame.
         let mut w = Vec::with_capacity(tail.len() + KEY.len());
         w.extend_from_slice(tail);
         w.extend_from_slice(&data[..data.len().min(KEY.len() - 1)]);
-        if let Some(p) = memchr::memmem::find(&w, KEY) {
+        if let Some(p) = key_finder().find(&w) {
             return Some(p + KEY.len() - tail.len());
         }
     }
-    memchr::memmem::find(data, KEY).map(|p| p + KEY.len())
+    key_finder().find(data).map(|p| p + KEY.len())
 }
 
 fn total_tokens(object: &[u8]) -> Option<u64> {

@@ -61,7 +61,10 @@ impl Pools {
         let pool = map.entry(key).or_insert_with(|| {
             Arc::new(HostPool {
                 // `[::1]` in a URL; the socket address wants `::1`.
-                host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+                host: host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned(),
                 port,
                 host_header,
                 idle: Mutex::new(Vec::new()),

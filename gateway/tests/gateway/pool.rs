@@ -129,10 +129,8 @@ async fn an_answer_not_read_to_the_end_does_not_put_its_connection_back() {
     let up = Counting::start(true).await;
     let gw = support::start(config(format!("http://{}/v1", up.addr))).await;
     // The client reads the head of the stalled answer, then goes away.
-    let client = hyper_util::client::legacy::Client::builder(
-        hyper_util::rt::TokioExecutor::new(),
-    )
-    .build_http::<Full<Bytes>>();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
     let req = http::Request::post(format!("http://{}/v1/chat/completions", gw.addr))
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(
@@ -147,7 +145,11 @@ async fn an_answer_not_read_to_the_end_does_not_put_its_connection_back() {
     let r = chat(gw.addr, "pool-gpt").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["id"], "c1");
-    assert_eq!(up.accepted.load(SeqCst), 2, "the stalled connection is not reused");
+    assert_eq!(
+        up.accepted.load(SeqCst),
+        2,
+        "the stalled connection is not reused"
+    );
     gw.shutdown().await;
 }
 
