@@ -11,6 +11,13 @@
 //! [`IDLE_TIMEOUT`] unused. A request that meets a pooled connection closed before the
 //! request was written is sent again on another one, as hyper-util's client does.
 
+// A lock on the request path, allowed here: the idle stack's `Mutex` is held for one push
+// or pop (never across an await), uncontended with `--workers 1`, and takes the place of
+// hyper-util's pool, which locked its own `Mutex` at the same two points of every request.
+// No lock-free LIFO of connections is available without `unsafe` (forbidden) or a new
+// dependency; the `Pools` map is locked only when an endpoint is resolved.
+#![allow(clippy::disallowed_types)]
+
 use std::{
     collections::HashMap,
     pin::Pin,
@@ -185,12 +192,19 @@ impl HostPool {
         if tx.is_closed() {
             return;
         }
+        let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        // The oldest go first once they have been idle too long (as hyper-util's client
+        // without a pool timer, a pool that gets no more requests keeps its connections
+        // until their upstream closes them).
+        while idle
+            .first()
+            .is_some_and(|i| now.saturating_duration_since(i.since) > IDLE_TIMEOUT)
+        {
+            idle.remove(0);
+        }
         if idle.len() < MAX_IDLE_PER_HOST {
-            idle.push(Idle {
-                tx,
-                since: Instant::now(),
-            });
+            idle.push(Idle { tx, since: now });
         }
     }
 }

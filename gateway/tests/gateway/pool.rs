@@ -1,6 +1,7 @@
 //! The forwarder's own connection pool for `http://` upstreams: connections are reused
 //! across requests, never when the upstream closes them or when an answer was not read to
 //! the end, and requests go out in origin form with the upstream's `Host`.
+#![allow(clippy::disallowed_types)] // the test upstream's request log
 
 use std::{
     convert::Infallible,
