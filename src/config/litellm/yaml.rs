@@ -99,6 +99,8 @@ pub(super) fn load_pipelined(
     let (tx, rx) = std::sync::mpsc::sync_channel(8);
     let dispatch = tracing::dispatcher::get_default(Clone::clone);
     std::thread::scope(|s| {
+        // The default stack is enough: the budget's depth limit (the parser's default, 64
+        // levels) bounds the recursion of the parse and of the tree built.
         let parser = std::thread::Builder::new()
             .name("thr-config-yaml".to_owned())
             .spawn_scoped(s, move || {
