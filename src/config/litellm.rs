@@ -20,7 +20,9 @@
 //! 5. The model → [`Config`], then [`Config::validate`].
 //!
 //! The entries of a `model_list` sequence go through steps 2 to 4 one at a time, as the
-//! parser reads them: a list of 100,000 entries never exists as one value tree.
+//! parser reads them: a list of 100,000 entries never exists as one value tree. In a large
+//! file the parser runs on a thread of its own and hands the entries over in batches, so
+//! steps 2 to 4 overlap the parse (see `yaml::load_pipelined`).
 //!
 //! Every error text passes through a [`Scrubber`] holding each secret seen on the way, so no
 //! error message carries a credential.
@@ -246,7 +248,11 @@ pub(super) fn parse(
         list: None,
         error: None,
     };
-    let loaded = yaml::load_streaming(text, &mut streamed);
+    let loaded = if text.len() >= yaml::PIPELINE_MIN_BYTES {
+        yaml::load_pipelined(text, &mut streamed)
+    } else {
+        yaml::load_streaming(text, &mut streamed)
+    };
     let Streamed { list, error, .. } = streamed;
     let tree = loaded.map_err(|e| {
         let scrubber = Scrubber::new(secrets_in_text(text));

@@ -35,3 +35,44 @@ fn an_alias_bomb_is_refused_not_expanded() {
     let text = e.to_string();
     assert!(text.contains("budget"), "{text}");
 }
+
+/// `n` block-style entries (some 120 bytes each): past 2,200 the file is large enough for
+/// the parser to run on its own thread.
+fn big_list(n: usize) -> String {
+    let mut yaml = String::from("model_list:\n");
+    for i in 0..n {
+        yaml.push_str(&format!(
+            "  - model_name: g{}\n    litellm_params: {{ model: openai/m, api_base: 'http://127.0.0.1:9/v1' }}\n    model_info: {{ id: d{i} }}\n",
+            i / 100
+        ));
+    }
+    yaml
+}
+
+#[test]
+fn a_big_config_keeps_every_entry_in_order() {
+    let n = 5_000;
+    let config = parse(&big_list(n)).expect("loads");
+    assert_eq!(config.deployments.len(), n);
+    for (i, d) in config.deployments.iter().enumerate() {
+        assert_eq!(d.id().as_str(), format!("d{i}"));
+    }
+}
+
+#[test]
+fn a_bad_entry_deep_in_a_big_config_is_named_by_its_path() {
+    let mut yaml = big_list(5_000);
+    yaml.push_str("  - model_name: late\n    litellm_params: { model: openai/m, rpm: lots }\n");
+    let e = parse(&yaml).expect_err("refused");
+    assert_eq!(e.field(), "model_list[5000].litellm_params.rpm", "{e}");
+}
+
+#[test]
+fn broken_yaml_at_the_end_of_a_big_config_is_reported_with_its_line() {
+    let mut yaml = big_list(5_000);
+    yaml.push_str("  - model_name: [unclosed\n");
+    let e = parse(&yaml).expect_err("refused");
+    // 1 header line + 3 per entry: the broken entry starts on line 15,002.
+    let text = e.to_string();
+    assert!(text.contains("15002") || text.contains("15003"), "{text}");
+}

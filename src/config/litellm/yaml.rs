@@ -5,18 +5,21 @@
 //! * a duplicate mapping key keeps the **last** value (PyYAML's behaviour); each one is
 //!   reported by a warn-level event naming the key's path and line, since it is almost
 //!   always a mistake;
-//! * comments cost nothing: the parser does not buffer comment events (their text is never
-//!   used), so a file with thousands of comment lines in a row loads;
+//! * comments cost nothing: serde-saphyr is built without its `comments` feature, so the
+//!   parser skips comments without making events of them (their text is never used), and a
+//!   file with thousands of comment lines in a row loads;
 //! * `20_000`-style integers are numbers (YAML 1.1, which PyYAML implements).
 //!
-//! The tree is built by our own visitor rather than `serde_json::Value`'s so that each key
-//! can be read with its position ([`serde_saphyr::Spanned`]).
+//! The tree is built by our own visitor rather than `serde_json::Value`'s so that a
+//! duplicate key can be reported with its line. Keys are read as plain strings (reading each
+//! one as a `serde_saphyr::Spanned` cost about a tenth of a large file's parse): a plain or
+//! simply quoted key is borrowed from the text, so its line is found from where it sits,
+//! only when it is a duplicate.
 
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
-use serde_saphyr::Spanned;
 
 /// Receives the entries of the top-level `model_list` one at a time, as each is read, so
 /// that the tree of a 100,000-entry list is never held whole (see [`load_streaming`]).
@@ -43,13 +46,99 @@ pub(super) fn load_streaming(
     load_with(text, Some(entries))
 }
 
+/// From this size of text on, [`parse`](super::parse) uses [`load_pipelined`]: below it
+/// (some 1,500 deployments) a thread costs more than the overlap saves.
+pub(super) const PIPELINE_MIN_BYTES: usize = 256 * 1024;
+
+/// Entries handed from the parser thread to the reader per message: one wake-up per batch
+/// rather than per entry.
+const BATCH: usize = 128;
+
+/// [`load_streaming`], with the parser on a thread of its own: it hands the `model_list`
+/// entries over in batches and `entries` reads them on this thread while the parse goes
+/// on (on two cores, the typed read of each entry overlaps the parse instead of following
+/// it). `entries` sees the same calls in the same order as with [`load_streaming`]; the
+/// parser's events (a duplicate key's warning) go to this thread's tracing subscriber.
+/// If no thread can be started, the load runs here, as [`load_streaming`].
+pub(super) fn load_pipelined(
+    text: &str,
+    entries: &mut dyn Entries,
+) -> Result<Option<Value>, serde_saphyr::Error> {
+    enum Batch {
+        Start,
+        Entries(Vec<(usize, Value)>),
+    }
+    /// The parser side: buffers entries and sends them `BATCH` at a time.
+    struct Handoff {
+        tx: std::sync::mpsc::SyncSender<Batch>,
+        buf: Vec<(usize, Value)>,
+    }
+    impl Handoff {
+        fn flush(&mut self) {
+            if !self.buf.is_empty() {
+                let full = std::mem::replace(&mut self.buf, Vec::with_capacity(BATCH));
+                // A send fails only once the reader is gone, and then nobody needs it.
+                let _ = self.tx.send(Batch::Entries(full));
+            }
+        }
+    }
+    impl Entries for Handoff {
+        fn start(&mut self) {
+            self.flush();
+            let _ = self.tx.send(Batch::Start);
+        }
+        fn entry(&mut self, i: usize, entry: Value) {
+            self.buf.push((i, entry));
+            if self.buf.len() >= BATCH {
+                self.flush();
+            }
+        }
+    }
+
+    // A few batches in flight: the parser runs ahead while the reader keeps up.
+    let (tx, rx) = std::sync::mpsc::sync_channel(8);
+    let dispatch = tracing::dispatcher::get_default(Clone::clone);
+    std::thread::scope(|s| {
+        // The default stack is enough: the budget's depth limit (the parser's default, 64
+        // levels) bounds the recursion of the parse and of the tree built.
+        let parser = std::thread::Builder::new()
+            .name("thr-config-yaml".to_owned())
+            .spawn_scoped(s, move || {
+                tracing::dispatcher::with_default(&dispatch, || {
+                    let mut handoff = Handoff {
+                        tx,
+                        buf: Vec::with_capacity(BATCH),
+                    };
+                    let loaded = load_streaming(text, &mut handoff);
+                    handoff.flush();
+                    loaded
+                })
+            });
+        let Ok(parser) = parser else {
+            return load_streaming(text, entries);
+        };
+        for batch in rx {
+            match batch {
+                Batch::Start => entries.start(),
+                Batch::Entries(list) => {
+                    for (i, entry) in list {
+                        entries.entry(i, entry);
+                    }
+                }
+            }
+        }
+        match parser.join() {
+            Ok(loaded) => loaded,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
+}
+
 fn load_with(
     text: &str,
     entries: Option<&mut dyn Entries>,
 ) -> Result<Option<Value>, serde_saphyr::Error> {
     let budget = serde_saphyr::budget! {
-        // Bounded by the text itself; comments are not emitted (see below) anyway.
-        max_buffered_comment_events: usize::MAX,
         // The parser's defaults (250,000 nodes, 1,000,000 events) stop a config of some
         // 50,000 deployments. A node or event takes at least a byte of text, except alias
         // replays (capped on their own, and counted here too): so these grow with the file,
@@ -64,29 +153,28 @@ fn load_with(
         non_finite_float_policy: serde_saphyr::NonFiniteFloatPolicy::AsString,
         // Duplicates are resolved (last wins) and reported by `Tree` below.
         duplicate_keys: serde_saphyr::DuplicateKeyPolicy::LastWins,
-        // Comment text is never used; not emitting it means a long run of comments is
-        // never buffered while the parser looks ahead.
-        emit_comments: false,
         budget: budget,
     };
     serde_saphyr::with_deserializer_from_str_with_options(text, opts, |d| {
-        Document { entries }.deserialize(d)
+        Document { text, entries }.deserialize(d)
     })
 }
 
 /// The document: `None` when empty, else the tree of its root node.
-struct Document<'s> {
+struct Document<'t, 's> {
+    /// The whole text, for the line of a duplicate key.
+    text: &'t str,
     entries: Option<&'s mut dyn Entries>,
 }
 
-impl<'de> DeserializeSeed<'de> for Document<'_> {
+impl<'de> DeserializeSeed<'de> for Document<'_, '_> {
     type Value = Option<Value>;
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Option<Value>, D::Error> {
         d.deserialize_option(self)
     }
 }
 
-impl<'de> Visitor<'de> for Document<'_> {
+impl<'de> Visitor<'de> for Document<'_, '_> {
     type Value = Option<Value>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -100,7 +188,7 @@ impl<'de> Visitor<'de> for Document<'_> {
     }
     fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<Option<Value>, D::Error> {
         let root = Node {
-            at: At::Root,
+            at: At::Root(self.text),
             entries: self.entries,
         };
         root.deserialize(d).map(Some)
@@ -111,17 +199,31 @@ impl<'de> Visitor<'de> for Document<'_> {
 /// a duplicate key is reported, so reading a node costs no allocation for its path.
 #[derive(Clone, Copy)]
 enum At<'p> {
-    Root,
+    /// The document, whose text this is.
+    Root(&'p str),
     Key(&'p At<'p>, &'p str),
     Index(&'p At<'p>, usize),
+}
+
+impl<'p> At<'p> {
+    /// The document's text (from the root of the chain).
+    fn text(&self) -> &'p str {
+        let mut at = *self;
+        loop {
+            match at {
+                At::Root(text) => return text,
+                At::Key(parent, _) | At::Index(parent, _) => at = *parent,
+            }
+        }
+    }
 }
 
 impl fmt::Display for At<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            At::Root => Ok(()),
+            At::Root(_) => Ok(()),
             At::Key(parent, key) => {
-                if matches!(parent, At::Root) {
+                if matches!(parent, At::Root(_)) {
                     f.write_str(key)
                 } else {
                     write!(f, "{parent}.{key}")
@@ -225,9 +327,9 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
 
     fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
-        let root = matches!(self.at, At::Root);
-        while let Some(key) = map.next_key::<Spanned<String>>()? {
-            let entries: Option<&mut dyn Entries> = if root && key.value == "model_list" {
+        let root = matches!(self.at, At::Root(_));
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            let entries: Option<&mut dyn Entries> = if root && key.as_str() == "model_list" {
                 match &mut self.entries {
                     Some(e) => Some(&mut **e),
                     None => None,
@@ -236,21 +338,82 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
                 None
             };
             let value = map.next_value_seed(Node {
-                at: At::Key(&self.at, &key.value),
+                at: At::Key(&self.at, key.as_str()),
                 entries,
             })?;
-            if let Some(old) = out.get_mut(&key.value) {
+            if let Some(old) = out.get_mut(key.as_str()) {
                 *old = value;
                 tracing::warn!(
-                    key = %At::Key(&self.at, &key.value),
-                    line = key.referenced.line(),
+                    key = %At::Key(&self.at, key.as_str()),
+                    line = key.line(self.at.text()),
                     "duplicate key in config.yaml: the last value is used (as LiteLLM does)"
                 );
             } else {
-                out.insert(key.value, value);
+                out.insert(key.into_string(), value);
             }
         }
         Ok(Value::Object(out))
+    }
+}
+
+/// A mapping key: borrowed from the text when the parser could (a plain or simply quoted
+/// scalar), else its own copy (escapes, folded lines, an alias).
+enum Key<'de> {
+    Borrowed(&'de str),
+    Owned(String),
+}
+
+impl Key<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            Key::Borrowed(s) => s,
+            Key::Owned(s) => s,
+        }
+    }
+
+    fn into_string(self) -> String {
+        match self {
+            Key::Borrowed(s) => s.to_owned(),
+            Key::Owned(s) => s,
+        }
+    }
+
+    /// The key's line in `text` (1-based), when it is borrowed from it.
+    fn line(&self, text: &str) -> Option<usize> {
+        let Key::Borrowed(key) = self else {
+            return None;
+        };
+        let start = text.as_ptr() as usize;
+        let at = (key.as_ptr() as usize).checked_sub(start)?;
+        let before = text.as_bytes().get(..at)?;
+        Some(before.iter().filter(|&&b| b == b'\n').count() + 1)
+    }
+}
+
+/// Reads a [`Key`].
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Key<'de>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Key<'de>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Key<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a mapping key")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+        Ok(Key::Borrowed(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+        Ok(Key::Owned(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+        Ok(Key::Owned(v))
     }
 }
 
@@ -281,6 +444,96 @@ mod tests {
         text.push_str("  - model_name: a\n    litellm_params:\n      model: openai/a\n");
         let v = load(&text).unwrap().unwrap();
         assert_eq!(v["model_list"][0]["model_name"], "a");
+    }
+
+    /// Records what an [`Entries`] sees.
+    #[derive(Default, PartialEq, Debug)]
+    struct Seen(Vec<Option<(usize, Value)>>);
+
+    impl Entries for Seen {
+        fn start(&mut self) {
+            self.0.push(None);
+        }
+        fn entry(&mut self, i: usize, entry: Value) {
+            self.0.push(Some((i, entry)));
+        }
+    }
+
+    fn big(n: usize, tail: &str) -> String {
+        let mut text = String::from("model_list:\n");
+        for i in 0..n {
+            text.push_str(&format!(
+                "  - model_name: g{i}\n    litellm_params: {{ model: openai/m, rpm: {i} }}\n"
+            ));
+        }
+        text.push_str(tail);
+        text
+    }
+
+    #[test]
+    fn the_pipeline_hands_over_what_streaming_reads() {
+        // A duplicate `model_list` too: both lists start, in order.
+        let text = big(
+            3_000,
+            "general_settings: { a: 1 }\nmodel_list:\n  - model_name: last\n",
+        );
+        assert!(text.len() > BATCH * 10);
+        let (mut inline, mut piped) = (Seen::default(), Seen::default());
+        let a = load_streaming(&text, &mut inline).unwrap();
+        let b = load_pipelined(&text, &mut piped).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(inline, piped);
+        assert_eq!(piped.0.len(), 3_000 + 1 + 2);
+        assert_eq!(
+            piped.0[3_000],
+            Some((2_999, inline.0[3_000].clone().unwrap().1))
+        );
+    }
+
+    #[test]
+    fn the_pipeline_reports_the_parsers_error() {
+        let text = big(3_000, "  - [unclosed\n");
+        let a = load_streaming(&text, &mut Seen::default()).unwrap_err();
+        let b = load_pipelined(&text, &mut Seen::default()).unwrap_err();
+        assert_eq!(a.to_string(), b.to_string());
+    }
+
+    #[test]
+    fn a_borrowed_key_knows_its_line() {
+        let text = "a: 1\nb:\n  c: 2\n";
+        let key = Key::Borrowed(&text[text.find('c').unwrap()..][..1]);
+        assert_eq!(key.line(text), Some(3));
+        assert_eq!(Key::Owned("c".to_owned()).line(text), None);
+        assert_eq!(Key::Borrowed("c").line(text), None);
+    }
+
+    #[test]
+    fn plain_and_quoted_keys_are_borrowed() {
+        /// Whether the parser lends every key of a mapping.
+        struct Lent;
+        impl<'de> DeserializeSeed<'de> for Lent {
+            type Value = bool;
+            fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+                d.deserialize_map(self)
+            }
+        }
+        impl<'de> Visitor<'de> for Lent {
+            type Value = bool;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+                let mut all = true;
+                while let Some(k) = map.next_key_seed(KeySeed)? {
+                    all &= matches!(k, Key::Borrowed(_));
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+                Ok(all)
+            }
+        }
+        let text = "plain: 1\n'single': 2\n\"double\": 3\n";
+        let lent = serde_saphyr::with_deserializer_from_str(text, |d| Lent.deserialize(d));
+        assert!(lent.unwrap());
     }
 
     #[test]
