@@ -326,6 +326,12 @@ fn layer(c: &mut Criterion) {
 /// `threads/T`: the time for each of T threads to make one decision (or send one request
 /// through its own clone of the service) while all T do: throughput scales by
 /// `T × threads/1 ÷ threads/T` (goal: ≥ 1.8 at T = 2).
+///
+/// `floor-threads/T` is the machine's own ceiling: each thread runs [`floor_work`], a
+/// loop of about a decision's length over memory of its own only (no line shared with
+/// the other thread), so `2 × floor-threads/1 ÷ floor-threads/2` is as far as two
+/// threads can scale here at all (below 2 when the vCPUs are hyperthread siblings or
+/// the host is busy).
 fn concurrency(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -338,7 +344,7 @@ fn concurrency(c: &mut Criterion) {
     let st = state(8, &rt);
     let layer = HealthRoutingLayer::from_state(st.clone());
     for threads in [1usize, 2] {
-        for what in ["decision", "layer"] {
+        for what in ["floor", "decision", "layer"] {
             g.bench_with_input(
                 BenchmarkId::new(format!("{what}-threads"), threads),
                 &threads,
@@ -354,10 +360,13 @@ fn concurrency(c: &mut Criterion) {
                                         let mut picker =
                                             Picker::new(st.clone()).with_seed(t as u64);
                                         let mut svc = tower::Layer::layer(layer, Trivial);
+                                        let mut own = FloorWork::new(t as u64);
                                         barrier.wait();
                                         let start = Instant::now();
                                         for _ in 0..iters {
-                                            if what == "decision" {
+                                            if what == "floor" {
+                                                black_box(own.step());
+                                            } else if what == "decision" {
                                                 let snap = st.load();
                                                 let p = picker.pick(&snap, ROUTE, &[]).unwrap();
                                                 black_box(Arc::as_ptr(p.deployment()));
@@ -381,6 +390,33 @@ fn concurrency(c: &mut Criterion) {
         }
     }
     g.finish();
+}
+
+/// A thread's private work for `floor-threads`: per step, a few dependent random reads of
+/// its own 4 KiB table mixed by multiplications, about as long as one decision and
+/// touching no memory another thread writes.
+struct FloorWork {
+    table: Box<[u64; 512]>,
+    x: u64,
+}
+
+impl FloorWork {
+    fn new(seed: u64) -> Self {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut table = Box::new([0u64; 512]);
+        for v in table.iter_mut() {
+            *v = rng.random();
+        }
+        Self { table, x: seed | 1 }
+    }
+
+    fn step(&mut self) -> u64 {
+        for _ in 0..8 {
+            let v = self.table[(self.x >> 55) as usize];
+            self.x = (self.x ^ v).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+        self.x
+    }
 }
 
 criterion_group!(benches, decision, under_writer, layer, concurrency);
