@@ -61,8 +61,90 @@ pub(crate) type Deriver = Box<
         + Sync,
 >;
 
+/// A handle's own copy of the current snapshot (for a service that decides often): a
+/// load compares the published pointer with the copy's and clones the new snapshot only
+/// when one was published since (`arc_swap::Cache`), so a decision writes nothing
+/// shared (no debt slot a writer scans, no reference count) and a writer publishing
+/// back to back costs each reader one clone per publication, not per decision.
+pub(crate) struct SnapshotCache {
+    cache: arc_swap::Cache<SnapshotOf, Arc<HealthSnapshot>>,
+    /// The state (for a clone's own cache).
+    state: HealthState,
+}
+
+/// The snapshot pointer of one state, for [`SnapshotCache`].
+struct SnapshotOf(Arc<Shared>);
+
+impl std::ops::Deref for SnapshotOf {
+    type Target = ArcSwap<HealthSnapshot>;
+    fn deref(&self) -> &Self::Target {
+        &self.0.snapshot
+    }
+}
+
+impl SnapshotCache {
+    /// A cache of `state`'s snapshot.
+    pub(crate) fn new(state: &HealthState) -> Self {
+        Self {
+            cache: arc_swap::Cache::new(SnapshotOf(Arc::clone(&state.shared))),
+            state: state.clone(),
+        }
+    }
+
+    /// The current snapshot.
+    pub(crate) fn load(&mut self) -> &Arc<HealthSnapshot> {
+        self.cache.load()
+    }
+}
+
+impl Clone for SnapshotCache {
+    fn clone(&self) -> Self {
+        Self::new(&self.state)
+    }
+}
+
+impl std::fmt::Debug for SnapshotCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotCache").finish_non_exhaustive()
+    }
+}
+
+/// What a deployment's entry holds of the state it belongs to, so that a request's answer
+/// reaches the config and the state through the request's `Arc<EntryCore>` (no handle
+/// cloned per request: that would write the state's reference count, a line every
+/// thread's requests share). The state itself is weak (the state owns its entries); an
+/// answer upgrades it only on its rare paths (a cooldown or an ejection entered).
+#[derive(Clone)]
+pub(crate) struct Owner {
+    pub(crate) config: Arc<Config>,
+    shared: std::sync::Weak<Shared>,
+}
+
+impl Owner {
+    /// The state, unless every owner of it is gone.
+    pub(crate) fn state(&self) -> Option<HealthState> {
+        self.shared.upgrade().map(|shared| HealthState { shared })
+    }
+
+    /// The config of the state.
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
+impl std::fmt::Debug for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Owner").finish_non_exhaustive()
+    }
+}
+
 pub(crate) struct Shared {
     pub(crate) snapshot: ArcSwap<HealthSnapshot>,
+    /// The snapshot the last publication replaced, kept until the next one: services
+    /// hold their own copies (`SnapshotCache`) and let go of the old one when they see a
+    /// new one, so without this the last of them to do so would free it (in a decision);
+    /// the publisher frees it instead, one publication later.
+    retired: std::sync::Mutex<Option<Arc<HealthSnapshot>>>,
     pub(crate) config: Arc<Config>,
     pub(crate) epoch: Instant,
     pub(crate) scrubber: Scrubber,
@@ -95,12 +177,24 @@ impl HealthState {
                 && config.router.routing_strategy == crate::config::RoutingStrategy::UsageBasedV2,
         );
         let staleness = config.health.staleness_threshold();
-        let snap = HealthSnapshot::build(&config.deployments, None, epoch, staleness, now);
+        let scrubber = config.scrubber();
+        let config = Arc::new(config);
         Self {
-            shared: Arc::new(Shared {
-                snapshot: ArcSwap::from_pointee(snap),
-                scrubber: config.scrubber(),
-                config: Arc::new(config),
+            shared: Arc::new_cyclic(|weak| Shared {
+                snapshot: ArcSwap::from_pointee(HealthSnapshot::build(
+                    &config.deployments,
+                    None,
+                    epoch,
+                    staleness,
+                    now,
+                    &Owner {
+                        config: Arc::clone(&config),
+                        shared: weak.clone(),
+                    },
+                )),
+                retired: std::sync::Mutex::new(None),
+                scrubber,
+                config,
                 epoch,
                 watchdog: ArcSwapOption::empty(),
                 minute: std::sync::atomic::AtomicU64::new(0),
@@ -109,6 +203,14 @@ impl HealthState {
                 deriver: std::sync::OnceLock::new(),
                 closed: tokio::sync::watch::Sender::new(()),
             }),
+        }
+    }
+
+    /// What its entries hold of it (see [`Owner`]).
+    fn owner(&self) -> Owner {
+        Owner {
+            config: Arc::clone(&self.shared.config),
+            shared: Arc::downgrade(&self.shared),
         }
     }
 
@@ -181,8 +283,9 @@ impl HealthState {
     pub fn set_deployments(&self, deployments: &[Deployment]) {
         let staleness = self.shared.config.health.staleness_threshold();
         let epoch = self.shared.epoch;
+        let owner = self.owner();
         self.publish(|cur, now| {
-            HealthSnapshot::build(deployments, Some(cur), epoch, staleness, now)
+            HealthSnapshot::build(deployments, Some(cur), epoch, staleness, now, &owner)
         });
     }
 
@@ -190,7 +293,7 @@ impl HealthState {
     fn publish(&self, next: impl Fn(&HealthSnapshot, Instant) -> HealthSnapshot) {
         let watched = watchdog::ensure(&self.shared);
         let now = Instant::now();
-        self.shared.snapshot.rcu(|cur| {
+        let replaced = self.shared.snapshot.rcu(|cur| {
             let mut snap = next(cur, now);
             if watched {
                 snap.set_watched();
@@ -198,6 +301,13 @@ impl HealthState {
             self.shared.derive(&snap, cur);
             snap
         });
+        let older = self
+            .shared
+            .retired
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .replace(replaced);
+        drop(older);
         watchdog::notify(&self.shared);
         log_published(&self.load());
     }

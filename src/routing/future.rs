@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use crate::{
     BoxError,
     classify::Class,
-    config::OutlierDetection,
+    config::{Config, OutlierDetection},
     cooldown::{CooldownPolicy, CooldownSink},
     ejection,
     health::HealthState,
@@ -96,7 +96,6 @@ impl Drop for InFlight {
 #[derive(Debug)]
 pub(crate) struct Observer {
     pub(crate) guard: InFlight,
-    pub(crate) state: HealthState,
     pub(crate) route_len: usize,
     /// When the request was routed: the request's one clock read.
     pub(crate) started: Instant,
@@ -117,10 +116,22 @@ fn nanos(d: Duration) -> u64 {
 }
 
 impl Observer {
+    /// The config of the state the deployment belongs to (reached through the
+    /// request's `Arc<EntryCore>`: a request clones no state handle).
+    pub(super) fn config(&self) -> &Config {
+        self.guard.selected().core.owner.config()
+    }
+
+    /// The state the deployment belongs to, for the rare paths (a cooldown or ejection
+    /// entered); `None` once every owner of it is gone.
+    fn state(&self) -> Option<HealthState> {
+        self.guard.selected().core.owner.state()
+    }
+
     /// Records an answer's class (`status`: the answer's status, `None` for an error).
     pub(super) fn record(&self, class: &Class, status: Option<u16>) {
-        let shared = &self.state.shared;
-        let cfg = &shared.config;
+        let cfg = self.config();
+        let epoch = self.guard.selected().epoch;
         // A success with no traffic-health or outlier bookkeeping only counts in its
         // minute's window: the request's start tells it, without reading the clock again.
         let exact = class.is_deployment_fault()
@@ -128,7 +139,7 @@ impl Observer {
             || cfg.router.outlier_detection.is_some();
         let (now, at) = if exact {
             let now = Instant::now();
-            (now, nanos_since(shared.epoch, now))
+            (now, nanos_since(epoch, now))
         } else {
             (self.started, self.started_nanos)
         };
@@ -140,7 +151,7 @@ impl Observer {
             stats.observe_latency(took, at, self.tau_nanos);
         }
         // Traffic as a probe, and tiered rounds (a failure calls for a billed probe).
-        let h = &shared.config.health;
+        let h = &cfg.health;
         if (h.skip_when_traffic_healthy || h.tiered()) && class.is_counted() {
             stats.observe_traffic(*class == Class::Success, at);
         }
@@ -149,7 +160,7 @@ impl Observer {
             class,
             at,
             self.route_len,
-            &CooldownPolicy::from_config(&shared.config),
+            &CooldownPolicy::from_config(cfg),
             d.params().cooldown_time,
         );
         if let Some(dur) = entered {
@@ -163,18 +174,20 @@ impl Observer {
                 "deployment entered cooldown"
             );
             // Shared cooldowns (opt-in): a `try_send` to the coordinator, never a wait.
-            if let Some(sink) = self.state.hooks().get::<CooldownSink>() {
+            if let Some(state) = self.state()
+                && let Some(sink) = state.hooks().get::<CooldownSink>()
+            {
                 sink.announce(d.id(), false, class.as_str());
             }
         }
-        if let Some(od) = &shared.config.router.outlier_detection {
+        if let Some(od) = &cfg.router.outlier_detection {
             self.record_ejection(class, status, at, od);
         }
     }
 
     /// `stream_stall_timeout`, when it applies to an answer: on, and a successful stream.
     fn stall_timeout(&self, class: &Class, headers: &http::HeaderMap) -> Option<Duration> {
-        let t = self.state.shared.config.router.stream_stall_timeout?;
+        let t = self.config().router.stream_stall_timeout?;
         (*class == Class::Success && is_event_stream(headers)).then_some(t)
     }
 
@@ -183,7 +196,11 @@ impl Observer {
         let d = self.guard.selected().deployment();
         // Only when a rule says eject: how much of the route is out now.
         let room = || {
-            let (_, ejected) = self.state.load().ejected_in(d.route(), now);
+            // A state gone leaves nobody to route to: no room needed.
+            let Some(state) = self.state() else {
+                return false;
+            };
+            let (_, ejected) = state.load().ejected_in(d.route(), now);
             ejection::room_for_one_more(od, self.route_len, ejected)
         };
         let stats = self.guard.stats();
@@ -199,7 +216,9 @@ impl Observer {
                 "deployment ejected"
             );
             // Shared like a cooldown (opt-in): a `try_send`, never a wait.
-            if let Some(sink) = self.state.hooks().get::<CooldownSink>() {
+            if let Some(state) = self.state()
+                && let Some(sink) = state.hooks().get::<CooldownSink>()
+            {
                 sink.announce(d.id(), true, class.as_str());
             }
         }
@@ -269,7 +288,7 @@ where
                                     .get::<Class>()
                                     .copied()
                                     .unwrap_or_else(|| {
-                                        o.state.shared.config.classify_response(
+                                        o.config().classify_response(
                                             resp.status(),
                                             resp.headers(),
                                             None,
@@ -308,7 +327,7 @@ where
                     Err(e) => {
                         let e: BoxError = e.into();
                         if let Some(o) = observer {
-                            let class = o.state.shared.config.classify_error(&*e);
+                            let class = o.config().classify_error(&*e);
                             o.record(&class, None);
                         }
                         Poll::Ready(Err(e))

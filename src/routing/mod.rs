@@ -76,7 +76,7 @@ use crate::{
     BoxError,
     deployment::{Deployment, DeploymentId},
     error::MissingRoute,
-    health::{EntryCore, HealthState},
+    health::{EntryCore, HealthState, SnapshotCache},
     stats::DeploymentStats,
 };
 use future::{InFlight, Observer};
@@ -195,11 +195,14 @@ pub struct HealthRouting<S, E = FromExtension> {
     extractor: E,
     /// Whether responses carry the [`SelectedDeployment`] extension (opt-in).
     respond_with_selected: bool,
+    /// This service's copy of the current snapshot (see `SnapshotCache`).
+    snap: SnapshotCache,
 }
 
 impl<S, E> HealthRouting<S, E> {
     pub(crate) fn new(inner: S, picker: Picker, extractor: E, respond_with_selected: bool) -> Self {
         Self {
+            snap: SnapshotCache::new(picker.state()),
             inner,
             picker,
             extractor,
@@ -248,7 +251,7 @@ where
         let started = tokio::time::Instant::now();
         let epoch = self.picker.state().shared.epoch;
         let at = crate::time::nanos_since(epoch, started);
-        let snap = self.picker.state().load();
+        let snap = self.snap.load();
         let picked = {
             let Some(route) = self.extractor.extract(&req) else {
                 return ResponseFuture::failed(Box::new(MissingRoute::new()));
@@ -272,7 +275,7 @@ where
             let mut now = crate::time::LazyNow::new(|| at);
             match self
                 .picker
-                .pick_at(&snap, &route, exclude, tokens, &mut now, None)
+                .pick_at(snap, &route, exclude, tokens, &mut now, None)
             {
                 Ok(p) => {
                     if let Some(tried) = tried {
@@ -287,7 +290,6 @@ where
                 Err(e) => return ResponseFuture::failed(e.into_box_error()),
             }
         };
-        drop(snap);
         let (core, route_len, bypassed) = picked;
         let selected = SelectedDeployment {
             core,
@@ -297,7 +299,6 @@ where
         let settings = self.picker.settings();
         let observer = Observer {
             guard: InFlight::new(selected.clone()),
-            state: self.picker.state().clone(),
             route_len,
             started,
             started_nanos: at,
