@@ -38,7 +38,7 @@ use crate::{
     deployment::{Deployment, DeploymentId},
     error::{NoDeploymentAvailable, UnknownRoute, UnsupportedRoute},
     health::{Entry, HealthSnapshot, HealthState},
-    routing::table::{self, Candidates, Route, RouteStates},
+    routing::table::{self, Candidates, Route, RouteMemo, RouteStates},
     stats::{minute_of, until_next_minute},
     time::{LazyNow, nanos_since},
 };
@@ -192,6 +192,8 @@ pub struct Picker {
     routes: Arc<RouteStates>,
     seeds: Arc<SeedSource>,
     rng: SmallRng,
+    /// The last route resolved (see `table::RouteMemo`).
+    memo: RouteMemo,
 }
 
 impl Picker {
@@ -218,6 +220,7 @@ impl Picker {
             routes,
             seeds,
             rng,
+            memo: RouteMemo::default(),
         }
     }
 
@@ -309,12 +312,7 @@ impl Picker {
         minute: Option<u64>,
     ) -> Result<Pick<'s>, PickError> {
         let tbl = table::get(snap, &self.routes);
-        let r = tbl.route(route).or_else(|| {
-            self.settings
-                .aliases
-                .get(route)
-                .and_then(|g| tbl.route(g.as_str()))
-        });
+        let r = self.memo.resolve(tbl, route, &self.settings.aliases);
         let Some(r) = r else {
             crate::telemetry::record_unknown_route();
             return Err(PickError::UnknownRoute(UnknownRoute {
@@ -378,6 +376,7 @@ impl Clone for Picker {
             routes: Arc::clone(&self.routes),
             seeds: Arc::clone(&self.seeds),
             rng: self.seeds.rng(),
+            memo: RouteMemo::default(),
         }
     }
 }
@@ -699,6 +698,46 @@ mod tests {
             None,
             "no runtime, no kept minute: read the clock"
         );
+    }
+
+    #[test]
+    fn the_remembered_route_follows_a_new_deployment_list_and_new_verdicts() {
+        let d = |id: &str| Deployment::builder("r", "openai/m").id(id).build();
+        let state = HealthState::new(
+            Config::builder()
+                .deployments([d("a"), d("b")])
+                .enable_health_check_routing(true)
+                .model_group_alias("alias", "r")
+                .build()
+                .unwrap(),
+        );
+        let mut picker = Picker::new(state.clone()).with_seed(3);
+        let picked = |picker: &mut Picker, route: &str| {
+            picker
+                .pick(&state.load(), route, &[])
+                .map(|p| p.deployment().id().as_str().to_owned())
+        };
+        assert!(picked(&mut picker, "r").is_ok());
+        // New verdicts: `a` failed its check, so the route's lists (and its table) change.
+        state.record([(
+            DeploymentId::new("a"),
+            HealthRecord::unhealthy(Instant::now(), "status 500", Some(500)),
+        )]);
+        for _ in 0..20 {
+            assert_eq!(picked(&mut picker, "r").unwrap(), "b");
+            assert_eq!(picked(&mut picker, "alias").unwrap(), "b");
+        }
+        // A new deployment list: only `c` serves the route now.
+        state.set_deployments(&[d("c")]);
+        for _ in 0..5 {
+            assert_eq!(picked(&mut picker, "r").unwrap(), "c");
+            assert_eq!(picked(&mut picker, "alias").unwrap(), "c");
+        }
+        assert!(matches!(
+            picked(&mut picker, "other"),
+            Err(PickError::UnknownRoute(_))
+        ));
+        assert_eq!(picked(&mut picker, "r").unwrap(), "c");
     }
 
     #[tokio::test(start_paused = true)]

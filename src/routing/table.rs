@@ -168,7 +168,8 @@ pub(crate) struct RoutingTable {
 }
 
 impl RoutingTable {
-    /// The route named `name`.
+    /// The route named `name` (decisions resolve it through a [`RouteMemo`]).
+    #[cfg(test)]
     pub(crate) fn route(&self, name: &str) -> Option<&Route> {
         self.routes.get(name).map(|r| &**r)
     }
@@ -177,6 +178,46 @@ impl RoutingTable {
     /// another table).
     pub(crate) fn fresh_until(&self, route: &Route) -> u64 {
         self.fresh_until.get(route.pos).copied().unwrap_or(0)
+    }
+}
+
+/// A picker's memo of the last route it resolved by name: a decision for the same route
+/// of a table sharing the same routes (every table while no route's lists change) skips
+/// the hash look-up (one pointer and one name compared instead).
+#[derive(Debug, Default)]
+pub(crate) struct RouteMemo(Option<Memo>);
+
+#[derive(Debug)]
+struct Memo {
+    routes: Arc<Routes>,
+    name: Box<str>,
+    route: Arc<Route>,
+}
+
+impl RouteMemo {
+    /// The route `name` resolves to in `tbl` (through `aliases` when it is no route).
+    pub(crate) fn resolve<'a>(
+        &'a mut self,
+        tbl: &RoutingTable,
+        name: &str,
+        aliases: &std::collections::HashMap<String, String>,
+    ) -> Option<&'a Route> {
+        let hit = self
+            .0
+            .as_ref()
+            .is_some_and(|m| Arc::ptr_eq(&m.routes, &tbl.routes) && *m.name == *name);
+        if !hit {
+            let route = tbl
+                .routes
+                .get(name)
+                .or_else(|| aliases.get(name).and_then(|g| tbl.routes.get(g.as_str())))?;
+            self.0 = Some(Memo {
+                routes: Arc::clone(&tbl.routes),
+                name: name.into(),
+                route: Arc::clone(route),
+            });
+        }
+        self.0.as_ref().map(|m| &*m.route)
     }
 }
 
