@@ -172,7 +172,10 @@ fn decision(c: &mut Criterion) {
 /// Decisions while another thread publishes whole snapshots back to back: `simple-shuffle`
 /// republishes the same verdicts (new timestamps), as a probe loop mostly does;
 /// `simple-shuffle-alternating` flips one deployment between healthy and unhealthy at every
-/// publication, so every snapshot has new candidate lists.
+/// publication, so every snapshot has new candidate lists; `simple-shuffle-no-writer` is
+/// the same decision with no writer, in the same group, for the ratio. Rows ending in
+/// `-current` decide with `Picker::pick_current` (the picker's own snapshot copy, as the
+/// service does) instead of `state.load()` + `Picker::pick`.
 fn under_writer(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -183,44 +186,62 @@ fn under_writer(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(2))
         .warm_up_time(Duration::from_millis(500));
     for n in [8, 1024] {
-        for alternate in [false, true] {
-            let st = state(n, &rt);
-            let stop = Arc::new(AtomicBool::new(false));
-            let writer = {
-                let (st, stop) = (st.clone(), Arc::clone(&stop));
-                std::thread::spawn(move || {
-                    let mut published = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        if alternate {
-                            publish_flipping(&st, n, published % 2 == 1);
-                        } else {
-                            publish(&st, n);
+        for writer in ["no-writer", "same", "alternating"] {
+            for current in [false, true] {
+                let st = state(n, &rt);
+                let stop = Arc::new(AtomicBool::new(false));
+                let handle = (writer != "no-writer").then(|| {
+                    let (st, stop) = (st.clone(), Arc::clone(&stop));
+                    let alternate = writer == "alternating";
+                    std::thread::spawn(move || {
+                        let mut published = 0u64;
+                        while !stop.load(Ordering::Relaxed) {
+                            if alternate {
+                                publish_flipping(&st, n, published % 2 == 1);
+                            } else {
+                                publish(&st, n);
+                            }
+                            published += 1;
+                            std::thread::yield_now();
                         }
-                        published += 1;
-                        std::thread::yield_now();
+                        published
+                    })
+                });
+                let mut picker = Picker::new(st.clone()).with_seed(9);
+                let id = match writer {
+                    "same" => "simple-shuffle",
+                    "alternating" => "simple-shuffle-alternating",
+                    _ => "simple-shuffle-no-writer",
+                };
+                let id = if current {
+                    format!("{id}-current")
+                } else {
+                    id.to_owned()
+                };
+                g.bench_with_input(BenchmarkId::new(&id, n), &n, |b, _| {
+                    if current {
+                        b.iter(|| {
+                            black_box(Arc::as_ptr(
+                                picker.pick_current(ROUTE, &[]).unwrap().deployment(),
+                            ));
+                        })
+                    } else {
+                        b.iter(|| {
+                            let snap = st.load();
+                            black_box(Arc::as_ptr(
+                                picker.pick(&snap, ROUTE, &[]).unwrap().deployment(),
+                            ));
+                        })
                     }
-                    published
-                })
-            };
-            let mut picker = Picker::new(st.clone()).with_seed(9);
-            let id = if alternate {
-                "simple-shuffle-alternating"
-            } else {
-                "simple-shuffle"
-            };
-            g.bench_with_input(BenchmarkId::new(id, n), &n, |b, _| {
-                b.iter(|| {
-                    let snap = st.load();
-                    black_box(Arc::as_ptr(
-                        picker.pick(&snap, ROUTE, &[]).unwrap().deployment(),
-                    ));
-                })
-            });
-            stop.store(true, Ordering::Relaxed);
-            let published = writer.join().unwrap();
-            eprintln!(
-                "decision-under-writer/{id}/{n}: the writer published {published} snapshots meanwhile"
-            );
+                });
+                stop.store(true, Ordering::Relaxed);
+                if let Some(h) = handle {
+                    let published = h.join().unwrap();
+                    eprintln!(
+                        "decision-under-writer/{id}/{n}: the writer published {published} snapshots meanwhile"
+                    );
+                }
+            }
         }
     }
     g.finish();
@@ -344,7 +365,7 @@ fn concurrency(c: &mut Criterion) {
     let st = state(8, &rt);
     let layer = HealthRoutingLayer::from_state(st.clone());
     for threads in [1usize, 2] {
-        for what in ["floor", "decision", "layer"] {
+        for what in ["floor", "decision", "decision-current", "layer"] {
             g.bench_with_input(
                 BenchmarkId::new(format!("{what}-threads"), threads),
                 &threads,
@@ -369,6 +390,9 @@ fn concurrency(c: &mut Criterion) {
                                             } else if what == "decision" {
                                                 let snap = st.load();
                                                 let p = picker.pick(&snap, ROUTE, &[]).unwrap();
+                                                black_box(Arc::as_ptr(p.deployment()));
+                                            } else if what == "decision-current" {
+                                                let p = picker.pick_current(ROUTE, &[]).unwrap();
                                                 black_box(Arc::as_ptr(p.deployment()));
                                             } else {
                                                 through(&mut svc, request());

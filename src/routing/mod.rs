@@ -76,7 +76,7 @@ use crate::{
     BoxError,
     deployment::{Deployment, DeploymentId},
     error::MissingRoute,
-    health::{EntryCore, HealthState, SnapshotCache},
+    health::{EntryCore, HealthState},
     stats::DeploymentStats,
 };
 use future::{InFlight, Observer};
@@ -195,14 +195,11 @@ pub struct HealthRouting<S, E = FromExtension> {
     extractor: E,
     /// Whether responses carry the [`SelectedDeployment`] extension (opt-in).
     respond_with_selected: bool,
-    /// This service's copy of the current snapshot (see `SnapshotCache`).
-    snap: SnapshotCache,
 }
 
 impl<S, E> HealthRouting<S, E> {
     pub(crate) fn new(inner: S, picker: Picker, extractor: E, respond_with_selected: bool) -> Self {
         Self {
-            snap: SnapshotCache::new(picker.state()),
             inner,
             picker,
             extractor,
@@ -251,7 +248,6 @@ where
         let started = tokio::time::Instant::now();
         let epoch = self.picker.state().shared.epoch;
         let at = crate::time::nanos_since(epoch, started);
-        let snap = self.snap.load();
         let picked = {
             let Some(route) = self.extractor.extract(&req) else {
                 return ResponseFuture::failed(Box::new(MissingRoute::new()));
@@ -275,7 +271,7 @@ where
             let mut now = crate::time::LazyNow::new(|| at);
             match self
                 .picker
-                .pick_at(snap, &route, exclude, tokens, &mut now, None)
+                .pick_current_at(&route, exclude, tokens, &mut now, None)
             {
                 Ok(p) => {
                     if let Some(tried) = tried {
