@@ -117,6 +117,8 @@ impl std::fmt::Debug for SnapshotCache {
 #[derive(Clone)]
 pub(crate) struct Owner {
     pub(crate) config: Arc<Config>,
+    /// The state's epoch (see `Shared::epoch`).
+    pub(crate) epoch: Instant,
     shared: std::sync::Weak<Shared>,
 }
 
@@ -129,6 +131,17 @@ impl Owner {
     /// The config of the state.
     pub(crate) fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The latency estimate's time constant (`latency_decay`), in nanos.
+    pub(crate) fn tau_nanos(&self) -> f64 {
+        (self
+            .config
+            .router
+            .routing_strategy_args
+            .latency_decay
+            .as_nanos() as f64)
+            .max(1.0)
     }
 }
 
@@ -189,6 +202,7 @@ impl HealthState {
                     now,
                     &Owner {
                         config: Arc::clone(&config),
+                        epoch,
                         shared: weak.clone(),
                     },
                 )),
@@ -210,6 +224,7 @@ impl HealthState {
     fn owner(&self) -> Owner {
         Owner {
             config: Arc::clone(&self.shared.config),
+            epoch: self.shared.epoch,
             shared: Arc::downgrade(&self.shared),
         }
     }

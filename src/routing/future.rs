@@ -34,7 +34,9 @@ use crate::{
 #[derive(Debug)]
 pub(crate) struct InFlight {
     selected: SelectedDeployment,
-    first: Option<FirstByte>,
+    /// When the request was routed (nanos since the state's epoch), while a latency
+    /// sample is pending.
+    first: Option<u64>,
     /// Still counted in flight.
     live: bool,
 }
@@ -60,12 +62,13 @@ impl InFlight {
     }
 
     pub(super) fn first_byte(&mut self) {
-        if let Some(f) = self.first.take() {
-            let now = Instant::now();
+        if let Some(started) = self.first.take() {
+            let owner = &self.selected.core.owner;
+            let now = nanos_since(owner.epoch, Instant::now());
             self.selected.stats().observe_latency(
-                nanos(now - f.started),
-                nanos_since(self.selected.epoch, now),
-                f.tau_nanos,
+                now.saturating_sub(started),
+                now,
+                owner.tau_nanos(),
             );
         }
     }
@@ -97,16 +100,11 @@ impl Drop for InFlight {
 pub(crate) struct Observer {
     pub(crate) guard: InFlight,
     pub(crate) route_len: usize,
-    /// When the request was routed: the request's one clock read.
-    pub(crate) started: Instant,
-    /// `started` in nanos since the state's epoch.
+    /// When the request was routed (the request's one clock read), in nanos since the
+    /// state's epoch.
     pub(crate) started_nanos: u64,
     /// Whether to take latency samples (some picker uses `latency-based-routing`).
     pub(crate) latency: bool,
-    /// The latency estimate's time constant, in nanos.
-    pub(crate) tau_nanos: f64,
-    /// `latency_failure_penalty`.
-    pub(crate) penalty: Duration,
     /// Whether the response gets the `SelectedDeployment` extension.
     pub(crate) respond_with_selected: bool,
 }
@@ -131,24 +129,25 @@ impl Observer {
     /// Records an answer's class (`status`: the answer's status, `None` for an error).
     pub(super) fn record(&self, class: &Class, status: Option<u16>) {
         let cfg = self.config();
-        let epoch = self.guard.selected().epoch;
+        let epoch = self.guard.selected().core.owner.epoch;
         // A success with no traffic-health or outlier bookkeeping only counts in its
         // minute's window: the request's start tells it, without reading the clock again.
         let exact = class.is_deployment_fault()
             || cfg.health.skip_when_traffic_healthy
             || cfg.router.outlier_detection.is_some();
-        let (now, at) = if exact {
-            let now = Instant::now();
-            (now, nanos_since(epoch, now))
+        let at = if exact {
+            nanos_since(epoch, Instant::now())
         } else {
-            (self.started, self.started_nanos)
+            self.started_nanos
         };
         let stats = self.guard.stats();
         if self.latency && class.is_deployment_fault() {
             // A failure counts as a high latency, so the latency strategy moves away
             // until the estimate has decayed (then the deployment is tried again).
-            let took = nanos(now - self.started).max(nanos(self.penalty));
-            stats.observe_latency(took, at, self.tau_nanos);
+            let penalty = nanos(cfg.router.routing_strategy_args.latency_failure_penalty);
+            let took = at.saturating_sub(self.started_nanos).max(penalty);
+            let tau = self.guard.selected().core.owner.tau_nanos();
+            stats.observe_latency(took, at, tau);
         }
         // Traffic as a probe, and tiered rounds (a failure calls for a billed probe).
         let h = &cfg.health;
@@ -307,10 +306,7 @@ where
                                 resp.extensions_mut().insert(o.guard.selected().clone());
                             }
                             if o.latency && matches!(class, Class::Success) {
-                                o.guard.first = Some(FirstByte {
-                                    started: o.started,
-                                    tau_nanos: o.tau_nanos,
-                                });
+                                o.guard.first = Some(o.started_nanos);
                             }
                             if let Some(t) = timed {
                                 stall = Some(Stall::new(o, t, status));
@@ -356,13 +352,6 @@ impl TokenUsage {
     pub fn total(&self) -> u64 {
         self.prompt_tokens.saturating_add(self.completion_tokens)
     }
-}
-
-/// When to take the latency sample of a successful response: at its first body frame.
-#[derive(Debug, Clone, Copy)]
-struct FirstByte {
-    started: Instant,
-    tau_nanos: f64,
 }
 
 /// Response body of [`HealthRouting`](crate::HealthRouting): the inner body, holding the

@@ -100,7 +100,6 @@ pub struct SelectedDeployment {
     /// The deployment and its statistics, as the snapshot holds them (one `Arc`).
     core: Arc<EntryCore>,
     bypassed: bool,
-    epoch: tokio::time::Instant,
 }
 
 impl std::fmt::Debug for SelectedDeployment {
@@ -119,7 +118,7 @@ impl SelectedDeployment {
     /// example from the last chunk of a stream. A non-streamed answer may instead carry a
     /// [`TokenUsage`] response extension.
     pub fn record_tokens(&self, tokens: u64) {
-        let now = crate::time::nanos_since(self.epoch, tokio::time::Instant::now());
+        let now = crate::time::nanos_since(self.core.owner.epoch, tokio::time::Instant::now());
         self.core
             .stats
             .add_tokens(crate::stats::minute_of(now), tokens);
@@ -287,20 +286,12 @@ where
             }
         };
         let (core, route_len, bypassed) = picked;
-        let selected = SelectedDeployment {
-            core,
-            bypassed,
-            epoch,
-        };
-        let settings = self.picker.settings();
+        let selected = SelectedDeployment { core, bypassed };
         let observer = Observer {
             guard: InFlight::new(selected.clone()),
             route_len,
-            started,
             started_nanos: at,
             latency: self.picker.wants_latency(),
-            tau_nanos: settings.tau_nanos,
-            penalty: settings.penalty,
             respond_with_selected: self.respond_with_selected,
         };
         req.extensions_mut().insert(selected);

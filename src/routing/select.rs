@@ -48,7 +48,6 @@ use crate::{
 pub(crate) struct PickSettings {
     pub(crate) tau_nanos: f64,
     pub(crate) buffer: f64,
-    pub(crate) penalty: Duration,
     pub(crate) pre_call_checks: bool,
     /// `panic_threshold_percent`: `None` = LiteLLM's all-or-nothing bypass.
     pub(crate) panic_threshold: Option<f64>,
@@ -63,7 +62,6 @@ impl PickSettings {
         Self {
             tau_nanos: (a.latency_decay.as_nanos() as f64).max(1.0),
             buffer: a.lowest_latency_buffer,
-            penalty: a.latency_failure_penalty,
             pre_call_checks: cfg.router.enable_pre_call_checks,
             panic_threshold: cfg.router.panic_threshold_percent,
             slow_start: cfg
@@ -264,10 +262,6 @@ impl Picker {
         &self.state
     }
 
-    pub(crate) fn settings(&self) -> &PickSettings {
-        &self.d.settings
-    }
-
     /// Whether the deployments' latency estimates are read: some picker of this state
     /// uses `latency-based-routing`. Otherwise responses take no latency sample (no clock
     /// read, no `exp`).
@@ -388,10 +382,14 @@ impl Decider {
                 reason: Arc::clone(reason),
             }));
         }
-        let excluded: Vec<u32> = exclude
-            .iter()
-            .filter_map(|id| snap.index_of(id.as_str()))
-            .collect();
+        let excluded: Vec<u32> = if exclude.is_empty() {
+            Vec::new()
+        } else {
+            exclude
+                .iter()
+                .filter_map(|id| snap.index_of(id.as_str()))
+                .collect()
+        };
         let ask = Ask {
             exclude: &excluded,
             tokens: tokens.filter(|_| self.settings.pre_call_checks),
