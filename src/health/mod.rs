@@ -157,7 +157,7 @@ pub(crate) struct Shared {
     /// hold their own copies (`SnapshotCache`) and let go of the old one when they see a
     /// new one, so without this the last of them to do so would free it (in a decision);
     /// the publisher frees it instead, one publication later.
-    retired: std::sync::Mutex<Option<Arc<HealthSnapshot>>>,
+    retired: ArcSwapOption<HealthSnapshot>,
     pub(crate) config: Arc<Config>,
     pub(crate) epoch: Instant,
     pub(crate) scrubber: Scrubber,
@@ -206,7 +206,7 @@ impl HealthState {
                         shared: weak.clone(),
                     },
                 )),
-                retired: std::sync::Mutex::new(None),
+                retired: ArcSwapOption::empty(),
                 scrubber,
                 config,
                 epoch,
@@ -316,13 +316,7 @@ impl HealthState {
             self.shared.derive(&snap, cur);
             snap
         });
-        let older = self
-            .shared
-            .retired
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .replace(replaced);
-        drop(older);
+        drop(self.shared.retired.swap(Some(replaced)));
         watchdog::notify(&self.shared);
         log_published(&self.load());
     }

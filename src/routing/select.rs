@@ -814,7 +814,7 @@ mod tests {
                 .unwrap(),
         );
         let mut picker = Picker::new(state.clone()).with_seed(5);
-        let mut current = |picker: &mut Picker| {
+        let current = |picker: &mut Picker| {
             picker
                 .pick_current("r", &[])
                 .map(|p| p.deployment().id().as_str().to_owned())
