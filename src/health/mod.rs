@@ -67,9 +67,12 @@ pub(crate) type Deriver = Box<
 /// shared (no debt slot a writer scans, no reference count) and a writer publishing
 /// back to back costs each reader one clone per publication, not per decision.
 pub(crate) struct SnapshotCache {
-    cache: arc_swap::Cache<SnapshotOf, Arc<HealthSnapshot>>,
-    /// The state (for a clone's own cache).
-    state: HealthState,
+    /// Made on the handle's second decision: a handle cloned per request (axum clones a
+    /// service per request) decides once, from `HealthState::load`, and pays nothing for
+    /// a copy it would not reuse.
+    cache: Option<arc_swap::Cache<SnapshotOf, Arc<HealthSnapshot>>>,
+    /// Decisions made so far without the copy (0 or 1).
+    cold: u8,
 }
 
 /// The snapshot pointer of one state, for [`SnapshotCache`].
@@ -83,23 +86,36 @@ impl std::ops::Deref for SnapshotOf {
 }
 
 impl SnapshotCache {
-    /// A cache of `state`'s snapshot.
-    pub(crate) fn new(state: &HealthState) -> Self {
+    /// No copy yet.
+    pub(crate) fn cold() -> Self {
         Self {
-            cache: arc_swap::Cache::new(SnapshotOf(Arc::clone(&state.shared))),
-            state: state.clone(),
+            cache: None,
+            cold: 0,
         }
     }
 
-    /// The current snapshot.
-    pub(crate) fn load(&mut self) -> &Arc<HealthSnapshot> {
-        self.cache.load()
+    /// `state`'s current snapshot from the copy, or `None` on a fresh handle's first
+    /// decision (the caller loads it from `state` then).
+    pub(crate) fn get(&mut self, state: &HealthState) -> Option<&Arc<HealthSnapshot>> {
+        if self.cache.is_none() && self.cold == 0 {
+            self.cold = 1;
+            return None;
+        }
+        Some(self.warm(state))
+    }
+
+    /// `state`'s current snapshot from the copy (made now if need be).
+    pub(crate) fn warm(&mut self, state: &HealthState) -> &Arc<HealthSnapshot> {
+        self.cache
+            .get_or_insert_with(|| arc_swap::Cache::new(SnapshotOf(Arc::clone(&state.shared))))
+            .load()
     }
 }
 
 impl Clone for SnapshotCache {
+    /// A clone starts without a copy.
     fn clone(&self) -> Self {
-        Self::new(&self.state)
+        Self::cold()
     }
 }
 

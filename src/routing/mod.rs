@@ -268,21 +268,24 @@ where
             };
             let tokens = req.extensions().get::<RequestTokens>().map(|t| t.0);
             let mut now = crate::time::LazyNow::new(|| at);
-            match self
+            let picked = self
                 .picker
-                .pick_current_at(&route, exclude, tokens, &mut now, None)
-            {
-                Ok(p) => {
-                    if let Some(tried) = tried {
-                        tried.push(p.deployment().id().clone());
+                .pick_current_with(&route, exclude, tokens, &mut now, |res| match res {
+                    Ok(p) => {
+                        if let Some(tried) = tried {
+                            tried.push(p.deployment().id().clone());
+                        }
+                        Ok((
+                            Arc::clone(&p.entry.core),
+                            p.route_len,
+                            p.bypassed_health_filter(),
+                        ))
                     }
-                    (
-                        Arc::clone(&p.entry.core),
-                        p.route_len,
-                        p.bypassed_health_filter(),
-                    )
-                }
-                Err(e) => return ResponseFuture::failed(e.into_box_error()),
+                    Err(e) => Err(e.into_box_error()),
+                });
+            match picked {
+                Ok(p) => p,
+                Err(e) => return ResponseFuture::failed(e),
             }
         };
         let (core, route_len, bypassed) = picked;

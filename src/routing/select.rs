@@ -220,7 +220,7 @@ impl Picker {
         // The current snapshot may predate the deriver: give it its table now, not on a request.
         let _ = table::get(&state.load(), &routes);
         Self {
-            cache: SnapshotCache::new(&state),
+            cache: SnapshotCache::cold(),
             state,
             seeds,
             d: Decider {
@@ -328,7 +328,7 @@ impl Picker {
         route: &str,
         exclude: &[DeploymentId],
     ) -> Result<Pick<'_>, PickError> {
-        let snap = self.cache.load();
+        let snap = self.cache.warm(&self.state);
         let epoch = snap.epoch;
         let mut now = LazyNow::new(|| nanos_since(epoch, tokio::time::Instant::now()));
         let minute = if snap.watched && balance::counts_usage(self.d.strategy) {
@@ -339,18 +339,24 @@ impl Picker {
         self.d.pick_at(snap, route, exclude, None, &mut now, minute)
     }
 
-    /// `Decider::pick_at` from this picker's copy of the current snapshot
-    /// (see [`pick_current`](Self::pick_current)).
-    pub(crate) fn pick_current_at<F: FnMut() -> u64>(
+    /// `Decider::pick_at` from this picker's copy of the current snapshot (see
+    /// [`pick_current`](Self::pick_current)), or, on a fresh clone's first decision, from
+    /// `HealthState::load` (see `SnapshotCache`); `done` takes the result.
+    pub(crate) fn pick_current_with<F: FnMut() -> u64, R>(
         &mut self,
         route: &str,
         exclude: &[DeploymentId],
         tokens: Option<u32>,
         now: &mut LazyNow<F>,
-        minute: Option<u64>,
-    ) -> Result<Pick<'_>, PickError> {
-        let snap = self.cache.load();
-        self.d.pick_at(snap, route, exclude, tokens, now, minute)
+        done: impl for<'s> FnOnce(Result<Pick<'s>, PickError>) -> R,
+    ) -> R {
+        match self.cache.get(&self.state) {
+            Some(snap) => done(self.d.pick_at(snap, route, exclude, tokens, now, None)),
+            None => {
+                let snap = self.state.load();
+                done(self.d.pick_at(&snap, route, exclude, tokens, now, None))
+            }
+        }
     }
 }
 
