@@ -350,13 +350,15 @@ impl Picker {
         now: &mut LazyNow<F>,
         done: impl for<'s> FnOnce(Result<Pick<'s>, PickError>) -> R,
     ) -> R {
-        match self.cache.get(&self.state) {
-            Some(snap) => done(self.d.pick_at(snap, route, exclude, tokens, now, None)),
+        let loaded;
+        let snap: &HealthSnapshot = match self.cache.get(&self.state) {
+            Some(snap) => snap,
             None => {
-                let snap = self.state.load();
-                done(self.d.pick_at(&snap, route, exclude, tokens, now, None))
+                loaded = self.state.load();
+                &loaded
             }
-        }
+        };
+        done(self.d.pick_at(snap, route, exclude, tokens, now, None))
     }
 }
 
