@@ -172,7 +172,10 @@ fn decision(c: &mut Criterion) {
 /// Decisions while another thread publishes whole snapshots back to back: `simple-shuffle`
 /// republishes the same verdicts (new timestamps), as a probe loop mostly does;
 /// `simple-shuffle-alternating` flips one deployment between healthy and unhealthy at every
-/// publication, so every snapshot has new candidate lists.
+/// publication, so every snapshot has new candidate lists; `simple-shuffle-no-writer` is
+/// the same decision with no writer, in the same group, for the ratio. Rows ending in
+/// `-current` decide with `Picker::pick_current` (the picker's own snapshot copy, as the
+/// service does) instead of `state.load()` + `Picker::pick`.
 fn under_writer(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -183,44 +186,62 @@ fn under_writer(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(2))
         .warm_up_time(Duration::from_millis(500));
     for n in [8, 1024] {
-        for alternate in [false, true] {
-            let st = state(n, &rt);
-            let stop = Arc::new(AtomicBool::new(false));
-            let writer = {
-                let (st, stop) = (st.clone(), Arc::clone(&stop));
-                std::thread::spawn(move || {
-                    let mut published = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        if alternate {
-                            publish_flipping(&st, n, published % 2 == 1);
-                        } else {
-                            publish(&st, n);
+        for writer in ["no-writer", "same", "alternating"] {
+            for current in [false, true] {
+                let st = state(n, &rt);
+                let stop = Arc::new(AtomicBool::new(false));
+                let handle = (writer != "no-writer").then(|| {
+                    let (st, stop) = (st.clone(), Arc::clone(&stop));
+                    let alternate = writer == "alternating";
+                    std::thread::spawn(move || {
+                        let mut published = 0u64;
+                        while !stop.load(Ordering::Relaxed) {
+                            if alternate {
+                                publish_flipping(&st, n, published % 2 == 1);
+                            } else {
+                                publish(&st, n);
+                            }
+                            published += 1;
+                            std::thread::yield_now();
                         }
-                        published += 1;
-                        std::thread::yield_now();
+                        published
+                    })
+                });
+                let mut picker = Picker::new(st.clone()).with_seed(9);
+                let id = match writer {
+                    "same" => "simple-shuffle",
+                    "alternating" => "simple-shuffle-alternating",
+                    _ => "simple-shuffle-no-writer",
+                };
+                let id = if current {
+                    format!("{id}-current")
+                } else {
+                    id.to_owned()
+                };
+                g.bench_with_input(BenchmarkId::new(&id, n), &n, |b, _| {
+                    if current {
+                        b.iter(|| {
+                            black_box(Arc::as_ptr(
+                                picker.pick_current(ROUTE, &[]).unwrap().deployment(),
+                            ));
+                        })
+                    } else {
+                        b.iter(|| {
+                            let snap = st.load();
+                            black_box(Arc::as_ptr(
+                                picker.pick(&snap, ROUTE, &[]).unwrap().deployment(),
+                            ));
+                        })
                     }
-                    published
-                })
-            };
-            let mut picker = Picker::new(st.clone()).with_seed(9);
-            let id = if alternate {
-                "simple-shuffle-alternating"
-            } else {
-                "simple-shuffle"
-            };
-            g.bench_with_input(BenchmarkId::new(id, n), &n, |b, _| {
-                b.iter(|| {
-                    let snap = st.load();
-                    black_box(Arc::as_ptr(
-                        picker.pick(&snap, ROUTE, &[]).unwrap().deployment(),
-                    ));
-                })
-            });
-            stop.store(true, Ordering::Relaxed);
-            let published = writer.join().unwrap();
-            eprintln!(
-                "decision-under-writer/{id}/{n}: the writer published {published} snapshots meanwhile"
-            );
+                });
+                stop.store(true, Ordering::Relaxed);
+                if let Some(h) = handle {
+                    let published = h.join().unwrap();
+                    eprintln!(
+                        "decision-under-writer/{id}/{n}: the writer published {published} snapshots meanwhile"
+                    );
+                }
+            }
         }
     }
     g.finish();
@@ -326,6 +347,12 @@ fn layer(c: &mut Criterion) {
 /// `threads/T`: the time for each of T threads to make one decision (or send one request
 /// through its own clone of the service) while all T do: throughput scales by
 /// `T × threads/1 ÷ threads/T` (goal: ≥ 1.8 at T = 2).
+///
+/// `floor-threads/T` is the machine's own ceiling: each thread runs [`floor_work`], a
+/// loop of about a decision's length over memory of its own only (no line shared with
+/// the other thread), so `2 × floor-threads/1 ÷ floor-threads/2` is as far as two
+/// threads can scale here at all (below 2 when the vCPUs are hyperthread siblings or
+/// the host is busy).
 fn concurrency(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -338,7 +365,7 @@ fn concurrency(c: &mut Criterion) {
     let st = state(8, &rt);
     let layer = HealthRoutingLayer::from_state(st.clone());
     for threads in [1usize, 2] {
-        for what in ["decision", "layer"] {
+        for what in ["floor", "decision", "decision-current", "layer"] {
             g.bench_with_input(
                 BenchmarkId::new(format!("{what}-threads"), threads),
                 &threads,
@@ -354,12 +381,18 @@ fn concurrency(c: &mut Criterion) {
                                         let mut picker =
                                             Picker::new(st.clone()).with_seed(t as u64);
                                         let mut svc = tower::Layer::layer(layer, Trivial);
+                                        let mut own = FloorWork::new(t as u64);
                                         barrier.wait();
                                         let start = Instant::now();
                                         for _ in 0..iters {
-                                            if what == "decision" {
+                                            if what == "floor" {
+                                                black_box(own.step());
+                                            } else if what == "decision" {
                                                 let snap = st.load();
                                                 let p = picker.pick(&snap, ROUTE, &[]).unwrap();
+                                                black_box(Arc::as_ptr(p.deployment()));
+                                            } else if what == "decision-current" {
+                                                let p = picker.pick_current(ROUTE, &[]).unwrap();
                                                 black_box(Arc::as_ptr(p.deployment()));
                                             } else {
                                                 through(&mut svc, request());
@@ -381,6 +414,33 @@ fn concurrency(c: &mut Criterion) {
         }
     }
     g.finish();
+}
+
+/// A thread's private work for `floor-threads`: per step, a few dependent random reads of
+/// its own 4 KiB table mixed by multiplications, about as long as one decision and
+/// touching no memory another thread writes.
+struct FloorWork {
+    table: Box<[u64; 512]>,
+    x: u64,
+}
+
+impl FloorWork {
+    fn new(seed: u64) -> Self {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut table = Box::new([0u64; 512]);
+        for v in table.iter_mut() {
+            *v = rng.random();
+        }
+        Self { table, x: seed | 1 }
+    }
+
+    fn step(&mut self) -> u64 {
+        for _ in 0..8 {
+            let v = self.table[(self.x >> 55) as usize];
+            self.x = (self.x ^ v).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+        self.x
+    }
 }
 
 criterion_group!(benches, decision, under_writer, layer, concurrency);

@@ -61,8 +61,119 @@ pub(crate) type Deriver = Box<
         + Sync,
 >;
 
+/// A handle's own copy of the current snapshot (for a service that decides often): a
+/// load compares the published pointer with the copy's and clones the new snapshot only
+/// when one was published since (`arc_swap::Cache`), so a decision writes nothing
+/// shared (no debt slot a writer scans, no reference count) and a writer publishing
+/// back to back costs each reader one clone per publication, not per decision.
+pub(crate) struct SnapshotCache {
+    /// Made on the handle's second decision: a handle cloned per request (axum clones a
+    /// service per request) decides once, from `HealthState::load`, and pays nothing for
+    /// a copy it would not reuse.
+    cache: Option<arc_swap::Cache<SnapshotOf, Arc<HealthSnapshot>>>,
+    /// Decisions made so far without the copy (0 or 1).
+    cold: u8,
+}
+
+/// The snapshot pointer of one state, for [`SnapshotCache`].
+struct SnapshotOf(Arc<Shared>);
+
+impl std::ops::Deref for SnapshotOf {
+    type Target = ArcSwap<HealthSnapshot>;
+    fn deref(&self) -> &Self::Target {
+        &self.0.snapshot
+    }
+}
+
+impl SnapshotCache {
+    /// No copy yet.
+    pub(crate) fn cold() -> Self {
+        Self {
+            cache: None,
+            cold: 0,
+        }
+    }
+
+    /// `state`'s current snapshot from the copy, or `None` on a fresh handle's first
+    /// decision (the caller loads it from `state` then).
+    pub(crate) fn get(&mut self, state: &HealthState) -> Option<&Arc<HealthSnapshot>> {
+        if self.cache.is_none() && self.cold == 0 {
+            self.cold = 1;
+            return None;
+        }
+        Some(self.warm(state))
+    }
+
+    /// `state`'s current snapshot from the copy (made now if need be).
+    pub(crate) fn warm(&mut self, state: &HealthState) -> &Arc<HealthSnapshot> {
+        self.cache
+            .get_or_insert_with(|| arc_swap::Cache::new(SnapshotOf(Arc::clone(&state.shared))))
+            .load()
+    }
+}
+
+impl Clone for SnapshotCache {
+    /// A clone starts without a copy.
+    fn clone(&self) -> Self {
+        Self::cold()
+    }
+}
+
+impl std::fmt::Debug for SnapshotCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotCache").finish_non_exhaustive()
+    }
+}
+
+/// What a deployment's entry holds of the state it belongs to, so that a request's answer
+/// reaches the config and the state through the request's `Arc<EntryCore>` (no handle
+/// cloned per request: that would write the state's reference count, a line every
+/// thread's requests share). The state itself is weak (the state owns its entries); an
+/// answer upgrades it only on its rare paths (a cooldown or an ejection entered).
+#[derive(Clone)]
+pub(crate) struct Owner {
+    pub(crate) config: Arc<Config>,
+    /// The state's epoch (see `Shared::epoch`).
+    pub(crate) epoch: Instant,
+    shared: std::sync::Weak<Shared>,
+}
+
+impl Owner {
+    /// The state, unless every owner of it is gone.
+    pub(crate) fn state(&self) -> Option<HealthState> {
+        self.shared.upgrade().map(|shared| HealthState { shared })
+    }
+
+    /// The config of the state.
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The latency estimate's time constant (`latency_decay`), in nanos.
+    pub(crate) fn tau_nanos(&self) -> f64 {
+        (self
+            .config
+            .router
+            .routing_strategy_args
+            .latency_decay
+            .as_nanos() as f64)
+            .max(1.0)
+    }
+}
+
+impl std::fmt::Debug for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Owner").finish_non_exhaustive()
+    }
+}
+
 pub(crate) struct Shared {
     pub(crate) snapshot: ArcSwap<HealthSnapshot>,
+    /// The snapshot the last publication replaced, kept until the next one: services
+    /// hold their own copies (`SnapshotCache`) and let go of the old one when they see a
+    /// new one, so without this the last of them to do so would free it (in a decision);
+    /// the publisher frees it instead, one publication later.
+    retired: ArcSwapOption<HealthSnapshot>,
     pub(crate) config: Arc<Config>,
     pub(crate) epoch: Instant,
     pub(crate) scrubber: Scrubber,
@@ -95,12 +206,25 @@ impl HealthState {
                 && config.router.routing_strategy == crate::config::RoutingStrategy::UsageBasedV2,
         );
         let staleness = config.health.staleness_threshold();
-        let snap = HealthSnapshot::build(&config.deployments, None, epoch, staleness, now);
+        let scrubber = config.scrubber();
+        let config = Arc::new(config);
         Self {
-            shared: Arc::new(Shared {
-                snapshot: ArcSwap::from_pointee(snap),
-                scrubber: config.scrubber(),
-                config: Arc::new(config),
+            shared: Arc::new_cyclic(|weak| Shared {
+                snapshot: ArcSwap::from_pointee(HealthSnapshot::build(
+                    &config.deployments,
+                    None,
+                    epoch,
+                    staleness,
+                    now,
+                    &Owner {
+                        config: Arc::clone(&config),
+                        epoch,
+                        shared: weak.clone(),
+                    },
+                )),
+                retired: ArcSwapOption::empty(),
+                scrubber,
+                config,
                 epoch,
                 watchdog: ArcSwapOption::empty(),
                 minute: std::sync::atomic::AtomicU64::new(0),
@@ -109,6 +233,15 @@ impl HealthState {
                 deriver: std::sync::OnceLock::new(),
                 closed: tokio::sync::watch::Sender::new(()),
             }),
+        }
+    }
+
+    /// What its entries hold of it (see [`Owner`]).
+    fn owner(&self) -> Owner {
+        Owner {
+            config: Arc::clone(&self.shared.config),
+            epoch: self.shared.epoch,
+            shared: Arc::downgrade(&self.shared),
         }
     }
 
@@ -181,8 +314,9 @@ impl HealthState {
     pub fn set_deployments(&self, deployments: &[Deployment]) {
         let staleness = self.shared.config.health.staleness_threshold();
         let epoch = self.shared.epoch;
+        let owner = self.owner();
         self.publish(|cur, now| {
-            HealthSnapshot::build(deployments, Some(cur), epoch, staleness, now)
+            HealthSnapshot::build(deployments, Some(cur), epoch, staleness, now, &owner)
         });
     }
 
@@ -190,7 +324,7 @@ impl HealthState {
     fn publish(&self, next: impl Fn(&HealthSnapshot, Instant) -> HealthSnapshot) {
         let watched = watchdog::ensure(&self.shared);
         let now = Instant::now();
-        self.shared.snapshot.rcu(|cur| {
+        let replaced = self.shared.snapshot.rcu(|cur| {
             let mut snap = next(cur, now);
             if watched {
                 snap.set_watched();
@@ -198,6 +332,7 @@ impl HealthState {
             self.shared.derive(&snap, cur);
             snap
         });
+        drop(self.shared.retired.swap(Some(replaced)));
         watchdog::notify(&self.shared);
         log_published(&self.load());
     }

@@ -135,15 +135,19 @@ impl HealthRecord {
 /// deployment list changes): one `Arc`, so a publication clones one pointer per entry and a
 /// request's [`SelectedDeployment`](crate::SelectedDeployment) one. Aligned to a cache
 /// line so that the `Arc`'s counts (written by every clone and drop) share no line with
-/// what every decision reads: the two pointers and the limits (64 bytes in all).
+/// what every decision reads: the two pointers and the limits (the first 64 bytes, in
+/// this order: `repr(C)`), followed by what only an answer reads (its [`Owner`]).
 #[derive(Debug)]
-#[repr(align(64))]
+#[repr(C, align(64))]
 pub(crate) struct EntryCore {
     pub(crate) deployment: Arc<Deployment>,
     pub(crate) stats: Arc<DeploymentStats>,
     /// The deployment's limits every decision checks, copied here so that checking them
     /// reads this line only (not the deployment's params two pointers away).
     pub(crate) limits: Limits,
+    /// The state the entry belongs to, for a request's answer: reached through the
+    /// request's one `Arc<EntryCore>`, so a request clones no state handle.
+    pub(crate) owner: crate::health::Owner,
 }
 
 /// The per-deployment limits a decision checks (see [`EntryCore::limits`]).
@@ -278,6 +282,7 @@ impl HealthSnapshot {
         epoch: Instant,
         staleness: Duration,
         now: Instant,
+        owner: &crate::health::Owner,
     ) -> Self {
         let now_nanos = nanos_since(epoch, now);
         let mut entries: Vec<Entry> = Vec::with_capacity(deployments.len());
@@ -294,6 +299,7 @@ impl HealthSnapshot {
                         limits: Limits::of(d),
                         deployment: Arc::new(d.clone()),
                         stats: old.map_or_else(Default::default, |e| Arc::clone(&e.stats)),
+                        owner: owner.clone(),
                     }),
                     health: old.and_then(|e| e.health.clone()),
                     checked_nanos: old.map_or(0, |e| e.checked_nanos),

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use crate::{
     BoxError,
     classify::Class,
-    config::OutlierDetection,
+    config::{Config, OutlierDetection},
     cooldown::{CooldownPolicy, CooldownSink},
     ejection,
     health::HealthState,
@@ -34,7 +34,9 @@ use crate::{
 #[derive(Debug)]
 pub(crate) struct InFlight {
     selected: SelectedDeployment,
-    first: Option<FirstByte>,
+    /// When the request was routed (nanos since the state's epoch), while a latency
+    /// sample is pending.
+    first: Option<u64>,
     /// Still counted in flight.
     live: bool,
 }
@@ -60,12 +62,13 @@ impl InFlight {
     }
 
     pub(super) fn first_byte(&mut self) {
-        if let Some(f) = self.first.take() {
-            let now = Instant::now();
+        if let Some(started) = self.first.take() {
+            let owner = &self.selected.core.owner;
+            let now = nanos_since(owner.epoch, Instant::now());
             self.selected.stats().observe_latency(
-                nanos(now - f.started),
-                nanos_since(self.selected.epoch, now),
-                f.tau_nanos,
+                now.saturating_sub(started),
+                now,
+                owner.tau_nanos(),
             );
         }
     }
@@ -96,18 +99,12 @@ impl Drop for InFlight {
 #[derive(Debug)]
 pub(crate) struct Observer {
     pub(crate) guard: InFlight,
-    pub(crate) state: HealthState,
     pub(crate) route_len: usize,
-    /// When the request was routed: the request's one clock read.
-    pub(crate) started: Instant,
-    /// `started` in nanos since the state's epoch.
+    /// When the request was routed (the request's one clock read), in nanos since the
+    /// state's epoch.
     pub(crate) started_nanos: u64,
     /// Whether to take latency samples (some picker uses `latency-based-routing`).
     pub(crate) latency: bool,
-    /// The latency estimate's time constant, in nanos.
-    pub(crate) tau_nanos: f64,
-    /// `latency_failure_penalty`.
-    pub(crate) penalty: Duration,
     /// Whether the response gets the `SelectedDeployment` extension.
     pub(crate) respond_with_selected: bool,
 }
@@ -117,30 +114,43 @@ fn nanos(d: Duration) -> u64 {
 }
 
 impl Observer {
+    /// The config of the state the deployment belongs to (reached through the
+    /// request's `Arc<EntryCore>`: a request clones no state handle).
+    pub(super) fn config(&self) -> &Config {
+        self.guard.selected().core.owner.config()
+    }
+
+    /// The state the deployment belongs to, for the rare paths (a cooldown or ejection
+    /// entered); `None` once every owner of it is gone.
+    fn state(&self) -> Option<HealthState> {
+        self.guard.selected().core.owner.state()
+    }
+
     /// Records an answer's class (`status`: the answer's status, `None` for an error).
     pub(super) fn record(&self, class: &Class, status: Option<u16>) {
-        let shared = &self.state.shared;
-        let cfg = &shared.config;
+        let cfg = self.config();
+        let epoch = self.guard.selected().core.owner.epoch;
         // A success with no traffic-health or outlier bookkeeping only counts in its
         // minute's window: the request's start tells it, without reading the clock again.
         let exact = class.is_deployment_fault()
             || cfg.health.skip_when_traffic_healthy
             || cfg.router.outlier_detection.is_some();
-        let (now, at) = if exact {
-            let now = Instant::now();
-            (now, nanos_since(shared.epoch, now))
+        let at = if exact {
+            nanos_since(epoch, Instant::now())
         } else {
-            (self.started, self.started_nanos)
+            self.started_nanos
         };
         let stats = self.guard.stats();
         if self.latency && class.is_deployment_fault() {
             // A failure counts as a high latency, so the latency strategy moves away
             // until the estimate has decayed (then the deployment is tried again).
-            let took = nanos(now - self.started).max(nanos(self.penalty));
-            stats.observe_latency(took, at, self.tau_nanos);
+            let penalty = nanos(cfg.router.routing_strategy_args.latency_failure_penalty);
+            let took = at.saturating_sub(self.started_nanos).max(penalty);
+            let tau = self.guard.selected().core.owner.tau_nanos();
+            stats.observe_latency(took, at, tau);
         }
         // Traffic as a probe, and tiered rounds (a failure calls for a billed probe).
-        let h = &shared.config.health;
+        let h = &cfg.health;
         if (h.skip_when_traffic_healthy || h.tiered()) && class.is_counted() {
             stats.observe_traffic(*class == Class::Success, at);
         }
@@ -149,7 +159,7 @@ impl Observer {
             class,
             at,
             self.route_len,
-            &CooldownPolicy::from_config(&shared.config),
+            &CooldownPolicy::from_config(cfg),
             d.params().cooldown_time,
         );
         if let Some(dur) = entered {
@@ -163,18 +173,20 @@ impl Observer {
                 "deployment entered cooldown"
             );
             // Shared cooldowns (opt-in): a `try_send` to the coordinator, never a wait.
-            if let Some(sink) = self.state.hooks().get::<CooldownSink>() {
+            if let Some(state) = self.state()
+                && let Some(sink) = state.hooks().get::<CooldownSink>()
+            {
                 sink.announce(d.id(), false, class.as_str());
             }
         }
-        if let Some(od) = &shared.config.router.outlier_detection {
+        if let Some(od) = &cfg.router.outlier_detection {
             self.record_ejection(class, status, at, od);
         }
     }
 
     /// `stream_stall_timeout`, when it applies to an answer: on, and a successful stream.
     fn stall_timeout(&self, class: &Class, headers: &http::HeaderMap) -> Option<Duration> {
-        let t = self.state.shared.config.router.stream_stall_timeout?;
+        let t = self.config().router.stream_stall_timeout?;
         (*class == Class::Success && is_event_stream(headers)).then_some(t)
     }
 
@@ -183,7 +195,11 @@ impl Observer {
         let d = self.guard.selected().deployment();
         // Only when a rule says eject: how much of the route is out now.
         let room = || {
-            let (_, ejected) = self.state.load().ejected_in(d.route(), now);
+            // A state gone leaves nobody to route to: no room needed.
+            let Some(state) = self.state() else {
+                return false;
+            };
+            let (_, ejected) = state.load().ejected_in(d.route(), now);
             ejection::room_for_one_more(od, self.route_len, ejected)
         };
         let stats = self.guard.stats();
@@ -199,7 +215,9 @@ impl Observer {
                 "deployment ejected"
             );
             // Shared like a cooldown (opt-in): a `try_send`, never a wait.
-            if let Some(sink) = self.state.hooks().get::<CooldownSink>() {
+            if let Some(state) = self.state()
+                && let Some(sink) = state.hooks().get::<CooldownSink>()
+            {
                 sink.announce(d.id(), true, class.as_str());
             }
         }
@@ -269,7 +287,7 @@ where
                                     .get::<Class>()
                                     .copied()
                                     .unwrap_or_else(|| {
-                                        o.state.shared.config.classify_response(
+                                        o.config().classify_response(
                                             resp.status(),
                                             resp.headers(),
                                             None,
@@ -288,10 +306,7 @@ where
                                 resp.extensions_mut().insert(o.guard.selected().clone());
                             }
                             if o.latency && matches!(class, Class::Success) {
-                                o.guard.first = Some(FirstByte {
-                                    started: o.started,
-                                    tau_nanos: o.tau_nanos,
-                                });
+                                o.guard.first = Some(o.started_nanos);
                             }
                             if let Some(t) = timed {
                                 stall = Some(Stall::new(o, t, status));
@@ -308,7 +323,7 @@ where
                     Err(e) => {
                         let e: BoxError = e.into();
                         if let Some(o) = observer {
-                            let class = o.state.shared.config.classify_error(&*e);
+                            let class = o.config().classify_error(&*e);
                             o.record(&class, None);
                         }
                         Poll::Ready(Err(e))
@@ -337,13 +352,6 @@ impl TokenUsage {
     pub fn total(&self) -> u64 {
         self.prompt_tokens.saturating_add(self.completion_tokens)
     }
-}
-
-/// When to take the latency sample of a successful response: at its first body frame.
-#[derive(Debug, Clone, Copy)]
-struct FirstByte {
-    started: Instant,
-    tau_nanos: f64,
 }
 
 /// Response body of [`HealthRouting`](crate::HealthRouting): the inner body, holding the

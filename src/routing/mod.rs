@@ -100,7 +100,6 @@ pub struct SelectedDeployment {
     /// The deployment and its statistics, as the snapshot holds them (one `Arc`).
     core: Arc<EntryCore>,
     bypassed: bool,
-    epoch: tokio::time::Instant,
 }
 
 impl std::fmt::Debug for SelectedDeployment {
@@ -119,7 +118,7 @@ impl SelectedDeployment {
     /// example from the last chunk of a stream. A non-streamed answer may instead carry a
     /// [`TokenUsage`] response extension.
     pub fn record_tokens(&self, tokens: u64) {
-        let now = crate::time::nanos_since(self.epoch, tokio::time::Instant::now());
+        let now = crate::time::nanos_since(self.core.owner.epoch, tokio::time::Instant::now());
         self.core
             .stats
             .add_tokens(crate::stats::minute_of(now), tokens);
@@ -248,7 +247,6 @@ where
         let started = tokio::time::Instant::now();
         let epoch = self.picker.state().shared.epoch;
         let at = crate::time::nanos_since(epoch, started);
-        let snap = self.picker.state().load();
         let picked = {
             let Some(route) = self.extractor.extract(&req) else {
                 return ResponseFuture::failed(Box::new(MissingRoute::new()));
@@ -270,40 +268,33 @@ where
             };
             let tokens = req.extensions().get::<RequestTokens>().map(|t| t.0);
             let mut now = crate::time::LazyNow::new(|| at);
-            match self
+            let picked = self
                 .picker
-                .pick_at(&snap, &route, exclude, tokens, &mut now, None)
-            {
-                Ok(p) => {
-                    if let Some(tried) = tried {
-                        tried.push(p.deployment().id().clone());
+                .pick_current_with(&route, exclude, tokens, &mut now, |res| match res {
+                    Ok(p) => {
+                        if let Some(tried) = tried {
+                            tried.push(p.deployment().id().clone());
+                        }
+                        Ok((
+                            Arc::clone(&p.entry.core),
+                            p.route_len,
+                            p.bypassed_health_filter(),
+                        ))
                     }
-                    (
-                        Arc::clone(&p.entry.core),
-                        p.route_len,
-                        p.bypassed_health_filter(),
-                    )
-                }
-                Err(e) => return ResponseFuture::failed(e.into_box_error()),
+                    Err(e) => Err(e.into_box_error()),
+                });
+            match picked {
+                Ok(p) => p,
+                Err(e) => return ResponseFuture::failed(e),
             }
         };
-        drop(snap);
         let (core, route_len, bypassed) = picked;
-        let selected = SelectedDeployment {
-            core,
-            bypassed,
-            epoch,
-        };
-        let settings = self.picker.settings();
+        let selected = SelectedDeployment { core, bypassed };
         let observer = Observer {
             guard: InFlight::new(selected.clone()),
-            state: self.picker.state().clone(),
             route_len,
-            started,
             started_nanos: at,
             latency: self.picker.wants_latency(),
-            tau_nanos: settings.tau_nanos,
-            penalty: settings.penalty,
             respond_with_selected: self.respond_with_selected,
         };
         req.extensions_mut().insert(selected);

@@ -37,8 +37,8 @@ use crate::{
     config::{Config, RoutingStrategy},
     deployment::{Deployment, DeploymentId},
     error::{NoDeploymentAvailable, UnknownRoute, UnsupportedRoute},
-    health::{Entry, HealthSnapshot, HealthState},
-    routing::table::{self, Candidates, Route, RouteStates},
+    health::{Entry, HealthSnapshot, HealthState, SnapshotCache},
+    routing::table::{self, Candidates, Route, RouteMemo, RouteStates},
     stats::{minute_of, until_next_minute},
     time::{LazyNow, nanos_since},
 };
@@ -48,7 +48,6 @@ use crate::{
 pub(crate) struct PickSettings {
     pub(crate) tau_nanos: f64,
     pub(crate) buffer: f64,
-    pub(crate) penalty: Duration,
     pub(crate) pre_call_checks: bool,
     /// `panic_threshold_percent`: `None` = LiteLLM's all-or-nothing bypass.
     pub(crate) panic_threshold: Option<f64>,
@@ -63,7 +62,6 @@ impl PickSettings {
         Self {
             tau_nanos: (a.latency_decay.as_nanos() as f64).max(1.0),
             buffer: a.lowest_latency_buffer,
-            penalty: a.latency_failure_penalty,
             pre_call_checks: cfg.router.enable_pre_call_checks,
             panic_threshold: cfg.router.panic_threshold_percent,
             slow_start: cfg
@@ -185,13 +183,24 @@ impl SeedSource {
 /// ```
 pub struct Picker {
     state: HealthState,
+    seeds: Arc<SeedSource>,
+    /// This picker's copy of the current snapshot, for [`pick_current`](Self::pick_current)
+    /// and the service (see `health::SnapshotCache`).
+    cache: SnapshotCache,
+    d: Decider,
+}
+
+/// What one decision uses of its [`Picker`] (apart from the snapshot copy, so that a
+/// decision can borrow that copy and these at once).
+struct Decider {
     strategy: RoutingStrategy,
     health_filter: bool,
     settings: Arc<PickSettings>,
     /// The per-route state its routing tables share (see `table`).
     routes: Arc<RouteStates>,
-    seeds: Arc<SeedSource>,
     rng: SmallRng,
+    /// The last route resolved (see `table::RouteMemo`).
+    memo: RouteMemo,
 }
 
 impl Picker {
@@ -211,27 +220,31 @@ impl Picker {
         // The current snapshot may predate the deriver: give it its table now, not on a request.
         let _ = table::get(&state.load(), &routes);
         Self {
+            cache: SnapshotCache::cold(),
             state,
-            strategy,
-            health_filter,
-            settings,
-            routes,
             seeds,
-            rng,
+            d: Decider {
+                strategy,
+                health_filter,
+                settings,
+                routes,
+                rng,
+                memo: RouteMemo::default(),
+            },
         }
     }
 
     /// Makes every random choice from `seed` (this picker and its clones), for reproducible tests.
     pub fn with_seed(mut self, seed: u64) -> Self {
         self.seeds = SeedSource::new(Some(seed));
-        self.rng = self.seeds.rng();
+        self.d.rng = self.seeds.rng();
         self
     }
 
     /// Uses `strategy` instead of the config's.
     pub fn with_strategy(mut self, strategy: RoutingStrategy) -> Self {
-        self.strategy = strategy;
-        self.routes.note_strategy(strategy);
+        self.d.strategy = strategy;
+        self.d.routes.note_strategy(strategy);
         if balance::counts_usage(strategy) {
             self.state.want_minute();
         }
@@ -240,7 +253,7 @@ impl Picker {
 
     /// Turns the health filter on or off, whatever the config says.
     pub fn with_health_filter(mut self, on: bool) -> Self {
-        self.health_filter = on;
+        self.d.health_filter = on;
         self
     }
 
@@ -249,20 +262,16 @@ impl Picker {
         &self.state
     }
 
-    pub(crate) fn settings(&self) -> &PickSettings {
-        &self.settings
-    }
-
     /// Whether the deployments' latency estimates are read: some picker of this state
     /// uses `latency-based-routing`. Otherwise responses take no latency sample (no clock
     /// read, no `exp`).
     pub(crate) fn wants_latency(&self) -> bool {
-        self.strategy == RoutingStrategy::LatencyBased || self.routes.wants_latency()
+        self.d.strategy == RoutingStrategy::LatencyBased || self.d.routes.wants_latency()
     }
 
     /// The strategy it applies.
     pub fn strategy(&self) -> RoutingStrategy {
-        self.strategy
+        self.d.strategy
     }
 
     /// Picks a deployment of `route` from `snap`, skipping the ids in `exclude`.
@@ -288,15 +297,73 @@ impl Picker {
         let epoch = snap.epoch;
         let mut now = LazyNow::new(|| nanos_since(epoch, tokio::time::Instant::now()));
         // A usage-based decision needs the minute, not the time: the watchdog keeps it.
-        let minute = if snap.watched && balance::counts_usage(self.strategy) {
+        let minute = if snap.watched && balance::counts_usage(self.d.strategy) {
             self.state.minute()
         } else {
             None
         };
-        self.pick_at(snap, route, exclude, tokens, &mut now, minute)
+        self.d
+            .pick_at(snap, route, exclude, tokens, &mut now, minute)
     }
 
-    /// [`pick_for`](Self::pick_for) at a time the caller may already know (the service
+    /// Like [`pick`](Self::pick), from the state's current snapshot as this picker keeps
+    /// a copy of it: the cheapest way to decide often. The copy is compared with the
+    /// published snapshot and replaced only when a new one was published, so a decision
+    /// writes nothing another thread reads (no `ArcSwap` debt slot, no reference count),
+    /// and a publisher slows it by one snapshot clone per publication, not per decision.
+    /// The pick borrows the picker (and the copy it came from).
+    ///
+    /// ```
+    /// use tower_health_routing::{Config, Deployment, HealthState, routing::Picker};
+    /// let cfg = Config::builder()
+    ///     .deployment(Deployment::builder("gpt-4o", "openai/gpt-4o").api_base("http://127.0.0.1:9/v1").build())
+    ///     .build()?;
+    /// let mut picker = Picker::new(HealthState::new(cfg));
+    /// let pick = picker.pick_current("gpt-4o", &[]).expect("one deployment");
+    /// assert_eq!(pick.deployment().route(), "gpt-4o");
+    /// # Ok::<(), tower_health_routing::ConfigError>(())
+    /// ```
+    pub fn pick_current(
+        &mut self,
+        route: &str,
+        exclude: &[DeploymentId],
+    ) -> Result<Pick<'_>, PickError> {
+        let snap = self.cache.warm(&self.state);
+        let epoch = snap.epoch;
+        let mut now = LazyNow::new(|| nanos_since(epoch, tokio::time::Instant::now()));
+        let minute = if snap.watched && balance::counts_usage(self.d.strategy) {
+            self.state.minute()
+        } else {
+            None
+        };
+        self.d.pick_at(snap, route, exclude, None, &mut now, minute)
+    }
+
+    /// `Decider::pick_at` from this picker's copy of the current snapshot (see
+    /// [`pick_current`](Self::pick_current)), or, on a fresh clone's first decision, from
+    /// `HealthState::load` (see `SnapshotCache`); `done` takes the result.
+    pub(crate) fn pick_current_with<F: FnMut() -> u64, R>(
+        &mut self,
+        route: &str,
+        exclude: &[DeploymentId],
+        tokens: Option<u32>,
+        now: &mut LazyNow<F>,
+        done: impl for<'s> FnOnce(Result<Pick<'s>, PickError>) -> R,
+    ) -> R {
+        let loaded;
+        let snap: &HealthSnapshot = match self.cache.get(&self.state) {
+            Some(snap) => snap,
+            None => {
+                loaded = self.state.load();
+                &loaded
+            }
+        };
+        done(self.d.pick_at(snap, route, exclude, tokens, now, None))
+    }
+}
+
+impl Decider {
+    /// [`Picker::pick_for`] at a time the caller may already know (the service
     /// reads the clock once per request and shares it with the decision), and with the
     /// usage minute when it knows that without a clock read (`None`: from the time).
     pub(crate) fn pick_at<'s, F: FnMut() -> u64>(
@@ -309,12 +376,7 @@ impl Picker {
         minute: Option<u64>,
     ) -> Result<Pick<'s>, PickError> {
         let tbl = table::get(snap, &self.routes);
-        let r = tbl.route(route).or_else(|| {
-            self.settings
-                .aliases
-                .get(route)
-                .and_then(|g| tbl.route(g.as_str()))
-        });
+        let r = self.memo.resolve(tbl, route, &self.settings.aliases);
         let Some(r) = r else {
             crate::telemetry::record_unknown_route();
             return Err(PickError::UnknownRoute(UnknownRoute {
@@ -328,10 +390,14 @@ impl Picker {
                 reason: Arc::clone(reason),
             }));
         }
-        let excluded: Vec<u32> = exclude
-            .iter()
-            .filter_map(|id| snap.index_of(id.as_str()))
-            .collect();
+        let excluded: Vec<u32> = if exclude.is_empty() {
+            Vec::new()
+        } else {
+            exclude
+                .iter()
+                .filter_map(|id| snap.index_of(id.as_str()))
+                .collect()
+        };
         let ask = Ask {
             exclude: &excluded,
             tokens: tokens.filter(|_| self.settings.pre_call_checks),
@@ -372,12 +438,16 @@ impl Clone for Picker {
     fn clone(&self) -> Self {
         Self {
             state: self.state.clone(),
-            strategy: self.strategy,
-            health_filter: self.health_filter,
-            settings: Arc::clone(&self.settings),
-            routes: Arc::clone(&self.routes),
             seeds: Arc::clone(&self.seeds),
-            rng: self.seeds.rng(),
+            cache: self.cache.clone(),
+            d: Decider {
+                strategy: self.d.strategy,
+                health_filter: self.d.health_filter,
+                settings: Arc::clone(&self.d.settings),
+                routes: Arc::clone(&self.d.routes),
+                rng: self.seeds.rng(),
+                memo: RouteMemo::default(),
+            },
         }
     }
 }
@@ -385,8 +455,8 @@ impl Clone for Picker {
 impl fmt::Debug for Picker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Picker")
-            .field("strategy", &self.strategy)
-            .field("health_filter", &self.health_filter)
+            .field("strategy", &self.d.strategy)
+            .field("health_filter", &self.d.health_filter)
             .finish_non_exhaustive()
     }
 }
@@ -699,6 +769,79 @@ mod tests {
             None,
             "no runtime, no kept minute: read the clock"
         );
+    }
+
+    #[test]
+    fn the_remembered_route_follows_a_new_deployment_list_and_new_verdicts() {
+        let d = |id: &str| Deployment::builder("r", "openai/m").id(id).build();
+        let state = HealthState::new(
+            Config::builder()
+                .deployments([d("a"), d("b")])
+                .enable_health_check_routing(true)
+                .model_group_alias("alias", "r")
+                .build()
+                .unwrap(),
+        );
+        let mut picker = Picker::new(state.clone()).with_seed(3);
+        let picked = |picker: &mut Picker, route: &str| {
+            picker
+                .pick(&state.load(), route, &[])
+                .map(|p| p.deployment().id().as_str().to_owned())
+        };
+        assert!(picked(&mut picker, "r").is_ok());
+        // New verdicts: `a` failed its check, so the route's lists (and its table) change.
+        state.record([(
+            DeploymentId::new("a"),
+            HealthRecord::unhealthy(Instant::now(), "status 500", Some(500)),
+        )]);
+        for _ in 0..20 {
+            assert_eq!(picked(&mut picker, "r").unwrap(), "b");
+            assert_eq!(picked(&mut picker, "alias").unwrap(), "b");
+        }
+        // A new deployment list: only `c` serves the route now.
+        state.set_deployments(&[d("c")]);
+        for _ in 0..5 {
+            assert_eq!(picked(&mut picker, "r").unwrap(), "c");
+            assert_eq!(picked(&mut picker, "alias").unwrap(), "c");
+        }
+        assert!(matches!(
+            picked(&mut picker, "other"),
+            Err(PickError::UnknownRoute(_))
+        ));
+        assert_eq!(picked(&mut picker, "r").unwrap(), "c");
+    }
+
+    #[test]
+    fn pick_current_decides_on_each_newly_published_snapshot() {
+        let d = |id: &str| Deployment::builder("r", "openai/m").id(id).build();
+        let state = HealthState::new(
+            Config::builder()
+                .deployments([d("a"), d("b")])
+                .enable_health_check_routing(true)
+                .build()
+                .unwrap(),
+        );
+        let mut picker = Picker::new(state.clone()).with_seed(5);
+        let current = |picker: &mut Picker| {
+            picker
+                .pick_current("r", &[])
+                .map(|p| p.deployment().id().as_str().to_owned())
+                .unwrap()
+        };
+        let _ = current(&mut picker);
+        for (bad, good) in [("a", "b"), ("b", "a")] {
+            let now = Instant::now();
+            state.record([
+                (
+                    DeploymentId::new(bad),
+                    HealthRecord::unhealthy(now, "status 500", Some(500)),
+                ),
+                (DeploymentId::new(good), HealthRecord::healthy(now)),
+            ]);
+            for _ in 0..20 {
+                assert_eq!(current(&mut picker), good);
+            }
+        }
     }
 
     #[tokio::test(start_paused = true)]

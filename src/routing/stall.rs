@@ -144,7 +144,7 @@ impl Stall {
             }
             Poll::Ready(Some(Err(e))) => {
                 let e: BoxError = e.into();
-                let class = o.state.shared.config.classify_error(&*e);
+                let class = o.config().classify_error(&*e);
                 s.outcome.settle(&class, None);
                 Poll::Ready(Some(Err(e)))
             }
@@ -177,7 +177,7 @@ impl Stall {
                     timeout_secs = err.timeout.as_secs_f64(),
                     "stream stalled; ending it"
                 );
-                let class = o.state.shared.config.classify_error(&err);
+                let class = o.config().classify_error(&err);
                 s.outcome.settle(&class, None);
                 Poll::Ready(Some(Err(Box::new(err))))
             }

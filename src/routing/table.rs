@@ -161,6 +161,8 @@ type Routes = HashMap<Arc<str>, Arc<Route>, RandomState>;
 #[derive(Debug)]
 pub(crate) struct RoutingTable {
     routes: Arc<Routes>,
+    /// The same routes by their `pos` (for [`RouteMemo`]); shared with `routes`.
+    by_pos: Arc<[Option<Arc<Route>>]>,
     /// Per route (by its `pos`): the earliest instant (nanos since epoch) at which one of
     /// its failed results goes stale, `u64::MAX` when none failed. Before it, the route's
     /// `healthy` list is exact.
@@ -168,7 +170,8 @@ pub(crate) struct RoutingTable {
 }
 
 impl RoutingTable {
-    /// The route named `name`.
+    /// The route named `name` (decisions resolve it through a [`RouteMemo`]).
+    #[cfg(test)]
     pub(crate) fn route(&self, name: &str) -> Option<&Route> {
         self.routes.get(name).map(|r| &**r)
     }
@@ -177,6 +180,42 @@ impl RoutingTable {
     /// another table).
     pub(crate) fn fresh_until(&self, route: &Route) -> u64 {
         self.fresh_until.get(route.pos).copied().unwrap_or(0)
+    }
+}
+
+/// A picker's memo of the last route it resolved by name: its place in the table. A
+/// decision for the same route checks that place's name (one string compare) instead of
+/// the hash look-up; no reference is held, so the memo costs nothing to clone or fill,
+/// and a table where the place holds another route (the deployment list changed) just
+/// misses.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct RouteMemo(Option<usize>);
+
+impl RouteMemo {
+    /// The route `name` resolves to in `tbl` (through `aliases` when it is no route).
+    pub(crate) fn resolve<'t>(
+        &mut self,
+        tbl: &'t RoutingTable,
+        name: &str,
+        aliases: &std::collections::HashMap<String, String>,
+    ) -> Option<&'t Route> {
+        if let Some(r) = self
+            .0
+            .and_then(|pos| tbl.by_pos.get(pos))
+            .and_then(Option::as_deref)
+            .filter(|r| *r.name == *name)
+        {
+            return Some(r);
+        }
+        let r = tbl
+            .routes
+            .get(name)
+            .or_else(|| aliases.get(name).and_then(|g| tbl.routes.get(g.as_str())))?;
+        // An alias resolves to a route of another name: not remembered.
+        if *r.name == *name {
+            self.0 = Some(r.pos);
+        }
+        Some(r)
     }
 }
 
@@ -290,11 +329,12 @@ fn build(
         }
         return RoutingTable {
             routes: Arc::clone(&t.routes),
+            by_pos: Arc::clone(&t.by_pos),
             fresh_until: fresh_until.into_boxed_slice(),
         };
     }
     let states = states.for_routes(snap.routes.keys());
-    let routes = lists
+    let routes: Routes = lists
         .into_iter()
         .enumerate()
         .map(|(i, (name, l))| {
@@ -315,8 +355,15 @@ fn build(
             (Arc::clone(name), route)
         })
         .collect();
+    let mut by_pos: Vec<Option<Arc<Route>>> = vec![None; fresh_until.len()];
+    for r in routes.values() {
+        if let Some(slot) = by_pos.get_mut(r.pos) {
+            *slot = Some(Arc::clone(r));
+        }
+    }
     RoutingTable {
         routes: Arc::new(routes),
+        by_pos: by_pos.into(),
         fresh_until: fresh_until.into_boxed_slice(),
     }
 }
