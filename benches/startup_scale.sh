@@ -6,13 +6,16 @@
 # Background health checks are off here (a probe round over 100,000 deployments is
 # benches/probe_scale.sh's subject); health-check routing is on.
 # Usage: benches/startup_scale.sh [N] [PER_GROUP]
+# THR_GATEWAY=<binary> runs that build instead of building and running target/release's
+# (to compare two builds on the same config).
 # Needs: nginx (apt-get install -y nginx) for the upstream, curl, a release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-100000}; PER=${2:-100}
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [ -x "$NGINX" ] || { echo "nginx is needed: apt-get install -y nginx" >&2; exit 2; }
-cargo build -q --release -p thr-gateway
+GW_BIN=${THR_GATEWAY:-target/release/thr-gateway}
+[ -n "${THR_GATEWAY:-}" ] || cargo build -q --release -p thr-gateway
 WORK=$(mktemp -d /tmp/thr-startup.XXXXXX)
 GW_PID=""
 cleanup() {
@@ -51,7 +54,7 @@ print("\n".join(out))
 PY
 size=$(du -h "$WORK/config.yaml" | cut -f1)
 start=$(date +%s.%N)
-RUST_LOG=warn target/release/thr-gateway --config "$WORK/config.yaml" --host 127.0.0.1 --port $GW --workers 1 > "$WORK/gw.log" 2>&1 & GW_PID=$!
+RUST_LOG=warn "$GW_BIN" --config "$WORK/config.yaml" --host 127.0.0.1 --port $GW --workers 1 > "$WORK/gw.log" 2>&1 & GW_PID=$!
 last=$(( N / PER - 1 ))
 code=000
 for _ in $(seq 1 6000); do

@@ -169,10 +169,10 @@ impl std::fmt::Debug for Owner {
 
 pub(crate) struct Shared {
     pub(crate) snapshot: ArcSwap<HealthSnapshot>,
-    /// The snapshot the last publication replaced, kept until the next one: services
-    /// hold their own copies (`SnapshotCache`) and let go of the old one when they see a
-    /// new one, so without this the last of them to do so would free it (in a decision);
-    /// the publisher frees it instead, one publication later.
+    /// The snapshot the last publication replaced, kept until the next one when others
+    /// still held it: services hold their own copies (`SnapshotCache`) and let go of the
+    /// old one when they see a new one, so without this the last of them to do so would
+    /// free it (in a decision); the publisher frees it instead, one publication later.
     retired: ArcSwapOption<HealthSnapshot>,
     pub(crate) config: Arc<Config>,
     pub(crate) epoch: Instant,
@@ -216,11 +216,11 @@ impl HealthState {
                     epoch,
                     staleness,
                     now,
-                    &Owner {
+                    &Arc::new(Owner {
                         config: Arc::clone(&config),
                         epoch,
                         shared: weak.clone(),
-                    },
+                    }),
                 )),
                 retired: ArcSwapOption::empty(),
                 scrubber,
@@ -236,13 +236,14 @@ impl HealthState {
         }
     }
 
-    /// What its entries hold of it (see [`Owner`]).
-    fn owner(&self) -> Owner {
-        Owner {
+    /// What its entries hold of it (see [`Owner`]): one `Arc` that every entry of a
+    /// snapshot shares (8 bytes per entry, not the owner's 32).
+    fn owner(&self) -> Arc<Owner> {
+        Arc::new(Owner {
             config: Arc::clone(&self.shared.config),
             epoch: self.shared.epoch,
             shared: Arc::downgrade(&self.shared),
-        }
+        })
     }
 
     /// The config this state was built from.
@@ -332,7 +333,12 @@ impl HealthState {
             self.shared.derive(&snap, cur);
             snap
         });
-        drop(self.shared.retired.swap(Some(replaced)));
+        // Kept until the next publication only while someone else still holds it (a
+        // service's snapshot copy, a decision in flight), so that the publisher, not a
+        // decision, frees it; held by nobody else, it is freed here at once (a state no
+        // service decides from keeps no second snapshot: at 100,000 deployments, 6 MiB).
+        let still_held = Arc::strong_count(&replaced) > 1;
+        drop(self.shared.retired.swap(still_held.then_some(replaced)));
         watchdog::notify(&self.shared);
         log_published(&self.load());
     }

@@ -584,7 +584,7 @@ pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
         if !usage
             || entries[i as usize]
                 .stats
-                .try_count_request(minute, entries[i as usize].limits.rpm)
+                .try_count_request(minute, entries[i as usize].limits.rpm())
         {
             return Ok((i, bypassed));
         }
@@ -661,7 +661,7 @@ fn view(c: &Candidates) -> View<'_> {
 /// `max_parallel_requests`, `rpm`/`tpm` (when `usage`), and the context window.
 fn within_limits(e: &Entry, usage: bool, minute: u64, tokens: Option<u32>) -> bool {
     if e.limits
-        .max_parallel
+        .max_parallel()
         .is_some_and(|m| e.stats.in_flight() >= m)
     {
         return false;
@@ -675,13 +675,13 @@ fn within_limits(e: &Entry, usage: bool, minute: u64, tokens: Option<u32>) -> bo
 /// Below its `rpm` and `tpm` this minute.
 fn within_usage(e: &Entry, minute: u64) -> bool {
     let l = &e.limits;
-    l.rpm.is_none_or(|l| e.stats.requests_in(minute) < l)
-        && l.tpm.is_none_or(|l| e.stats.tokens_in(minute) < l)
+    l.rpm().is_none_or(|l| e.stats.requests_in(minute) < l)
+        && l.tpm().is_none_or(|l| e.stats.tokens_in(minute) < l)
 }
 
 /// The request's estimated tokens fit the deployment's `max_input_tokens`.
 fn fits(e: &Entry, tokens: Option<u32>) -> bool {
-    match (tokens, e.limits.max_input_tokens) {
+    match (tokens, e.limits.max_input_tokens()) {
         (Some(t), Some(max)) => t <= max,
         _ => true,
     }
