@@ -56,6 +56,15 @@ size=$(du -h "$WORK/config.yaml" | cut -f1)
 start=$(date +%s.%N)
 RUST_LOG=warn "$GW_BIN" --config "$WORK/config.yaml" --host 127.0.0.1 --port $GW --workers 1 > "$WORK/gw.log" 2>&1 & GW_PID=$!
 last=$(( N / PER - 1 ))
+# Wait for the listening socket without spawning a process per try (a curl every few
+# milliseconds would take a core from the gateway's two start-up threads): a bash
+# /dev/tcp connect, then curl until the first routed 200.
+mkfifo "$WORK/never"; exec 9<>"$WORK/never"   # read -t on it: a sleep without a process
+for _ in $(seq 1 30000); do
+  { exec 3<>"/dev/tcp/127.0.0.1/$GW"; } 2>/dev/null && { exec 3>&-; break; }
+  kill -0 "$GW_PID" 2>/dev/null || { echo "the gateway exited:" >&2; tail -20 "$WORK/gw.log" >&2; exit 1; }
+  read -rt 0.002 -u 9 || true
+done
 code=000
 for _ in $(seq 1 6000); do
   code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$GW/v1/chat/completions" -H "Authorization: Bearer $KEY" \
