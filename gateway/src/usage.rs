@@ -192,7 +192,6 @@ impl UsageScanner {
     }
 }
 
-/// The offset in `data` just past the first key that starts in `tail` or `data`.
 /// The searcher for [`KEY`], built once (building one per frame cost more than the search).
 fn key_finder() -> &'static memchr::memmem::Finder<'static> {
     static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
@@ -200,6 +199,7 @@ fn key_finder() -> &'static memchr::memmem::Finder<'static> {
     &FINDER
 }
 
+/// The offset in `data` just past the first key that starts in `tail` or `data`.
 fn find_key(tail: &[u8], data: &[u8]) -> Option<usize> {
     if !tail.is_empty() {
         // The key across the frame boundary: tail + the start of this frame.

@@ -419,6 +419,13 @@ pub struct RoutingStrategyArgs {
     pub latency_failure_penalty: Duration,
 }
 
+impl RoutingStrategyArgs {
+    /// `latency_decay` in nanos (at least 1), as the latency estimate uses it.
+    pub(crate) fn tau_nanos(&self) -> f64 {
+        (self.latency_decay.as_nanos() as f64).max(1.0)
+    }
+}
+
 impl Default for RoutingStrategyArgs {
     fn default() -> Self {
         Self {

@@ -71,8 +71,8 @@ pub(crate) struct SnapshotCache {
     /// service per request) decides once, from `HealthState::load`, and pays nothing for
     /// a copy it would not reuse.
     cache: Option<arc_swap::Cache<SnapshotOf, Arc<HealthSnapshot>>>,
-    /// Decisions made so far without the copy (0 or 1).
-    cold: u8,
+    /// Whether the handle already made its one decision without the copy.
+    decided_once: bool,
 }
 
 /// The snapshot pointer of one state, for [`SnapshotCache`].
@@ -90,15 +90,15 @@ impl SnapshotCache {
     pub(crate) fn cold() -> Self {
         Self {
             cache: None,
-            cold: 0,
+            decided_once: false,
         }
     }
 
     /// `state`'s current snapshot from the copy, or `None` on a fresh handle's first
     /// decision (the caller loads it from `state` then).
     pub(crate) fn get(&mut self, state: &HealthState) -> Option<&Arc<HealthSnapshot>> {
-        if self.cache.is_none() && self.cold == 0 {
-            self.cold = 1;
+        if self.cache.is_none() && !self.decided_once {
+            self.decided_once = true;
             return None;
         }
         Some(self.warm(state))
@@ -130,7 +130,6 @@ impl std::fmt::Debug for SnapshotCache {
 /// cloned per request: that would write the state's reference count, a line every
 /// thread's requests share). The state itself is weak (the state owns its entries); an
 /// answer upgrades it only on its rare paths (a cooldown or an ejection entered).
-#[derive(Clone)]
 pub(crate) struct Owner {
     pub(crate) config: Arc<Config>,
     /// The state's epoch (see `Shared::epoch`).
@@ -139,6 +138,15 @@ pub(crate) struct Owner {
 }
 
 impl Owner {
+    /// The owner the entries of one snapshot share.
+    fn new(config: &Arc<Config>, epoch: Instant, shared: std::sync::Weak<Shared>) -> Arc<Self> {
+        Arc::new(Self {
+            config: Arc::clone(config),
+            epoch,
+            shared,
+        })
+    }
+
     /// The state, unless every owner of it is gone.
     pub(crate) fn state(&self) -> Option<HealthState> {
         self.shared.upgrade().map(|shared| HealthState { shared })
@@ -151,13 +159,7 @@ impl Owner {
 
     /// The latency estimate's time constant (`latency_decay`), in nanos.
     pub(crate) fn tau_nanos(&self) -> f64 {
-        (self
-            .config
-            .router
-            .routing_strategy_args
-            .latency_decay
-            .as_nanos() as f64)
-            .max(1.0)
+        self.config.router.routing_strategy_args.tau_nanos()
     }
 }
 
@@ -216,11 +218,7 @@ impl HealthState {
                     epoch,
                     staleness,
                     now,
-                    &Arc::new(Owner {
-                        config: Arc::clone(&config),
-                        epoch,
-                        shared: weak.clone(),
-                    }),
+                    &Owner::new(&config, epoch, weak.clone()),
                 )),
                 retired: ArcSwapOption::empty(),
                 scrubber,
@@ -239,11 +237,11 @@ impl HealthState {
     /// What its entries hold of it (see [`Owner`]): one `Arc` that every entry of a
     /// snapshot shares (8 bytes per entry, not the owner's 32).
     fn owner(&self) -> Arc<Owner> {
-        Arc::new(Owner {
-            config: Arc::clone(&self.shared.config),
-            epoch: self.shared.epoch,
-            shared: Arc::downgrade(&self.shared),
-        })
+        Owner::new(
+            &self.shared.config,
+            self.shared.epoch,
+            Arc::downgrade(&self.shared),
+        )
     }
 
     /// The config this state was built from.

@@ -60,7 +60,7 @@ impl PickSettings {
     fn from_config(cfg: &Config) -> Self {
         let a = &cfg.router.routing_strategy_args;
         Self {
-            tau_nanos: (a.latency_decay.as_nanos() as f64).max(1.0),
+            tau_nanos: a.tau_nanos(),
             buffer: a.lowest_latency_buffer,
             pre_call_checks: cfg.router.enable_pre_call_checks,
             panic_threshold: cfg.router.panic_threshold_percent,
@@ -296,12 +296,7 @@ impl Picker {
     ) -> Result<Pick<'s>, PickError> {
         let epoch = snap.epoch;
         let mut now = LazyNow::new(|| nanos_since(epoch, tokio::time::Instant::now()));
-        // A usage-based decision needs the minute, not the time: the watchdog keeps it.
-        let minute = if snap.watched && balance::counts_usage(self.d.strategy) {
-            self.state.minute()
-        } else {
-            None
-        };
+        let minute = kept_minute(&self.state, snap, self.d.strategy);
         self.d
             .pick_at(snap, route, exclude, tokens, &mut now, minute)
     }
@@ -331,11 +326,7 @@ impl Picker {
         let snap = self.cache.warm(&self.state);
         let epoch = snap.epoch;
         let mut now = LazyNow::new(|| nanos_since(epoch, tokio::time::Instant::now()));
-        let minute = if snap.watched && balance::counts_usage(self.d.strategy) {
-            self.state.minute()
-        } else {
-            None
-        };
+        let minute = kept_minute(&self.state, snap, self.d.strategy);
         self.d.pick_at(snap, route, exclude, None, &mut now, minute)
     }
 
@@ -360,6 +351,18 @@ impl Picker {
         };
         done(self.d.pick_at(snap, route, exclude, tokens, now, None))
     }
+}
+
+/// The usage minute the state's watchdog keeps, when a decision with `strategy` on `snap`
+/// needs it (a usage-based decision needs the minute, not the time; `None`: from the clock).
+fn kept_minute(
+    state: &HealthState,
+    snap: &HealthSnapshot,
+    strategy: RoutingStrategy,
+) -> Option<u64> {
+    (snap.watched && balance::counts_usage(strategy))
+        .then(|| state.minute())
+        .flatten()
 }
 
 impl Decider {
@@ -390,14 +393,10 @@ impl Decider {
                 reason: Arc::clone(reason),
             }));
         }
-        let excluded: Vec<u32> = if exclude.is_empty() {
-            Vec::new()
-        } else {
-            exclude
-                .iter()
-                .filter_map(|id| snap.index_of(id.as_str()))
-                .collect()
-        };
+        let excluded: Vec<u32> = exclude
+            .iter()
+            .filter_map(|id| snap.index_of(id.as_str()))
+            .collect();
         let ask = Ask {
             exclude: &excluded,
             tokens: tokens.filter(|_| self.settings.pre_call_checks),

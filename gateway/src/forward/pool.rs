@@ -131,7 +131,7 @@ impl HostPool {
     /// Sends `req` (its URI in origin form) on an idle connection, or a new one; the
     /// answer's body gives the connection back when it is read to the end.
     pub async fn send(
-        self: &Arc<Self>,
+        self: Arc<Self>,
         mut req: Request<Full<Bytes>>,
     ) -> Result<Response<UpstreamBody>, BoxError> {
         req.headers_mut()
@@ -144,10 +144,9 @@ impl HostPool {
             };
             match tx.try_send_request(req).await {
                 Ok(resp) => {
-                    let pool = Arc::clone(self);
                     return Ok(resp.map(|body| UpstreamBody {
                         inner: body,
-                        back: Some((tx, pool)),
+                        back: Some((tx, self)),
                         ended: false,
                     }));
                 }

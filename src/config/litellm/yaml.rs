@@ -16,7 +16,7 @@
 //! simply quoted key is borrowed from the text, so its line is found from where it sits,
 //! only when it is a duplicate.
 
-use std::fmt;
+use std::{borrow::Cow, fmt};
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
@@ -329,7 +329,7 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
         let mut out = Map::new();
         let root = matches!(self.at, At::Root(_));
         while let Some(key) = map.next_key_seed(KeySeed)? {
-            let entries: Option<&mut dyn Entries> = if root && key.as_str() == "model_list" {
+            let entries: Option<&mut dyn Entries> = if root && key == "model_list" {
                 match &mut self.entries {
                     Some(e) => Some(&mut **e),
                     None => None,
@@ -338,18 +338,18 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
                 None
             };
             let value = map.next_value_seed(Node {
-                at: At::Key(&self.at, key.as_str()),
+                at: At::Key(&self.at, &key),
                 entries,
             })?;
-            if let Some(old) = out.get_mut(key.as_str()) {
+            if let Some(old) = out.get_mut(&*key) {
                 *old = value;
                 tracing::warn!(
-                    key = %At::Key(&self.at, key.as_str()),
-                    line = key.line(self.at.text()),
+                    key = %At::Key(&self.at, &key),
+                    line = line_in(&key, self.at.text()),
                     "duplicate key in config.yaml: the last value is used (as LiteLLM does)"
                 );
             } else {
-                out.insert(key.into_string(), value);
+                out.insert(key.into_owned(), value);
             }
         }
         Ok(Value::Object(out))
@@ -358,36 +358,17 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
 
 /// A mapping key: borrowed from the text when the parser could (a plain or simply quoted
 /// scalar), else its own copy (escapes, folded lines, an alias).
-enum Key<'de> {
-    Borrowed(&'de str),
-    Owned(String),
-}
+type Key<'de> = Cow<'de, str>;
 
-impl Key<'_> {
-    fn as_str(&self) -> &str {
-        match self {
-            Key::Borrowed(s) => s,
-            Key::Owned(s) => s,
-        }
-    }
-
-    fn into_string(self) -> String {
-        match self {
-            Key::Borrowed(s) => s.to_owned(),
-            Key::Owned(s) => s,
-        }
-    }
-
-    /// The key's line in `text` (1-based), when it is borrowed from it.
-    fn line(&self, text: &str) -> Option<usize> {
-        let Key::Borrowed(key) = self else {
-            return None;
-        };
-        let start = text.as_ptr() as usize;
-        let at = (key.as_ptr() as usize).checked_sub(start)?;
-        let before = text.as_bytes().get(..at)?;
-        Some(before.iter().filter(|&&b| b == b'\n').count() + 1)
-    }
+/// `key`'s line in `text` (1-based), when it is borrowed from it.
+fn line_in(key: &Key<'_>, text: &str) -> Option<usize> {
+    let Cow::Borrowed(key) = key else {
+        return None;
+    };
+    let start = text.as_ptr() as usize;
+    let at = (key.as_ptr() as usize).checked_sub(start)?;
+    let before = text.as_bytes().get(..at)?;
+    Some(before.iter().filter(|&&b| b == b'\n').count() + 1)
 }
 
 /// Reads a [`Key`].
@@ -407,13 +388,13 @@ impl<'de> Visitor<'de> for KeySeed {
         f.write_str("a mapping key")
     }
     fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-        Ok(Key::Borrowed(v))
+        Ok(Cow::Borrowed(v))
     }
     fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-        Ok(Key::Owned(v.to_owned()))
+        Ok(Cow::Owned(v.to_owned()))
     }
     fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
-        Ok(Key::Owned(v))
+        Ok(Cow::Owned(v))
     }
 }
 
@@ -501,10 +482,10 @@ mod tests {
     #[test]
     fn a_borrowed_key_knows_its_line() {
         let text = "a: 1\nb:\n  c: 2\n";
-        let key = Key::Borrowed(&text[text.find('c').unwrap()..][..1]);
-        assert_eq!(key.line(text), Some(3));
-        assert_eq!(Key::Owned("c".to_owned()).line(text), None);
-        assert_eq!(Key::Borrowed("c").line(text), None);
+        let key = Cow::Borrowed(&text[text.find('c').unwrap()..][..1]);
+        assert_eq!(line_in(&key, text), Some(3));
+        assert_eq!(line_in(&Cow::Owned("c".to_owned()), text), None);
+        assert_eq!(line_in(&Cow::Borrowed("c"), text), None);
     }
 
     #[test]
@@ -525,7 +506,7 @@ mod tests {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
                 let mut all = true;
                 while let Some(k) = map.next_key_seed(KeySeed)? {
-                    all &= matches!(k, Key::Borrowed(_));
+                    all &= matches!(k, Cow::Borrowed(_));
                     map.next_value::<de::IgnoredAny>()?;
                 }
                 Ok(all)
