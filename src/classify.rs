@@ -258,6 +258,9 @@ impl DefaultClassifier {
 }
 
 impl Classify for DefaultClassifier {
+    // Inlined as far as a success (every request's answer classifies): the rules for the
+    // failures are a call of their own.
+    #[inline]
     fn classify_response(
         &self,
         status: StatusCode,
@@ -271,23 +274,7 @@ impl Classify for DefaultClassifier {
         if code < 400 {
             return Class::Success;
         }
-        let says = |needles: &[&str]| body.is_some_and(|b| contains_any(b, needles));
-        match code {
-            429 if says(&["insufficient_quota"]) => Class::Quota,
-            429 => Class::RateLimited {
-                retry_after: retry_after(headers, self.max_retry_after),
-            },
-            402 => Class::Quota,
-            401 => Class::Auth,
-            404 => Class::NotFound,
-            408 => Class::Timeout,
-            400..=499 if says(CONTEXT_MARKERS) => Class::ContextWindowExceeded,
-            400..=499 if says(POLICY_MARKERS) => Class::ContentPolicy,
-            400..=499 => Class::CallerFault,
-            503 | 529 => Class::Overloaded,
-            _ if says(&["overloaded_error"]) => Class::Overloaded,
-            _ => Class::ServerError,
-        }
+        self.classify_failure(code, headers, body)
     }
 
     fn classify_error(&self, error: &(dyn StdError + 'static)) -> Class {
@@ -315,6 +302,29 @@ impl Classify for DefaultClassifier {
             cur = e.source();
         }
         Class::Connection
+    }
+}
+
+impl DefaultClassifier {
+    /// [`Classify::classify_response`] of a status from 400 up.
+    fn classify_failure(&self, code: u16, headers: &HeaderMap, body: Option<&[u8]>) -> Class {
+        let says = |needles: &[&str]| body.is_some_and(|b| contains_any(b, needles));
+        match code {
+            429 if says(&["insufficient_quota"]) => Class::Quota,
+            429 => Class::RateLimited {
+                retry_after: retry_after(headers, self.max_retry_after),
+            },
+            402 => Class::Quota,
+            401 => Class::Auth,
+            404 => Class::NotFound,
+            408 => Class::Timeout,
+            400..=499 if says(CONTEXT_MARKERS) => Class::ContextWindowExceeded,
+            400..=499 if says(POLICY_MARKERS) => Class::ContentPolicy,
+            400..=499 => Class::CallerFault,
+            503 | 529 => Class::Overloaded,
+            _ if says(&["overloaded_error"]) => Class::Overloaded,
+            _ => Class::ServerError,
+        }
     }
 }
 

@@ -187,6 +187,13 @@ impl CooldownState {
         ended
     }
 
+    /// [`record`](Self::record) of a success at `now`, the short way: it only counts.
+    pub(crate) fn record_success(&self, now: u64) {
+        if let Some(before) = self.window.count_success(now / NANOS_PER_MINUTE) {
+            self.previous.store(before);
+        }
+    }
+
     /// Counts a classified answer at `now`; returns the cooldown entered, if any.
     pub(crate) fn record(
         &self,

@@ -77,6 +77,32 @@ impl PeriodCounts {
         self.0.store(c.pack(), std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// [`count`](Self::count) of a success, without the counts after it (which only a
+    /// failure's cooldown rule reads): the same compare-and-swap on the packed word,
+    /// with no unpacking. Returns the counts it replaced when it opened the period.
+    pub(crate) fn count_success(&self, period: u64) -> Option<Counts> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let opened = Counts {
+            period,
+            requests: 1,
+            failures: 0,
+        }
+        .pack();
+        let before = self.0.fetch_update(Relaxed, Relaxed, |v| {
+            Some(if v >> (2 * COUNT_BITS) != period {
+                opened
+            } else if v & u64::from(Counts::MAX) < u64::from(Counts::MAX) {
+                v + 1
+            } else {
+                v
+            })
+        });
+        before
+            .ok()
+            .filter(|&v| v >> (2 * COUNT_BITS) != period)
+            .map(Counts::unpack)
+    }
+
     /// Counts one answer (`failed` or not) in `period`. Returns the counts after it and,
     /// when this answer opened the period, the counts it replaced (the period before).
     pub(crate) fn count(&self, period: u64, failed: bool) -> (Counts, Option<Counts>) {
@@ -121,6 +147,43 @@ mod tests {
             failures: 7,
         };
         assert_eq!(Counts::unpack(c.pack()), c);
+    }
+
+    #[test]
+    fn a_success_counts_as_count_does() {
+        let (a, b) = (PeriodCounts::default(), PeriodCounts::default());
+        let steps = [
+            (3, false),
+            (3, true),
+            (3, false),
+            (4, false),
+            (4, true),
+            (2, false),
+        ];
+        for (period, failed) in steps {
+            let (_, replaced) = a.count(period, failed);
+            let replaced_b = if failed {
+                b.count(period, true).1
+            } else {
+                b.count_success(period)
+            };
+            assert_eq!(replaced, replaced_b);
+            assert_eq!(a.load(), b.load());
+        }
+        // Saturated: stays at the most it holds, as `count` does.
+        let full = Counts {
+            period: 7,
+            requests: Counts::MAX,
+            failures: 2,
+        };
+        a.store(full);
+        b.store(full);
+        assert_eq!(a.count(7, false).1, b.count_success(7));
+        assert_eq!((a.load(), b.load()), (full, full));
+        // A period past the packed bits never matches (both start it again each time).
+        let far = 1 << 30;
+        assert_eq!(a.count(far, false).1, b.count_success(far));
+        assert_eq!(a.load(), b.load());
     }
 
     #[test]

@@ -174,6 +174,16 @@ impl Config {
             None => self.default_classifier().classify_error(error),
         }
     }
+
+    /// Whether a successful answer only counts in its deployment's cooldown window: no
+    /// `health_check_skip_when_traffic_healthy`, no tiered rounds, no `outlier_detection`
+    /// and no `stream_stall_timeout` asks more of it (the request path's short way).
+    pub(crate) fn success_counts_only(&self) -> bool {
+        !self.health.skip_when_traffic_healthy
+            && !self.health.tiered()
+            && self.router.outlier_detection.is_none()
+            && self.router.stream_stall_timeout.is_none()
+    }
 }
 
 /// Health-check settings, with LiteLLM's names and defaults.
@@ -1145,6 +1155,24 @@ mod tests {
         assert!(!c.health.routing_enabled && c.health.details);
         assert_eq!(c.router.routing_strategy, RoutingStrategy::SimpleShuffle);
         assert_eq!(c.router.cooldown_time, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_success_only_counts_unless_a_setting_asks_more_of_it() {
+        let only = |b: ConfigBuilder| b.build().unwrap().success_counts_only();
+        assert!(only(Config::builder()));
+        assert!(!only(
+            Config::builder().health_check_skip_when_traffic_healthy(true)
+        ));
+        assert!(!only(
+            Config::builder().health_check_billed_every(NonZeroU32::new(2).unwrap())
+        ));
+        assert!(!only(
+            Config::builder().outlier_detection(OutlierDetection::default())
+        ));
+        assert!(!only(
+            Config::builder().stream_stall_timeout(Duration::from_secs(1))
+        ));
     }
 
     #[test]

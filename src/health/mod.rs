@@ -135,12 +135,17 @@ pub(crate) struct Owner {
     /// The state's epoch (see `Shared::epoch`).
     pub(crate) epoch: Instant,
     shared: std::sync::Weak<Shared>,
+    /// Whether a successful answer only counts in its deployment's cooldown window: no
+    /// traffic health, no tiered rounds, no outlier detection and no stream stall timer
+    /// (see [`Config::success_counts_only`]).
+    pub(crate) plain_success: bool,
 }
 
 impl Owner {
     /// The owner the entries of one snapshot share.
     fn new(config: &Arc<Config>, epoch: Instant, shared: std::sync::Weak<Shared>) -> Arc<Self> {
         Arc::new(Self {
+            plain_success: config.success_counts_only(),
             config: Arc::clone(config),
             epoch,
             shared,
@@ -235,7 +240,7 @@ impl HealthState {
     }
 
     /// What its entries hold of it (see [`Owner`]): one `Arc` that every entry of a
-    /// snapshot shares (8 bytes per entry, not the owner's 32).
+    /// snapshot shares (8 bytes per entry, not the owner's 40).
     fn owner(&self) -> Arc<Owner> {
         Owner::new(
             &self.shared.config,

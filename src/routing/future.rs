@@ -127,7 +127,22 @@ impl Observer {
     }
 
     /// Records an answer's class (`status`: the answer's status, `None` for an error).
+    #[inline]
     pub(super) fn record(&self, class: &Class, status: Option<u16>) {
+        if *class == Class::Success && self.guard.selected().core.owner.plain_success {
+            // Nothing the config turns on asks more of a success than its count in the
+            // cooldown window, in its minute (the request's start tells it).
+            self.guard
+                .stats()
+                .cooldown
+                .record_success(self.started_nanos);
+        } else {
+            self.record_all(class, status);
+        }
+    }
+
+    /// [`record`](Self::record) of any answer, with everything the config turns on.
+    fn record_all(&self, class: &Class, status: Option<u16>) {
         let cfg = self.config();
         let epoch = self.guard.selected().core.owner.epoch;
         // A success with no traffic-health or outlier bookkeeping only counts in its
@@ -185,6 +200,7 @@ impl Observer {
     }
 
     /// `stream_stall_timeout`, when it applies to an answer: on, and a successful stream.
+    #[inline]
     fn stall_timeout(&self, class: &Class, headers: &http::HeaderMap) -> Option<Duration> {
         let t = self.config().router.stream_stall_timeout?;
         (*class == Class::Success && is_event_stream(headers)).then_some(t)
