@@ -232,6 +232,12 @@ fn cut(text: &str) -> Option<Cut<'_>> {
     let middle = items + (end - items) / 2;
     let first = starts.partition_point(|&s| s <= middle).max(1);
     let cut = *starts.get(first)?;
+    // What follows the list is parsed on its own: a document marker or directive there
+    // would begin a document of its own instead of a second one.
+    let marker = |l: &str| l.starts_with("---") || l.starts_with("...") || l.starts_with('%');
+    if text.get(end..)?.split('\n').any(marker) {
+        return None;
+    }
     // `text` is cut at line starts, which are character boundaries.
     Some(Cut {
         head: text.get(..cut)?,
@@ -356,12 +362,30 @@ fn line(l: &[u8]) -> Option<Line> {
             0xE2 if l.get(i + 1) == Some(&0x80) && matches!(l.get(i + 2), Some(0xA8 | 0xA9)) => {
                 return None;
             }
-            _ => (lead, start, out.blank) = (false, false, false),
+            _ => {
+                (lead, start, out.blank) = (false, false, false);
+                // The rest of a run of such bytes changes nothing more.
+                while l.get(i + 1).is_some_and(|&b| !SPECIAL[usize::from(b)]) {
+                    i += 1;
+                }
+            }
         }
         i += 1;
     }
     (depth == 0).then_some(out)
 }
+
+/// The bytes [`line`] reads other than as part of a plain scalar (in some state).
+const SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    let bytes = b" #-:{}[],'\"\t\r&*!|>%@`<?\xC2\xE2";
+    let mut i = 0;
+    while i < bytes.len() {
+        t[bytes[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
 
 /// The index of the quote closing the quoted scalar opened at `open`, on the same line.
 fn closing_quote(l: &[u8], open: usize) -> Option<usize> {
@@ -572,6 +596,10 @@ mod tests {
                 "{odd:?} passed the check"
             );
             assert!(split(&text).is_none(), "{odd:?} was split");
+        }
+        for tail in ["---\nx: 1\n", "...\n", "%YAML 1.1\n---\nx: 1\n"] {
+            let text = format!("{}{tail}", config(6_000, plain));
+            assert!(cut(&text).is_none(), "{tail:?} was cut");
         }
         for head in [
             "x: |\n  block\n",
