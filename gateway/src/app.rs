@@ -130,19 +130,27 @@ impl std::ops::Deref for App {
 
 /// Builds the API router (health endpoints are merged in by the caller).
 pub fn api_router(state: HealthState, routing: HealthRoutingLayer, options: &Options) -> Router {
-    let app = api_app(state, routing, options);
+    let values = crate::fallback::HeaderValues::of(state.config());
+    let app = api_app(state, routing, || values, options);
     api_routes(app)
 }
 
-/// The API handler's state: the routed forwarding stack and what `api` checks.
-fn api_app(state: HealthState, routing: HealthRoutingLayer, options: &Options) -> App {
+/// The API handler's state: the routed forwarding stack and what `api` checks. `values`:
+/// the header values of the config's routes and deployment ids (asked for once the
+/// forwarder is built).
+fn api_app(
+    state: HealthState,
+    routing: HealthRoutingLayer,
+    values: impl FnOnce() -> crate::fallback::HeaderValues,
+    options: &Options,
+) -> App {
     let scrubber = state.scrubber().clone();
     let forwarder = Forwarder::new(scrubber.clone(), options.upstream_timeout)
         .router_timeout(state.config().router.timeout)
         .endpoints_of(state.config());
     let sse_scrubber = scrubber.clone();
     // Behind an `Arc`: the closure is cloned with the service, for every request.
-    let values = std::sync::Arc::new(crate::fallback::HeaderValues::of(state.config()));
+    let values = std::sync::Arc::new(values());
     let routed = ServiceBuilder::new()
         .map_response(
             move |resp: http::Response<
@@ -1000,6 +1008,14 @@ impl Gateway {
             crate::dropin::check_settings(config, std::env::var_os("DATABASE_URL").is_some());
         let layer = HealthRoutingLayer::new(config);
         let state = layer.state().clone();
+        // The header values of every route and deployment id are built on a thread of their
+        // own (some 2,000 instructions a deployment) while the rest is set up here.
+        let values = {
+            let state = state.clone();
+            std::thread::Builder::new()
+                .name("thr-header-values".to_owned())
+                .spawn(move || crate::fallback::HeaderValues::of(state.config()))
+        };
         // Before the probe loop: what cannot be forwarded is not probed either.
         crate::dropin::mark_unforwardable(&state);
         let probes = tower_health_routing::ProbeLoop::new(&state)?;
@@ -1020,7 +1036,14 @@ impl Gateway {
         }
         // The endpoints are a plain tower Service (no framework feature needed): mount it on
         // the paths it serves. With the `axum` feature, `health_router(endpoints)` does the same.
-        let app = api_app(state.clone(), layer, options);
+        let values = || match values {
+            Ok(built) => match built.join() {
+                Ok(values) => values,
+                Err(panic) => std::panic::resume_unwind(panic),
+            },
+            Err(_) => crate::fallback::HeaderValues::of(state.config()),
+        };
+        let app = api_app(state.clone(), layer, values, options);
         let mut router = api_routes(app.clone())
             .merge(crate::models::test_connection_route(endpoints.clone()))
             .route_service("/health", endpoints.clone())

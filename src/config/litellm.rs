@@ -22,7 +22,9 @@
 //! The entries of a `model_list` sequence go through steps 2 to 4 one at a time, as the
 //! parser reads them: a list of 100,000 entries never exists as one value tree. In a large
 //! file the parser runs on a thread of its own and hands the entries over in batches, so
-//! steps 2 to 4 overlap the parse (see `yaml::load_pipelined`).
+//! steps 2 to 4 overlap the parse (see `yaml::load_pipelined`); when the list is written
+//! plainly enough to be cut at an entry for certain, each half of it is parsed and read on
+//! its own thread instead (see `split.rs`).
 //!
 //! Every error text passes through a [`Scrubber`] holding each secret seen on the way, so no
 //! error message carries a credential.
@@ -30,6 +32,7 @@
 mod coerce;
 mod convert;
 mod env;
+mod split;
 mod yaml;
 
 use std::collections::BTreeMap;
@@ -242,12 +245,35 @@ pub(super) fn parse(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
+    parse_with(text, env, None)
+}
+
+/// An `env` other threads may call too.
+type SharedEnv<'e> = &'e (dyn Fn(&str) -> Option<String> + Sync);
+
+/// [`parse`], with an `env` that other threads may call too: a large file's `model_list`
+/// may then be read in two halves at once (see `split.rs`).
+pub(super) fn parse_shared(text: &str, env: SharedEnv<'_>) -> Result<Config, ConfigError> {
+    parse_with(text, env, Some(env))
+}
+
+fn parse_with(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    shared_env: Option<SharedEnv<'_>>,
+) -> Result<Config, ConfigError> {
+    if text.len() >= yaml::PIPELINE_MIN_BYTES
+        && let Some(done) = split::parse(text, env, shared_env)
+    {
+        return done;
+    }
+    one_thread(text, env)
+}
+
+/// The load on one thread for the parse (two for a large file: see `yaml::load_pipelined`).
+fn one_thread(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
     let mut resolver = Resolver::new(env);
-    let mut streamed = Streamed {
-        resolver: &mut resolver,
-        list: None,
-        error: None,
-    };
+    let mut streamed = Streamed::new(&mut resolver);
     let loaded = if text.len() >= yaml::PIPELINE_MIN_BYTES {
         yaml::load_pipelined(text, &mut streamed)
     } else {
@@ -261,6 +287,15 @@ pub(super) fn parse(
             ConfigErrorKind::Syntax(scrubber.scrub(&e.to_string()).into_owned()),
         )
     })?;
+    finish(tree, list.map(|l| (l, error)), resolver)
+}
+
+/// Steps 2 to 5 once the text is parsed (`tree`, with the `model_list` entries streamed).
+fn finish(
+    tree: Option<Value>,
+    streamed: Option<StreamedList>,
+    mut resolver: Resolver<'_>,
+) -> Result<Config, ConfigError> {
     // An empty file (or one holding only comments) is a mistake: a wrong path, a file
     // truncated by a deploy. A file with only `model_list: []` is allowed (and warned).
     let Some(tree) = tree.filter(|t| !t.is_null()) else {
@@ -270,7 +305,7 @@ pub(super) fn parse(
              expected a mapping with at least `model_list`",
         ));
     };
-    let result = convert(tree, list.map(|l| (l, error)), &mut resolver);
+    let result = convert(tree, streamed, &mut resolver);
     result.map_err(|e| scrub_error(e, &Scrubber::new(resolver.into_secrets())))
 }
 
@@ -282,10 +317,24 @@ struct Streamed<'r, 'e> {
     resolver: &'r mut Resolver<'e>,
     list: Option<(Vec<ModelEntry>, Vec<Extras>)>,
     error: Option<ConfigError>,
+    /// How many `model_list` sequences began (more than one for a duplicate key).
+    starts: usize,
+}
+
+impl<'r, 'e> Streamed<'r, 'e> {
+    fn new(resolver: &'r mut Resolver<'e>) -> Self {
+        Self {
+            resolver,
+            list: None,
+            error: None,
+            starts: 0,
+        }
+    }
 }
 
 impl yaml::Entries for Streamed<'_, '_> {
     fn start(&mut self) {
+        self.starts += 1;
         self.list = Some((Vec::new(), Vec::new()));
         self.error = None;
     }

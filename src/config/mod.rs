@@ -615,7 +615,7 @@ impl Config {
     /// debug event.
     #[cfg(feature = "yaml")]
     pub fn from_yaml_str(text: &str) -> Result<Self, ConfigError> {
-        litellm::parse(text, &|name| std::env::var(name).ok())
+        litellm::parse_shared(text, &|name| std::env::var(name).ok())
     }
 
     /// Like [`from_yaml_str`](Self::from_yaml_str), with `os.environ/NAME` looked up by

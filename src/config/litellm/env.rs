@@ -12,7 +12,7 @@ use crate::{
 };
 
 /// The prefix LiteLLM uses for values read from the environment.
-const ENV_PREFIX: &str = "os.environ/";
+pub(super) const ENV_PREFIX: &str = "os.environ/";
 
 /// Resolves `os.environ/NAME` values and remembers every secret it meets (values under
 /// secret-looking keys, values of secret-looking variables), so errors can be scrubbed.
@@ -126,6 +126,17 @@ impl<'a> Resolver<'a> {
                 Ok(any)
             }
             Value::Null | Value::Bool(_) | Value::Number(_) => Ok(false),
+        }
+    }
+
+    /// Remembers `secrets` (another resolver's, in the order it met them) after the ones
+    /// met so far, as if this resolver had met them itself.
+    pub(super) fn absorb(&mut self, secrets: Vec<Secret>) {
+        for s in secrets {
+            if !self.seen.contains(s.expose()) {
+                self.seen.insert(s.expose().to_owned());
+                self.secrets.push(s);
+            }
         }
     }
 

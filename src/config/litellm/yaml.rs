@@ -33,7 +33,7 @@ pub(super) trait Entries {
 /// Parses `text` into a value tree; `None` for an empty document.
 #[cfg(test)]
 pub(super) fn load(text: &str) -> Result<Option<Value>, serde_saphyr::Error> {
-    load_with(text, None)
+    load_part(text, text, None, Part::Document)
 }
 
 /// [`load`], except that the entries of a top-level `model_list` *sequence* go to `entries`
@@ -43,7 +43,22 @@ pub(super) fn load_streaming(
     text: &str,
     entries: &mut dyn Entries,
 ) -> Result<Option<Value>, serde_saphyr::Error> {
-    load_with(text, Some(entries))
+    load_part(text, text, Some(entries), Part::Document)
+}
+
+/// What [`load_part`] reads of a text cut in pieces (see `split.rs`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum Part {
+    /// A document: the whole text, its beginning up to a cut in `model_list`, or what
+    /// follows the list. A top-level `model_list` sequence is streamed, as by
+    /// [`load_streaming`].
+    Document,
+    /// A run of top-level `model_list` items on their own, the first being entry `first`;
+    /// read as a sequence, each item going to the [`Entries`] as entry `first + i`.
+    Items {
+        /// The index in `model_list` of the first item.
+        first: usize,
+    },
 }
 
 /// From this size of text on, [`parse`](super::parse) uses [`load_pipelined`]: below it
@@ -134,11 +149,17 @@ pub(super) fn load_pipelined(
     })
 }
 
-fn load_with(
+/// Parses `part`, `text` itself or a subslice of it, as `kind` (see [`Part`]): a
+/// duplicate key's line and path are those of the whole text, and the budget is the whole
+/// text's. `Items` sit one level lower than in the whole text, so their depth limit is one
+/// less.
+pub(super) fn load_part(
     text: &str,
+    part: &str,
     entries: Option<&mut dyn Entries>,
+    kind: Part,
 ) -> Result<Option<Value>, serde_saphyr::Error> {
-    let budget = serde_saphyr::budget! {
+    let mut budget = serde_saphyr::budget! {
         // The parser's defaults (250,000 nodes, 1,000,000 events) stop a config of some
         // 50,000 deployments. A node or event takes at least a byte of text, except alias
         // replays (capped on their own, and counted here too): so these grow with the file,
@@ -146,6 +167,10 @@ fn load_with(
         max_nodes: 250_000.max(text.len()),
         max_events: 1_000_000.max(2 * text.len()),
     };
+    if let (Part::Items { .. }, Some(b)) = (kind, &mut budget) {
+        // The items are read without the root mapping and `model_list` above them.
+        b.max_depth = b.max_depth.saturating_sub(1);
+    }
     let opts = serde_saphyr::options! {
         // Snippets would quote the source text (credentials included) in the message.
         with_snippet: false,
@@ -155,8 +180,13 @@ fn load_with(
         duplicate_keys: serde_saphyr::DuplicateKeyPolicy::LastWins,
         budget: budget,
     };
-    serde_saphyr::with_deserializer_from_str_with_options(text, opts, |d| {
-        Document { text, entries }.deserialize(d)
+    serde_saphyr::with_deserializer_from_str_with_options(part, opts, |d| {
+        Document {
+            text,
+            entries,
+            kind,
+        }
+        .deserialize(d)
     })
 }
 
@@ -165,6 +195,7 @@ struct Document<'t, 's> {
     /// The whole text, for the line of a duplicate key.
     text: &'t str,
     entries: Option<&'s mut dyn Entries>,
+    kind: Part,
 }
 
 impl<'de> DeserializeSeed<'de> for Document<'_, '_> {
@@ -187,11 +218,23 @@ impl<'de> Visitor<'de> for Document<'_, '_> {
         Ok(None)
     }
     fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<Option<Value>, D::Error> {
-        let root = Node {
-            at: At::Root(self.text),
-            entries: self.entries,
-        };
-        root.deserialize(d).map(Some)
+        let root = At::Root(self.text);
+        match self.kind {
+            Part::Document => Node {
+                at: root,
+                entries: self.entries,
+                first: 0,
+            }
+            .deserialize(d)
+            .map(Some),
+            Part::Items { first } => Node {
+                at: At::Key(&root, "model_list"),
+                entries: self.entries,
+                first,
+            }
+            .deserialize(d)
+            .map(Some),
+        }
     }
 }
 
@@ -235,15 +278,21 @@ impl fmt::Display for At<'_> {
 }
 
 /// The node at `at` (for the duplicate-key warning). `entries`: at the root, where the
-/// `model_list` entries go; under it, set for the `model_list` node only.
+/// `model_list` entries go; under it, set for the `model_list` node only. `first`: the
+/// index of that sequence's first item (0 but for [`Part::Items`]).
 struct Node<'p, 's> {
     at: At<'p>,
     entries: Option<&'s mut dyn Entries>,
+    first: usize,
 }
 
 impl<'p> Node<'p, '_> {
     fn at(at: At<'p>) -> Self {
-        Self { at, entries: None }
+        Self {
+            at,
+            entries: None,
+            first: 0,
+        }
     }
 }
 
@@ -311,7 +360,7 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         if let Some(entries) = self.entries {
             entries.start();
-            let mut i = 0;
+            let mut i = self.first;
             while let Some(v) = seq.next_element_seed(Node::at(At::Index(&self.at, i)))? {
                 entries.entry(i, v);
                 i += 1;
@@ -340,6 +389,7 @@ impl<'de> Visitor<'de> for Node<'_, '_> {
             let value = map.next_value_seed(Node {
                 at: At::Key(&self.at, &key),
                 entries,
+                first: 0,
             })?;
             if let Some(old) = out.get_mut(&*key) {
                 *old = value;
