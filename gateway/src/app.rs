@@ -41,7 +41,7 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 use serde_json::{Value, json};
-use tower::{Service, ServiceBuilder, ServiceExt, util::BoxCloneSyncService};
+use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_health_routing::{
     BoxError, Config, HealthRoutingLayer, HealthState, MissingRoute, ModelGroup,
     NoDeploymentAvailable, SelectedDeployment, UnknownRoute, UnsupportedRoute,
@@ -105,7 +105,90 @@ impl Default for Options {
 /// `x-litellm-model-id`, built once (a `&str` name is copied on every insert).
 const MODEL_ID: http::HeaderName = http::HeaderName::from_static("x-litellm-model-id");
 
-type Routed = BoxCloneSyncService<http::Request<Bytes>, Response, BoxError>;
+/// The routed stack, its type named: cloned per request as a plain struct, and its future
+/// not boxed again (a `BoxCloneSyncService` cost two allocations per request).
+type Routed = Served<tower_health_routing::routing::Fallback<Retried>>;
+
+/// The routing layer over the forwarder, in the retry layer when retries are on
+/// (`num_retries > 0`). With them off the retry layer only passes the request through (it
+/// keeps no copy, so it never calls its policy), at the cost of two more clones of the
+/// stack below it per request: it is left out.
+type Retried = tower::util::Either<
+    tower_health_routing::retry::Retry<tower_health_routing::HealthRouting<Forwarder>>,
+    tower_health_routing::HealthRouting<Forwarder>,
+>;
+
+/// The routed stack's answer, before [`Served`] makes it the client's.
+type RoutedResponse = http::Response<
+    tower_health_routing::routing::FallbackBody<tower_health_routing::routing::ResponseBody<Body>>,
+>;
+
+/// Makes a routed answer the client's: the served-by headers (`x-litellm-model-group`,
+/// `x-litellm-attempted-fallbacks`, `x-litellm-model-id`, as LiteLLM sends them), and an
+/// SSE answer's error ending when its stream fails ([`crate::forward::sse`]).
+#[derive(Clone)]
+struct Served<S> {
+    inner: S,
+    values: std::sync::Arc<crate::fallback::HeaderValues>,
+    sse_scrubber: Scrubber,
+}
+
+impl<S, R> Service<R> for Served<S>
+where
+    S: Service<R, Response = RoutedResponse, Error = BoxError>,
+{
+    type Response = Response;
+    type Error = BoxError;
+    type Future = ServedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut task::Context<'_>) -> task::Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: R) -> Self::Future {
+        ServedFuture {
+            inner: self.inner.call(req),
+            values: std::sync::Arc::clone(&self.values),
+            sse_scrubber: self.sse_scrubber.clone(),
+        }
+    }
+}
+
+/// The future of [`Served`].
+#[pin_project::pin_project]
+struct ServedFuture<F> {
+    #[pin]
+    inner: F,
+    values: std::sync::Arc<crate::fallback::HeaderValues>,
+    sse_scrubber: Scrubber,
+}
+
+impl<F> Future for ServedFuture<F>
+where
+    F: Future<Output = Result<RoutedResponse, BoxError>>,
+{
+    type Output = Result<Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> task::Poll<Self::Output> {
+        let this = self.project();
+        let resp = std::task::ready!(this.inner.poll(cx))?;
+        let values = &**this.values;
+        let (mut parts, body) = resp.into_parts();
+        crate::fallback::served_headers_with(&mut parts, values);
+        // Tell the client which deployment answered, as LiteLLM does.
+        if let Some(d) = parts.extensions.get::<SelectedDeployment>()
+            && let Some(v) = values.get(d.id().as_str())
+        {
+            parts.headers.insert(MODEL_ID, v);
+        }
+        // A stream that fails (a stall, a broken upstream) ends with an error event.
+        if crate::forward::sse::is_event_stream(&parts.headers) {
+            let body = crate::forward::sse::SseErrors::new(body, this.sse_scrubber.clone());
+            return task::Poll::Ready(Ok(Response::from_parts(parts, Body::new(body))));
+        }
+        task::Poll::Ready(Ok(Response::from_parts(parts, Body::new(body))))
+    }
+}
 
 /// What the API handler needs, behind one `Arc` (the handler gets a clone per request).
 #[derive(Clone)]
@@ -148,38 +231,30 @@ fn api_app(
     let forwarder = Forwarder::new(scrubber.clone(), options.upstream_timeout)
         .router_timeout(state.config().router.timeout)
         .endpoints_of(state.config());
-    let sse_scrubber = scrubber.clone();
-    // Behind an `Arc`: the closure is cloned with the service, for every request.
+    // Behind an `Arc`: the service is cloned for every request.
     let values = std::sync::Arc::new(values());
     let routed = ServiceBuilder::new()
-        .map_response(
-            move |resp: http::Response<
-                tower_health_routing::routing::FallbackBody<
-                    tower_health_routing::routing::ResponseBody<Body>,
-                >,
-            >| {
-                let (mut parts, body) = resp.into_parts();
-                crate::fallback::served_headers_with(&mut parts, &values);
-                // Tell the client which deployment answered, as LiteLLM does.
-                if let Some(d) = parts.extensions.get::<SelectedDeployment>()
-                    && let Some(v) = values.get(d.id().as_str())
-                {
-                    parts.headers.insert(MODEL_ID, v);
-                }
-                // A stream that fails (a stall, a broken upstream) ends with an error event.
-                if crate::forward::sse::is_event_stream(&parts.headers) {
-                    let body = crate::forward::sse::SseErrors::new(body, sse_scrubber.clone());
-                    return Response::from_parts(parts, Body::new(body));
-                }
-                Response::from_parts(parts, Body::new(body))
-            },
-        )
+        // The served-by headers and a failing stream's error ending (see `Served`).
+        .layer_fn(|inner| Served {
+            inner,
+            values: std::sync::Arc::clone(&values),
+            sse_scrubber: scrubber.clone(),
+        })
         // A group that cannot answer hands the request to its fallback groups.
         .layer(tower_health_routing::routing::FallbackLayer::new(
             state.config(),
         ))
         // Failed requests are re-sent to another deployment (`num_retries`), within a budget.
-        .layer(tower_health_routing::retry::RetryLayer::new(state.config()))
+        .layer_fn(|routed| {
+            if state.config().router.num_retries > 0 {
+                tower::util::Either::Left(tower::Layer::layer(
+                    &tower_health_routing::retry::RetryLayer::new(state.config()),
+                    routed,
+                ))
+            } else {
+                tower::util::Either::Right(routed)
+            }
+        })
         // The response names its deployment (the `x-litellm-model-id` header, the retry log).
         .layer(routing.with_response_extension())
         .service(forwarder);
@@ -191,7 +266,7 @@ fn api_app(
             .map(tower_health_routing::endpoints::KeyDigest::new),
         state,
         max_body: options.max_body,
-        routed: BoxCloneSyncService::new(routed),
+        routed,
         scrubber,
         budget: BodyBudget::new(options.max_body.saturating_mul(4)),
     }))
@@ -267,7 +342,10 @@ pub fn is_api_path(path: &str) -> bool {
     api_route_index(path).is_some()
 }
 
-async fn api(app: App, req: Request) -> Response {
+async fn api<B>(app: App, req: http::Request<B>) -> Response
+where
+    B: http_body::Body<Data = Bytes>,
+{
     if let Err(r) = check_key(&app, req.headers()) {
         return *r;
     }
@@ -842,7 +920,8 @@ async fn upstream_request(
     let requested = parts.extensions.get::<crate::fallback::BodyModel>();
     let ctype = parts.headers.get(header::CONTENT_TYPE);
     // Most deployments serve the model the client named: then the body goes as it came.
-    let body = if requested.map(|m| &*m.0) == Some(model) {
+    let unchanged = requested.map(|m| &*m.0) == Some(model);
+    let body = if unchanged {
         body
     } else {
         rewrite_model(ctype.and_then(|v| v.to_str().ok()), body, model)
@@ -851,6 +930,7 @@ async fn upstream_request(
     };
     // The gateway scrubs answers, which it cannot do to a compressed body. Built in place
     // (a request builder moves its whole head on every header).
+    let body_len = body.len() as u64;
     let mut up = ep.request(Full::new(body))?;
     let h = up.headers_mut();
     h.try_append(
@@ -873,7 +953,29 @@ async fn upstream_request(
         h.try_append(name.clone(), value.clone())
             .map_err(http::Error::from)?;
     }
+    // The body as it came has the client's length: its value is sent again (shared, where
+    // hyper would format a new one) when it is that length in plain digits.
+    if unchanged
+        && let Some(cl) = parts.headers.get(header::CONTENT_LENGTH)
+        && is_length(cl.as_bytes(), body_len)
+    {
+        up.headers_mut()
+            .try_append(header::CONTENT_LENGTH, cl.clone())
+            .map_err(http::Error::from)?;
+    }
     Ok((up, None, pool))
+}
+
+/// Whether `value` is `len` in canonical decimal (digits only, no leading zero).
+fn is_length(value: &[u8], len: u64) -> bool {
+    let canonical = !value.is_empty()
+        && value.len() <= 20
+        && value.iter().all(u8::is_ascii_digit)
+        && (value.len() == 1 || value[0] != b'0');
+    canonical
+        && value.iter().try_fold(0u64, |n, &d| {
+            n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        }) == Some(len)
 }
 
 /// The body with `model` set to the deployment's model (JSON, or the multipart `model` field).
@@ -927,8 +1029,8 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> FrontFuture {
-        let req = req.map(Body::new);
         if req.method() == http::Method::POST && is_api_path(req.uri().path()) {
+            // The body is read as it came (no box): only the router needs a `Body`.
             let app = self.app.clone();
             return FrontFuture::Api(Box::pin(async move {
                 let mut resp = api(app, req).await;
@@ -937,7 +1039,7 @@ where
                 Ok(resp)
             }));
         }
-        FrontFuture::Router(Service::call(&mut self.router, req))
+        FrontFuture::Router(Service::call(&mut self.router, req.map(Body::new)))
     }
 }
 

@@ -92,12 +92,18 @@ pub enum ReadError {
 
 /// Reads a request body of at most `max_body` bytes within `budget` (see the
 /// [module docs](self)); the returned [`Held`] keeps its share until dropped.
-pub async fn read_body(
-    mut body: axum::body::Body,
+///
+/// A body that arrives as one frame (a small request, almost always) is returned as that
+/// frame, uncopied.
+pub async fn read_body<B>(
+    body: B,
     headers: &http::HeaderMap,
     max_body: usize,
     budget: &BodyBudget,
-) -> Result<(bytes::Bytes, Held), ReadError> {
+) -> Result<(bytes::Bytes, Held), ReadError>
+where
+    B: http_body::Body<Data = bytes::Bytes>,
+{
     use http_body_util::BodyExt as _;
     let declared = headers
         .get(http::header::CONTENT_LENGTH)
@@ -112,22 +118,39 @@ pub async fn read_body(
             budget.take(&mut held, n).map_err(|Full| ReadError::Busy)?;
         }
     }
-    let mut buf = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(max_body));
+    let mut body = std::pin::pin!(body);
+    // The first frame as it came; copied into `buf` only when a second one follows.
+    let mut first: Option<bytes::Bytes> = None;
+    let mut buf = bytes::BytesMut::new();
+    let mut len = 0;
     while let Some(frame) = body.frame().await {
         let Ok(data) = frame.map_err(|_| ReadError::Malformed)?.into_data() else {
             continue;
         };
-        if buf.len() + data.len() > max_body {
+        if len + data.len() > max_body {
             return Err(ReadError::TooLarge);
         }
-        buf.extend_from_slice(&data);
+        len += data.len();
+        match first.take() {
+            None if buf.is_empty() => first = Some(data),
+            None => buf.extend_from_slice(&data),
+            Some(f) => {
+                buf.reserve(declared.unwrap_or(0).min(max_body).max(len));
+                buf.extend_from_slice(&f);
+                buf.extend_from_slice(&data);
+            }
+        }
         // Counted as it comes once past the small size, beyond what was declared.
         let counted = held.bytes();
-        if buf.len() > SMALL_BODY && buf.len() > counted {
+        if len > SMALL_BODY && len > counted {
             budget
-                .take(&mut held, buf.len() - counted)
+                .take(&mut held, len - counted)
                 .map_err(|Full| ReadError::Busy)?;
         }
     }
-    Ok((buf.freeze(), held))
+    let body = match first {
+        Some(f) => f,
+        None => buf.freeze(),
+    };
+    Ok((body, held))
 }

@@ -85,10 +85,9 @@ pub fn is_forwarded(name: &str) -> bool {
             && !looks_secret(name))
 }
 
-/// Whether `upstream`'s `Connection` header names `name` (which is then hop-by-hop).
-fn connection_names(upstream: &HeaderMap, name: &str) -> bool {
-    upstream
-        .get_all(header::CONNECTION)
+/// Whether the upstream's `Connection` values name `name` (which is then hop-by-hop).
+fn connection_names(connection: &header::GetAll<'_, HeaderValue>, name: &str) -> bool {
+    connection
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
@@ -100,9 +99,11 @@ fn connection_names(upstream: &HeaderMap, name: &str) -> bool {
 /// (the body goes byte for byte).
 pub fn response_headers(upstream: &HeaderMap, scrubber: &Scrubber, same_body: bool) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(upstream.len().min(32));
+    // Looked up once, not once per forwarded header.
+    let connection = upstream.get_all(header::CONNECTION);
     for (name, value) in upstream {
         let n = name.as_str();
-        if !is_forwarded(n) || connection_names(upstream, n) {
+        if !is_forwarded(n) || connection_names(&connection, n) {
             continue;
         }
         if name == header::CONTENT_LENGTH && !same_body {

@@ -19,6 +19,12 @@ fn a_config_past_the_parsers_default_node_budget_loads() {
     }
     let config = parse(&yaml).expect("a big config loads");
     assert_eq!(config.deployments.len(), n);
+    // The same text with one anchor, which the two-halves read never takes: the whole
+    // text goes through one parser, past its default budget.
+    let anchored = yaml.replacen("model_info: {id: d0}", "model_info: {id: &first d0}", 1);
+    assert_ne!(anchored, yaml);
+    let config = parse(&anchored).expect("a big config loads on one thread");
+    assert_eq!(config.deployments.len(), n);
 }
 
 #[test]

@@ -437,6 +437,67 @@ async fn a_declared_body_over_the_limit_is_413_before_it_is_sent() {
 }
 
 #[tokio::test]
+async fn a_request_body_reaches_the_upstream_whole_and_with_its_own_length() {
+    let up = Upstream::ok();
+    let config = Config::builder()
+        .deployments([
+            Deployment::builder("m", "openai/m")
+                .id("d1")
+                .api_base(up.v1())
+                .api_key("sk-planted-upstream-key")
+                .build(),
+            // Another model upstream: the body is rewritten, so its length changes.
+            Deployment::builder("r", "openai/real-model")
+                .id("d2")
+                .api_base(up.v1())
+                .api_key("sk-planted-upstream-key")
+                .build(),
+        ])
+        .build()
+        .unwrap();
+    let gw = start(config, app::Options::default()).await;
+    // In one piece with a `Content-Length`: the same bytes go on.
+    assert_eq!(status(&request(gw.addr, &chat("Host: x\r\n")).await), 200);
+    // Chunked, in pieces that split the `model` key: read whole.
+    let pieces = [
+        r#"{"mod"#,
+        r#"el":"m","messages":[{"role":"user","#,
+        r#""content":"hi"}]}"#,
+    ];
+    let mut raw = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_owned();
+    for p in pieces {
+        raw.push_str(&format!("{:x}\r\n{p}\r\n", p.len()));
+    }
+    raw.push_str("0\r\n\r\n");
+    assert_eq!(status(&request(gw.addr, &raw).await), 200);
+    // A `Content-Length` with a leading zero is the same length, sent in plain digits.
+    let body = r#"{"model":"m","messages":[]}"#;
+    let padded = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 0{}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    assert_eq!(status(&request(gw.addr, &padded).await), 200);
+    // Rewritten for the deployment's model.
+    let rewritten = chat("Host: x\r\n").replace(r#""model":"m""#, r#""model":"r""#);
+    assert_eq!(status(&request(gw.addr, &rewritten).await), 200);
+    let seen = up.requests();
+    assert_eq!(seen.len(), 4);
+    for r in &seen {
+        let len = r.body.len().to_string();
+        assert_eq!(r.header("content-length"), Some(len.as_str()), "{r:?}");
+        assert_eq!(r.headers.get_all("content-length").iter().count(), 1);
+        assert!(r.header("transfer-encoding").is_none());
+    }
+    let sent = chat("Host: x\r\n");
+    let sent_body = sent.split_once("\r\n\r\n").unwrap().1;
+    assert_eq!(&seen[0].body[..], sent_body.as_bytes());
+    assert_eq!(&seen[1].body[..], pieces.concat().as_bytes());
+    assert_eq!(&seen[2].body[..], body.as_bytes());
+    assert_eq!(seen[3].json()["model"], "real-model");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_half_sent_head_is_cut_off_after_the_header_read_timeout() {
     let up = Upstream::ok();
     let options = app::Options {
