@@ -5,7 +5,8 @@
 #   (c) gateway: wrk -> thr-gateway (health routing on, background probes every second) -> upstream
 #   (d) litellm: wrk -> LiteLLM's proxy (same deployment, health routing on)   [only with --litellm]
 # at concurrency 1, 16 and 64: requests/s, p50/p99 latency, and CPU time per request of the proxy
-# process (utime+stime from /proc, divided by the requests it served).
+# process (utime+stime from /proc, divided by the requests it served). Each target gets one
+# uncounted second of the same load before each measured run.
 #
 # Usage: benches/e2e.sh [--duration SECS] [--conns "1 16 64"] [--litellm] [--base-gateway BIN]
 # --base-gateway runs a second thr-gateway binary (e.g. main's build) the same way, as the
@@ -124,6 +125,10 @@ printf '\n| target | conns | req/s | p50 | p99 | proxy CPU µs/req |\n|---|---|-
 run() { # name port pids...
   local name=$1 port=$2; shift 2
   for c in $CONNS; do
+    # A second of the same load first, not counted: every target is measured warm (its
+    # connection pools filled, its caches and the kernel's socket buffers in use), not on
+    # its first requests after start-up.
+    wrk -t1 -c"$c" -d1s -s "$WORK/post.lua" "http://127.0.0.1:$port/v1/chat/completions" >/dev/null
     local before; before=$(cpu_ticks "$@")
     local out; out=$(wrk -t1 -c"$c" -d"${DUR}s" --latency -s "$WORK/post.lua" "http://127.0.0.1:$port/v1/chat/completions")
     local after; after=$(cpu_ticks "$@")
