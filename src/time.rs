@@ -78,59 +78,49 @@ impl PeriodCounts {
     }
 
     /// [`count`](Self::count) of a success, without the counts after it (which only a
-    /// failure's cooldown rule reads): the same compare-and-swap on the packed word,
-    /// with no unpacking. Returns the counts it replaced when it opened the period.
+    /// failure's cooldown rule reads). Returns the counts it replaced when it opened the
+    /// period.
+    #[inline]
     pub(crate) fn count_success(&self, period: u64) -> Option<Counts> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let opened = Counts {
-            period,
-            requests: 1,
-            failures: 0,
-        }
-        .pack();
-        let before = self.0.fetch_update(Relaxed, Relaxed, |v| {
-            Some(if v >> (2 * COUNT_BITS) != period {
-                opened
-            } else if v & u64::from(Counts::MAX) < u64::from(Counts::MAX) {
-                v + 1
-            } else {
-                v
-            })
-        });
-        before
-            .ok()
-            .filter(|&v| v >> (2 * COUNT_BITS) != period)
-            .map(Counts::unpack)
+        self.count(period, false).1
     }
 
     /// Counts one answer (`failed` or not) in `period`. Returns the counts after it and,
     /// when this answer opened the period, the counts it replaced (the period before).
+    ///
+    /// One compare-and-swap on the packed word, which it changes in place (each count
+    /// stops at [`Counts::MAX`]); only what the caller reads is unpacked.
+    #[inline]
     pub(crate) fn count(&self, period: u64, failed: bool) -> (Counts, Option<Counts>) {
         use std::sync::atomic::Ordering::Relaxed;
-        let mut now = Counts {
+        const ONE_FAILURE: u64 = 1 << COUNT_BITS;
+        let max = u64::from(Counts::MAX);
+        let opened = Counts {
             period,
             ..Counts::default()
-        };
+        }
+        .pack();
+        let of = |v: u64| v >> (2 * COUNT_BITS);
+        let mut after = opened;
         let before = self.0.fetch_update(Relaxed, Relaxed, |v| {
-            let old = Counts::unpack(v);
-            now = if old.period == period {
-                old
-            } else {
-                Counts {
-                    period,
-                    ..Counts::default()
-                }
-            };
-            now.requests = (now.requests + 1).min(Counts::MAX);
-            if failed {
-                now.failures = (now.failures + 1).min(Counts::MAX);
+            let mut w = if of(v) == period { v } else { opened };
+            if w & max < max {
+                w += 1;
             }
-            Some(now.pack())
+            if failed && (w >> COUNT_BITS) & max < max {
+                w += ONE_FAILURE;
+            }
+            after = w;
+            Some(w)
         });
-        let replaced = before
-            .ok()
-            .map(Counts::unpack)
-            .filter(|old| old.period != period);
+        // The closure always answers `Some`: the swap cannot fail.
+        let before = before.unwrap_or_else(|v| v);
+        let replaced = (of(before) != period).then(|| Counts::unpack(before));
+        // The period as asked (the packed one keeps only its low bits).
+        let now = Counts {
+            period,
+            ..Counts::unpack(after)
+        };
         (now, replaced)
     }
 }

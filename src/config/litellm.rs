@@ -262,12 +262,8 @@ fn parse_with(
     env: &dyn Fn(&str) -> Option<String>,
     shared_env: Option<SharedEnv<'_>>,
 ) -> Result<Config, ConfigError> {
-    if text.len() >= yaml::PIPELINE_MIN_BYTES
-        && let Some(done) = split::parse(text, env, shared_env)
-    {
-        return done;
-    }
-    one_thread(text, env)
+    // `split::parse` answers `None` at once for a text outside its sizes.
+    split::parse(text, env, shared_env).unwrap_or_else(|| one_thread(text, env))
 }
 
 /// The load on one thread for the parse (two for a large file: see `yaml::load_pipelined`).

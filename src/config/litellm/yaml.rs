@@ -219,22 +219,17 @@ impl<'de> Visitor<'de> for Document<'_, '_> {
     }
     fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<Option<Value>, D::Error> {
         let root = At::Root(self.text);
-        match self.kind {
-            Part::Document => Node {
-                at: root,
-                entries: self.entries,
-                first: 0,
-            }
-            .deserialize(d)
-            .map(Some),
-            Part::Items { first } => Node {
-                at: At::Key(&root, "model_list"),
-                entries: self.entries,
-                first,
-            }
-            .deserialize(d)
-            .map(Some),
+        let (at, first) = match self.kind {
+            Part::Document => (root, 0),
+            Part::Items { first } => (At::Key(&root, "model_list"), first),
+        };
+        Node {
+            at,
+            entries: self.entries,
+            first,
         }
+        .deserialize(d)
+        .map(Some)
     }
 }
 
