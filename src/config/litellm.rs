@@ -32,6 +32,7 @@
 mod coerce;
 mod convert;
 mod env;
+mod quick;
 mod split;
 mod yaml;
 
