@@ -177,7 +177,9 @@ fn scalar(s: &str, flow: bool) -> Option<(Value, &str)> {
                     return None;
                 }
                 Value::from(text.parse::<u64>().ok()?)
-            } else if let Some(flag) = yaml11_bool(text) {
+            } else if text.len() <= 5
+                && let Some(flag) = yaml11_bool(text)
+            {
                 Value::Bool(flag)
             } else if special_word(text) {
                 // A null spelling.
@@ -203,9 +205,9 @@ fn yaml11_bool(t: &str) -> Option<bool> {
     }
 }
 
-/// Whether `t` is a boolean or null spelling in any case.
+/// Whether `t` is a boolean or null spelling in any case (none is longer than 5 bytes).
 fn special_word(t: &str) -> bool {
-    yaml11_bool(t).is_some() || t.eq_ignore_ascii_case("null")
+    t.len() <= 5 && (yaml11_bool(t).is_some() || t.eq_ignore_ascii_case("null"))
 }
 
 #[cfg(test)]
