@@ -8,6 +8,12 @@
 //! next line, no block scalar, anchor, alias, tag, merge key, tab or document marker).
 //! Then a line `- ` at the items' indentation starts an item, whatever comes around it.
 //!
+//! Each half's items are then read one by one: an item written plainly enough is read by
+//! [`quick::item`] (a small reader giving the same value tree at a fraction of the
+//! parser's cost), every run of the others is parsed by serde-saphyr, as a part of the
+//! text (see [`read_items`]); what precedes the list and what follows it are parsed as
+//! documents of their own.
+//!
 //! On anything else, and whenever a part fails to parse, an entry fails to read, the
 //! counts of items disagree with the check's, or a part would log an event (a duplicate
 //! key's warning, an ignored key's debug event: their order across threads would differ),
@@ -609,6 +615,10 @@ mod tests {
         assert!(c.first > 1_600 && c.first < 2_400, "{}", c.first);
         assert!(c.tail.starts_with("  - "));
         assert!(c.rest.starts_with("router_settings:"));
+        // Both readers have their share: the plain style is read quickly, the commented
+        // one (and the flow items) by the parser.
+        assert!(quick::item(&mixed(0), 2).is_some());
+        assert!(quick::item(&mixed(1), 2).is_none());
         let a = split(&text).expect("split").expect("loads");
         let b = one(&text).expect("loads");
         assert_eq!(a.deployments.len(), 4_000);
