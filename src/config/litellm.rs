@@ -24,7 +24,8 @@
 //! file the parser runs on a thread of its own and hands the entries over in batches, so
 //! steps 2 to 4 overlap the parse (see `yaml::load_pipelined`); when the list is written
 //! plainly enough to be cut at an entry for certain, each half of it is parsed and read on
-//! its own thread instead (see `split.rs`).
+//! its own thread instead (see `split.rs`), its plainest entries by a small reader of our
+//! own rather than by the YAML parser (see `quick.rs`).
 //!
 //! Every error text passes through a [`Scrubber`] holding each secret seen on the way, so no
 //! error message carries a credential.
@@ -32,6 +33,7 @@
 mod coerce;
 mod convert;
 mod env;
+mod quick;
 mod split;
 mod yaml;
 

@@ -8,6 +8,12 @@
 //! next line, no block scalar, anchor, alias, tag, merge key, tab or document marker).
 //! Then a line `- ` at the items' indentation starts an item, whatever comes around it.
 //!
+//! Each half's items are then read one by one: an item written plainly enough is read by
+//! [`quick::item`] (a small reader giving the same value tree at a fraction of the
+//! parser's cost), every run of the others is parsed by serde-saphyr, as a part of the
+//! text (see [`read_items`]); what precedes the list and what follows it are parsed as
+//! documents of their own.
+//!
 //! On anything else, and whenever a part fails to parse, an entry fails to read, the
 //! counts of items disagree with the check's, or a part would log an event (a duplicate
 //! key's warning, an ignored key's debug event: their order across threads would differ),
@@ -24,7 +30,9 @@ use std::sync::{
 use serde_json::Value;
 use tracing::{Dispatch, Event, Metadata, span, subscriber::Interest};
 
-use super::{Config, ConfigError, Extras, ModelEntry, Resolver, SharedEnv, Streamed, finish, yaml};
+use super::{
+    Config, ConfigError, Extras, ModelEntry, Resolver, SharedEnv, Streamed, finish, quick, yaml,
+};
 use crate::secret::Secret;
 
 /// Above this size the parser's whole-text budgets (64 MiB of scalars) could tell the
@@ -91,31 +99,42 @@ pub(super) fn parse(
 /// and every entry read.
 type Head<'e> = (Value, Resolver<'e>, (Vec<ModelEntry>, Vec<Extras>));
 
-/// Parses and reads the head, then parses what follows the list (on the calling thread,
-/// whose `env` need not be shared).
+/// Parses what precedes the list and reads the head's items, then parses what follows
+/// the list (on the calling thread, whose `env` need not be shared).
 fn read_head<'e>(
     text: &str,
     cut: &Cut<'_>,
     env: &'e dyn Fn(&str) -> Option<String>,
 ) -> Option<Head<'e>> {
-    // The tail's entries are numbered from the items counted by `cut`.
-    if check_items(&cut.head[cut.items..], cut.indent)? != cut.first {
-        return None;
-    }
     let mut resolver = Resolver::new(env);
     let mut streamed = Streamed::new(&mut resolver);
-    let tree = yaml::load_part(text, cut.head, Some(&mut streamed), yaml::Part::Document);
+    // The tail's entries are numbered from the items counted by `cut`.
+    let head_items = read_items(text, &cut.head[cut.items..], cut, 0, &mut streamed)?;
     let Streamed {
         list,
         error,
         starts,
         ..
     } = streamed;
-    let mut tree = tree.ok()??;
     let list = list?;
-    let streamed_list = matches!(tree.get("model_list"), Some(Value::Array(a)) if a.is_empty());
-    if starts != 1 || error.is_some() || !streamed_list || list.0.len() != cut.first {
+    if head_items != cut.first || starts != 1 || error.is_some() || list.0.len() != cut.first {
         return None;
+    }
+    // What precedes the items ends with the `model_list:` line, whose value is then empty:
+    // the streamed list's place in the tree (an empty sequence, as streaming leaves it).
+    // A top-level `model_list` sequence in it (under a key the cut did not see as one, such
+    // as `model_list :`) is beyond the split, as before.
+    let mut sequences = Sequences(0);
+    let mut tree = yaml::load_part(
+        text,
+        &cut.head[..cut.items],
+        Some(&mut sequences),
+        yaml::Part::Document,
+    )
+    .ok()??;
+    match tree.get_mut("model_list") {
+        Some(v @ Value::Null) if sequences.0 == 0 => *v = Value::Array(Vec::new()),
+        _ => return None,
     }
     // What follows the list: its keys join the head's (a key in both takes the one-thread
     // path, which warns of the duplicate).
@@ -143,7 +162,6 @@ fn read_tail(
     cut: &Cut<'_>,
     shared_env: Option<SharedEnv<'_>>,
 ) -> Option<(Vec<ModelEntry>, Vec<Extras>, Vec<Secret>)> {
-    let tail_items = check_items(cut.tail, cut.indent)?;
     let no_env = |_: &str| None;
     let env: &dyn Fn(&str) -> Option<String> = match shared_env {
         Some(env) => env,
@@ -152,12 +170,7 @@ fn read_tail(
     };
     let mut resolver = Resolver::new(env);
     let mut streamed = Streamed::new(&mut resolver);
-    let tree = yaml::load_part(
-        text,
-        cut.tail,
-        Some(&mut streamed),
-        yaml::Part::Items { first: cut.first },
-    );
+    let tail_items = read_items(text, cut.tail, cut, cut.first, &mut streamed)?;
     let Streamed {
         list,
         error,
@@ -165,11 +178,92 @@ fn read_tail(
         ..
     } = streamed;
     let (list, extras) = list?;
-    let whole = matches!(tree, Ok(Some(Value::Array(a))) if a.is_empty());
-    if !whole || starts != 1 || error.is_some() || list.len() != tail_items {
+    if starts != 1 || error.is_some() || list.len() != tail_items {
         return None;
     }
     Some((list, extras, resolver.into_secrets()))
+}
+
+/// Counts the top-level `model_list` sequences of a part (whose entries are not wanted).
+struct Sequences(usize);
+
+impl yaml::Entries for Sequences {
+    fn start(&mut self) {
+        self.0 += 1;
+    }
+    fn entry(&mut self, _: usize, _: Value) {}
+}
+
+/// Reads the items of `run` (whole lines of the list, checked by [`check_items`]; its first
+/// item is entry `first`) into `streamed`, which it starts: each item that [`quick::item`]
+/// reads for certain by it, each run of the others by serde-saphyr (as a part of `text`).
+/// Returns how many items there were; `None` gives the split up.
+fn read_items(
+    text: &str,
+    run: &str,
+    cut: &Cut<'_>,
+    first: usize,
+    streamed: &mut Streamed<'_, '_>,
+) -> Option<usize> {
+    let starts = check_items(run, cut.indent)?;
+    yaml::Entries::start(streamed);
+    // The run of items declined so far: where it begins in `run`, and its first item.
+    let mut pending: Option<(usize, usize)> = None;
+    for (k, &at) in starts.iter().enumerate() {
+        // Lines before the first item (comments) go with it.
+        let from = if k == 0 { 0 } else { at };
+        let to = starts.get(k + 1).copied().unwrap_or(run.len());
+        match quick::item(&run[from..to], cut.indent) {
+            Some(entry) => {
+                if let Some((p, pk)) = pending.take() {
+                    parse_items(text, &run[p..from], first + pk, k - pk, streamed)?;
+                }
+                yaml::Entries::entry(streamed, first + k, entry);
+            }
+            None => {
+                pending.get_or_insert((from, k));
+            }
+        }
+    }
+    if let Some((p, pk)) = pending {
+        parse_items(text, &run[p..], first + pk, starts.len() - pk, streamed)?;
+    }
+    Some(starts.len())
+}
+
+/// Parses `items`, `count` whole items of the list of `text` (the first being entry
+/// `first`), with serde-saphyr, handing each to `streamed`.
+fn parse_items(
+    text: &str,
+    items: &str,
+    first: usize,
+    count: usize,
+    streamed: &mut Streamed<'_, '_>,
+) -> Option<()> {
+    /// Passes the entries on, counting them and the sequence's starts (the part's one
+    /// sequence must not restart the list).
+    struct Counted<'s, 'r, 'e> {
+        inner: &'s mut Streamed<'r, 'e>,
+        starts: usize,
+        entries: usize,
+    }
+    impl yaml::Entries for Counted<'_, '_, '_> {
+        fn start(&mut self) {
+            self.starts += 1;
+        }
+        fn entry(&mut self, i: usize, entry: Value) {
+            self.entries += 1;
+            yaml::Entries::entry(self.inner, i, entry);
+        }
+    }
+    let mut counted = Counted {
+        inner: streamed,
+        starts: 0,
+        entries: 0,
+    };
+    let tree = yaml::load_part(text, items, Some(&mut counted), yaml::Part::Items { first });
+    let whole = matches!(tree, Ok(Some(Value::Array(a))) if a.is_empty());
+    (whole && counted.starts == 1 && counted.entries == count).then_some(())
 }
 
 /// Where to cut `text`: after the top-level `model_list:` line (the only one, at column 0,
@@ -271,10 +365,13 @@ fn trim_comment(l: &[u8]) -> &[u8] {
 
 /// Checks the lines of `items` (whole lines of the list, indented by `indent`): each must
 /// pass [`line`] and sit at the list's indentation or deeper; one at the list's
-/// indentation starts an item. Returns how many items start there.
-fn check_items(items: &str, indent: usize) -> Option<usize> {
-    let mut count = 0;
+/// indentation starts an item. Returns where the items start (offsets in `items`).
+fn check_items(items: &str, indent: usize) -> Option<Vec<usize>> {
+    let mut starts = Vec::new();
+    let mut at = 0;
     for l in items.split('\n') {
+        let this = at;
+        at += l.len() + 1;
         let info = line(l.as_bytes())?;
         if info.blank {
             continue;
@@ -284,12 +381,12 @@ fn check_items(items: &str, indent: usize) -> Option<usize> {
             return None;
         }
         match info.indent {
-            i if i == indent && info.dash => count += 1,
+            i if i == indent && info.dash => starts.push(this),
             i if i <= indent => return None,
             _ => {}
         }
     }
-    Some(count)
+    Some(starts)
 }
 
 /// What [`line`] found on one line.
@@ -518,6 +615,10 @@ mod tests {
         assert!(c.first > 1_600 && c.first < 2_400, "{}", c.first);
         assert!(c.tail.starts_with("  - "));
         assert!(c.rest.starts_with("router_settings:"));
+        // Both readers have their share: the plain style is read quickly, the commented
+        // one (and the flow items) by the parser.
+        assert!(quick::item(&mixed(0), 2).is_some());
+        assert!(quick::item(&mixed(1), 2).is_none());
         let a = split(&text).expect("split").expect("loads");
         let b = one(&text).expect("loads");
         assert_eq!(a.deployments.len(), 4_000);
