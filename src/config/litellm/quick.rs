@@ -232,6 +232,21 @@ mod tests {
         one.0.expect("an item")
     }
 
+    /// What serde-saphyr reads for the item `chunk`, or `None` when it reads no single item.
+    fn parsed_or_none(chunk: &str) -> Option<Value> {
+        struct One(Vec<Value>);
+        impl yaml::Entries for One {
+            fn start(&mut self) {}
+            fn entry(&mut self, _: usize, entry: Value) {
+                self.0.push(entry);
+            }
+        }
+        let mut one = One(Vec::new());
+        let tree = yaml::load_part(chunk, chunk, Some(&mut one), yaml::Part::Items { first: 0 });
+        let ok = matches!(&tree, Ok(Some(Value::Array(a))) if a.is_empty());
+        (ok && one.0.len() == 1).then(|| one.0.remove(0))
+    }
+
     #[track_caller]
     fn same(chunk: &str) {
         let quick = item(chunk, 2).unwrap_or_else(|| panic!("{chunk:?} declined"));
@@ -328,4 +343,196 @@ mod tests {
             assert_eq!(item(chunk, 2), None, "{chunk:?}");
         }
     }
+
+    // Items put together from spellings near the edges of what the reader takes (and
+    // past them, one in ten): whatever it accepts, serde-saphyr must read the same, and
+    // accept.
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3_000))]
+        #[test]
+        fn what_it_accepts_the_parser_reads_the_same(
+            keys in proptest::collection::vec(
+                (
+                    word(KEYS, EDGE_KEYS),
+                    proptest::prop_oneof![
+                        3 => word(VALUES, EDGE_VALUES).prop_map(Shape::Inline),
+                        1 => proptest::collection::vec(
+                            (word(KEYS, EDGE_KEYS), word(VALUES, EDGE_VALUES)),
+                            1..4,
+                        )
+                        .prop_map(Shape::Nested),
+                    ],
+                    0usize..3,
+                ),
+                1..5,
+            ),
+            deeper in 1usize..4,
+        ) {
+            let mut chunk = String::new();
+            for (n, (k, shape, trailing)) in keys.iter().enumerate() {
+                chunk.push_str(if n == 0 { "  - " } else { "    " });
+                chunk.push_str(k);
+                chunk.push(':');
+                match shape {
+                    Shape::Inline(v) => {
+                        chunk.push(' ');
+                        chunk.push_str(v);
+                    }
+                    Shape::Nested(inner) => {
+                        for (k, v) in inner {
+                            chunk.push('\n');
+                            chunk.push_str(&" ".repeat(4 + deeper));
+                            chunk.push_str(k);
+                            chunk.push_str(": ");
+                            chunk.push_str(v);
+                        }
+                    }
+                }
+                chunk.push_str(&" ".repeat(*trailing));
+                chunk.push('\n');
+            }
+            if let Some(quick) = item(&chunk, 2) {
+                proptest::prop_assert_eq!(Some(quick), parsed_or_none(&chunk), "{:?}", chunk);
+            }
+        }
+    }
+
+    use proptest::strategy::Strategy;
+
+    /// A word of `usual` nine times in ten, else one of `edge`.
+    fn word(
+        usual: &'static [&'static str],
+        edge: &'static [&'static str],
+    ) -> impl Strategy<Value = &'static str> {
+        proptest::prop_oneof![
+            9 => proptest::sample::select(usual),
+            1 => proptest::sample::select(edge),
+        ]
+    }
+
+    #[derive(Debug, Clone)]
+    enum Shape {
+        Inline(&'static str),
+        Nested(Vec<(&'static str, &'static str)>),
+    }
+
+    const KEYS: &[&str] = &[
+        "model_name",
+        "litellm_params",
+        "model_info",
+        "api_base",
+        "k",
+        "a_b",
+        "a-b",
+        "_x",
+        "K9",
+        "rpm",
+        "id",
+        "mode",
+        "Yes1",
+        "nullable",
+        "on_call",
+        "n-1",
+    ];
+
+    const EDGE_KEYS: &[&str] = &[
+        "yes", "No", "null", "NULL", "1", "y", "on", "a.b", "a b", "k:", "~", "\"k\"", "'k'",
+    ];
+
+    const VALUES: &[&str] = &[
+        "v",
+        "a:b",
+        "'q'",
+        "\"q\"",
+        "''",
+        "\"\"",
+        "1",
+        "7",
+        "10",
+        "123456789012345678",
+        "true",
+        "Off",
+        "yEs",
+        "n",
+        "Y",
+        "NaN",
+        "inf",
+        "Infinity",
+        "e5",
+        "a#b",
+        "h://x:1/p?q=1&r=2",
+        "a?b",
+        "a&b",
+        "a%20b",
+        "os.environ/KEY",
+        "a=b",
+        "a.b",
+        "a-",
+        "a_",
+        "a~",
+        "a+b@c",
+        "{ a: b }",
+        "{a: 1,b: c}",
+        "{ a: 'x,y' }",
+        "{ a: \"}\" }",
+        "{ a: yes, b: 'no' }",
+        "{ a: \"h://x:1/p\" }",
+        "{ a: a.b, b: 12, c: nulls }",
+        "nulls",
+        "Nope",
+        "yess",
+    ];
+
+    const EDGE_VALUES: &[&str] = &[
+        "a: b",
+        "a:",
+        "'it''s'",
+        "\"a\\\"b\"",
+        "0",
+        "01",
+        "007",
+        "1.5",
+        "1e5",
+        "1_000",
+        "0x1F",
+        "-1",
+        "+1",
+        "1234567890123456789",
+        "null",
+        "Null",
+        "~",
+        ".inf",
+        "a #b",
+        "x y",
+        "x  y",
+        "{ a: b, }",
+        "{}",
+        "{ a: b:c }",
+        "{ a:b }",
+        "{ a: b } x",
+        "{ a: { b: c } }",
+        "[a]",
+        "&x v",
+        "*x",
+        "!t v",
+        "|",
+        ">",
+        "é",
+        "a\tb",
+        "2024-01-01",
+        "12:30",
+        "@a",
+        "%a",
+        "`a`",
+        "'a' 'b'",
+        "\"a\" x",
+        "a'b",
+        "a\"b",
+        "{ a: 1, a: 2 }",
+        "- x",
+        "? x",
+        "{ a: }",
+        "{ a: null }",
+        "{ : b }",
+    ];
 }
