@@ -269,6 +269,12 @@ impl Picker {
         self.d.strategy == RoutingStrategy::LatencyBased || self.d.routes.wants_latency()
     }
 
+    /// Whether a decision reads the request's [`RequestTokens`](crate::routing::RequestTokens)
+    /// (`enable_pre_call_checks`); otherwise they are ignored, and need not be looked up.
+    pub(crate) fn reads_tokens(&self) -> bool {
+        self.d.settings.pre_call_checks
+    }
+
     /// The strategy it applies.
     pub fn strategy(&self) -> RoutingStrategy {
         self.d.strategy
