@@ -31,24 +31,41 @@ use crate::{
 /// Counts one request in flight to a deployment until the response ends (or is dropped),
 /// and takes the latency sample of a successful response at its first body frame (or
 /// when it ends before one). Holds the [`SelectedDeployment`] the response came from.
+///
+/// Kept to 32 bytes (the start time and two flags rather than an `Option<u64>` and a
+/// flag): a response whose body holds it is moved whole several times per request.
 #[derive(Debug)]
 pub(crate) struct InFlight {
     selected: SelectedDeployment,
-    /// When the request was routed (nanos since the state's epoch), while a latency
-    /// sample is pending.
-    first: Option<u64>,
+    /// When the request was routed (the request's one clock read), in nanos since the
+    /// state's epoch.
+    started: u64,
+    /// A latency sample is pending (taken from `started` at the first frame or the end).
+    sample_pending: bool,
     /// Still counted in flight.
     live: bool,
 }
 
 impl InFlight {
-    pub(crate) fn new(selected: SelectedDeployment) -> Self {
+    /// Counts a request routed at `started` (nanos since the state's epoch) in flight.
+    pub(crate) fn new(selected: SelectedDeployment, started: u64) -> Self {
         selected.stats().start();
         Self {
             selected,
-            first: None,
+            started,
+            sample_pending: false,
             live: true,
         }
+    }
+
+    /// When the request was routed, in nanos since the state's epoch.
+    pub(crate) fn started(&self) -> u64 {
+        self.started
+    }
+
+    /// Takes a time-to-first-frame sample at the first frame (or at the end).
+    pub(super) fn await_first_byte(&mut self) {
+        self.sample_pending = true;
     }
 
     /// The deployment's statistics.
@@ -62,11 +79,11 @@ impl InFlight {
     }
 
     pub(super) fn first_byte(&mut self) {
-        if let Some(started) = self.first.take() {
+        if std::mem::take(&mut self.sample_pending) {
             let owner = &self.selected.core.owner;
             let now = nanos_since(owner.epoch, Instant::now());
             self.selected.stats().observe_latency(
-                now.saturating_sub(started),
+                now.saturating_sub(self.started),
                 now,
                 owner.tau_nanos(),
             );
@@ -75,7 +92,7 @@ impl InFlight {
 
     /// Takes no time-to-first-frame sample (a failed stream's penalty stands instead).
     pub(super) fn forget_first_byte(&mut self) {
-        self.first = None;
+        self.sample_pending = false;
     }
 
     /// The response is over: takes the pending sample and stops counting it in flight
@@ -100,9 +117,6 @@ impl Drop for InFlight {
 pub(crate) struct Observer {
     pub(crate) guard: InFlight,
     pub(crate) route_len: usize,
-    /// When the request was routed (the request's one clock read), in nanos since the
-    /// state's epoch.
-    pub(crate) started_nanos: u64,
     /// Whether to take latency samples (some picker uses `latency-based-routing`).
     pub(crate) latency: bool,
     /// Whether the response gets the `SelectedDeployment` extension.
@@ -135,7 +149,7 @@ impl Observer {
             self.guard
                 .stats()
                 .cooldown
-                .record_success(self.started_nanos);
+                .record_success(self.guard.started());
         } else {
             self.record_all(class, status);
         }
@@ -153,14 +167,14 @@ impl Observer {
         let at = if exact {
             nanos_since(epoch, Instant::now())
         } else {
-            self.started_nanos
+            self.guard.started()
         };
         let stats = self.guard.stats();
         if self.latency && class.is_deployment_fault() {
             // A failure counts as a high latency, so the latency strategy moves away
             // until the estimate has decayed (then the deployment is tried again).
             let penalty = nanos(cfg.router.routing_strategy_args.latency_failure_penalty);
-            let took = at.saturating_sub(self.started_nanos).max(penalty);
+            let took = at.saturating_sub(self.guard.started()).max(penalty);
             let tau = self.guard.selected().core.owner.tau_nanos();
             stats.observe_latency(took, at, tau);
         }
@@ -322,7 +336,7 @@ where
                                 resp.extensions_mut().insert(o.guard.selected().clone());
                             }
                             if o.latency && matches!(class, Class::Success) {
-                                o.guard.first = Some(o.started_nanos);
+                                o.guard.await_first_byte();
                             }
                             if let Some(t) = timed {
                                 stall = Some(Stall::new(o, t, status));

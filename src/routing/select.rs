@@ -269,6 +269,12 @@ impl Picker {
         self.d.strategy == RoutingStrategy::LatencyBased || self.d.routes.wants_latency()
     }
 
+    /// Whether a decision reads the request's [`RequestTokens`](crate::routing::RequestTokens)
+    /// (`enable_pre_call_checks`); otherwise they are ignored, and need not be looked up.
+    pub(crate) fn reads_tokens(&self) -> bool {
+        self.d.settings.pre_call_checks
+    }
+
     /// The strategy it applies.
     pub fn strategy(&self) -> RoutingStrategy {
         self.d.strategy
@@ -523,6 +529,43 @@ pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
         buffer: settings.buffer,
     };
     let entries = &snap.entries;
+    if !usage && settings.slow_start == 0 && ask.exclude.is_empty() {
+        // The usual decision: no usage counting (no limit can be lost to a race), no slow
+        // start, nothing excluded: one pick (or the fallback past the health filter),
+        // with the same eligibility as the loop below but none of its bookkeeping.
+        let mut eligible = |i: u32| {
+            let e = &entries[i as usize];
+            within_limits(e, false, ctx.minute, ask.tokens)
+                && e.stats.cooldown.is_available(now)
+                && e.stats.ejection.is_available(now)
+        };
+        let picked = pick_or_bypass(
+            snap,
+            route,
+            cands,
+            bypassed,
+            strategy,
+            settings,
+            &ctx,
+            rng,
+            &mut eligible,
+        );
+        return match picked {
+            Some(p) => Ok(p),
+            None => refuse(
+                snap,
+                route,
+                fresh_until,
+                strategy,
+                health_filter,
+                settings,
+                rng,
+                now,
+                ask,
+                minute,
+            ),
+        };
+    }
     // Deployments whose rpm was reached between the eligibility check and the count.
     let mut lost: [u32; 4] = [u32::MAX; 4];
     // Slow start: a deployment back in rotation is declined with probability 1 - its
@@ -557,28 +600,17 @@ pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
             declined |= !keep;
             keep
         };
-        let mut picked = balance::pick(strategy, view(cands), entries, &ctx, rng, &mut eligible)
-            .map(|i| (i, bypassed));
-        if picked.is_none()
-            && settings.panic_threshold.is_none()
-            && !std::ptr::eq(cands, &route.all)
-        {
-            // Every deployment that passed the health filter is cooling down (or excluded,
-            // or at a limit). One that failed its check may still serve: bypass the filter
-            // rather than refuse a request that could be served. Cooldown still applies.
-            picked = balance::pick(
-                strategy,
-                view(&route.all),
-                entries,
-                &ctx,
-                rng,
-                &mut eligible,
-            )
-            .map(|i| (i, true));
-            if picked.is_some() {
-                warn_bypass(snap, route);
-            }
-        }
+        let picked = pick_or_bypass(
+            snap,
+            route,
+            cands,
+            bypassed,
+            strategy,
+            settings,
+            &ctx,
+            rng,
+            &mut eligible,
+        );
         let Some((i, bypassed)) = picked else {
             if std::mem::take(&mut declined) {
                 ramp = 0;
@@ -600,6 +632,70 @@ pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
         lost[lost_n] = i;
         lost_n += 1;
     }
+    refuse(
+        snap,
+        route,
+        fresh_until,
+        strategy,
+        health_filter,
+        settings,
+        rng,
+        now,
+        ask,
+        minute,
+    )
+}
+
+/// A pick from `cands` (`bypassed`: the health filter was skipped to get them); if
+/// nothing there is eligible and `cands` passed the health filter, a pick from the whole
+/// route (with LiteLLM's all-or-nothing bypass, not with a panic threshold).
+#[allow(clippy::too_many_arguments)]
+fn pick_or_bypass<R: rand::Rng + ?Sized>(
+    snap: &HealthSnapshot,
+    route: &Route,
+    cands: &Candidates,
+    bypassed: bool,
+    strategy: RoutingStrategy,
+    settings: &PickSettings,
+    ctx: &Ctx<'_>,
+    rng: &mut R,
+    eligible: &mut dyn FnMut(u32) -> bool,
+) -> Option<(u32, bool)> {
+    let entries = &snap.entries;
+    let mut picked =
+        balance::pick(strategy, view(cands), entries, ctx, rng, eligible).map(|i| (i, bypassed));
+    if picked.is_none() && settings.panic_threshold.is_none() && !std::ptr::eq(cands, &route.all) {
+        // Every deployment that passed the health filter is cooling down (or excluded,
+        // or at a limit). One that failed its check may still serve: bypass the filter
+        // rather than refuse a request that could be served. Cooldown still applies.
+        picked = balance::pick(strategy, view(&route.all), entries, ctx, rng, eligible)
+            .map(|i| (i, true));
+        if picked.is_some() {
+            warn_bypass(snap, route);
+        }
+    }
+    picked
+}
+
+/// What [`select`] answers when no candidate could take the request in the usage
+/// `minute` it decided in: a decision again in the clock's minute if that one lagged
+/// (usage-based), else the time until the first one can (leaves its cooldown, or its
+/// minute turns).
+#[allow(clippy::too_many_arguments)]
+fn refuse<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
+    snap: &HealthSnapshot,
+    route: &Route,
+    fresh_until: u64,
+    strategy: RoutingStrategy,
+    health_filter: bool,
+    settings: &PickSettings,
+    rng: &mut R,
+    now: &mut LazyNow<F>,
+    ask: Ask<'_>,
+    minute: u64,
+) -> Result<(u32, bool), Duration> {
+    let usage = balance::counts_usage(strategy);
+    let entries = &snap.entries;
     let t = now.get();
     if usage && minute != minute_of(t) {
         // The kept minute lagged the clock's (its timer had not fired yet): decide again
