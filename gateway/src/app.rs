@@ -41,7 +41,7 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 use serde_json::{Value, json};
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::{Service, ServiceExt};
 use tower_health_routing::{
     BoxError, Config, HealthRoutingLayer, HealthState, MissingRoute, ModelGroup,
     NoDeploymentAvailable, SelectedDeployment, UnknownRoute, UnsupportedRoute,
@@ -107,7 +107,7 @@ const MODEL_ID: http::HeaderName = http::HeaderName::from_static("x-litellm-mode
 
 /// The routed stack, its type named: cloned per request as a plain struct, and its future
 /// not boxed again (a `BoxCloneSyncService` cost two allocations per request).
-type Routed = Served<tower_health_routing::routing::Fallback<Retried>>;
+type Routed = Served;
 
 /// The routing layer over the forwarder, in the retry layer when retries are on
 /// (`num_retries > 0`). With them off the retry layer only passes the request through (it
@@ -118,76 +118,134 @@ type Retried = tower::util::Either<
     tower_health_routing::HealthRouting<Forwarder>,
 >;
 
-/// The routed stack's answer, before [`Served`] makes it the client's.
-type RoutedResponse = http::Response<
+/// The answer of the stack below [`Served`].
+type RetriedResponse = http::Response<tower_health_routing::routing::ResponseBody<Body>>;
+
+/// The routed stack's answer with fallbacks, before [`Served`] makes it the client's.
+type FallbackResponse = http::Response<
     tower_health_routing::routing::FallbackBody<tower_health_routing::routing::ResponseBody<Body>>,
 >;
+
+/// Below [`Served`]: the fallback layer over the retried routing, or, when the config
+/// has no fallback of any kind, the retried routing alone. Without fallbacks the fallback
+/// layer only names the requested group as the one that served (in a response extension,
+/// three allocations), after boxing its future and cloning the stack below it: [`Served`]
+/// names the group itself instead.
+#[derive(Clone)]
+enum Stack {
+    Fallbacks(tower_health_routing::routing::Fallback<Retried>),
+    Direct(Retried),
+}
 
 /// Makes a routed answer the client's: the served-by headers (`x-litellm-model-group`,
 /// `x-litellm-attempted-fallbacks`, `x-litellm-model-id`, as LiteLLM sends them), and an
 /// SSE answer's error ending when its stream fails ([`crate::forward::sse`]).
 #[derive(Clone)]
-struct Served<S> {
-    inner: S,
+struct Served {
+    inner: Stack,
     values: std::sync::Arc<crate::fallback::HeaderValues>,
     sse_scrubber: Scrubber,
 }
 
-impl<S, R> Service<R> for Served<S>
-where
-    S: Service<R, Response = RoutedResponse, Error = BoxError>,
-{
+impl Service<http::Request<Bytes>> for Served {
     type Response = Response;
     type Error = BoxError;
-    type Future = ServedFuture<S::Future>;
+    type Future = ServedFuture;
 
     fn poll_ready(&mut self, cx: &mut task::Context<'_>) -> task::Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
+        match &mut self.inner {
+            Stack::Fallbacks(s) => s.poll_ready(cx),
+            Stack::Direct(s) => s.poll_ready(cx),
+        }
     }
 
-    fn call(&mut self, req: R) -> Self::Future {
+    fn call(&mut self, req: http::Request<Bytes>) -> Self::Future {
+        let inner = match &mut self.inner {
+            Stack::Fallbacks(s) => StackFuture::Fallbacks(s.call(req)),
+            Stack::Direct(s) => {
+                // What the fallback layer would name: the requested group, no fallback tried.
+                let group = req.extensions().get::<ModelGroup>().cloned();
+                StackFuture::Direct(s.call(req), group)
+            }
+        };
         ServedFuture {
-            inner: self.inner.call(req),
+            inner,
             values: std::sync::Arc::clone(&self.values),
             sse_scrubber: self.sse_scrubber.clone(),
         }
     }
 }
 
+/// The future of [`Stack`].
+#[pin_project::pin_project(project = StackProj)]
+enum StackFuture {
+    Fallbacks(
+        #[pin]
+        <tower_health_routing::routing::Fallback<Retried> as Service<http::Request<Bytes>>>::Future,
+    ),
+    Direct(
+        #[pin] <Retried as Service<http::Request<Bytes>>>::Future,
+        Option<ModelGroup>,
+    ),
+}
+
 /// The future of [`Served`].
 #[pin_project::pin_project]
-struct ServedFuture<F> {
+struct ServedFuture {
     #[pin]
-    inner: F,
+    inner: StackFuture,
     values: std::sync::Arc<crate::fallback::HeaderValues>,
     sse_scrubber: Scrubber,
 }
 
-impl<F> Future for ServedFuture<F>
-where
-    F: Future<Output = Result<RoutedResponse, BoxError>>,
-{
+impl Future for ServedFuture {
     type Output = Result<Response, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> task::Poll<Self::Output> {
         let this = self.project();
-        let resp = std::task::ready!(this.inner.poll(cx))?;
         let values = &**this.values;
-        let (mut parts, body) = resp.into_parts();
-        crate::fallback::served_headers_with(&mut parts, values);
-        // Tell the client which deployment answered, as LiteLLM does.
-        if let Some(d) = parts.extensions.get::<SelectedDeployment>()
-            && let Some(v) = values.get(d.id().as_str())
-        {
-            parts.headers.insert(MODEL_ID, v);
+        match this.inner.project() {
+            StackProj::Fallbacks(f) => {
+                let resp: FallbackResponse = std::task::ready!(f.poll(cx))?;
+                let (mut parts, body) = resp.into_parts();
+                crate::fallback::served_headers_with(&mut parts, values);
+                // Tell the client which deployment answered, as LiteLLM does.
+                if let Some(d) = parts.extensions.get::<SelectedDeployment>()
+                    && let Some(v) = values.get(d.id().as_str())
+                {
+                    parts.headers.insert(MODEL_ID, v);
+                }
+                task::Poll::Ready(Ok(client_response(parts, body, this.sse_scrubber)))
+            }
+            StackProj::Direct(f, group) => {
+                let resp: RetriedResponse = std::task::ready!(f.poll(cx))?;
+                let (mut parts, body) = resp.into_parts();
+                if let Some(group) = group {
+                    crate::fallback::set_served_headers(&mut parts.headers, group, 0, values);
+                }
+                // The body names the deployment (no response extension needed).
+                if let Some(d) = body.selected_deployment()
+                    && let Some(v) = values.get(d.id().as_str())
+                {
+                    parts.headers.insert(MODEL_ID, v);
+                }
+                task::Poll::Ready(Ok(client_response(parts, body, this.sse_scrubber)))
+            }
         }
-        // A stream that fails (a stall, a broken upstream) ends with an error event.
-        if crate::forward::sse::is_event_stream(&parts.headers) {
-            let body = crate::forward::sse::SseErrors::new(body, this.sse_scrubber.clone());
-            return task::Poll::Ready(Ok(Response::from_parts(parts, Body::new(body))));
-        }
-        task::Poll::Ready(Ok(Response::from_parts(parts, Body::new(body))))
     }
+}
+
+/// The client's answer, boxed once: a stream that fails (a stall, a broken upstream) ends
+/// with an error event.
+fn client_response<B>(parts: http::response::Parts, body: B, sse_scrubber: &Scrubber) -> Response
+where
+    B: http_body::Body<Data = Bytes, Error = BoxError> + Unpin + Send + 'static,
+{
+    if crate::forward::sse::is_event_stream(&parts.headers) {
+        let body = crate::forward::sse::SseErrors::new(body, sse_scrubber.clone());
+        return Response::from_parts(parts, Body::new(body));
+    }
+    Response::from_parts(parts, Body::new(body))
 }
 
 /// What the API handler needs, behind one `Arc` (the handler gets a clone per request).
@@ -233,31 +291,39 @@ fn api_app(
         .endpoints_of(state.config());
     // Behind an `Arc`: the service is cloned for every request.
     let values = std::sync::Arc::new(values());
-    let routed = ServiceBuilder::new()
-        // The served-by headers and a failing stream's error ending (see `Served`).
-        .layer_fn(|inner| Served {
-            inner,
-            values: std::sync::Arc::clone(&values),
-            sse_scrubber: scrubber.clone(),
-        })
-        // A group that cannot answer hands the request to its fallback groups.
-        .layer(tower_health_routing::routing::FallbackLayer::new(
-            state.config(),
+    let router = &state.config().router;
+    // The response names its deployment in an extension only for what reads it there: the
+    // retry log, and the fallback layer's answers (whose body may be one it buffered).
+    let routing = if router.num_retries > 0 || !router.fallbacks.is_empty() {
+        routing.with_response_extension()
+    } else {
+        routing
+    };
+    let routed = tower::Layer::layer(&routing, forwarder);
+    // Failed requests are re-sent to another deployment (`num_retries`), within a budget.
+    let retried: Retried = if router.num_retries > 0 {
+        tower::util::Either::Left(tower::Layer::layer(
+            &tower_health_routing::retry::RetryLayer::new(state.config()),
+            routed,
         ))
-        // Failed requests are re-sent to another deployment (`num_retries`), within a budget.
-        .layer_fn(|routed| {
-            if state.config().router.num_retries > 0 {
-                tower::util::Either::Left(tower::Layer::layer(
-                    &tower_health_routing::retry::RetryLayer::new(state.config()),
-                    routed,
-                ))
-            } else {
-                tower::util::Either::Right(routed)
-            }
-        })
-        // The response names its deployment (the `x-litellm-model-id` header, the retry log).
-        .layer(routing.with_response_extension())
-        .service(forwarder);
+    } else {
+        tower::util::Either::Right(routed)
+    };
+    // A group that cannot answer hands the request to its fallback groups.
+    let inner = if router.fallbacks.is_empty() {
+        Stack::Direct(retried)
+    } else {
+        Stack::Fallbacks(tower::Layer::layer(
+            &tower_health_routing::routing::FallbackLayer::new(state.config()),
+            retried,
+        ))
+    };
+    // The served-by headers and a failing stream's error ending (see `Served`).
+    let routed = Served {
+        inner,
+        values,
+        sse_scrubber: scrubber.clone(),
+    };
     App(std::sync::Arc::new(AppInner {
         master_key: state
             .config()
