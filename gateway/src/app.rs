@@ -119,11 +119,14 @@ type Retried = tower::util::Either<
 >;
 
 /// The answer of the stack below [`Served`].
-type RetriedResponse = http::Response<tower_health_routing::routing::ResponseBody<Body>>;
+type RetriedResponse =
+    http::Response<tower_health_routing::routing::ResponseBody<fwd::ForwardedBody>>;
 
 /// The routed stack's answer with fallbacks, before [`Served`] makes it the client's.
 type FallbackResponse = http::Response<
-    tower_health_routing::routing::FallbackBody<tower_health_routing::routing::ResponseBody<Body>>,
+    tower_health_routing::routing::FallbackBody<
+        tower_health_routing::routing::ResponseBody<fwd::ForwardedBody>,
+    >,
 >;
 
 /// Below [`Served`]: the fallback layer over the retried routing, or, when the config
@@ -463,8 +466,12 @@ where
     {
         req.extensions_mut().insert(t);
     }
-    req.extensions_mut()
-        .insert(crate::fallback::BodyModel(std::sync::Arc::clone(&model)));
+    // The group changes only when a fallback group is tried: without fallbacks the
+    // forwarder reads the body's model from the group.
+    if !app.state.config().router.fallbacks.is_empty() {
+        req.extensions_mut()
+            .insert(crate::fallback::BodyModel(std::sync::Arc::clone(&model)));
+    }
     if stream {
         req.extensions_mut().insert(Streaming);
     }
@@ -733,7 +740,7 @@ impl ForwarderInner {
 }
 
 impl Service<http::Request<Bytes>> for Forwarder {
-    type Response = http::Response<Body>;
+    type Response = http::Response<fwd::ForwardedBody>;
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
@@ -768,10 +775,10 @@ impl Service<http::Request<Bytes>> for Forwarder {
                 let same = this.scrubber.is_empty();
                 parts.headers = fwd::response_headers(&parts.headers, &this.scrubber, same);
                 if !parts.status.is_success() {
-                    return Ok(http::Response::from_parts(parts, body));
+                    return Ok(http::Response::from_parts(parts, body.into()));
                 }
                 let body = fwd::ForwardBody::new(body, &this.scrubber, same, Some(chosen));
-                return Ok(http::Response::from_parts(parts, Body::new(body)));
+                return Ok(http::Response::from_parts(parts, Body::new(body).into()));
             }
             let (mut parts, body) = resp.into_parts();
             if parts.status.is_informational() {
@@ -783,7 +790,8 @@ impl Service<http::Request<Bytes>> for Forwarder {
                         "the upstream answered {} to an API request, which is no final answer",
                         parts.status
                     ),
-                ));
+                )
+                .map(Into::into));
             }
             if fwd::is_encoded(&parts.headers) && !this.scrubber.is_empty() {
                 return Ok(error(
@@ -791,7 +799,8 @@ impl Service<http::Request<Bytes>> for Forwarder {
                     "upstream_error",
                     "the upstream sent a compressed body though `accept-encoding: identity` \
                      was asked; it cannot be checked for secrets",
-                ));
+                )
+                .map(Into::into));
             }
             // Byte for byte only when there is nothing to scrub.
             let same = this.scrubber.is_empty();
@@ -802,7 +811,10 @@ impl Service<http::Request<Bytes>> for Forwarder {
                 let usage = crate::usage::may_carry_usage(parts.headers.get(header::CONTENT_TYPE))
                     .then_some(chosen);
                 let body = fwd::ForwardBody::new(body, &this.scrubber, same, usage);
-                return Ok(http::Response::from_parts(parts, Body::new(body)));
+                return Ok(http::Response::from_parts(
+                    parts,
+                    fwd::ForwardedBody::Upstream(body),
+                ));
             }
             let body = Body::new(body);
             // An error: read a bounded amount, scrub it, keep the upstream's status.
@@ -817,7 +829,7 @@ impl Service<http::Request<Bytes>> for Forwarder {
             } else {
                 Bytes::from(text)
             };
-            Ok(http::Response::from_parts(parts, Body::from(text)))
+            Ok(http::Response::from_parts(parts, Body::from(text).into()))
         })
     }
 }
@@ -983,10 +995,15 @@ async fn upstream_request(
         }
         return Ok((up.body(Full::new(body))?, Some(t), pool));
     }
-    let requested = parts.extensions.get::<crate::fallback::BodyModel>();
+    // The body's model: its own extension when fallbacks may change the group, else the
+    // group (which is then the body's model).
+    let requested = match parts.extensions.get::<crate::fallback::BodyModel>() {
+        Some(m) => Some(&*m.0),
+        None => parts.extensions.get::<ModelGroup>().map(ModelGroup::as_str),
+    };
     let ctype = parts.headers.get(header::CONTENT_TYPE);
     // Most deployments serve the model the client named: then the body goes as it came.
-    let unchanged = requested.map(|m| &*m.0) == Some(model);
+    let unchanged = requested == Some(model);
     let body = if unchanged {
         body
     } else {

@@ -11,7 +11,8 @@
 //!
 //! A fallback group's deployment gets its own model in the body, as any deployment does:
 //! the forwarder compares the deployment's model with the body's (the [`BodyModel`]
-//! extension), not with the group being tried.
+//! extension, set when the config has fallbacks; without any, the group is never changed
+//! and is the body's model), not with the group being tried.
 
 use std::sync::Arc;
 

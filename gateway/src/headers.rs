@@ -317,3 +317,49 @@ where
         }
     }
 }
+
+/// The body of a forwarded answer: a proxied 2xx body from an upstream connection, kept
+/// unboxed (the client's answer boxes it once, with the layers around it), or any other
+/// (an error body, a translated answer), boxed.
+#[derive(Debug)]
+pub enum ForwardedBody {
+    /// A proxied 2xx body ([`ForwardBody`] over the upstream's).
+    Upstream(ForwardBody<crate::forward::pool::UpstreamBody>),
+    /// Any other body.
+    Boxed(Body),
+}
+
+impl From<Body> for ForwardedBody {
+    fn from(b: Body) -> Self {
+        Self::Boxed(b)
+    }
+}
+
+impl hyper::body::Body for ForwardedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        match self.get_mut() {
+            Self::Upstream(b) => Pin::new(b).poll_frame(cx),
+            Self::Boxed(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Upstream(b) => b.is_end_stream(),
+            Self::Boxed(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            Self::Upstream(b) => b.size_hint(),
+            Self::Boxed(b) => b.size_hint(),
+        }
+    }
+}
