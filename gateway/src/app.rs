@@ -909,6 +909,7 @@ struct ForwardEndpoints {
     map: std::collections::HashMap<
         tower_health_routing::DeploymentId,
         std::sync::OnceLock<Box<[Option<ForwardEndpoint>]>>,
+        foldhash::fast::RandomState,
     >,
     pools: std::sync::Arc<Pools>,
 }
@@ -917,7 +918,10 @@ impl ForwardEndpoints {
     /// A slot for every deployment of `config` (the first of a repeated id, as the routing
     /// snapshot keeps).
     fn of(config: &Config, pools: std::sync::Arc<Pools>) -> Self {
-        let mut map = std::collections::HashMap::with_capacity(config.deployments.len());
+        let mut map = std::collections::HashMap::with_capacity_and_hasher(
+            config.deployments.len(),
+            foldhash::fast::RandomState::default(),
+        );
         for d in &config.deployments {
             map.entry(d.id().clone()).or_default();
         }
