@@ -180,6 +180,9 @@ impl Service<http::Request<Bytes>> for Served {
 }
 
 /// The future of [`Stack`].
+// The direct variant kept inline (boxing it would cost the allocation saved); the fallback
+// layer's future is a box already.
+#[allow(clippy::large_enum_variant)]
 #[pin_project::pin_project(project = StackProj)]
 enum StackFuture {
     Fallbacks(
