@@ -8,8 +8,10 @@
 //! ```text
 //! auth (master_key) → buffer + parse the body, read "model" (400 if malformed)
 //!   → FallbackLayer (fallbacks, default_fallbacks, context_window_fallbacks,
-//!     content_policy_fallbacks: another group when this one fails; see `fallback`)
-//!   → RetryLayer (num_retries: a 5xx/408/429/401 or connection error goes to another deployment)
+//!     content_policy_fallbacks: another group when this one fails; see `fallback`;
+//!     left out when the config has none)
+//!   → RetryLayer (num_retries: a 5xx/408/429/401 or connection error goes to another
+//!     deployment; left out with num_retries: 0)
 //!   → HealthRouting (route = "model": health filter, cooldown, balancer; 400 unknown model,
 //!     429 + Retry-After when every deployment cools down)
 //!   → Forwarder: rewrite "model" to the deployment's, add its credentials, send with hyper;
