@@ -8,8 +8,10 @@
 //! ```text
 //! auth (master_key) → buffer + parse the body, read "model" (400 if malformed)
 //!   → FallbackLayer (fallbacks, default_fallbacks, context_window_fallbacks,
-//!     content_policy_fallbacks: another group when this one fails; see `fallback`)
-//!   → RetryLayer (num_retries: a 5xx/408/429/401 or connection error goes to another deployment)
+//!     content_policy_fallbacks: another group when this one fails; see `fallback`;
+//!     left out when the config has none)
+//!   → RetryLayer (num_retries: a 5xx/408/429/401 or connection error goes to another
+//!     deployment; left out with num_retries: 0)
 //!   → HealthRouting (route = "model": health filter, cooldown, balancer; 400 unknown model,
 //!     429 + Retry-After when every deployment cools down)
 //!   → Forwarder: rewrite "model" to the deployment's, add its credentials, send with hyper;
@@ -41,7 +43,7 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 use serde_json::{Value, json};
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::{Service, ServiceExt};
 use tower_health_routing::{
     BoxError, Config, HealthRoutingLayer, HealthState, MissingRoute, ModelGroup,
     NoDeploymentAvailable, SelectedDeployment, UnknownRoute, UnsupportedRoute,
@@ -107,7 +109,7 @@ const MODEL_ID: http::HeaderName = http::HeaderName::from_static("x-litellm-mode
 
 /// The routed stack, its type named: cloned per request as a plain struct, and its future
 /// not boxed again (a `BoxCloneSyncService` cost two allocations per request).
-type Routed = Served<tower_health_routing::routing::Fallback<Retried>>;
+type Routed = Served;
 
 /// The routing layer over the forwarder, in the retry layer when retries are on
 /// (`num_retries > 0`). With them off the retry layer only passes the request through (it
@@ -118,76 +120,140 @@ type Retried = tower::util::Either<
     tower_health_routing::HealthRouting<Forwarder>,
 >;
 
-/// The routed stack's answer, before [`Served`] makes it the client's.
-type RoutedResponse = http::Response<
-    tower_health_routing::routing::FallbackBody<tower_health_routing::routing::ResponseBody<Body>>,
+/// The answer of the stack below [`Served`].
+type RetriedResponse =
+    http::Response<tower_health_routing::routing::ResponseBody<fwd::ForwardedBody>>;
+
+/// The routed stack's answer with fallbacks, before [`Served`] makes it the client's.
+type FallbackResponse = http::Response<
+    tower_health_routing::routing::FallbackBody<
+        tower_health_routing::routing::ResponseBody<fwd::ForwardedBody>,
+    >,
 >;
+
+/// Below [`Served`]: the fallback layer over the retried routing, or, when the config
+/// has no fallback of any kind, the retried routing alone. Without fallbacks the fallback
+/// layer only names the requested group as the one that served (in a response extension,
+/// three allocations), after boxing its future and cloning the stack below it: [`Served`]
+/// names the group itself instead.
+#[derive(Clone)]
+enum Stack {
+    Fallbacks(tower_health_routing::routing::Fallback<Retried>),
+    Direct(Retried),
+}
 
 /// Makes a routed answer the client's: the served-by headers (`x-litellm-model-group`,
 /// `x-litellm-attempted-fallbacks`, `x-litellm-model-id`, as LiteLLM sends them), and an
 /// SSE answer's error ending when its stream fails ([`crate::forward::sse`]).
 #[derive(Clone)]
-struct Served<S> {
-    inner: S,
+struct Served {
+    inner: Stack,
     values: std::sync::Arc<crate::fallback::HeaderValues>,
     sse_scrubber: Scrubber,
 }
 
-impl<S, R> Service<R> for Served<S>
-where
-    S: Service<R, Response = RoutedResponse, Error = BoxError>,
-{
+impl Service<http::Request<Bytes>> for Served {
     type Response = Response;
     type Error = BoxError;
-    type Future = ServedFuture<S::Future>;
+    type Future = ServedFuture;
 
     fn poll_ready(&mut self, cx: &mut task::Context<'_>) -> task::Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
+        match &mut self.inner {
+            Stack::Fallbacks(s) => s.poll_ready(cx),
+            Stack::Direct(s) => s.poll_ready(cx),
+        }
     }
 
-    fn call(&mut self, req: R) -> Self::Future {
+    fn call(&mut self, req: http::Request<Bytes>) -> Self::Future {
+        let inner = match &mut self.inner {
+            Stack::Fallbacks(s) => StackFuture::Fallbacks(s.call(req)),
+            Stack::Direct(s) => {
+                // What the fallback layer would name: the requested group, no fallback tried.
+                let group = req.extensions().get::<ModelGroup>().cloned();
+                StackFuture::Direct(s.call(req), group)
+            }
+        };
         ServedFuture {
-            inner: self.inner.call(req),
+            inner,
             values: std::sync::Arc::clone(&self.values),
             sse_scrubber: self.sse_scrubber.clone(),
         }
     }
 }
 
+/// The future of [`Stack`].
+// The direct variant kept inline (boxing it would cost the allocation saved); the fallback
+// layer's future is a box already.
+#[allow(clippy::large_enum_variant)]
+#[pin_project::pin_project(project = StackProj)]
+enum StackFuture {
+    Fallbacks(
+        #[pin]
+        <tower_health_routing::routing::Fallback<Retried> as Service<http::Request<Bytes>>>::Future,
+    ),
+    Direct(
+        #[pin] <Retried as Service<http::Request<Bytes>>>::Future,
+        Option<ModelGroup>,
+    ),
+}
+
 /// The future of [`Served`].
 #[pin_project::pin_project]
-struct ServedFuture<F> {
+struct ServedFuture {
     #[pin]
-    inner: F,
+    inner: StackFuture,
     values: std::sync::Arc<crate::fallback::HeaderValues>,
     sse_scrubber: Scrubber,
 }
 
-impl<F> Future for ServedFuture<F>
-where
-    F: Future<Output = Result<RoutedResponse, BoxError>>,
-{
+impl Future for ServedFuture {
     type Output = Result<Response, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> task::Poll<Self::Output> {
         let this = self.project();
-        let resp = std::task::ready!(this.inner.poll(cx))?;
         let values = &**this.values;
-        let (mut parts, body) = resp.into_parts();
-        crate::fallback::served_headers_with(&mut parts, values);
-        // Tell the client which deployment answered, as LiteLLM does.
-        if let Some(d) = parts.extensions.get::<SelectedDeployment>()
-            && let Some(v) = values.get(d.id().as_str())
-        {
-            parts.headers.insert(MODEL_ID, v);
+        match this.inner.project() {
+            StackProj::Fallbacks(f) => {
+                let resp: FallbackResponse = std::task::ready!(f.poll(cx))?;
+                let (mut parts, body) = resp.into_parts();
+                crate::fallback::served_headers_with(&mut parts, values);
+                // Tell the client which deployment answered, as LiteLLM does.
+                if let Some(d) = parts.extensions.get::<SelectedDeployment>()
+                    && let Some(v) = values.get(d.id().as_str())
+                {
+                    parts.headers.insert(MODEL_ID, v);
+                }
+                task::Poll::Ready(Ok(client_response(parts, body, this.sse_scrubber)))
+            }
+            StackProj::Direct(f, group) => {
+                let resp: RetriedResponse = std::task::ready!(f.poll(cx))?;
+                let (mut parts, body) = resp.into_parts();
+                if let Some(group) = group {
+                    crate::fallback::set_served_headers(&mut parts.headers, group, 0, values);
+                }
+                // The body names the deployment (no response extension needed).
+                if let Some(d) = body.selected_deployment()
+                    && let Some(v) = values.get(d.id().as_str())
+                {
+                    parts.headers.insert(MODEL_ID, v);
+                }
+                task::Poll::Ready(Ok(client_response(parts, body, this.sse_scrubber)))
+            }
         }
-        // A stream that fails (a stall, a broken upstream) ends with an error event.
-        if crate::forward::sse::is_event_stream(&parts.headers) {
-            let body = crate::forward::sse::SseErrors::new(body, this.sse_scrubber.clone());
-            return task::Poll::Ready(Ok(Response::from_parts(parts, Body::new(body))));
-        }
-        task::Poll::Ready(Ok(Response::from_parts(parts, Body::new(body))))
     }
+}
+
+/// The client's answer, boxed once: a stream that fails (a stall, a broken upstream) ends
+/// with an error event.
+fn client_response<B>(parts: http::response::Parts, body: B, sse_scrubber: &Scrubber) -> Response
+where
+    B: http_body::Body<Data = Bytes, Error = BoxError> + Unpin + Send + 'static,
+{
+    if crate::forward::sse::is_event_stream(&parts.headers) {
+        let body = crate::forward::sse::SseErrors::new(body, sse_scrubber.clone());
+        return Response::from_parts(parts, Body::new(body));
+    }
+    Response::from_parts(parts, Body::new(body))
 }
 
 /// What the API handler needs, behind one `Arc` (the handler gets a clone per request).
@@ -233,31 +299,39 @@ fn api_app(
         .endpoints_of(state.config());
     // Behind an `Arc`: the service is cloned for every request.
     let values = std::sync::Arc::new(values());
-    let routed = ServiceBuilder::new()
-        // The served-by headers and a failing stream's error ending (see `Served`).
-        .layer_fn(|inner| Served {
-            inner,
-            values: std::sync::Arc::clone(&values),
-            sse_scrubber: scrubber.clone(),
-        })
-        // A group that cannot answer hands the request to its fallback groups.
-        .layer(tower_health_routing::routing::FallbackLayer::new(
-            state.config(),
+    let router = &state.config().router;
+    // The response names its deployment in an extension only for what reads it there: the
+    // retry log, and the fallback layer's answers (whose body may be one it buffered).
+    let routing = if router.num_retries > 0 || !router.fallbacks.is_empty() {
+        routing.with_response_extension()
+    } else {
+        routing
+    };
+    let routed = tower::Layer::layer(&routing, forwarder);
+    // Failed requests are re-sent to another deployment (`num_retries`), within a budget.
+    let retried: Retried = if router.num_retries > 0 {
+        tower::util::Either::Left(tower::Layer::layer(
+            &tower_health_routing::retry::RetryLayer::new(state.config()),
+            routed,
         ))
-        // Failed requests are re-sent to another deployment (`num_retries`), within a budget.
-        .layer_fn(|routed| {
-            if state.config().router.num_retries > 0 {
-                tower::util::Either::Left(tower::Layer::layer(
-                    &tower_health_routing::retry::RetryLayer::new(state.config()),
-                    routed,
-                ))
-            } else {
-                tower::util::Either::Right(routed)
-            }
-        })
-        // The response names its deployment (the `x-litellm-model-id` header, the retry log).
-        .layer(routing.with_response_extension())
-        .service(forwarder);
+    } else {
+        tower::util::Either::Right(routed)
+    };
+    // A group that cannot answer hands the request to its fallback groups.
+    let inner = if router.fallbacks.is_empty() {
+        Stack::Direct(retried)
+    } else {
+        Stack::Fallbacks(tower::Layer::layer(
+            &tower_health_routing::routing::FallbackLayer::new(state.config()),
+            retried,
+        ))
+    };
+    // The served-by headers and a failing stream's error ending (see `Served`).
+    let routed = Served {
+        inner,
+        values,
+        sse_scrubber: scrubber.clone(),
+    };
     App(std::sync::Arc::new(AppInner {
         master_key: state
             .config()
@@ -397,8 +471,12 @@ where
     {
         req.extensions_mut().insert(t);
     }
-    req.extensions_mut()
-        .insert(crate::fallback::BodyModel(std::sync::Arc::clone(&model)));
+    // The group changes only when a fallback group is tried: without fallbacks the
+    // forwarder reads the body's model from the group.
+    if !app.state.config().router.fallbacks.is_empty() {
+        req.extensions_mut()
+            .insert(crate::fallback::BodyModel(std::sync::Arc::clone(&model)));
+    }
     if stream {
         req.extensions_mut().insert(Streaming);
     }
@@ -667,7 +745,7 @@ impl ForwarderInner {
 }
 
 impl Service<http::Request<Bytes>> for Forwarder {
-    type Response = http::Response<Body>;
+    type Response = http::Response<fwd::ForwardedBody>;
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
@@ -702,10 +780,10 @@ impl Service<http::Request<Bytes>> for Forwarder {
                 let same = this.scrubber.is_empty();
                 parts.headers = fwd::response_headers(&parts.headers, &this.scrubber, same);
                 if !parts.status.is_success() {
-                    return Ok(http::Response::from_parts(parts, body));
+                    return Ok(http::Response::from_parts(parts, body.into()));
                 }
                 let body = fwd::ForwardBody::new(body, &this.scrubber, same, Some(chosen));
-                return Ok(http::Response::from_parts(parts, Body::new(body)));
+                return Ok(http::Response::from_parts(parts, Body::new(body).into()));
             }
             let (mut parts, body) = resp.into_parts();
             if parts.status.is_informational() {
@@ -717,7 +795,8 @@ impl Service<http::Request<Bytes>> for Forwarder {
                         "the upstream answered {} to an API request, which is no final answer",
                         parts.status
                     ),
-                ));
+                )
+                .map(Into::into));
             }
             if fwd::is_encoded(&parts.headers) && !this.scrubber.is_empty() {
                 return Ok(error(
@@ -725,7 +804,8 @@ impl Service<http::Request<Bytes>> for Forwarder {
                     "upstream_error",
                     "the upstream sent a compressed body though `accept-encoding: identity` \
                      was asked; it cannot be checked for secrets",
-                ));
+                )
+                .map(Into::into));
             }
             // Byte for byte only when there is nothing to scrub.
             let same = this.scrubber.is_empty();
@@ -736,7 +816,10 @@ impl Service<http::Request<Bytes>> for Forwarder {
                 let usage = crate::usage::may_carry_usage(parts.headers.get(header::CONTENT_TYPE))
                     .then_some(chosen);
                 let body = fwd::ForwardBody::new(body, &this.scrubber, same, usage);
-                return Ok(http::Response::from_parts(parts, Body::new(body)));
+                return Ok(http::Response::from_parts(
+                    parts,
+                    fwd::ForwardedBody::Upstream(body),
+                ));
             }
             let body = Body::new(body);
             // An error: read a bounded amount, scrub it, keep the upstream's status.
@@ -751,7 +834,7 @@ impl Service<http::Request<Bytes>> for Forwarder {
             } else {
                 Bytes::from(text)
             };
-            Ok(http::Response::from_parts(parts, Body::from(text)))
+            Ok(http::Response::from_parts(parts, Body::from(text).into()))
         })
     }
 }
@@ -831,6 +914,7 @@ struct ForwardEndpoints {
     map: std::collections::HashMap<
         tower_health_routing::DeploymentId,
         std::sync::OnceLock<Box<[Option<ForwardEndpoint>]>>,
+        foldhash::fast::RandomState,
     >,
     pools: std::sync::Arc<Pools>,
 }
@@ -839,7 +923,10 @@ impl ForwardEndpoints {
     /// A slot for every deployment of `config` (the first of a repeated id, as the routing
     /// snapshot keeps).
     fn of(config: &Config, pools: std::sync::Arc<Pools>) -> Self {
-        let mut map = std::collections::HashMap::with_capacity(config.deployments.len());
+        let mut map = std::collections::HashMap::with_capacity_and_hasher(
+            config.deployments.len(),
+            foldhash::fast::RandomState::default(),
+        );
         for d in &config.deployments {
             map.entry(d.id().clone()).or_default();
         }
@@ -917,10 +1004,15 @@ async fn upstream_request(
         }
         return Ok((up.body(Full::new(body))?, Some(t), pool));
     }
-    let requested = parts.extensions.get::<crate::fallback::BodyModel>();
+    // The body's model: its own extension when fallbacks may change the group, else the
+    // group (which is then the body's model).
+    let requested = match parts.extensions.get::<crate::fallback::BodyModel>() {
+        Some(m) => Some(&*m.0),
+        None => parts.extensions.get::<ModelGroup>().map(ModelGroup::as_str),
+    };
     let ctype = parts.headers.get(header::CONTENT_TYPE);
     // Most deployments serve the model the client named: then the body goes as it came.
-    let unchanged = requested.map(|m| &*m.0) == Some(model);
+    let unchanged = requested == Some(model);
     let body = if unchanged {
         body
     } else {

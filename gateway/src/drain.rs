@@ -201,6 +201,45 @@ pub fn guarded(resp: Response, guard: InFlight) -> Response {
     )
 }
 
+/// The body of the gateway's answers ([`Gate`](crate::gate::Gate)'s): the answer's own,
+/// holding an API request's [`InFlight`] guard (when it has one) until it ends or drops.
+/// Not boxed again: the answer's body is boxed once.
+#[derive(Debug)]
+pub struct GuardedBody {
+    body: Body,
+    _guard: Option<InFlight>,
+}
+
+impl GuardedBody {
+    /// `body`, holding `guard` until it ends or drops.
+    pub fn new(body: Body, guard: Option<InFlight>) -> Self {
+        Self {
+            body,
+            _guard: guard,
+        }
+    }
+}
+
+impl http_body::Body for GuardedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut task::Context<'_>,
+    ) -> task::Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// A response body that holds its request's [`InFlight`] guard until it ends or drops.
 struct Guarded {
     body: Body,

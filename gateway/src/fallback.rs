@@ -11,12 +11,13 @@
 //!
 //! A fallback group's deployment gets its own model in the body, as any deployment does:
 //! the forwarder compares the deployment's model with the body's (the [`BodyModel`]
-//! extension), not with the group being tried.
+//! extension, set when the config has fallbacks; without any, the group is never changed
+//! and is the body's model), not with the group being tried.
 
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue, response::Parts};
-use tower_health_routing::routing::ServedBy;
+use tower_health_routing::{ModelGroup, routing::ServedBy};
 
 /// `x-litellm-model-group`.
 pub const MODEL_GROUP: &str = "x-litellm-model-group";
@@ -44,12 +45,14 @@ pub fn served_headers(parts: &mut Parts) {
 /// The header values of a config's group names and deployment ids, built once: a response
 /// clones one (a reference count) instead of copying the name into a new value.
 #[derive(Debug, Default)]
-pub struct HeaderValues(std::collections::HashMap<Box<str>, HeaderValue>);
+pub struct HeaderValues(
+    std::collections::HashMap<Box<str>, HeaderValue, foldhash::fast::RandomState>,
+);
 
 impl HeaderValues {
     /// The values of every route (`model_name`) and deployment id of `config`.
     pub fn of(config: &tower_health_routing::Config) -> Self {
-        let mut map = std::collections::HashMap::new();
+        let mut map = std::collections::HashMap::default();
         for d in &config.deployments {
             for name in [d.route(), d.id().as_str()] {
                 if map.contains_key(name) {
@@ -81,12 +84,28 @@ pub fn served_headers_with(parts: &mut Parts, values: &HeaderValues) {
     let Some(served) = parts.extensions.get::<ServedBy>() else {
         return;
     };
-    if let Some(v) = values.get(served.group().as_str()) {
-        parts.headers.insert(MODEL_GROUP_NAME, v);
+    set_served_headers(
+        &mut parts.headers,
+        served.group(),
+        served.attempted_fallbacks(),
+        values,
+    );
+}
+
+/// Sets the served-by headers: `group` answered after `attempted` fallback groups were
+/// tried (what a [`ServedBy`] extension says).
+pub fn set_served_headers(
+    headers: &mut http::HeaderMap,
+    group: &ModelGroup,
+    attempted: u32,
+    values: &HeaderValues,
+) {
+    if let Some(v) = values.get(group.as_str()) {
+        headers.insert(MODEL_GROUP_NAME, v);
     }
-    let n = served.attempted_fallbacks();
-    let count = COUNTS
-        .get(n as usize)
-        .map_or_else(|| HeaderValue::from(n), |s| HeaderValue::from_static(s));
-    parts.headers.insert(ATTEMPTED_FALLBACKS_NAME, count);
+    let count = COUNTS.get(attempted as usize).map_or_else(
+        || HeaderValue::from(attempted),
+        |s| HeaderValue::from_static(s),
+    );
+    headers.insert(ATTEMPTED_FALLBACKS_NAME, count);
 }

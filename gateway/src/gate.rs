@@ -15,7 +15,7 @@ use std::{
 use axum::response::Response;
 use tower::{Layer, Service};
 
-use crate::drain::{Admission, Drain, InFlight};
+use crate::drain::{Admission, Drain, GuardedBody, InFlight};
 
 /// Adds [`Gate`] to every route.
 #[derive(Clone, Debug)]
@@ -55,7 +55,7 @@ impl<S, B> Service<http::Request<B>> for Gate<S>
 where
     S: Service<http::Request<B>, Response = Response, Error = Infallible>,
 {
-    type Response = Response;
+    type Response = http::Response<GuardedBody>;
     type Error = Infallible;
     type Future = GateFuture<S::Future>;
 
@@ -108,19 +108,19 @@ impl<F> Future for GateFuture<F>
 where
     F: Future<Output = Result<Response, Infallible>>,
 {
-    type Output = Result<Response, Infallible>;
+    type Output = Result<http::Response<GuardedBody>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
             GateProj::Refused { response } => Poll::Ready(Ok(response
                 .take()
-                .expect("a refused gate future is polled once"))),
+                .expect("a refused gate future is polled once")
+                .map(|body| GuardedBody::new(body, None)))),
             GateProj::Inner { future, guard } => {
                 let Ok(resp) = ready!(future.poll(cx));
-                Poll::Ready(Ok(match guard.take() {
-                    Some(g) => crate::drain::guarded(resp, g),
-                    None => resp,
-                }))
+                // The guard goes with the body (no second box around it).
+                let guard = guard.take();
+                Poll::Ready(Ok(resp.map(|body| GuardedBody::new(body, guard))))
             }
         }
     }

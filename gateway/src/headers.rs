@@ -85,6 +85,16 @@ pub fn is_forwarded(name: &str) -> bool {
             && !looks_secret(name))
 }
 
+/// Standard headers that [`is_forwarded`] turns away, which upstreams send on most answers
+/// (compared by identity in [`response_headers`]).
+const DROPPED_STANDARD: [HeaderName; 5] = [
+    header::DATE,
+    header::SERVER,
+    header::CONNECTION,
+    header::TRANSFER_ENCODING,
+    header::VARY,
+];
+
 /// Whether the upstream's `Connection` values name `name` (which is then hop-by-hop).
 fn connection_names(connection: &header::GetAll<'_, HeaderValue>, name: &str) -> bool {
     connection
@@ -102,11 +112,17 @@ pub fn response_headers(upstream: &HeaderMap, scrubber: &Scrubber, same_body: bo
     // Looked up once, not once per forwarded header.
     let connection = upstream.get_all(header::CONNECTION);
     for (name, value) in upstream {
-        let n = name.as_str();
-        if !is_forwarded(n) || connection_names(&connection, n) {
-            continue;
-        }
-        if name == header::CONTENT_LENGTH && !same_body {
+        // The names upstreams send most are told by identity, without comparing strings.
+        let forwarded = if name == header::CONTENT_TYPE {
+            true
+        } else if name == header::CONTENT_LENGTH {
+            same_body
+        } else if DROPPED_STANDARD.contains(name) {
+            false
+        } else {
+            is_forwarded(name.as_str())
+        };
+        if !forwarded || connection_names(&connection, name.as_str()) {
             continue;
         }
         let value = match scrubber.scrub_bytes(value.as_bytes()) {
@@ -314,6 +330,52 @@ where
             http_body::SizeHint::default()
         } else {
             self.inner.size_hint()
+        }
+    }
+}
+
+/// The body of a forwarded answer: a proxied 2xx body from an upstream connection, kept
+/// unboxed (the client's answer boxes it once, with the layers around it), or any other
+/// (an error body, a translated answer), boxed.
+#[derive(Debug)]
+pub enum ForwardedBody {
+    /// A proxied 2xx body ([`ForwardBody`] over the upstream's).
+    Upstream(ForwardBody<crate::forward::pool::UpstreamBody>),
+    /// Any other body.
+    Boxed(Body),
+}
+
+impl From<Body> for ForwardedBody {
+    fn from(b: Body) -> Self {
+        Self::Boxed(b)
+    }
+}
+
+impl hyper::body::Body for ForwardedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        match self.get_mut() {
+            Self::Upstream(b) => Pin::new(b).poll_frame(cx),
+            Self::Boxed(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Upstream(b) => b.is_end_stream(),
+            Self::Boxed(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            Self::Upstream(b) => b.size_hint(),
+            Self::Boxed(b) => b.size_hint(),
         }
     }
 }

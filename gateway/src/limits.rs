@@ -117,7 +117,7 @@ pub fn check<B>(req: &http::Request<B>, max_body: usize) -> Option<Response> {
 /// Serves `router` (an axum `Router`, or the gateway's [`Gated`](crate::app::Gated)
 /// service) on `listener` with `limits` until `shutdown` completes, then lets open
 /// connections finish their requests.
-pub async fn serve<S>(
+pub async fn serve<S, B>(
     listener: tokio::net::TcpListener,
     router: S,
     limits: &Limits,
@@ -126,12 +126,14 @@ pub async fn serve<S>(
 where
     S: tower::Service<
             http::Request<hyper::body::Incoming>,
-            Response = Response,
+            Response = http::Response<B>,
             Error = std::convert::Infallible,
         > + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder

@@ -141,14 +141,24 @@ impl UsageScanner {
                     }
                     match next {
                         None => return None,
+                        Some(s @ Scan::Capture(_)) => {
+                            // Most often the whole object is in this frame: parsed where it
+                            // lies, without a byte-by-byte scan for its end. One cut short
+                            // by the frame's end is scanned and kept as it arrives.
+                            match parse_usage(&data[i..]) {
+                                Parsed::Whole(total) => {
+                                    self.state = Scan::Done;
+                                    return total;
+                                }
+                                Parsed::CutShort => {
+                                    self.state = s;
+                                    data = &data[i..];
+                                }
+                            }
+                        }
                         Some(s) => {
-                            let at = if matches!(s, Scan::Capture(_)) {
-                                i
-                            } else {
-                                i + 1
-                            };
                             self.state = s;
-                            data = &data[at..];
+                            data = &data[i + 1..];
                         }
                     }
                 }
@@ -213,16 +223,44 @@ fn find_key(tail: &[u8], data: &[u8]) -> Option<usize> {
     key_finder().find(data).map(|p| p + KEY.len())
 }
 
-fn total_tokens(object: &[u8]) -> Option<u64> {
-    #[derive(serde::Deserialize)]
-    struct Usage {
-        total_tokens: Option<u64>,
-        prompt_tokens: Option<u64>,
-        completion_tokens: Option<u64>,
-        input_tokens: Option<u64>,
-        output_tokens: Option<u64>,
+/// The fields of a `usage` object that count.
+#[derive(serde::Deserialize)]
+struct Usage {
+    total_tokens: Option<u64>,
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+}
+
+/// What [`parse_usage`] made of a frame's rest.
+enum Parsed {
+    /// The object ended in it: its total tokens (`None`: no count in it, or not a valid
+    /// `usage` object, as [`total_tokens`] says of it).
+    Whole(Option<u64>),
+    /// The frame ended before the object did.
+    CutShort,
+}
+
+/// The `usage` object at the start of `rest` (a frame's bytes from its `{`), parsed in place.
+fn parse_usage(rest: &[u8]) -> Parsed {
+    let mut de = serde_json::Deserializer::from_slice(rest);
+    match <Usage as serde::Deserialize>::deserialize(&mut de) {
+        Ok(u) => Parsed::Whole(total_of(&u)),
+        Err(e) if e.is_eof() => Parsed::CutShort,
+        // Not a valid `usage` object, whatever follows: the same `None` as once it ends.
+        Err(_) => Parsed::Whole(None),
     }
+}
+
+fn total_tokens(object: &[u8]) -> Option<u64> {
     let u: Usage = serde_json::from_slice(object).ok()?;
+    total_of(&u)
+}
+
+/// `total_tokens`, else `prompt_tokens + completion_tokens`, else `input_tokens +
+/// output_tokens`; `None` for no count or zero.
+fn total_of(u: &Usage) -> Option<u64> {
     let sum = |a: Option<u64>, b: Option<u64>| match (a, b) {
         (None, None) => None,
         (a, b) => Some(a.unwrap_or(0).saturating_add(b.unwrap_or(0))),

@@ -31,11 +31,16 @@ use tower_health_routing::{BoxError, StreamStalled, secret::Scrubber};
 
 /// Whether an answer is a server-sent-event stream (its `Content-Type`).
 pub fn is_event_stream(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case("text/event-stream"))
+    headers.get(http::header::CONTENT_TYPE).is_some_and(|v| {
+        // The media type compared as bytes first (most answers are JSON); a value that is
+        // not visible ASCII is no event stream, as before.
+        let b = v.as_bytes();
+        let media = b.split(|&c| c == b';').next().unwrap_or(b);
+        media
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"text/event-stream")
+            && v.to_str().is_ok()
+    })
 }
 
 /// The closing events for a stream that failed with `err`: the error event, then

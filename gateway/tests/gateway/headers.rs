@@ -53,3 +53,28 @@ fn a_secret_in_a_forwarded_value_is_scrubbed() {
     let v = out.get("x-request-id").unwrap().to_str().unwrap();
     assert!(!v.contains(secret), "{v}");
 }
+
+#[test]
+fn common_standard_headers_get_the_same_answer_as_by_name() {
+    // `response_headers` decides these by identity; the answer is `is_forwarded`'s.
+    let names = [
+        header::DATE,
+        header::SERVER,
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::VARY,
+        header::CONTENT_TYPE,
+        header::CONTENT_LENGTH,
+    ];
+    for same_body in [true, false] {
+        let mut up = HeaderMap::new();
+        for n in &names {
+            up.insert(n.clone(), HeaderValue::from_static("v"));
+        }
+        let out = response_headers(&up, &Scrubber::new([]), same_body);
+        for n in &names {
+            let expected = is_forwarded(n.as_str()) && (*n != header::CONTENT_LENGTH || same_body);
+            assert_eq!(out.contains_key(n), expected, "{n}, same body {same_body}");
+        }
+    }
+}
