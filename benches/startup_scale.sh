@@ -5,13 +5,19 @@
 # gateway's resident memory (VmRSS after the first answer, VmHWM = its peak).
 # Background health checks are off here (a probe round over 100,000 deployments is
 # benches/probe_scale.sh's subject); health-check routing is on.
-# Usage: benches/startup_scale.sh [N] [PER_GROUP]
+# Usage: [STYLE=flow|hand] benches/startup_scale.sh [N] [PER_GROUP]
+# STYLE=flow (the default): one line per mapping, `{ model: openai/gpt-4o-mini, ... }`, as a
+# generator writes them. STYLE=hand: the usual hand-written style, nested block mappings
+# of Azure deployments (`azure/gpt-4o`, `api_version`, `rpm`, `model_info.mode`), the keys of
+# 64 Azure resources, each group spread over them in turn; forwarded to `/openai/deployments/gpt-4o/chat/
+# completions?api-version=...` on the local upstream, which answers any path.
 # THR_GATEWAY=<binary> runs that build instead of building and running target/release's
 # (to compare two builds on the same config).
 # Needs: nginx (apt-get install -y nginx) for the upstream, curl, a release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-N=${1:-100000}; PER=${2:-100}
+N=${1:-100000}; PER=${2:-100}; STYLE=${STYLE:-flow}
+case "$STYLE" in flow|hand) ;; *) echo "STYLE is flow or hand, not $STYLE" >&2; exit 2 ;; esac
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [ -x "$NGINX" ] || { echo "nginx is needed: apt-get install -y nginx" >&2; exit 2; }
 GW_BIN=${THR_GATEWAY:-target/release/thr-gateway}
@@ -41,11 +47,23 @@ http {
 }
 CONF
 "$NGINX" -c "$WORK/up/nginx.conf" -p "$WORK/up"
-python3 - "$N" "$PER" "$UP" "$KEY" > "$WORK/config.yaml" <<'PY'
+python3 - "$N" "$PER" "$UP" "$KEY" "$STYLE" > "$WORK/config.yaml" <<'PY'
 import sys
-n, per, up, key = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+n, per, up, key, style = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 out = ["model_list:"]
 for i in range(n):
+    if style == "hand":
+        out.append(f"  - model_name: group-{i // per}\n"
+                   f"    litellm_params:\n"
+                   f"      model: azure/gpt-4o\n"
+                   f"      api_base: http://127.0.0.1:{up}\n"
+                   f"      api_key: az-key-{i % 64:02d}\n"
+                   f"      api_version: \"2024-10-21\"\n"
+                   f"      rpm: 1000\n"
+                   f"    model_info:\n"
+                   f"      id: dep-{i}\n"
+                   f"      mode: chat")
+        continue
     out.append(f"  - model_name: group-{i // per}\n"
                f"    litellm_params: {{ model: openai/gpt-4o-mini, api_base: \"http://127.0.0.1:{up}/v1\", api_key: sk-upstream-{i % 7} }}\n"
                f"    model_info: {{ id: dep-{i} }}")
@@ -77,5 +95,5 @@ end=$(date +%s.%N)
 [ "$code" = 200 ] || { echo "no 200 answer (last: $code)" >&2; tail -20 "$WORK/gw.log" >&2; exit 1; }
 rss=$(awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' "/proc/$GW_PID/status")
 hwm=$(awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' "/proc/$GW_PID/status")
-printf 'deployments: %d in %d groups (config %s)\nexec to first 200: %.3f s\nRSS after: %s; peak RSS: %s\nmachine: %s cores, load %s; date: %s\n' \
-  "$N" $(( N / PER )) "$size" "$(echo "$end - $start" | bc)" "$rss" "$hwm" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)" "$(date -u +%F)"
+printf 'deployments: %d in %d groups (%s style, config %s)\nexec to first 200: %.3f s\nRSS after: %s; peak RSS: %s\nmachine: %s cores, load %s; date: %s\n' \
+  "$N" $(( N / PER )) "$STYLE" "$size" "$(echo "$end - $start" | bc)" "$rss" "$hwm" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)" "$(date -u +%F)"

@@ -69,8 +69,8 @@ fn unforwardable(state: &HealthState, d: &Deployment) -> Option<Unsupported> {
     let path = API_ROUTES
         .iter()
         .find(|p| provider::mode_for_path(p) == Some(mode))?;
-    let why = match provider::forward_endpoint(d, path) {
-        Ok(_) => return None,
+    let why = match provider::check_forward_endpoint(d, path) {
+        Ok(()) => return None,
         Err(ProviderError::Invalid { field, why }) => format!("{field}: {why}"),
         Err(e) => e.to_string(),
     };

@@ -520,9 +520,9 @@ impl Prober for HttpProber {
 impl HttpProber {
     /// [`Prober::unsupported`], decided afresh.
     fn decide_unsupported(&self, d: &Deployment) -> Option<String> {
-        match provider::resolve(d).and_then(|ep| match ep.wire {
+        match provider::check(d).and_then(|(wire, url)| match wire {
             Wire::Bedrock | Wire::Vertex => Ok(()),
-            _ => request::check(&ep),
+            _ => request::check_url(&url),
         }) {
             Ok(()) => None,
             Err(ProviderError::Invalid { field, why }) => Some(format!("{field}: {why}")),

@@ -6,7 +6,7 @@
 use crate::{
     deployment::Deployment,
     probe::mode::{is_wildcard, probe_model_full, resolve_mode},
-    provider::{self, CheapCheck, Endpoint, ProviderError, Purpose},
+    provider::{self, CheapCheck, Endpoint, ProviderError, Purpose, Wire},
 };
 
 /// Resolves the cheap tier of `d` (see [`provider::cheap_check`]).
@@ -17,6 +17,19 @@ pub(crate) fn resolve_cheap(d: &Deployment) -> Result<CheapCheck, ProviderError>
 
 /// Resolves where and how `d` is probed.
 pub(crate) fn resolve(d: &Deployment) -> Result<Endpoint, ProviderError> {
+    wildcard_check(d)?;
+    provider::endpoint(d, probe_model_full(d), resolve_mode(d), Purpose::Probe)
+}
+
+/// [`resolve`]'s wire and URL, or its error, without building the endpoint (see
+/// [`provider::check_endpoint`]).
+pub(crate) fn check(d: &Deployment) -> Result<(Wire, String), ProviderError> {
+    wildcard_check(d)?;
+    provider::check_endpoint(d, probe_model_full(d), resolve_mode(d), Purpose::Probe)
+}
+
+/// A wildcard route without `health_check_model` names no model to probe.
+fn wildcard_check(d: &Deployment) -> Result<(), ProviderError> {
     if is_wildcard(d) && d.info().health_check_model.is_none() {
         return Err(ProviderError::Invalid {
             field: "model_info.health_check_model",
@@ -27,5 +40,5 @@ pub(crate) fn resolve(d: &Deployment) -> Result<Endpoint, ProviderError> {
             ),
         });
     }
-    provider::endpoint(d, probe_model_full(d), resolve_mode(d), Purpose::Probe)
+    Ok(())
 }

@@ -85,14 +85,19 @@ pub(crate) fn build(
     Ok(req)
 }
 
-/// Whether [`build`] can make `ep`'s probe request, without building it: the shapes
-/// themselves cannot fail, so only the URL can (and native wires, built per probe).
-pub(crate) fn check(ep: &Endpoint) -> Result<(), ProviderError> {
-    uri(ep).map(drop)
+/// Whether [`build`] can make the probe request of an endpoint with `url`, without building
+/// it: the shapes themselves cannot fail, so only the URL can (and native wires, built per
+/// probe).
+pub(crate) fn check_url(url: &str) -> Result<(), ProviderError> {
+    parse_uri(url).map(drop)
 }
 
 fn uri(ep: &Endpoint) -> Result<http::Uri, ProviderError> {
-    http::Uri::try_from(ep.url.as_str()).map_err(|_| ProviderError::Invalid {
+    parse_uri(&ep.url)
+}
+
+fn parse_uri(url: &str) -> Result<http::Uri, ProviderError> {
+    http::Uri::try_from(url).map_err(|_| ProviderError::Invalid {
         field: "litellm_params.api_base",
         why: "does not make a valid request URL".into(),
     })

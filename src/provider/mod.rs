@@ -436,6 +436,76 @@ pub fn endpoint(
     mode: Mode,
     purpose: Purpose,
 ) -> Result<Endpoint, ProviderError> {
+    let (name, entry, base, bare) = match plan(deployment, model, mode, purpose)? {
+        Plan::Native(ep) => return Ok(ep),
+        Plan::Catalog {
+            name,
+            entry,
+            base,
+            bare,
+        } => (name, entry, base, bare),
+    };
+    let (wire, path, query) = wire::path(deployment, entry.wire, name, bare, mode, purpose)?;
+    let mut headers = HeaderMap::new();
+    wire::auth_headers(deployment, entry.wire, &mut headers)?;
+    Ok(Endpoint {
+        provider: name.to_owned(),
+        wire,
+        url: base.join(&path, &query),
+        headers,
+        model: bare.to_owned(),
+        mode,
+    })
+}
+
+/// [`endpoint`]'s answer without building the endpoint's headers, provider and model
+/// strings: its wire and URL, or exactly the error [`endpoint`] returns. For start-up
+/// checks that only ask whether a deployment is supported (run once per deployment, so
+/// 100,000 times for 100,000 deployments).
+pub fn check_endpoint(
+    deployment: &Deployment,
+    model: &str,
+    mode: Mode,
+    purpose: Purpose,
+) -> Result<(Wire, String), ProviderError> {
+    let (name, entry, base, bare) = match plan(deployment, model, mode, purpose)? {
+        Plan::Native(ep) => return Ok((ep.wire, ep.url)),
+        Plan::Catalog {
+            name,
+            entry,
+            base,
+            bare,
+        } => (name, entry, base, bare),
+    };
+    let (wire, path, query) = wire::path(deployment, entry.wire, name, bare, mode, purpose)?;
+    wire::check_auth(deployment, entry.wire)?;
+    Ok((wire, base.join(&path, &query)))
+}
+
+/// What [`endpoint`] and [`check_endpoint`] decide before building: a native cloud
+/// endpoint, or the catalog's provider and the checked base URL.
+enum Plan<'a> {
+    /// Bedrock or Vertex AI (built by their own modules).
+    Native(Endpoint),
+    /// A catalog provider.
+    Catalog {
+        /// The provider's name.
+        name: &'a str,
+        /// Its catalog entry.
+        entry: &'static Provider,
+        /// The base URL, its suffixes trimmed for the wire.
+        base: wire::Base,
+        /// The model without its provider prefix.
+        bare: &'a str,
+    },
+}
+
+fn plan<'a>(
+    deployment: &'a Deployment,
+    model: &'a str,
+    mode: Mode,
+    purpose: Purpose,
+) -> Result<Plan<'a>, ProviderError> {
     let params = deployment.params();
     let (own_prefix, bare) = match model.split_once('/') {
         Some((p, m)) => (Some(p), m),
@@ -447,7 +517,7 @@ pub fn endpoint(
         reason: reason.to_owned(),
     };
     if let Some((name, wire)) = native_wire(prefix, bare) {
-        return native_endpoint(deployment, name, wire, bare, mode, purpose);
+        return native_endpoint(deployment, name, wire, bare, mode, purpose).map(Plan::Native);
     }
     if let Some(p) = prefix
         && let Some((name, reason)) = UNSUPPORTED.iter().find(|(n, _)| *n == p)
@@ -495,16 +565,11 @@ pub fn endpoint(
         Wire::Cohere => base.trim_suffixes(&["/v1", "/v2"]),
         _ => {}
     }
-    let (wire, path, query) = wire::path(deployment, entry.wire, name, bare, mode, purpose)?;
-    let mut headers = HeaderMap::new();
-    wire::auth_headers(deployment, entry.wire, &mut headers)?;
-    Ok(Endpoint {
-        provider: name.to_owned(),
-        wire,
-        url: base.join(&path, &query),
-        headers,
-        model: bare.to_owned(),
-        mode,
+    Ok(Plan::Catalog {
+        name,
+        entry,
+        base,
+        bare,
     })
 }
 
@@ -549,6 +614,21 @@ pub fn forward_endpoint(deployment: &Deployment, path: &str) -> Result<Endpoint,
         mode,
         Purpose::Forward,
     )
+}
+
+/// [`forward_endpoint`]'s answer without building the endpoint (see [`check_endpoint`]):
+/// `Ok` exactly when it builds one, else its error.
+pub fn check_forward_endpoint(deployment: &Deployment, path: &str) -> Result<(), ProviderError> {
+    let Some(mode) = mode_for_path(path) else {
+        return forward_endpoint(deployment, path).map(drop);
+    };
+    check_endpoint(
+        deployment,
+        &deployment.params().model,
+        mode,
+        Purpose::Forward,
+    )
+    .map(drop)
 }
 
 #[cfg(test)]

@@ -314,3 +314,82 @@ fn encoding() {
     assert_eq!(wire::encode("gpt-4o_mini.1~"), "gpt-4o_mini.1~");
     assert_eq!(wire::encode("a b/c&d"), "a%20b%2Fc%26d");
 }
+
+#[test]
+fn the_check_answers_what_endpoint_builds() {
+    let models = [
+        "gpt-4o",
+        "openai/gpt-4o",
+        "azure/my deploy",
+        "azure/gpt-4o",
+        "anthropic/claude-3",
+        "cohere/embed-v4",
+        "ollama/llama3",
+        "groq/llama3",
+        "unknownprov/m",
+        "bedrock/anthropic.claude-3",
+        "vertex_ai/gemini-2.0-flash",
+        "gemini-2.0-flash",
+    ];
+    let bases = [
+        None,
+        Some("http://127.0.0.1:9"),
+        Some("http://127.0.0.1:9/v1/?x=1"),
+        Some("http://u:p@127.0.0.1:9"),
+        Some("not a url"),
+        Some("ftp://h"),
+        Some("https://h/v1"),
+    ];
+    let keys = [None, Some("k1"), Some("bad\nkey"), Some("caf\u{e9}")];
+    let modes = [
+        Mode::Chat,
+        Mode::Completion,
+        Mode::Responses,
+        Mode::Embedding,
+        Mode::ImageGeneration,
+        Mode::AudioSpeech,
+        Mode::AudioTranscription,
+        Mode::Rerank,
+        Mode::Batch,
+        Mode::Moderation,
+        Mode::Ocr,
+        Mode::Realtime,
+        Mode::VideoGeneration,
+    ];
+    for model in models {
+        for base in bases {
+            for key in keys {
+                for ad in [false, true] {
+                    let mut b = Deployment::builder("r", model).api_version("2024 10");
+                    if let Some(base) = base {
+                        b = b.api_base(base);
+                    }
+                    if let Some(key) = key {
+                        b = b.api_key(key);
+                    }
+                    if ad {
+                        b = b.param("azure_ad_token", "t\u{7f}".into());
+                    }
+                    let d = b.build();
+                    for mode in modes {
+                        for purpose in [Purpose::Probe, Purpose::Forward, Purpose::Cheap] {
+                            let full = endpoint(&d, model, mode, purpose).map(|e| (e.wire, e.url));
+                            assert_eq!(
+                                check_endpoint(&d, model, mode, purpose),
+                                full,
+                                "{model} {base:?} {key:?} {mode} {purpose:?}"
+                            );
+                        }
+                    }
+                    for path in ["/v1/chat/completions", "/v1/embeddings", "/v1/nope"] {
+                        assert_eq!(
+                            check_forward_endpoint(&d, path),
+                            forward_endpoint(&d, path).map(drop),
+                            "{model} {base:?} {key:?} {path}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

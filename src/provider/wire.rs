@@ -64,8 +64,13 @@ impl Base {
         };
         let scheme = uri.scheme_str().unwrap_or("http");
         let path = uri.path().trim_end_matches('/');
+        let authority = authority.as_str();
+        let mut full = String::with_capacity(scheme.len() + 3 + authority.len() + path.len());
+        for part in [scheme, "://", authority, path] {
+            full.push_str(part);
+        }
         Ok(Self {
-            path: format!("{scheme}://{authority}{path}"),
+            path: full,
             query: uri.query().filter(|q| !q.is_empty()).map(str::to_owned),
         })
     }
@@ -79,7 +84,14 @@ impl Base {
 
     /// `path` after the base path, then the base's query and `query` (already encoded).
     pub(super) fn join(&self, path: &str, query: &[(&str, String)]) -> String {
-        let mut url = format!("{}{path}", self.path);
+        let extra: usize = self.query.as_ref().map_or(0, |q| q.len() + 1)
+            + query
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 2)
+                .sum::<usize>();
+        let mut url = String::with_capacity(self.path.len() + path.len() + extra);
+        url.push_str(&self.path);
+        url.push_str(path);
         let mut sep = '?';
         if let Some(q) = &self.query {
             url.push(sep);
@@ -99,12 +111,20 @@ impl Base {
 
 /// Percent-encodes a query or path value (everything but RFC 3986 unreserved characters).
 pub(crate) fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
+    let unreserved = |b: u8| b.is_ascii_alphanumeric() || b"-._~".contains(&b);
+    // The usual value (a model name, an API version) has nothing to encode.
+    if s.bytes().all(unreserved) {
+        return s.to_owned();
+    }
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(s.len() * 3);
     for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+        if unreserved(b) {
             out.push(char::from(b));
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xF)]));
         }
     }
     out
@@ -164,10 +184,14 @@ pub(super) fn path(
                     "/openai/realtime".to_owned(),
                     vec![v, ("deployment", encode(model))],
                 ),
-                _ => (
-                    format!("/openai/deployments/{}{}", encode(model), openai_path(mode)),
-                    vec![v],
-                ),
+                _ => {
+                    let (model, tail) = (encode(model), openai_path(mode));
+                    let mut p = String::with_capacity(20 + model.len() + tail.len());
+                    for part in ["/openai/deployments/", &model, tail] {
+                        p.push_str(part);
+                    }
+                    (p, vec![v])
+                }
             };
             (Wire::Azure, p, q)
         }
@@ -237,17 +261,77 @@ fn openai_path(mode: Mode) -> &'static str {
     }
 }
 
+/// A header value that carries a credential: `Bearer ` and the token, or the key itself.
+enum Credential<'a> {
+    Bearer(&'a str),
+    Plain(&'a str),
+}
+
+impl Credential<'_> {
+    fn into_value(self) -> String {
+        match self {
+            Self::Bearer(t) => {
+                let mut v = String::with_capacity("Bearer ".len() + t.len());
+                v.push_str("Bearer ");
+                v.push_str(t);
+                v
+            }
+            Self::Plain(k) => k.to_owned(),
+        }
+    }
+
+    /// The error [`secret_header`] returns for it, if any, without building the value:
+    /// `Bearer ` is valid header text, and a header value is checked byte by byte.
+    fn check(&self, field: &'static str) -> Result<(), ProviderError> {
+        let (Self::Bearer(t) | Self::Plain(t)) = self;
+        HeaderValue::from_bytes(t.as_bytes())
+            .map(drop)
+            .map_err(|_| header_error(field))
+    }
+}
+
+fn header_error(field: &'static str) -> ProviderError {
+    ProviderError::Invalid {
+        field,
+        why: "contains characters an HTTP header cannot carry".into(),
+    }
+}
+
 fn secret_header(
     name: &'static str,
     field: &'static str,
     value: String,
 ) -> Result<(header::HeaderName, HeaderValue), ProviderError> {
-    let mut v = HeaderValue::try_from(value).map_err(|_| ProviderError::Invalid {
-        field,
-        why: "contains characters an HTTP header cannot carry".into(),
-    })?;
+    let mut v = HeaderValue::try_from(value).map_err(|_| header_error(field))?;
     v.set_sensitive(true);
     Ok((header::HeaderName::from_static(name), v))
+}
+
+/// The credential header `wire` sends for `d`: its name, the field it comes from and its
+/// value.
+fn credential(d: &Deployment, wire: Wire) -> Option<(&'static str, &'static str, Credential<'_>)> {
+    let key = d.params().api_key.as_ref().map(|k| k.expose());
+    match (wire, key) {
+        (Wire::OpenAi | Wire::Cohere, Some(k)) => Some((
+            "authorization",
+            "litellm_params.api_key",
+            Credential::Bearer(k),
+        )),
+        (Wire::Azure, Some(k)) => Some(("api-key", "litellm_params.api_key", Credential::Plain(k))),
+        (Wire::Azure, None) => match d.params().extra.get("azure_ad_token") {
+            Some(ParamValue::Secret(t)) => Some((
+                "authorization",
+                "litellm_params.azure_ad_token",
+                Credential::Bearer(t.expose()),
+            )),
+            _ => None,
+        },
+        (Wire::Anthropic, Some(k)) => {
+            Some(("x-api-key", "litellm_params.api_key", Credential::Plain(k)))
+        }
+        // Signed or token-authorised per request by their own modules.
+        (Wire::Bedrock | Wire::Vertex, _) | (_, None) => None,
+    }
 }
 
 /// The credentials (marked sensitive) and the headers `wire` requires.
@@ -256,35 +340,23 @@ pub(super) fn auth_headers(
     wire: Wire,
     h: &mut HeaderMap,
 ) -> Result<(), ProviderError> {
-    let key = d.params().api_key.as_ref().map(|k| k.expose());
-    let (name, value) = match (wire, key) {
-        (Wire::OpenAi | Wire::Cohere, Some(k)) => secret_header(
-            "authorization",
-            "litellm_params.api_key",
-            format!("Bearer {k}"),
-        )?,
-        (Wire::Azure, Some(k)) => secret_header("api-key", "litellm_params.api_key", k.to_owned())?,
-        (Wire::Azure, None) => match d.params().extra.get("azure_ad_token") {
-            Some(ParamValue::Secret(t)) => secret_header(
-                "authorization",
-                "litellm_params.azure_ad_token",
-                format!("Bearer {}", t.expose()),
-            )?,
-            _ => return Ok(()),
-        },
-        (Wire::Anthropic, k) => {
-            h.insert(
-                "anthropic-version",
-                HeaderValue::from_static(ANTHROPIC_VERSION),
-            );
-            match k {
-                Some(k) => secret_header("x-api-key", "litellm_params.api_key", k.to_owned())?,
-                None => return Ok(()),
-            }
-        }
-        // Signed or token-authorised per request by their own modules.
-        (Wire::Bedrock | Wire::Vertex, _) | (_, None) => return Ok(()),
-    };
-    h.insert(name, value);
+    if wire == Wire::Anthropic {
+        h.insert(
+            "anthropic-version",
+            HeaderValue::from_static(ANTHROPIC_VERSION),
+        );
+    }
+    if let Some((name, field, value)) = credential(d, wire) {
+        let (name, value) = secret_header(name, field, value.into_value())?;
+        h.insert(name, value);
+    }
     Ok(())
+}
+
+/// [`auth_headers`]' error, if it has one, without building the headers.
+pub(super) fn check_auth(d: &Deployment, wire: Wire) -> Result<(), ProviderError> {
+    match credential(d, wire) {
+        Some((_, field, value)) => value.check(field),
+        None => Ok(()),
+    }
 }

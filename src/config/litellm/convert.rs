@@ -677,16 +677,19 @@ fn redis(
 
 // === range checks (errors name the field) ===
 
-/// `check(v, field)`, with the field's path spelled out only when there is a value to check
-/// (a deployment has a dozen optional fields, mostly unset).
-fn lazily<V, T>(
+/// `check(v, field)`, with the field's path spelled out only when the value fails the check
+/// (a deployment has a dozen optional fields, mostly unset, and those set mostly valid:
+/// `rpm: 1000` on each of 100,000 deployments). The checks are pure and name the field in
+/// their errors only, so a value is checked first with no name, and again with its name
+/// for the error.
+fn lazily<V: Copy, T>(
     v: Option<V>,
     field: impl FnOnce() -> String,
-    check: impl FnOnce(Option<V>, &str) -> Result<Option<T>, ConfigError>,
+    check: impl Fn(Option<V>, &str) -> Result<Option<T>, ConfigError>,
 ) -> Result<Option<T>, ConfigError> {
     match v {
         None => Ok(None),
-        v => check(v, &field()),
+        v => check(v, "").or_else(|_| check(v, &field())),
     }
 }
 
