@@ -32,7 +32,7 @@ const ATTEMPTED_FALLBACKS_NAME: HeaderName = HeaderName::from_static(ATTEMPTED_F
 const COUNTS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
 
 /// The `model` the client's body names, as a request extension (the route, the
-/// [`ModelGroup`](tower_health_routing::ModelGroup), changes when a fallback group is tried;
+/// [`ModelGroup`], changes when a fallback group is tried;
 /// this does not).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BodyModel(pub Arc<str>);

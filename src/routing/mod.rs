@@ -241,7 +241,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    /// Small enough to inline into the caller: the decision is [`decide`] (not generic,
+    /// Small enough to inline into the caller: the decision is `decide` (not generic,
     /// compiled once), so what is left here is the clock read, the route, the
     /// request's extension and the inner call, and inlined, the request and the future
     /// are built in place rather than copied (fewer `memcpy`s of the 224-byte request).
