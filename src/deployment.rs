@@ -138,7 +138,8 @@ impl Mode {
         "video_generation",
     ];
 
-    const ALL: &'static [Mode] = &[
+    /// Every mode, in declaration order.
+    pub(crate) const ALL: &'static [Mode] = &[
         Mode::Chat,
         Mode::Completion,
         Mode::Responses,

@@ -192,13 +192,7 @@ pub fn admit(drain: &Drain, path: &str) -> Admission {
 /// `resp` with its body holding `guard` until the body ends or drops.
 pub fn guarded(resp: Response, guard: InFlight) -> Response {
     let (parts, body) = resp.into_parts();
-    Response::from_parts(
-        parts,
-        Body::new(Guarded {
-            body,
-            _guard: guard,
-        }),
-    )
+    Response::from_parts(parts, Body::new(GuardedBody::new(body, Some(guard))))
 }
 
 /// The body of the gateway's answers ([`Gate`](crate::gate::Gate)'s): the answer's own,
@@ -221,32 +215,6 @@ impl GuardedBody {
 }
 
 impl http_body::Body for GuardedBody {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut task::Context<'_>,
-    ) -> task::Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-/// A response body that holds its request's [`InFlight`] guard until it ends or drops.
-struct Guarded {
-    body: Body,
-    _guard: InFlight,
-}
-
-impl http_body::Body for Guarded {
     type Data = Bytes;
     type Error = axum::Error;
 

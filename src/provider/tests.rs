@@ -341,21 +341,6 @@ fn the_check_answers_what_endpoint_builds() {
         Some("https://h/v1"),
     ];
     let keys = [None, Some("k1"), Some("bad\nkey"), Some("caf\u{e9}")];
-    let modes = [
-        Mode::Chat,
-        Mode::Completion,
-        Mode::Responses,
-        Mode::Embedding,
-        Mode::ImageGeneration,
-        Mode::AudioSpeech,
-        Mode::AudioTranscription,
-        Mode::Rerank,
-        Mode::Batch,
-        Mode::Moderation,
-        Mode::Ocr,
-        Mode::Realtime,
-        Mode::VideoGeneration,
-    ];
     for model in models {
         for base in bases {
             for key in keys {
@@ -371,7 +356,7 @@ fn the_check_answers_what_endpoint_builds() {
                         b = b.param("azure_ad_token", "t\u{7f}".into());
                     }
                     let d = b.build();
-                    for mode in modes {
+                    for &mode in Mode::ALL {
                         for purpose in [Purpose::Probe, Purpose::Forward, Purpose::Cheap] {
                             let full = endpoint(&d, model, mode, purpose).map(|e| (e.wire, e.url));
                             assert_eq!(

@@ -533,12 +533,8 @@ pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
         // The usual decision: no usage counting (no limit can be lost to a race), no slow
         // start, nothing excluded: one pick (or the fallback past the health filter),
         // with the same eligibility as the loop below but none of its bookkeeping.
-        let mut eligible = |i: u32| {
-            let e = &entries[i as usize];
-            within_limits(e, false, ctx.minute, ask.tokens)
-                && e.stats.cooldown.is_available(now)
-                && e.stats.ejection.is_available(now)
-        };
+        let mut eligible =
+            |i: u32| available(&entries[i as usize], false, ctx.minute, ask.tokens, now);
         let picked = pick_or_bypass(
             snap,
             route,
@@ -585,9 +581,7 @@ pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
                 return false;
             }
             let e = &entries[i as usize];
-            let ok = within_limits(e, usage, ctx.minute, ask.tokens)
-                && e.stats.cooldown.is_available(now)
-                && e.stats.ejection.is_available(now);
+            let ok = available(e, usage, ctx.minute, ask.tokens, now);
             if !ok || ramp == 0 {
                 return ok;
             }
@@ -757,6 +751,21 @@ fn view(c: &Candidates) -> View<'_> {
         cum: c.cum.as_deref(),
         tiers: c.tiers.as_ref(),
     }
+}
+
+/// Whether `e` may take this request: within its limits ([`within_limits`]) and neither
+/// cooling down nor ejected at `now`.
+#[inline]
+fn available<F: FnMut() -> u64>(
+    e: &Entry,
+    usage: bool,
+    minute: u64,
+    tokens: Option<u32>,
+    now: &mut crate::time::LazyNow<F>,
+) -> bool {
+    within_limits(e, usage, minute, tokens)
+        && e.stats.cooldown.is_available(now)
+        && e.stats.ejection.is_available(now)
 }
 
 /// `max_parallel_requests`, `rpm`/`tpm` (when `usage`), and the context window.
