@@ -449,9 +449,13 @@ impl HealthState {
             .routes
             .keys()
             .filter(|name| {
-                snap.routable_members(name).any(|e| {
-                    !e.failed_fresh(now, snap.staleness_nanos)
-                        && e.stats.cooldown.remaining(now).is_none()
+                snap.routable_indices(name).any(|i| {
+                    !snap.checked[i as usize].failed_fresh(now, snap.staleness_nanos)
+                        && snap.entries[i as usize]
+                            .stats
+                            .cooldown
+                            .remaining(now)
+                            .is_none()
                 })
             })
             .map(|name| name.to_string())

@@ -197,15 +197,47 @@ impl Limits {
 // two (an `align(64)` allocation of 192 bytes per deployment instead of 128).
 const _: () = assert!(std::mem::size_of::<EntryCore>() == 64);
 
-/// One deployment of a snapshot; derefs to its [`EntryCore`].
-#[derive(Debug)]
+/// One deployment of a snapshot, as decisions read it; derefs to its [`EntryCore`]. Its
+/// last health result is the snapshot's own ([`Checked`]): entries are shared by
+/// successive snapshots (see [`Entries`]).
+#[derive(Debug, Clone)]
 pub(crate) struct Entry {
     pub(crate) core: Arc<EntryCore>,
+    /// Set once at start-up when the deployment cannot be probed or forwarded.
+    pub(crate) unsupported: Option<Unsupported>,
+}
+
+/// Every deployment's [`Entry`], in config order: one value shared by successive snapshots
+/// while the deployment list and its [`Unsupported`] marks stay the same, so that a
+/// publication of health results copies no entry and writes no entry's reference count,
+/// and a decision after it reads the entries it already has in cache. Aligned to a cache
+/// line so that the `Arc`'s counts (written whenever a snapshot sharing it is built or
+/// dropped) share no line with the slice's pointer and length, which every decision reads.
+#[derive(Debug)]
+#[repr(align(64))]
+pub(crate) struct Entries(Box<[Entry]>);
+
+impl std::ops::Deref for Entries {
+    type Target = [Entry];
+    fn deref(&self) -> &[Entry] {
+        &self.0
+    }
+}
+
+/// A deployment's last health result in one snapshot (by the entry's index).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Checked {
     pub(crate) health: Option<HealthRecord>,
     /// `health.checked_at` as nanoseconds since the state's epoch.
     pub(crate) checked_nanos: u64,
-    /// Set once at start-up when the deployment cannot be probed or forwarded.
-    pub(crate) unsupported: Option<Unsupported>,
+}
+
+impl Checked {
+    /// Whether the last check failed and that result is not stale at `now`.
+    pub(crate) fn failed_fresh(&self, now: u64, staleness_nanos: u64) -> bool {
+        self.health.as_ref().is_some_and(|h| !h.healthy)
+            && now.saturating_sub(self.checked_nanos) <= staleness_nanos
+    }
 }
 
 impl std::ops::Deref for Entry {
@@ -243,12 +275,6 @@ impl Entry {
     pub(crate) fn routable(&self) -> bool {
         !matches!(&self.unsupported, Some(u) if !u.routable)
     }
-
-    /// Whether the last check failed and that result is not stale at `now`.
-    pub(crate) fn failed_fresh(&self, now: u64, staleness_nanos: u64) -> bool {
-        self.health.as_ref().is_some_and(|h| !h.healthy)
-            && now.saturating_sub(self.checked_nanos) <= staleness_nanos
-    }
 }
 
 /// A route's members as the snapshot knows them: health only (the balancer's per-route
@@ -274,26 +300,36 @@ impl RouteMembers {
 /// An immutable view of every deployment and its last health, published as a whole.
 ///
 /// Get one from [`HealthState::snapshot`](crate::HealthState::snapshot).
+//
+// Laid out for the decision after a publication, which reads a snapshot it has never seen
+// (written by the publishing thread): what it reads (the slot, the entries, the epoch, the
+// staleness threshold, `watched`) comes first, in this order (`repr(C)`), in one cache line
+// of its own (`align(64)`: the `Arc`'s counts sit on the line before).
+#[repr(C, align(64))]
 pub struct HealthSnapshot {
-    pub(crate) entries: Box<[Entry]>,
+    /// What the request path derives from this snapshot (the routing table), set once by
+    /// its owner; `health` does not interpret it. See [`slot`](Self::slot).
+    slot: OnceLock<Box<dyn Any + Send + Sync>>,
+    /// Shared with the snapshot this one was built from while the deployments and their
+    /// marks stay the same (see [`Entries`]).
+    pub(crate) entries: Arc<Entries>,
+    pub(crate) epoch: Instant,
+    pub(crate) staleness_nanos: u64,
+    /// Whether a watchdog republishes this snapshot at `next_expiry` (see `HealthState`).
+    pub(crate) watched: bool,
+    /// Each entry's last health result, by the entry's index.
+    pub(crate) checked: Box<[Checked]>,
     by_id: HashMap<DeploymentId, u32, RandomState>,
     pub(crate) routes: HashMap<Arc<str>, RouteMembers, RandomState>,
     version: u64,
     healthy: usize,
     unhealthy: usize,
     updated_at: Option<Instant>,
-    pub(crate) epoch: Instant,
-    pub(crate) staleness_nanos: u64,
     /// When the earliest failed result that was fresh at `built_at` goes stale.
     next_expiry: u64,
-    /// Whether a watchdog republishes this snapshot at `next_expiry` (see `HealthState`).
-    pub(crate) watched: bool,
     /// When it was built (nanos since the epoch): failed results fresh then exclude their
     /// deployments from the lists derived from it until `next_expiry`.
     pub(crate) built_at: u64,
-    /// What the request path derives from this snapshot (the routing table), set once by
-    /// its owner; `health` does not interpret it. See [`slot`](Self::slot).
-    slot: OnceLock<Box<dyn Any + Send + Sync>>,
 }
 
 impl HealthSnapshot {
@@ -309,6 +345,7 @@ impl HealthSnapshot {
     ) -> Self {
         let now_nanos = nanos_since(epoch, now);
         let mut entries: Vec<Entry> = Vec::with_capacity(deployments.len());
+        let mut checked: Vec<Checked> = Vec::with_capacity(deployments.len());
         let mut by_id: HashMap<DeploymentId, u32, RandomState> =
             HashMap::with_capacity_and_hasher(deployments.len(), RandomState::default());
         let mut members: Vec<(Arc<str>, Vec<u32>)> = Vec::new();
@@ -316,18 +353,18 @@ impl HealthSnapshot {
         for d in deployments {
             let before = entries.len();
             let idx = *by_id.entry(d.id().clone()).or_insert_with(|| {
-                let old = prev.and_then(|p| p.entry_by_id(d.id().as_str()));
+                let old = prev.and_then(|p| Some((p, p.index_of(d.id().as_str())? as usize)));
+                let old_entry = old.map(|(p, i)| &p.entries[i]);
                 entries.push(Entry {
                     core: Arc::new(EntryCore {
                         limits: Limits::of(d),
                         deployment: Arc::new(d.clone()),
-                        stats: old.map_or_else(Default::default, |e| Arc::clone(&e.stats)),
+                        stats: old_entry.map_or_else(Default::default, |e| Arc::clone(&e.stats)),
                         owner: Arc::clone(owner),
                     }),
-                    health: old.and_then(|e| e.health.clone()),
-                    checked_nanos: old.map_or(0, |e| e.checked_nanos),
-                    unsupported: old.and_then(|e| e.unsupported.clone()),
+                    unsupported: old_entry.and_then(|e| e.unsupported.clone()),
                 });
+                checked.push(old.map_or_else(Checked::default, |(p, i)| p.checked[i].clone()));
                 (entries.len() - 1) as u32
             });
             let pos = *route_pos
@@ -348,19 +385,20 @@ impl HealthSnapshot {
             .map(|(name, m)| (name, RouteMembers::new(m.into(), &entries)))
             .collect();
         let mut snap = Self {
-            entries: entries.into(),
+            slot: OnceLock::new(),
+            entries: Arc::new(Entries(entries.into())),
+            epoch,
+            staleness_nanos,
+            watched: false,
+            checked: checked.into(),
             by_id,
             routes,
             version: prev.map_or(1, |p| p.version + 1),
             healthy: 0,
             unhealthy: 0,
             updated_at: prev.and_then(|p| p.updated_at),
-            epoch,
-            staleness_nanos,
             next_expiry: u64::MAX,
-            watched: false,
             built_at: now_nanos,
-            slot: OnceLock::new(),
         };
         snap.count();
         snap
@@ -372,19 +410,21 @@ impl HealthSnapshot {
         records: &[(DeploymentId, HealthRecord)],
         now: Instant,
     ) -> Self {
-        let mut entries = self.entries_copy();
+        let mut checked = self.checked.to_vec();
         for (id, rec) in records {
             if let Some(&i) = self.by_id.get(id) {
-                let e = &mut entries[i as usize];
-                e.checked_nanos = nanos_since(self.epoch, rec.checked_at);
+                let c = &mut checked[i as usize];
+                c.checked_nanos = nanos_since(self.epoch, rec.checked_at);
                 // Healthy after unhealthy: slow start ramps it up from here.
-                if rec.healthy && e.health.as_ref().is_some_and(|h| !h.healthy) {
-                    e.stats.mark_recovered(e.checked_nanos);
+                if rec.healthy && c.health.as_ref().is_some_and(|h| !h.healthy) {
+                    self.entries[i as usize]
+                        .stats
+                        .mark_recovered(c.checked_nanos);
                 }
-                e.health = Some(rec.clone());
+                c.health = Some(rec.clone());
             }
         }
-        self.rebuilt(entries, now, Some(now))
+        self.rebuilt(Arc::clone(&self.entries), checked, now, Some(now))
     }
 
     /// A new snapshot with these deployments marked [`Unsupported`] (unknown ids are
@@ -395,7 +435,7 @@ impl HealthSnapshot {
         marks: &[(DeploymentId, Unsupported)],
         now: Instant,
     ) -> Self {
-        let mut entries = self.entries_copy();
+        let mut entries = self.entries.to_vec();
         for (id, mark) in marks {
             if let Some(&i) = self.by_id.get(id) {
                 let e = &mut entries[i as usize];
@@ -408,28 +448,28 @@ impl HealthSnapshot {
                 });
             }
         }
-        self.rebuilt(entries, now, self.updated_at)
+        let entries = Arc::new(Entries(entries.into()));
+        self.rebuilt(entries, self.checked.to_vec(), now, self.updated_at)
     }
 
     /// The same results, with the route lists recomputed at `now`: failed results that
     /// went stale no longer exclude their deployment.
     pub(crate) fn expired(&self, now: Instant) -> Self {
-        self.rebuilt(self.entries_copy(), now, self.updated_at)
+        self.rebuilt(
+            Arc::clone(&self.entries),
+            self.checked.to_vec(),
+            now,
+            self.updated_at,
+        )
     }
 
-    fn entries_copy(&self) -> Vec<Entry> {
-        self.entries
-            .iter()
-            .map(|e| Entry {
-                core: Arc::clone(&e.core),
-                health: e.health.clone(),
-                checked_nanos: e.checked_nanos,
-                unsupported: e.unsupported.clone(),
-            })
-            .collect()
-    }
-
-    fn rebuilt(&self, entries: Vec<Entry>, now: Instant, updated_at: Option<Instant>) -> Self {
+    fn rebuilt(
+        &self,
+        entries: Arc<Entries>,
+        checked: Vec<Checked>,
+        now: Instant,
+        updated_at: Option<Instant>,
+    ) -> Self {
         let routes = self
             .routes
             .iter()
@@ -439,19 +479,20 @@ impl HealthSnapshot {
             })
             .collect();
         let mut snap = Self {
-            entries: entries.into(),
+            slot: OnceLock::new(),
+            entries,
+            epoch: self.epoch,
+            staleness_nanos: self.staleness_nanos,
+            watched: false,
+            checked: checked.into(),
             by_id: self.by_id.clone(),
             routes,
             version: self.version + 1,
             healthy: 0,
             unhealthy: 0,
             updated_at,
-            epoch: self.epoch,
-            staleness_nanos: self.staleness_nanos,
             next_expiry: u64::MAX,
-            watched: false,
             built_at: nanos_since(self.epoch, now),
-            slot: OnceLock::new(),
         };
         snap.count();
         snap
@@ -476,12 +517,17 @@ impl HealthSnapshot {
 
     /// The routable members of `route` (all but the unroutable [`Unsupported`] ones).
     pub(crate) fn routable_members(&self, route: &str) -> impl Iterator<Item = &Entry> {
+        self.routable_indices(route)
+            .map(|i| &self.entries[i as usize])
+    }
+
+    /// The indices of [`routable_members`](Self::routable_members).
+    pub(crate) fn routable_indices(&self, route: &str) -> impl Iterator<Item = u32> + '_ {
         self.routes
             .get(route)
             .into_iter()
-            .flat_map(|r| r.members.iter())
-            .map(|&i| &self.entries[i as usize])
-            .filter(|e| e.routable())
+            .flat_map(|r| r.members.iter().copied())
+            .filter(|&i| self.entries[i as usize].routable())
     }
 
     /// How many of `route`'s routable deployments there are, and how many of them are
@@ -502,24 +548,30 @@ impl HealthSnapshot {
         self.next_expiry = self
             .entries
             .iter()
-            .filter(|e| e.routable() && e.failed_fresh(now, staleness))
-            .map(|e| e.checked_nanos.saturating_add(staleness))
+            .zip(self.checked.iter())
+            .filter(|(e, c)| e.routable() && c.failed_fresh(now, staleness))
+            .map(|(_, c)| c.checked_nanos.saturating_add(staleness))
             .min()
             .unwrap_or(u64::MAX);
         self.healthy = self
-            .entries
+            .checked
             .iter()
-            .filter(|e| e.health.as_ref().is_some_and(|h| h.healthy))
+            .filter(|c| c.health.as_ref().is_some_and(|h| h.healthy))
             .count();
         self.unhealthy = self
-            .entries
+            .checked
             .iter()
-            .filter(|e| e.health.as_ref().is_some_and(|h| !h.healthy))
+            .filter(|c| c.health.as_ref().is_some_and(|h| !h.healthy))
             .count();
     }
 
     pub(crate) fn entry_by_id(&self, id: &str) -> Option<&Entry> {
         self.by_id.get(id).map(|&i| &self.entries[i as usize])
+    }
+
+    /// The last result of `id`, as this snapshot knows it.
+    fn checked_by_id(&self, id: &str) -> Option<&Checked> {
+        self.by_id.get(id).map(|&i| &self.checked[i as usize])
     }
 
     pub(crate) fn index_of(&self, id: &str) -> Option<u32> {
@@ -538,15 +590,15 @@ impl HealthSnapshot {
 
     /// The last health result of a deployment, if it was ever checked.
     pub fn health(&self, id: &str) -> Option<&HealthRecord> {
-        self.entry_by_id(id).and_then(|e| e.health.as_ref())
+        self.checked_by_id(id).and_then(|c| c.health.as_ref())
     }
 
     /// Whether `id`'s last result is older than the staleness threshold at `now`
     /// (a stale result counts as unknown). `false` for a deployment never checked.
     pub fn is_stale(&self, id: &str, now: Instant) -> bool {
-        self.entry_by_id(id).is_some_and(|e| {
-            e.health.is_some()
-                && nanos_since(self.epoch, now).saturating_sub(e.checked_nanos)
+        self.checked_by_id(id).is_some_and(|c| {
+            c.health.is_some()
+                && nanos_since(self.epoch, now).saturating_sub(c.checked_nanos)
                     > self.staleness_nanos
         })
     }

@@ -414,10 +414,17 @@ impl Decider {
             tokens: tokens.filter(|_| self.settings.pre_call_checks),
             minute,
         };
+        // A watched snapshot's lists are trusted as they are (see `select`): its instants,
+        // new with every snapshot, are not read at all then.
+        let fresh_until = if snap.watched {
+            u64::MAX
+        } else {
+            tbl.fresh_until(r)
+        };
         match select(
             snap,
             r,
-            tbl.fresh_until(r),
+            fresh_until,
             self.strategy,
             self.health_filter,
             &self.settings,
@@ -805,7 +812,7 @@ fn fresh_candidates(snap: &HealthSnapshot, route: &Route, now: u64) -> Candidate
         .idx
         .iter()
         .copied()
-        .filter(|&i| !snap.entries[i as usize].failed_fresh(now, snap.staleness_nanos))
+        .filter(|&i| !snap.checked[i as usize].failed_fresh(now, snap.staleness_nanos))
         .collect();
     Candidates::new(idx, &snap.entries, route.weight_kind)
 }

@@ -133,7 +133,10 @@ impl RouteState {
 
 /// One route of the table: what stays the same while its members' health does (shared
 /// between the tables of successive snapshots when it did not change, see [`build`]).
+/// Aligned to a cache line: the `Arc`'s counts, written when a new table shares it, sit on
+/// a line of their own, not on the one a decision reads first.
 #[derive(Debug)]
+#[repr(align(64))]
 pub(crate) struct Route {
     pub(crate) name: Arc<str>,
     /// The routable members (all but the unroutable unsupported ones).
@@ -150,19 +153,31 @@ pub(crate) struct Route {
     pub(crate) state: Arc<RouteState>,
 }
 
-/// Every route, by name: shared by successive tables while no route changed.
+/// Every route, by name.
 type Routes = HashMap<Arc<str>, Arc<Route>, RandomState>;
+
+/// Every route, by name and by place: shared by successive tables while no route changed.
+/// Aligned to a cache line, so that the `Arc`'s counts (written by every publication that
+/// shares it, and again when that snapshot is dropped) share no line with `by_pos`, which
+/// every decision reads.
+#[derive(Debug)]
+#[repr(align(64))]
+struct TableRoutes {
+    by_name: Routes,
+    /// The same routes by their `pos` (for [`RouteMemo`]).
+    by_pos: Box<[Option<Arc<Route>>]>,
+}
 
 /// Every route of one snapshot, as the balancer sees it.
 ///
 /// A publication that changes no route's lists (a probe round confirming what was known)
 /// shares the previous table's routes, so decisions keep reading memory they have in cache
-/// rather than a fresh copy; only the instants below are the snapshot's own.
+/// rather than a fresh copy; only the instants below are the snapshot's own. Aligned to a
+/// cache line: it is new with every snapshot, and a decision reads it whole.
 #[derive(Debug)]
+#[repr(align(64))]
 pub(crate) struct RoutingTable {
-    routes: Arc<Routes>,
-    /// The same routes by their `pos` (for [`RouteMemo`]); shared with `routes`.
-    by_pos: Arc<[Option<Arc<Route>>]>,
+    routes: Arc<TableRoutes>,
     /// Per route (by its `pos`): the earliest instant (nanos since epoch) at which one of
     /// its failed results goes stale, `u64::MAX` when none failed. Before it, the route's
     /// `healthy` list is exact.
@@ -173,7 +188,7 @@ impl RoutingTable {
     /// The route named `name` (decisions resolve it through a [`RouteMemo`]).
     #[cfg(test)]
     pub(crate) fn route(&self, name: &str) -> Option<&Route> {
-        self.routes.get(name).map(|r| &**r)
+        self.routes.by_name.get(name).map(|r| &**r)
     }
 
     /// Until when `route`'s `healthy` list is exact (0, i.e. never, for a route of
@@ -201,16 +216,16 @@ impl RouteMemo {
     ) -> Option<&'t Route> {
         if let Some(r) = self
             .0
-            .and_then(|pos| tbl.by_pos.get(pos))
+            .and_then(|pos| tbl.routes.by_pos.get(pos))
             .and_then(Option::as_deref)
             .filter(|r| *r.name == *name)
         {
             return Some(r);
         }
-        let r = tbl
-            .routes
+        let by_name = &tbl.routes.by_name;
+        let r = by_name
             .get(name)
-            .or_else(|| aliases.get(name).and_then(|g| tbl.routes.get(g.as_str())))?;
+            .or_else(|| aliases.get(name).and_then(|g| by_name.get(g.as_str())))?;
         // An alias resolves to a route of another name: not remembered.
         if *r.name == *name {
             self.0 = Some(r.pos);
@@ -307,10 +322,11 @@ fn build(
         .collect();
     // Routes keep their places in `fresh_until` from the table they share routes with.
     let prev = prev.filter(|t| {
-        t.routes.len() == lists.len() && lists.iter().all(|(n, _)| t.routes.contains_key(&***n))
+        let by_name = &t.routes.by_name;
+        by_name.len() == lists.len() && lists.iter().all(|(n, _)| by_name.contains_key(&***n))
     });
     let reused = |name: &str, l: &Lists| {
-        prev.and_then(|t| t.routes.get(name))
+        prev.and_then(|t| t.routes.by_name.get(name))
             .filter(|r| *r.all.idx == *l.all && *r.healthy.idx == *l.healthy)
     };
     let mut fresh_until = vec![0; prev.map_or(lists.len(), |t| t.fresh_until.len())];
@@ -321,6 +337,7 @@ fn build(
         for (name, l) in &lists {
             if let Some(f) = t
                 .routes
+                .by_name
                 .get(&***name)
                 .and_then(|r| fresh_until.get_mut(r.pos))
             {
@@ -329,7 +346,6 @@ fn build(
         }
         return RoutingTable {
             routes: Arc::clone(&t.routes),
-            by_pos: Arc::clone(&t.by_pos),
             fresh_until: fresh_until.into_boxed_slice(),
         };
     }
@@ -338,7 +354,7 @@ fn build(
         .into_iter()
         .enumerate()
         .map(|(i, (name, l))| {
-            let old = prev.and_then(|t| t.routes.get(&**name));
+            let old = prev.and_then(|t| t.routes.by_name.get(&**name));
             let pos = old.map_or(i, |r| r.pos);
             if let Some(f) = fresh_until.get_mut(pos) {
                 *f = l.fresh_until;
@@ -362,14 +378,20 @@ fn build(
         }
     }
     RoutingTable {
-        routes: Arc::new(routes),
-        by_pos: by_pos.into(),
+        routes: Arc::new(TableRoutes {
+            by_name: routes,
+            by_pos: by_pos.into(),
+        }),
         fresh_until: fresh_until.into_boxed_slice(),
     }
 }
 
 /// Whether `a` and `b` hold the same deployments at the same places.
 fn same_deployments(a: &HealthSnapshot, b: &HealthSnapshot) -> bool {
+    // A publication of health results shares its entries.
+    if Arc::ptr_eq(&a.entries, &b.entries) && a.routes.len() == b.routes.len() {
+        return true;
+    }
     a.entries.len() == b.entries.len()
         && a.routes.len() == b.routes.len()
         && a.entries
@@ -401,10 +423,10 @@ impl Lists {
             .iter()
             .copied()
             .filter(|&i| {
-                let e = &entries[i as usize];
-                if e.failed_fresh(now, staleness_nanos) {
+                let c = &snap.checked[i as usize];
+                if c.failed_fresh(now, staleness_nanos) {
                     unhealthy += 1;
-                    fresh_until = fresh_until.min(e.checked_nanos.saturating_add(staleness_nanos));
+                    fresh_until = fresh_until.min(c.checked_nanos.saturating_add(staleness_nanos));
                     false
                 } else {
                     true
@@ -497,7 +519,7 @@ mod tests {
         }));
     }
 
-    fn routes_of(state: &HealthState, states: &RouteStates) -> (Arc<Routes>, Vec<u32>, u64) {
+    fn routes_of(state: &HealthState, states: &RouteStates) -> (Arc<TableRoutes>, Vec<u32>, u64) {
         let snap = state.load();
         let t = get(&snap, states);
         let r = t.route("r").unwrap();
