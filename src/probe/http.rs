@@ -122,6 +122,8 @@ pub struct HttpProber {
     defaults: ProbeDefaults,
     classifier: Arc<dyn Classify>,
     turn: AtomicUsize,
+    /// Each probed deployment's request as built on its first probe (see [`Prepared`]).
+    prepared: PreparedCache,
     /// The last few [`Prober::unsupported`] answers and the deployments they were for:
     /// deployments listed alike ([`Deployment::same_upstream`]; thousands in a large config,
     /// checked in a row at start-up, often a few keys in turn) share one. Locked only at
@@ -137,6 +139,146 @@ pub struct HttpProber {
     /// The prober's service-account token cache.
     #[cfg(feature = "vertex")]
     vertex: crate::provider::vertex::VertexAuth,
+}
+
+/// A deployment's probe request, kept from its first probe for the next ones: the shapes
+/// depend on the deployment, the prober's defaults and the chat question only, so the
+/// catalog look-up, the JSON body and the headers are built once per deployment and
+/// question (two questions alternate), and a probe clones them (reference counts, and
+/// the header map's two vectors). Not for native cloud probes, signed or authorised anew
+/// for each probe.
+struct Prepared {
+    method: http::Method,
+    uri: http::Uri,
+    headers: http::HeaderMap,
+    /// The body for each chat question (`request::QUESTIONS`), once a probe asked it.
+    bodies: [std::sync::OnceLock<Bytes>; request::QUESTIONS.len()],
+}
+
+impl fmt::Debug for Prepared {
+    /// Never the headers (they carry the credentials).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Prepared")
+            .field("method", &self.method)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Prepared {
+    /// A prepared request from `req`, the one built for question `turn`.
+    fn new(turn: usize, req: Request<Bytes>) -> Self {
+        let (parts, body) = req.into_parts();
+        let p = Self {
+            method: parts.method,
+            uri: parts.uri,
+            headers: parts.headers,
+            bodies: Default::default(),
+        };
+        // The other questions' bodies, where the question is this body's only string of
+        // its text: the chat message, whose text alone differs from question to question.
+        for (other, slot) in p.bodies.iter().enumerate() {
+            if other != turn
+                && let Some(b) = swap_question(&body, turn, other)
+            {
+                let _ = slot.set(b);
+            }
+        }
+        if let Some(b) = p.bodies.get(turn) {
+            let _ = b.set(body);
+        }
+        p
+    }
+
+    /// The request for question `turn`, if one was built for it already.
+    fn request(&self, turn: usize) -> Option<Request<Bytes>> {
+        let body = self.bodies.get(turn)?.get()?.clone();
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = self.headers.clone();
+        Some(req)
+    }
+
+    /// Keeps the body of `req`, just built for question `turn` (everything else is the same
+    /// for every question), and hands `req` back.
+    fn add(&self, turn: usize, req: Request<Bytes>) -> Request<Bytes> {
+        if let Some(b) = self.bodies.get(turn) {
+            let _ = b.set(req.body().clone());
+        }
+        req
+    }
+}
+
+/// `body`, built for question `from`, as it is for question `to` (indices in
+/// `request::QUESTIONS`): the JSON string of `from` replaced, when it occurs exactly once (the
+/// chat message's content); `None` otherwise (a body without it, or a coincidence in the
+/// deployment's `health_check_params`: built for `to` when a probe asks it).
+fn swap_question(body: &[u8], from: usize, to: usize) -> Option<Bytes> {
+    let json = |i: usize| serde_json::to_string(request::QUESTIONS.get(i)?).ok();
+    let (from, to) = (json(from)?, json(to)?);
+    let from = from.as_bytes();
+    let mut at = body
+        .windows(from.len())
+        .enumerate()
+        .filter(|(_, w)| *w == from);
+    let (i, _) = at.next()?;
+    if at.next().is_some() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(body.len() + to.len());
+    out.extend_from_slice(&body[..i]);
+    out.extend_from_slice(to.as_bytes());
+    out.extend_from_slice(&body[i + from.len()..]);
+    Some(out.into())
+}
+
+/// The [`Prepared`] requests of the deployments probed so far, by the deployment's address.
+/// Each is kept with a `Weak` of its deployment, so that an address is never reused while it
+/// is a key (a deployment is immutable: the same address is the same deployment), and the
+/// requests of deployments gone (a new deployment list) are swept when the map has doubled.
+#[derive(Debug, Default)]
+struct PreparedCache {
+    /// Locked for one look-up or insertion per probe, never across an `await`, and never on
+    /// the request path.
+    #[allow(clippy::disallowed_types)]
+    map: std::sync::Mutex<PreparedMap>,
+}
+
+#[derive(Debug, Default)]
+struct PreparedMap {
+    by_addr: std::collections::HashMap<
+        usize,
+        (std::sync::Weak<Deployment>, Arc<Prepared>),
+        foldhash::fast::RandomState,
+    >,
+    /// How many it held after the last sweep.
+    swept: usize,
+}
+
+impl PreparedCache {
+    fn get(&self, d: &Arc<Deployment>) -> Option<Arc<Prepared>> {
+        let map = self.map.lock().ok()?;
+        let key = Arc::as_ptr(d) as usize;
+        map.by_addr.get(&key).map(|(_, p)| Arc::clone(p))
+    }
+
+    /// Keeps `req`, the request just built for `d` and question `turn`, and hands it back.
+    fn insert(&self, d: &Arc<Deployment>, turn: usize, req: Request<Bytes>) -> Request<Bytes> {
+        let Ok(mut map) = self.map.lock() else {
+            return req;
+        };
+        let p = Prepared::new(turn, req);
+        let Some(req) = p.request(turn) else {
+            unreachable!("the request of `turn` was just kept")
+        };
+        if map.by_addr.len() >= 2 * map.swept + 1024 {
+            map.by_addr.retain(|_, (w, _)| w.strong_count() > 0);
+            map.swept = map.by_addr.len();
+        }
+        map.by_addr
+            .insert(Arc::as_ptr(d) as usize, (Arc::downgrade(d), Arc::new(p)));
+        req
+    }
 }
 
 /// Why no probe request was made.
@@ -218,6 +360,7 @@ impl HttpProberBuilder {
             defaults: self.defaults,
             classifier: self.classifier,
             turn: AtomicUsize::new(0),
+            prepared: PreparedCache::default(),
             #[allow(clippy::disallowed_types)]
             recent_unsupported: std::sync::Mutex::new(Vec::new()),
             #[cfg(feature = "bedrock")]
@@ -311,7 +454,12 @@ impl HttpProber {
     }
 
     fn question(&self) -> &'static str {
-        request::QUESTIONS[self.turn.fetch_add(1, Relaxed) % request::QUESTIONS.len()]
+        request::QUESTIONS[self.next_turn()]
+    }
+
+    /// The index in `request::QUESTIONS` of the next probe's chat question (they alternate).
+    fn next_turn(&self) -> usize {
+        self.turn.fetch_add(1, Relaxed) % request::QUESTIONS.len()
     }
 
     /// The prompt a native probe carries: the chat question, else the defaults' prompt.
@@ -359,8 +507,13 @@ impl HttpProber {
         }
     }
 
-    async fn try_build(&self, d: &Deployment) -> Result<Request<Bytes>, NoRequest> {
-        let question = self.question();
+    async fn try_build(&self, d: &Arc<Deployment>) -> Result<Request<Bytes>, NoRequest> {
+        let turn = self.next_turn();
+        let prepared = self.prepared.get(d);
+        if let Some(req) = prepared.as_ref().and_then(|p| p.request(turn)) {
+            return Ok(req);
+        }
+        let question = request::QUESTIONS[turn];
         let ep = provider::resolve(d)?;
         match ep.wire {
             #[cfg(feature = "vertex")]
@@ -377,7 +530,16 @@ impl HttpProber {
                         VertexError::Token(why) => NoRequest::Token(why),
                     })
             }
-            _ => Ok(self.build_sync(d, &ep, question)?),
+            // Signed per probe: built every time.
+            #[cfg(feature = "bedrock")]
+            Wire::Bedrock => Ok(self.build_sync(d, &ep, question)?),
+            _ => {
+                let req = request::build(d, &ep, &self.defaults, question)?;
+                Ok(match prepared {
+                    Some(p) => p.add(turn, req),
+                    None => self.prepared.insert(d, turn, req),
+                })
+            }
         }
     }
 
@@ -540,7 +702,7 @@ async fn classify(
     let status = resp.status();
     if status.is_success() || (upgrade && status == StatusCode::SWITCHING_PROTOCOLS) {
         if !upgrade {
-            let _ = read_capped(resp.into_body(), DRAIN_LIMIT).await;
+            drain(resp.into_body(), DRAIN_LIMIT).await;
         }
         return ProbeOutcome::healthy()
             .with_status(status.as_u16())
@@ -575,6 +737,22 @@ async fn classify(
     match class.retry_after() {
         Some(r) => out.with_retry_after(r),
         None => out,
+    }
+}
+
+/// Reads up to `limit` bytes of a body and drops them (a success's body is not looked at,
+/// only read so that its connection can be reused): like [`read_capped`] without keeping
+/// a copy.
+async fn drain(mut body: Incoming, limit: usize) {
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { break };
+        if let Ok(data) = frame.into_data() {
+            seen = seen.saturating_add(data.len());
+            if seen > limit {
+                break;
+            }
+        }
     }
 }
 
@@ -689,6 +867,89 @@ mod tests {
         );
         assert_eq!(error_message(r#"{"error":"nope"}"#), "nope");
         assert_eq!(error_message("  plain text \n"), "plain text");
+    }
+
+    /// Deployments whose chat probes differ in shape: OpenAI-compatible, Anthropic, Cohere,
+    /// Azure, an embedding (no question), and `health_check_params` that repeat a question.
+    fn shapes() -> Vec<Arc<Deployment>> {
+        let mut with_params = Deployment::builder("r", "openai/gpt-4o")
+            .api_base("http://127.0.0.1:9/v1")
+            .api_key("sk-test");
+        with_params.info_mut().extra.insert(
+            "health_check_params".into(),
+            crate::deployment::ParamValue::Plain(serde_json::json!({
+                "user": request::QUESTIONS[1],
+                "temperature": 0.0,
+            })),
+        );
+        [
+            Deployment::builder("r", "openai/gpt-4o")
+                .api_base("http://127.0.0.1:9/v1")
+                .api_key("sk-test"),
+            Deployment::builder("r", "anthropic/claude-3-5-haiku").api_key("sk-ant"),
+            Deployment::builder("r", "cohere/command-r").api_key("co-key"),
+            Deployment::builder("r", "azure/my-gpt")
+                .api_base("https://x.openai.azure.com")
+                .api_key("az-key"),
+            Deployment::builder("r", "openai/text-embedding-3-small")
+                .api_base("http://127.0.0.1:9/v1")
+                .mode(crate::deployment::Mode::Embedding),
+            with_params,
+        ]
+        .into_iter()
+        .map(|b| Arc::new(b.build()))
+        .collect()
+    }
+
+    fn same(a: &Request<Bytes>, b: &Request<Bytes>) -> bool {
+        a.method() == b.method()
+            && a.uri() == b.uri()
+            && a.headers() == b.headers()
+            && a.body() == b.body()
+    }
+
+    #[test]
+    fn a_swapped_question_gives_the_body_built_for_it() {
+        let defaults = ProbeDefaults::default();
+        let mut swapped = 0;
+        for d in shapes() {
+            let ep = provider::resolve(&d).unwrap();
+            let built: Vec<_> = request::QUESTIONS
+                .iter()
+                .map(|q| request::build(&d, &ep, &defaults, q).unwrap())
+                .collect();
+            for (from, to) in [(0, 1), (1, 0)] {
+                if let Some(b) = swap_question(built[from].body(), from, to) {
+                    assert_eq!(b, built[to].body(), "{}", d.params().model);
+                    swapped += 1;
+                }
+            }
+        }
+        // Each of the four plain chat shapes both ways, and the one whose params repeat the
+        // second question one way only (from the first question: it occurs once there).
+        assert_eq!(swapped, 9);
+    }
+
+    #[tokio::test]
+    async fn a_prepared_request_is_the_one_built_anew() {
+        let prober = HttpProber::new(ProbeDefaults::default()).unwrap();
+        for d in shapes() {
+            // Two rounds of probes: the first builds (and keeps), the second reuses.
+            for _ in 0..4 {
+                let turn = prober.turn.load(Relaxed) % request::QUESTIONS.len();
+                let ep = provider::resolve(&d).unwrap();
+                let fresh =
+                    request::build(&d, &ep, &prober.defaults, request::QUESTIONS[turn]).unwrap();
+                let Ok(req) = prober.try_build(&d).await else {
+                    panic!("a request for {}", d.params().model)
+                };
+                assert!(same(&req, &fresh), "{}", d.params().model);
+            }
+        }
+        assert_eq!(
+            prober.prepared.map.lock().unwrap().by_addr.len(),
+            shapes().len()
+        );
     }
 
     #[test]

@@ -114,9 +114,11 @@ pub(crate) fn mode_by_name(model: &str) -> Mode {
 pub fn is_reasoning_model(model: &str) -> bool {
     let n = base_name(model);
     let starts = |p: &str| n.starts_with(p);
-    let o_series = ["o1", "o3", "o4"]
-        .iter()
-        .any(|p| n == *p || n.starts_with(&format!("{p}-")));
+    // `o1`, or `o1-` and more (checked without building the `o1-` prefix per call).
+    let o_series = ["o1", "o3", "o4"].iter().any(|p| {
+        n.strip_prefix(p)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('-'))
+    });
     o_series
         || (starts("gpt-5") && !n.contains("-chat"))
         || n.contains("deepseek-r1")
