@@ -174,8 +174,21 @@ impl std::fmt::Debug for Owner {
     }
 }
 
+/// The snapshot pointer of [`Shared`], aligned to a cache line (see `Shared::snapshot`).
+#[repr(align(64))]
+pub(crate) struct Published(ArcSwap<HealthSnapshot>);
+
+impl std::ops::Deref for Published {
+    type Target = ArcSwap<HealthSnapshot>;
+    fn deref(&self) -> &ArcSwap<HealthSnapshot> {
+        &self.0
+    }
+}
+
 pub(crate) struct Shared {
-    pub(crate) snapshot: ArcSwap<HealthSnapshot>,
+    /// The published snapshot, on a cache line of its own: a publication writes it (and
+    /// the other fields' writers, `retired` first, leave it alone), every decision reads it.
+    pub(crate) snapshot: Published,
     /// The snapshot the last publication replaced, kept until the next one when others
     /// still held it: services hold their own copies (`SnapshotCache`) and let go of the
     /// old one when they see a new one, so without this the last of them to do so would
@@ -217,14 +230,14 @@ impl HealthState {
         let config = Arc::new(config);
         Self {
             shared: Arc::new_cyclic(|weak| Shared {
-                snapshot: ArcSwap::from_pointee(HealthSnapshot::build(
+                snapshot: Published(ArcSwap::from_pointee(HealthSnapshot::build(
                     &config.deployments,
                     None,
                     epoch,
                     staleness,
                     now,
                     &Owner::new(&config, epoch, weak.clone()),
-                )),
+                ))),
                 retired: ArcSwapOption::empty(),
                 scrubber,
                 config,
