@@ -124,6 +124,9 @@ pub struct HttpProber {
     turn: AtomicUsize,
     /// Each probed deployment's request as built on its first probe (see [`Prepared`]).
     prepared: PreparedCache,
+    /// Whether every upstream is spoken to in HTTP/2 (so no request is sure to go out in
+    /// HTTP/1.1, where hyper adds the `host` header).
+    h2_only: bool,
     /// The last few [`Prober::unsupported`] answers and the deployments they were for:
     /// deployments listed alike ([`Deployment::same_upstream`]; thousands in a large config,
     /// checked in a row at start-up, often a few keys in turn) share one. Locked only at
@@ -165,13 +168,24 @@ impl fmt::Debug for Prepared {
 }
 
 impl Prepared {
-    /// A prepared request from `req`, the one built for question `turn`.
-    fn new(turn: usize, req: Request<Bytes>) -> Self {
+    /// A prepared request from `req`, the one built for question `turn`. `h1`: whether a
+    /// plain `http` request goes out in HTTP/1.1 (no prior knowledge of HTTP/2): it then
+    /// carries the `host` header hyper's client would add to it on each send (formatting it
+    /// anew), the same value, last.
+    fn new(turn: usize, req: Request<Bytes>, h1: bool) -> Self {
         let (parts, body) = req.into_parts();
+        let mut headers = parts.headers;
+        if h1
+            && parts.uri.scheme() == Some(&http::uri::Scheme::HTTP)
+            && !headers.contains_key(http::header::HOST)
+            && let Some(host) = host_header(&parts.uri)
+        {
+            headers.insert(http::header::HOST, host);
+        }
         let p = Self {
             method: parts.method,
             uri: parts.uri,
-            headers: parts.headers,
+            headers,
             bodies: Default::default(),
         };
         // The other questions' bodies, where the question is this body's only string of
@@ -207,6 +221,17 @@ impl Prepared {
         }
         req
     }
+}
+
+/// The `host` header hyper's client adds to an HTTP/1.1 request to `uri` (`http`): the
+/// host, and the port as written unless it is 80.
+fn host_header(uri: &http::Uri) -> Option<http::HeaderValue> {
+    let host = uri.host()?;
+    let value = match uri.port() {
+        Some(port) if port.as_u16() != 80 => format!("{host}:{port}"),
+        _ => host.to_owned(),
+    };
+    http::HeaderValue::from_str(&value).ok()
 }
 
 /// `body`, built for question `from`, as it is for question `to` (indices in
@@ -263,11 +288,18 @@ impl PreparedCache {
     }
 
     /// Keeps `req`, the request just built for `d` and question `turn`, and hands it back.
-    fn insert(&self, d: &Arc<Deployment>, turn: usize, req: Request<Bytes>) -> Request<Bytes> {
+    /// `h1`: see [`Prepared::new`].
+    fn insert(
+        &self,
+        d: &Arc<Deployment>,
+        turn: usize,
+        req: Request<Bytes>,
+        h1: bool,
+    ) -> Request<Bytes> {
         let Ok(mut map) = self.map.lock() else {
             return req;
         };
-        let p = Prepared::new(turn, req);
+        let p = Prepared::new(turn, req, h1);
         let Some(req) = p.request(turn) else {
             unreachable!("the request of `turn` was just kept")
         };
@@ -361,6 +393,7 @@ impl HttpProberBuilder {
             classifier: self.classifier,
             turn: AtomicUsize::new(0),
             prepared: PreparedCache::default(),
+            h2_only: self.http2_prior_knowledge,
             #[allow(clippy::disallowed_types)]
             recent_unsupported: std::sync::Mutex::new(Vec::new()),
             #[cfg(feature = "bedrock")]
@@ -537,7 +570,7 @@ impl HttpProber {
                 let req = request::build(d, &ep, &self.defaults, question)?;
                 Ok(match prepared {
                     Some(p) => p.add(turn, req),
-                    None => self.prepared.insert(d, turn, req),
+                    None => self.prepared.insert(d, turn, req, !self.h2_only),
                 })
             }
         }
@@ -901,11 +934,28 @@ mod tests {
         .collect()
     }
 
+    /// The same request, but for the `host` header that hyper adds to an HTTP/1.1 request
+    /// (and a prepared plain-`http` one carries already, with hyper's value).
     fn same(a: &Request<Bytes>, b: &Request<Bytes>) -> bool {
-        a.method() == b.method()
-            && a.uri() == b.uri()
-            && a.headers() == b.headers()
-            && a.body() == b.body()
+        let mut ha = a.headers().clone();
+        if let Some(host) = ha.remove(http::header::HOST) {
+            assert_eq!(a.uri().scheme_str(), Some("http"));
+            assert_eq!(Some(host), host_header(a.uri()));
+        }
+        a.method() == b.method() && a.uri() == b.uri() && ha == *b.headers() && a.body() == b.body()
+    }
+
+    #[test]
+    fn the_host_header_is_hyper_s() {
+        for (uri, host) in [
+            ("http://127.0.0.1:9/v1/x", "127.0.0.1:9"),
+            ("http://example.com/v1", "example.com"),
+            ("http://example.com:80/v1", "example.com"),
+            ("http://[::1]:8080/v1", "[::1]:8080"),
+        ] {
+            let uri: http::Uri = uri.parse().unwrap();
+            assert_eq!(host_header(&uri).unwrap(), host);
+        }
     }
 
     #[test]
