@@ -332,6 +332,9 @@ pub struct HealthSnapshot {
     pub(crate) built_at: u64,
 }
 
+// What a decision reads of a snapshot fits its first cache line (see the layout note).
+const _: () = assert!(std::mem::offset_of!(HealthSnapshot, watched) < 64);
+
 impl HealthSnapshot {
     /// A snapshot of `deployments` (de-duplicated by id; a deployment listed under several
     /// routes belongs to each). Health and statistics of ids present in `prev` carry over.
