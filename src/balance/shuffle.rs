@@ -5,18 +5,35 @@ use rand::Rng;
 
 use super::{SAMPLE_TRIES, View};
 
-pub(super) fn pick<R: Rng + ?Sized>(
+/// The weighted random pick: up to [`SAMPLE_TRIES`] draws, then a scan of the eligible
+/// ones. Generic over `eligible` and inlined, so the default strategy's decision (see
+/// `routing::select`) draws and checks its pick in place, without a call per step; the
+/// rare scan stays out of line.
+#[inline]
+pub(crate) fn pick<R: Rng + ?Sized, E: FnMut(u32) -> bool + ?Sized>(
     view: View<'_>,
     rng: &mut R,
-    eligible: &mut dyn FnMut(u32) -> bool,
+    eligible: &mut E,
 ) -> Option<u32> {
+    if view.idx.is_empty() {
+        return None;
+    }
     for _ in 0..SAMPLE_TRIES {
         let i = view.idx[draw(view.cum, view.idx.len(), rng)];
         if eligible(i) {
             return Some(i);
         }
     }
-    // Several draws hit ineligible entries: pick among the eligible ones directly.
+    scan(view, rng, eligible)
+}
+
+/// Several draws hit ineligible entries: a pick among the eligible ones directly.
+#[inline(never)]
+fn scan<R: Rng + ?Sized, E: FnMut(u32) -> bool + ?Sized>(
+    view: View<'_>,
+    rng: &mut R,
+    eligible: &mut E,
+) -> Option<u32> {
     let mut acc = 0.0;
     let mut cands: Vec<(u32, f64)> = Vec::new();
     for (pos, &i) in view.idx.iter().enumerate() {
@@ -39,6 +56,7 @@ pub(super) fn pick<R: Rng + ?Sized>(
 }
 
 /// A position in `0..n`, weighted by `cum` when given.
+#[inline]
 pub(super) fn draw<R: Rng + ?Sized>(cum: Option<&[f64]>, n: usize, rng: &mut R) -> usize {
     match cum {
         None => rng.random_range(0..n),
