@@ -376,7 +376,7 @@ impl Decider {
     /// [`Picker::pick_for`] at a time the caller may already know (the service
     /// reads the clock once per request and shares it with the decision), and with the
     /// usage minute when it knows that without a clock read (`None`: from the time).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn pick_at<'s, F: FnMut() -> u64>(
         &mut self,
         snap: &'s HealthSnapshot,
@@ -478,7 +478,7 @@ impl fmt::Debug for Picker {
 /// the time until the first candidate can take a request again (leaves its cooldown, or
 /// its minute turns).
 #[allow(clippy::too_many_arguments)]
-#[inline]
+#[inline(always)]
 pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
     snap: &HealthSnapshot,
     route: &Route,
@@ -520,7 +520,9 @@ pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
     } else {
         now.peek().unwrap_or(0)
     };
+    // Only the usage-based strategies read the minute (their limits, their counts).
     let minute = match ask.minute {
+        _ if !usage => 0,
         Some(m) if now.peek().is_none() => m,
         _ => minute_of(t),
     };

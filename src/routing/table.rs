@@ -193,7 +193,7 @@ pub(crate) struct RouteMemo(Option<usize>);
 
 impl RouteMemo {
     /// The route `name` resolves to in `tbl` (through `aliases` when it is no route).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn resolve<'t>(
         &mut self,
         tbl: &'t RoutingTable,
