@@ -69,7 +69,7 @@ fn scan<R: Rng + ?Sized, E: FnMut(u32) -> bool + ?Sized>(
 }
 
 /// A position in `0..n`, weighted by `cum` when given.
-#[inline]
+#[inline(always)]
 pub(super) fn draw<R: Rng + ?Sized>(cum: Option<&[f64]>, n: usize, rng: &mut R) -> usize {
     match cum {
         None => below(rng, n),
