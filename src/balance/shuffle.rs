@@ -85,7 +85,7 @@ pub(super) fn draw<R: Rng + ?Sized>(cum: Option<&[f64]>, n: usize, rng: &mut R) 
 /// widening multiply, a second draw only when the first falls in the biased sliver), but
 /// inlined: `random_range` is a call of its own, as long as the rest of the decision.
 #[inline(always)]
-pub(crate) fn below<R: Rng + ?Sized>(rng: &mut R, n: usize) -> usize {
+fn below<R: Rng + ?Sized>(rng: &mut R, n: usize) -> usize {
     debug_assert!(n > 0 && u32::try_from(n).is_ok());
     let range = n as u32;
     let wide = |x: u32| u64::from(x) * u64::from(range);
