@@ -4,8 +4,14 @@
 use tokio::time::Instant;
 
 /// Nanoseconds from `epoch` to `t` (zero before the epoch, saturating far after it).
+#[inline]
 pub(crate) fn nanos_since(epoch: Instant, t: Instant) -> u64 {
-    u64::try_from(t.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
+    // From the seconds and the nanos in 64 bits (`as_nanos` widens to 128 first).
+    let d = t.saturating_duration_since(epoch);
+    d.as_secs()
+        .checked_mul(1_000_000_000)
+        .and_then(|n| n.checked_add(u64::from(d.subsec_nanos())))
+        .unwrap_or(u64::MAX)
 }
 
 /// Reads the clock at most once.

@@ -24,7 +24,7 @@ mod latency;
 mod least_busy;
 mod p2c;
 mod round_robin;
-mod shuffle;
+pub(crate) mod shuffle;
 mod usage;
 
 use std::sync::atomic::AtomicUsize;

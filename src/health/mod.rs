@@ -96,6 +96,7 @@ impl SnapshotCache {
 
     /// `state`'s current snapshot from the copy, or `None` on a fresh handle's first
     /// decision (the caller loads it from `state` then).
+    #[inline]
     pub(crate) fn get(&mut self, state: &HealthState) -> Option<&Arc<HealthSnapshot>> {
         if self.cache.is_none() && !self.decided_once {
             self.decided_once = true;
@@ -105,6 +106,7 @@ impl SnapshotCache {
     }
 
     /// `state`'s current snapshot from the copy (made now if need be).
+    #[inline]
     pub(crate) fn warm(&mut self, state: &HealthState) -> &Arc<HealthSnapshot> {
         self.cache
             .get_or_insert_with(|| arc_swap::Cache::new(SnapshotOf(Arc::clone(&state.shared))))

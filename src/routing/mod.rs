@@ -287,10 +287,24 @@ fn decide(
     ext: &http::Extensions,
     at: u64,
 ) -> Result<(Arc<EntryCore>, usize, bool), BoxError> {
-    let fixed = ext
-        .get::<ExcludeDeployments>()
-        .map_or(&[][..], |e| &e.0[..]);
-    let tried = ext.get::<TriedDeployments>();
+    // Most requests carry no extension but their route's: then none of the look-ups
+    // below (exclusions, tries, tokens) can find anything, and one look-up replaces them.
+    let plain = match ext.len() {
+        0 => true,
+        1 => ext.get::<crate::ModelGroup>().is_some(),
+        _ => false,
+    };
+    let fixed = if plain {
+        &[][..]
+    } else {
+        ext.get::<ExcludeDeployments>()
+            .map_or(&[][..], |e| &e.0[..])
+    };
+    let tried = if plain {
+        None
+    } else {
+        ext.get::<TriedDeployments>()
+    };
     let tried_ids = tried.map(TriedDeployments::ids);
     let joined: Vec<DeploymentId>;
     let exclude = match &tried_ids {
@@ -302,7 +316,7 @@ fn decide(
         }
     };
     // Only pre-call checks read the request's tokens: without them, no look-up.
-    let tokens = if picker.reads_tokens() {
+    let tokens = if !plain && picker.reads_tokens() {
         ext.get::<RequestTokens>().map(|t| t.0)
     } else {
         None

@@ -339,6 +339,7 @@ impl Picker {
     /// `Decider::pick_at` from this picker's copy of the current snapshot (see
     /// [`pick_current`](Self::pick_current)), or, on a fresh clone's first decision, from
     /// `HealthState::load` (see `SnapshotCache`); `done` takes the result.
+    #[inline]
     pub(crate) fn pick_current_with<F: FnMut() -> u64, R>(
         &mut self,
         route: &str,
@@ -375,6 +376,7 @@ impl Decider {
     /// [`Picker::pick_for`] at a time the caller may already know (the service
     /// reads the clock once per request and shares it with the decision), and with the
     /// usage minute when it knows that without a clock read (`None`: from the time).
+    #[inline(always)]
     pub(crate) fn pick_at<'s, F: FnMut() -> u64>(
         &mut self,
         snap: &'s HealthSnapshot,
@@ -483,6 +485,7 @@ impl fmt::Debug for Picker {
 /// the time until the first candidate can take a request again (leaves its cooldown, or
 /// its minute turns).
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
     snap: &HealthSnapshot,
     route: &Route,
@@ -524,7 +527,9 @@ pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
     } else {
         now.peek().unwrap_or(0)
     };
+    // Only the usage-based strategies read the minute (their limits, their counts).
     let minute = match ask.minute {
+        _ if !usage => 0,
         Some(m) if now.peek().is_none() => m,
         _ => minute_of(t),
     };
@@ -650,8 +655,12 @@ pub(crate) fn select<R: rand::Rng + ?Sized, F: FnMut() -> u64>(
 /// A pick from `cands` (`bypassed`: the health filter was skipped to get them); if
 /// nothing there is eligible and `cands` passed the health filter, a pick from the whole
 /// route (with LiteLLM's all-or-nothing bypass, not with a panic threshold).
+///
+/// Inlined, with `simple-shuffle` (the default) dispatched statically: the usual decision
+/// draws and checks its pick within [`select`], without a call per step.
 #[allow(clippy::too_many_arguments)]
-fn pick_or_bypass<R: rand::Rng + ?Sized>(
+#[inline]
+fn pick_or_bypass<R: rand::Rng + ?Sized, E: FnMut(u32) -> bool>(
     snap: &HealthSnapshot,
     route: &Route,
     cands: &Candidates,
@@ -660,20 +669,50 @@ fn pick_or_bypass<R: rand::Rng + ?Sized>(
     settings: &PickSettings,
     ctx: &Ctx<'_>,
     rng: &mut R,
+    eligible: &mut E,
+) -> Option<(u32, bool)> {
+    let picked = if strategy == RoutingStrategy::SimpleShuffle {
+        balance::shuffle::pick(view(cands), rng, eligible)
+    } else {
+        balance::pick(strategy, view(cands), &snap.entries, ctx, rng, eligible)
+    };
+    match picked {
+        Some(i) => Some((i, bypassed)),
+        None => bypass(snap, route, cands, strategy, settings, ctx, rng, eligible),
+    }
+}
+
+/// [`pick_or_bypass`] when nothing in `cands` was eligible: a pick from the whole route
+/// if `cands` passed the health filter (and no panic threshold is set).
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+fn bypass<R: rand::Rng + ?Sized>(
+    snap: &HealthSnapshot,
+    route: &Route,
+    cands: &Candidates,
+    strategy: RoutingStrategy,
+    settings: &PickSettings,
+    ctx: &Ctx<'_>,
+    rng: &mut R,
     eligible: &mut dyn FnMut(u32) -> bool,
 ) -> Option<(u32, bool)> {
-    let entries = &snap.entries;
-    let mut picked =
-        balance::pick(strategy, view(cands), entries, ctx, rng, eligible).map(|i| (i, bypassed));
-    if picked.is_none() && settings.panic_threshold.is_none() && !std::ptr::eq(cands, &route.all) {
-        // Every deployment that passed the health filter is cooling down (or excluded,
-        // or at a limit). One that failed its check may still serve: bypass the filter
-        // rather than refuse a request that could be served. Cooldown still applies.
-        picked = balance::pick(strategy, view(&route.all), entries, ctx, rng, eligible)
-            .map(|i| (i, true));
-        if picked.is_some() {
-            warn_bypass(snap, route);
-        }
+    if settings.panic_threshold.is_some() || std::ptr::eq(cands, &route.all) {
+        return None;
+    }
+    // Every deployment that passed the health filter is cooling down (or excluded,
+    // or at a limit). One that failed its check may still serve: bypass the filter
+    // rather than refuse a request that could be served. Cooldown still applies.
+    let picked = balance::pick(
+        strategy,
+        view(&route.all),
+        &snap.entries,
+        ctx,
+        rng,
+        eligible,
+    )
+    .map(|i| (i, true));
+    if picked.is_some() {
+        warn_bypass(snap, route);
     }
     picked
 }

@@ -208,6 +208,7 @@ pub(crate) struct RouteMemo(Option<usize>);
 
 impl RouteMemo {
     /// The route `name` resolves to in `tbl` (through `aliases` when it is no route).
+    #[inline(always)]
     pub(crate) fn resolve<'t>(
         &mut self,
         tbl: &'t RoutingTable,
@@ -289,6 +290,7 @@ pub(crate) fn install(state: &HealthState) -> Arc<RouteStates> {
 }
 
 /// The table of `snap`: the one derived at publication, else built now (once).
+#[inline]
 pub(crate) fn get<'s>(snap: &'s HealthSnapshot, states: &RouteStates) -> &'s RoutingTable {
     let slot = snap
         .slot()
