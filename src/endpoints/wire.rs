@@ -179,9 +179,13 @@ pub(crate) fn key_matches(given: &str, key: &Secret) -> bool {
         )
 }
 
+/// What follows `Bearer ` (any case; the scheme is what comes before the first space),
+/// trimmed.
 fn strip_bearer(v: &str) -> Option<&str> {
-    let (scheme, rest) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(rest.trim())
+    // Byte by byte: "bearer" has no space, so it is the scheme exactly when the seventh
+    // byte is the first space.
+    let b = v.as_bytes();
+    (b.len() > 6 && b[6] == b' ' && b[..6].eq_ignore_ascii_case(b"bearer")).then(|| v[7..].trim())
 }
 
 /// Whether the client asked for `application/health+json` (with a non-zero q).
