@@ -480,8 +480,14 @@ where
     if stream {
         req.extensions_mut().insert(Streaming);
     }
-    let routed = app.routed.clone();
-    match routed.oneshot(req).await {
+    // Readied and called in place (a `oneshot` moves the service and the request into its
+    // state, and out again, and then the future in).
+    let mut routed = app.routed.clone();
+    let answer = match routed.ready().await {
+        Ok(svc) => svc.call(req).await,
+        Err(e) => Err(e),
+    };
+    match answer {
         Ok(resp) => resp,
         Err(e) => error_response(&app, &model, &e),
     }
@@ -498,7 +504,7 @@ async fn request_head(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if ctype.starts_with("multipart/form-data") {
-        return Ok((multipart::model(ctype, body).await?.into(), false));
+        return Ok((Box::pin(multipart::model(ctype, body)).await?.into(), false));
     }
     // One pass: `model` and `stream` are read; the rest is validated as JSON but not built
     // into a tree.
@@ -775,10 +781,11 @@ impl Service<http::Request<Bytes>> for Forwarder {
             if let Some(t) = translation {
                 // Anthropic's Messages API, answered in OpenAI's shapes; then the same
                 // header allowlist, scrubbing and usage counting as any other answer.
-                let resp = crate::forward::anthropic_response(resp, &t, &this.scrubber).await?;
+                let resp =
+                    Box::pin(crate::forward::anthropic_response(resp, &t, &this.scrubber)).await?;
                 let (mut parts, body) = resp.into_parts();
                 let same = this.scrubber.is_empty();
-                parts.headers = fwd::response_headers(&parts.headers, &this.scrubber, same);
+                fwd::forward_response_headers(&mut parts.headers, &this.scrubber, same);
                 if !parts.status.is_success() {
                     return Ok(http::Response::from_parts(parts, body.into()));
                 }
@@ -809,7 +816,7 @@ impl Service<http::Request<Bytes>> for Forwarder {
             }
             // Byte for byte only when there is nothing to scrub.
             let same = this.scrubber.is_empty();
-            parts.headers = fwd::response_headers(&parts.headers, &this.scrubber, same);
+            fwd::forward_response_headers(&mut parts.headers, &this.scrubber, same);
             if parts.status.is_success() {
                 // Stream through, chunk by chunk (SSE included), scrubbed as it goes and
                 // counting its `usage`: one body, boxed once.
@@ -823,7 +830,8 @@ impl Service<http::Request<Bytes>> for Forwarder {
             }
             let body = Body::new(body);
             // An error: read a bounded amount, scrub it, keep the upstream's status.
-            let (text, cut) = fwd::read_error_body(body, &this.scrubber, MAX_ERROR_BODY).await;
+            let (text, cut) =
+                Box::pin(fwd::read_error_body(body, &this.scrubber, MAX_ERROR_BODY)).await;
             parts.headers.remove(header::CONTENT_LENGTH);
             let text = if cut {
                 parts.headers.insert(
@@ -1010,52 +1018,96 @@ async fn upstream_request(
         Some(m) => Some(&*m.0),
         None => parts.extensions.get::<ModelGroup>().map(ModelGroup::as_str),
     };
-    let ctype = parts.headers.get(header::CONTENT_TYPE);
     // Most deployments serve the model the client named: then the body goes as it came.
     let unchanged = requested == Some(model);
     let body = if unchanged {
         body
     } else {
-        rewrite_model(ctype.and_then(|v| v.to_str().ok()), body, model)
-            .await
-            .map_err(|e| LocalError::new(format!("the request body cannot be rewritten: {e}")))?
+        let ctype = parts.headers.get(header::CONTENT_TYPE);
+        // Boxed, as the other uncommon paths: their futures would make every request's
+        // future larger, and it is moved as a whole several times.
+        Box::pin(rewrite_model(
+            ctype.and_then(|v| v.to_str().ok()),
+            body,
+            model,
+        ))
+        .await
+        .map_err(|e| LocalError::new(format!("the request body cannot be rewritten: {e}")))?
     };
     // The gateway scrubs answers, which it cannot do to a compressed body. Built in place
     // (a request builder moves its whole head on every header).
     let body_len = body.len() as u64;
     let mut up = ep.request(Full::new(body))?;
-    let h = up.headers_mut();
+    *up.headers_mut() = upstream_headers(parts.headers, ep, unchanged.then_some(body_len))?;
+    Ok((up, None, pool))
+}
+
+/// The most client headers passed on (`accept`, `openai-*`) for [`upstream_headers`] to
+/// build the upstream's headers in the client's map.
+const PASSED_IN_PLACE: usize = 8;
+
+/// The upstream request's headers, built in the client request's map `client` (emptied, its
+/// storage kept: a new map costs two allocations, and dropping the client's two frees):
+/// `accept-encoding: identity`, the client's `content-type`, its own negotiation headers
+/// (`accept`, `openai-*`; never its credentials), the endpoint's headers, and the client's
+/// `content-length` when the body goes as it came and is `body_len` long.
+fn upstream_headers(
+    mut client: HeaderMap,
+    ep: &ForwardEndpoint,
+    body_len: Option<u64>,
+) -> Result<HeaderMap, http::Error> {
+    let ctype = client.get(header::CONTENT_TYPE).cloned();
+    // The body as it came has the client's length: its value is sent again (shared, where
+    // hyper would format a new one) when it is that length in plain digits.
+    let length = body_len.and_then(|len| {
+        client
+            .get(header::CONTENT_LENGTH)
+            .filter(|cl| is_length(cl.as_bytes(), len))
+            .cloned()
+    });
+    let passed =
+        |name: &http::HeaderName| name == header::ACCEPT || name.as_str().starts_with("openai-");
+    let mut kept: [Option<(http::HeaderName, HeaderValue)>; PASSED_IN_PLACE] = Default::default();
+    let mut n = 0;
+    let mut in_place = true;
+    for (name, value) in client.iter().filter(|(name, _)| passed(name)) {
+        if n == PASSED_IN_PLACE {
+            // More than fit: a new map, filled from the client's.
+            in_place = false;
+            break;
+        }
+        kept[n] = Some((name.clone(), value.clone()));
+        n += 1;
+    }
+    let mut h = if in_place {
+        client.clear();
+        std::mem::take(&mut client)
+    } else {
+        HeaderMap::new()
+    };
     h.try_append(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
-    )
-    .map_err(http::Error::from)?;
+    )?;
     if let Some(ct) = ctype {
-        h.try_append(header::CONTENT_TYPE, ct.clone())
-            .map_err(http::Error::from)?;
+        h.try_append(header::CONTENT_TYPE, ct)?;
     }
-    for (name, value) in parts.headers.iter() {
-        // Pass the client's own negotiation headers; never its credentials.
-        if name == header::ACCEPT || name.as_str().starts_with("openai-") {
-            h.try_append(name.clone(), value.clone())
-                .map_err(http::Error::from)?;
+    if in_place {
+        for (name, value) in kept.iter_mut().take(n).filter_map(Option::take) {
+            h.try_append(name, value)?;
+        }
+    } else {
+        for (name, value) in client.iter().filter(|(name, _)| passed(name)) {
+            h.try_append(name.clone(), value.clone())?;
         }
     }
     for (name, value) in &ep.headers {
-        h.try_append(name.clone(), value.clone())
-            .map_err(http::Error::from)?;
+        h.try_append(name.clone(), value.clone())?;
     }
-    // The body as it came has the client's length: its value is sent again (shared, where
-    // hyper would format a new one) when it is that length in plain digits.
-    if unchanged
-        && let Some(cl) = parts.headers.get(header::CONTENT_LENGTH)
-        && is_length(cl.as_bytes(), body_len)
-    {
-        up.headers_mut()
-            .try_append(header::CONTENT_LENGTH, cl.clone())
-            .map_err(http::Error::from)?;
+    if let Some(cl) = length {
+        h.try_append(header::CONTENT_LENGTH, cl)?;
     }
-    Ok((up, None, pool))
+    Ok(h)
 }
 
 /// Whether `value` is `len` in canonical decimal (digits only, no leading zero).

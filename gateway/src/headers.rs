@@ -109,32 +109,73 @@ fn connection_names(connection: &header::GetAll<'_, HeaderValue>, name: &str) ->
 /// (the body goes byte for byte).
 pub fn response_headers(upstream: &HeaderMap, scrubber: &Scrubber, same_body: bool) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(upstream.len().min(32));
-    // Looked up once, not once per forwarded header.
     let connection = upstream.get_all(header::CONNECTION);
     for (name, value) in upstream {
-        // The names upstreams send most are told by identity, without comparing strings.
-        let forwarded = if name == header::CONTENT_TYPE {
-            true
-        } else if name == header::CONTENT_LENGTH {
-            same_body
-        } else if DROPPED_STANDARD.contains(name) {
-            false
-        } else {
-            is_forwarded(name.as_str())
-        };
-        if !forwarded || connection_names(&connection, name.as_str()) {
-            continue;
+        if let Some(value) = forwarded_value(&connection, name, value, scrubber, same_body) {
+            out.append(HeaderName::clone(name), value);
         }
-        let value = match scrubber.scrub_bytes(value.as_bytes()) {
-            std::borrow::Cow::Borrowed(_) => value.clone(),
-            std::borrow::Cow::Owned(v) => match HeaderValue::from_bytes(&v) {
-                Ok(v) => v,
-                Err(_) => continue,
-            },
-        };
-        out.append(HeaderName::clone(name), value);
     }
     out
+}
+
+/// [`response_headers`] in place: `headers` keeps only what reaches the client, in its
+/// order, in its own storage (a new map costs two allocations, and dropping the old one
+/// two frees). An answer with more than [`IN_PLACE`] header values gets a new map.
+pub fn forward_response_headers(headers: &mut HeaderMap, scrubber: &Scrubber, same_body: bool) {
+    if headers.len() > IN_PLACE {
+        *headers = response_headers(headers, scrubber, same_body);
+        return;
+    }
+    let mut kept: [Option<(HeaderName, HeaderValue)>; IN_PLACE] = Default::default();
+    let mut n = 0;
+    {
+        // Looked up once, not once per forwarded header.
+        let connection = headers.get_all(header::CONNECTION);
+        for (name, value) in headers.iter() {
+            if let Some(value) = forwarded_value(&connection, name, value, scrubber, same_body) {
+                kept[n] = Some((HeaderName::clone(name), value));
+                n += 1;
+            }
+        }
+    }
+    // Emptied, its storage kept; then refilled in the same order.
+    headers.clear();
+    for (name, value) in kept.iter_mut().take(n).filter_map(Option::take) {
+        headers.append(name, value);
+    }
+}
+
+/// The most header values an upstream answer may have for [`forward_response_headers`] to
+/// filter it in place.
+const IN_PLACE: usize = 8;
+
+/// The value of an upstream's header as it reaches the client (scrubbed), or `None` when
+/// the header is not forwarded.
+#[inline]
+fn forwarded_value(
+    connection: &header::GetAll<'_, HeaderValue>,
+    name: &HeaderName,
+    value: &HeaderValue,
+    scrubber: &Scrubber,
+    same_body: bool,
+) -> Option<HeaderValue> {
+    // The names upstreams send most are told by identity, without comparing strings.
+    let forwarded = if name == header::CONTENT_TYPE {
+        true
+    } else if name == header::CONTENT_LENGTH {
+        same_body
+    } else if DROPPED_STANDARD.contains(name) {
+        false
+    } else {
+        is_forwarded(name.as_str())
+    };
+    if !forwarded || connection_names(connection, name.as_str()) {
+        return None;
+    }
+    match scrubber.scrub_bytes(value.as_bytes()) {
+        std::borrow::Cow::Borrowed(_) => Some(value.clone()),
+        std::borrow::Cow::Owned(v) => HeaderValue::from_bytes(&v).ok(),
+    }
 }
 
 /// Whether the body is in a content coding other than `identity` (which the gateway cannot

@@ -244,12 +244,117 @@ enum Parsed {
 
 /// The `usage` object at the start of `rest` (a frame's bytes from its `{`), parsed in place.
 fn parse_usage(rest: &[u8]) -> Parsed {
+    if let Some(u) = parse_flat(rest) {
+        return Parsed::Whole(total_of(&u));
+    }
     let mut de = serde_json::Deserializer::from_slice(rest);
     match <Usage as serde::Deserialize>::deserialize(&mut de) {
         Ok(u) => Parsed::Whole(total_of(&u)),
         Err(e) if e.is_eof() => Parsed::CutShort,
         // Not a valid `usage` object, whatever follows: the same `None` as once it ends.
         Err(_) => Parsed::Whole(None),
+    }
+}
+
+/// A flat `usage` object at the start of `rest` (from its `{`) read without serde, as
+/// most are (`{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}`): keys without
+/// escapes, each at most once, and values that are `null` or integers in plain digits,
+/// which serde reads the same way. `None` for anything else (a nested object, a float, an
+/// escape, a repeated key, a number too large, the frame's end before the object's), left
+/// to serde, which also says what such an object is.
+fn parse_flat(rest: &[u8]) -> Option<Usage> {
+    let mut u = Usage {
+        total_tokens: None,
+        prompt_tokens: None,
+        completion_tokens: None,
+        input_tokens: None,
+        output_tokens: None,
+    };
+    let mut seen = [false; 5];
+    let ws = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let mut i = 1; // past the `{`
+    while ws(*rest.get(i)?) {
+        i += 1;
+    }
+    if rest[i] == b'}' {
+        return Some(u);
+    }
+    loop {
+        // A key, up to its closing quote (an escape: left to serde).
+        if rest[i] != b'"' {
+            return None;
+        }
+        let start = i + 1;
+        let len = memchr::memchr2(b'"', b'\\', rest.get(start..)?)?;
+        if rest[start + len] != b'"' {
+            return None;
+        }
+        let key = &rest[start..start + len];
+        i = start + len + 1;
+        while ws(*rest.get(i)?) {
+            i += 1;
+        }
+        if rest[i] != b':' {
+            return None;
+        }
+        i += 1;
+        while ws(*rest.get(i)?) {
+            i += 1;
+        }
+        // Its value: `null` or plain digits (no leading zero unless alone).
+        let value = match rest[i] {
+            b'n' => {
+                if rest.get(i..i + 4)? != b"null" {
+                    return None;
+                }
+                i += 4;
+                None
+            }
+            b'0'..=b'9' => {
+                let first = i;
+                let mut n = 0u64;
+                while let Some(&b) = rest.get(i).filter(|b| b.is_ascii_digit()) {
+                    n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+                    i += 1;
+                }
+                if i - first > 1 && rest[first] == b'0' {
+                    return None;
+                }
+                Some(n)
+            }
+            _ => return None,
+        };
+        let field = match key {
+            b"total_tokens" => Some((0, &mut u.total_tokens)),
+            b"prompt_tokens" => Some((1, &mut u.prompt_tokens)),
+            b"completion_tokens" => Some((2, &mut u.completion_tokens)),
+            b"input_tokens" => Some((3, &mut u.input_tokens)),
+            b"output_tokens" => Some((4, &mut u.output_tokens)),
+            // Another key: plain ASCII only (serde checks the rest).
+            _ if key.iter().all(|&b| (0x20..0x80).contains(&b)) => None,
+            _ => return None,
+        };
+        if let Some((k, field)) = field {
+            // A repeated field is serde's error.
+            if std::mem::replace(&mut seen[k], true) {
+                return None;
+            }
+            *field = value;
+        }
+        // `,` and the next key, or the end.
+        while ws(*rest.get(i)?) {
+            i += 1;
+        }
+        match rest[i] {
+            b',' => {
+                i += 1;
+                while ws(*rest.get(i)?) {
+                    i += 1;
+                }
+            }
+            b'}' => return Some(u),
+            _ => return None,
+        }
     }
 }
 

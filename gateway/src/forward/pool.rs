@@ -140,7 +140,9 @@ impl HostPool {
         loop {
             let (mut tx, reused) = match self.checkout().await {
                 Some(tx) => (tx, true),
-                None => (self.connect().await?, false),
+                // Boxed: a new connection is rare, and its future (the connect and the
+                // handshake) would make every request's future larger, moved as a whole.
+                None => (Box::pin(self.connect()).await?, false),
             };
             match tx.try_send_request(req).await {
                 Ok(resp) => {

@@ -34,3 +34,4 @@ mod providers;
 mod routing;
 mod safe_gateway;
 mod stalls;
+mod usage;
