@@ -28,12 +28,12 @@ use arc_swap::ArcSwap;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 use tokio::time::Instant;
-use tower_health_routing::{
-    DeploymentId, HealthRoutingLayer, HealthState, config::RoutingStrategy, health::HealthRecord,
-    routing::Picker,
-};
+use tower_health_routing::{HealthRoutingLayer, config::RoutingStrategy, routing::Picker};
 
-use support::{FloorWork, ROUTE, Trivial, cooling, publish, request, state, through, unhealthy};
+use support::{
+    FloorWork, ROUTE, Trivial, cooling, publish, publish_flipping, request, state, through,
+    unhealthy,
+};
 
 const SIZES: [usize; 4] = [2, 8, 64, 1024];
 fn decision(c: &mut Criterion) {
@@ -167,19 +167,6 @@ fn under_writer(c: &mut Criterion) {
         }
     }
     g.finish();
-}
-
-/// Like [`publish`], with deployment 0 unhealthy too when `flip`.
-fn publish_flipping(state: &HealthState, n: usize, flip: bool) {
-    let now = Instant::now();
-    state.record((0..n).map(|i| {
-        let rec = if unhealthy(i) || (flip && i == 0) {
-            HealthRecord::unhealthy(now, "status 500", Some(500))
-        } else {
-            HealthRecord::healthy(now)
-        };
-        (DeploymentId::new(format!("d{i}")), rec)
-    }));
 }
 
 fn layer(c: &mut Criterion) {

@@ -50,11 +50,7 @@ struct Command {
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is taken from the command line.
-    let rounds: usize = std::env::var("SCALING_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(15)
-        .max(1);
+    let rounds: usize = support::rounds("SCALING_ROUNDS");
     // As in a service: the state lives in a running runtime (its watchdog keeps the
     // usage minute, so decisions read no clock).
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -28,18 +28,14 @@ use std::{
 };
 
 use tokio::time::Instant;
-use tower_health_routing::{DeploymentId, HealthState, health::HealthRecord, routing::Picker};
+use tower_health_routing::routing::Picker;
 
-use support::{FloorWork, ROUTE, publish, state, unhealthy};
+use support::{FloorWork, ROUTE, publish, publish_flipping, state};
 
 const MODES: [&str; 4] = ["parked", "spinning", "same", "alternating"];
 
 fn main() {
-    let rounds: usize = std::env::var("WRITER_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(15)
-        .max(1);
+    let rounds: usize = support::rounds("WRITER_ROUNDS");
     let sizes: Vec<usize> = match std::env::var("WRITER_N").ok().and_then(|v| v.parse().ok()) {
         Some(n) => vec![n],
         None => vec![8, 1024],
@@ -157,17 +153,4 @@ fn nap(d: Duration) {
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
-}
-
-/// Like `support::publish`, with deployment 0 unhealthy too when `flip`.
-fn publish_flipping(state: &HealthState, n: usize, flip: bool) {
-    let now = Instant::now();
-    state.record((0..n).map(|i| {
-        let rec = if unhealthy(i) || (flip && i == 0) {
-            HealthRecord::unhealthy(now, "status 500", Some(500))
-        } else {
-            HealthRecord::healthy(now)
-        };
-        (DeploymentId::new(format!("d{i}")), rec)
-    }));
 }

@@ -1,5 +1,6 @@
-//! What the routing benches share (`benches/routing.rs`, `benches/scaling.rs`): the state
-//! they decide on, the trivial inner service and one request through a service.
+//! What the routing benches share (`benches/routing.rs`, `benches/scaling.rs`,
+//! `benches/writer.rs`): the state they decide on, the publications of a writer, the
+//! trivial inner service, one request through a service and the rounds knob.
 // Each bench target compiles this module and uses part of it.
 #![allow(dead_code)]
 
@@ -163,4 +164,26 @@ impl FloorWork {
         }
         self.x
     }
+}
+
+/// Like [`publish`], with deployment 0 unhealthy too when `flip`.
+pub(crate) fn publish_flipping(state: &HealthState, n: usize, flip: bool) {
+    let now = Instant::now();
+    state.record((0..n).map(|i| {
+        let rec = if unhealthy(i) || (flip && i == 0) {
+            HealthRecord::unhealthy(now, "status 500", Some(500))
+        } else {
+            HealthRecord::healthy(now)
+        };
+        (DeploymentId::new(format!("d{i}")), rec)
+    }));
+}
+
+/// How many paired rounds to run: the environment variable `var`, else 15 (at least 1).
+pub(crate) fn rounds(var: &str) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15)
+        .max(1)
 }
