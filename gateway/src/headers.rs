@@ -120,7 +120,7 @@ pub fn response_headers(upstream: &HeaderMap, scrubber: &Scrubber, same_body: bo
 
 /// [`response_headers`] in place: `headers` keeps only what reaches the client, in its
 /// order, in its own storage (a new map costs two allocations, and dropping the old one
-/// two frees). An answer with more than [`IN_PLACE`] header values gets a new map.
+/// two frees). An answer with more than `IN_PLACE` header values gets a new map.
 pub fn forward_response_headers(headers: &mut HeaderMap, scrubber: &Scrubber, same_body: bool) {
     if headers.len() > IN_PLACE {
         *headers = response_headers(headers, scrubber, same_body);
