@@ -296,37 +296,39 @@ where
 {
     type Response = Response<FallbackBody<RB>>;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+    type Future = FallbackFuture<S::Future, RB>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        // A request without a group, or whose group has no fallback of any kind, is passed
+        // through: no box, no clone of the stack below, no copy of the request.
+        let group = match req.extensions().get::<ModelGroup>() {
+            Some(g) if self.fallbacks.any_for(g.as_str()) => g.clone(),
+            other => {
+                let group = other.cloned();
+                return FallbackFuture {
+                    kind: Kind::Direct {
+                        fut: self.inner.call(req),
+                        group,
+                    },
+                };
+            }
+        };
         // The ready service takes this request; a clone stays for the next poll_ready.
         let clone = self.inner.clone();
         let mut ready = std::mem::replace(&mut self.inner, clone);
         let fallbacks = Arc::clone(&self.fallbacks);
         let classifier = Arc::clone(&self.classifier);
-        let Some(group) = req.extensions().get::<ModelGroup>().cloned() else {
-            let fut = ready.call(req);
-            return Box::pin(async move {
-                fut.await
-                    .map(|r| r.map(FallbackBody::inner))
-                    .map_err(Into::into)
-            });
-        };
-        let has_fallbacks = fallbacks.any_for(group.as_str());
-        let template = has_fallbacks.then(|| req.clone());
+        let template = req.clone();
         let first = ready.call(req);
-        Box::pin(async move {
+        let chain = Box::pin(async move {
             let res = first.await.map_err(Into::into);
-            let (failure, mut last) = match judge(res, has_fallbacks, &*classifier).await? {
+            let (failure, mut last) = match judge(res, true, &*classifier).await? {
                 Answer::Done(r) => return served(Ok(r), group, 0),
                 Answer::Failed(f, r) => (f, r),
-            };
-            let Some(template) = template else {
-                return served(last, group, 0);
             };
             let mut last_group = group.clone();
             let mut attempted = 0;
@@ -346,7 +348,67 @@ where
                 }
             }
             served(last, last_group, attempted)
-        })
+        });
+        FallbackFuture {
+            kind: Kind::Chain(chain),
+        }
+    }
+}
+
+/// The boxed future of a request whose group has fallbacks.
+type Chain<RB> = Pin<Box<dyn Future<Output = Result<Response<FallbackBody<RB>>, BoxError>> + Send>>;
+
+/// The future of [`Fallback`]: the inner service's own, passed through, when the request's
+/// group has no fallback (its response then carries [`ServedBy`] naming that group), or
+/// the boxed walk through the group and its fallbacks.
+#[pin_project]
+pub struct FallbackFuture<F, RB> {
+    #[pin]
+    kind: Kind<F, RB>,
+}
+
+#[pin_project(project = KindProj)]
+enum Kind<F, RB> {
+    Direct {
+        #[pin]
+        fut: F,
+        /// The request's group, for [`ServedBy`] (taken when the answer comes).
+        group: Option<ModelGroup>,
+    },
+    Chain(Chain<RB>),
+}
+
+impl<F, RB> fmt::Debug for FallbackFuture<F, RB> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.kind {
+            Kind::Direct { .. } => "direct",
+            Kind::Chain(_) => "with fallbacks",
+        };
+        f.debug_struct("FallbackFuture")
+            .field("kind", &kind)
+            .finish()
+    }
+}
+
+impl<F, RB, E> Future for FallbackFuture<F, RB>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response<FallbackBody<RB>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Direct { fut, group } => {
+                let resp = std::task::ready!(fut.poll(cx)).map_err(Into::into)?;
+                let resp = resp.map(FallbackBody::inner);
+                Poll::Ready(match group.take() {
+                    Some(g) => served(Ok(resp), g, 0),
+                    None => Ok(resp),
+                })
+            }
+            KindProj::Chain(chain) => chain.as_mut().poll(cx),
+        }
     }
 }
 

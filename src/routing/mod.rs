@@ -67,7 +67,7 @@ use http::{Request, Response};
 use tower_service::Service;
 
 pub use extract::{FromExtension, FromHeader, RouteExtractor, RouteFn, route_fn};
-pub use fallback::{Fallback, FallbackBody, FallbackLayer, ServedBy};
+pub use fallback::{Fallback, FallbackBody, FallbackFuture, FallbackLayer, ServedBy};
 pub use future::{ResponseBody, ResponseFuture, TokenUsage};
 pub use layer::HealthRoutingLayer;
 pub use select::{Pick, PickError, Picker};

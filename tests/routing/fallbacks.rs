@@ -82,6 +82,31 @@ async fn a_failing_group_falls_back_in_order() {
     assert!(!served.is_fallback() && served.group().as_str() == "c");
 }
 
+/// The fallback layer passes a request through when its group has no fallback (or it has
+/// no group): the answer is the group's own, named as served by it, and a routing error is
+/// the routing layer's own.
+#[tokio::test(start_paused = true)]
+async fn a_group_without_fallbacks_is_passed_through_and_named() {
+    let up = Upstreams::new();
+    up.set_status(1, 500);
+    let svc = stack!(
+        groups().fallbacks("a", ["c"]).build().unwrap(),
+        up.service()
+    );
+    let resp = svc.clone().oneshot(request("b")).await.unwrap();
+    assert_eq!(resp.status(), 500);
+    let served = resp.extensions().get::<ServedBy>().unwrap().clone();
+    assert_eq!(
+        (served.group().as_str(), served.attempted_fallbacks()),
+        ("b", 0)
+    );
+    assert_eq!(body_text(resp.into_body()).await, "d1");
+    assert_eq!(up.hits(2), 0, "no fallback group was tried");
+    // No group at all: the routing layer's error, untouched.
+    let err = svc.oneshot(Request::new(String::new())).await.unwrap_err();
+    assert!(err.is::<tower_health_routing::MissingRoute>(), "{err}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn every_group_failing_returns_the_last_failure() {
     let up = Upstreams::new();
