@@ -132,10 +132,10 @@ type FallbackResponse = http::Response<
 >;
 
 /// Below [`Served`]: the fallback layer over the retried routing, or, when the config
-/// has no fallback of any kind, the retried routing alone. Without fallbacks the fallback
-/// layer only names the requested group as the one that served (in a response extension,
-/// three allocations), after boxing its future and cloning the stack below it: [`Served`]
-/// names the group itself instead.
+/// has no fallback of any kind, the retried routing alone. For a group without fallbacks
+/// the fallback layer passes the request through, but still names the group as the one
+/// that served in a response extension (three allocations): [`Served`] names the group
+/// itself instead.
 #[derive(Clone)]
 enum Stack {
     Fallbacks(tower_health_routing::routing::Fallback<Retried>),
