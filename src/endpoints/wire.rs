@@ -80,12 +80,11 @@ pub fn has_key(headers: &HeaderMap, key: &Secret) -> bool {
 }
 
 /// A key prepared once for [`has_key_digest`]: a server that checks every request against
-/// one master key need not prepare the key each time. It holds the key's SHA-256 digest
-/// (what two `KeyDigest`s compare), the key, and the key's tag under a SipHash key drawn
-/// at random when it is made. Its `Debug` shows nothing of it.
+/// one master key need not prepare the key each time. It holds the key and the key's tag
+/// under a SipHash key drawn at random when it is made; two compare equal when their keys
+/// do (in constant time). Its `Debug` shows nothing of it.
 #[derive(Clone)]
 pub struct KeyDigest {
-    digest: [u8; 32],
     key: Secret,
     /// The SipHash key (random, never shown) and the key's tag under it.
     tagger: std::hash::RandomState,
@@ -93,12 +92,11 @@ pub struct KeyDigest {
 }
 
 impl KeyDigest {
-    /// The digest of `key`.
+    /// `key`, prepared.
     pub fn new(key: &Secret) -> Self {
         let tagger = std::hash::RandomState::new();
         let tag = tag_of(&tagger, key.expose().as_bytes());
         Self {
-            digest: Sha256::digest(key.expose().as_bytes()).into(),
             key: key.clone(),
             tagger,
             tag,
@@ -132,7 +130,12 @@ fn tag_of(tagger: &std::hash::RandomState, bytes: &[u8]) -> u64 {
 
 impl PartialEq for KeyDigest {
     fn eq(&self, other: &Self) -> bool {
-        self.digest == other.digest
+        bool::from(
+            self.key
+                .expose()
+                .as_bytes()
+                .ct_eq(other.key.expose().as_bytes()),
+        )
     }
 }
 
