@@ -168,11 +168,11 @@ impl fmt::Debug for Prepared {
 }
 
 impl Prepared {
-    /// A prepared request from `req`, the one built for question `turn`. `h1`: whether a
-    /// plain `http` request goes out in HTTP/1.1 (no prior knowledge of HTTP/2): it then
-    /// carries the `host` header hyper's client would add to it on each send (formatting it
-    /// anew), the same value, last.
-    fn new(turn: usize, req: Request<Bytes>, h1: bool) -> Self {
+    /// A prepared request from `req`, the one built for question `turn`, and `req` as the
+    /// prepared request sends it. `h1`: whether a plain `http` request goes out in HTTP/1.1
+    /// (no prior knowledge of HTTP/2): it then carries the `host` header hyper's client
+    /// would add to it on each send (formatting it anew), the same value, last.
+    fn new(turn: usize, req: Request<Bytes>, h1: bool) -> (Self, Request<Bytes>) {
         let (parts, body) = req.into_parts();
         let mut headers = parts.headers;
         if h1
@@ -198,19 +198,25 @@ impl Prepared {
             }
         }
         if let Some(b) = p.bodies.get(turn) {
-            let _ = b.set(body);
+            let _ = b.set(body.clone());
         }
-        p
+        let req = p.with_body(body);
+        (p, req)
     }
 
     /// The request for question `turn`, if one was built for it already.
     fn request(&self, turn: usize) -> Option<Request<Bytes>> {
         let body = self.bodies.get(turn)?.get()?.clone();
+        Some(self.with_body(body))
+    }
+
+    /// The kept request with `body`.
+    fn with_body(&self, body: Bytes) -> Request<Bytes> {
         let mut req = Request::new(body);
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();
         *req.headers_mut() = self.headers.clone();
-        Some(req)
+        req
     }
 
     /// Keeps the body of `req`, just built for question `turn` (everything else is the same
@@ -299,10 +305,7 @@ impl PreparedCache {
         let Ok(mut map) = self.map.lock() else {
             return req;
         };
-        let p = Prepared::new(turn, req, h1);
-        let Some(req) = p.request(turn) else {
-            unreachable!("the request of `turn` was just kept")
-        };
+        let (p, req) = Prepared::new(turn, req, h1);
         if map.by_addr.len() >= 2 * map.swept + 1024 {
             map.by_addr.retain(|_, (w, _)| w.strong_count() > 0);
             map.swept = map.by_addr.len();
