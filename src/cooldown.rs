@@ -188,8 +188,8 @@ impl CooldownState {
     }
 
     /// [`record`](Self::record) of a success at `now`, the short way: it only counts.
-    pub(crate) fn record_success(&self, now: u64) {
-        if let Some(before) = self.window.count_success(now / NANOS_PER_MINUTE) {
+    pub(crate) fn record_success(&self, minute: u64) {
+        if let Some(before) = self.window.count_success(minute) {
             self.previous.store(before);
         }
     }

@@ -48,6 +48,14 @@ pub(crate) struct Counts {
 /// Bits of each count; counts stop at [`Counts::MAX`].
 const COUNT_BITS: u32 = 20;
 
+/// The packed period's bits (what is left of the word above the two counts).
+const PERIOD_MASK: u64 = (1 << (64 - 2 * COUNT_BITS)) - 1;
+
+/// How many periods late an answer may be and still count in the current period (rather
+/// than start its own again): 2^16 minutes are 45 days; an outlier-detection interval of
+/// 1 ms, 65 s. An answer later than that (or a period this far ahead) starts anew.
+const LATE_PERIODS: u64 = 1 << 16;
+
 impl Counts {
     /// The most either count holds.
     pub(crate) const MAX: u32 = (1 << COUNT_BITS) - 1;
@@ -94,6 +102,11 @@ impl PeriodCounts {
     /// Counts one answer (`failed` or not) in `period`. Returns the counts after it and,
     /// when this answer opened the period, the counts it replaced (the period before).
     ///
+    /// An answer of an earlier period than the one counting (a long request answered after
+    /// the minute turned, while shorter ones already opened the next) counts in the current
+    /// one: it must not start an old period again, which would drop what the current one
+    /// counted.
+    ///
     /// One compare-and-swap on the packed word, which it changes in place (each count
     /// stops at [`Counts::MAX`]); only what the caller reads is unpacked.
     #[inline]
@@ -107,9 +120,12 @@ impl PeriodCounts {
         }
         .pack();
         let of = |v: u64| v >> (2 * COUNT_BITS);
+        // The period as packed (its low bits only); periods compare modulo that width.
+        let packed = of(opened);
+        let current = |v: u64| of(v).wrapping_sub(packed) & PERIOD_MASK < LATE_PERIODS;
         let mut after = opened;
         let before = self.0.fetch_update(Relaxed, Relaxed, |v| {
-            let mut w = if of(v) == period { v } else { opened };
+            let mut w = if current(v) { v } else { opened };
             if w & max < max {
                 w += 1;
             }
@@ -121,7 +137,7 @@ impl PeriodCounts {
         });
         // The closure always answers `Some`: the swap cannot fail.
         let before = before.unwrap_or_else(|v| v);
-        let replaced = (of(before) != period).then(|| Counts::unpack(before));
+        let replaced = (!current(before)).then(|| Counts::unpack(before));
         // The period as asked (the packed one keeps only its low bits).
         let now = Counts {
             period,
@@ -205,6 +221,43 @@ mod tests {
                 failures: 1
             })
         );
+    }
+
+    #[test]
+    fn a_late_answer_counts_in_the_current_period_and_drops_nothing() {
+        let w = PeriodCounts::default();
+        w.count(4, true);
+        w.count(5, true);
+        w.count(5, true);
+        // A request that started in period 4 answers now: period 5's failures stay.
+        let (now, replaced) = w.count(4, false);
+        assert_eq!((now.requests, now.failures, replaced), (3, 2, None));
+        assert_eq!(w.load().period, 5);
+        // A success through the success-only path does the same.
+        assert_eq!(w.count_success(3), None);
+        assert_eq!((w.load().period, w.load().requests), (5, 4));
+        // Far behind is not late but anew (a wrapped period), and so is any later period.
+        let (now, replaced) = w.count(5 + LATE_PERIODS, false);
+        assert_eq!((now.requests, replaced.map(|c| c.requests)), (1, Some(4)));
+        let (now, _) = w.count(5, false);
+        assert_eq!(now.requests, 1, "a period that far behind starts anew");
+    }
+
+    #[test]
+    fn periods_compare_across_the_packed_width() {
+        // The packed period keeps its low bits: the period after the widest still opens.
+        let w = PeriodCounts::default();
+        w.store(Counts {
+            period: PERIOD_MASK,
+            requests: 1,
+            failures: 1,
+        });
+        let (now, replaced) = w.count(PERIOD_MASK + 1, false);
+        assert_eq!((now.requests, now.failures), (1, 0));
+        assert_eq!(replaced.map(|c| c.failures), Some(1));
+        // And the widest, late after it, counts in it.
+        let (now, replaced) = w.count(PERIOD_MASK, true);
+        assert_eq!((now.requests, now.failures, replaced), (2, 1, None));
     }
 
     #[test]

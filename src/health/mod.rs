@@ -137,6 +137,8 @@ pub(crate) struct Owner {
     /// The state's epoch (see `Shared::epoch`).
     pub(crate) epoch: Instant,
     shared: std::sync::Weak<Shared>,
+    /// The state's kept minute (see `Shared::minute`), readable without upgrading `shared`.
+    minute: Arc<std::sync::atomic::AtomicU64>,
     /// Whether a successful answer only counts in its deployment's cooldown window: no
     /// traffic health, no tiered rounds, no outlier detection and no stream stall timer
     /// (see [`Config::success_counts_only`]).
@@ -145,13 +147,28 @@ pub(crate) struct Owner {
 
 impl Owner {
     /// The owner the entries of one snapshot share.
-    fn new(config: &Arc<Config>, epoch: Instant, shared: std::sync::Weak<Shared>) -> Arc<Self> {
+    fn new(
+        config: &Arc<Config>,
+        epoch: Instant,
+        shared: std::sync::Weak<Shared>,
+        minute: &Arc<std::sync::atomic::AtomicU64>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             plain_success: config.success_counts_only(),
             config: Arc::clone(config),
             epoch,
             shared,
+            minute: Arc::clone(minute),
         })
+    }
+
+    /// The state's current minute without a clock read, while its watchdog keeps it (see
+    /// [`HealthState::minute`]).
+    #[inline]
+    pub(crate) fn minute(&self) -> Option<u64> {
+        self.minute
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .checked_sub(1)
     }
 
     /// The state, unless every owner of it is gone.
@@ -204,8 +221,9 @@ pub(crate) struct Shared {
     /// Wakes the staleness watchdog (see `watchdog.rs`).
     watchdog: ArcSwapOption<tokio::sync::watch::Sender<()>>,
     /// The current usage minute plus one, kept by the watchdog while some picker counts
-    /// usage and the watchdog runs; 0 = not kept (read the clock). See `watchdog.rs`.
-    pub(crate) minute: std::sync::atomic::AtomicU64,
+    /// usage or some routing service counts its answers, and the watchdog runs; 0 = not
+    /// kept (read the clock). Shared with the snapshots' [`Owner`]s. See `watchdog.rs`.
+    pub(crate) minute: Arc<std::sync::atomic::AtomicU64>,
     /// Whether some picker of this state counts usage per minute (the watchdog then keeps
     /// [`minute`](Self::minute)).
     pub(crate) minute_wanted: std::sync::atomic::AtomicBool,
@@ -230,6 +248,7 @@ impl HealthState {
         let staleness = config.health.staleness_threshold();
         let scrubber = config.scrubber();
         let config = Arc::new(config);
+        let minute = Arc::new(std::sync::atomic::AtomicU64::new(0));
         Self {
             shared: Arc::new_cyclic(|weak| Shared {
                 snapshot: Published(ArcSwap::from_pointee(HealthSnapshot::build(
@@ -238,14 +257,14 @@ impl HealthState {
                     epoch,
                     staleness,
                     now,
-                    &Owner::new(&config, epoch, weak.clone()),
+                    &Owner::new(&config, epoch, weak.clone(), &minute),
                 ))),
                 retired: ArcSwapOption::empty(),
                 scrubber,
                 config,
                 epoch,
                 watchdog: ArcSwapOption::empty(),
-                minute: std::sync::atomic::AtomicU64::new(0),
+                minute,
                 minute_wanted: std::sync::atomic::AtomicBool::new(false),
                 hooks: Hooks::default(),
                 deriver: std::sync::OnceLock::new(),
@@ -261,6 +280,7 @@ impl HealthState {
             &self.shared.config,
             self.shared.epoch,
             Arc::downgrade(&self.shared),
+            &self.shared.minute,
         )
     }
 
@@ -509,7 +529,8 @@ impl HealthState {
             .checked_sub(1)
     }
 
-    /// Asks the watchdog to keep [`minute`](Self::minute) (a picker counting usage).
+    /// Asks the watchdog to keep [`minute`](Self::minute) (a picker counting usage, a
+    /// routing service counting its answers).
     pub(crate) fn want_minute(&self) {
         use std::sync::atomic::Ordering::Relaxed;
         if !self.shared.minute_wanted.swap(true, Relaxed) {

@@ -24,7 +24,7 @@ use crate::{
         SelectedDeployment,
         stall::{Stall, is_event_stream},
     },
-    stats::DeploymentStats,
+    stats::{DeploymentStats, MINUTE_NANOS},
     time::nanos_since,
 };
 
@@ -37,8 +37,8 @@ use crate::{
 #[derive(Debug)]
 pub(crate) struct InFlight {
     selected: SelectedDeployment,
-    /// When the request was routed (the request's one clock read), in nanos since the
-    /// state's epoch.
+    /// When the request was routed, in nanos since the state's epoch; [`UNREAD`] when
+    /// its routing did not read the clock (it does whenever latency is sampled).
     started: u64,
     /// A latency sample is pending (taken from `started` at the first frame or the end).
     sample_pending: bool,
@@ -46,21 +46,26 @@ pub(crate) struct InFlight {
     live: bool,
 }
 
+/// [`InFlight::started`] of a request whose routing did not read the clock.
+const UNREAD: u64 = u64::MAX;
+
 impl InFlight {
-    /// Counts a request routed at `started` (nanos since the state's epoch) in flight.
-    pub(crate) fn new(selected: SelectedDeployment, started: u64) -> Self {
+    /// Counts a request routed at `started` (nanos since the state's epoch; `None` when
+    /// its routing did not read the clock) in flight.
+    pub(crate) fn new(selected: SelectedDeployment, started: Option<u64>) -> Self {
         selected.stats().start();
         Self {
             selected,
-            started,
+            started: started.unwrap_or(UNREAD),
             sample_pending: false,
             live: true,
         }
     }
 
-    /// When the request was routed, in nanos since the state's epoch.
-    pub(crate) fn started(&self) -> u64 {
-        self.started
+    /// When the request was routed, in nanos since the state's epoch, if its routing read
+    /// the clock (always when latency is sampled).
+    pub(crate) fn started(&self) -> Option<u64> {
+        (self.started != UNREAD).then_some(self.started)
     }
 
     /// Takes a time-to-first-frame sample at the first frame (or at the end).
@@ -79,7 +84,7 @@ impl InFlight {
     }
 
     pub(super) fn first_byte(&mut self) {
-        if std::mem::take(&mut self.sample_pending) {
+        if std::mem::take(&mut self.sample_pending) && self.started != UNREAD {
             let owner = &self.selected.core.owner;
             let now = nanos_since(owner.epoch, Instant::now());
             self.selected.stats().observe_latency(
@@ -143,13 +148,15 @@ impl Observer {
     /// Records an answer's class (`status`: the answer's status, `None` for an error).
     #[inline]
     pub(super) fn record(&self, class: &Class, status: Option<u16>) {
-        if *class == Class::Success && self.guard.selected().core.owner.plain_success {
+        let owner = &self.guard.selected().core.owner;
+        if *class == Class::Success && owner.plain_success {
             // Nothing the config turns on asks more of a success than its count in the
-            // cooldown window, in its minute (the request's start tells it).
-            self.guard
-                .stats()
-                .cooldown
-                .record_success(self.guard.started());
+            // cooldown window, in the minute it is answered in: the state's kept minute
+            // (no clock read) while its watchdog keeps one.
+            let minute = owner
+                .minute()
+                .unwrap_or_else(|| nanos_since(owner.epoch, Instant::now()) / MINUTE_NANOS);
+            self.guard.stats().cooldown.record_success(minute);
         } else {
             self.record_all(class, status);
         }
@@ -160,21 +167,22 @@ impl Observer {
         let cfg = self.config();
         let epoch = self.guard.selected().core.owner.epoch;
         // A success with no traffic-health or outlier bookkeeping only counts in its
-        // minute's window: the request's start tells it, without reading the clock again.
+        // minute's window: the request's start tells it, when its routing read the clock.
         let exact = class.is_deployment_fault()
             || cfg.health.skip_when_traffic_healthy
             || cfg.router.outlier_detection.is_some();
-        let at = if exact {
-            nanos_since(epoch, Instant::now())
-        } else {
-            self.guard.started()
+        let at = match self.guard.started() {
+            Some(t) if !exact => t,
+            _ => nanos_since(epoch, Instant::now()),
         };
         let stats = self.guard.stats();
         if self.latency && class.is_deployment_fault() {
             // A failure counts as a high latency, so the latency strategy moves away
             // until the estimate has decayed (then the deployment is tried again).
             let penalty = nanos(cfg.router.routing_strategy_args.latency_failure_penalty);
-            let took = at.saturating_sub(self.guard.started()).max(penalty);
+            let took = at
+                .saturating_sub(self.guard.started().unwrap_or(at))
+                .max(penalty);
             let tau = self.guard.selected().core.owner.tau_nanos();
             stats.observe_latency(took, at, tau);
         }

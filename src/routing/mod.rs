@@ -198,6 +198,8 @@ pub struct HealthRouting<S, E = FromExtension> {
 
 impl<S, E> HealthRouting<S, E> {
     pub(crate) fn new(inner: S, picker: Picker, extractor: E, respond_with_selected: bool) -> Self {
+        // Its answers count in the minute the state's watchdog keeps: no clock read each.
+        picker.state().want_minute();
         Self {
             inner,
             picker,
@@ -242,31 +244,32 @@ where
     }
 
     /// Small enough to inline into the caller: the decision is `decide` (not generic,
-    /// compiled once), so what is left here is the clock read, the route, the
-    /// request's extension and the inner call, and inlined, the request and the future
-    /// are built in place rather than copied (fewer `memcpy`s of the 224-byte request).
+    /// compiled once), so what is left here is the route, the request's extension and
+    /// the inner call, and inlined, the request and the future are built in place rather
+    /// than copied (fewer `memcpy`s of the 224-byte request).
     #[inline]
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        // The one clock read of a request: shared by the decision, the latency sample's
-        // start, and the outcome of a success (see `future::Observer`).
-        let started = tokio::time::Instant::now();
-        let epoch = self.picker.state().shared.epoch;
-        let at = crate::time::nanos_since(epoch, started);
         let picked = {
             let Some(route) = self.extractor.extract(&req) else {
                 return ResponseFuture::failed(Box::new(MissingRoute::new()));
             };
-            decide(&mut self.picker, &route, req.extensions(), at)
+            decide(&mut self.picker, &route, req.extensions())
         };
-        let (core, route_len, bypassed) = match picked {
+        let Decided {
+            core,
+            route_len,
+            bypassed,
+            started,
+            latency,
+        } = match picked {
             Ok(p) => p,
             Err(e) => return ResponseFuture::failed(e),
         };
         let selected = SelectedDeployment { core, bypassed };
         let observer = Observer {
-            guard: InFlight::new(selected.clone(), at),
+            guard: InFlight::new(selected.clone(), started),
             route_len,
-            latency: self.picker.wants_latency(),
+            latency,
             respond_with_selected: self.respond_with_selected,
         };
         req.extensions_mut().insert(selected);
@@ -274,19 +277,33 @@ where
     }
 }
 
-/// The decision of [`HealthRouting::call`] for a request to `route` with extensions `ext`
-/// at `at` (nanos since the state's epoch): the deployment picked (its `Arc<EntryCore>`,
-/// its route's size, whether the health filter was bypassed), recorded in the request's
-/// [`TriedDeployments`] if it has one, or the error to answer with.
+/// What [`decide`] picked for a request.
+struct Decided {
+    /// The deployment (the snapshot's entry for it).
+    core: Arc<EntryCore>,
+    /// The size of its route.
+    route_len: usize,
+    /// Whether the health filter was bypassed.
+    bypassed: bool,
+    /// When the request was routed (nanos since the state's epoch), if the clock was read:
+    /// always when latency samples are taken, else only when the decision needed the time
+    /// (a deployment of the route cooling down, a strategy reading it).
+    started: Option<u64>,
+    /// Whether the answer's latency is sampled (some picker uses `latency-based-routing`).
+    latency: bool,
+}
+
+/// The decision of [`HealthRouting::call`] for a request to `route` with extensions `ext`:
+/// the deployment picked, recorded in the request's [`TriedDeployments`] if it has one, or
+/// the error to answer with.
+///
+/// The clock is read only when something needs the time: a latency sample's start, or the
+/// decision itself (a cooldown to check, a strategy reading the time). An answer that
+/// needs its minute reads the state's kept minute (or the clock) then.
 ///
 /// Not generic over the service, the body or the extractor, so it is compiled once and
 /// the generic `call` stays small.
-fn decide(
-    picker: &mut Picker,
-    route: &str,
-    ext: &http::Extensions,
-    at: u64,
-) -> Result<(Arc<EntryCore>, usize, bool), BoxError> {
+fn decide(picker: &mut Picker, route: &str, ext: &http::Extensions) -> Result<Decided, BoxError> {
     // Most requests carry no extension but their route's: then none of the look-ups
     // below (exclusions, tries, tokens) can find anything, and one look-up replaces them.
     let plain = match ext.len() {
@@ -321,8 +338,15 @@ fn decide(
     } else {
         None
     };
-    let mut now = crate::time::LazyNow::new(|| at);
-    picker.pick_current_with(route, exclude, tokens, &mut now, |res| match res {
+    let epoch = picker.state().shared.epoch;
+    let mut now =
+        crate::time::LazyNow::new(|| crate::time::nanos_since(epoch, tokio::time::Instant::now()));
+    let latency = picker.wants_latency();
+    if latency {
+        // The latency sample's start.
+        now.get();
+    }
+    let picked = picker.pick_current_with(route, exclude, tokens, &mut now, |res| match res {
         Ok(p) => {
             if let Some(tried) = tried {
                 tried.push(p.deployment().id().clone());
@@ -334,5 +358,13 @@ fn decide(
             ))
         }
         Err(e) => Err(e.into_box_error()),
+    });
+    let (core, route_len, bypassed) = picked?;
+    Ok(Decided {
+        core,
+        route_len,
+        bypassed,
+        started: now.peek(),
+        latency,
     })
 }
