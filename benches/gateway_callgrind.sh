@@ -10,6 +10,12 @@
 # Prints `Ir/req=... malloc/req=...`; the callgrind file stays in /tmp/gwcg/TAG.
 # Compare two builds in one sitting, alternating (e.g. main's binary and yours). The
 # upstream nginx (port 19181) stays up for the next run: kill $(cat /tmp/gwcg/up/nginx.pid).
+#
+# Optional environment: FALLBACKS=1 adds a second group (`gpt-4o-mini-backup`, same upstream)
+# as `router_settings.fallbacks` of the requested one (which still answers: the fallback
+# layer's cost when there is a fallback to go to). UP_PORT / GW_PORT (19181 / 19183) move the
+# upstream and the gateway, for two runs at once on one machine; an upstream on another port
+# keeps its files in /tmp/gwcg/up-UP_PORT.
 set -euo pipefail
 BIN=$1; TAG=$2; C=${3:-16}; SECS=${4:-8}
 count() { # dir requests: instructions and malloc-family calls per request
@@ -40,29 +46,39 @@ print(f"files={len(files)} Ir/req={tot/reqs:.0f} " + ' '.join(f"{k}/req={v/reqs:
 PY
 }
 W=/tmp/gwcg/$TAG; rm -rf $W; mkdir -p $W/up
-UP=19181; GW=19183
+UP=${UP_PORT:-19181}; GW=${GW_PORT:-19183}
+UPDIR=/tmp/gwcg/up; [ "$UP" = 19181 ] || UPDIR=/tmp/gwcg/up-$UP
 if ! curl -s -o /dev/null http://127.0.0.1:$UP/v1/chat/completions; then
 REPLY='{"id":"chatcmpl-1","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"hello"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}'
-mkdir -p /tmp/gwcg/up
-cat > /tmp/gwcg/up/nginx.conf <<CONF
+mkdir -p $UPDIR
+cat > $UPDIR/nginx.conf <<CONF
 worker_processes 1;
-pid /tmp/gwcg/up/nginx.pid;
-error_log /tmp/gwcg/up/error.log warn;
+pid $UPDIR/nginx.pid;
+error_log $UPDIR/error.log warn;
 daemon on;
 events { worker_connections 4096; }
-http { access_log off; client_body_temp_path /tmp/gwcg/up; proxy_temp_path /tmp/gwcg/up; fastcgi_temp_path /tmp/gwcg/up; uwsgi_temp_path /tmp/gwcg/up; scgi_temp_path /tmp/gwcg/up;
+http { access_log off; client_body_temp_path $UPDIR; proxy_temp_path $UPDIR; fastcgi_temp_path $UPDIR; uwsgi_temp_path $UPDIR; scgi_temp_path $UPDIR;
   keepalive_requests 1000000;
   server { listen 127.0.0.1:$UP; location / { default_type application/json; return 200 '$REPLY'; } } }
 CONF
-/usr/sbin/nginx -c /tmp/gwcg/up/nginx.conf -p /tmp/gwcg/up
+/usr/sbin/nginx -c $UPDIR/nginx.conf -p $UPDIR
 fi
 KEY=sk-bench-0123456789abcdef
+EXTRA=""; ROUTER=""
+if [ "${FALLBACKS:-0}" = 1 ]; then
+EXTRA='  - model_name: gpt-4o-mini-backup
+    litellm_params: { model: openai/gpt-4o-mini, api_base: "http://127.0.0.1:'$UP'/v1", api_key: sk-bench }
+    model_info: { id: bench-2 }'
+ROUTER='router_settings: { fallbacks: [{ gpt-4o-mini: [gpt-4o-mini-backup] }] }'
+fi
 cat > $W/gateway.yaml <<YAML
 model_list:
   - model_name: gpt-4o-mini
     litellm_params: { model: openai/gpt-4o-mini, api_base: "http://127.0.0.1:$UP/v1", api_key: sk-bench }
     model_info: { id: bench-1 }
+$EXTRA
 general_settings: { master_key: "$KEY", background_health_checks: ${PROBES:-false}, health_check_interval: 1, enable_health_check_routing: true }
+$ROUTER
 YAML
 cat > $W/post.lua <<LUA
 wrk.method = "POST"

@@ -120,27 +120,18 @@ type Retried = tower::util::Either<
     tower_health_routing::HealthRouting<Forwarder>,
 >;
 
-/// The answer of the stack below [`Served`].
-type RetriedResponse =
-    http::Response<tower_health_routing::routing::ResponseBody<fwd::ForwardedBody>>;
-
-/// The routed stack's answer with fallbacks, before [`Served`] makes it the client's.
+/// The routed stack's answer, before [`Served`] makes it the client's.
 type FallbackResponse = http::Response<
     tower_health_routing::routing::FallbackBody<
         tower_health_routing::routing::ResponseBody<fwd::ForwardedBody>,
     >,
 >;
 
-/// Below [`Served`]: the fallback layer over the retried routing, or, when the config
-/// has no fallback of any kind, the retried routing alone. For a group without fallbacks
-/// the fallback layer passes the request through, but still names the group as the one
-/// that served in a response extension (three allocations): [`Served`] names the group
-/// itself instead.
-#[derive(Clone)]
-enum Stack {
-    Fallbacks(tower_health_routing::routing::Fallback<Retried>),
-    Direct(Retried),
-}
+/// Below [`Served`]: the fallback layer over the retried routing. For a group without
+/// fallbacks (every group when the config has none) it passes the request through (the
+/// inner future as it is); either way its answer's body names the group that served and
+/// lends the routing layer's body, which names the deployment (no response extension).
+type Stack = tower_health_routing::routing::Fallback<Retried>;
 
 /// Makes a routed answer the client's: the served-by headers (`x-litellm-model-group`,
 /// `x-litellm-attempted-fallbacks`, `x-litellm-model-id`, as LiteLLM sends them), and an
@@ -158,50 +149,23 @@ impl Service<http::Request<Bytes>> for Served {
     type Future = ServedFuture;
 
     fn poll_ready(&mut self, cx: &mut task::Context<'_>) -> task::Poll<Result<(), BoxError>> {
-        match &mut self.inner {
-            Stack::Fallbacks(s) => s.poll_ready(cx),
-            Stack::Direct(s) => s.poll_ready(cx),
-        }
+        self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: http::Request<Bytes>) -> Self::Future {
-        let inner = match &mut self.inner {
-            Stack::Fallbacks(s) => StackFuture::Fallbacks(s.call(req)),
-            Stack::Direct(s) => {
-                // What the fallback layer would name: the requested group, no fallback tried.
-                let group = req.extensions().get::<ModelGroup>().cloned();
-                StackFuture::Direct(s.call(req), group)
-            }
-        };
         ServedFuture {
-            inner,
+            inner: self.inner.call(req),
             values: std::sync::Arc::clone(&self.values),
             sse_scrubber: self.sse_scrubber.clone(),
         }
     }
 }
 
-/// The future of [`Stack`].
-// The direct variant kept inline (boxing it would cost the allocation saved); the fallback
-// layer's future is a box already.
-#[allow(clippy::large_enum_variant)]
-#[pin_project::pin_project(project = StackProj)]
-enum StackFuture {
-    Fallbacks(
-        #[pin]
-        <tower_health_routing::routing::Fallback<Retried> as Service<http::Request<Bytes>>>::Future,
-    ),
-    Direct(
-        #[pin] <Retried as Service<http::Request<Bytes>>>::Future,
-        Option<ModelGroup>,
-    ),
-}
-
 /// The future of [`Served`].
 #[pin_project::pin_project]
 struct ServedFuture {
     #[pin]
-    inner: StackFuture,
+    inner: <Stack as Service<http::Request<Bytes>>>::Future,
     values: std::sync::Arc<crate::fallback::HeaderValues>,
     sse_scrubber: Scrubber,
 }
@@ -212,34 +176,24 @@ impl Future for ServedFuture {
     fn poll(self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> task::Poll<Self::Output> {
         let this = self.project();
         let values = &**this.values;
-        match this.inner.project() {
-            StackProj::Fallbacks(f) => {
-                let resp: FallbackResponse = std::task::ready!(f.poll(cx))?;
-                let (mut parts, body) = resp.into_parts();
-                crate::fallback::served_headers_with(&mut parts, values);
-                // Tell the client which deployment answered, as LiteLLM does.
-                if let Some(d) = parts.extensions.get::<SelectedDeployment>()
-                    && let Some(v) = values.get(d.id().as_str())
-                {
-                    parts.headers.insert(MODEL_ID, v);
-                }
-                task::Poll::Ready(Ok(client_response(parts, body, this.sse_scrubber)))
-            }
-            StackProj::Direct(f, group) => {
-                let resp: RetriedResponse = std::task::ready!(f.poll(cx))?;
-                let (mut parts, body) = resp.into_parts();
-                if let Some(group) = group {
-                    crate::fallback::set_served_headers(&mut parts.headers, group, 0, values);
-                }
-                // The body names the deployment (no response extension needed).
-                if let Some(d) = body.selected_deployment()
-                    && let Some(v) = values.get(d.id().as_str())
-                {
-                    parts.headers.insert(MODEL_ID, v);
-                }
-                task::Poll::Ready(Ok(client_response(parts, body, this.sse_scrubber)))
-            }
+        let resp: FallbackResponse = std::task::ready!(this.inner.poll(cx))?;
+        let (mut parts, body) = resp.into_parts();
+        if let Some(served) = body.served_by() {
+            crate::fallback::set_served_headers(
+                &mut parts.headers,
+                served.group(),
+                served.attempted_fallbacks(),
+                values,
+            );
         }
+        // Tell the client which deployment answered, as LiteLLM does: the routing layer's
+        // body names it (no response extension needed).
+        if let Some(d) = body.get_ref().selected_deployment()
+            && let Some(v) = values.get(d.id().as_str())
+        {
+            parts.headers.insert(MODEL_ID, v);
+        }
+        task::Poll::Ready(Ok(client_response(parts, body, this.sse_scrubber)))
     }
 }
 
@@ -301,8 +255,8 @@ fn api_app(
     let values = std::sync::Arc::new(values());
     let router = &state.config().router;
     // The response names its deployment in an extension only for what reads it there: the
-    // retry log, and the fallback layer's answers (whose body may be one it buffered).
-    let routing = if router.num_retries > 0 || !router.fallbacks.is_empty() {
+    // retry log.
+    let routing = if router.num_retries > 0 {
         routing.with_response_extension()
     } else {
         routing
@@ -317,15 +271,12 @@ fn api_app(
     } else {
         tower::util::Either::Right(routed)
     };
-    // A group that cannot answer hands the request to its fallback groups.
-    let inner = if router.fallbacks.is_empty() {
-        Stack::Direct(retried)
-    } else {
-        Stack::Fallbacks(tower::Layer::layer(
-            &tower_health_routing::routing::FallbackLayer::new(state.config()),
-            retried,
-        ))
-    };
+    // A group that cannot answer hands the request to its fallback groups (a group without
+    // any is passed through).
+    let inner = tower::Layer::layer(
+        &tower_health_routing::routing::FallbackLayer::new(state.config()),
+        retried,
+    );
     // The served-by headers and a failing stream's error ending (see `Served`).
     let routed = Served {
         inner,

@@ -16,8 +16,8 @@
 
 use std::sync::Arc;
 
-use http::{HeaderName, HeaderValue, response::Parts};
-use tower_health_routing::{ModelGroup, routing::ServedBy};
+use http::{HeaderName, HeaderValue};
+use tower_health_routing::ModelGroup;
 
 /// `x-litellm-model-group`.
 pub const MODEL_GROUP: &str = "x-litellm-model-group";
@@ -36,11 +36,6 @@ const COUNTS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
 /// this does not).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BodyModel(pub Arc<str>);
-
-/// Sets the served-by headers from the response's [`ServedBy`] extension.
-pub fn served_headers(parts: &mut Parts) {
-    served_headers_with(parts, &HeaderValues::default());
-}
 
 /// The header values of a config's group names and deployment ids, built once: a response
 /// clones one (a reference count) instead of copying the name into a new value.
@@ -79,21 +74,10 @@ impl HeaderValues {
     }
 }
 
-/// [`served_headers`], with the values of `values`.
-pub fn served_headers_with(parts: &mut Parts, values: &HeaderValues) {
-    let Some(served) = parts.extensions.get::<ServedBy>() else {
-        return;
-    };
-    set_served_headers(
-        &mut parts.headers,
-        served.group(),
-        served.attempted_fallbacks(),
-        values,
-    );
-}
-
 /// Sets the served-by headers: `group` answered after `attempted` fallback groups were
-/// tried (what a [`ServedBy`] extension says).
+/// tried (what the fallback layer's response body says,
+/// [`FallbackBody::served_by`](tower_health_routing::routing::FallbackBody::served_by)), with
+/// the values of `values`.
 pub fn set_served_headers(
     headers: &mut http::HeaderMap,
     group: &ModelGroup,

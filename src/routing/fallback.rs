@@ -20,22 +20,27 @@
 //! The fallback list is the *requested* group's; a fallback group's own fallbacks are not
 //! followed (no loops). When every group fails, the caller gets the last failure.
 //!
-//! The response carries a [`ServedBy`] extension: the group that gave it and how many
-//! fallback groups were tried (LiteLLM's `x-litellm-model-group` and
-//! `x-litellm-attempted-fallbacks` headers in a gateway).
+//! The response tells which group gave it and how many fallback groups were tried
+//! (LiteLLM's `x-litellm-model-group` and `x-litellm-attempted-fallbacks` headers in a
+//! gateway): its body's [`FallbackBody::served_by`], at no cost, or, with
+//! [`FallbackLayer::with_response_extension`], a [`ServedBy`] response extension too (which
+//! costs a response that has no extension yet its extension map: three small allocations).
+//! The body also lends the inner body ([`FallbackBody::get_ref`]), so a
+//! [`ResponseBody::selected_deployment`](crate::routing::ResponseBody::selected_deployment)
+//! below still names the deployment that answered, a buffered body's included.
 //!
 //! The request body must be `Clone` (each group gets a clone), and the request must carry
 //! its route as a [`ModelGroup`] extension (the default [`FromExtension`](crate::routing::FromExtension)
 //! extractor); without one, the request passes through untouched. To tell a context-window
 //! or content-policy rejection from another 400, the body of a 400/413/422 answer is read
 //! (at most 64 KiB) when the group has fallbacks; the response then carries that buffered
-//! body.
+//! body (and keeps the drained inner body, for [`FallbackBody::get_ref`]).
 //!
 //! ```
 //! use tower::{ServiceBuilder, ServiceExt};
 //! use tower_health_routing::{
 //!     Config, Deployment, HealthRoutingLayer, ModelGroup, SelectedDeployment,
-//!     routing::{FallbackLayer, ServedBy},
+//!     routing::FallbackLayer,
 //! };
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -60,8 +65,11 @@
 //! req.extensions_mut().insert(ModelGroup::new("gpt-4o"));
 //! let resp = svc.oneshot(req).await?;
 //! assert_eq!(resp.status(), 200);
-//! let served = resp.extensions().get::<ServedBy>().unwrap();
+//! let served = resp.body().served_by().unwrap();
 //! assert_eq!((served.group().as_str(), served.attempted_fallbacks()), ("backup", 1));
+//! // The body below names the deployment that answered.
+//! let chosen = resp.body().get_ref().selected_deployment().unwrap();
+//! assert_eq!(chosen.id().as_str(), "b");
 //! # Ok(())
 //! # }
 //! ```
@@ -93,7 +101,9 @@ use crate::{
 /// Most bytes of a rejection's body read to classify it.
 const CLASSIFY_LIMIT: usize = 64 * 1024;
 
-/// Which group answered, as a response extension set by [`Fallback`].
+/// Which group answered a request sent through [`Fallback`]: its response body's
+/// [`FallbackBody::served_by`], and, with [`FallbackLayer::with_response_extension`], a
+/// response extension.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServedBy {
     group: ModelGroup,
@@ -122,15 +132,17 @@ impl ServedBy {
 pub struct FallbackLayer {
     fallbacks: Arc<Fallbacks>,
     classifier: Arc<dyn Classify>,
+    respond_with_served: bool,
 }
 
 impl FallbackLayer {
-    /// A layer with `config`'s `router_settings` fallbacks (default: none, so it only adds
-    /// the [`ServedBy`] extension).
+    /// A layer with `config`'s `router_settings` fallbacks (default: none, so it only
+    /// names the group in the response body, see [`FallbackBody::served_by`]).
     pub fn new(config: &Config) -> Self {
         Self {
             fallbacks: Arc::new(config.router.fallbacks.clone()),
             classifier: config.classifier(),
+            respond_with_served: false,
         }
     }
 
@@ -139,7 +151,27 @@ impl FallbackLayer {
         Self {
             fallbacks: Arc::new(fallbacks),
             classifier: Arc::new(DefaultClassifier::default()),
+            respond_with_served: false,
         }
+    }
+
+    /// Also attaches the [`ServedBy`] to each response of a request with a
+    /// [`ModelGroup`] as an extension, for code that reads it from `Response::extensions`
+    /// (a `map_response` after other layers).
+    ///
+    /// Off by default (before 0.2 it was on): it costs a response with no extension map yet
+    /// three small allocations (the map and the entry). The response's body tells the same
+    /// for free: [`FallbackBody::served_by`].
+    pub fn with_response_extension(mut self) -> Self {
+        self.respond_with_served = true;
+        self
+    }
+
+    /// Leaves the [`ServedBy`] extension off the responses: the default (see
+    /// [`with_response_extension`](Self::with_response_extension)).
+    pub fn without_response_extension(mut self) -> Self {
+        self.respond_with_served = false;
+        self
     }
 }
 
@@ -151,6 +183,7 @@ impl<S> Layer<S> for FallbackLayer {
             inner,
             fallbacks: Arc::clone(&self.fallbacks),
             classifier: Arc::clone(&self.classifier),
+            respond_with_served: self.respond_with_served,
         }
     }
 }
@@ -161,6 +194,8 @@ pub struct Fallback<S> {
     inner: S,
     fallbacks: Arc<Fallbacks>,
     classifier: Arc<dyn Classify>,
+    /// Whether responses also carry [`ServedBy`] as an extension.
+    respond_with_served: bool,
 }
 
 impl<S> Fallback<S> {
@@ -249,14 +284,17 @@ where
         && classify_body
         && matches!(resp.status().as_u16(), 400 | 413 | 422)
     {
-        // The body may say the rejection was for the context window or content policy.
+        // The body may say the rejection was for the context window or content policy. It
+        // is read in place (boxed: it may not be `Unpin`) and kept, drained, for what it
+        // tells about the answer (`get_ref`); a rejection's box is the only allocation.
         let (parts, body) = resp.into_parts();
-        let bytes = http_body_util::Limited::new(body, CLASSIFY_LIMIT)
+        let mut drained = Box::pin(body);
+        let bytes = http_body_util::Limited::new(drained.as_mut(), CLASSIFY_LIMIT)
             .collect()
             .await?
             .to_bytes();
         let class = classifier.classify_response(parts.status, &parts.headers, Some(&bytes));
-        let resp = Response::from_parts(parts, FallbackBody::buffered(bytes));
+        let resp = Response::from_parts(parts, FallbackBody::buffered(bytes, drained));
         return Ok(match failure_of(class) {
             Some(f @ (Failure::ContextWindow | Failure::ContentPolicy)) => {
                 Answer::Failed(f, Ok(resp))
@@ -270,16 +308,23 @@ where
     })
 }
 
+/// Names `group` as the one that served `res` after `attempted` fallback groups: in the
+/// body, and as an extension too when `extension`.
 fn served<RB>(
     mut res: Result<Response<FallbackBody<RB>>, BoxError>,
     group: ModelGroup,
     attempted: u32,
+    extension: bool,
 ) -> Result<Response<FallbackBody<RB>>, BoxError> {
     if let Ok(r) = &mut res {
-        r.extensions_mut().insert(ServedBy {
+        let served = ServedBy {
             group,
             attempted_fallbacks: attempted,
-        });
+        };
+        if extension {
+            r.extensions_mut().insert(served.clone());
+        }
+        r.body_mut().served = Some(served);
     }
     res
 }
@@ -313,6 +358,7 @@ where
                     kind: Kind::Direct {
                         fut: self.inner.call(req),
                         group,
+                        extension: self.respond_with_served,
                     },
                 };
             }
@@ -322,12 +368,13 @@ where
         let mut ready = std::mem::replace(&mut self.inner, clone);
         let fallbacks = Arc::clone(&self.fallbacks);
         let classifier = Arc::clone(&self.classifier);
+        let extension = self.respond_with_served;
         let template = req.clone();
         let first = ready.call(req);
         let chain = Box::pin(async move {
             let res = first.await.map_err(Into::into);
             let (failure, mut last) = match judge(res, true, &*classifier).await? {
-                Answer::Done(r) => return served(Ok(r), group, 0),
+                Answer::Done(r) => return served(Ok(r), group, 0, extension),
                 Answer::Failed(f, r) => (f, r),
             };
             let mut last_group = group.clone();
@@ -340,14 +387,14 @@ where
                 req.extensions_mut().insert(to.clone());
                 let res = ready.clone().oneshot(req).await.map_err(Into::into);
                 match judge(res, true, &*classifier).await? {
-                    Answer::Done(r) => return served(Ok(r), to, attempted),
+                    Answer::Done(r) => return served(Ok(r), to, attempted, extension),
                     Answer::Failed(_, r) => {
                         last = r;
                         last_group = to;
                     }
                 }
             }
-            served(last, last_group, attempted)
+            served(last, last_group, attempted, extension)
         });
         FallbackFuture {
             kind: Kind::Chain(chain),
@@ -359,8 +406,9 @@ where
 type Chain<RB> = Pin<Box<dyn Future<Output = Result<Response<FallbackBody<RB>>, BoxError>> + Send>>;
 
 /// The future of [`Fallback`]: the inner service's own, passed through, when the request's
-/// group has no fallback (its response then carries [`ServedBy`] naming that group), or
-/// the boxed walk through the group and its fallbacks.
+/// group has no fallback (its response's body then names that group as the one that
+/// served, see [`FallbackBody::served_by`]), or the boxed walk through the group and its
+/// fallbacks.
 #[pin_project]
 pub struct FallbackFuture<F, RB> {
     #[pin]
@@ -374,6 +422,8 @@ enum Kind<F, RB> {
         fut: F,
         /// The request's group, for [`ServedBy`] (taken when the answer comes).
         group: Option<ModelGroup>,
+        /// Whether the response also carries [`ServedBy`] as an extension.
+        extension: bool,
     },
     Chain(Chain<RB>),
 }
@@ -399,11 +449,15 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Direct { fut, group } => {
+            KindProj::Direct {
+                fut,
+                group,
+                extension,
+            } => {
                 let resp = std::task::ready!(fut.poll(cx)).map_err(Into::into)?;
                 let resp = resp.map(FallbackBody::inner);
                 Poll::Ready(match group.take() {
-                    Some(g) => served(Ok(resp), g, 0),
+                    Some(g) => served(Ok(resp), g, 0, *extension),
                     None => Ok(resp),
                 })
             }
@@ -413,43 +467,88 @@ where
 }
 
 /// Response body of [`Fallback`]: the inner body, or the buffered body of a rejection it
-/// read to classify.
-#[pin_project(project = FallbackBodyProj)]
-pub enum FallbackBody<B> {
+/// read to classify; either way it names the group that served
+/// ([`served_by`](Self::served_by)) and lends the inner body ([`get_ref`](Self::get_ref)).
+#[pin_project]
+pub struct FallbackBody<B> {
+    #[pin]
+    kind: BodyKind<B>,
+    /// Set by [`Fallback`] for a request with a [`ModelGroup`].
+    served: Option<ServedBy>,
+}
+
+#[pin_project(project = BodyKindProj)]
+enum BodyKind<B> {
     /// The inner service's body, untouched.
     Inner(#[pin] B),
-    /// A body read in full (taken once).
-    Buffered(Option<Bytes>),
+    /// A body read in full: its bytes (taken once), and the inner body, drained.
+    Buffered {
+        bytes: Option<Bytes>,
+        drained: Pin<Box<B>>,
+    },
 }
 
 impl<B> FallbackBody<B> {
     fn inner(b: B) -> Self {
-        Self::Inner(b)
+        Self {
+            kind: BodyKind::Inner(b),
+            served: None,
+        }
     }
 
-    fn buffered(b: Bytes) -> Self {
-        Self::Buffered(Some(b))
+    fn buffered(bytes: Bytes, drained: Pin<Box<B>>) -> Self {
+        Self {
+            kind: BodyKind::Buffered {
+                bytes: Some(bytes),
+                drained,
+            },
+            served: None,
+        }
+    }
+
+    /// The group that gave the response and how many fallback groups were tried: what the
+    /// [`ServedBy`] extension of [`FallbackLayer::with_response_extension`] holds, here at
+    /// no cost. `None` only for a request without a [`ModelGroup`] (passed through
+    /// untouched).
+    pub fn served_by(&self) -> Option<&ServedBy> {
+        self.served.as_ref()
+    }
+
+    /// The inner body, borrowed (for what it tells about the answer, e.g.
+    /// [`ResponseBody::selected_deployment`](crate::routing::ResponseBody::selected_deployment));
+    /// drained when [`is_buffered`](Self::is_buffered).
+    pub fn get_ref(&self) -> &B {
+        match &self.kind {
+            BodyKind::Inner(b) => b,
+            BodyKind::Buffered { drained, .. } => drained,
+        }
+    }
+
+    /// Whether this body was read in full to classify a rejection (its frames are then
+    /// the bytes read, not the inner body's).
+    pub fn is_buffered(&self) -> bool {
+        matches!(self.kind, BodyKind::Buffered { .. })
     }
 
     /// The inner body, if it was not buffered.
     pub fn into_inner(self) -> Option<B> {
-        match self {
-            Self::Inner(b) => Some(b),
-            Self::Buffered(_) => None,
+        match self.kind {
+            BodyKind::Inner(b) => Some(b),
+            BodyKind::Buffered { .. } => None,
         }
     }
 }
 
 impl<B> fmt::Debug for FallbackBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Inner(_) => f.write_str("FallbackBody::Inner(..)"),
-            Self::Buffered(b) => write!(
-                f,
-                "FallbackBody::Buffered({} bytes)",
-                b.as_ref().map_or(0, Bytes::len)
-            ),
-        }
+        let mut d = f.debug_struct("FallbackBody");
+        match &self.kind {
+            BodyKind::Inner(_) => d.field("body", &"inner"),
+            BodyKind::Buffered { bytes, .. } => {
+                d.field("buffered_bytes", &bytes.as_ref().map_or(0, Bytes::len))
+            }
+        };
+        d.field("served_by", &self.served).finish()
     }
 }
 
@@ -465,25 +564,27 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        match self.project() {
-            FallbackBodyProj::Inner(b) => b.poll_frame(cx),
-            FallbackBodyProj::Buffered(b) => {
-                Poll::Ready(b.take().map(|b| Ok(Frame::data(B::Data::from(b)))))
+        match self.project().kind.project() {
+            BodyKindProj::Inner(b) => b.poll_frame(cx),
+            BodyKindProj::Buffered { bytes, .. } => {
+                Poll::Ready(bytes.take().map(|b| Ok(Frame::data(B::Data::from(b)))))
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            Self::Inner(b) => b.is_end_stream(),
-            Self::Buffered(b) => b.is_none(),
+        match &self.kind {
+            BodyKind::Inner(b) => b.is_end_stream(),
+            BodyKind::Buffered { bytes, .. } => bytes.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self {
-            Self::Inner(b) => b.size_hint(),
-            Self::Buffered(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        match &self.kind {
+            BodyKind::Inner(b) => b.size_hint(),
+            BodyKind::Buffered { bytes, .. } => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
         }
     }
 }

@@ -69,7 +69,7 @@ async fn a_failing_group_falls_back_in_order() {
     );
     let resp = svc.clone().oneshot(request("a")).await.unwrap();
     assert_eq!(resp.status(), 200);
-    let served = resp.extensions().get::<ServedBy>().unwrap().clone();
+    let served = resp.body().served_by().unwrap().clone();
     assert_eq!(
         (served.group().as_str(), served.attempted_fallbacks()),
         ("c", 2)
@@ -78,7 +78,7 @@ async fn a_failing_group_falls_back_in_order() {
     assert_eq!((up.hits(0), up.hits(1), up.hits(2)), (1, 1, 1));
     // A group that answers is not fallen back from, and says so.
     let resp = svc.oneshot(request("c")).await.unwrap();
-    let served = resp.extensions().get::<ServedBy>().unwrap();
+    let served = resp.body().served_by().unwrap();
     assert!(!served.is_fallback() && served.group().as_str() == "c");
 }
 
@@ -95,7 +95,7 @@ async fn a_group_without_fallbacks_is_passed_through_and_named() {
     );
     let resp = svc.clone().oneshot(request("b")).await.unwrap();
     assert_eq!(resp.status(), 500);
-    let served = resp.extensions().get::<ServedBy>().unwrap().clone();
+    let served = resp.body().served_by().unwrap().clone();
     assert_eq!(
         (served.group().as_str(), served.attempted_fallbacks()),
         ("b", 0)
@@ -118,14 +118,7 @@ async fn every_group_failing_returns_the_last_failure() {
     );
     let resp = svc.oneshot(request("a")).await.unwrap();
     assert_eq!(resp.status(), 502);
-    assert_eq!(
-        resp.extensions()
-            .get::<ServedBy>()
-            .unwrap()
-            .group()
-            .as_str(),
-        "b"
-    );
+    assert_eq!(resp.body().served_by().unwrap().group().as_str(), "b");
 }
 
 #[tokio::test(start_paused = true)]
@@ -144,25 +137,9 @@ async fn no_deployment_available_falls_back() {
     let up = Upstreams::new();
     let svc = stack!(cfg, up.service());
     let first = svc.clone().oneshot(request("a")).await.unwrap();
-    assert_eq!(
-        first
-            .extensions()
-            .get::<ServedBy>()
-            .unwrap()
-            .group()
-            .as_str(),
-        "a"
-    );
+    assert_eq!(first.body().served_by().unwrap().group().as_str(), "a");
     let second = svc.oneshot(request("a")).await.unwrap();
-    assert_eq!(
-        second
-            .extensions()
-            .get::<ServedBy>()
-            .unwrap()
-            .group()
-            .as_str(),
-        "b"
-    );
+    assert_eq!(second.body().served_by().unwrap().group().as_str(), "b");
     assert_eq!((up.hits(0), up.hits(1)), (1, 1));
 }
 
@@ -175,14 +152,7 @@ async fn default_fallbacks_serve_groups_without_their_own() {
         up.service()
     );
     let resp = svc.oneshot(request("a")).await.unwrap();
-    assert_eq!(
-        resp.extensions()
-            .get::<ServedBy>()
-            .unwrap()
-            .group()
-            .as_str(),
-        "safe"
-    );
+    assert_eq!(resp.body().served_by().unwrap().group().as_str(), "safe");
 }
 
 /// d0 answers 400 with the body held in `REJECTION`; the others answer 200 with their id.
@@ -231,14 +201,7 @@ async fn context_window_and_content_policy_rejections_take_their_own_lists() {
         let svc = stack!(specific(), rejecting(text));
         let resp = svc.oneshot(request("a")).await.unwrap();
         assert_eq!(resp.status(), 200, "{text}");
-        assert_eq!(
-            resp.extensions()
-                .get::<ServedBy>()
-                .unwrap()
-                .group()
-                .as_str(),
-            to
-        );
+        assert_eq!(resp.body().served_by().unwrap().group().as_str(), to);
     }
     // Without a context-window list, the general one serves.
     let cfg = groups().fallbacks("a", ["b"]).build().unwrap();
@@ -246,14 +209,7 @@ async fn context_window_and_content_policy_rejections_take_their_own_lists() {
         .oneshot(request("a"))
         .await
         .unwrap();
-    assert_eq!(
-        resp.extensions()
-            .get::<ServedBy>()
-            .unwrap()
-            .group()
-            .as_str(),
-        "b"
-    );
+    assert_eq!(resp.body().served_by().unwrap().group().as_str(), "b");
 }
 
 #[tokio::test(start_paused = true)]
@@ -261,12 +217,99 @@ async fn a_plain_bad_request_is_returned_as_it_was() {
     let svc = stack!(specific(), rejecting(BAD));
     let resp = svc.oneshot(request("a")).await.unwrap();
     assert_eq!(resp.status(), 400);
-    assert!(!resp.extensions().get::<ServedBy>().unwrap().is_fallback());
+    assert!(!resp.body().served_by().unwrap().is_fallback());
     assert_eq!(
         body_text(resp.into_body()).await,
         BAD,
         "the body read to classify it is passed on"
     );
+}
+
+/// By default the group that served is named by the response body only (no extension map
+/// for it), for a fallen-back answer, a passed-through one and a buffered rejection alike;
+/// the body below still names the deployment (with no routing extension either).
+#[tokio::test(start_paused = true)]
+async fn the_body_names_who_served_and_the_extension_is_opt_in() {
+    let up = Upstreams::new();
+    up.set_status(0, 500);
+    let cfg = groups().fallbacks("a", ["b"]).build().unwrap();
+    let layer = FallbackLayer::new(&cfg);
+    let svc = ServiceBuilder::new()
+        .layer(layer.clone())
+        .layer(HealthRoutingLayer::new(cfg.clone()).with_seed(1))
+        .service(up.service());
+    // Fallen back from a to b.
+    let resp = svc.clone().oneshot(request("a")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let served = resp.body().served_by().unwrap();
+    assert_eq!(
+        (served.group().as_str(), served.attempted_fallbacks()),
+        ("b", 1)
+    );
+    assert!(resp.extensions().get::<ServedBy>().is_none());
+    assert!(resp.extensions().is_empty(), "no extension map at all");
+    let chosen = resp.body().get_ref().selected_deployment().unwrap();
+    assert_eq!(chosen.id().as_str(), "d1");
+    assert!(!resp.body().is_buffered());
+    // Passed through (c has no fallbacks).
+    let resp = svc.clone().oneshot(request("c")).await.unwrap();
+    let served = resp.body().served_by().unwrap();
+    assert_eq!(
+        (served.group().as_str(), served.attempted_fallbacks()),
+        ("c", 0)
+    );
+    assert!(resp.extensions().get::<ServedBy>().is_none());
+    assert_eq!(
+        resp.body()
+            .get_ref()
+            .selected_deployment()
+            .unwrap()
+            .id()
+            .as_str(),
+        "d2"
+    );
+    assert_eq!(body_text(resp.into_body()).await, "d2");
+
+    // Opted in: the same, as an extension too.
+    let svc = ServiceBuilder::new()
+        .layer(layer.with_response_extension())
+        .layer(HealthRoutingLayer::new(cfg).with_seed(1))
+        .service(up.service());
+    for (group, want) in [("a", ("b", 1)), ("c", ("c", 0))] {
+        let resp = svc.clone().oneshot(request(group)).await.unwrap();
+        let ext = resp.extensions().get::<ServedBy>().unwrap();
+        assert_eq!(
+            (ext.group().as_str(), ext.attempted_fallbacks()),
+            want,
+            "{group}"
+        );
+        assert_eq!(Some(ext), resp.body().served_by(), "{group}");
+    }
+}
+
+/// A rejection the layer read to classify still names its deployment through the body
+/// (the drained inner body is kept), and the bytes read are what the body yields.
+#[tokio::test(start_paused = true)]
+async fn a_buffered_rejection_still_names_its_deployment() {
+    let cfg = specific();
+    let svc = ServiceBuilder::new()
+        .layer(FallbackLayer::new(&cfg))
+        .layer(HealthRoutingLayer::new(cfg).with_seed(1))
+        .service(rejecting(BAD));
+    let resp = svc.oneshot(request("a")).await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let body = resp.into_body();
+    assert!(body.is_buffered());
+    let served = body.served_by().unwrap();
+    assert_eq!(
+        (served.group().as_str(), served.attempted_fallbacks()),
+        ("a", 0)
+    );
+    assert_eq!(
+        body.get_ref().selected_deployment().unwrap().id().as_str(),
+        "d0"
+    );
+    assert_eq!(body_text(body).await, BAD);
 }
 
 // === over real sockets ===
@@ -332,7 +375,7 @@ async fn over_http_a_failing_group_falls_back_after_its_retries() {
     let svc = stack!(cfg, forwarder(client));
     let resp = svc.oneshot(request("a")).await.unwrap();
     assert_eq!(resp.status(), 200);
-    let served = resp.extensions().get::<ServedBy>().unwrap().clone();
+    let served = resp.body().served_by().unwrap().clone();
     assert_eq!(
         (served.group().as_str(), served.attempted_fallbacks()),
         ("b", 1)

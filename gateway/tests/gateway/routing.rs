@@ -321,6 +321,8 @@ async fn content_policy_fallback_and_a_plain_400_stays() {
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["error"]["message"], "bad temperature");
     assert_eq!(r.header("x-litellm-model-group"), "strict");
+    // The body the fallback layer read to classify still names its deployment.
+    assert_eq!(r.header("x-litellm-model-id"), "s1");
     assert_eq!(lenient.count(), 1);
     gw.shutdown().await;
 }
