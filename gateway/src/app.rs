@@ -222,6 +222,33 @@ struct AppInner {
     routed: Routed,
     scrubber: Scrubber,
     budget: BodyBudget,
+    /// The config's route names (`model_name`s), shared: a request naming one clones its
+    /// name (a reference count) instead of allocating a copy.
+    routes: RouteNames,
+}
+
+/// The route names of a config, each in one shared allocation.
+struct RouteNames(std::collections::HashSet<std::sync::Arc<str>, foldhash::fast::RandomState>);
+
+impl RouteNames {
+    /// Every route (`model_name`) of `config`.
+    fn of(config: &Config) -> Self {
+        let mut set = std::collections::HashSet::default();
+        for d in &config.deployments {
+            if !set.contains(d.route()) {
+                set.insert(std::sync::Arc::from(d.route()));
+            }
+        }
+        Self(set)
+    }
+
+    /// `name`, shared: the config's when it is one of its routes, else a new one.
+    fn get(&self, name: &str) -> std::sync::Arc<str> {
+        match self.0.get(name) {
+            Some(n) => std::sync::Arc::clone(n),
+            None => std::sync::Arc::from(name),
+        }
+    }
 }
 
 impl std::ops::Deref for App {
@@ -289,6 +316,7 @@ fn api_app(
             .master_key
             .as_ref()
             .map(tower_health_routing::endpoints::KeyDigest::new),
+        routes: RouteNames::of(state.config()),
         state,
         max_body: options.max_body,
         routed,
@@ -409,7 +437,7 @@ where
             return r;
         }
     };
-    let (model, stream) = match request_head(&parts.headers, &body).await {
+    let (model, stream) = match request_head(&parts.headers, &body, &app.routes).await {
         Ok(h) => h,
         Err(msg) => return error(StatusCode::BAD_REQUEST, "invalid_request_error", msg),
     };
@@ -445,10 +473,12 @@ where
 }
 
 /// The `model` a request asks for (from the JSON body, or the `model` field of a multipart
-/// form) and whether it asks for a stream (`"stream": true` in a JSON body).
+/// form) and whether it asks for a stream (`"stream": true` in a JSON body). A JSON body's
+/// model that is one of `routes` comes back as its shared name.
 async fn request_head(
     headers: &HeaderMap,
     body: &Bytes,
+    routes: &RouteNames,
 ) -> Result<(std::sync::Arc<str>, bool), String> {
     let ctype = headers
         .get(header::CONTENT_TYPE)
@@ -463,7 +493,7 @@ async fn request_head(
         serde_json::from_slice(body).map_err(|e| format!("malformed JSON body: {e}"))?;
     let stream = h.stream == Some(Value::Bool(true)) && !ctype.starts_with("multipart/");
     match h.model {
-        Some(ModelField::Str(s)) if !s.is_empty() => Ok((std::sync::Arc::from(&*s), stream)),
+        Some(ModelField::Str(s)) if !s.is_empty() => Ok((routes.get(&s), stream)),
         Some(_) => Err("`model` must be a non-empty string".to_owned()),
         None => Err("the body has no `model`".to_owned()),
     }
