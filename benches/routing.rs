@@ -194,8 +194,8 @@ fn layer(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("routed-ext", n), &n, |b, _| {
             b.iter(|| through(&mut ext, black_box(request())))
         });
-        // What each strategy costs a request (the layer reads the clock once per request
-        // whatever the strategy, so usage-based's minute comes at no extra read here).
+        // What each strategy costs a request (usage-based reads the minute the state's
+        // watchdog keeps; latency-based reads the clock for its sample's start).
         for strategy in [
             RoutingStrategy::SimpleShuffle,
             RoutingStrategy::UsageBasedV2,

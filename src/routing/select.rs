@@ -373,9 +373,10 @@ fn kept_minute(
 }
 
 impl Decider {
-    /// [`Picker::pick_for`] at a time the caller may already know (the service
-    /// reads the clock once per request and shares it with the decision), and with the
-    /// usage minute when it knows that without a clock read (`None`: from the time).
+    /// [`Picker::pick_for`] with a clock read at most once, through `now` (the service
+    /// reads it only when something needs the time, and keeps what was read for the
+    /// answer), and with the usage minute when it knows that without a clock read
+    /// (`None`: from the time).
     #[inline(always)]
     pub(crate) fn pick_at<'s, F: FnMut() -> u64>(
         &mut self,
