@@ -13,7 +13,8 @@
 #
 # Optional environment: FALLBACKS=1 adds a second group (`gpt-4o-mini-backup`, same upstream)
 # as `router_settings.fallbacks` of the requested one (which still answers: the fallback
-# layer's cost when there is a fallback to go to). UP_PORT / GW_PORT (19181 / 19183) move the
+# layer's cost when there is a fallback to go to). RETRIES=N sets `router_settings.num_retries`
+# (the retry layer's cost when every request succeeds at once). UP_PORT / GW_PORT (19181 / 19183) move the
 # upstream and the gateway, for two runs at once on one machine; an upstream on another port
 # keeps its files in /tmp/gwcg/up-UP_PORT.
 set -euo pipefail
@@ -64,12 +65,16 @@ CONF
 /usr/sbin/nginx -c $UPDIR/nginx.conf -p $UPDIR
 fi
 KEY=sk-bench-0123456789abcdef
-EXTRA=""; ROUTER=""
+EXTRA=""; ROUTER=""; SETTINGS=()
 if [ "${FALLBACKS:-0}" = 1 ]; then
 EXTRA='  - model_name: gpt-4o-mini-backup
     litellm_params: { model: openai/gpt-4o-mini, api_base: "http://127.0.0.1:'$UP'/v1", api_key: sk-bench }
     model_info: { id: bench-2 }'
-ROUTER='router_settings: { fallbacks: [{ gpt-4o-mini: [gpt-4o-mini-backup] }] }'
+SETTINGS+=('fallbacks: [{ gpt-4o-mini: [gpt-4o-mini-backup] }]')
+fi
+[ -n "${RETRIES:-}" ] && SETTINGS+=("num_retries: $RETRIES")
+if [ ${#SETTINGS[@]} -gt 0 ]; then
+ROUTER="router_settings: { $(IFS=,; echo "${SETTINGS[*]}") }"
 fi
 cat > $W/gateway.yaml <<YAML
 model_list:

@@ -281,13 +281,8 @@ fn api_app(
     // Behind an `Arc`: the service is cloned for every request.
     let values = std::sync::Arc::new(values());
     let router = &state.config().router;
-    // The response names its deployment in an extension only for what reads it there: the
-    // retry log.
-    let routing = if router.num_retries > 0 {
-        routing.with_response_extension()
-    } else {
-        routing
-    };
+    // No response extension naming the deployment: the served-by headers read the body
+    // (`ResponseBody::selected_deployment`) and the retry log the request's tries.
     let routed = tower::Layer::layer(&routing, forwarder);
     // Failed requests are re-sent to another deployment (`num_retries`), within a budget.
     let retried: Retried = if router.num_retries > 0 {

@@ -154,7 +154,8 @@ impl<B: Clone, RB> Policy<Request<B>, Response<RB>, BoxError> for RetryPolicy<RB
                 }
                 self.retries += 1;
                 // The deployment just tried: the response's extension when the routing
-                // layer attaches one, else the last one the request's record lists.
+                // layer attaches one, else the last one the request's record lists (the
+                // retry layer gives every request one).
                 let failed = result
                     .as_ref()
                     .ok()

@@ -159,9 +159,10 @@ impl FallbackLayer {
     /// [`ModelGroup`] as an extension, for code that reads it from `Response::extensions`
     /// (a `map_response` after other layers).
     ///
-    /// Off by default (before 0.2 it was on): it costs a response with no extension map yet
-    /// three small allocations (the map and the entry). The response's body tells the same
-    /// for free: [`FallbackBody::served_by`].
+    /// Off by default, as the routing layer's
+    /// [`HealthRoutingLayer::with_response_extension`](crate::HealthRoutingLayer::with_response_extension):
+    /// it costs a response with no extension map yet three small allocations (the map and
+    /// the entry). The response's body tells the same for free: [`FallbackBody::served_by`].
     pub fn with_response_extension(mut self) -> Self {
         self.respond_with_served = true;
         self

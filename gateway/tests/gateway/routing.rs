@@ -167,6 +167,36 @@ async fn cost_based_routing_picks_the_cheapest() {
 }
 
 #[tokio::test]
+async fn a_retried_answer_names_the_deployment_that_gave_it() {
+    // With retries on and no fallbacks, the model-id header comes from the answer's body
+    // (no response extension): after a retry it names the deployment retried on.
+    let down = Upstream::start(|_| Reply::status(500, r#"{"error":{"message":"boom"}}"#));
+    let good = Upstream::ok();
+    let gw = start(
+        Config::builder()
+            .num_retries(1)
+            .deployment(dep("gpt-4o-mini", "bad", "gpt-4o-mini", &down).build())
+            .deployment(dep("gpt-4o-mini", "good", "gpt-4o-mini", &good).build())
+            .build()
+            .unwrap(),
+    )
+    .await;
+    // The first pick is random: send until one went to the failing deployment first (and
+    // was retried past it), checking every answer; 64 tries all missing it: odds of 2^-64.
+    for _ in 0..64 {
+        let r = post(gw.addr, chat("gpt-4o-mini")).await;
+        assert_eq!(r.status, 200, "{:?}", r.json());
+        assert_eq!(r.header("x-litellm-model-id"), "good");
+        assert_eq!(r.header("x-litellm-model-group"), "gpt-4o-mini");
+        if down.count() > 0 {
+            break;
+        }
+    }
+    assert!(down.count() >= 1, "the retry path never ran");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_failing_group_falls_back_and_the_answer_names_the_group() {
     let down = Upstream::start(|_| Reply::status(500, r#"{"error":{"message":"boom"}}"#));
     let backup = Upstream::ok();
