@@ -124,6 +124,8 @@ pub struct HttpProber {
     turn: AtomicUsize,
     /// Each probed deployment's request as built on its first probe (see [`Prepared`]).
     prepared: PreparedCache,
+    /// The same for the cheap tier's `GET` (its one body is empty).
+    prepared_cheap: PreparedCache,
     /// Whether every upstream is spoken to in HTTP/2 (so no request is sure to go out in
     /// HTTP/1.1, where hyper adds the `host` header).
     h2_only: bool,
@@ -396,6 +398,7 @@ impl HttpProberBuilder {
             classifier: self.classifier,
             turn: AtomicUsize::new(0),
             prepared: PreparedCache::default(),
+            prepared_cheap: PreparedCache::default(),
             h2_only: self.http2_prior_knowledge,
             #[allow(clippy::disallowed_types)]
             recent_unsupported: std::sync::Mutex::new(Vec::new()),
@@ -612,37 +615,50 @@ impl HttpProber {
 }
 
 impl HttpProber {
+    /// Builds the cheap tier's `GET` for `d` from the catalog's endpoint and keeps it for
+    /// the next rounds (see [`Prepared`]).
+    fn keep_cheap(&self, d: &Arc<Deployment>, ep: Endpoint) -> Result<Request<Bytes>, http::Error> {
+        let mut req = Request::get(ep.url.as_str());
+        if let Some(h) = req.headers_mut() {
+            h.extend(ep.headers);
+        }
+        let req = req.body(Bytes::new())?;
+        Ok(self.prepared_cheap.insert(d, 0, req, !self.h2_only))
+    }
+
+    /// Sends the cheap tier's `GET` and judges its answer.
+    async fn send_cheap(&self, req: Request<Bytes>, d: Arc<Deployment>) -> ProbeOutcome {
+        let tier = |o: ProbeOutcome| o.with_tier(ProbeTier::Cheap);
+        match self.client.request(req.map(Full::new)).await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let out = classify(resp, false, &d, &*self.classifier).await;
+                // An answer proves the upstream is reachable; a provider without a
+                // model list at that path, or a key scoped away from listing models
+                // (403), says no more than a connect would.
+                if matches!(status, 403 | 404 | 405 | 501) {
+                    return tier(
+                        ProbeOutcome::healthy()
+                            .with_status(status)
+                            .with_class(Class::Success),
+                    );
+                }
+                tier(out)
+            }
+            Err(e) => tier(error_outcome(&e, &*self.classifier)),
+        }
+    }
+
     /// The cheap tier: the catalog's token-free call, else a TCP/TLS connect.
     async fn run_cheap(&self, check: CheapCheck, d: Arc<Deployment>) -> ProbeOutcome {
         let tier = |o: ProbeOutcome| o.with_tier(ProbeTier::Cheap);
         match check {
             CheapCheck::Request(ep) => {
-                let mut req = Request::get(ep.url.as_str());
-                if let Some(h) = req.headers_mut() {
-                    h.extend(ep.headers);
-                }
-                let req = match req.body(Full::new(Bytes::new())) {
+                let req = match self.keep_cheap(&d, ep) {
                     Ok(r) => r,
                     Err(e) => return tier(ProbeOutcome::unhealthy(format!("unsupported: {e}"))),
                 };
-                match self.client.request(req).await {
-                    Ok(resp) => {
-                        let status = resp.status().as_u16();
-                        let out = classify(resp, false, &d, &*self.classifier).await;
-                        // An answer proves the upstream is reachable; a provider without a
-                        // model list at that path, or a key scoped away from listing models
-                        // (403), says no more than a connect would.
-                        if matches!(status, 403 | 404 | 405 | 501) {
-                            return tier(
-                                ProbeOutcome::healthy()
-                                    .with_status(status)
-                                    .with_class(Class::Success),
-                            );
-                        }
-                        tier(out)
-                    }
-                    Err(e) => tier(error_outcome(&e, &*self.classifier)),
-                }
+                self.send_cheap(req, d).await
             }
             CheapCheck::Connect(origin) => {
                 let uri: http::Uri = match origin.parse() {
@@ -686,6 +702,14 @@ impl Prober for HttpProber {
     /// A 403, 404, 405 or 501 answer passes: the upstream answered, it only has no list
     /// there (or the key may not list models); a 401 fails.
     fn probe_cheap(&self, deployment: Arc<Deployment>) -> Option<ProbeFuture<'_>> {
+        // Kept from an earlier round: no catalog look-up, no request built.
+        if let Some(req) = self
+            .prepared_cheap
+            .get(&deployment)
+            .and_then(|p| p.request(0))
+        {
+            return Some(Box::pin(self.send_cheap(req, deployment)));
+        }
         let check = provider::resolve_cheap(&deployment).ok()?;
         Some(Box::pin(self.run_cheap(check, deployment)))
     }
@@ -1002,6 +1026,32 @@ mod tests {
         assert_eq!(
             prober.prepared.map.lock().unwrap().by_addr.len(),
             shapes().len()
+        );
+    }
+
+    #[test]
+    fn a_kept_cheap_request_is_the_one_built_anew() {
+        let prober = HttpProber::new(ProbeDefaults::default()).unwrap();
+        let mut kept = 0;
+        for d in shapes() {
+            let Ok(CheapCheck::Request(ep)) = provider::resolve_cheap(&d) else {
+                continue;
+            };
+            let mut fresh = Request::get(ep.url.as_str());
+            fresh.headers_mut().unwrap().extend(ep.headers.clone());
+            let fresh = fresh.body(Bytes::new()).unwrap();
+            let first = prober.keep_cheap(&d, ep).unwrap();
+            assert!(same(&first, &fresh), "{}", d.params().model);
+            // The next rounds' request: from the cache, the same.
+            let again = prober.prepared_cheap.get(&d).unwrap().request(0).unwrap();
+            assert!(same(&again, &fresh), "{}", d.params().model);
+            assert_eq!(again.method(), http::Method::GET);
+            kept += 1;
+        }
+        assert!(kept >= 4, "the shapes' cheap checks are requests ({kept})");
+        assert_eq!(
+            prober.prepared_cheap.map.lock().unwrap().by_addr.len(),
+            kept
         );
     }
 
