@@ -127,6 +127,36 @@ impl std::fmt::Debug for SnapshotCache {
     }
 }
 
+/// The current usage minute as the staleness watchdog keeps it (see `watchdog.rs`), read
+/// with one relaxed load instead of a clock read; shared by the state and its snapshots'
+/// [`Owner`]s.
+#[derive(Debug, Default)]
+pub(crate) struct KeptMinute(std::sync::atomic::AtomicU64);
+
+impl KeptMinute {
+    /// The minute, while the watchdog keeps it.
+    #[inline]
+    pub(crate) fn get(&self) -> Option<u64> {
+        // Stored plus one: 0 is "not kept".
+        self.0
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .checked_sub(1)
+    }
+
+    /// Keeps `minute`.
+    pub(crate) fn set(&self, minute: u64) {
+        self.0.store(
+            minute.saturating_add(1),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// Stops keeping it: readers read the clock.
+    pub(crate) fn clear(&self) {
+        self.0.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// What a deployment's entry holds of the state it belongs to, so that a request's answer
 /// reaches the config and the state through the request's `Arc<EntryCore>` (no handle
 /// cloned per request: that would write the state's reference count, a line every
@@ -138,7 +168,7 @@ pub(crate) struct Owner {
     pub(crate) epoch: Instant,
     shared: std::sync::Weak<Shared>,
     /// The state's kept minute (see `Shared::minute`), readable without upgrading `shared`.
-    minute: Arc<std::sync::atomic::AtomicU64>,
+    minute: Arc<KeptMinute>,
     /// Whether a successful answer only counts in its deployment's cooldown window: no
     /// traffic health, no tiered rounds, no outlier detection and no stream stall timer
     /// (see [`Config::success_counts_only`]).
@@ -151,7 +181,7 @@ impl Owner {
         config: &Arc<Config>,
         epoch: Instant,
         shared: std::sync::Weak<Shared>,
-        minute: &Arc<std::sync::atomic::AtomicU64>,
+        minute: &Arc<KeptMinute>,
     ) -> Arc<Self> {
         Arc::new(Self {
             plain_success: config.success_counts_only(),
@@ -166,9 +196,7 @@ impl Owner {
     /// [`HealthState::minute`]).
     #[inline]
     pub(crate) fn minute(&self) -> Option<u64> {
-        self.minute
-            .load(std::sync::atomic::Ordering::Relaxed)
-            .checked_sub(1)
+        self.minute.get()
     }
 
     /// The state, unless every owner of it is gone.
@@ -223,7 +251,7 @@ pub(crate) struct Shared {
     /// The current usage minute plus one, kept by the watchdog while some picker counts
     /// usage or some routing service counts its answers, and the watchdog runs; 0 = not
     /// kept (read the clock). Shared with the snapshots' [`Owner`]s. See `watchdog.rs`.
-    pub(crate) minute: Arc<std::sync::atomic::AtomicU64>,
+    pub(crate) minute: Arc<KeptMinute>,
     /// Whether some picker of this state counts usage per minute (the watchdog then keeps
     /// [`minute`](Self::minute)).
     pub(crate) minute_wanted: std::sync::atomic::AtomicBool,
@@ -248,7 +276,7 @@ impl HealthState {
         let staleness = config.health.staleness_threshold();
         let scrubber = config.scrubber();
         let config = Arc::new(config);
-        let minute = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let minute = Arc::new(KeptMinute::default());
         Self {
             shared: Arc::new_cyclic(|weak| Shared {
                 snapshot: Published(ArcSwap::from_pointee(HealthSnapshot::build(
@@ -523,10 +551,7 @@ impl HealthState {
     /// runtime). It turns when the watchdog's timer fires, a timer tick after the minute
     /// does; `None` when not kept.
     pub(crate) fn minute(&self) -> Option<u64> {
-        self.shared
-            .minute
-            .load(std::sync::atomic::Ordering::Relaxed)
-            .checked_sub(1)
+        self.shared.minute.get()
     }
 
     /// Asks the watchdog to keep [`minute`](Self::minute) (a picker counting usage, a

@@ -67,7 +67,7 @@ struct ClearMinute(Weak<Shared>);
 impl Drop for ClearMinute {
     fn drop(&mut self) {
         if let Some(shared) = self.0.upgrade() {
-            shared.minute.store(0, Relaxed);
+            shared.minute.clear();
         }
     }
 }
@@ -84,7 +84,7 @@ async fn run(weak: Weak<Shared>, mut rx: watch::Receiver<()>) {
                 .then(|| shared.epoch + Duration::from_nanos(next) + Duration::from_nanos(1));
             let minute_ends = shared.minute_wanted.load(Relaxed).then(|| {
                 let t = nanos_since(shared.epoch, Instant::now());
-                shared.minute.store(minute_of(t) + 1, Relaxed);
+                shared.minute.set(minute_of(t));
                 shared.epoch + Duration::from_nanos((t / MINUTE_NANOS + 1) * MINUTE_NANOS)
             });
             (deadline, minute_ends)

@@ -24,7 +24,7 @@ use crate::{
         SelectedDeployment,
         stall::{Stall, is_event_stream},
     },
-    stats::{DeploymentStats, MINUTE_NANOS},
+    stats::{DeploymentStats, minute_of},
     time::nanos_since,
 };
 
@@ -155,7 +155,7 @@ impl Observer {
             // (no clock read) while its watchdog keeps one.
             let minute = owner
                 .minute()
-                .unwrap_or_else(|| nanos_since(owner.epoch, Instant::now()) / MINUTE_NANOS);
+                .unwrap_or_else(|| minute_of(nanos_since(owner.epoch, Instant::now())));
             self.guard.stats().cooldown.record_success(minute);
         } else {
             self.record_all(class, status);

@@ -1014,10 +1014,7 @@ mod tests {
         ));
         // The next minute, before the watchdog's timer has turned the kept minute.
         advance(Duration::from_secs(60)).await;
-        state
-            .shared
-            .minute
-            .store(1, std::sync::atomic::Ordering::Relaxed); // minute 0
+        state.shared.minute.set(0);
         assert!(
             picker.pick(&state.load(), "r", &[]).is_ok(),
             "the clock's minute has room"
