@@ -19,12 +19,16 @@
 # keeps its files in /tmp/gwcg/up-UP_PORT.
 set -euo pipefail
 BIN=$1; TAG=$2; C=${3:-16}; SECS=${4:-8}
-count() { # dir requests: instructions and malloc-family calls per request
+count() { # dir requests: instructions and malloc-family calls per request (glibc or jemalloc)
   python3 - "$1" "$2" <<'PY'
 import sys, glob, re, collections
 w, reqs = sys.argv[1], int(sys.argv[2])
 files = [f for f in glob.glob(w + '/cg.out*')]
 tot = 0; calls = collections.Counter()
+JEMALLOC = {'_rjem_malloc': 'malloc', '_rjem_mallocx': 'malloc', '_rjem_calloc': 'calloc',
+            '_rjem_realloc': 'realloc', '_rjem_rallocx': 'realloc', '_rjem_free': 'free',
+            '_rjem_sdallocx': 'free', '_rjem_dallocx': 'free', '_rjem_posix_memalign': 'posix_memalign',
+            '_rjem_aligned_alloc': 'aligned_alloc'}
 for f in files:
     names = {}
     cfn = None
@@ -41,8 +45,11 @@ for f in files:
             continue
         if line.startswith('calls='):
             n = int(line.split('=')[1].split()[0])
-            if cfn in ('malloc', 'realloc', 'calloc', 'free', 'aligned_alloc', 'posix_memalign'):
-                calls[cfn] += n
+            # glibc's names, or jemalloc's (`_rjem_` prefixed: the gateway's default allocator),
+            # counted under glibc's.
+            name = JEMALLOC.get(cfn, cfn)
+            if name in ('malloc', 'realloc', 'calloc', 'free', 'aligned_alloc', 'posix_memalign'):
+                calls[name] += n
 print(f"files={len(files)} Ir/req={tot/reqs:.0f} " + ' '.join(f"{k}/req={v/reqs:.2f}" for k, v in sorted(calls.items())))
 PY
 }
