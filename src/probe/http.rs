@@ -13,7 +13,6 @@ use std::{
 use bytes::{Bytes, BytesMut};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::{TokioExecutor, TokioTimer},
@@ -23,9 +22,11 @@ use super::{
     ProbeFuture, Prober,
     defaults::ProbeDefaults,
     outcome::{ProbeOutcome, shorten},
+    pool::{self, HostPool, Pools, UpstreamBody},
     provider, request,
 };
 use crate::{
+    BoxError,
     classify::{Class, Classify, DefaultClassifier},
     deployment::Deployment,
     error::ConfigError,
@@ -126,6 +127,10 @@ pub struct HttpProber {
     prepared: PreparedCache,
     /// The same for the cheap tier's `GET` (its one body is empty).
     prepared_cheap: PreparedCache,
+    /// The HTTP/1 connections to `http://` upstreams (with HTTP/2 prior knowledge off):
+    /// a prepared request keeps its upstream's pool, found once. The clients above serve
+    /// `https://` upstreams, WebSocket handshakes and native cloud probes.
+    pools: Pools,
     /// Whether every upstream is spoken to in HTTP/2 (so no request is sure to go out in
     /// HTTP/1.1, where hyper adds the `host` header).
     h2_only: bool,
@@ -156,6 +161,9 @@ struct Prepared {
     method: http::Method,
     uri: http::Uri,
     headers: http::HeaderMap,
+    /// The pool of its upstream when it goes out in HTTP/1.1 to an `http://` upstream (no
+    /// WebSocket handshake): sent there, in origin form, rather than by the client.
+    pool: Option<Arc<HostPool>>,
     /// The body for each chat question (`request::QUESTIONS`), once a probe asked it.
     bodies: [std::sync::OnceLock<Bytes>; request::QUESTIONS.len()],
 }
@@ -174,20 +182,30 @@ impl Prepared {
     /// prepared request sends it. `h1`: whether a plain `http` request goes out in HTTP/1.1
     /// (no prior knowledge of HTTP/2): it then carries the `host` header hyper's client
     /// would add to it on each send (formatting it anew), the same value, last.
-    fn new(turn: usize, req: Request<Bytes>, h1: bool) -> (Self, Request<Bytes>) {
+    fn new(turn: usize, req: Request<Bytes>, h1: bool, pools: &Pools) -> (Self, Request<Bytes>) {
         let (parts, body) = req.into_parts();
         let mut headers = parts.headers;
-        if h1
-            && parts.uri.scheme() == Some(&http::uri::Scheme::HTTP)
+        let plain = h1 && parts.uri.scheme() == Some(&http::uri::Scheme::HTTP);
+        if plain
             && !headers.contains_key(http::header::HOST)
             && let Some(host) = host_header(&parts.uri)
         {
             headers.insert(http::header::HOST, host);
         }
+        let pool = if plain && !headers.contains_key(http::header::UPGRADE) {
+            pools.for_uri(&parts.uri)
+        } else {
+            None
+        };
+        let uri = match pool {
+            Some(_) => pool::origin_form(&parts.uri),
+            None => parts.uri,
+        };
         let p = Self {
             method: parts.method,
-            uri: parts.uri,
+            uri,
             headers,
+            pool,
             bodies: Default::default(),
         };
         // The other questions' bodies, where the question is this body's only string of
@@ -206,10 +224,14 @@ impl Prepared {
         (p, req)
     }
 
-    /// The request for question `turn`, if one was built for it already.
-    fn request(&self, turn: usize) -> Option<Request<Bytes>> {
+    /// The request for question `turn`, if one was built for it already, and the pool it
+    /// goes out through (see [`Prepared::pool`]).
+    fn request(&self, turn: usize) -> Option<Outgoing> {
         let body = self.bodies.get(turn)?.get()?.clone();
-        Some(self.with_body(body))
+        Some(Outgoing {
+            req: self.with_body(body),
+            pool: self.pool.clone(),
+        })
     }
 
     /// The kept request with `body`.
@@ -222,12 +244,29 @@ impl Prepared {
     }
 
     /// Keeps the body of `req`, just built for question `turn` (everything else is the same
-    /// for every question), and hands `req` back.
-    fn add(&self, turn: usize, req: Request<Bytes>) -> Request<Bytes> {
+    /// for every question), and hands back the request as it goes out.
+    fn add(&self, turn: usize, req: Request<Bytes>) -> Outgoing {
+        let body = req.into_body();
         if let Some(b) = self.bodies.get(turn) {
-            let _ = b.set(req.body().clone());
+            let _ = b.set(body.clone());
         }
-        req
+        Outgoing {
+            req: self.with_body(body),
+            pool: self.pool.clone(),
+        }
+    }
+}
+
+/// A probe request and the pool it goes out through (`None`: the prober's client).
+struct Outgoing {
+    req: Request<Bytes>,
+    pool: Option<Arc<HostPool>>,
+}
+
+impl Outgoing {
+    /// A request the prober's client sends.
+    fn by_client(req: Request<Bytes>) -> Self {
+        Self { req, pool: None }
     }
 }
 
@@ -295,26 +334,31 @@ impl PreparedCache {
         map.by_addr.get(&key).map(|(_, p)| Arc::clone(p))
     }
 
-    /// Keeps `req`, the request just built for `d` and question `turn`, and hands it back.
-    /// `h1`: see [`Prepared::new`].
+    /// Keeps `req`, the request just built for `d` and question `turn`, and hands it back as
+    /// it goes out. `h1`, `pools`: see [`Prepared::new`].
     fn insert(
         &self,
         d: &Arc<Deployment>,
         turn: usize,
         req: Request<Bytes>,
         h1: bool,
-    ) -> Request<Bytes> {
+        pools: &Pools,
+    ) -> Outgoing {
         let Ok(mut map) = self.map.lock() else {
-            return req;
+            return Outgoing::by_client(req);
         };
-        let (p, req) = Prepared::new(turn, req, h1);
+        let (p, req) = Prepared::new(turn, req, h1, pools);
+        let out = Outgoing {
+            req,
+            pool: p.pool.clone(),
+        };
         if map.by_addr.len() >= 2 * map.swept + 1024 {
             map.by_addr.retain(|_, (w, _)| w.strong_count() > 0);
             map.swept = map.by_addr.len();
         }
         map.by_addr
             .insert(Arc::as_ptr(d) as usize, (Arc::downgrade(d), Arc::new(p)));
-        req
+        out
     }
 }
 
@@ -399,6 +443,7 @@ impl HttpProberBuilder {
             turn: AtomicUsize::new(0),
             prepared: PreparedCache::default(),
             prepared_cheap: PreparedCache::default(),
+            pools: Pools::with_idle_timeout(self.pool_idle_timeout),
             h2_only: self.http2_prior_knowledge,
             #[allow(clippy::disallowed_types)]
             recent_unsupported: std::sync::Mutex::new(Vec::new()),
@@ -546,11 +591,11 @@ impl HttpProber {
         }
     }
 
-    async fn try_build(&self, d: &Arc<Deployment>) -> Result<Request<Bytes>, NoRequest> {
+    async fn try_build(&self, d: &Arc<Deployment>) -> Result<Outgoing, NoRequest> {
         let turn = self.next_turn();
         let prepared = self.prepared.get(d);
-        if let Some(req) = prepared.as_ref().and_then(|p| p.request(turn)) {
-            return Ok(req);
+        if let Some(out) = prepared.as_ref().and_then(|p| p.request(turn)) {
+            return Ok(out);
         }
         let question = request::QUESTIONS[turn];
         let ep = provider::resolve(d)?;
@@ -562,6 +607,7 @@ impl HttpProber {
                 self.vertex
                     .vertex_probe_request(d, ep.mode, prompt, &self.google)
                     .await
+                    .map(Outgoing::by_client)
                     .map_err(|e| match e {
                         VertexError::Unsupported(u) => {
                             NoRequest::Provider(native_unsupported(&ep, &u))
@@ -571,12 +617,14 @@ impl HttpProber {
             }
             // Signed per probe: built every time.
             #[cfg(feature = "bedrock")]
-            Wire::Bedrock => Ok(self.build_sync(d, &ep, question)?),
+            Wire::Bedrock => Ok(Outgoing::by_client(self.build_sync(d, &ep, question)?)),
             _ => {
                 let req = request::build(d, &ep, &self.defaults, question)?;
                 Ok(match prepared {
                     Some(p) => p.add(turn, req),
-                    None => self.prepared.insert(d, turn, req, !self.h2_only),
+                    None => self
+                        .prepared
+                        .insert(d, turn, req, !self.h2_only, &self.pools),
                 })
             }
         }
@@ -601,15 +649,36 @@ impl HttpProber {
                     .with_class(Class::Auth);
             }
         };
-        let upgrade = req.headers().contains_key(http::header::UPGRADE);
-        let client = if upgrade {
-            &self.ws_client
-        } else {
-            &self.client
-        };
-        match client.request(req.map(Full::new)).await {
+        let upgrade = req.req.headers().contains_key(http::header::UPGRADE);
+        match self.send(req, upgrade).await {
             Ok(resp) => classify(resp, upgrade, &d, &*self.classifier).await,
-            Err(e) => error_outcome(&e, &*self.classifier),
+            Err(failed) => failed,
+        }
+    }
+
+    /// Sends a probe request through its upstream's pool, or by the client (the WebSocket
+    /// one for a handshake): the answer, or the outcome of getting none.
+    async fn send(
+        &self,
+        out: Outgoing,
+        upgrade: bool,
+    ) -> Result<Response<UpstreamBody>, ProbeOutcome> {
+        match out.pool {
+            Some(pool) => pool
+                .send(out.req.map(Full::new))
+                .await
+                .map_err(|e| pool_error_outcome(&e, &*self.classifier)),
+            None => {
+                let client = if upgrade {
+                    &self.ws_client
+                } else {
+                    &self.client
+                };
+                match client.request(out.req.map(Full::new)).await {
+                    Ok(resp) => Ok(resp.map(UpstreamBody::unpooled)),
+                    Err(e) => Err(error_outcome(&e, &*self.classifier)),
+                }
+            }
         }
     }
 }
@@ -617,19 +686,21 @@ impl HttpProber {
 impl HttpProber {
     /// Builds the cheap tier's `GET` for `d` from the catalog's endpoint and keeps it for
     /// the next rounds (see [`Prepared`]).
-    fn keep_cheap(&self, d: &Arc<Deployment>, ep: Endpoint) -> Result<Request<Bytes>, http::Error> {
+    fn keep_cheap(&self, d: &Arc<Deployment>, ep: Endpoint) -> Result<Outgoing, http::Error> {
         let mut req = Request::get(ep.url.as_str());
         if let Some(h) = req.headers_mut() {
             h.extend(ep.headers);
         }
         let req = req.body(Bytes::new())?;
-        Ok(self.prepared_cheap.insert(d, 0, req, !self.h2_only))
+        Ok(self
+            .prepared_cheap
+            .insert(d, 0, req, !self.h2_only, &self.pools))
     }
 
     /// Sends the cheap tier's `GET` and judges its answer.
-    async fn send_cheap(&self, req: Request<Bytes>, d: Arc<Deployment>) -> ProbeOutcome {
+    async fn send_cheap(&self, out: Outgoing, d: Arc<Deployment>) -> ProbeOutcome {
         let tier = |o: ProbeOutcome| o.with_tier(ProbeTier::Cheap);
-        match self.client.request(req.map(Full::new)).await {
+        match self.send(out, false).await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 let out = classify(resp, false, &d, &*self.classifier).await;
@@ -645,7 +716,7 @@ impl HttpProber {
                 }
                 tier(out)
             }
-            Err(e) => tier(error_outcome(&e, &*self.classifier)),
+            Err(failed) => tier(failed),
         }
     }
 
@@ -754,7 +825,7 @@ impl HttpProber {
 }
 
 async fn classify(
-    resp: Response<Incoming>,
+    resp: Response<UpstreamBody>,
     upgrade: bool,
     d: &Deployment,
     classifier: &dyn Classify,
@@ -803,7 +874,7 @@ async fn classify(
 /// Reads up to `limit` bytes of a body and drops them (a success's body is not looked at,
 /// only read so that its connection can be reused): like [`read_capped`] without keeping
 /// a copy.
-async fn drain(mut body: Incoming, limit: usize) {
+async fn drain(mut body: UpstreamBody, limit: usize) {
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else { break };
@@ -818,7 +889,7 @@ async fn drain(mut body: Incoming, limit: usize) {
 
 /// Reads up to `limit` bytes of a body; a longer body is cut there (and its connection
 /// dropped rather than reused), a failed one ends early.
-async fn read_capped(mut body: Incoming, limit: usize) -> Bytes {
+async fn read_capped(mut body: UpstreamBody, limit: usize) -> Bytes {
     let mut buf = BytesMut::new();
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else { break };
@@ -889,16 +960,39 @@ fn error_outcome(e: &hyper_util::client::legacy::Error, classifier: &dyn Classif
     } else {
         chain.join(": ")
     };
+    failure_outcome(detail, e.is_connect(), classifier.classify_error(e))
+}
+
+/// [`error_outcome`] for a request sent through a [`HostPool`]: the same reasons (a failed
+/// connect reads `connect: tcp connect error: …`, whichever sent it).
+fn pool_error_outcome(e: &BoxError, classifier: &dyn Classify) -> ProbeOutcome {
+    let connect = e.downcast_ref::<pool::ConnectError>().is_some();
+    // The client's error names what failed in its sources; this one is what failed
+    // (a connect error's text has its cause already).
+    let mut detail = e.to_string();
+    if !connect {
+        let mut src = e.source();
+        while let Some(s) = src {
+            detail.push_str(": ");
+            detail.push_str(&s.to_string());
+            src = s.source();
+        }
+    }
+    failure_outcome(detail, connect, classifier.classify_error(&**e))
+}
+
+/// The outcome of a probe that got no answer: `detail` (the error and its causes),
+/// whether it was the connect that failed, and its class.
+fn failure_outcome(detail: String, connect: bool, class: Class) -> ProbeOutcome {
     let lower = detail.to_ascii_lowercase();
     let kind =
         if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
             "tls"
-        } else if e.is_connect() {
+        } else if connect {
             "connect"
         } else {
             "request failed"
         };
-    let class = classifier.classify_error(e);
     if class == Class::Local {
         // Our own limit (file descriptors, buffers), not the upstream's verdict.
         return ProbeOutcome::unhealthy(format!(
@@ -963,13 +1057,32 @@ mod tests {
 
     /// The same request, but for the `host` header that hyper adds to an HTTP/1.1 request
     /// (and a prepared plain-`http` one carries already, with hyper's value).
-    fn same(a: &Request<Bytes>, b: &Request<Bytes>) -> bool {
-        let mut ha = a.headers().clone();
+    /// Whether `a`, a request as the prober sends it, is `b` as built anew: the same but
+    /// for the `Host` header hyper's client adds to an HTTP/1.1 request and, sent through
+    /// its upstream's pool (which every plain-HTTP request but a WebSocket handshake is),
+    /// the URI in origin form.
+    fn same(a: &Outgoing, b: &Request<Bytes>) -> bool {
+        let plain = b.uri().scheme_str() == Some("http");
+        assert_eq!(
+            a.pool.is_some(),
+            plain && !b.headers().contains_key(http::header::UPGRADE),
+            "{}",
+            b.uri()
+        );
+        let want_uri = match a.pool {
+            Some(_) => pool::origin_form(b.uri()),
+            None => b.uri().clone(),
+        };
+        let req = &a.req;
+        let mut ha = req.headers().clone();
         if let Some(host) = ha.remove(http::header::HOST) {
-            assert_eq!(a.uri().scheme_str(), Some("http"));
-            assert_eq!(Some(host), host_header(a.uri()));
+            assert!(plain);
+            assert_eq!(Some(host), host_header(b.uri()));
         }
-        a.method() == b.method() && a.uri() == b.uri() && ha == *b.headers() && a.body() == b.body()
+        req.method() == b.method()
+            && *req.uri() == want_uri
+            && ha == *b.headers()
+            && req.body() == b.body()
     }
 
     #[test]
@@ -1045,7 +1158,7 @@ mod tests {
             // The next rounds' request: from the cache, the same.
             let again = prober.prepared_cheap.get(&d).unwrap().request(0).unwrap();
             assert!(same(&again, &fresh), "{}", d.params().model);
-            assert_eq!(again.method(), http::Method::GET);
+            assert_eq!(again.req.method(), http::Method::GET);
             kept += 1;
         }
         assert!(kept >= 4, "the shapes' cheap checks are requests ({kept})");

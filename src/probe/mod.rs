@@ -107,6 +107,8 @@ mod mode;
 #[cfg(all(test, feature = "bedrock", feature = "vertex"))]
 mod native_tests;
 mod outcome;
+#[cfg(feature = "http-prober")]
+pub mod pool;
 mod prober;
 #[cfg(feature = "http-prober")]
 mod provider;

@@ -113,9 +113,183 @@ async fn a_closed_port_is_a_connect_error() {
         .probe(Arc::new(d))
         .await;
     assert_eq!((o.healthy, o.status), (false, None));
+    // The reason as hyper-util's client gave it, now that a plain-HTTP probe goes
+    // through the prober's own pool.
     assert!(
-        o.reason.as_deref().unwrap_or("").starts_with("connect: "),
+        o.reason
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("connect: tcp connect error: "),
         "{o:?}"
+    );
+    assert_eq!(
+        o.class,
+        Some(tower_health_routing::classify::Class::Connection)
+    );
+}
+
+/// A local upstream that counts the connections it accepts and records each request's
+/// target and `Host`; with `close`, each answer says `Connection: close`.
+struct Counting {
+    addr: std::net::SocketAddr,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+    #[allow(clippy::disallowed_types)]
+    seen: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Counting {
+    async fn start(close: bool) -> Self {
+        use hyper::{Response, body::Bytes, server::conn::http1, service::service_fn};
+        use std::sync::atomic::Ordering::SeqCst;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        #[allow(clippy::disallowed_types)]
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (count, log) = (Arc::clone(&connections), Arc::clone(&seen));
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                count.fetch_add(1, SeqCst);
+                let log = Arc::clone(&log);
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let host = req
+                            .headers()
+                            .get("host")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned();
+                        log.lock().unwrap().push((req.uri().to_string(), host));
+                        async move {
+                            let mut resp = Response::new(http_body_util::Full::new(
+                                Bytes::from_static(br#"{"choices":[]}"#),
+                            ));
+                            if close {
+                                resp.headers_mut()
+                                    .insert("connection", "close".parse().unwrap());
+                            }
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            connections,
+            seen,
+            task,
+        }
+    }
+
+    fn deployment(&self) -> Arc<Deployment> {
+        Arc::new(
+            Deployment::builder("r", "openai/gpt-4o")
+                .api_base(format!("http://{}/v1", self.addr))
+                .api_key(KEY)
+                .build(),
+        )
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Counting {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn probes_of_a_plain_http_upstream_share_one_kept_connection_in_origin_form() {
+    let up = Counting::start(false).await;
+    let prober = HttpProber::new(ProbeDefaults::default()).expect("prober");
+    let d = up.deployment();
+    for i in 0..3 {
+        let o = prober.probe(Arc::clone(&d)).await;
+        assert!(o.healthy, "probe {i}: {o:?}");
+        // The cheap tier's `GET /models` goes the same way.
+        let cheap = prober
+            .probe_cheap(Arc::clone(&d))
+            .expect("a cheap tier")
+            .await;
+        assert!(cheap.healthy, "cheap probe {i}: {cheap:?}");
+    }
+    assert_eq!(up.connections(), 1, "one connection, kept between probes");
+    let seen = up.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 6);
+    let host = up.addr.to_string();
+    for (target, h) in &seen {
+        assert!(
+            target == "/v1/chat/completions" || target == "/v1/models",
+            "origin form: {target}"
+        );
+        assert_eq!(h, &host);
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_that_closes_its_connections_gets_a_new_one_for_each_probe() {
+    let up = Counting::start(true).await;
+    let prober = HttpProber::new(ProbeDefaults::default()).expect("prober");
+    let d = up.deployment();
+    for i in 0..3 {
+        let o = prober.probe(Arc::clone(&d)).await;
+        assert!(o.healthy, "probe {i}: {o:?}");
+    }
+    assert_eq!(up.connections(), 3);
+}
+
+#[tokio::test]
+async fn an_upstream_that_drops_each_connection_after_answering_passes_every_probe() {
+    // It closes without saying so: a probe may meet the kept connection closed, and is
+    // sent again on a new one rather than failing.
+    let up = thr_testkit::RawUpstream::start(|| {
+        let body = r#"{"choices":[]}"#;
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        vec![(format!("{head}{body}").into_bytes(), Duration::ZERO)]
+    });
+    let prober = HttpProber::new(ProbeDefaults::default()).expect("prober");
+    let d = Arc::new(
+        Deployment::builder("r", "openai/gpt-4o")
+            .api_base(up.v1())
+            .api_key(KEY)
+            .build(),
+    );
+    for i in 0..5 {
+        let o = prober.probe(Arc::clone(&d)).await;
+        assert!(o.healthy, "probe {i}: {o:?}");
+    }
+    assert_eq!(up.count(), 5);
+}
+
+#[tokio::test]
+async fn an_idle_connection_older_than_the_pool_idle_timeout_is_not_reused() {
+    let up = Counting::start(false).await;
+    let prober = HttpProber::builder()
+        .pool_idle_timeout(Duration::from_nanos(1))
+        .build()
+        .expect("prober");
+    let d = up.deployment();
+    for i in 0..2 {
+        let o = prober.probe(Arc::clone(&d)).await;
+        assert!(o.healthy, "probe {i}: {o:?}");
+    }
+    assert_eq!(
+        up.connections(),
+        2,
+        "the first connection was idle too long"
     );
 }
 

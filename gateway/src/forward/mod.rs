@@ -2,8 +2,11 @@
 //! translations, by wire.
 
 pub mod anthropic;
-pub mod pool;
 pub mod sse;
+
+/// The forwarder's connection pool for `http://` upstreams (the library's, shared with its
+/// prober).
+pub use tower_health_routing::probe::pool;
 
 use axum::body::Body;
 use bytes::Bytes;

@@ -1,21 +1,25 @@
-//! The forwarder's own connection pool for `http://` upstreams, on hyper's HTTP/1 client
-//! connections (`https://` upstreams keep hyper-util's pooled client, which negotiates
-//! HTTP/2 and TLS).
+//! A connection pool for `http://` upstreams, on hyper's HTTP/1 client connections: the
+//! [`HttpProber`](super::HttpProber)'s for plain-HTTP deployments (each probed deployment
+//! keeps its upstream's pool with its prepared request), and `thr-gateway`'s forwarder's.
+//! `https://` upstreams keep hyper-util's pooled client, which negotiates HTTP/2 and TLS.
 //!
 //! Each upstream authority (host and port) has one [`HostPool`], found once, when a
 //! deployment's forward endpoint is resolved, and kept in the endpoint: a request takes
-//! it without hashing a pool key. Its idle connections are a LIFO stack (the most
-//! recently used connection first, whose upstream is least likely to have closed it); a
-//! connection goes back to it when its response body has been read to the end, and is
-//! dropped when it closes, when its response was not read to the end, or after
-//! [`IDLE_TIMEOUT`] unused. A request that meets a pooled connection closed before the
+//! it without hashing a pool key (hyper-util's pool hashes its key, scheme and authority,
+//! with SipHash a byte at a time, at each checkout and return). Its idle connections are a
+//! LIFO stack (the most recently used connection first, whose upstream is least likely to
+//! have closed it); a connection goes back to it when its response body has been read to
+//! the end, and is dropped when it closes, when its response was not read to the end, or
+//! after the pool's idle timeout ([`IDLE_TIMEOUT`] unless [`Pools::with_idle_timeout`]
+//! says otherwise) unused. A request that meets a pooled connection closed before the
 //! request was written is sent again on another one, as hyper-util's client does.
 
-// A lock on the request path, allowed here: the idle stack's `Mutex` is held for one push
-// or pop (never across an await), uncontended with `--workers 1`, and takes the place of
-// hyper-util's pool, which locked its own `Mutex` at the same two points of every request.
-// No lock-free LIFO of connections is available without `unsafe` (forbidden) or a new
-// dependency; the `Pools` map is locked only when an endpoint is resolved.
+// A lock on the gateway's forwarding path (never the routing decision), allowed here: the
+// idle stack's `Mutex` is held for one push or pop (never across an await), uncontended
+// with the gateway's `--workers 1`, and takes the place of hyper-util's pool, which locked
+// its own `Mutex` at the same two points of every request. No lock-free LIFO of
+// connections is available without `unsafe` (forbidden) or a new dependency; the `Pools`
+// map is locked only when an endpoint is resolved (the prober: once per deployment).
 #![allow(clippy::disallowed_types)]
 
 use std::{
@@ -26,6 +30,7 @@ use std::{
     time::Duration,
 };
 
+use crate::BoxError;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, Uri, header};
 use http_body_util::Full;
@@ -35,9 +40,8 @@ use hyper::{
 };
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
-use tower_health_routing::BoxError;
 
-/// How long an idle connection is kept (hyper-util's client default).
+/// How long an idle connection is kept by default (hyper-util's client default).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// The most idle connections kept per upstream.
 pub const MAX_IDLE_PER_HOST: usize = 256;
@@ -46,10 +50,28 @@ type Sender = http1::SendRequest<Full<Bytes>>;
 
 /// The pools of every upstream authority, by `host:port` (looked up when an endpoint is
 /// resolved, not per request).
-#[derive(Debug, Default)]
-pub struct Pools(Mutex<HashMap<String, Arc<HostPool>>>);
+#[derive(Debug)]
+pub struct Pools {
+    by_authority: Mutex<HashMap<String, Arc<HostPool>>>,
+    idle_timeout: Duration,
+}
+
+impl Default for Pools {
+    fn default() -> Self {
+        Self::with_idle_timeout(IDLE_TIMEOUT)
+    }
+}
 
 impl Pools {
+    /// Pools whose idle connections are dropped after `idle_timeout` unused (the default is
+    /// [`IDLE_TIMEOUT`]).
+    pub fn with_idle_timeout(idle_timeout: Duration) -> Self {
+        Self {
+            by_authority: Mutex::new(HashMap::new()),
+            idle_timeout,
+        }
+    }
+
     /// The pool for `uri`'s authority when it is an `http://` URL with a host; `None` for
     /// anything else (served by the general client).
     pub fn for_uri(&self, uri: &Uri) -> Option<Arc<HostPool>> {
@@ -64,7 +86,8 @@ impl Pools {
             _ => HeaderValue::from_str(host).ok()?,
         };
         let key = format!("{host}:{port}");
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let idle_timeout = self.idle_timeout;
+        let mut map = self.by_authority.lock().unwrap_or_else(|e| e.into_inner());
         let pool = map.entry(key).or_insert_with(|| {
             Arc::new(HostPool {
                 // `[::1]` in a URL; the socket address wants `::1`.
@@ -74,6 +97,7 @@ impl Pools {
                     .to_owned(),
                 port,
                 host_header,
+                idle_timeout,
                 idle: Mutex::new(Vec::new()),
             })
         });
@@ -88,6 +112,8 @@ pub struct HostPool {
     port: u16,
     /// The `Host` header of a request to it.
     host_header: HeaderValue,
+    /// How long an idle connection is kept.
+    idle_timeout: Duration,
     /// Idle connections, the most recently used last.
     idle: Mutex<Vec<Idle>>,
 }
@@ -113,7 +139,7 @@ pub fn origin_form(uri: &Uri) -> Uri {
 
 /// A TCP connect that failed (its `io::Error` is the source, for the classifier).
 #[derive(Debug)]
-struct ConnectError(std::io::Error);
+pub(crate) struct ConnectError(std::io::Error);
 
 impl std::fmt::Display for ConnectError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -165,7 +191,7 @@ impl HostPool {
     async fn checkout(&self) -> Option<Sender> {
         loop {
             let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
-            if idle.tx.is_closed() || idle.since.elapsed() > IDLE_TIMEOUT {
+            if idle.tx.is_closed() || idle.since.elapsed() > self.idle_timeout {
                 continue;
             }
             let mut tx = idle.tx;
@@ -195,12 +221,12 @@ impl HostPool {
         }
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        // The oldest go first once they have been idle too long (as hyper-util's client
+        // The oldest go first once they have been idle too long (as in hyper-util's client
         // without a pool timer, a pool that gets no more requests keeps its connections
         // until their upstream closes them).
         while idle
             .first()
-            .is_some_and(|i| now.saturating_duration_since(i.since) > IDLE_TIMEOUT)
+            .is_some_and(|i| now.saturating_duration_since(i.since) > self.idle_timeout)
         {
             idle.remove(0);
         }
