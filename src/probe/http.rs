@@ -443,7 +443,9 @@ impl HttpProberBuilder {
             turn: AtomicUsize::new(0),
             prepared: PreparedCache::default(),
             prepared_cheap: PreparedCache::default(),
-            pools: Pools::with_idle_timeout(self.pool_idle_timeout),
+            // Every idle connection kept, as by the client: a round sends up to
+            // `health_check_concurrency` probes at once, often to one upstream.
+            pools: Pools::with_idle_timeout(self.pool_idle_timeout).max_idle_per_host(usize::MAX),
             h2_only: self.http2_prior_knowledge,
             #[allow(clippy::disallowed_types)]
             recent_unsupported: std::sync::Mutex::new(Vec::new()),

@@ -43,7 +43,9 @@ use tokio::time::Instant;
 
 /// How long an idle connection is kept by default (hyper-util's client default).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// The most idle connections kept per upstream.
+/// The most idle connections kept per upstream by default (the gateway's forwarder); the
+/// prober keeps every one (as hyper-util's client does by default), for its rounds send as
+/// many probes at once as `health_check_concurrency` allows, often to one upstream.
 pub const MAX_IDLE_PER_HOST: usize = 256;
 
 type Sender = http1::SendRequest<Full<Bytes>>;
@@ -54,6 +56,7 @@ type Sender = http1::SendRequest<Full<Bytes>>;
 pub struct Pools {
     by_authority: Mutex<HashMap<String, Arc<HostPool>>>,
     idle_timeout: Duration,
+    max_idle_per_host: usize,
 }
 
 impl Default for Pools {
@@ -64,12 +67,20 @@ impl Default for Pools {
 
 impl Pools {
     /// Pools whose idle connections are dropped after `idle_timeout` unused (the default is
-    /// [`IDLE_TIMEOUT`]).
+    /// [`IDLE_TIMEOUT`]), keeping at most [`MAX_IDLE_PER_HOST`] per upstream.
     pub fn with_idle_timeout(idle_timeout: Duration) -> Self {
         Self {
             by_authority: Mutex::new(HashMap::new()),
             idle_timeout,
+            max_idle_per_host: MAX_IDLE_PER_HOST,
         }
+    }
+
+    /// Keeps at most `max` idle connections per upstream (a connection given back to a full
+    /// pool is closed). Applies to the pools found from now on.
+    pub fn max_idle_per_host(mut self, max: usize) -> Self {
+        self.max_idle_per_host = max;
+        self
     }
 
     /// The pool for `uri`'s authority when it is an `http://` URL with a host; `None` for
@@ -86,7 +97,7 @@ impl Pools {
             _ => HeaderValue::from_str(host).ok()?,
         };
         let key = format!("{host}:{port}");
-        let idle_timeout = self.idle_timeout;
+        let (idle_timeout, max_idle) = (self.idle_timeout, self.max_idle_per_host);
         let mut map = self.by_authority.lock().unwrap_or_else(|e| e.into_inner());
         let pool = map.entry(key).or_insert_with(|| {
             Arc::new(HostPool {
@@ -98,6 +109,7 @@ impl Pools {
                 port,
                 host_header,
                 idle_timeout,
+                max_idle,
                 idle: Mutex::new(Vec::new()),
             })
         });
@@ -114,6 +126,8 @@ pub struct HostPool {
     host_header: HeaderValue,
     /// How long an idle connection is kept.
     idle_timeout: Duration,
+    /// How many idle connections are kept.
+    max_idle: usize,
     /// Idle connections, the most recently used last.
     idle: Mutex<Vec<Idle>>,
 }
@@ -230,7 +244,7 @@ impl HostPool {
         {
             idle.remove(0);
         }
-        if idle.len() < MAX_IDLE_PER_HOST {
+        if idle.len() < self.max_idle {
             idle.push(Idle { tx, since: now });
         }
     }

@@ -129,7 +129,8 @@ async fn a_closed_port_is_a_connect_error() {
 }
 
 /// A local upstream that counts the connections it accepts and records each request's
-/// target and `Host`; with `close`, each answer says `Connection: close`.
+/// target and `Host`; with `close`, each answer says `Connection: close`; each answer
+/// comes after `delay`.
 struct Counting {
     addr: std::net::SocketAddr,
     connections: Arc<std::sync::atomic::AtomicUsize>,
@@ -139,7 +140,7 @@ struct Counting {
 }
 
 impl Counting {
-    async fn start(close: bool) -> Self {
+    async fn start(close: bool, delay: Duration) -> Self {
         use hyper::{Response, body::Bytes, server::conn::http1, service::service_fn};
         use std::sync::atomic::Ordering::SeqCst;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -164,6 +165,9 @@ impl Counting {
                             .to_owned();
                         log.lock().unwrap().push((req.uri().to_string(), host));
                         async move {
+                            if !delay.is_zero() {
+                                tokio::time::sleep(delay).await;
+                            }
                             let mut resp = Response::new(http_body_util::Full::new(
                                 Bytes::from_static(br#"{"choices":[]}"#),
                             ));
@@ -210,7 +214,7 @@ impl Drop for Counting {
 
 #[tokio::test]
 async fn probes_of_a_plain_http_upstream_share_one_kept_connection_in_origin_form() {
-    let up = Counting::start(false).await;
+    let up = Counting::start(false, Duration::ZERO).await;
     let prober = HttpProber::new(ProbeDefaults::default()).expect("prober");
     let d = up.deployment();
     for i in 0..3 {
@@ -238,7 +242,7 @@ async fn probes_of_a_plain_http_upstream_share_one_kept_connection_in_origin_for
 
 #[tokio::test]
 async fn an_upstream_that_closes_its_connections_gets_a_new_one_for_each_probe() {
-    let up = Counting::start(true).await;
+    let up = Counting::start(true, Duration::ZERO).await;
     let prober = HttpProber::new(ProbeDefaults::default()).expect("prober");
     let d = up.deployment();
     for i in 0..3 {
@@ -276,7 +280,7 @@ async fn an_upstream_that_drops_each_connection_after_answering_passes_every_pro
 
 #[tokio::test]
 async fn an_idle_connection_older_than_the_pool_idle_timeout_is_not_reused() {
-    let up = Counting::start(false).await;
+    let up = Counting::start(false, Duration::ZERO).await;
     let prober = HttpProber::builder()
         .pool_idle_timeout(Duration::from_nanos(1))
         .build()
@@ -476,4 +480,35 @@ async fn shutdown_mid_round_returns_fast_and_leaves_no_task() {
         metrics.num_alive_tasks() - baseline
     );
     drop(state);
+}
+
+#[tokio::test]
+async fn a_pool_keeps_as_many_idle_connections_as_it_is_told() {
+    use http_body_util::{BodyExt, Full};
+    use tower_health_routing::probe::pool::{Pools, origin_form};
+    // Three requests at once, twice: the second three find the connections the first
+    // gave back, as many as the pool kept.
+    for (max, opened) in [(2, 4), (usize::MAX, 3)] {
+        let up = Counting::start(false, Duration::from_millis(100)).await;
+        let uri: http::Uri = format!("http://{}/v1/models", up.addr).parse().unwrap();
+        let pool = Pools::default()
+            .max_idle_per_host(max)
+            .for_uri(&uri)
+            .expect("an http:// pool");
+        let one = || {
+            let pool = Arc::clone(&pool);
+            let req = http::Request::get(origin_form(&uri))
+                .body(Full::new(bytes::Bytes::new()))
+                .unwrap();
+            async move {
+                let resp = pool.send(req).await.expect("an answer");
+                // Read to the end: the connection goes back to the pool.
+                resp.into_body().collect().await.expect("the body");
+            }
+        };
+        for _ in 0..2 {
+            tokio::join!(one(), one(), one());
+        }
+        assert_eq!(up.connections(), opened, "max_idle_per_host {max}");
+    }
 }
