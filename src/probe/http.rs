@@ -666,8 +666,10 @@ impl HttpProber {
         upgrade: bool,
     ) -> Result<Response<UpstreamBody>, ProbeOutcome> {
         match out.pool {
+            // A probe may go out twice: a kept connection the upstream closed while idle
+            // costs no spurious failure (the client retried only requests not yet sent).
             Some(pool) => pool
-                .send(out.req.map(Full::new))
+                .send_replayable(out.req.map(Full::new))
                 .await
                 .map_err(|e| pool_error_outcome(&e, &*self.classifier)),
             None => {

@@ -138,6 +138,16 @@ struct Idle {
     since: Instant,
 }
 
+/// A copy of `req` (its body is reference-counted).
+fn copy_request(req: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
+    let mut copy = Request::new(req.body().clone());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
+}
+
 /// A request path in origin form (`/v1/chat/completions?x`), as HTTP/1 sends it to an
 /// origin server.
 pub fn origin_form(uri: &Uri) -> Uri {
@@ -169,21 +179,51 @@ impl std::error::Error for ConnectError {
 
 impl HostPool {
     /// Sends `req` (its URI in origin form) on an idle connection, or a new one; the
-    /// answer's body gives the connection back when it is read to the end.
+    /// answer's body gives the connection back when it is read to the end. A request that
+    /// meets a kept connection closed before the request went out is sent on another; one
+    /// that went out is not sent again (see [`send_replayable`](Self::send_replayable)).
     pub async fn send(
         self: Arc<Self>,
+        req: Request<Full<Bytes>>,
+    ) -> Result<Response<UpstreamBody>, BoxError> {
+        self.send_with(req, false).await
+    }
+
+    /// [`send`](Self::send) for a request that may safely go out twice (a health probe): when
+    /// a kept connection fails it before an answer begins (the upstream closed it while
+    /// idle, without saying so, and the request went out all the same), it is sent once
+    /// more, on a new connection. Costs a copy of the request's head per request sent on a
+    /// kept connection.
+    pub async fn send_replayable(
+        self: Arc<Self>,
+        req: Request<Full<Bytes>>,
+    ) -> Result<Response<UpstreamBody>, BoxError> {
+        self.send_with(req, true).await
+    }
+
+    async fn send_with(
+        self: Arc<Self>,
         mut req: Request<Full<Bytes>>,
+        replayable: bool,
     ) -> Result<Response<UpstreamBody>, BoxError> {
         req.headers_mut()
             .entry(header::HOST)
             .or_insert_with(|| self.host_header.clone());
+        // Set once the request is sent again: on a new connection, and not a third time.
+        let mut replayed = false;
         loop {
-            let (mut tx, reused) = match self.checkout().await {
+            let kept = if replayed {
+                None
+            } else {
+                self.checkout().await
+            };
+            let (mut tx, reused) = match kept {
                 Some(tx) => (tx, true),
                 // Boxed: a new connection is rare, and its future (the connect and the
                 // handshake) would make every request's future larger, moved as a whole.
                 None => (Box::pin(self.connect()).await?, false),
             };
+            let copy = (replayable && reused).then(|| copy_request(&req));
             match tx.try_send_request(req).await {
                 Ok(resp) => {
                     return Ok(resp.map(|body| UpstreamBody {
@@ -192,9 +232,14 @@ impl HostPool {
                         ended: false,
                     }));
                 }
-                Err(mut e) => match e.take_message() {
+                Err(mut e) => match (e.take_message(), copy) {
                     // A pooled connection closed before the request went out: another.
-                    Some(r) if reused => req = r,
+                    (Some(r), _) if reused => req = r,
+                    // It went out and the kept connection failed before an answer began.
+                    (_, Some(c)) => {
+                        req = c;
+                        replayed = true;
+                    }
                     _ => return Err(e.into_error().into()),
                 },
             }
