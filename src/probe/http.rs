@@ -226,12 +226,18 @@ impl Prepared {
 
     /// The request for question `turn`, if one was built for it already, and the pool it
     /// goes out through (see [`Prepared::pool`]).
-    fn request(&self, turn: usize) -> Option<Outgoing> {
+    fn request(self: &Arc<Self>, turn: usize) -> Option<Outgoing> {
         let body = self.bodies.get(turn)?.get()?.clone();
-        Some(Outgoing {
+        Some(self.outgoing(body))
+    }
+
+    /// The kept request with `body`, as it goes out.
+    fn outgoing(self: &Arc<Self>, body: Bytes) -> Outgoing {
+        Outgoing {
             req: self.with_body(body),
             pool: self.pool.clone(),
-        })
+            kept: Some(Arc::clone(self)),
+        }
     }
 
     /// The kept request with `body`.
@@ -245,15 +251,12 @@ impl Prepared {
 
     /// Keeps the body of `req`, just built for question `turn` (everything else is the same
     /// for every question), and hands back the request as it goes out.
-    fn add(&self, turn: usize, req: Request<Bytes>) -> Outgoing {
+    fn add(self: &Arc<Self>, turn: usize, req: Request<Bytes>) -> Outgoing {
         let body = req.into_body();
         if let Some(b) = self.bodies.get(turn) {
             let _ = b.set(body.clone());
         }
-        Outgoing {
-            req: self.with_body(body),
-            pool: self.pool.clone(),
-        }
+        self.outgoing(body)
     }
 }
 
@@ -261,12 +264,18 @@ impl Prepared {
 struct Outgoing {
     req: Request<Bytes>,
     pool: Option<Arc<HostPool>>,
+    /// What it was made from, to make it again should it have to go out twice.
+    kept: Option<Arc<Prepared>>,
 }
 
 impl Outgoing {
     /// A request the prober's client sends.
     fn by_client(req: Request<Bytes>) -> Self {
-        Self { req, pool: None }
+        Self {
+            req,
+            pool: None,
+            kept: None,
+        }
     }
 }
 
@@ -348,16 +357,18 @@ impl PreparedCache {
             return Outgoing::by_client(req);
         };
         let (p, req) = Prepared::new(turn, req, h1, pools);
+        let p = Arc::new(p);
         let out = Outgoing {
             req,
             pool: p.pool.clone(),
+            kept: Some(Arc::clone(&p)),
         };
         if map.by_addr.len() >= 2 * map.swept + 1024 {
             map.by_addr.retain(|_, (w, _)| w.strong_count() > 0);
             map.swept = map.by_addr.len();
         }
         map.by_addr
-            .insert(Arc::as_ptr(d) as usize, (Arc::downgrade(d), Arc::new(p)));
+            .insert(Arc::as_ptr(d) as usize, (Arc::downgrade(d), p));
         out
     }
 }
@@ -668,10 +679,18 @@ impl HttpProber {
         match out.pool {
             // A probe may go out twice: a kept connection the upstream closed while idle
             // costs no spurious failure (the client retried only requests not yet sent).
-            Some(pool) => pool
-                .send_replayable(out.req.map(Full::new))
-                .await
-                .map_err(|e| pool_error_outcome(&e, &*self.classifier)),
+            Some(pool) => {
+                let again = out.kept.map(|p| {
+                    let body = out.req.body().clone();
+                    move || p.with_body(body).map(Full::new)
+                });
+                let req = out.req.map(Full::new);
+                let sent = match again {
+                    Some(again) => pool.send_replayable(req, again).await,
+                    None => pool.send(req).await,
+                };
+                sent.map_err(|e| pool_error_outcome(&e, &*self.classifier))
+            }
             None => {
                 let client = if upgrade {
                     &self.ws_client

@@ -138,16 +138,6 @@ struct Idle {
     since: Instant,
 }
 
-/// A copy of `req` (its body is reference-counted).
-fn copy_request(req: &Request<Full<Bytes>>) -> Request<Full<Bytes>> {
-    let mut copy = Request::new(req.body().clone());
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    copy
-}
-
 /// A request path in origin form (`/v1/chat/completions?x`), as HTTP/1 sends it to an
 /// origin server.
 pub fn origin_form(uri: &Uri) -> Uri {
@@ -186,30 +176,29 @@ impl HostPool {
         self: Arc<Self>,
         req: Request<Full<Bytes>>,
     ) -> Result<Response<UpstreamBody>, BoxError> {
-        self.send_with(req, false).await
+        self.send_with(req, None::<fn() -> Request<Full<Bytes>>>)
+            .await
     }
 
     /// [`send`](Self::send) for a request that may safely go out twice (a health probe): when
     /// a kept connection fails it before an answer begins (the upstream closed it while
-    /// idle, without saying so, and the request went out all the same), it is sent once
-    /// more, on a new connection. Costs a copy of the request's head per request sent on a
-    /// kept connection.
+    /// idle, without saying so, and the request went out all the same), `again()` builds it
+    /// once more and it goes out on a new connection.
     pub async fn send_replayable(
         self: Arc<Self>,
         req: Request<Full<Bytes>>,
+        again: impl FnOnce() -> Request<Full<Bytes>>,
     ) -> Result<Response<UpstreamBody>, BoxError> {
-        self.send_with(req, true).await
+        self.send_with(req, Some(again)).await
     }
 
-    async fn send_with(
+    async fn send_with<F: FnOnce() -> Request<Full<Bytes>>>(
         self: Arc<Self>,
         mut req: Request<Full<Bytes>>,
-        replayable: bool,
+        mut again: Option<F>,
     ) -> Result<Response<UpstreamBody>, BoxError> {
-        req.headers_mut()
-            .entry(header::HOST)
-            .or_insert_with(|| self.host_header.clone());
-        // Set once the request is sent again: on a new connection, and not a third time.
+        self.set_host(&mut req);
+        // Set once the request is built again: it goes out on a new connection.
         let mut replayed = false;
         loop {
             let kept = if replayed {
@@ -223,7 +212,6 @@ impl HostPool {
                 // handshake) would make every request's future larger, moved as a whole.
                 None => (Box::pin(self.connect()).await?, false),
             };
-            let copy = (replayable && reused).then(|| copy_request(&req));
             match tx.try_send_request(req).await {
                 Ok(resp) => {
                     return Ok(resp.map(|body| UpstreamBody {
@@ -232,18 +220,31 @@ impl HostPool {
                         ended: false,
                     }));
                 }
-                Err(mut e) => match (e.take_message(), copy) {
+                Err(mut e) => {
                     // A pooled connection closed before the request went out: another.
-                    (Some(r), _) if reused => req = r,
-                    // It went out and the kept connection failed before an answer began.
-                    (_, Some(c)) => {
-                        req = c;
-                        replayed = true;
+                    if let Some(r) = e.take_message().filter(|_| reused) {
+                        req = r;
+                        continue;
                     }
-                    _ => return Err(e.into_error().into()),
-                },
+                    // It went out and the kept connection failed before an answer began.
+                    match again.take().filter(|_| reused) {
+                        Some(make) => {
+                            req = make();
+                            self.set_host(&mut req);
+                            replayed = true;
+                        }
+                        None => return Err(e.into_error().into()),
+                    }
+                }
             }
         }
+    }
+
+    /// Gives `req` this upstream's `Host` header unless it has one.
+    fn set_host(&self, req: &mut Request<Full<Bytes>>) {
+        req.headers_mut()
+            .entry(header::HOST)
+            .or_insert_with(|| self.host_header.clone());
     }
 
     /// The most recently used idle connection that is still open and ready.
