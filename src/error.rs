@@ -20,6 +20,19 @@
 
 use std::{fmt, sync::Arc, time::Duration};
 
+/// An error and its sources, `: `-joined.
+#[cfg(feature = "http-prober")]
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}
+
 /// A type-erased error, as used by tower.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 

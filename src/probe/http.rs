@@ -972,16 +972,10 @@ fn says_probe_malformed(body: &str) -> bool {
 }
 
 fn error_outcome(e: &hyper_util::client::legacy::Error, classifier: &dyn Classify) -> ProbeOutcome {
-    let mut chain = Vec::new();
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        chain.push(s.to_string());
-        src = s.source();
-    }
-    let detail = if chain.is_empty() {
-        e.to_string()
-    } else {
-        chain.join(": ")
+    // The client's error says only which step failed; its sources say what failed.
+    let detail = match std::error::Error::source(e) {
+        Some(cause) => crate::error::error_chain(cause),
+        None => e.to_string(),
     };
     failure_outcome(detail, e.is_connect(), classifier.classify_error(e))
 }
@@ -990,17 +984,12 @@ fn error_outcome(e: &hyper_util::client::legacy::Error, classifier: &dyn Classif
 /// connect reads `connect: tcp connect error: …`, whichever sent it).
 fn pool_error_outcome(e: &BoxError, classifier: &dyn Classify) -> ProbeOutcome {
     let connect = e.downcast_ref::<pool::ConnectError>().is_some();
-    // The client's error names what failed in its sources; this one is what failed
-    // (a connect error's text has its cause already).
-    let mut detail = e.to_string();
-    if !connect {
-        let mut src = e.source();
-        while let Some(s) = src {
-            detail.push_str(": ");
-            detail.push_str(&s.to_string());
-            src = s.source();
-        }
-    }
+    // This error is what failed (a connect error's text has its cause already).
+    let detail = if connect {
+        e.to_string()
+    } else {
+        crate::error::error_chain(&**e)
+    };
     failure_outcome(detail, connect, classifier.classify_error(&**e))
 }
 

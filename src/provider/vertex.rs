@@ -475,7 +475,7 @@ impl VertexAuth {
             let scrub = Scrubber::new([key.private_key.clone(), key.json.clone()]);
             VertexError::Token(format!(
                 "the service-account token exchange failed: {}",
-                scrub.scrub(&error_chain(&e))
+                scrub.scrub(&crate::error::error_chain(&e))
             ))
         })?;
         let mut auth = HeaderValue::try_from(format!("Bearer {}", token.as_str()))
@@ -528,18 +528,6 @@ fn target(
         url: url(d, &location, &project, model, method)?,
         body: Bytes::from(body.to_string()),
     })
-}
-
-/// An error and its sources, `: `-joined.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        src = s.source();
-    }
-    out
 }
 
 #[cfg(test)]
