@@ -235,7 +235,6 @@ impl Prepared {
     fn outgoing(self: &Arc<Self>, body: Bytes) -> Outgoing {
         Outgoing {
             req: self.with_body(body),
-            pool: self.pool.clone(),
             kept: Some(Arc::clone(self)),
         }
     }
@@ -260,22 +259,23 @@ impl Prepared {
     }
 }
 
-/// A probe request and the pool it goes out through (`None`: the prober's client).
+/// A probe request, and the kept request it was made from (whose pool it goes out
+/// through, and from which it is made again should it have to go out twice).
 struct Outgoing {
     req: Request<Bytes>,
-    pool: Option<Arc<HostPool>>,
-    /// What it was made from, to make it again should it have to go out twice.
     kept: Option<Arc<Prepared>>,
 }
 
 impl Outgoing {
     /// A request the prober's client sends.
     fn by_client(req: Request<Bytes>) -> Self {
-        Self {
-            req,
-            pool: None,
-            kept: None,
-        }
+        Self { req, kept: None }
+    }
+
+    /// The pool it goes out through (`None`: the prober's client).
+    #[cfg(test)]
+    fn pool(&self) -> Option<&Arc<HostPool>> {
+        self.kept.as_ref()?.pool.as_ref()
     }
 }
 
@@ -360,7 +360,6 @@ impl PreparedCache {
         let p = Arc::new(p);
         let out = Outgoing {
             req,
-            pool: p.pool.clone(),
             kept: Some(Arc::clone(&p)),
         };
         if map.by_addr.len() >= 2 * map.swept + 1024 {
@@ -676,20 +675,17 @@ impl HttpProber {
         out: Outgoing,
         upgrade: bool,
     ) -> Result<Response<UpstreamBody>, ProbeOutcome> {
-        match out.pool {
+        let Outgoing { req, kept } = out;
+        match kept.and_then(|k| Some((Arc::clone(k.pool.as_ref()?), k))) {
             // A probe may go out twice: a kept connection the upstream closed while idle
             // costs no spurious failure (the client retried only requests not yet sent).
-            Some(pool) => {
-                let again = out.kept.map(|p| {
-                    let body = out.req.body().clone();
-                    move || p.with_body(body).map(Full::new)
-                });
-                let req = out.req.map(Full::new);
-                let sent = match again {
-                    Some(again) => pool.send_replayable(req, again).await,
-                    None => pool.send(req).await,
-                };
-                sent.map_err(|e| pool_error_outcome(&e, &*self.classifier))
+            Some((pool, kept)) => {
+                let body = req.body().clone();
+                pool.send_replayable(req.map(Full::new), move || {
+                    kept.with_body(body).map(Full::new)
+                })
+                .await
+                .map_err(|e| pool_error_outcome(&e, &*self.classifier))
             }
             None => {
                 let client = if upgrade {
@@ -697,7 +693,7 @@ impl HttpProber {
                 } else {
                     &self.client
                 };
-                match client.request(out.req.map(Full::new)).await {
+                match client.request(req.map(Full::new)).await {
                     Ok(resp) => Ok(resp.map(UpstreamBody::unpooled)),
                     Err(e) => Err(error_outcome(&e, &*self.classifier)),
                 }
@@ -1076,12 +1072,12 @@ mod tests {
     fn same(a: &Outgoing, b: &Request<Bytes>) -> bool {
         let plain = b.uri().scheme_str() == Some("http");
         assert_eq!(
-            a.pool.is_some(),
+            a.pool().is_some(),
             plain && !b.headers().contains_key(http::header::UPGRADE),
             "{}",
             b.uri()
         );
-        let want_uri = match a.pool {
+        let want_uri = match a.pool() {
             Some(_) => pool::origin_form(b.uri()),
             None => b.uri().clone(),
         };
