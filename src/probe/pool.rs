@@ -283,13 +283,11 @@ impl HostPool {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         // The oldest go first once they have been idle too long (as in hyper-util's client
         // without a pool timer, a pool that gets no more requests keeps its connections
-        // until their upstream closes them).
-        while idle
-            .first()
-            .is_some_and(|i| now.saturating_duration_since(i.since) > self.idle_timeout)
-        {
-            idle.remove(0);
-        }
+        // until their upstream closes them). The stack is oldest first: one drain of the
+        // expired front, not one shift of the rest per expired connection.
+        let expired =
+            idle.partition_point(|i| now.saturating_duration_since(i.since) > self.idle_timeout);
+        idle.drain(..expired);
         if idle.len() < self.max_idle {
             idle.push(Idle { tx, since: now });
         }
@@ -363,5 +361,66 @@ impl Drop for UpstreamBody {
         if self.ended || hyper::body::Body::is_end_stream(&self.inner) {
             self.release();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    /// An upstream on 127.0.0.1:0 answering every request `200 ok`, keeping connections.
+    async fn upstream() -> Uri {
+        use hyper::{server::conn::http1 as server, service::service_fn};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let answer = service_fn(|_req| async {
+                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(
+                            Bytes::from_static(b"ok"),
+                        )))
+                    });
+                    let _ = server::Builder::new()
+                        .serve_connection(TokioIo::new(stream), answer)
+                        .await;
+                });
+            }
+        });
+        format!("http://{addr}/v1/models").parse().expect("a URI")
+    }
+
+    async fn one(pool: &Arc<HostPool>, uri: &Uri) {
+        let req = Request::get(origin_form(uri))
+            .body(Full::new(Bytes::new()))
+            .expect("a request");
+        let resp = Arc::clone(pool).send(req).await.expect("an answer");
+        // Read to the end: the connection goes back to the pool.
+        resp.into_body().collect().await.expect("the body");
+    }
+
+    fn idle(pool: &HostPool) -> usize {
+        pool.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_given_back_drops_those_idle_longer_than_the_timeout() {
+        let uri = upstream().await;
+        let pool = Pools::with_idle_timeout(Duration::from_secs(10))
+            .for_uri(&uri)
+            .expect("an http:// pool");
+        tokio::join!(one(&pool, &uri), one(&pool, &uri), one(&pool, &uri));
+        assert_eq!(idle(&pool), 3, "three connections, all given back");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        // The newest serves and goes back on top, idle from now.
+        one(&pool, &uri).await;
+        assert_eq!(idle(&pool), 3);
+        tokio::time::advance(Duration::from_secs(6)).await;
+        // Idle 6 s, it serves again; given back, it finds the other two idle 11 s.
+        one(&pool, &uri).await;
+        assert_eq!(idle(&pool), 1, "the two idle past the timeout are dropped");
     }
 }
