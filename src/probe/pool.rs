@@ -283,10 +283,12 @@ impl HostPool {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         // The oldest go first once they have been idle too long (as in hyper-util's client
         // without a pool timer, a pool that gets no more requests keeps its connections
-        // until their upstream closes them). The stack is oldest first: one drain of the
-        // expired front, not one shift of the rest per expired connection.
-        let expired =
-            idle.partition_point(|i| now.saturating_duration_since(i.since) > self.idle_timeout);
+        // until their upstream closes them): the expired front in one drain, not one shift
+        // of the rest per expired connection.
+        let expired = idle
+            .iter()
+            .position(|i| now.saturating_duration_since(i.since) <= self.idle_timeout)
+            .unwrap_or(idle.len());
         idle.drain(..expired);
         if idle.len() < self.max_idle {
             idle.push(Idle { tx, since: now });
@@ -368,30 +370,7 @@ impl Drop for UpstreamBody {
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
-
-    /// An upstream on 127.0.0.1:0 answering every request `200 ok`, keeping connections.
-    async fn upstream() -> Uri {
-        use hyper::{server::conn::http1 as server, service::service_fn};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let answer = service_fn(|_req| async {
-                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(
-                            Bytes::from_static(b"ok"),
-                        )))
-                    });
-                    let _ = server::Builder::new()
-                        .serve_connection(TokioIo::new(stream), answer)
-                        .await;
-                });
-            }
-        });
-        format!("http://{addr}/v1/models").parse().expect("a URI")
-    }
+    use thr_testkit::Upstream;
 
     async fn one(pool: &Arc<HostPool>, uri: &Uri) {
         let req = Request::get(origin_form(uri))
@@ -408,7 +387,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_connection_given_back_drops_those_idle_longer_than_the_timeout() {
-        let uri = upstream().await;
+        let up = Upstream::ok();
+        let uri: Uri = format!("{}/models", up.v1()).parse().expect("a URI");
         let pool = Pools::with_idle_timeout(Duration::from_secs(10))
             .for_uri(&uri)
             .expect("an http:// pool");
