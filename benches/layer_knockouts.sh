@@ -20,6 +20,7 @@
 # The patch is against the source it was written for; when `git apply` fails, the layer's
 # code has moved: re-cut the patch (the switches are a dozen lines).
 set -euo pipefail
+command -v valgrind >/dev/null || { echo "layer_knockouts.sh: needs valgrind (apt-get install -y valgrind)" >&2; exit 1; }
 N=${1:-8}
 ROOT=$(git -C "$(dirname "$0")/.." rev-parse --show-toplevel)
 WT=$(mktemp -d /tmp/thr-knockouts.XXXXXX)
